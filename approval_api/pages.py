@@ -1,0 +1,142 @@
+"""The HTML the approver sees. Jinja2 with autoescape: everything a requester wrote is text."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from approvals.models import Approval, Policy, Status, Vote
+
+TEMPLATES = Path(__file__).parent / "templates"
+CSS = (TEMPLATES / "style.css").read_text()
+# The page's only style is inline; pinning it by hash lets the policy forbid everything else.
+_CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # The link is a credential: never hand it to another site, never keep the page.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+STATUS_TEXT = {
+    Status.PENDING: "waiting for decision",
+    Status.APPROVED: "approved",
+    Status.REJECTED: "rejected",
+    Status.EXPIRED: "expired",
+    Status.CANCELLED: "cancelled",
+}
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+    )
+
+
+def humanize_until(moment: datetime, now: datetime) -> str:
+    """'in 3 hours', in the approver's terms rather than a timestamp."""
+    seconds = int((moment - now).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size)
+            return f"in {count} {unit}{'s' if count != 1 else ''}"
+    return "in less than a minute"
+
+
+def policy_text(approval: Approval) -> str:
+    request = approval.request
+    match request.policy:
+        case Policy.FIRST_RESPONSE:
+            return "the first decision settles it"
+        case Policy.ALL:
+            return "every approver must approve; any rejection rejects"
+        case Policy.QUORUM:
+            return f"{request.quorum} of {len(request.approvers)} approvals needed; rejected once that cannot be reached"
+
+
+def _status(approval: Approval, now: datetime) -> Status:
+    return Status.EXPIRED if approval.is_expired(now) else approval.status
+
+
+def _detail_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def approval_page(
+    approval: Approval,
+    approver: str,
+    fields: dict[str, str],
+    now: datetime,
+    *,
+    reason_required: bool,
+    notice: str = "",
+    comment: str = "",
+) -> str:
+    status = _status(approval, now)
+    return (
+        _environment()
+        .get_template("approval.html")
+        .render(
+            css=CSS,
+            request=approval.request,
+            approver=approver,
+            status=status.value,
+            status_text=STATUS_TEXT[status],
+            expires_in=humanize_until(approval.expires_at, now),
+            expires_at=approval.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            details=[(key, _detail_text(value)) for key, value in approval.request.details.items()],
+            policy_text=policy_text(approval),
+            approvers=[(person, approval.votes.get(person)) for person in approval.request.approvers],
+            can_decide=status is Status.PENDING and approver not in approval.votes,
+            action=approval.approval_id,
+            fields=fields,
+            reason_required=reason_required,
+            notice=notice,
+            notice_kind="error" if notice else "",
+            comment=comment,
+        )
+    )
+
+
+def message_page(
+    heading: str,
+    message: str,
+    *,
+    kind: str = "info",
+    approval: Approval | None = None,
+    vote: Vote | None = None,
+    now: datetime | None = None,
+) -> str:
+    status = _status(approval, now) if approval and now else None
+    return (
+        _environment()
+        .get_template("message.html")
+        .render(
+            css=CSS,
+            heading=heading,
+            message=message,
+            kind=kind,
+            request=approval.request if approval else None,
+            status=status.value if status else "",
+            status_text=STATUS_TEXT[status] if status else "",
+            vote=vote,
+        )
+    )

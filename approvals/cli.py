@@ -1,0 +1,146 @@
+"""The `approvals` command: the local stack, the demo, and starting and following approvals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from approvals import executions
+from approvals.models import ApprovalRequest, describe_validation_error
+from approvals.target import Target, TargetError, deployed, local
+
+
+def _target(args: argparse.Namespace) -> Target:
+    return deployed(args.stack_name, args.region) if args.stack_name else local()
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from approvals.local.stack import LocalStack
+
+    stack = LocalStack(moto_port=args.moto_port, api_port=args.api_port)
+    info = stack.start()
+    info.write()
+    print(
+        f"Local stack running (state in .approvals/local.json)\n"
+        f"  AWS endpoint  {info.endpoint_url}   (aws --endpoint-url {info.endpoint_url} ...)\n"
+        f"  approval API  {info.api_url}\n"
+        f"  outbox        {info.outbox_url}\n"
+        f"  state machine {info.state_machine_arn}\n"
+        f"  fan-out       {info.fanout_state_machine_arn}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    stack.stop()
+    print("Local stack stopped.", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from approvals import demo
+
+    return 0 if demo.run() else 1
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    details = {}
+    for pair in args.detail:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise TargetError(f"--detail takes KEY=VALUE, not {pair!r}")
+        details[key] = value
+    fields = {
+        "title": args.title,
+        "description": args.description,
+        "approvers": args.approver,
+        "policy": args.policy,
+        "quorum": args.quorum,
+        "timeout_seconds": args.timeout,
+        "requester": args.requester,
+        "details": details,
+    }
+    request = ApprovalRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    target = _target(args)
+    arn = executions.start(target.sfn, target.state_machine_arn, request)
+    print(arn)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = executions.report(_target(args).sfn, args.execution_arn)
+    print(
+        json.dumps(
+            {
+                "status": result.status,
+                "final_state": result.final_state,
+                "states": result.states,
+                "output": result.output,
+                "error": result.error,
+                "cause": result.cause,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="approvals", description="Human approval gates for AWS Step Functions."
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+
+    local_cmd = commands.add_parser("local", help="run the embedded local stack until interrupted")
+    local_cmd.add_argument("--moto-port", type=int, default=4570, help="AWS endpoint port (0: any free port)")
+    local_cmd.add_argument("--api-port", type=int, default=8787, help="approval API port (0: any free port)")
+    local_cmd.set_defaults(run=cmd_local)
+
+    commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)
+
+    def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--stack-name", help="act on this deployed stack instead of the local one")
+        sub.add_argument("--region", help="the deployed stack's region")
+        return sub
+
+    start_cmd = targeted("start", "start an approval execution")
+    start_cmd.add_argument("--title", required=True)
+    start_cmd.add_argument("--approver", action="append", required=True, help="repeat for each approver")
+    start_cmd.add_argument("--policy", choices=["first_response", "all", "quorum"])
+    start_cmd.add_argument("--quorum", type=int)
+    start_cmd.add_argument("--timeout", type=int, help="seconds to wait (default 86400)")
+    start_cmd.add_argument("--requester", default="cli")
+    start_cmd.add_argument("--description")
+    start_cmd.add_argument("--detail", action="append", default=[], metavar="KEY=VALUE")
+    start_cmd.set_defaults(run=cmd_start)
+
+    status_cmd = targeted("status", "show an execution's status, outcome and states")
+    status_cmd.add_argument("execution_arn")
+    status_cmd.set_defaults(run=cmd_status)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except TargetError as error:
+        print(f"approvals: {error}", file=sys.stderr)
+    except ValidationError as error:
+        print(f"approvals: invalid request: {describe_validation_error(error)}", file=sys.stderr)
+    except Exception as error:  # one clear line, never a traceback, for anything AWS says
+        print(f"approvals: {type(error).__name__}: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

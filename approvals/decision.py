@@ -1,0 +1,175 @@
+"""What the approval API does: show a request to an approver, and record their decision.
+
+Showing changes nothing (mail scanners open every link). Deciding checks the signed
+fields, records the vote with one conditional update and, when that vote settles the
+request, answers the workflow exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from approvals import links
+from approvals.models import Approval, Outcome, Status, Vote
+from approvals.runtime import Services
+from approvals.store import VoteRefusal, VoteRejected
+from approvals.tasks import TaskGone, succeed
+
+log = logging.getLogger(__name__)
+
+APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
+COMMENT_LIMIT = 2000
+
+
+class Problem(Exception):
+    """A request the API refuses, with the HTTP status and words for the person."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, message: str, approval: Approval | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.approval = approval
+
+
+class Malformed(Problem):
+    status, title = 400, "This link or form is incomplete"
+
+
+class Forbidden(Problem):
+    status, title = 403, "This link is not valid"
+
+
+class NotFound(Problem):
+    status, title = 404, "No such approval"
+
+
+class Conflict(Problem):
+    status, title = 409, "Already decided"
+
+
+class Gone(Problem):
+    status, title = 410, "This approval is closed"
+
+
+class Delivery(Enum):
+    DELIVERED = "delivered"  # the workflow has the decision
+    PENDING = "pending"  # recorded; the workflow will be told by a retry
+    NOT_SETTLED = "not_settled"  # recorded; other approvers still to decide
+
+
+@dataclass(frozen=True)
+class Viewing:
+    approval: Approval
+    approver: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    approval: Approval
+    vote: Vote
+    delivery: Delivery
+
+
+def _claims(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> links.LinkClaims:
+    if not APPROVAL_ID.match(approval_id):
+        raise NotFound("There is no approval at this address.")
+    try:
+        return links.verify(services.signing_key, approval_id, fields, now)
+    except links.MalformedLink as error:
+        raise Malformed(f"{error}. Open the link from your email again.") from None
+    except links.ForgedLink:
+        raise Forbidden(
+            "The link was altered or was not issued for you. Open the link from your email again."
+        ) from None
+    except links.ExpiredLink:
+        raise Gone("This link has expired; the request can no longer be decided.") from None
+
+
+def view(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> Viewing:
+    claims = _claims(services, approval_id, fields, now)
+    approval = services.store.get(approval_id)
+    if approval is None:
+        raise NotFound("There is no approval at this address.")
+    if claims.approver not in approval.request.approvers:
+        raise Forbidden("This link was not issued to an approver of this request.")
+    return Viewing(approval, claims.approver)
+
+
+def decide(services: Services, approval_id: str, form: dict[str, str], now: datetime) -> Recorded:
+    claims = _claims(services, approval_id, form, now)
+    choice = form.get("decision", "")
+    if choice not in ("approve", "reject"):
+        raise Malformed("Choose Approve or Reject.")
+    comment = form.get("comment", "").strip()
+    if len(comment) > COMMENT_LIMIT:
+        raise Malformed(f"The comment is too long: at most {COMMENT_LIMIT} characters.")
+    if choice == "reject" and not comment and services.settings.reject_needs_reason:
+        raise Malformed("Say why you reject: a reason is required.")
+    outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
+    vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now)
+    return record(services, approval_id, vote)
+
+
+def record(services: Services, approval_id: str, vote: Vote) -> Recorded:
+    """Record a vote already authorised (by a signed link, or an operator) and settle."""
+    # No read first: the signature proves the approver was asked, and the stored
+    # thresholds let the conditional update settle the policy by itself.
+    try:
+        updated = services.store.record_vote(approval_id, vote)
+    except VoteRejected as refused:
+        raise _refusal_problem(services, refused) from None
+    if updated.status is Status.PENDING:
+        return Recorded(updated, vote, Delivery.NOT_SETTLED)
+    return Recorded(updated, vote, deliver(services, updated))
+
+
+def deliver(services: Services, approval: Approval) -> Delivery:
+    """Send the settled decision to the workflow; safe to repeat, since the service takes
+    one answer per token and refuses the rest."""
+    decision = approval.decision()
+    assert decision is not None, "only a settled approval is delivered"
+    try:
+        succeed(services.sfn, approval.task_token, decision)
+    except TaskGone:
+        if approval.delivery_failed:
+            services.store.mark_delivery(approval.approval_id, failed=False)
+        return Delivery.DELIVERED if approval.delivery_failed else _gone_before_decision(services, approval)
+    except Exception:
+        log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
+        services.store.mark_delivery(approval.approval_id, failed=True)
+        return Delivery.PENDING
+    if approval.delivery_failed:
+        services.store.mark_delivery(approval.approval_id, failed=False)
+    return Delivery.DELIVERED
+
+
+def _gone_before_decision(services: Services, approval: Approval) -> Delivery:
+    raise Gone(
+        "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
+        approval,
+    )
+
+
+def _refusal_problem(services: Services, refused: VoteRejected) -> Problem:
+    current = refused.approval
+    match refused.reason:
+        case VoteRefusal.UNKNOWN:
+            return NotFound("There is no approval at this address.")
+        case VoteRefusal.EXPIRED:
+            return Gone("This request expired before it was decided.", current)
+        case VoteRefusal.CANCELLED:
+            return Gone("This request was cancelled.", current)
+    assert current is not None
+    if current.decision() is not None:
+        # A late click is also the cheapest moment to make sure the workflow has the
+        # outcome: repeating it is harmless.
+        deliver(services, current)
+    if refused.reason is VoteRefusal.ALREADY_VOTED:
+        return Conflict("You have already decided on this request.", current)
+    return Conflict(f"This request is already {current.status.value}.", current)

@@ -1,0 +1,148 @@
+"""`approvals demo`: the whole flow on the local stack, narrated.
+
+One request with two approvers that both approve, one that is rejected, and a fan-out
+of three requests decided three ways. Every email is read from the outbox, every click is
+an HTTP GET of the page followed by the POST its form makes, and each execution must end
+in the state its votes call for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from approvals import executions
+from approvals.local import approver
+from approvals.local.stack import LocalInfo, LocalStack
+from approvals.models import ApprovalRequest, Policy
+from approvals.target import for_local
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Click:
+    approver: str
+    decision: str
+    comment: str = ""
+
+
+def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        emails = approver.request(info.outbox_url, headers={"Accept": "application/json"}).json()
+        for email in emails:
+            if email["to"] == to and title in email["subject"]:
+                return dict(email)
+        time.sleep(0.2)
+    raise TimeoutError(f"no email to {to} about {title!r} within {timeout}s")
+
+
+def click(info: LocalInfo, title: str, choice: Click, say: Say) -> int:
+    email = wait_for_email(info, choice.approver, title)
+    say(f"  ✉ to {email['to']}: {email['subject']}")
+    for line in str(email["body"]).splitlines():
+        say(f"  │ {line}")
+    links = email["links"]
+    assert isinstance(links, list)
+    page = approver.open_link(str(links[0]))
+    say(f"  → GET the link: {page.status}, buttons {page.buttons}")
+    result = approver.submit(page, choice.decision, choice.comment)
+    say(f"  → POST {choice.decision} as {choice.approver}: {result.status}")
+    return result.status
+
+
+def run(say: Say = print) -> bool:
+    # The functions' own log lines would drown the story; `approvals local` shows them.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=2)
+    info = stack.start()
+    target = for_local(info)
+    ok = True
+    try:
+        say(f"Local stack up: API {info.api_url}, outbox {info.outbox_url}\n")
+        singles = [
+            (
+                ApprovalRequest(
+                    title="Deploy v2.4 to production",
+                    description="Release notes: faster checkout, new invoices page.",
+                    approvers=["alice@example.com", "bob@example.com"],
+                    policy=Policy.ALL,
+                    requester="ci@example.com",
+                    details={"service": "checkout", "version": "2.4.0"},
+                ),
+                [Click("alice@example.com", "approve", "Looks good"), Click("bob@example.com", "approve")],
+                "Approved",
+            ),
+            (
+                ApprovalRequest(
+                    title="Refund order 1187 (EUR 2,400)",
+                    approvers=["carol@example.com", "dan@example.com"],
+                    requester="support@example.com",
+                    details={"order": 1187, "amount": "EUR 2,400"},
+                ),
+                [Click("carol@example.com", "reject", "Over the limit without a manager's note")],
+                "Rejected",
+            ),
+        ]
+        for request, clicks, expected in singles:
+            say(f"▶ {request.title} ({request.policy.value}, {len(request.approvers)} approvers)")
+            arn = executions.start(target.sfn, target.state_machine_arn, request)
+            for choice in clicks:
+                ok &= click(info, request.title, choice, say) == 200
+            ok &= show(say, executions.wait(target.sfn, arn), expected)
+
+        fanout = [
+            ApprovalRequest(
+                title="Delete customer archive 2019",
+                approvers=["erin@example.com", "frank@example.com", "grace@example.com"],
+                policy=Policy.QUORUM,
+                quorum=2,
+                requester="data@example.com",
+            ),
+            ApprovalRequest(
+                title="Rotate the payments API key",
+                approvers=["heidi@example.com"],
+                requester="sec@example.com",
+            ),
+            ApprovalRequest(
+                title="Open port 22 to the world",
+                approvers=["ivan@example.com"],
+                requester="ops@example.com",
+                timeout_seconds=3,
+            ),
+        ]
+        say(f"▶ Fan-out of {len(fanout)} requests through one Map state")
+        arn = executions.start_fanout(target.sfn, target.fanout_state_machine_arn, fanout)
+        ok &= click(info, fanout[0].title, Click("erin@example.com", "approve"), say) == 200
+        ok &= (
+            click(
+                info, fanout[0].title, Click("grace@example.com", "approve", "Retention period is over"), say
+            )
+            == 200
+        )
+        ok &= (
+            click(info, fanout[1].title, Click("heidi@example.com", "reject", "Not during the freeze"), say)
+            == 200
+        )
+        say(f"  (nobody answers “{fanout[2].title}”: it expires after 3 s)")
+        result = executions.wait(target.sfn, arn)
+        ok &= show(say, result, "Done")
+        outcomes = [d.get("outcome") for d in (result.output or {}).get("decisions", [])]
+        say(f"  decisions in request order: {outcomes}")
+        ok &= outcomes == ["approved", "rejected", "expired"]
+    finally:
+        stack.stop()
+    say("\nDemo " + ("passed: every workflow ended where its votes said." if ok else "FAILED."))
+    return ok
+
+
+def show(say: Say, result: executions.ExecutionReport, expected_final: str) -> bool:
+    say(f"  execution {result.status}, states: {' → '.join(result.states)}")
+    if result.output is not None:
+        say(f"  output: {result.output}")
+    good = result.final_state == expected_final
+    say(f"  {'✔' if good else '✘'} ended in {result.final_state!r} (expected {expected_final!r})\n")
+    return good

@@ -1,0 +1,77 @@
+"""An approver's clicks over HTTP, as a browser without JavaScript makes them: open the
+link (GET), read the form, submit it (POST with the form's fields)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+
+class _FormReader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.buttons: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.action = values.get("action", "")
+        elif tag == "input" and values.get("type") == "hidden":
+            self.fields[values["name"]] = values.get("value", "")
+        elif tag == "button" and values.get("name") == "decision":
+            self.buttons.append(values.get("value", ""))
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    text: str
+    url: str
+    form_action: str | None = None
+    form_fields: dict[str, str] = field(default_factory=dict)
+    buttons: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def request(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
+) -> HttpResult:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+            status, hdrs, body = response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as error:
+        status, hdrs, body = error.code, dict(error.headers.items()), error.read()
+    result = HttpResult(status, hdrs, body.decode("utf-8", "replace"), url)
+    if hdrs.get("Content-Type", "").startswith("text/html"):
+        reader = _FormReader()
+        reader.feed(result.text)
+        result.form_action = reader.action
+        result.form_fields = reader.fields
+        result.buttons = reader.buttons
+    return result
+
+
+def open_link(link: str) -> HttpResult:
+    return request(link)
+
+
+def submit(page: HttpResult, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:
+    """Press Approve or Reject on a page opened with :func:`open_link`."""
+    if page.form_action is None:
+        raise ValueError(f"the page at {page.url} has no decision form (status {page.status})")
+    fields = {**page.form_fields, "comment": comment, "decision": decision}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if accept_json:
+        headers["Accept"] = "application/json"
+    return request(urljoin(page.url, page.form_action), urlencode(fields).encode(), headers, "POST")

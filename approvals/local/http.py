@@ -1,0 +1,139 @@
+"""The local API Gateway: HTTP requests become REST proxy events for the approval handler;
+the outbox is served beside it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from jinja2 import Environment, select_autoescape
+
+from approvals.local.outbox import Outbox
+from approvals.local.poller import LambdaContext
+
+log = logging.getLogger(__name__)
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+BODY_LIMIT = 1_048_576  # API Gateway's own payload limit is 10 MB; nothing here needs more
+
+OUTBOX_PAGE = Environment(autoescape=select_autoescape(default_for_string=True)).from_string(
+    """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Outbox</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:1rem auto;padding:0 1rem}
+article{border:1px solid #d0d7de;border-radius:.4rem;padding:.75rem 1rem;margin:.75rem 0}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}.meta{color:#57606a}</style></head><body>
+<h1>Outbox</h1><p class="meta">{{ emails|length }} email(s) sent by the local stack, newest first.</p>
+{% for email in emails %}<article><h2>{{ email.subject }}</h2>
+<p class="meta">To {{ email.to }} · {{ email.sent_at }}</p><pre>{{ email.body }}</pre>
+{% for link in email.links %}<p><a href="{{ link }}">Open the approval page</a></p>{% endfor %}
+</article>{% else %}<p>No email yet.</p>{% endfor %}</body></html>"""
+)
+
+
+def proxy_event(
+    method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """The REST API proxy event API Gateway would send for this request."""
+    parts = urlsplit(raw_path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    return {
+        "resource": "/{proxy+}",
+        "path": parts.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": parts.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": parts.path,
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "accountId": "123456789012",
+            "apiId": "local",
+            "identity": {"sourceIp": source_ip},
+        },
+        "body": text or None,
+        "isBase64Encoded": encoded,
+    }
+
+
+class LocalApi:
+    def __init__(self, handler: Handler, outbox: Outbox, host: str, port: int) -> None:
+        api = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            server_version = "approvals-local"
+            sys_version = ""
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug(format, *args)
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > BODY_LIMIT:
+                    self._send(413, {"Content-Type": "text/plain"}, b"Payload Too Large")
+                    return
+                body = self.rfile.read(length) if length else b""
+                path = urlsplit(self.path).path
+                if path.rstrip("/") == "/outbox":
+                    self._send(200, *api._outbox_response(self.headers.get("Accept", "")))
+                    return
+                event = proxy_event(
+                    self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+                )
+                response = handler(event, LambdaContext("approval-api"))
+                payload = response.get("body") or ""
+                data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+                headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+                headers |= response.get("headers") or {}
+                self._send(response["statusCode"], headers, data)
+
+            def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+        self._outbox = outbox
+        self._server = ThreadingHTTPServer((host, port), RequestHandler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _outbox_response(self, accept: str) -> tuple[dict[str, str], bytes]:
+        emails = self._outbox.emails()
+        if "application/json" in accept:
+            return {"Content-Type": "application/json"}, json.dumps([e.as_dict() for e in emails]).encode()
+        page = OUTBOX_PAGE.render(emails=list(reversed(emails))).encode()
+        return {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, page
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

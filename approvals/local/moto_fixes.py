@@ -1,0 +1,42 @@
+"""Two small corrections to moto's Step Functions responses (moto 5.2.5), applied by the
+local stack and the tests so that they behave as the service does.
+
+- ``SendTaskFailure`` drops ``cause`` in moto's response layer; the service passes it on,
+  and the fan-out's invalid entries show it.
+- ``StartExecution`` without a name names every execution ``None`` in moto, so a second one
+  fails with ``ExecutionAlreadyExists``; the service generates a unique name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from moto.core.responses import ActionResult, EmptyResult
+from moto.stepfunctions.responses import StepFunctionResponse
+
+_applied = False
+
+
+def apply() -> None:
+    global _applied
+    if _applied:
+        return
+    _applied = True
+
+    def send_task_failure(self: StepFunctionResponse) -> Any:
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        )
+        return EmptyResult()
+
+    def start_execution(self: StepFunctionResponse) -> Any:
+        execution = self.stepfunction_backend.start_execution(
+            self._get_param("stateMachineArn"),
+            self._get_param("name") or str(uuid.uuid4()),
+            self._get_param("input", if_none="{}"),
+        )
+        return ActionResult({"executionArn": execution.execution_arn, "startDate": execution.start_date})
+
+    StepFunctionResponse.send_task_failure = send_task_failure
+    StepFunctionResponse.start_execution = start_execution

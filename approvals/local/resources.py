@@ -1,0 +1,112 @@
+"""The product's AWS resources, created through the real APIs (against moto here).
+
+The integration tests and the local stack create the same set, with the very state
+machine definitions the CDK stack deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+
+from approvals import statemachine
+
+LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
+
+
+@dataclass(frozen=True)
+class Resources:
+    region: str
+    queue_url: str
+    dlq_url: str
+    outbox_queue_url: str
+    table_name: str
+    topic_arn: str
+    signing_secret_arn: str
+    state_machine_arn: str
+    fanout_state_machine_arn: str
+
+    def environment(self, api_url: str) -> dict[str, str]:
+        """What the functions' environment holds in AWS, for the same handlers here."""
+        return {
+            "APPROVALS_TABLE": self.table_name,
+            "APPROVALS_TOPIC_ARN": self.topic_arn,
+            "APPROVALS_API_URL": api_url,
+            "APPROVALS_SIGNING_SECRET": self.signing_secret_arn,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def provision(
+    session: boto3.Session,
+    endpoint_url: str | None = None,
+    *,
+    visibility_timeout: int,
+    max_receives: int = 3,
+    name: str = "approvals",
+) -> Resources:
+    extra: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    sqs = session.client("sqs", **extra)
+    sns = session.client("sns", **extra)
+    dynamodb = session.client("dynamodb", **extra)
+    secretsmanager = session.client("secretsmanager", **extra)
+    sfn = session.client("stepfunctions", **extra)
+
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dead-letters", Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName=f"{name}-requests",
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
+        },
+    )["QueueUrl"]
+
+    topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
+    # Locally the "mailbox" is a queue that takes every approver's message.
+    outbox_queue_url = sqs.create_queue(QueueName=f"{name}-outbox")["QueueUrl"]
+    outbox_arn = sqs.get_queue_attributes(QueueUrl=outbox_queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=outbox_arn)
+
+    dynamodb.create_table(
+        TableName=f"{name}-table",
+        AttributeDefinitions=[{"AttributeName": "approval_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "approval_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    secret_arn = secretsmanager.create_secret(
+        Name=f"{name}-signing-key", SecretString=secrets.token_urlsafe(48)
+    )["ARN"]
+
+    def state_machine(suffix: str, definition: dict[str, Any]) -> str:
+        return sfn.create_state_machine(
+            name=f"{name}-{suffix}",
+            definition=statemachine.render(definition, queue_url),
+            roleArn=LOCAL_ROLE,
+        )["stateMachineArn"]
+
+    return Resources(
+        region=session.region_name or "us-east-1",
+        queue_url=queue_url,
+        dlq_url=dlq_url,
+        outbox_queue_url=outbox_queue_url,
+        table_name=f"{name}-table",
+        topic_arn=topic_arn,
+        signing_secret_arn=secret_arn,
+        state_machine_arn=state_machine("approval", statemachine.approval_definition()),
+        fanout_state_machine_arn=state_machine("fanout", statemachine.fanout_definition()),
+    )

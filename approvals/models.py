@@ -1,0 +1,164 @@
+"""The contracts, one pydantic model each, shared by the worker, the API, the CLI and the tests."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+
+# Deliberately simple: one @, no spaces or angle brackets, a dot in the domain. SES and SNS
+# reject anything stranger, and the address also ends up in a message attribute.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_APPROVERS = 50
+MAX_DESCRIPTION = 10_000
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValueError("not a valid email address")
+    return value
+
+
+def _no_control_characters(value: str) -> str:
+    # Newlines and tabs are fine in prose; other control characters only hide things.
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+Text = Annotated[str, AfterValidator(_no_control_characters)]
+
+
+class Policy(StrEnum):
+    FIRST_RESPONSE = "first_response"
+    ALL = "all"
+    QUORUM = "quorum"
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ApprovalRequest(BaseModel):
+    """What a workflow asks for: the ``request`` of the execution input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=MAX_DESCRIPTION)
+    approvers: list[Email] = Field(min_length=1, max_length=MAX_APPROVERS)
+    policy: Policy = Policy.FIRST_RESPONSE
+    quorum: int | None = Field(default=None, ge=1)
+    timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+    requester: Text = Field(min_length=1, max_length=200)
+    details: dict[Text, Any] = Field(default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApprovalRequest:
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approvers: each approver may be listed once")
+        if self.policy is Policy.QUORUM:
+            if self.quorum is None:
+                raise ValueError("quorum: required when policy is quorum")
+            if self.quorum > len(self.approvers):
+                raise ValueError("quorum: cannot exceed the number of approvers")
+        elif self.quorum is not None:
+            raise ValueError("quorum: only allowed when policy is quorum")
+        return self
+
+
+class QueueMessage(BaseModel):
+    """The body the state machine sends to the work queue; ``request`` is validated apart,
+    so that a bad request can still be answered through its task token."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_token: str = Field(min_length=1, max_length=1024)
+    execution: str = Field(min_length=1)
+    state: str = Field(min_length=1)
+    request: dict[str, Any]
+
+
+class Vote(BaseModel):
+    approver: Email
+    outcome: Outcome
+    comment: str = ""
+    at: datetime
+    on_behalf_by: str | None = None
+
+
+class Decision(BaseModel):
+    """The task output: what the workflow's Choice branches on."""
+
+    outcome: Outcome
+    votes: list[Vote]
+    decided_at: datetime
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class Approval(BaseModel):
+    """One stored approval: the request, its token (server side only) and its votes."""
+
+    approval_id: str
+    task_token: str = Field(repr=False)
+    execution: str
+    state: str
+    request: ApprovalRequest
+    created_at: datetime
+    expires_at: datetime
+    status: Status = Status.PENDING
+    votes: dict[str, Vote] = Field(default_factory=dict)
+    decided_at: datetime | None = None
+    emailed: bool = False
+    delivery_failed: bool = False
+
+    def decision(self) -> Decision | None:
+        if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
+            return None
+        votes = sorted(self.votes.values(), key=lambda v: v.at)
+        return Decision(outcome=Outcome(self.status.value), votes=votes, decided_at=self.decided_at)
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "request") -> str:
+    """One readable line per problem, each naming its field: ``request.approvers.0: ...``."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        location = ".".join(str(part) for part in (prefix, *problem["loc"]))
+        message = problem["msg"].removeprefix("Value error, ")
+        if ": " in message and problem["type"] == "value_error" and not problem["loc"]:
+            location, message = f"{prefix}.{message.split(': ', 1)[0]}", message.split(": ", 1)[1]
+        lines.append(f"{location}: {message}")
+    return "; ".join(lines)
+
+
+DecisionChoice = Literal["approve", "reject"]

@@ -1,0 +1,114 @@
+"""Approval emails through SNS.
+
+One message per approver, each carrying an ``approver`` message attribute: every email
+subscription has a filter policy on it, so each person gets only their own link.
+Emails are plain text, so nothing a requester wrote can turn into markup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from approvals.links import LinkClaims, link_for
+from approvals.models import Approval
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
+APPROVER_ATTRIBUTE = "approver"
+PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call
+SUBJECT_LIMIT = 100  # SNS refuses longer subjects
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    body: str
+
+
+def _one_line(text: str) -> str:
+    # SNS subjects must be one line of printable ASCII-safe text.
+    return " ".join(text.split())
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def approval_email(approval: Approval, approver: str, link: str) -> Email:
+    request = approval.request
+    subject = _one_line(f"[Approval needed] {request.title} (from {request.requester})")
+    if len(subject) > SUBJECT_LIMIT:
+        subject = subject[: SUBJECT_LIMIT - 1] + "…"
+    others = [a for a in request.approvers if a != approver]
+    lines = [
+        f"{request.requester} asks for your approval:",
+        "",
+        f"  {request.title}",
+        "",
+    ]
+    if request.description:
+        lines += [request.description, ""]
+    if others:
+        lines.append(f"Also asked: {', '.join(others)} (policy: {request.policy.value}).")
+    lines += [
+        f"Decide before {_when(approval.expires_at)}:",
+        "",
+        link,
+        "",
+        "The link opens a page where you can read the request and approve or reject it.",
+        "It is yours alone: do not forward it.",
+    ]
+    return Email(to=approver, subject=subject, body="\n".join(lines))
+
+
+def emails_for(
+    approval: Approval, api_url: str, key: bytes, skip: frozenset[str] = frozenset()
+) -> list[Email]:
+    expires = int(approval.expires_at.timestamp())
+    return [
+        approval_email(
+            approval,
+            approver,
+            link_for(api_url, key, LinkClaims(approval.approval_id, approver, expires)),
+        )
+        for approver in approval.request.approvers
+        if approver not in skip
+    ]
+
+
+def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[str], list[str]]:
+    """Publish the emails in batches; returns (sent, failed) approver addresses."""
+    sent: list[str] = []
+    failed: list[str] = []
+    for start in range(0, len(emails), PUBLISH_BATCH_LIMIT):
+        batch = emails[start : start + PUBLISH_BATCH_LIMIT]
+        by_id = {str(i): email for i, email in enumerate(batch)}
+        try:
+            response = sns.publish_batch(
+                TopicArn=topic_arn,
+                PublishBatchRequestEntries=[
+                    {
+                        "Id": entry_id,
+                        "Subject": email.subject,
+                        "Message": email.body,
+                        "MessageAttributes": {
+                            APPROVER_ATTRIBUTE: {"DataType": "String", "StringValue": email.to}
+                        },
+                    }
+                    for entry_id, email in by_id.items()
+                ],
+            )
+        except ClientError:
+            # Throttled or down after the client's own retries: this batch is to be retried,
+            # but what earlier batches sent must still be remembered.
+            failed += [email.to for email in batch]
+            continue
+        sent += [by_id[ok["Id"]].to for ok in response.get("Successful", [])]
+        failed += [by_id[bad["Id"]].to for bad in response.get("Failed", [])]
+    return sent, failed

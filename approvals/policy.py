@@ -1,0 +1,57 @@
+"""How votes settle a request.
+
+Each policy reduces to two thresholds: the request is approved once ``approve_at``
+approvals are in, rejected once ``reject_at`` rejections are in, whichever comes first.
+The store enforces the same thresholds in its conditional update, so a vote can never be
+recorded after the outcome is settled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from approvals.models import ApprovalRequest, Outcome, Policy
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    approve_at: int
+    reject_at: int
+
+    def outcome(self, approvals: int, rejections: int) -> Outcome | None:
+        if approvals >= self.approve_at:
+            return Outcome.APPROVED
+        if rejections >= self.reject_at:
+            return Outcome.REJECTED
+        return None
+
+    def needed(self, outcome: Outcome) -> int:
+        return self.approve_at if outcome is Outcome.APPROVED else self.reject_at
+
+
+def thresholds(request: ApprovalRequest) -> Thresholds:
+    approvers = len(request.approvers)
+    match request.policy:
+        case Policy.FIRST_RESPONSE:
+            return Thresholds(approve_at=1, reject_at=1)
+        case Policy.ALL:
+            return Thresholds(approve_at=approvers, reject_at=1)
+        case Policy.QUORUM:
+            assert request.quorum is not None  # the model requires it for this policy
+            # Rejected as soon as the quorum can no longer be reached.
+            return Thresholds(approve_at=request.quorum, reject_at=approvers - request.quorum + 1)
+
+
+def settle(request: ApprovalRequest, outcomes: Iterable[Outcome]) -> Outcome | None:
+    """The outcome after these votes, in order, or None while it is still open."""
+    limits = thresholds(request)
+    approvals = rejections = 0
+    for outcome in outcomes:
+        if outcome is Outcome.APPROVED:
+            approvals += 1
+        else:
+            rejections += 1
+        if (settled := limits.outcome(approvals, rejections)) is not None:
+            return settled
+    return None

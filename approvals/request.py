@@ -1,0 +1,115 @@
+"""What the worker does with one queue message: validate, store, email.
+
+A request that can never succeed is answered at once through its task token, so no
+execution waits a year for an email that will never come; anything that might succeed
+on a retry is raised, so that the message goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from approvals.links import approval_id_for
+from approvals.models import Approval, ApprovalRequest, QueueMessage, describe_validation_error
+from approvals.notify import emails_for, publish
+from approvals.runtime import Services
+from approvals.statemachine import DELIVERY_FAILED, INVALID_REQUEST
+from approvals.store import Claim
+from approvals.tasks import TaskGone, fail
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+log = logging.getLogger(__name__)
+
+
+class InvalidEnvelope(Exception):
+    """The message is not one the state machine sends; it goes to the dead-letter queue."""
+
+
+class RetryLater(Exception):
+    """Something that may pass on another delivery: some emails failed, or another worker
+    holds the message right now."""
+
+
+class Handled(Enum):
+    EMAILED = "emailed"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+
+
+def parse_message(body: str) -> QueueMessage:
+    try:
+        return QueueMessage.model_validate_json(body)
+    except ValidationError as error:
+        raise InvalidEnvelope(describe_validation_error(error, prefix="message")) from None
+
+
+def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
+    """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start)."""
+    message = parse_message(body)
+    approval_id = approval_id_for(message.task_token)
+    try:
+        request = ApprovalRequest.model_validate(message.request)
+    except ValidationError as error:
+        cause = describe_validation_error(error)
+        log.warning("invalid request", extra={"approval_id": approval_id, "cause": cause})
+        try:
+            fail(services.sfn, message.task_token, INVALID_REQUEST, cause)
+        except TaskGone:
+            log.info("execution no longer waits", extra={"approval_id": approval_id})
+        return Handled.INVALID
+
+    approval = Approval(
+        approval_id=approval_id,
+        task_token=message.task_token,
+        execution=message.execution,
+        state=message.state,
+        request=request,
+        created_at=sent_at,
+        expires_at=sent_at + timedelta(seconds=request.timeout_seconds),
+    )
+    settings = services.settings
+    claim = services.store.claim(approval, now, settings.claim_seconds)
+    if claim.claim is Claim.DONE:
+        return Handled.DUPLICATE
+    if claim.claim is Claim.BUSY:
+        raise RetryLater("another delivery of this message is being handled")
+    approval = claim.stored or approval  # a retry keeps the expiry first stored
+    emails = emails_for(approval, settings.api_url, services.signing_key, skip=claim.sent_to)
+    sent, failed = publish(services.sns, settings.topic_arn, emails)
+    if failed:
+        if sent:
+            services.store.record_sent(approval_id, sent)
+        raise RetryLater(f"{len(failed)} of {len(emails)} emails failed to publish")
+    services.store.mark_emailed(approval_id)
+    log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
+    return Handled.EMAILED
+
+
+def fail_undeliverable(sfn: SFNClient, body: str) -> str:
+    """Fail the execution behind a dead letter with ``Approval.DeliveryFailed``.
+
+    A body without a task token belongs to no execution; it is logged (by size only, it
+    is not ours to print) and dropped, since keeping it would only recirculate it.
+    """
+    try:
+        message = parse_message(body)
+    except InvalidEnvelope as error:
+        log.error("dead letter is not an approval message", extra={"size": len(body), "problem": str(error)})
+        return "dropped"
+    try:
+        fail(
+            sfn,
+            message.task_token,
+            DELIVERY_FAILED,
+            "The approval request could not be delivered to its approvers after several attempts.",
+        )
+    except TaskGone:
+        return "already closed"
+    return "failed execution"

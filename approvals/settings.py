@@ -1,0 +1,40 @@
+"""Settings, read once from the environment and typed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    table_name: str
+    signing_secret_id: str = Field(description="Secrets Manager secret holding the link key")
+    # Only the worker sends email, so only it needs these two (the API cannot know its
+    # own URL at deploy time without a cycle).
+    topic_arn: str = ""
+    api_url: str = Field(default="", description="Base URL of the approval API, for links")
+    region: str = "us-east-1"
+    # The worker's claim on a message lasts one visibility timeout: a redelivery before it
+    # ends is a concurrent duplicate, one after it a retry.
+    claim_seconds: int = 180
+    allow_self_approval: bool = False
+    reject_needs_reason: bool = True
+    retention_days: int = 90
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        flag = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        return cls(
+            table_name=env["APPROVALS_TABLE"],
+            topic_arn=env.get("APPROVALS_TOPIC_ARN", ""),
+            api_url=env.get("APPROVALS_API_URL", ""),
+            signing_secret_id=env["APPROVALS_SIGNING_SECRET"],
+            region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            claim_seconds=int(env.get("APPROVALS_CLAIM_SECONDS", "180")),
+            allow_self_approval=flag[env.get("APPROVALS_ALLOW_SELF_APPROVAL", "false").lower()],
+            reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
+            retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
+        )

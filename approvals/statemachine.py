@@ -1,0 +1,161 @@
+"""The approval state machines, as Amazon States Language.
+
+One definition serves the CDK stack and the local stack, so what is tested locally is
+what is deployed. The queue URL is a placeholder (``${QueueUrl}``) filled by CDK's
+definition substitutions or by :func:`render` locally.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
+DEFAULT_TIMEOUT_SECONDS = 86_400
+MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
+
+INVALID_REQUEST = "Approval.InvalidRequest"
+DELIVERY_FAILED = "Approval.DeliveryFailed"
+TIMEOUT = "States.Timeout"
+
+State = dict[str, Any]
+
+
+def _approval_states(
+    *, approved: State, rejected: State, expired: State, invalid: State, undelivered: State
+) -> dict[str, State]:
+    """The states that ask for one approval; the caller supplies the five ends.
+
+    Input is ``{"request": {...}}``. A missing timeout gets the default; a timeout that the
+    service would refuse is answered with ``Approval.InvalidRequest`` before anything is queued.
+    """
+    timeout = "$.request.timeout_seconds"
+    return {
+        "CheckTimeout": {
+            "Type": "Choice",
+            "Choices": [
+                {"Not": {"Variable": timeout, "IsPresent": True}, "Next": "DefaultTimeout"},
+                {
+                    "And": [
+                        {"Variable": timeout, "IsNumeric": True},
+                        {"Variable": timeout, "NumericGreaterThanEquals": 1},
+                        {"Variable": timeout, "NumericLessThanEquals": MAX_TIMEOUT_SECONDS},
+                    ],
+                    "Next": "RequestApproval",
+                },
+            ],
+            "Default": "TimeoutOutOfRange",
+        },
+        "DefaultTimeout": {
+            "Type": "Pass",
+            "Result": DEFAULT_TIMEOUT_SECONDS,
+            "ResultPath": timeout,
+            "Next": "RequestApproval",
+        },
+        "TimeoutOutOfRange": {
+            "Type": "Pass",
+            "Result": {
+                "Error": INVALID_REQUEST,
+                "Cause": f"request.timeout_seconds: must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}",
+            },
+            "ResultPath": "$.error",
+            "Next": "InvalidRequest",
+        },
+        "RequestApproval": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {
+                "QueueUrl": QUEUE_URL_PLACEHOLDER,
+                "MessageBody": {
+                    "task_token.$": "$$.Task.Token",
+                    "execution.$": "$$.Execution.Id",
+                    "state.$": "$$.State.Name",
+                    "request.$": "$.request",
+                },
+            },
+            "TimeoutSecondsPath": timeout,
+            "ResultPath": "$.decision",
+            "Catch": [
+                {"ErrorEquals": [TIMEOUT], "ResultPath": "$.error", "Next": "Expired"},
+                {"ErrorEquals": [INVALID_REQUEST], "ResultPath": "$.error", "Next": "InvalidRequest"},
+                {"ErrorEquals": [DELIVERY_FAILED], "ResultPath": "$.error", "Next": "Undelivered"},
+            ],
+            "Next": "Outcome",
+        },
+        "Outcome": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.decision.outcome", "StringEquals": "approved", "Next": "Approved"}],
+            "Default": "Rejected",
+        },
+        "Approved": approved,
+        "Rejected": rejected,
+        "Expired": expired,
+        "InvalidRequest": invalid,
+        "Undelivered": undelivered,
+    }
+
+
+def approval_definition() -> dict[str, Any]:
+    """One approval: input ``{"request": ...}``, output the decision.
+
+    Approved and rejected both succeed (a rejection is an answer, not a fault) with the
+    decision as output; expiry succeeds with ``{"outcome": "expired"}``; an invalid request
+    and an undeliverable one fail with their named errors.
+    """
+    return {
+        "Comment": "Human approval gate: waits for approvers' decision on one request",
+        "StartAt": "CheckTimeout",
+        "States": _approval_states(
+            approved={"Type": "Succeed", "OutputPath": "$.decision"},
+            rejected={"Type": "Succeed", "OutputPath": "$.decision"},
+            expired={"Type": "Pass", "Result": {"outcome": "expired"}, "End": True},
+            invalid={"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
+            undelivered={"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
+        ),
+    }
+
+
+def fanout_definition() -> dict[str, Any]:
+    """Many approvals at once: input ``{"requests": [...]}``, output ``{"decisions": [...]}``.
+
+    Each item ends in a result of its own, so one expiring or invalid item leaves the
+    others standing.
+    """
+    item_end = {"Type": "Pass", "End": True}
+    return {
+        "Comment": "Human approval gate: one approval per request, all in flight at once",
+        "StartAt": "ApproveEach",
+        "States": {
+            "ApproveEach": {
+                "Type": "Map",
+                "ItemsPath": "$.requests",
+                "ItemSelector": {"request.$": "$$.Map.Item.Value"},
+                "MaxConcurrency": 0,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "CheckTimeout",
+                    "States": _approval_states(
+                        approved={**item_end, "OutputPath": "$.decision"},
+                        rejected={**item_end, "OutputPath": "$.decision"},
+                        expired={**item_end, "Result": {"outcome": "expired"}},
+                        invalid={
+                            **item_end,
+                            "Parameters": {"outcome": "invalid", "error.$": "$.error.Cause"},
+                        },
+                        undelivered={
+                            **item_end,
+                            "Parameters": {"outcome": "undelivered", "error.$": "$.error.Cause"},
+                        },
+                    ),
+                },
+                "ResultPath": "$.decisions",
+                "Next": "Done",
+            },
+            "Done": {"Type": "Pass", "Parameters": {"decisions.$": "$.decisions"}, "End": True},
+        },
+    }
+
+
+def render(definition: dict[str, Any], queue_url: str) -> str:
+    """The definition as JSON with the queue URL filled in, as CDK's substitution does."""
+    return json.dumps(definition).replace(QUEUE_URL_PLACEHOLDER, queue_url)

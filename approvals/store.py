@@ -1,0 +1,299 @@
+"""The approvals table (DynamoDB), behind a small interface.
+
+Every write that matters is conditional, so a redelivered message or a double click is
+answered from the table's own state rather than from a read taken a moment earlier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from approvals.models import Approval, ApprovalRequest, Outcome, Status, Vote
+from approvals.policy import thresholds
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+
+
+class VoteRejected(Exception):
+    """The table refused the vote; ``reason`` says why and ``approval`` is its state then."""
+
+    def __init__(self, reason: VoteRefusal, approval: Approval | None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.approval = approval
+
+
+class VoteRefusal(Enum):
+    UNKNOWN = "unknown approval"
+    ALREADY_VOTED = "this approver has already decided"
+    SETTLED = "the request is already settled"
+    EXPIRED = "the request has expired"
+    CANCELLED = "the request was cancelled"
+
+
+class Claim(Enum):
+    """What the worker may do with a message after trying to store its approval."""
+
+    NEW = "new"  # first sight: send every email
+    RETRY = "retry"  # an earlier attempt stopped before finishing: send what is missing
+    BUSY = "busy"  # another worker holds it right now: try again later
+    DONE = "done"  # emails already went out: nothing to do
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    sent_to: frozenset[str] = frozenset()
+    stored: Approval | None = None  # on a retry: the approval as first stored
+
+
+def _epoch(moment: datetime) -> str:
+    return str(int(moment.timestamp()))
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def _vote_item(vote: Vote) -> Item:
+    fields: Item = {
+        "outcome": {"S": vote.outcome.value},
+        "comment": {"S": vote.comment},
+        "at": {"N": _epoch(vote.at)},
+    }
+    if vote.on_behalf_by:
+        fields["on_behalf_by"] = {"S": vote.on_behalf_by}
+    return {"M": fields}
+
+
+def _vote_from(approver: str, item: Item) -> Vote:
+    fields = item["M"]
+    return Vote(
+        approver=approver,
+        outcome=Outcome(fields["outcome"]["S"]),
+        comment=fields["comment"]["S"],
+        at=_time(fields["at"]["N"]),
+        on_behalf_by=fields.get("on_behalf_by", {}).get("S"),
+    )
+
+
+def approval_from_item(item: Item) -> Approval:
+    return Approval(
+        approval_id=item["approval_id"]["S"],
+        task_token=item["task_token"]["S"],
+        execution=item["execution"]["S"],
+        state=item["state"]["S"],
+        request=ApprovalRequest.model_validate_json(item["request"]["S"]),
+        created_at=_time(item["created_at"]["N"]),
+        expires_at=_time(item["expires_at"]["N"]),
+        status=Status(item["status"]["S"]),
+        votes={a: _vote_from(a, v) for a, v in item.get("votes", {}).get("M", {}).items()},
+        decided_at=_time(item["decided_at"]["N"]) if "decided_at" in item else None,
+        emailed=item.get("emailed", {}).get("BOOL", False),
+        delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
+    )
+
+
+class ApprovalStore:
+    def __init__(self, client: DynamoDBClient, table_name: str, retention_days: int = 90) -> None:
+        self._db = client
+        self._table = table_name
+        self._retention = timedelta(days=retention_days)
+
+    def _key(self, approval_id: str) -> Item:
+        return {"approval_id": {"S": approval_id}}
+
+    def get(self, approval_id: str) -> Approval | None:
+        item = self._db.get_item(TableName=self._table, Key=self._key(approval_id), ConsistentRead=True).get(
+            "Item"
+        )
+        return approval_from_item(item) if item else None
+
+    def claim(self, approval: Approval, now: datetime, claim_seconds: int) -> ClaimResult:
+        """Store a new approval, or tell what an earlier delivery of it left behind."""
+        limits = thresholds(approval.request)
+        item: Item = {
+            **self._key(approval.approval_id),
+            "task_token": {"S": approval.task_token},
+            "execution": {"S": approval.execution},
+            "state": {"S": approval.state},
+            "request": {"S": approval.request.model_dump_json()},
+            "created_at": {"N": _epoch(approval.created_at)},
+            "expires_at": {"N": _epoch(approval.expires_at)},
+            "status": {"S": Status.PENDING.value},
+            "votes": {"M": {}},
+            "approvals": {"N": "0"},
+            "rejections": {"N": "0"},
+            # The count at which the next vote of each kind settles the request.
+            "approve_last": {"N": str(limits.approve_at - 1)},
+            "reject_last": {"N": str(limits.reject_at - 1)},
+            "emailed": {"BOOL": False},
+            "claim_until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
+            "ttl": {"N": _epoch(approval.expires_at + self._retention)},
+        }
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(approval_id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return ClaimResult(Claim.NEW)
+        except ClientError as error:
+            existing = _failed_condition_item(error)
+        if existing.get("emailed", {}).get("BOOL"):
+            return ClaimResult(Claim.DONE)
+        sent_to = frozenset(existing.get("sent_to", {}).get("SS", []))
+        stored = approval_from_item(existing)
+        held_until = existing["claim_until"]["N"]
+        if int(held_until) > now.timestamp():
+            return ClaimResult(Claim.BUSY, sent_to, stored)
+        try:  # the earlier claim lapsed: take it over, unless someone else just did
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                UpdateExpression="SET claim_until = :until",
+                ConditionExpression="claim_until = :held AND emailed = :false",
+                ExpressionAttributeValues={
+                    ":until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
+                    ":held": {"N": held_until},
+                    ":false": {"BOOL": False},
+                },
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
+            return ClaimResult(Claim.BUSY, sent_to, stored)
+        return ClaimResult(Claim.RETRY, sent_to, stored)
+
+    def record_sent(self, approval_id: str, approvers: list[str]) -> None:
+        """Remember who has their email when only some went out, so a retry sends the rest."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression="ADD sent_to :approvers",
+            ExpressionAttributeValues={":approvers": {"SS": approvers}},
+        )
+
+    def mark_emailed(self, approval_id: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression="SET emailed = :true REMOVE claim_until, sent_to",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
+
+    def record_vote(self, approval_id: str, vote: Vote) -> Approval:
+        """Record one approver's vote; the returned approval says whether it settled.
+
+        One conditional update does it, with no read first: the vote that brings its
+        side's count to the threshold stored with the approval also writes the outcome,
+        and every later vote fails the condition. The settling form is tried first (it is
+        the only one for a single approver or a first-response policy); a refusal returns
+        the item, which tells which form applies.
+        """
+        approve = vote.outcome is Outcome.APPROVED
+        counter, last_open = ("approvals", "approve_last") if approve else ("rejections", "reject_last")
+        settling = True
+        for _ in range(4):  # each retry follows a concurrent vote; counts only grow
+            try:
+                result = self._db.update_item(
+                    **self._vote_update(approval_id, vote, counter, last_open, settling)
+                )
+                return approval_from_item(result["Attributes"])
+            except ClientError as error:
+                old = _failed_condition_item(error)
+            if not old:
+                raise VoteRejected(VoteRefusal.UNKNOWN, None)
+            current = approval_from_item(old)
+            refusal = _refusal(current, vote)
+            if refusal:
+                raise VoteRejected(refusal, current)
+            settling = old[counter]["N"] == old[last_open]["N"]
+        raise RuntimeError(f"vote on {approval_id} kept racing other votes")
+
+    def _vote_update(
+        self, approval_id: str, vote: Vote, counter: str, last_open: str, settling: bool
+    ) -> dict[str, Any]:
+        values: Item = {
+            ":vote": _vote_item(vote),
+            ":pending": {"S": Status.PENDING.value},
+            ":now": {"N": _epoch(vote.at)},
+            ":one": {"N": "1"},
+        }
+        update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
+        if settling:
+            update += ", #status = :outcome, decided_at = :now"
+            values[":outcome"] = {"S": vote.outcome.value}
+        return {
+            "TableName": self._table,
+            "Key": self._key(approval_id),
+            "UpdateExpression": update,
+            "ConditionExpression": (
+                "attribute_not_exists(votes.#approver) AND #status = :pending"
+                f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+            ),
+            "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def mark_delivery(self, approval_id: str, failed: bool) -> None:
+        """Flag a decision the workflow has not yet taken (for the sweep), or clear the flag.
+
+        Only a failed delivery is written: the happy path spends no write on it.
+        """
+        update = "SET delivery_failed = :true" if failed else "REMOVE delivery_failed"
+        values = {":true": {"BOOL": True}} if failed else {}
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression=update,
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
+
+    def close(self, approval_id: str, status: Status) -> bool:
+        """Mark a pending approval expired or cancelled; False if it was no longer pending."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression="SET #status = :status",
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":pending": {"S": Status.PENDING.value},
+                },
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
+            return False
+        return True
+
+
+def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    if vote.approver in current.votes:
+        return VoteRefusal.ALREADY_VOTED
+    if current.status is Status.CANCELLED:
+        return VoteRefusal.CANCELLED
+    if current.is_expired(vote.at):
+        return VoteRefusal.EXPIRED
+    if current.status is not Status.PENDING:
+        return VoteRefusal.SETTLED
+    return None
+
+
+def _failed_condition_item(error: ClientError) -> Item:
+    """The item returned with a failed condition; any other error is raised again."""
+    if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        raise error
+    return dict(error.response.get("Item", {}))  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Where the CLI acts: the local stack (from its state file) or a deployed stack (from its
+CloudFormation outputs, with the caller's AWS credentials)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from approvals.local.stack import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+# The stack's output names; infra/ declares the outputs under these names.
+OUTPUT_API_URL = "ApiUrl"
+OUTPUT_STATE_MACHINE = "StateMachineArn"
+OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
+OUTPUT_QUEUE_URL = "QueueUrl"
+OUTPUT_TABLE = "TableName"
+
+
+class TargetError(Exception):
+    """The CLI cannot find what to act on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    session: boto3.Session
+    endpoint_url: str | None
+    state_machine_arn: str
+    fanout_state_machine_arn: str
+    table_name: str
+    api_url: str
+
+    def client(self, name: str) -> Any:
+        extra = {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+        return self.session.client(name, **extra)
+
+    @property
+    def sfn(self) -> SFNClient:
+        return self.client("stepfunctions")  # type: ignore[no-any-return]
+
+
+def local(state_file: Path = STATE_FILE) -> Target:
+    if not state_file.exists():
+        raise TargetError(f"no local stack: {state_file} is missing. Start one with `approvals local`.")
+    return for_local(LocalInfo.read(state_file))
+
+
+def for_local(info: LocalInfo) -> Target:
+    session = boto3.Session(
+        region_name=info.region,
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    return Target(
+        session,
+        info.endpoint_url,
+        info.state_machine_arn,
+        info.fanout_state_machine_arn,
+        info.table_name,
+        info.api_url,
+    )
+
+
+def deployed(stack_name: str, region: str | None = None) -> Target:
+    session = boto3.Session(region_name=region)
+    try:
+        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    except Exception as error:
+        raise TargetError(f"cannot read stack {stack_name!r}: {error}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    missing = {
+        OUTPUT_STATE_MACHINE,
+        OUTPUT_FANOUT_STATE_MACHINE,
+        OUTPUT_TABLE,
+        OUTPUT_API_URL,
+    } - outputs.keys()
+    if missing:
+        raise TargetError(
+            f"stack {stack_name!r} lacks the outputs {sorted(missing)}: is it an approvals stack?"
+        )
+    return Target(
+        session,
+        None,
+        outputs[OUTPUT_STATE_MACHINE],
+        outputs[OUTPUT_FANOUT_STATE_MACHINE],
+        outputs[OUTPUT_TABLE],
+        outputs[OUTPUT_API_URL],
+    )

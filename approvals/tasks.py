@@ -1,0 +1,47 @@
+"""Answers to the waiting workflow, through its task token."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from approvals.models import Decision
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+# The service's limits for SendTaskFailure.
+ERROR_LIMIT = 256
+CAUSE_LIMIT = 32_768
+
+# What the service says when a task no longer waits: it timed out, its execution was
+# stopped, or it has already been answered.
+GONE = {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
+
+
+class TaskGone(Exception):
+    """The workflow no longer waits on this token."""
+
+
+def _call(action, **kwargs: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        action(**kwargs)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in GONE:
+            raise TaskGone(code) from None
+        raise
+
+
+def succeed(sfn: SFNClient, task_token: str, decision: Decision) -> None:
+    _call(sfn.send_task_success, taskToken=task_token, output=decision.model_dump_json(exclude_none=True))
+
+
+def fail(sfn: SFNClient, task_token: str, error: str, cause: str) -> None:
+    _call(
+        sfn.send_task_failure,
+        taskToken=task_token,
+        error=error[:ERROR_LIMIT],
+        cause=cause[:CAUSE_LIMIT],
+    )

@@ -1,0 +1,31 @@
+"""Dead-letter Lambda: a request that could not be delivered fails its execution by name.
+
+Without this, an execution whose message exhausted its retries would wait until its
+timeout (up to a year) for an email that was never sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from approvals import request, runtime
+
+logger = Logger(service="approval-dead-letter")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    result = request.fail_undeliverable(runtime.from_environment().sfn, record.body)
+    logger.warning("dead letter handled", message_id=record.message_id, result=result)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

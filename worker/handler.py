@@ -1,0 +1,34 @@
+"""Worker Lambda: SQS batches of approval requests in, partial batch response out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from approvals import request, runtime
+from approvals.models import utcnow
+
+logger = Logger(service="approval-worker")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def sent_at(record: SQSRecord) -> datetime:
+    """When the state machine queued the message: the start of its timeout."""
+    return datetime.fromtimestamp(int(record.attributes.sent_timestamp) / 1000, UTC).replace(microsecond=0)
+
+
+def record_handler(record: SQSRecord) -> None:
+    handled = request.handle_message(runtime.from_environment(), record.body, sent_at(record), utcnow())
+    logger.info("message handled", message_id=record.message_id, result=handled.value)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
