@@ -36,7 +36,7 @@ def _wants_json() -> bool:
     return "application/json" in (app.current_event.headers or {}).get("accept", "").lower()
 
 
-def _respond(status: int, html: str, payload: dict[str, Any]) -> Response:
+def _respond(status: int, html: str, payload: dict[str, Any]) -> Response[str]:
     if _wants_json():
         return Response(status, "application/json", json.dumps(payload), pages.SECURITY_HEADERS)
     return Response(status, "text/html; charset=utf-8", html, pages.SECURITY_HEADERS)
@@ -62,7 +62,7 @@ def _form() -> dict[str, str]:
 
 
 @app.get("/approvals/<approval_id>")
-def show(approval_id: str) -> Response:
+def show(approval_id: str) -> Response[str]:
     fields = _query()
     now = utcnow()
     seen = decision.view(runtime.from_environment(), approval_id, fields, now)
@@ -77,7 +77,7 @@ def show(approval_id: str) -> Response:
 
 
 @app.post("/approvals/<approval_id>")
-def decide(approval_id: str) -> Response:
+def decide(approval_id: str) -> Response[str]:
     now = utcnow()
     recorded = decision.decide(runtime.from_environment(), approval_id, _form(), now)
     heading, message = CONFIRMATIONS[recorded.delivery]
@@ -93,8 +93,12 @@ def decide(approval_id: str) -> Response:
     return _respond(status, html, payload)
 
 
-@app.exception_handler(Problem)
-def problem(error: Problem) -> Response:
+@app.exception_handler(Problem)  # type: ignore[untyped-decorator]
+def problem(error: Problem) -> Response[str]:
+    return _problem_response(error)
+
+
+def _problem_response(error: Problem) -> Response[str]:
     logger.info("refused", status=error.status, reason=error.title)
     html = pages.message_page(error.title, error.message, kind="error", approval=error.approval, now=utcnow())
     payload = {"error": error.title, "message": error.message, "status": error.status}
@@ -102,8 +106,8 @@ def problem(error: Problem) -> Response:
 
 
 @app.not_found
-def not_found(_: Exception) -> Response:
-    return problem(decision.NotFound("There is nothing at this address."))
+def not_found(_: Exception) -> Response[str]:
+    return _problem_response(decision.NotFound("There is nothing at this address."))
 
 
 @logger.inject_lambda_context

@@ -69,7 +69,10 @@ def policy_text(approval: Approval) -> str:
         case Policy.ALL:
             return "every approver must approve; any rejection rejects"
         case Policy.QUORUM:
-            return f"{request.quorum} of {len(request.approvers)} approvals needed; rejected once that cannot be reached"
+            return (
+                f"{request.quorum} of {len(request.approvers)} approvals needed;"
+                " rejected once that cannot be reached"
+            )
 
 
 def _status(approval: Approval, now: datetime) -> Status:

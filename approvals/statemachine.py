@@ -56,7 +56,10 @@ def _approval_states(
             "Type": "Pass",
             "Result": {
                 "Error": INVALID_REQUEST,
-                "Cause": f"request.timeout_seconds: must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}",
+                "Cause": (
+                    "request.timeout_seconds: must be a whole number of seconds"
+                    f" from 1 to {MAX_TIMEOUT_SECONDS}"
+                ),
             },
             "ResultPath": "$.error",
             "Next": "InvalidRequest",

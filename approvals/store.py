@@ -251,14 +251,17 @@ class ApprovalStore:
 
         Only a failed delivery is written: the happy path spends no write on it.
         """
-        update = "SET delivery_failed = :true" if failed else "REMOVE delivery_failed"
-        values = {":true": {"BOOL": True}} if failed else {}
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression=update,
-            **({"ExpressionAttributeValues": values} if values else {}),
-        )
+        if failed:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression="SET delivery_failed = :true",
+                ExpressionAttributeValues={":true": {"BOOL": True}},
+            )
+        else:
+            self._db.update_item(
+                TableName=self._table, Key=self._key(approval_id), UpdateExpression="REMOVE delivery_failed"
+            )
 
     def close(self, approval_id: str, status: Status) -> bool:
         """Mark a pending approval expired or cancelled; False if it was no longer pending."""
@@ -296,4 +299,6 @@ def _failed_condition_item(error: ClientError) -> Item:
     """The item returned with a failed condition; any other error is raised again."""
     if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
         raise error
-    return dict(error.response.get("Item", {}))  # type: ignore[arg-type]
+    response: dict[str, Any] = dict(error.response)
+    item: Item = response.get("Item", {})
+    return item

@@ -35,9 +35,8 @@ class Target:
     table_name: str
     api_url: str
 
-    def client(self, name: str) -> Any:
-        extra = {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
-        return self.session.client(name, **extra)
+    def client(self, name: Any) -> Any:
+        return self.session.client(name, endpoint_url=self.endpoint_url)
 
     @property
     def sfn(self) -> SFNClient:

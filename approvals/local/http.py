@@ -79,7 +79,7 @@ class LocalApi:
             server_version = "approvals-local"
             sys_version = ""
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug(format, *args)
 
             def _serve(self) -> None:
@@ -121,7 +121,7 @@ class LocalApi:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def _outbox_response(self, accept: str) -> tuple[dict[str, str], bytes]:
         emails = self._outbox.emails()

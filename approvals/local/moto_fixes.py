@@ -25,8 +25,10 @@ def apply() -> None:
     _applied = True
 
     def send_task_failure(self: StepFunctionResponse) -> Any:
-        self.stepfunction_backend.send_task_failure(
-            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        self.stepfunction_backend.send_task_failure(  # the executing backend takes a cause
+            self._get_param("taskToken"),
+            error=self._get_param("error"),
+            cause=self._get_param("cause"),  # type: ignore[call-arg]
         )
         return EmptyResult()
 
@@ -38,5 +40,5 @@ def apply() -> None:
         )
         return ActionResult({"executionArn": execution.execution_arn, "startDate": execution.start_date})
 
-    StepFunctionResponse.send_task_failure = send_task_failure
-    StepFunctionResponse.start_execution = start_execution
+    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+    StepFunctionResponse.start_execution = start_execution  # type: ignore[method-assign]
