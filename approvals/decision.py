@@ -129,17 +129,23 @@ def record(services: Services, approval_id: str, vote: Vote) -> Recorded:
     return Recorded(updated, vote, deliver(services, updated))
 
 
-def deliver(services: Services, approval: Approval) -> Delivery:
-    """Send the settled decision to the workflow; safe to repeat, since the service takes
-    one answer per token and refuses the rest."""
+def deliver(services: Services, approval: Approval, *, repeat: bool = False) -> Delivery:
+    """Send the settled decision to the workflow.
+
+    Safe to repeat: the service takes one answer per token and refuses the rest, so a
+    repeat (a late click, the sweep) that finds the token gone means the workflow has it.
+    On the first attempt, a gone token means the workflow stopped waiting first.
+    """
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
     try:
         succeed(services.sfn, approval.task_token, decision)
     except TaskGone:
-        if approval.delivery_failed:
-            services.store.mark_delivery(approval.approval_id, failed=False)
-        return Delivery.DELIVERED if approval.delivery_failed else _gone_before_decision(services, approval)
+        if not repeat:
+            raise Gone(
+                "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
+                approval,
+            ) from None
     except Exception:
         log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
         services.store.mark_delivery(approval.approval_id, failed=True)
@@ -147,13 +153,6 @@ def deliver(services: Services, approval: Approval) -> Delivery:
     if approval.delivery_failed:
         services.store.mark_delivery(approval.approval_id, failed=False)
     return Delivery.DELIVERED
-
-
-def _gone_before_decision(services: Services, approval: Approval) -> Delivery:
-    raise Gone(
-        "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
-        approval,
-    )
 
 
 def _refusal_problem(services: Services, refused: VoteRejected) -> Problem:
@@ -169,7 +168,7 @@ def _refusal_problem(services: Services, refused: VoteRejected) -> Problem:
     if current.decision() is not None:
         # A late click is also the cheapest moment to make sure the workflow has the
         # outcome: repeating it is harmless.
-        deliver(services, current)
+        deliver(services, current, repeat=True)
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
     return Conflict(f"This request is already {current.status.value}.", current)

@@ -1,0 +1,85 @@
+"""The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
+and with the AWS CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from approvals.local.stack import LocalInfo
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunningStack:
+    info: LocalInfo
+    workdir: Path
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+
+    def aws(self, *args: str) -> dict[str, object]:
+        """The AWS CLI against the local stack, as the README shows it."""
+        result = subprocess.run(
+            [str(BIN / "aws"), "--endpoint-url", self.info.endpoint_url, "--output", "json", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(result.stdout) if result.stdout.strip() else {}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "approvals"), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            env=self.env,
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    workdir = tmp_path_factory.mktemp("local")
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (workdir / "local.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0"],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    state = workdir / ".approvals" / "local.json"
+    deadline = time.monotonic() + 60
+    while not state.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"approvals local did not start:\n{(workdir / 'local.log').read_text()}")
+        time.sleep(0.2)
+    time.sleep(0.2)  # the file is written whole, but let the printout finish
+    stack = RunningStack(LocalInfo.read(state), workdir, process, env)
+    yield stack
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    log.close()

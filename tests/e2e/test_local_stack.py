@@ -1,0 +1,141 @@
+"""End to end: a user's session with `approvals local`, the AWS CLI and an approver's clicks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from approvals.demo import wait_for_email
+from approvals.local import approver
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = stack.aws("stepfunctions", "describe-execution", "--execution-arn", execution_arn)
+        if described["status"] != "RUNNING" or time.monotonic() > deadline:
+            return described
+        time.sleep(0.3)
+
+
+def test_state_file_names_every_resource(local_stack: RunningStack) -> None:
+    state = json.loads((local_stack.workdir / ".approvals" / "local.json").read_text())
+    assert set(state) == {
+        "endpoint_url", "region", "state_machine_arn", "fanout_state_machine_arn", "api_url",
+        "outbox_url", "queue_url", "dlq_url", "table_name", "topic_arn",
+    }  # fmt: skip
+    machines = local_stack.aws("stepfunctions", "list-state-machines")["stateMachines"]
+    assert {m["stateMachineArn"] for m in machines} >= {
+        state["state_machine_arn"],
+        state["fanout_state_machine_arn"],
+    }  # type: ignore[union-attr,index]
+
+
+def test_execution_started_with_the_aws_cli_is_approved_by_clicking(local_stack: RunningStack) -> None:
+    request = {
+        "title": "E2E deploy <b>now</b>",
+        "approvers": ["ops@example.com"],
+        "requester": "e2e@example.com",
+        "details": {"ticket": "OPS-1"},
+    }
+    started = local_stack.aws(
+        "stepfunctions", "start-execution",
+        "--state-machine-arn", local_stack.info.state_machine_arn,
+        "--input", json.dumps({"request": request}),
+    )  # fmt: skip
+    email = wait_for_email(local_stack.info, "ops@example.com", request["title"])  # type: ignore[arg-type]
+    assert "task_token" not in email["body"]  # type: ignore[operator]
+    link = email["links"][0]  # type: ignore[index]
+    page = approver.open_link(link)
+    assert page.status == 200
+    assert "E2E deploy &lt;b&gt;now&lt;/b&gt;" in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    confirmation = approver.submit(page, "approve", "ship it")
+    assert confirmation.status == 200
+    assert "Decision recorded" in confirmation.text
+
+    described = wait_status(local_stack, str(started["executionArn"]))
+    assert described["status"] == "SUCCEEDED"
+    output = json.loads(str(described["output"]))
+    assert output["outcome"] == "approved"
+    assert output["votes"][0]["comment"] == "ship it"
+
+    again = approver.submit(page, "reject", "changed my mind")
+    assert again.status == 409
+
+
+def test_cli_start_and_status_with_rejection(local_stack: RunningStack) -> None:
+    started = local_stack.cli(
+        "start", "--title", "CLI refund", "--approver", "fin@example.com", "--requester", "cli@example.com"
+    )
+    assert started.returncode == 0, started.stderr
+    execution_arn = started.stdout.strip()
+    email = wait_for_email(local_stack.info, "fin@example.com", "CLI refund")
+    page = approver.open_link(email["links"][0])  # type: ignore[index]
+    refused = approver.submit(page, "reject", "")
+    assert refused.status == 400
+    assert "reason is required" in refused.text
+    assert approver.submit(page, "reject", "over budget").status == 200
+    wait_status(local_stack, execution_arn)
+
+    status = local_stack.cli("status", execution_arn)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["status"] == "SUCCEEDED"
+    assert report["final_state"] == "Rejected"
+    assert report["output"]["votes"][0]["comment"] == "over budget"
+
+
+def test_cli_refuses_an_invalid_request_with_one_clear_line(local_stack: RunningStack) -> None:
+    result = local_stack.cli("start", "--title", "x", "--approver", "not-an-email")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "approvals: invalid request: request.approvers.0: Value error, not a valid email address"
+        or ("request.approvers.0" in result.stderr and "Traceback" not in result.stderr)
+    )
+
+
+def test_outbox_page_and_json(local_stack: RunningStack) -> None:
+    emails = approver.request(local_stack.info.outbox_url, headers={"Accept": "application/json"}).json()
+    assert emails, "earlier tests sent emails"
+    assert set(emails[0]) == {"to", "subject", "body", "links", "sent_at"}
+    page = approver.request(local_stack.info.outbox_url)
+    assert page.status == 200
+    assert "Open the approval page" in page.text
+
+
+def test_no_task_token_in_any_output_and_clean_stop(local_stack: RunningStack) -> None:
+    """Runs last in this module: collects every token the queue carried from the
+    execution histories, then scans everything the stack printed."""
+    machines = [local_stack.info.state_machine_arn]
+    tokens: set[str] = set()
+    for machine in machines:
+        listed = local_stack.aws("stepfunctions", "list-executions", "--state-machine-arn", machine)
+        for execution in listed["executions"]:  # type: ignore[union-attr]
+            history = local_stack.aws(
+                "stepfunctions",
+                "get-execution-history",
+                "--execution-arn",
+                execution["executionArn"],  # type: ignore[index]
+            )
+            for event in history["events"]:  # type: ignore[union-attr]
+                scheduled = event.get("taskScheduledEventDetails")  # type: ignore[union-attr]
+                if scheduled:
+                    body = json.loads(scheduled["parameters"])["MessageBody"]
+                    tokens.add(body["task_token"])
+    assert tokens, "the earlier tests ran executions"
+    emails = approver.request(local_stack.info.outbox_url, headers={"Accept": "application/json"}).text
+    local_stack.process.send_signal(signal.SIGINT)
+    assert local_stack.process.wait(timeout=30) == 0
+    printed = (local_stack.workdir / "local.log").read_text()
+    assert "Local stack stopped." in printed
+    for token in tokens:
+        assert token not in printed
+        assert token not in emails
