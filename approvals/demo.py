@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from approvals import executions
 from approvals.local import approver
@@ -29,7 +30,7 @@ class Click:
     comment: str = ""
 
 
-def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) -> dict[str, object]:
+def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         emails = approver.request(info.outbox_url, headers={"Accept": "application/json"}).json()
@@ -43,11 +44,9 @@ def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) ->
 def click(info: LocalInfo, title: str, choice: Click, say: Say) -> int:
     email = wait_for_email(info, choice.approver, title)
     say(f"  ✉ to {email['to']}: {email['subject']}")
-    for line in str(email["body"]).splitlines():
+    for line in email["body"].splitlines():
         say(f"  │ {line}")
-    links = email["links"]
-    assert isinstance(links, list)
-    page = approver.open_link(str(links[0]))
+    page = approver.open_link(email["links"][0])
     say(f"  → GET the link: {page.status}, buttons {page.buttons}")
     result = approver.submit(page, choice.decision, choice.comment)
     say(f"  → POST {choice.decision} as {choice.approver}: {result.status}")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ class RunningStack:
     process: subprocess.Popen[str]
     env: dict[str, str]
 
-    def aws(self, *args: str) -> dict[str, object]:
+    def aws(self, *args: str) -> Any:
         """The AWS CLI against the local stack, as the README shows it."""
         result = subprocess.run(
             [str(BIN / "aws"), "--endpoint-url", self.info.endpoint_url, "--output", "json", *args],

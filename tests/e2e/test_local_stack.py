@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.e2e.conftest import RunningStack
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
-def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> dict[str, object]:
+def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         described = stack.aws("stepfunctions", "describe-execution", "--execution-arn", execution_arn)
@@ -34,11 +35,11 @@ def test_state_file_names_every_resource(local_stack: RunningStack) -> None:
     assert {m["stateMachineArn"] for m in machines} >= {
         state["state_machine_arn"],
         state["fanout_state_machine_arn"],
-    }  # type: ignore[union-attr,index]
+    }
 
 
 def test_execution_started_with_the_aws_cli_is_approved_by_clicking(local_stack: RunningStack) -> None:
-    request = {
+    request: dict[str, Any] = {
         "title": "E2E deploy <b>now</b>",
         "approvers": ["ops@example.com"],
         "requester": "e2e@example.com",
@@ -49,9 +50,9 @@ def test_execution_started_with_the_aws_cli_is_approved_by_clicking(local_stack:
         "--state-machine-arn", local_stack.info.state_machine_arn,
         "--input", json.dumps({"request": request}),
     )  # fmt: skip
-    email = wait_for_email(local_stack.info, "ops@example.com", request["title"])  # type: ignore[arg-type]
-    assert "task_token" not in email["body"]  # type: ignore[operator]
-    link = email["links"][0]  # type: ignore[index]
+    email = wait_for_email(local_stack.info, "ops@example.com", request["title"])
+    assert "task_token" not in email["body"]
+    link = email["links"][0]
     page = approver.open_link(link)
     assert page.status == 200
     assert "E2E deploy &lt;b&gt;now&lt;/b&gt;" in page.text
@@ -77,7 +78,7 @@ def test_cli_start_and_status_with_rejection(local_stack: RunningStack) -> None:
     assert started.returncode == 0, started.stderr
     execution_arn = started.stdout.strip()
     email = wait_for_email(local_stack.info, "fin@example.com", "CLI refund")
-    page = approver.open_link(email["links"][0])  # type: ignore[index]
+    page = approver.open_link(email["links"][0])
     refused = approver.submit(page, "reject", "")
     assert refused.status == 400
     assert "reason is required" in refused.text
@@ -118,15 +119,15 @@ def test_no_task_token_in_any_output_and_clean_stop(local_stack: RunningStack) -
     tokens: set[str] = set()
     for machine in machines:
         listed = local_stack.aws("stepfunctions", "list-executions", "--state-machine-arn", machine)
-        for execution in listed["executions"]:  # type: ignore[union-attr]
+        for execution in listed["executions"]:
             history = local_stack.aws(
                 "stepfunctions",
                 "get-execution-history",
                 "--execution-arn",
-                execution["executionArn"],  # type: ignore[index]
+                execution["executionArn"],
             )
-            for event in history["events"]:  # type: ignore[union-attr]
-                scheduled = event.get("taskScheduledEventDetails")  # type: ignore[union-attr]
+            for event in history["events"]:
+                scheduled = event.get("taskScheduledEventDetails")
                 if scheduled:
                     body = json.loads(scheduled["parameters"])["MessageBody"]
                     tokens.add(body["task_token"])
