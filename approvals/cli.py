@@ -8,11 +8,22 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 
 from pydantic import ValidationError
 
-from approvals import executions
-from approvals.models import ApprovalRequest, describe_validation_error
+from approvals import decision, executions
+from approvals.decision import Delivery
+from approvals.models import (
+    Approval,
+    ApprovalRequest,
+    Outcome,
+    Status,
+    Vote,
+    describe_validation_error,
+    timeline,
+    utcnow,
+)
 from approvals.target import Target, TargetError, deployed, local
 
 
@@ -93,6 +104,90 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    now = utcnow()
+    rows = []
+    for approval in _target(args).store.all():
+        status = Status.EXPIRED if approval.is_expired(now) else approval.status
+        if (args.pending and status is not Status.PENDING) or (
+            args.settled and status not in (Status.APPROVED, Status.REJECTED)
+        ):
+            continue
+        if args.approver and args.approver.lower() not in approval.request.approvers:
+            continue
+        waiting = [a for a in approval.request.approvers if a not in approval.votes]
+        rows.append((approval.created_at, [
+            approval.approval_id, status.value, approval.request.title[:40], approval.request.requester,
+            _when(approval.created_at), _when(approval.expires_at),
+            ", ".join(waiting) if status is Status.PENDING else "",
+        ]))  # fmt: skip
+    rows.sort(key=lambda row: row[0], reverse=True)
+    header = ["ID", "STATUS", "TITLE", "REQUESTER", "CREATED (UTC)", "EXPIRES (UTC)", "WAITING ON"]
+    print(_table([row for _, row in rows], header) if rows else "No approvals match.")
+    return 0
+
+
+def _approval(target: Target, approval_id: str) -> Approval:
+    approval = target.store.get(approval_id)
+    if approval is None:
+        raise TargetError(f"no approval {approval_id!r}: `approvals list` shows the ids")
+    return approval
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    approval = _approval(_target(args), args.approval_id)
+    request = approval.request
+    policy = request.policy.value + (f", quorum {request.quorum}" if request.quorum else "")
+    print(request.title)
+    for label, value in (
+        ("id", approval.approval_id),
+        ("status", approval.status.value),
+        ("requester", request.requester),
+        ("approvers", f"{', '.join(request.approvers)} ({policy})"),
+        ("execution", approval.execution),
+        ("expires", f"{_when(approval.expires_at)} UTC"),
+    ):
+        print(f"  {label:<10} {value}")
+    print("\nTimeline (UTC):")
+    for event in timeline(approval):
+        print(f"  {_when(event.at)}  {event.kind:<9}  {event.actor:<28}  {event.detail}")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    target = _target(args)
+    approval = _approval(target, args.approval_id)
+    approver = args.as_approver.lower()
+    if approver not in approval.request.approvers:
+        raise TargetError(
+            f"{approver} is not an approver of this request ({', '.join(approval.request.approvers)})"
+        )
+    operator = args.operator or target.caller()
+    outcome = Outcome.APPROVED if args.decision == "approve" else Outcome.REJECTED
+    vote = Vote(approver=approver, outcome=outcome, comment=args.comment, at=utcnow(), on_behalf_by=operator)
+    try:
+        recorded = decision.record(target.store, target.sfn, approval.approval_id, vote)
+    except decision.Problem as problem:
+        raise TargetError(problem.message) from None
+    delivered = "; the workflow has the decision" if recorded.delivery is Delivery.DELIVERED else ""
+    status = recorded.approval.status.value
+    print(f"Recorded {outcome.value} for {approver} (by {operator}); request is {status}{delivered}.")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="approvals", description="Human approval gates for AWS Step Functions."
@@ -126,6 +221,25 @@ def parser() -> argparse.ArgumentParser:
     status_cmd = targeted("status", "show an execution's status, outcome and states")
     status_cmd.add_argument("execution_arn")
     status_cmd.set_defaults(run=cmd_status)
+
+    list_cmd = targeted("list", "list approvals as a table, newest first")
+    which = list_cmd.add_mutually_exclusive_group()
+    which.add_argument("--pending", action="store_true", help="only those still waiting")
+    which.add_argument("--settled", action="store_true", help="only approved or rejected ones")
+    list_cmd.add_argument("--approver", help="only those that asked this approver")
+    list_cmd.set_defaults(run=cmd_list)
+
+    show_cmd = targeted("show", "show one approval with its timeline")
+    show_cmd.add_argument("approval_id")
+    show_cmd.set_defaults(run=cmd_show)
+
+    decide_cmd = targeted("decide", "record a decision on an approver's behalf (recorded as such)")
+    decide_cmd.add_argument("approval_id")
+    decide_cmd.add_argument("decision", choices=["approve", "reject"])
+    decide_cmd.add_argument("--as", dest="as_approver", required=True, metavar="APPROVER")
+    decide_cmd.add_argument("--comment", default="")
+    decide_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
+    decide_cmd.set_defaults(run=cmd_decide)
     return main
 
 

@@ -12,12 +12,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from approvals import links
 from approvals.models import Approval, Outcome, Status, Vote
 from approvals.runtime import Services
-from approvals.store import VoteRefusal, VoteRejected
+from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import TaskGone, succeed
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def _claims(services: Services, approval_id: str, fields: dict[str, str], now: d
 
 def view(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> Viewing:
     claims = _claims(services, approval_id, fields, now)
-    approval = services.store.get(approval_id)
+    approval = services.store.view(approval_id, claims.approver, now)
     if approval is None:
         raise NotFound("There is no approval at this address.")
     if claims.approver not in approval.request.approvers:
@@ -113,23 +117,23 @@ def decide(services: Services, approval_id: str, form: dict[str, str], now: date
         raise Malformed("Say why you reject: a reason is required.")
     outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
     vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now)
-    return record(services, approval_id, vote)
+    return record(services.store, services.sfn, approval_id, vote)
 
 
-def record(services: Services, approval_id: str, vote: Vote) -> Recorded:
+def record(store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote) -> Recorded:
     """Record a vote already authorised (by a signed link, or an operator) and settle."""
     # No read first: the signature proves the approver was asked, and the stored
     # thresholds let the conditional update settle the policy by itself.
     try:
-        updated = services.store.record_vote(approval_id, vote)
+        updated = store.record_vote(approval_id, vote)
     except VoteRejected as refused:
-        raise _refusal_problem(services, refused) from None
+        raise _refusal_problem(store, sfn, refused) from None
     if updated.status is Status.PENDING:
         return Recorded(updated, vote, Delivery.NOT_SETTLED)
-    return Recorded(updated, vote, deliver(services, updated))
+    return Recorded(updated, vote, deliver(store, sfn, updated))
 
 
-def deliver(services: Services, approval: Approval, *, repeat: bool = False) -> Delivery:
+def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat: bool = False) -> Delivery:
     """Send the settled decision to the workflow.
 
     Safe to repeat: the service takes one answer per token and refuses the rest, so a
@@ -139,7 +143,7 @@ def deliver(services: Services, approval: Approval, *, repeat: bool = False) -> 
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
     try:
-        succeed(services.sfn, approval.task_token, decision)
+        succeed(sfn, approval.task_token, decision)
     except TaskGone:
         if not repeat:
             raise Gone(
@@ -148,14 +152,14 @@ def deliver(services: Services, approval: Approval, *, repeat: bool = False) -> 
             ) from None
     except Exception:
         log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
-        services.store.mark_delivery(approval.approval_id, failed=True)
+        store.mark_delivery(approval.approval_id, failed=True)
         return Delivery.PENDING
     if approval.delivery_failed:
-        services.store.mark_delivery(approval.approval_id, failed=False)
+        store.mark_delivery(approval.approval_id, failed=False)
     return Delivery.DELIVERED
 
 
-def _refusal_problem(services: Services, refused: VoteRejected) -> Problem:
+def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected) -> Problem:
     current = refused.approval
     match refused.reason:
         case VoteRefusal.UNKNOWN:
@@ -168,7 +172,7 @@ def _refusal_problem(services: Services, refused: VoteRejected) -> Problem:
     if current.decision() is not None:
         # A late click is also the cheapest moment to make sure the workflow has the
         # outcome: repeating it is harmless.
-        deliver(services, current, repeat=True)
+        deliver(store, sfn, current, repeat=True)
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
     return Conflict(f"This request is already {current.status.value}.", current)

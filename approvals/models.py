@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -132,8 +132,15 @@ class Approval(BaseModel):
     status: Status = Status.PENDING
     votes: dict[str, Vote] = Field(default_factory=dict)
     decided_at: datetime | None = None
-    emailed: bool = False
+    emailed_at: datetime | None = None
     delivery_failed: bool = False
+    closed_at: datetime | None = None  # when it was marked expired or cancelled
+    viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
+    reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
+
+    @property
+    def emailed(self) -> bool:
+        return self.emailed_at is not None
 
     def decision(self) -> Decision | None:
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
@@ -143,6 +150,65 @@ class Approval(BaseModel):
 
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)
+
+
+EventKind = Literal["requested", "emailed", "reminded", "viewed", "voted", "settled", "expired", "cancelled"]
+EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second
+
+
+class Event(BaseModel):
+    """One line of an approval's timeline."""
+
+    at: datetime
+    kind: EventKind
+    actor: str
+    detail: str = ""
+
+
+def timeline(approval: Approval) -> list[Event]:
+    """Every event of an approval in order, derived from what the store keeps."""
+    request = approval.request
+    events = [Event(at=approval.created_at, kind="requested", actor=request.requester, detail=request.title)]
+    if approval.emailed_at:
+        events.append(
+            Event(
+                at=approval.emailed_at,
+                kind="emailed",
+                actor="system",
+                detail=", ".join(request.approvers),
+            )
+        )
+    events += [
+        Event(at=at, kind="reminded", actor="system", detail=f"reminder {name}")
+        for name, at in approval.reminded.items()
+    ]
+    events += [
+        Event(at=at, kind="viewed", actor=who, detail="opened the link")
+        for who, at in approval.viewed.items()
+    ]
+    for vote in approval.votes.values():
+        detail = vote.outcome.value + (f": {vote.comment}" if vote.comment else "")
+        if vote.on_behalf_by:
+            detail += f" (recorded by {vote.on_behalf_by} on the approver's behalf)"
+        events.append(Event(at=vote.at, kind="voted", actor=vote.approver, detail=detail))
+    if approval.decided_at:
+        events.append(
+            Event(at=approval.decided_at, kind="settled", actor="system", detail=approval.status.value)
+        )
+    if approval.closed_at and approval.status in (Status.EXPIRED, Status.CANCELLED):
+        closed: EventKind = "expired" if approval.status is Status.EXPIRED else "cancelled"
+        events.append(Event(at=approval.closed_at, kind=closed, actor="system"))
+    return sorted(events, key=lambda e: (e.at, EVENT_ORDER[e.kind]))
+
+
+def reminder_time(spec: str, created: datetime, expires: datetime) -> datetime:
+    """When a reminder is due: ``"50%"`` of the time allowed, or ``"1h"``/``"30m"`` before expiry."""
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    if spec.endswith("%") and spec[:-1].isdigit() and 0 < int(spec[:-1]) < 100:
+        return created + (expires - created) * int(spec[:-1]) / 100
+    if spec[-1:] in units and spec[:-1].isdigit():
+        return expires - timedelta(seconds=int(spec[:-1]) * units[spec[-1]])
+    raise ValueError(f"reminder {spec!r}: use a share of the time like '50%' or a lead like '1h', '30m'")
 
 
 def utcnow() -> datetime:

@@ -7,6 +7,7 @@ Emails are plain text, so nothing a requester wrote can turn into markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -40,11 +41,14 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _subject(tag: str, approval: Approval) -> str:
+    subject = _one_line(f"[{tag}] {approval.request.title} (from {approval.request.requester})")
+    return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 1] + "…"
+
+
 def approval_email(approval: Approval, approver: str, link: str) -> Email:
     request = approval.request
-    subject = _one_line(f"[Approval needed] {request.title} (from {request.requester})")
-    if len(subject) > SUBJECT_LIMIT:
-        subject = subject[: SUBJECT_LIMIT - 1] + "…"
+    subject = _subject("Approval needed", approval)
     others = [a for a in request.approvers if a != approver]
     lines = [
         f"{request.requester} asks for your approval:",
@@ -67,12 +71,26 @@ def approval_email(approval: Approval, approver: str, link: str) -> Email:
     return Email(to=approver, subject=subject, body="\n".join(lines))
 
 
+def reminder_email(approval: Approval, approver: str, link: str) -> Email:
+    first = approval_email(approval, approver, link)
+    return Email(
+        to=approver,
+        subject=_subject("Reminder", approval),
+        body=f"A reminder: this request still waits for your decision.\n\n{first.body}",
+    )
+
+
 def emails_for(
-    approval: Approval, api_url: str, key: bytes, skip: frozenset[str] = frozenset()
+    approval: Approval,
+    api_url: str,
+    key: bytes,
+    skip: frozenset[str] = frozenset(),
+    compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:
+    """One email per approver not in ``skip``, each with the approver's own signed link."""
     expires = int(approval.expires_at.timestamp())
     return [
-        approval_email(
+        compose(
             approval,
             approver,
             link_for(api_url, key, LinkClaims(approval.approval_id, approver, expires)),

@@ -87,7 +87,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         if sent:
             services.store.record_sent(approval_id, sent)
         raise RetryLater(f"{len(failed)} of {len(emails)} emails failed to publish")
-    services.store.mark_emailed(approval_id)
+    services.store.mark_emailed(approval_id, now)
     log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
     return Handled.EMAILED
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from approvals.models import reminder_time
 
 
 class Settings(BaseModel):
@@ -22,6 +25,18 @@ class Settings(BaseModel):
     allow_self_approval: bool = False
     reject_needs_reason: bool = True
     retention_days: int = 90
+    # When approvers who have not decided get a reminder: a share of the time allowed
+    # ("50%") or a time before expiry ("1h", "30m").
+    reminders: tuple[str, ...] = ("50%", "1h")
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for spec in value:
+            reminder_time(
+                spec, created=datetime(2000, 1, 1, tzinfo=UTC), expires=datetime(2000, 1, 2, tzinfo=UTC)
+            )
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,4 +52,7 @@ class Settings(BaseModel):
             allow_self_approval=flag[env.get("APPROVALS_ALLOW_SELF_APPROVAL", "false").lower()],
             reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
+            reminders=tuple(
+                r.strip() for r in env.get("APPROVALS_REMINDERS", "50%,1h").split(",") if r.strip()
+            ),
         )

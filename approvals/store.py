@@ -6,6 +6,7 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Item = dict[str, Any]
+
+# A sparse index of what the sweep must look at: pending approvals, and settled ones whose
+# decision has not yet reached the workflow. Everything else leaves it.
+OPEN_INDEX = "open"
+OPEN_ATTRIBUTE = "sweep"
+OPEN = {"S": "open"}
+EXECUTION_INDEX = "execution"
 
 
 class VoteRejected(Exception):
@@ -85,6 +93,14 @@ def _vote_from(approver: str, item: Item) -> Vote:
     )
 
 
+def _times(item: Item, name: str) -> dict[str, datetime]:
+    return {key: _time(value["N"]) for key, value in item.get(name, {}).get("M", {}).items()}
+
+
+def _optional_time(item: Item, name: str) -> datetime | None:
+    return _time(item[name]["N"]) if name in item else None
+
+
 def approval_from_item(item: Item) -> Approval:
     return Approval(
         approval_id=item["approval_id"]["S"],
@@ -96,9 +112,12 @@ def approval_from_item(item: Item) -> Approval:
         expires_at=_time(item["expires_at"]["N"]),
         status=Status(item["status"]["S"]),
         votes={a: _vote_from(a, v) for a, v in item.get("votes", {}).get("M", {}).items()},
-        decided_at=_time(item["decided_at"]["N"]) if "decided_at" in item else None,
-        emailed=item.get("emailed", {}).get("BOOL", False),
+        decided_at=_optional_time(item, "decided_at"),
+        emailed_at=_optional_time(item, "emailed_at"),
         delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
+        closed_at=_optional_time(item, "closed_at"),
+        viewed=_times(item, "viewed"),
+        reminded=_times(item, "reminded"),
     )
 
 
@@ -130,12 +149,14 @@ class ApprovalStore:
             "expires_at": {"N": _epoch(approval.expires_at)},
             "status": {"S": Status.PENDING.value},
             "votes": {"M": {}},
+            "viewed": {"M": {}},
+            "reminded": {"M": {}},
+            OPEN_ATTRIBUTE: OPEN,
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
             # The count at which the next vote of each kind settles the request.
             "approve_last": {"N": str(limits.approve_at - 1)},
             "reject_last": {"N": str(limits.reject_at - 1)},
-            "emailed": {"BOOL": False},
             "claim_until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
             "ttl": {"N": _epoch(approval.expires_at + self._retention)},
         }
@@ -149,7 +170,7 @@ class ApprovalStore:
             return ClaimResult(Claim.NEW)
         except ClientError as error:
             existing = _failed_condition_item(error)
-        if existing.get("emailed", {}).get("BOOL"):
+        if "emailed_at" in existing:
             return ClaimResult(Claim.DONE)
         sent_to = frozenset(existing.get("sent_to", {}).get("SS", []))
         stored = approval_from_item(existing)
@@ -161,11 +182,10 @@ class ApprovalStore:
                 TableName=self._table,
                 Key=self._key(approval.approval_id),
                 UpdateExpression="SET claim_until = :until",
-                ConditionExpression="claim_until = :held AND emailed = :false",
+                ConditionExpression="claim_until = :held AND attribute_not_exists(emailed_at)",
                 ExpressionAttributeValues={
                     ":until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
                     ":held": {"N": held_until},
-                    ":false": {"BOOL": False},
                 },
             )
         except ClientError as error:
@@ -182,13 +202,34 @@ class ApprovalStore:
             ExpressionAttributeValues={":approvers": {"SS": approvers}},
         )
 
-    def mark_emailed(self, approval_id: str) -> None:
+    def mark_emailed(self, approval_id: str, now: datetime) -> None:
         self._db.update_item(
             TableName=self._table,
             Key=self._key(approval_id),
-            UpdateExpression="SET emailed = :true REMOVE claim_until, sent_to",
-            ExpressionAttributeValues={":true": {"BOOL": True}},
+            UpdateExpression="SET emailed_at = :now REMOVE claim_until, sent_to",
+            ExpressionAttributeValues={":now": {"N": _epoch(now)}},
         )
+
+    def view(self, approval_id: str, approver: str, now: datetime) -> Approval | None:
+        """The approval, for its page; the same call notes the approver's first view.
+
+        The note is audit only: nothing about the approval's outcome depends on it, so a
+        mail scanner opening the link changes nothing that matters.
+        """
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression="SET viewed.#approver = if_not_exists(viewed.#approver, :now)",
+                ConditionExpression="attribute_exists(approval_id)",
+                ExpressionAttributeNames={"#approver": approver},
+                ExpressionAttributeValues={":now": {"N": _epoch(now)}},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
+            return None
+        return approval_from_item(result["Attributes"])
 
     def record_vote(self, approval_id: str, vote: Vote) -> Approval:
         """Record one approver's vote; the returned approval says whether it settled.
@@ -230,7 +271,7 @@ class ApprovalStore:
         }
         update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
         if settling:
-            update += ", #status = :outcome, decided_at = :now"
+            update += f", #status = :outcome, decided_at = :now REMOVE {OPEN_ATTRIBUTE}"
             values[":outcome"] = {"S": vote.outcome.value}
         return {
             "TableName": self._table,
@@ -255,25 +296,47 @@ class ApprovalStore:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET delivery_failed = :true",
-                ExpressionAttributeValues={":true": {"BOOL": True}},
+                UpdateExpression=f"SET delivery_failed = :true, {OPEN_ATTRIBUTE} = :open",
+                ExpressionAttributeValues={":true": {"BOOL": True}, ":open": OPEN},
             )
         else:
             self._db.update_item(
-                TableName=self._table, Key=self._key(approval_id), UpdateExpression="REMOVE delivery_failed"
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
             )
 
-    def close(self, approval_id: str, status: Status) -> bool:
+    def close(self, approval_id: str, status: Status, now: datetime) -> bool:
         """Mark a pending approval expired or cancelled; False if it was no longer pending."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET #status = :status",
+                UpdateExpression=f"SET #status = :status, closed_at = :now REMOVE {OPEN_ATTRIBUTE}",
                 ConditionExpression="#status = :pending",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":status": {"S": status.value},
+                    ":pending": {"S": Status.PENDING.value},
+                    ":now": {"N": _epoch(now)},
+                },
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
+            return False
+        return True
+
+    def claim_reminder(self, approval_id: str, reminder: str, now: datetime) -> bool:
+        """Claim the right to send one reminder; False if it was sent or is no longer due."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression="SET reminded.#reminder = :now",
+                ConditionExpression="attribute_not_exists(reminded.#reminder) AND #status = :pending",
+                ExpressionAttributeNames={"#reminder": reminder, "#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": {"N": _epoch(now)},
                     ":pending": {"S": Status.PENDING.value},
                 },
             )
@@ -281,6 +344,42 @@ class ApprovalStore:
             _failed_condition_item(error)
             return False
         return True
+
+    def release_reminder(self, approval_id: str, reminder: str) -> None:
+        """Give a claimed reminder back after its emails failed, for the next sweep."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression="REMOVE reminded.#reminder",
+            ExpressionAttributeNames={"#reminder": reminder},
+        )
+
+    def open_approvals(self) -> Iterator[Approval]:
+        """Pending approvals and undelivered decisions: what the sweep looks after."""
+        yield from self._query(
+            IndexName=OPEN_INDEX,
+            KeyConditionExpression=f"{OPEN_ATTRIBUTE} = :open",
+            ExpressionAttributeValues={":open": OPEN},
+        )
+
+    def for_execution(self, execution_arn: str) -> Iterator[Approval]:
+        yield from self._query(
+            IndexName=EXECUTION_INDEX,
+            KeyConditionExpression="execution = :arn",
+            ExpressionAttributeValues={":arn": {"S": execution_arn}},
+        )
+
+    def all(self) -> Iterator[Approval]:
+        """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
+        for page in self._db.get_paginator("scan").paginate(TableName=self._table):
+            for item in page["Items"]:
+                yield approval_from_item(item)
+
+    def _query(self, **query: Any) -> Iterator[Approval]:
+        # Index reads may lag a moment; every action taken on them is a conditional write.
+        for page in self._db.get_paginator("query").paginate(TableName=self._table, **query):
+            for item in page["Items"]:
+                yield approval_from_item(item)
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:

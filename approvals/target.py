@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals.local.stack import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
+from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -41,6 +42,14 @@ class Target:
     @property
     def sfn(self) -> SFNClient:
         return self.client("stepfunctions")  # type: ignore[no-any-return]
+
+    @property
+    def store(self) -> ApprovalStore:
+        return ApprovalStore(self.client("dynamodb"), self.table_name)
+
+    def caller(self) -> str:
+        """Who is acting, as AWS knows them: recorded with an operator's decision."""
+        return str(self.client("sts").get_caller_identity()["Arn"])
 
 
 def local(state_file: Path = STATE_FILE) -> Target:

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 
 from approvals import statemachine
+from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
 
@@ -43,6 +44,36 @@ class Resources:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """The approvals table: keyed by approval id, with the sweep's and the canceller's indexes."""
+
+    def index(name: str, *key: tuple[str, str]) -> dict[str, Any]:
+        return {
+            "IndexName": name,
+            "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in key],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": kind}
+            for name, kind in (
+                ("approval_id", "S"),
+                (OPEN_ATTRIBUTE, "S"),
+                ("expires_at", "N"),
+                ("execution", "S"),
+            )
+        ],
+        "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
+            index(EXECUTION_INDEX, ("execution", "HASH")),
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
 
 
 def provision(
@@ -82,12 +113,7 @@ def provision(
     ]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=outbox_arn)
 
-    dynamodb.create_table(
-        TableName=f"{name}-table",
-        AttributeDefinitions=[{"AttributeName": "approval_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "approval_id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    dynamodb.create_table(**table_definition(f"{name}-table"))
     secret_arn = secretsmanager.create_secret(
         Name=f"{name}-signing-key", SecretString=secrets.token_urlsafe(48)
     )["ARN"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from approvals.local import moto_fixes
 from approvals.local.outbox import Outbox
 from approvals.local.resources import Resources, provision
 
+log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
@@ -50,6 +52,33 @@ class LocalInfo:
         return cls(**json.loads(path.read_text()))
 
 
+class Sweeper:
+    """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
+    Step Functions about each pending approval's execution)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+
+    def _run(self) -> None:
+        from approvals import runtime, sweep
+        from approvals.models import utcnow
+
+        while not self._stop.wait(self._interval):
+            try:
+                sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
+            except Exception:
+                log.exception("sweep failed")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def _quiet_libraries() -> None:
     # moto's executor logs every JSONPath miss of a Choice's IsPresent; werkzeug every request.
     for name in ("werkzeug", "moto", "botocore.credentials"):
@@ -64,12 +93,14 @@ class LocalStack:
         api_port: int = DEFAULT_API_PORT,
         visibility_timeout: int = 5,
         max_receives: int = 3,
+        sweep_interval: float = 2.0,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
         self.api_port = api_port
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
+        self.sweep_interval = sweep_interval
         self._stoppers: list[Any] = []
         self.resources: Resources | None = None
         self.info: LocalInfo | None = None
@@ -123,6 +154,10 @@ class LocalStack:
             poller = QueuePoller(sqs, queue_url, handler, name)
             poller.start()
             self._stoppers.insert(0, poller.stop)
+
+        sweeper = Sweeper(self.sweep_interval)
+        sweeper.start()
+        self._stoppers.insert(0, sweeper.stop)
 
         self.info = LocalInfo(
             endpoint_url=endpoint_url,

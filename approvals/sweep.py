@@ -1,0 +1,93 @@
+"""The periodic sweep: what no single request or click can do by itself.
+
+- closes approvals whose time ran out (the state machine has already moved on to Expired);
+- sends each reminder once to the approvers who have not decided;
+- delivers decisions whose first delivery failed (safe to repeat: one answer per token);
+- closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
+  an EventBridge rule on execution status calls :func:`close_for_execution` instead).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from approvals.decision import deliver
+from approvals.models import Approval, Status, reminder_time
+from approvals.notify import emails_for, publish, reminder_email
+from approvals.runtime import Services
+from approvals.store import ApprovalStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+log = logging.getLogger(__name__)
+
+
+def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime) -> Counter[str]:
+    """The execution ended: its approvals still pending are expired or cancelled."""
+    closed: Counter[str] = Counter()
+    for approval in store.for_execution(execution_arn):
+        if approval.status is Status.PENDING:
+            status = Status.EXPIRED if now >= approval.expires_at else Status.CANCELLED
+            if store.close(approval.approval_id, status, now):
+                closed[status.value] += 1
+    return closed
+
+
+def _remind(services: Services, approval: Approval, now: datetime) -> int:
+    waiting = frozenset(approval.request.approvers) - approval.votes.keys()
+    sent = 0
+    for spec in services.settings.reminders:
+        due = reminder_time(spec, approval.created_at, approval.expires_at)
+        if spec in approval.reminded or not (approval.created_at < due <= now) or not waiting:
+            continue
+        if not services.store.claim_reminder(approval.approval_id, spec, now):
+            continue
+        emails = emails_for(
+            approval,
+            services.settings.api_url,
+            services.signing_key,
+            skip=frozenset(approval.request.approvers) - waiting,
+            compose=reminder_email,
+        )
+        _, failed = publish(services.sns, services.settings.topic_arn, emails)
+        if failed:
+            services.store.release_reminder(approval.approval_id, spec)
+        else:
+            sent += len(emails)
+        break  # one reminder per sweep: a late sweep sends one, not a burst of them
+    return sent
+
+
+def _execution_running(sfn: SFNClient, execution_arn: str) -> bool:
+    return sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
+
+
+def sweep(services: Services, now: datetime, *, check_executions: bool = False) -> Counter[str]:
+    """One pass over the open approvals; returns what it did, by kind."""
+    done: Counter[str] = Counter()
+    store = services.store
+    running: dict[str, bool] = {}
+    for approval in store.open_approvals():
+        if approval.status is not Status.PENDING:
+            if approval.delivery_failed:
+                deliver(store, services.sfn, approval, repeat=True)
+                done["redelivered"] += 1
+            continue
+        if check_executions:
+            if approval.execution not in running:
+                running[approval.execution] = _execution_running(services.sfn, approval.execution)
+            if not running[approval.execution]:
+                done.update(close_for_execution(store, approval.execution, now))
+                continue
+        if now >= approval.expires_at:
+            if store.close(approval.approval_id, Status.EXPIRED, now):
+                done["expired"] += 1
+            continue
+        done["reminded"] += _remind(services, approval, now)
+    if done:
+        log.info("sweep", extra=dict(done))
+    return done
