@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -46,8 +46,19 @@ def _query() -> dict[str, str]:
     return dict(app.current_event.query_string_parameters or {})
 
 
+def _same_origin() -> None:
+    """Refuse a form posted from another site: the browser says where a POST comes from."""
+    headers = app.current_event.headers or {}
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
+    origin, host = headers.get("origin"), headers.get("host")
+    if origin and origin != "null" and host and urlsplit(origin).netloc != host:
+        raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
+
+
 def _form() -> dict[str, str]:
     event = app.current_event
+    _same_origin()
     content_type = (event.headers or {}).get("content-type", "")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise decision.Malformed("Send the decision as a form (application/x-www-form-urlencoded).")

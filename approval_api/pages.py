@@ -108,6 +108,7 @@ def approval_page(
             details=[(key, _detail_text(value)) for key, value in approval.request.details.items()],
             policy_text=policy_text(approval),
             approvers=[(person, approval.votes.get(person)) for person in approval.request.approvers],
+            excluded=approval.excluded,
             can_decide=status is Status.PENDING and approver not in approval.votes,
             action=approval.approval_id,
             fields=fields,

@@ -171,6 +171,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     target = _target(args)
     approval = _approval(target, args.approval_id)
     approver = args.as_approver.lower()
+    if approver in approval.excluded:
+        raise TargetError(f"{approver} requested this approval and may not approve it")
     if approver not in approval.request.approvers:
         raise TargetError(
             f"{approver} is not an approver of this request ({', '.join(approval.request.approvers)})"

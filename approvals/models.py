@@ -137,6 +137,7 @@ class Approval(BaseModel):
     closed_at: datetime | None = None  # when it was marked expired or cancelled
     viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
     reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
+    excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
 
     @property
     def emailed(self) -> bool:
@@ -175,7 +176,7 @@ def timeline(approval: Approval) -> list[Event]:
                 at=approval.emailed_at,
                 kind="emailed",
                 actor="system",
-                detail=", ".join(request.approvers),
+                detail=", ".join(a for a in request.approvers if a not in approval.excluded),
             )
         )
     events += [

@@ -8,7 +8,7 @@ recorded after the outcome is settled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from approvals.models import ApprovalRequest, Outcome, Policy
@@ -30,8 +30,9 @@ class Thresholds:
         return self.approve_at if outcome is Outcome.APPROVED else self.reject_at
 
 
-def thresholds(request: ApprovalRequest) -> Thresholds:
-    approvers = len(request.approvers)
+def thresholds(request: ApprovalRequest, excluded: Collection[str] = ()) -> Thresholds:
+    """The thresholds over those who may vote (the approvers less ``excluded``)."""
+    approvers = len(request.approvers) - len(excluded)
     match request.policy:
         case Policy.FIRST_RESPONSE:
             return Thresholds(approve_at=1, reject_at=1)
@@ -41,6 +42,28 @@ def thresholds(request: ApprovalRequest) -> Thresholds:
             assert request.quorum is not None  # the model requires it for this policy
             # Rejected as soon as the quorum can no longer be reached.
             return Thresholds(approve_at=request.quorum, reject_at=approvers - request.quorum + 1)
+
+
+def excluded_voters(request: ApprovalRequest, allow_self_approval: bool) -> list[str]:
+    """Approvers who may not vote: the requester, unless self-approval is allowed
+    (as GitHub's protected environments prevent self-review)."""
+    requester = request.requester.strip().lower()
+    return [] if allow_self_approval or requester not in request.approvers else [requester]
+
+
+def unreachable(request: ApprovalRequest, excluded: Collection[str]) -> str | None:
+    """Why the policy can never be met when ``excluded`` may not vote, or None."""
+    if not excluded:
+        return None
+    why = "the requester cannot approve their own request"
+    voters = len(request.approvers) - len(excluded)
+    if voters == 0:
+        return f"request.approvers: {why}, and nobody else is asked"
+    if request.policy is Policy.ALL:
+        return f"request.approvers: policy 'all' needs every approver, but {why}"
+    if request.policy is Policy.QUORUM and request.quorum is not None and request.quorum > voters:
+        return f"request.quorum: {request.quorum} approvals cannot be reached: {why}"
+    return None
 
 
 def settle(request: ApprovalRequest, outcomes: Iterable[Outcome]) -> Outcome | None:

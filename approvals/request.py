@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from approvals.links import approval_id_for
 from approvals.models import Approval, ApprovalRequest, QueueMessage, describe_validation_error
 from approvals.notify import emails_for, publish
+from approvals.policy import excluded_voters, unreachable
 from approvals.runtime import Services
 from approvals.statemachine import DELIVERY_FAILED, INVALID_REQUEST
 from approvals.store import Claim
@@ -57,14 +58,11 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     try:
         request = ApprovalRequest.model_validate(message.request)
     except ValidationError as error:
-        cause = describe_validation_error(error)
-        log.warning("invalid request", extra={"approval_id": approval_id, "cause": cause})
-        try:
-            fail(services.sfn, message.task_token, INVALID_REQUEST, cause)
-        except TaskGone:
-            log.info("execution no longer waits", extra={"approval_id": approval_id})
-        return Handled.INVALID
+        return _invalid(services, message.task_token, approval_id, describe_validation_error(error))
 
+    excluded = excluded_voters(request, services.settings.allow_self_approval)
+    if problem := unreachable(request, excluded):
+        return _invalid(services, message.task_token, approval_id, problem)
     approval = Approval(
         approval_id=approval_id,
         task_token=message.task_token,
@@ -73,6 +71,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         request=request,
         created_at=sent_at,
         expires_at=sent_at + timedelta(seconds=request.timeout_seconds),
+        excluded=excluded,
     )
     settings = services.settings
     claim = services.store.claim(approval, now, settings.claim_seconds)
@@ -81,7 +80,9 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     if claim.claim is Claim.BUSY:
         raise RetryLater("another delivery of this message is being handled")
     approval = claim.stored or approval  # a retry keeps the expiry first stored
-    emails = emails_for(approval, settings.api_url, services.signing_key, skip=claim.sent_to)
+    # Nobody gets a link they may not use: that also keeps the requester from voting.
+    skip = claim.sent_to | frozenset(approval.excluded)
+    emails = emails_for(approval, settings.api_url, services.signing_key, skip=skip)
     sent, failed = publish(services.sns, settings.topic_arn, emails)
     if failed:
         if sent:
@@ -90,6 +91,16 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     services.store.mark_emailed(approval_id, now)
     log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
     return Handled.EMAILED
+
+
+def _invalid(services: Services, task_token: str, approval_id: str, cause: str) -> Handled:
+    """Answer a request that can never succeed, at once, naming what is wrong."""
+    log.warning("invalid request", extra={"approval_id": approval_id, "cause": cause})
+    try:
+        fail(services.sfn, task_token, INVALID_REQUEST, cause)
+    except TaskGone:
+        log.info("execution no longer waits", extra={"approval_id": approval_id})
+    return Handled.INVALID
 
 
 def fail_undeliverable(sfn: SFNClient, body: str) -> str:

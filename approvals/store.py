@@ -118,6 +118,7 @@ def approval_from_item(item: Item) -> Approval:
         closed_at=_optional_time(item, "closed_at"),
         viewed=_times(item, "viewed"),
         reminded=_times(item, "reminded"),
+        excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
     )
 
 
@@ -138,7 +139,7 @@ class ApprovalStore:
 
     def claim(self, approval: Approval, now: datetime, claim_seconds: int) -> ClaimResult:
         """Store a new approval, or tell what an earlier delivery of it left behind."""
-        limits = thresholds(approval.request)
+        limits = thresholds(approval.request, approval.excluded)
         item: Item = {
             **self._key(approval.approval_id),
             "task_token": {"S": approval.task_token},
@@ -151,6 +152,7 @@ class ApprovalStore:
             "votes": {"M": {}},
             "viewed": {"M": {}},
             "reminded": {"M": {}},
+            "excluded": {"L": [{"S": who} for who in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
