@@ -116,6 +116,26 @@ def _problem_response(error: Problem) -> Response[str]:
     return _respond(error.status, html, payload)
 
 
+@app.exception_handler(decision.FormIncomplete)  # type: ignore[untyped-decorator]
+def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
+    """Show the approval page again, with the message and what was typed."""
+    services = runtime.from_environment()
+    approval = services.store.get(error.claims.approval_id)
+    if approval is None or _wants_json():
+        return _problem_response(error)
+    fields = {"approver": error.claims.approver, "expires": str(error.claims.expires), "sig": _form()["sig"]}
+    html = pages.approval_page(
+        approval,
+        error.claims.approver,
+        fields,
+        utcnow(),
+        reason_required=services.settings.reject_needs_reason,
+        notice=error.message,
+        comment=error.comment,
+    )
+    return _respond(error.status, html, {})
+
+
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
     return _problem_response(decision.NotFound("There is nothing at this address."))

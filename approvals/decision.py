@@ -45,6 +45,17 @@ class Malformed(Problem):
     status, title = 400, "This link or form is incomplete"
 
 
+class FormIncomplete(Malformed):
+    """Something the approver fixes on the same page, which is shown again with the message."""
+
+    title = "Please complete the form"
+
+    def __init__(self, message: str, claims: links.LinkClaims, comment: str) -> None:
+        super().__init__(message)
+        self.claims = claims
+        self.comment = comment
+
+
 class Forbidden(Problem):
     status, title = 403, "This link is not valid"
 
@@ -108,13 +119,17 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
 def decide(services: Services, approval_id: str, form: dict[str, str], now: datetime) -> Recorded:
     claims = _claims(services, approval_id, form, now)
     choice = form.get("decision", "")
-    if choice not in ("approve", "reject"):
-        raise Malformed("Choose Approve or Reject.")
     comment = form.get("comment", "").strip()
+    if choice not in ("approve", "reject"):
+        raise FormIncomplete("Choose Approve or Reject.", claims, comment)
     if len(comment) > COMMENT_LIMIT:
-        raise Malformed(f"The comment is too long: at most {COMMENT_LIMIT} characters.")
+        raise FormIncomplete(
+            f"The comment is too long: at most {COMMENT_LIMIT} characters.",
+            claims,
+            comment[:COMMENT_LIMIT],
+        )
     if choice == "reject" and not comment and services.settings.reject_needs_reason:
-        raise Malformed("Say why you reject: a reason is required.")
+        raise FormIncomplete("Say why you reject: a reason is required to reject.", claims, comment)
     outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
     vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now)
     return record(services.store, services.sfn, approval_id, vote)

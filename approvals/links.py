@@ -38,7 +38,8 @@ class LinkClaims:
     expires: int  # epoch seconds
 
     def payload(self) -> bytes:
-        return f"v1\n{self.approval_id}\n{self.approver}\n{self.expires}".encode()
+        # surrogatepass: a lone surrogate from a hand-made URL must fail the signature, not raise.
+        return f"v1\n{self.approval_id}\n{self.approver}\n{self.expires}".encode("utf-8", "surrogatepass")
 
 
 def approval_id_for(task_token: str) -> str:
@@ -64,7 +65,8 @@ def verify(key: bytes, approval_id: str, fields: dict[str, str], now: datetime |
     approver, expires, signature = (fields.get(name, "") for name in ("approver", "expires", "sig"))
     if not (approver and expires and signature):
         raise MalformedLink("the link is incomplete: it needs approver, expires and sig")
-    if not expires.isdigit() or len(expires) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²" and "١", which int() refuses or reads.
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         raise MalformedLink("the link's expiry is not a time")
     claims = LinkClaims(approval_id=approval_id, approver=approver, expires=int(expires))
     if not hmac.compare_digest(sign(key, claims).encode(), signature.encode("utf-8", "replace")):

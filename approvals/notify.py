@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 APPROVER_ATTRIBUTE = "approver"
 PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call
-SUBJECT_LIMIT = 100  # SNS refuses longer subjects
+SUBJECT_LIMIT = 99  # SNS: "less than 100 characters long"
 
 
 @dataclass(frozen=True)
