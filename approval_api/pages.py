@@ -75,10 +75,6 @@ def policy_text(approval: Approval) -> str:
             )
 
 
-def _status(approval: Approval, now: datetime) -> Status:
-    return Status.EXPIRED if approval.is_expired(now) else approval.status
-
-
 def _detail_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
@@ -93,7 +89,7 @@ def approval_page(
     notice: str = "",
     comment: str = "",
 ) -> str:
-    status = _status(approval, now)
+    status = approval.status_at(now)
     return (
         _environment()
         .get_template("approval.html")
@@ -129,7 +125,7 @@ def message_page(
     vote: Vote | None = None,
     now: datetime | None = None,
 ) -> str:
-    status = _status(approval, now) if approval and now else None
+    status = approval.status_at(now) if approval and now else None
     return (
         _environment()
         .get_template("message.html")

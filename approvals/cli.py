@@ -121,18 +121,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
     rows = []
     for approval in _target(args).store.all():
-        status = Status.EXPIRED if approval.is_expired(now) else approval.status
+        status = approval.status_at(now)
         if (args.pending and status is not Status.PENDING) or (
             args.settled and status not in (Status.APPROVED, Status.REJECTED)
         ):
             continue
         if args.approver and args.approver.lower() not in approval.request.approvers:
             continue
-        waiting = [a for a in approval.request.approvers if a not in approval.votes]
         rows.append((approval.created_at, [
             approval.approval_id, status.value, approval.request.title[:40], approval.request.requester,
             _when(approval.created_at), _when(approval.expires_at),
-            ", ".join(waiting) if status is Status.PENDING else "",
+            ", ".join(approval.waiting_on(now)),
         ]))  # fmt: skip
     rows.sort(key=lambda row: row[0], reverse=True)
     header = ["ID", "STATUS", "TITLE", "REQUESTER", "CREATED (UTC)", "EXPIRES (UTC)", "WAITING ON"]

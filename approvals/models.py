@@ -152,6 +152,17 @@ class Approval(BaseModel):
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)
 
+    def status_at(self, now: datetime) -> Status:
+        """The status as people should see it: expired once the time is up, even before
+        the sweep has written it down."""
+        return Status.EXPIRED if self.is_expired(now) else self.status
+
+    def waiting_on(self, now: datetime) -> list[str]:
+        """The approvers whose decision is still awaited."""
+        if self.status_at(now) is not Status.PENDING:
+            return []
+        return [a for a in self.request.approvers if a not in self.votes and a not in self.excluded]
+
 
 EventKind = Literal["requested", "emailed", "reminded", "viewed", "voted", "settled", "expired", "cancelled"]
 EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second

@@ -38,7 +38,7 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
 
 
 def _remind(services: Services, approval: Approval, now: datetime) -> int:
-    waiting = frozenset(approval.request.approvers) - approval.votes.keys() - set(approval.excluded)
+    waiting = frozenset(approval.waiting_on(now))
     sent = 0
     for spec in services.settings.reminders:
         due = reminder_time(spec, approval.created_at, approval.expires_at)

@@ -10,30 +10,23 @@ import threading
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from approvals.local.outbox import Outbox
 from approvals.local.poller import LambdaContext
+from approvals.models import Approval, timeline, utcnow
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 BODY_LIMIT = 1_048_576  # API Gateway's own payload limit is 10 MB; nothing here needs more
 
-OUTBOX_PAGE = Environment(autoescape=select_autoescape(default_for_string=True)).from_string(
-    """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>Outbox</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:1rem auto;padding:0 1rem}
-article{border:1px solid #d0d7de;border-radius:.4rem;padding:.75rem 1rem;margin:.75rem 0}
-pre{white-space:pre-wrap;overflow-wrap:anywhere}.meta{color:#57606a}</style></head><body>
-<h1>Outbox</h1><p class="meta">{{ emails|length }} email(s) sent by the local stack, newest first.</p>
-{% for email in emails %}<article><h2>{{ email.subject }}</h2>
-<p class="meta">To {{ email.to }} · {{ email.sent_at }}</p><pre>{{ email.body }}</pre>
-{% for link in email.links %}<p><a href="{{ link }}">Open the approval page</a></p>{% endfor %}
-</article>{% else %}<p>No email yet.</p>{% endfor %}</body></html>"""
-)
+OUTBOX_PAGE = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True)
+).get_template("outbox.html")
 
 
 def proxy_event(
@@ -72,7 +65,9 @@ def proxy_event(
 
 
 class LocalApi:
-    def __init__(self, handler: Handler, outbox: Outbox, host: str, port: int) -> None:
+    def __init__(
+        self, handler: Handler, outbox: Outbox, approvals: Callable[[], list[Approval]], host: str, port: int
+    ) -> None:
         api = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -114,6 +109,7 @@ class LocalApi:
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
         self._outbox = outbox
+        self._approvals = approvals
         self._server = ThreadingHTTPServer((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -127,7 +123,13 @@ class LocalApi:
         emails = self._outbox.emails()
         if "application/json" in accept:
             return {"Content-Type": "application/json"}, json.dumps([e.as_dict() for e in emails]).encode()
-        page = OUTBOX_PAGE.render(emails=list(reversed(emails))).encode()
+        now = utcnow()
+        rows = []
+        for approval in sorted(self._approvals(), key=lambda a: a.created_at, reverse=True):
+            rows.append(
+                (approval, approval.status_at(now).value, approval.waiting_on(now), timeline(approval))
+            )
+        page = OUTBOX_PAGE.render(emails=list(reversed(emails)), approvals=rows).encode()
         return {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, page
 
     def start(self) -> None:

@@ -136,9 +136,16 @@ class LocalStack:
         sqs = session.client("sqs")
         self.outbox = Outbox(sqs, resources.outbox_queue_url)
         from approval_api.handler import lambda_handler as api_handler
+        from approvals import runtime
         from approvals.local.http import LocalApi
 
-        api = LocalApi(api_handler, self.outbox, self.host, self.api_port)
+        api = LocalApi(
+            api_handler,
+            self.outbox,
+            lambda: list(runtime.from_environment().store.all()),
+            self.host,
+            self.api_port,
+        )
         os.environ.update(resources.environment(api.url))
         api.start()
         self._stoppers.append(api.stop)
