@@ -54,8 +54,9 @@ def humanize_until(moment: datetime, now: datetime) -> str:
     seconds = int((moment - now).total_seconds())
     if seconds <= 0:
         return "now"
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
-        if seconds >= size:
+    # A unit is used from just under one of it, so a fresh one-day request reads "in 1 day".
+    for unit, size, from_seconds in (("day", 86_400, 82_800), ("hour", 3_600, 3_300), ("minute", 60, 60)):
+        if seconds >= from_seconds:
             count = round(seconds / size)
             return f"in {count} {unit}{'s' if count != 1 else ''}"
     return "in less than a minute"

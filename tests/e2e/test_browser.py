@@ -1,0 +1,178 @@
+"""An approver's session in a real browser: headless Chromium (Debian's package) driven
+by Playwright against `approvals local`. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from approvals.demo import wait_for_email
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # the tests run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine has no network to reach
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def start(stack: RunningStack, title: str, approvers: list[str], **extra: object) -> str:
+    request = {"title": title, "approvers": approvers, "requester": "release-bot@example.com", **extra}
+    started = stack.aws(
+        "stepfunctions", "start-execution",
+        "--state-machine-arn", stack.info.state_machine_arn,
+        "--input", json.dumps({"request": request}),
+    )  # fmt: skip
+    return str(started["executionArn"])
+
+
+def finished(stack: RunningStack, execution_arn: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, object] = stack.aws(
+            "stepfunctions", "describe-execution", "--execution-arn", execution_arn
+        )
+        if described["status"] != "RUNNING" or time.monotonic() > deadline:
+            return described
+        time.sleep(0.3)
+
+
+def open_from_outbox(page: Page, stack: RunningStack, approver: str, title: str) -> None:
+    wait_for_email(stack.info, approver, title)
+    page.goto(stack.info.outbox_url)
+    email = page.locator("article", has_text=title).filter(has_text=f"To {approver}").first
+    email.get_by_role("link", name=f"Open the approval page for {approver}").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+
+
+def test_approve_from_the_outbox_link(page: Page, local_stack: RunningStack) -> None:
+    title = "Deploy checkout 2.4 to production"
+    arn = start(
+        local_stack, title, ["alice@example.com", "bob@example.com"],
+        description="Faster checkout; new invoices page.",
+        details={"service": "checkout", "version": "2.4.0", "change": "CHG-1042"},
+    )  # fmt: skip
+    open_from_outbox(page, local_stack, "alice@example.com", title)
+    expect(page.get_by_text("Requested by release-bot@example.com")).to_be_visible()
+    expect(page.get_by_role("row", name="version 2.4.0")).to_be_visible()
+    expect(page.get_by_role("row", name="bob@example.com not yet decided")).to_be_visible()
+    expect(page.get_by_text("expires in 1 day")).to_be_visible()
+    shot(page, "approval-page")
+
+    page.get_by_label("Comment").fill("Reviewed the release notes")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+    expect(page.get_by_role("cell", name="Reviewed the release notes")).to_be_visible()
+    shot(page, "confirmation-page")
+
+    described = finished(local_stack, arn)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(str(described["output"]))["votes"][0]["comment"] == "Reviewed the release notes"
+
+
+def test_reject_needs_a_reason_then_is_accepted(page: Page, local_stack: RunningStack) -> None:
+    title = "Refund order 7731"
+    arn = start(local_stack, title, ["carol@example.com"])
+    open_from_outbox(page, local_stack, "carol@example.com", title)
+    link = page.url
+    page.get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("alert")).to_contain_text("a reason is required to reject")
+    expect(page.get_by_role("button", name="Reject")).to_be_visible()  # the form is still there
+    shot(page, "reject-without-reason")
+
+    page.get_by_label("Comment").fill("Customer already refunded by hand")
+    page.get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+    described = finished(local_stack, arn)
+    assert json.loads(str(described["output"]))["outcome"] == "rejected"
+
+    # The same link, opened after settlement, shows the outcome and no buttons.
+    page.goto(link)
+    expect(page.get_by_text("Status: rejected")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    shot(page, "after-settlement")
+
+
+def test_keyboard_only_approval(page: Page, local_stack: RunningStack) -> None:
+    title = "Rotate the signing key"
+    arn = start(local_stack, title, ["dan@example.com"])
+    open_from_outbox(page, local_stack, "dan@example.com", title)
+    page.get_by_label("Comment").focus()
+    page.keyboard.type("ok from the keyboard")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the Approve button comes first in tab order
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+    assert json.loads(str(finished(local_stack, arn)["output"]))["outcome"] == "approved"
+
+
+def test_phone_viewport(browser: Browser, local_stack: RunningStack) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    title = "Delete the 2019 customer archive, a request with a long title to wrap on a phone"
+    start(
+        local_stack, title, ["erin@example.com"], details={"bucket": "s3://archive-2019", "objects": 120433}
+    )
+    open_from_outbox(page, local_stack, "erin@example.com", title)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "nothing may scroll sideways on a phone"
+    approve = page.get_by_role("button", name="Approve").bounding_box()
+    assert approve is not None
+    assert approve["height"] >= 44, "a thumb-sized button"
+    shot(page, "approval-page-phone")
+    page.goto(local_stack.info.outbox_url)
+    shot(page, "outbox-phone")
+    context.close()
+
+
+def test_outbox_lists_approvals_with_their_timeline(page: Page, local_stack: RunningStack) -> None:
+    title = "Raise the payments rate limit"
+    start(local_stack, title, ["gina@example.com", "hank@example.com"], policy="all")
+    open_from_outbox(page, local_stack, "gina@example.com", title)
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+
+    page.goto(local_stack.info.outbox_url)
+    row = page.get_by_role("row").filter(has_text=title)
+    expect(row.get_by_role("cell", name="pending", exact=True)).to_be_visible()
+    expect(row.get_by_role("cell", name="hank@example.com", exact=True)).to_be_visible()  # still waiting
+    row.get_by_text("events").click()
+    expect(row).to_contain_text("viewed · gina@example.com · opened the link")
+    expect(row).to_contain_text("voted · gina@example.com · approved")
+    shot(page, "outbox")
