@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup browser
+.PHONY: demo test lint setup browser bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ lint: $(STAMP)
 
 test: lint browser
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# Benchmarks print their figures; they are never part of the test suite's verdict.
+bench: $(STAMP)
+	$(BIN)/python -m bench.cold_start
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000

@@ -79,6 +79,14 @@ class Sweeper:
         self._thread.join(timeout=10)
 
 
+def _restore_environment(saved: dict[str, str]) -> None:
+    from approvals import runtime
+
+    os.environ.clear()
+    os.environ.update(saved)
+    runtime.from_environment.cache_clear()
+
+
 def _quiet_libraries() -> None:
     # moto's executor logs every JSONPath miss of a Choice's IsPresent; werkzeug every request.
     for name in ("werkzeug", "moto", "botocore.credentials"):
@@ -94,6 +102,7 @@ class LocalStack:
         visibility_timeout: int = 5,
         max_receives: int = 3,
         sweep_interval: float = 2.0,
+        worker_concurrency: int = 2,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -101,7 +110,9 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
+        self.worker_concurrency = worker_concurrency  # as Lambda runs several batches at once
         self._stoppers: list[Any] = []
+        self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
         self.info: LocalInfo | None = None
         self.outbox: Outbox | None = None
@@ -111,6 +122,8 @@ class LocalStack:
 
         _quiet_libraries()
         moto_fixes.apply()
+        # The handlers read the environment, as in Lambda; what is set here is undone by stop().
+        self._saved_environment = dict(os.environ)
         server = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
         server.start()
         self._stoppers.append(server.stop)
@@ -147,6 +160,7 @@ class LocalStack:
             self.api_port,
         )
         os.environ.update(resources.environment(api.url))
+        runtime.from_environment.cache_clear()
         api.start()
         self._stoppers.append(api.stop)
 
@@ -155,7 +169,7 @@ class LocalStack:
         from worker.handler import lambda_handler as worker_handler
 
         for queue_url, handler, name in (
-            (resources.queue_url, worker_handler, "approval-worker"),
+            *[(resources.queue_url, worker_handler, "approval-worker")] * self.worker_concurrency,
             (resources.dlq_url, dead_letter_handler, "approval-dead-letter"),
         ):
             poller = QueuePoller(sqs, queue_url, handler, name)
@@ -184,6 +198,9 @@ class LocalStack:
         for stop in self._stoppers:
             stop()
         self._stoppers.clear()
+        if self._saved_environment is not None:
+            _restore_environment(self._saved_environment)
+            self._saved_environment = None
 
     def __enter__(self) -> LocalInfo:
         return self.start()
