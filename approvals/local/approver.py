@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import parse_qsl, urlencode, urljoin
 
 
 class _FormReader(HTMLParser):
@@ -64,6 +64,17 @@ def request(
 
 def open_link(link: str) -> HttpResult:
     return request(link)
+
+
+def post_from_link(link: str, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:
+    """POST a decision with the signed fields taken straight from a link, as a replayed or
+    scripted request would, without opening the page first."""
+    address, _, query = link.partition("?")
+    fields = {**dict(parse_qsl(query)), "decision": decision, "comment": comment}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if accept_json:
+        headers["Accept"] = "application/json"
+    return request(address, urlencode(fields).encode(), headers, "POST")
 
 
 def submit(page: HttpResult, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:

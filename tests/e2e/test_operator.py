@@ -1,0 +1,156 @@
+"""The operator's view, end to end on `approvals local`: reminders, cancellation when an
+execution stops, list/show/decide from the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from approvals.demo import wait_for_email
+from approvals.local import approver
+from approvals.local.resources import LOCAL_ROLE
+from approvals.statemachine import approval_definition, render
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def start(stack: RunningStack, title: str, approvers: list[str], **extra: Any) -> str:
+    request = {"title": title, "approvers": approvers, "requester": "ops-bot@example.com", **extra}
+    return str(
+        stack.aws(
+            "stepfunctions",
+            "start-execution",
+            "--state-machine-arn",
+            stack.info.state_machine_arn,
+            "--input",
+            json.dumps({"request": request}),
+        )["executionArn"]
+    )
+
+
+def emails_about(stack: RunningStack, title: str) -> list[dict[str, Any]]:
+    emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
+    return [e for e in emails if title in e["subject"]]
+
+
+def approval_id_of(stack: RunningStack, title: str) -> str:
+    listed = stack.cli("list")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if title in line)
+    return line.split()[0]
+
+
+def test_reminder_reaches_only_who_has_not_decided_and_only_once(local_stack: RunningStack) -> None:
+    title = "Reminder check"
+    # The local stack reminds at half the time allowed ("50%"); "1h" before expiry is
+    # before this short request began, so it is skipped.
+    start(local_stack, title, ["ann@example.com", "ben@example.com"], policy="all", timeout_seconds=8)
+    page = approver.open_link(wait_for_email(local_stack.info, "ann@example.com", title)["links"][0])
+    assert approver.submit(page, "approve").status == 200
+    deadline = time.monotonic() + 15
+    while not [e for e in emails_about(local_stack, title) if e["subject"].startswith("[Reminder]")]:
+        assert time.monotonic() < deadline, "no reminder within 15 s"
+        time.sleep(0.5)
+    time.sleep(4)  # more sweeps pass; none may send it again
+    reminders = [e for e in emails_about(local_stack, title) if e["subject"].startswith("[Reminder]")]
+    assert [e["to"] for e in reminders] == ["ben@example.com"]
+    assert "still waits for your decision" in reminders[0]["body"]
+    assert reminders[0]["links"], "the reminder carries the approver's link"
+
+
+def test_execution_that_ends_elsewhere_cancels_its_approval(local_stack: RunningStack) -> None:
+    """A team's own workflow: the approval runs beside another branch, which fails.
+
+    (StopExecution would be the simplest trigger, but moto 5.2.5 keeps an execution that
+    waits on a task token RUNNING after StopExecution; a failing parallel branch ends it.)
+    """
+    approval = approval_definition()
+    workflow = {
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "End": True,
+                "Branches": [
+                    {"StartAt": approval["StartAt"], "States": approval["States"]},
+                    {
+                        "StartAt": "Build",
+                        "States": {
+                            "Build": {"Type": "Wait", "Seconds": 2, "Next": "BuildFailed"},
+                            "BuildFailed": {"Type": "Fail", "Error": "Build.Failed", "Cause": "tests failed"},
+                        },
+                    },
+                ],
+            }
+        },
+    }
+    machine = local_stack.aws(
+        "stepfunctions", "create-state-machine", "--name", "team-workflow",
+        "--role-arn", LOCAL_ROLE, "--definition", render(workflow, local_stack.info.queue_url),
+    )["stateMachineArn"]  # fmt: skip
+    title = "Cancel check"
+    request = {"title": title, "approvers": ["cat@example.com"], "requester": "ops-bot@example.com"}
+    local_stack.aws(
+        "stepfunctions",
+        "start-execution",
+        "--state-machine-arn",
+        machine,
+        "--input",
+        json.dumps({"request": request}),
+    )
+    link = wait_for_email(local_stack.info, "cat@example.com", title)["links"][0]
+    deadline = time.monotonic() + 20
+    while approver.request(link, headers={"Accept": "application/json"}).json()["status"] != "cancelled":
+        assert time.monotonic() < deadline, "the approval was not cancelled within 20 s"
+        time.sleep(0.5)
+    page = approver.open_link(link)
+    assert page.status == 200
+    assert 'badge cancelled">cancelled<' in page.text
+    assert page.buttons == [], "a cancelled request cannot be decided"
+    refused = approver.post_from_link(link, "approve")
+    assert refused.status == 410
+    assert "This request was cancelled." in refused.text
+    shown = local_stack.cli("show", approval_id_of(local_stack, title))
+    assert "cancelled  system" in shown.stdout
+
+
+def test_operator_lists_shows_and_decides_on_behalf(local_stack: RunningStack) -> None:
+    title = "Operator check"
+    arn = start(local_stack, title, ["dee@example.com", "eve@example.com"], policy="all")
+    wait_for_email(local_stack.info, "eve@example.com", title)
+    pending = local_stack.cli("list", "--pending", "--approver", "dee@example.com")
+    assert title in pending.stdout
+    assert "dee@example.com, eve@example.com" in pending.stdout
+    approval_id = approval_id_of(local_stack, title)
+
+    first = local_stack.cli(
+        "decide", approval_id, "approve", "--as", "dee@example.com", "--operator", "oncall@example.com"
+    )
+    assert first.returncode == 0, first.stderr
+    assert "request is pending" in first.stdout
+    second = local_stack.cli(
+        "decide", approval_id, "approve", "--as", "eve@example.com", "--comment", "by phone"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "the workflow has the decision" in second.stdout
+
+    again = local_stack.cli("decide", approval_id, "reject", "--as", "eve@example.com")
+    assert again.returncode == 2
+    assert again.stderr.strip() == "approvals: You have already decided on this request."
+    stranger = local_stack.cli("decide", approval_id, "approve", "--as", "mallory@example.com")
+    assert stranger.returncode == 2
+    assert "not an approver" in stranger.stderr
+
+    shown = local_stack.cli("show", approval_id)
+    kinds = [line.split()[2] for line in shown.stdout.split("Timeline (UTC):")[1].strip().splitlines()]
+    assert kinds == ["requested", "emailed", "voted", "voted", "settled"]
+    assert "recorded by oncall@example.com on the approver's behalf" in shown.stdout
+    settled = local_stack.cli("list", "--settled")
+    assert title in settled.stdout
+    status = json.loads(local_stack.cli("status", arn).stdout)
+    assert status["final_state"] == "Approved"
+    assert [v["approver"] for v in status["output"]["votes"]] == ["dee@example.com", "eve@example.com"]
