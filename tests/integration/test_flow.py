@@ -1,0 +1,224 @@
+"""Whole approvals through real executions of the real state machines: the worker emails,
+approvers click, the workflow ends where the policy says."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from approvals.models import ApprovalRequest, Policy
+from tests.integration.conftest import Stack, approval_id_of
+
+ALICE, BOB, CAROL, DAN = (f"{name}@example.com" for name in ("alice", "bob", "carol", "dan"))
+
+
+def request(title: str, approvers: list[str], **fields: Any) -> ApprovalRequest:
+    return ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **fields)
+
+
+def test_approved(stack: Stack) -> None:
+    arn = stack.start(
+        request("Deploy checkout 2.4", [ALICE], description="Faster checkout", details={"version": "2.4"})
+    )
+    email = stack.email(ALICE, "Deploy checkout 2.4")
+    assert email.subject == "[Approval needed] Deploy checkout 2.4 (from ci@example.com)"
+    assert len(email.links) == 1
+
+    page = stack.get(email.links[0])
+    assert page.status == 200
+    assert "Deploy checkout 2.4" in page.body
+    assert "Faster checkout" in page.body
+    assert page.buttons == ["approve", "reject"]
+
+    done = stack.submit(page, "approve", "Looks good")
+    assert done.status == 200
+    assert "Decision recorded" in done.body
+
+    report = stack.finish(arn)
+    assert report.status == "SUCCEEDED"
+    assert report.states == ["CheckTimeout", "RequestApproval", "Outcome", "Approved"]
+    output = report.output
+    assert output["outcome"] == "approved"
+    assert [(v["approver"], v["outcome"], v["comment"]) for v in output["votes"]] == [
+        (ALICE, "approved", "Looks good")
+    ]
+    assert set(output) == {"outcome", "votes", "decided_at"}
+    assert set(output["votes"][0]) == {"approver", "outcome", "comment", "at"}
+
+    approval = stack.approval(approval_id_of(email.links[0]))
+    assert approval.status.value == "approved"
+    assert approval.decided_at is not None
+
+
+def test_rejected(stack: Stack) -> None:
+    arn = stack.start(request("Refund order 1187", [ALICE, BOB]))
+    email = stack.email(BOB, "Refund order 1187")
+    assert stack.click(email.links[0], "reject", "Over the limit").status == 200
+    report = stack.finish(arn)
+    assert report.status == "SUCCEEDED"  # a rejection is an answer, not a failure
+    assert report.final_state == "Rejected"
+    assert report.output["outcome"] == "rejected"
+    assert [(v["approver"], v["comment"]) for v in report.output["votes"]] == [(BOB, "Over the limit")]
+
+
+def test_first_response_settles_with_the_first_vote(stack: Stack) -> None:
+    arn = stack.start(request("First wins", [ALICE, BOB], policy=Policy.FIRST_RESPONSE))
+    alice, bob = stack.email(ALICE, "First wins"), stack.email(BOB, "First wins")
+    assert stack.click(bob.links[0], "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+    late = stack.get(alice.links[0])
+    assert late.status == 200
+    assert late.form_action is None  # the outcome, not buttons
+    assert "approved" in late.body
+    refused = stack.post_link(alice.links[0], "reject", "too late")
+    assert refused.status == 409
+    assert "already approved" in refused.body
+    assert len(stack.approval(approval_id_of(alice.links[0])).votes) == 1
+
+
+def test_all_waits_for_every_approver(stack: Stack) -> None:
+    arn = stack.start(request("Everyone", [ALICE, BOB, CAROL], policy=Policy.ALL))
+    links = {who: stack.email(who, "Everyone").links[0] for who in (ALICE, BOB, CAROL)}
+
+    first = stack.click(links[ALICE], "approve", accept_json=True)
+    assert first.status == 200
+    assert first.json()["delivery"] == "not_settled"
+    assert first.json()["status"] == "pending"
+    stack.click(links[BOB], "approve")
+    stack.assert_running(arn)
+
+    assert stack.click(links[CAROL], "approve").status == 200
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "approved"
+    assert sorted(v["approver"] for v in report.output["votes"]) == [ALICE, BOB, CAROL]
+
+
+def test_all_is_rejected_by_any_rejection(stack: Stack) -> None:
+    arn = stack.start(request("Everyone or nobody", [ALICE, BOB, CAROL], policy=Policy.ALL))
+    links = {who: stack.email(who, "Everyone or nobody").links[0] for who in (ALICE, BOB, CAROL)}
+    stack.click(links[ALICE], "approve")
+    assert stack.click(links[BOB], "reject", "Not this week").status == 200
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "rejected"
+    assert [v["outcome"] for v in report.output["votes"]] == ["approved", "rejected"]
+    # Carol is too late: the page shows the outcome, a post is refused.
+    assert stack.get(links[CAROL]).form_action is None
+    assert stack.post_link(links[CAROL], "approve").status == 409
+
+
+def test_quorum_is_approved_at_the_quorum(stack: Stack) -> None:
+    arn = stack.start(request("Two of three", [ALICE, BOB, CAROL], policy=Policy.QUORUM, quorum=2))
+    links = {who: stack.email(who, "Two of three").links[0] for who in (ALICE, BOB, CAROL)}
+    stack.click(links[ALICE], "reject", "I would rather not")
+    stack.click(links[BOB], "approve")
+    stack.assert_running(arn)
+    stack.click(links[CAROL], "approve")
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "approved"
+    assert len(report.output["votes"]) == 3
+
+
+def test_quorum_is_rejected_once_it_cannot_be_reached(stack: Stack) -> None:
+    """Two of four: two rejections still leave two approvers who could make the quorum;
+    the third rejection leaves only one, and settles it."""
+    approvers = [ALICE, BOB, CAROL, DAN]
+    arn = stack.start(request("Two of four", approvers, policy=Policy.QUORUM, quorum=2))
+    links = {who: stack.email(who, "Two of four").links[0] for who in approvers}
+    stack.click(links[ALICE], "reject", "no")
+    stack.click(links[BOB], "reject", "no")
+    stack.assert_running(arn)
+    assert stack.click(links[CAROL], "reject", "no").status == 200
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "rejected"
+    assert len(report.output["votes"]) == 3
+    assert stack.post_link(links[DAN], "approve").status == 409
+
+
+def test_timeout_expires(stack: Stack) -> None:
+    arn = stack.start(request("Nobody answers", [ALICE], timeout_seconds=1))
+    stack.email(ALICE, "Nobody answers")
+    report = stack.finish(arn, timeout=10)
+    assert report.status == "SUCCEEDED"
+    assert report.states == ["CheckTimeout", "RequestApproval", "Expired"]
+    assert report.output == {"outcome": "expired"}
+
+
+def test_late_click_after_timeout_is_gone(stack: Stack) -> None:
+    arn = stack.start(request("Too slow", [ALICE], timeout_seconds=2))
+    link = stack.email(ALICE, "Too slow").links[0]
+    assert stack.get(link).status == 200  # in time, the page is there
+    assert stack.finish(arn, timeout=10).output == {"outcome": "expired"}
+    expires = int(link.split("expires=")[1].split("&")[0])
+    while time.time() < expires + 1:  # the API's clock counts whole seconds
+        time.sleep(0.1)
+
+    page = stack.get(link)
+    assert page.status == 410
+    assert page.form_action is None
+    vote = stack.post_link(link, "approve", accept_json=True)
+    assert vote.status == 410
+    assert vote.json()["status"] == 410
+    approval = stack.approval(approval_id_of(link))
+    assert approval.votes == {}
+    assert approval.decided_at is None
+
+
+def test_a_decision_after_the_workflow_stopped_waiting_is_gone(stack: Stack) -> None:
+    """The link is still valid, but the execution no longer waits (here its message went to
+    the dead-letter queue and failed it): SendTaskSuccess finds the token gone -> 410."""
+    arn = stack.start(request("Stopped", [ALICE]))
+    link = stack.email(ALICE, "Stopped").links[0]
+    approval = stack.approval(approval_id_of(link))
+    body = json.dumps(
+        {"task_token": approval.task_token, "execution": approval.execution, "state": "x", "request": {}}
+    )
+    stack.sqs.send_message(QueueUrl=stack.resources.dlq_url, MessageBody=body)
+    stack.drain(stack.dead_letters)
+    report = stack.finish(arn)
+    assert (report.status, report.error) == ("FAILED", "Approval.DeliveryFailed")
+
+    response = stack.post_link(link, "approve")
+    assert response.status == 410
+    assert "stopped waiting" in response.body
+    assert "Traceback" not in response.body
+
+
+def test_fanout_with_mixed_outcomes(stack: Stack) -> None:
+    requests: list[dict[str, Any]] = [
+        request("Fan A approve", [ALICE, BOB], policy=Policy.QUORUM, quorum=2).model_dump(exclude_none=True),
+        request("Fan B reject", [CAROL]).model_dump(exclude_none=True),
+        request("Fan C expire", [DAN], timeout_seconds=2).model_dump(exclude_none=True),
+        {"title": "Fan D invalid", "approvers": ["not-an-address"], "requester": "ci@example.com"},
+        {"title": "Fan E bad timeout", "approvers": [ALICE], "requester": "ci", "timeout_seconds": 0},
+        request("Fan F approve", [DAN]).model_dump(exclude_none=True),
+    ]
+    arn = stack.start_fanout(requests)
+
+    for who in (ALICE, BOB):
+        assert stack.click(stack.email(who, "Fan A approve").links[0], "approve").status == 200
+    assert stack.click(stack.email(CAROL, "Fan B reject").links[0], "reject", "No").status == 200
+    assert stack.click(stack.email(DAN, "Fan F approve").links[0], "approve").status == 200
+    stack.email(DAN, "Fan C expire")  # emailed, and nobody answers
+
+    report = stack.finish(arn, timeout=20)
+    assert report.status == "SUCCEEDED"
+    decisions = report.output["decisions"]
+    assert set(report.output) == {"decisions"}
+    assert [d["outcome"] for d in decisions] == [
+        "approved",
+        "rejected",
+        "expired",
+        "invalid",
+        "invalid",
+        "approved",
+    ]
+    assert sorted(v["approver"] for v in decisions[0]["votes"]) == [ALICE, BOB]
+    assert decisions[1]["votes"][0]["comment"] == "No"
+    assert decisions[2] == {"outcome": "expired"}
+    assert decisions[3]["error"] == "request.approvers.0: not a valid email address"
+    assert decisions[4]["error"].startswith("request.timeout_seconds: ")
+    assert decisions[5]["votes"][0]["approver"] == DAN
+    # The invalid ones were never emailed.
+    assert not [e for e in stack.emails() if "Fan D" in e.subject or "Fan E" in e.subject]

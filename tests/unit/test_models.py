@@ -1,0 +1,280 @@
+"""The contracts: what a valid approval request is, and how a bad one is described."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from approvals.models import (
+    MAX_APPROVERS,
+    MAX_DESCRIPTION,
+    Approval,
+    ApprovalRequest,
+    Decision,
+    Outcome,
+    Policy,
+    QueueMessage,
+    Status,
+    Vote,
+    describe_validation_error,
+)
+from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+
+VALID: dict[str, Any] = {
+    "title": "Deploy v2 to production",
+    "approvers": ["alice@example.com", "bob@example.com"],
+    "requester": "ci@example.com",
+}
+NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def problems(**overrides: Any) -> str:
+    """The one-line description of what is wrong with VALID changed by ``overrides``."""
+    data = {**VALID, **overrides}
+    with pytest.raises(ValidationError) as caught:
+        ApprovalRequest.model_validate(data)
+    return describe_validation_error(caught.value)
+
+
+def test_minimal_request_gets_the_documented_defaults() -> None:
+    request = ApprovalRequest.model_validate(VALID)
+    assert request.description == ""
+    assert request.policy is Policy.FIRST_RESPONSE
+    assert request.quorum is None
+    assert request.timeout_seconds == DEFAULT_TIMEOUT_SECONDS == 86_400
+    assert request.details == {}
+    assert request.approvers == ["alice@example.com", "bob@example.com"]
+
+
+def test_full_request_round_trips_through_json() -> None:
+    request = ApprovalRequest(
+        title="Refund",
+        description="Line one\nLine two\twith a tab\r\n",
+        approvers=["a@example.com", "b@example.com", "c@example.com"],
+        policy=Policy.QUORUM,
+        quorum=2,
+        timeout_seconds=MAX_TIMEOUT_SECONDS,
+        requester="support",
+        details={"order": 1187, "nested": {"a": [1, 2]}, "note": None},
+    )
+    assert ApprovalRequest.model_validate_json(request.model_dump_json()) == request
+
+
+def test_request_is_immutable() -> None:
+    request = ApprovalRequest.model_validate(VALID)
+    with pytest.raises(ValidationError):
+        request.title = "changed"  # type: ignore[misc]
+
+
+def test_emails_are_stripped_and_lowercased() -> None:
+    request = ApprovalRequest.model_validate(
+        {**VALID, "approvers": ["  Alice@Example.COM ", "BOB@example.com"]}
+    )
+    assert request.approvers == ["alice@example.com", "bob@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    [
+        ({"title": ""}, "request.title", "at least 1 character"),
+        ({"title": "x" * 201}, "request.title", "at most 200"),
+        ({"title": 42}, "request.title", "valid string"),
+        ({"description": "x" * (MAX_DESCRIPTION + 1)}, "request.description", "at most"),
+        ({"approvers": []}, "request.approvers", "at least 1"),
+        ({"approvers": "alice@example.com"}, "request.approvers", "valid list"),
+        ({"approvers": ["alice@example.com", "not-an-email"]}, "request.approvers.1", "not a valid email"),
+        ({"approvers": ["alice@localhost"]}, "request.approvers.0", "not a valid email"),
+        ({"approvers": ["Alice <alice@example.com>"]}, "request.approvers.0", "not a valid email"),
+        ({"approvers": ["a b@example.com"]}, "request.approvers.0", "not a valid email"),
+        ({"approvers": [f"{'a' * 250}@example.com"]}, "request.approvers.0", "not a valid email"),
+        (
+            {"approvers": [f"user{i}@example.com" for i in range(MAX_APPROVERS + 1)]},
+            "request.approvers",
+            "at most 50",
+        ),
+        ({"policy": "majority"}, "request.policy", "'first_response', 'all' or 'quorum'"),
+        ({"policy": "quorum"}, "request.quorum", "required when policy is quorum"),
+        ({"policy": "quorum", "quorum": 3}, "request.quorum", "cannot exceed the number of approvers"),
+        ({"policy": "quorum", "quorum": 0}, "request.quorum", "greater than or equal to 1"),
+        ({"policy": "all", "quorum": 1}, "request.quorum", "only allowed when policy is quorum"),
+        ({"quorum": 1}, "request.quorum", "only allowed when policy is quorum"),
+        ({"timeout_seconds": 0}, "request.timeout_seconds", "greater than or equal to 1"),
+        ({"timeout_seconds": -5}, "request.timeout_seconds", "greater than or equal to 1"),
+        (
+            {"timeout_seconds": MAX_TIMEOUT_SECONDS + 1},
+            "request.timeout_seconds",
+            f"less than or equal to {MAX_TIMEOUT_SECONDS}",
+        ),
+        ({"timeout_seconds": 1.5}, "request.timeout_seconds", "valid integer"),
+        ({"requester": ""}, "request.requester", "at least 1 character"),
+        ({"requester": "r" * 201}, "request.requester", "at most 200"),
+        ({"details": ["not", "a", "mapping"]}, "request.details", "valid dictionary"),
+        ({"details": {f"k{i}": i for i in range(51)}}, "request.details", "at most 50"),
+        ({"colour": "red"}, "request.colour", "Extra inputs are not permitted"),
+    ],
+)
+def test_each_bad_field_is_named(overrides: dict[str, Any], field: str, fragment: str) -> None:
+    described = problems(**overrides)
+    assert described.startswith(f"{field}: "), described
+    assert fragment in described
+
+
+@pytest.mark.parametrize("missing", ["title", "approvers", "requester"])
+def test_required_fields_are_named_when_missing(missing: str) -> None:
+    data = {k: v for k, v in VALID.items() if k != missing}
+    with pytest.raises(ValidationError) as caught:
+        ApprovalRequest.model_validate(data)
+    assert describe_validation_error(caught.value) == f"request.{missing}: Field required"
+
+
+def test_every_problem_is_listed_on_one_line() -> None:
+    described = problems(title="", approvers=["nope"], timeout_seconds=0)
+    parts = described.split("; ")
+    assert [part.split(":", 1)[0] for part in parts] == [
+        "request.title",
+        "request.approvers.0",
+        "request.timeout_seconds",
+    ]
+    assert "\n" not in described
+
+
+def test_prefix_is_configurable() -> None:
+    with pytest.raises(ValidationError) as caught:
+        QueueMessage.model_validate({"execution": "arn", "state": "Ask", "request": {}})
+    assert describe_validation_error(caught.value, prefix="message") == "message.task_token: Field required"
+
+
+@pytest.mark.parametrize(
+    "approvers",
+    [
+        ["alice@example.com", "alice@example.com"],
+        ["alice@example.com", "ALICE@example.com"],
+        ["alice@example.com", " alice@example.com"],
+    ],
+)
+def test_duplicate_approvers_are_refused(approvers: list[str]) -> None:
+    assert problems(approvers=approvers) == "request.approvers: each approver may be listed once"
+
+
+@pytest.mark.parametrize("policy", ["first_response", "all"])
+def test_quorum_is_only_for_the_quorum_policy(policy: str) -> None:
+    assert ApprovalRequest.model_validate({**VALID, "policy": policy}).quorum is None
+
+
+@pytest.mark.parametrize("quorum", [1, 2])
+def test_quorum_up_to_the_number_of_approvers(quorum: int) -> None:
+    request = ApprovalRequest.model_validate({**VALID, "policy": "quorum", "quorum": quorum})
+    assert request.quorum == quorum
+
+
+@pytest.mark.parametrize("field", ["title", "description", "requester"])
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85"])
+def test_control_characters_are_refused(field: str, char: str) -> None:
+    described = problems(**{field: f"before{char}after"})
+    assert described == f"request.{field}: must not contain control characters"
+
+
+def test_control_characters_in_detail_keys_are_refused() -> None:
+    described = problems(details={"key\x1b[31m": "red"})
+    assert described.startswith("request.details.")
+    assert "must not contain control characters" in described
+
+
+@pytest.mark.parametrize("text", ["two\nlines", "tab\tseparated", "windows\r\nline", "émoji ✅ ünïcode"])
+def test_newlines_tabs_and_unicode_are_prose(text: str) -> None:
+    request = ApprovalRequest.model_validate({**VALID, "description": text, "title": text})
+    assert request.description == text
+
+
+def test_queue_message_ignores_unknown_fields_and_keeps_request_raw() -> None:
+    message = QueueMessage.model_validate(
+        {"task_token": "t", "execution": "arn:x", "state": "Ask", "request": {"anything": 1}, "extra": True}
+    )
+    assert message.request == {"anything": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"execution": "e", "state": "s", "request": {}},
+        {"task_token": "", "execution": "e", "state": "s", "request": {}},
+        {"task_token": "t" * 1025, "execution": "e", "state": "s", "request": {}},
+        {"task_token": "t", "execution": "e", "state": "s", "request": "not a mapping"},
+        {"task_token": "t", "execution": "e", "state": "s"},
+    ],
+)
+def test_queue_message_envelope_is_checked(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        QueueMessage.model_validate(body)
+
+
+def _approval(**overrides: Any) -> Approval:
+    base: dict[str, Any] = {
+        "approval_id": "0" * 32,
+        "task_token": "secret-token",
+        "execution": "arn:aws:states:us-east-1:123456789012:execution:m:e",
+        "state": "RequestApproval",
+        "request": ApprovalRequest.model_validate(VALID),
+        "created_at": NOW,
+        "expires_at": NOW + timedelta(hours=1),
+    }
+    return Approval.model_validate({**base, **overrides})
+
+
+def test_pending_approval_has_no_decision() -> None:
+    assert _approval().decision() is None
+
+
+def test_decision_lists_votes_in_time_order() -> None:
+    late = Vote(approver="bob@example.com", outcome=Outcome.APPROVED, at=NOW + timedelta(minutes=5))
+    early = Vote(approver="alice@example.com", outcome=Outcome.APPROVED, comment="ok", at=NOW)
+    approval = _approval(
+        status=Status.APPROVED,
+        votes={"bob@example.com": late, "alice@example.com": early},
+        decided_at=NOW + timedelta(minutes=5),
+    )
+    decision = approval.decision()
+    assert decision is not None
+    assert decision.outcome is Outcome.APPROVED
+    assert [v.approver for v in decision.votes] == ["alice@example.com", "bob@example.com"]
+
+
+def test_decision_contract_shape() -> None:
+    vote = Vote(approver="alice@example.com", outcome=Outcome.REJECTED, comment="no", at=NOW)
+    decision = Decision(outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
+    assert decision.model_dump(mode="json", exclude_none=True) == {
+        "outcome": "rejected",
+        "votes": [
+            {
+                "approver": "alice@example.com",
+                "outcome": "rejected",
+                "comment": "no",
+                "at": "2030-01-02T03:04:05Z",
+            }
+        ],
+        "decided_at": "2030-01-02T03:04:05Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "offset", "expired"),
+    [
+        (Status.PENDING, timedelta(minutes=-1), False),
+        (Status.PENDING, timedelta(0), True),
+        (Status.PENDING, timedelta(minutes=1), True),
+        (Status.APPROVED, timedelta(minutes=1), False),
+        (Status.EXPIRED, timedelta(minutes=-1), True),
+    ],
+)
+def test_expiry(status: Status, offset: timedelta, expired: bool) -> None:
+    approval = _approval(status=status)
+    assert approval.is_expired(approval.expires_at + offset) is expired
+
+
+def test_task_token_is_not_in_the_approval_repr() -> None:
+    approval = _approval()
+    assert "secret-token" not in repr(approval)
+    assert "secret-token" not in str(approval)

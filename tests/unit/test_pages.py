@@ -1,0 +1,287 @@
+"""The approver's pages: everything a requester wrote is text, and the form carries the link."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from approval_api import pages
+from approvals.models import Approval, ApprovalRequest, Outcome, Policy, Status, Vote
+
+NOW = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+SCRIPT = '<script>alert("x")</script>'
+ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "sig": "c2lnbmF0dXJl"}
+
+
+def approval(**changes: Any) -> Approval:
+    request: dict[str, Any] = {
+        "title": "Deploy checkout",
+        "description": "Release notes",
+        "approvers": ["alice@example.com", "bob@example.com"],
+        "requester": "ci@example.com",
+        "details": {"service": "checkout", "version": 24},
+    }
+    request.update(changes.pop("request", {}))
+    fields: dict[str, Any] = {
+        "approval_id": "a" * 32,
+        "task_token": "never-shown-token",
+        "execution": "arn:aws:states:us-east-1:123456789012:execution:m:e",
+        "state": "RequestApproval",
+        "request": ApprovalRequest.model_validate(request),
+        "created_at": NOW - timedelta(hours=1),
+        "expires_at": NOW + timedelta(hours=3),
+        **changes,
+    }
+    return Approval.model_validate(fields)
+
+
+def page(approval_: Approval | None = None, fields: dict[str, str] | None = None, **options: Any) -> str:
+    return pages.approval_page(
+        approval_ or approval(),
+        "alice@example.com",
+        FIELDS if fields is None else fields,
+        NOW,
+        reason_required=options.pop("reason_required", True),
+        **options,
+    )
+
+
+class Form(HTMLParser):
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str]] = []
+        self.hidden: dict[str, str] = {}
+        self.buttons: list[str] = []
+        self.textareas: list[str] = []
+        self.scripts = 0
+        self.styles: list[str] = []
+        self._in_style = False
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append(values)
+        elif tag == "input" and values.get("type") == "hidden":
+            self.hidden[values["name"]] = values.get("value", "")
+        elif tag == "button":
+            self.buttons.append(values.get("value", ""))
+        elif tag == "textarea":
+            self.textareas.append(values.get("name", ""))
+        elif tag == "script":
+            self.scripts += 1
+        elif tag == "style":
+            self._in_style = True
+            self.styles.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles[-1] += data
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        {"title": SCRIPT},
+        {"description": SCRIPT},
+        {"requester": SCRIPT},
+        {"details": {"note": SCRIPT}},
+        {"details": {SCRIPT: "value"}},
+        {"details": {"nested": {"html": SCRIPT}}},
+    ],
+)
+def test_requester_text_is_escaped_on_the_approval_page(request_fields: dict[str, Any]) -> None:
+    html = page(approval(request=request_fields))
+    assert SCRIPT not in html
+    assert "<script" not in html.lower()
+    assert Form(html).scripts == 0
+    assert "&lt;script&gt;" in html
+
+
+def test_escaping_in_every_place_at_once() -> None:
+    html = page(
+        approval(
+            request={
+                "title": SCRIPT,
+                "description": SCRIPT,
+                "requester": SCRIPT,
+                "details": {SCRIPT: SCRIPT},
+            }
+        )
+    )
+    assert html.count(ESCAPED) >= 5  # title tag, heading, requester, description, detail key and value
+    assert "<script" not in html.lower()
+
+
+def test_attribute_breaking_text_is_escaped() -> None:
+    evil = '" autofocus onfocus="alert(1)'
+    html = page(fields={**FIELDS, "sig": evil, "approver": "'><img src=x>"})
+    assert 'onfocus="alert(1)' not in html
+    assert "<img" not in html
+    form = Form(html)
+    assert form.hidden["sig"] == evil  # what the browser posts back is exactly what it was given
+    assert form.hidden["approver"] == "'><img src=x>"
+
+
+def test_votes_and_comments_are_escaped() -> None:
+    vote = Vote(approver="bob@example.com", outcome=Outcome.APPROVED, comment=SCRIPT, at=NOW)
+    html = page(approval(votes={"bob@example.com": vote}))
+    assert "<script" not in html.lower()
+    assert ESCAPED in html
+
+
+def test_form_posts_the_signed_fields_back_to_the_same_approval() -> None:
+    form = Form(page())
+    assert len(form.forms) == 1
+    assert form.forms[0]["method"] == "post"
+    assert form.forms[0]["action"] == "a" * 32  # relative: the approval's own address
+    assert form.hidden == FIELDS
+    assert form.buttons == ["approve", "reject"]
+    assert form.textareas == ["comment"]
+
+
+def test_comment_label_says_whether_a_reason_is_required() -> None:
+    assert "(required to reject)" in page(reason_required=True)
+    assert "(optional)" in page(reason_required=False)
+
+
+def test_notice_and_typed_comment_are_shown_again_escaped() -> None:
+    html = page(notice="Say why <b>", comment="half <i>typed")
+    assert "Say why &lt;b&gt;" in html
+    assert "half &lt;i&gt;typed</textarea>" in html
+
+
+def test_page_shows_the_request() -> None:
+    html = page(approval(request={"policy": "quorum", "quorum": 1}))
+    assert "<h1>Deploy checkout</h1>" in html
+    assert "ci@example.com" in html
+    assert "you are <strong>alice@example.com</strong>" in html
+    assert "Release notes" in html
+    assert '<th scope="row">service</th><td>checkout</td>' in html
+    assert '<th scope="row">version</th><td>24</td>' in html
+    assert "in 3 hours" in html
+    assert "2030-05-06 10:08 UTC" in html
+    assert "1 of 2 approvals needed" in html
+    assert "not yet decided" in html
+
+
+def test_settled_page_shows_the_outcome_instead_of_buttons() -> None:
+    vote = Vote(approver="bob@example.com", outcome=Outcome.REJECTED, comment="not now", at=NOW)
+    settled = approval(status=Status.REJECTED, votes={"bob@example.com": vote}, decided_at=NOW)
+    html = page(settled)
+    form = Form(html)
+    assert form.forms == []
+    assert form.buttons == []
+    assert 'class="badge rejected"' in html
+    assert "not now" in html
+
+
+def test_approver_who_voted_sees_no_buttons() -> None:
+    vote = Vote(approver="alice@example.com", outcome=Outcome.APPROVED, at=NOW)
+    html = page(approval(request={"policy": "all"}, votes={"alice@example.com": vote}))
+    assert Form(html).forms == []
+    assert "waiting for decision" in html
+
+
+def test_expired_page_has_no_buttons() -> None:
+    html = page(approval(expires_at=NOW - timedelta(seconds=1)))
+    assert Form(html).forms == []
+    assert 'class="badge expired"' in html
+
+
+def test_no_token_on_the_page() -> None:
+    assert "never-shown-token" not in page()
+
+
+def test_message_page_escapes_everything() -> None:
+    vote = Vote(approver="alice@example.com", outcome=Outcome.APPROVED, comment=SCRIPT, at=NOW)
+    html = pages.message_page(
+        SCRIPT,
+        SCRIPT,
+        kind="error",
+        approval=approval(request={"title": SCRIPT, "requester": SCRIPT}),
+        vote=vote,
+        now=NOW,
+    )
+    assert "<script" not in html.lower()
+    assert html.count("&lt;script&gt;") >= 5
+
+
+def test_message_page_without_an_approval() -> None:
+    html = pages.message_page("No such approval", "There is no approval at this address.", kind="error")
+    assert "<h1>No such approval</h1>" in html
+    assert 'role="alert"' in html
+
+
+def test_security_headers() -> None:
+    headers = pages.SECURITY_HEADERS
+    csp = headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["form-action"] == "'self'"
+    assert directives["base-uri"] == "'none'"
+    assert directives["style-src"].startswith("'sha256-")
+    assert "script-src" not in directives  # falls back to default-src 'none': no script at all
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        pytest.param(page(), id="approval"),
+        pytest.param(pages.message_page("Done", "Thank you."), id="message"),
+    ],
+)
+def test_the_style_csp_hash_matches_the_style_the_browser_sees(html: str) -> None:
+    """A browser hashes the text inside <style> as it is sent; if it differs from the pinned
+    hash, the policy blocks the page's whole style."""
+    styles = Form(html).styles
+    assert len(styles) == 1
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    csp = pages.SECURITY_HEADERS["Content-Security-Policy"]
+    assert f"style-src 'sha256-{digest}'" in csp
+    assert re.search(r"<style>[^<]*</style>", html)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-5, "now"),
+        (0, "now"),
+        (30, "in less than a minute"),
+        (60, "in 1 minute"),
+        (150, "in 2 minutes"),
+        (3 * 3600, "in 3 hours"),
+        (86_400, "in 1 day"),
+        (10 * 86_400, "in 10 days"),
+    ],
+)
+def test_humanize_until(seconds: int, text: str) -> None:
+    assert pages.humanize_until(NOW + timedelta(seconds=seconds), NOW) == text
+
+
+@pytest.mark.parametrize(
+    ("policy", "quorum", "text"),
+    [
+        (Policy.FIRST_RESPONSE, None, "the first decision settles it"),
+        (Policy.ALL, None, "every approver must approve; any rejection rejects"),
+        (Policy.QUORUM, 2, "2 of 2 approvals needed; rejected once that cannot be reached"),
+    ],
+)
+def test_policy_text(policy: Policy, quorum: int | None, text: str) -> None:
+    assert pages.policy_text(approval(request={"policy": policy, "quorum": quorum})) == text

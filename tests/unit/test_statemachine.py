@@ -1,0 +1,181 @@
+"""The state machine definitions' shape: what the CDK stack and the local stack both deploy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from approvals import statemachine
+from approvals.statemachine import (
+    DEFAULT_TIMEOUT_SECONDS,
+    DELIVERY_FAILED,
+    INVALID_REQUEST,
+    MAX_TIMEOUT_SECONDS,
+    QUEUE_URL_PLACEHOLDER,
+    TIMEOUT,
+    approval_definition,
+    fanout_definition,
+    render,
+)
+
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/approvals-requests"
+
+
+def item_states() -> dict[str, Any]:
+    states: dict[str, Any] = fanout_definition()["States"]["ApproveEach"]["ItemProcessor"]["States"]
+    return states
+
+
+def all_state_sets() -> list[dict[str, Any]]:
+    return [approval_definition()["States"], item_states()]
+
+
+def reachable(states: dict[str, Any], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        state = states[name]
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [c["Next"] for c in state.get("Choices", [])]
+        targets += [c["Next"] for c in state.get("Catch", [])]
+        todo += [t for t in targets if t]
+    return seen
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_approval_task(states: dict[str, Any]) -> None:
+    task = states["RequestApproval"]
+    assert task["Type"] == "Task"
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["Parameters"] == {
+        "QueueUrl": QUEUE_URL_PLACEHOLDER,
+        "MessageBody": {
+            "task_token.$": "$$.Task.Token",
+            "execution.$": "$$.Execution.Id",
+            "state.$": "$$.State.Name",
+            "request.$": "$.request",
+        },
+    }
+    assert task["TimeoutSecondsPath"] == "$.request.timeout_seconds"
+    assert "TimeoutSeconds" not in task
+    assert "HeartbeatSeconds" not in task
+    assert task["ResultPath"] == "$.decision"  # the request stays beside the decision
+    assert task["Next"] == "Outcome"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_approval_task_catches_each_named_error(states: dict[str, Any]) -> None:
+    catches = {tuple(c["ErrorEquals"]): c for c in states["RequestApproval"]["Catch"]}
+    assert set(catches) == {(TIMEOUT,), (INVALID_REQUEST,), (DELIVERY_FAILED,)}
+    assert catches[(TIMEOUT,)]["Next"] == "Expired"
+    assert catches[(INVALID_REQUEST,)]["Next"] == "InvalidRequest"
+    assert catches[(DELIVERY_FAILED,)]["Next"] == "Undelivered"
+    assert all(c["ResultPath"] == "$.error" for c in catches.values())
+    assert not any("States.ALL" in c["ErrorEquals"] for c in catches.values())
+    assert TIMEOUT == "States.Timeout"
+    assert INVALID_REQUEST == "Approval.InvalidRequest"
+    assert DELIVERY_FAILED == "Approval.DeliveryFailed"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_outcome_choice(states: dict[str, Any]) -> None:
+    outcome = states["Outcome"]
+    assert outcome["Type"] == "Choice"
+    assert outcome["Choices"] == [
+        {"Variable": "$.decision.outcome", "StringEquals": "approved", "Next": "Approved"}
+    ]
+    assert outcome["Default"] == "Rejected"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_timeout_is_checked_before_anything_is_queued(states: dict[str, Any]) -> None:
+    check = states["CheckTimeout"]
+    assert check["Type"] == "Choice"
+    missing, in_range = check["Choices"]
+    assert missing == {
+        "Not": {"Variable": "$.request.timeout_seconds", "IsPresent": True},
+        "Next": "DefaultTimeout",
+    }
+    bounds = {k: v for rule in in_range["And"] for k, v in rule.items() if k != "Variable"}
+    assert bounds == {
+        "IsNumeric": True,
+        "NumericGreaterThanEquals": 1,
+        "NumericLessThanEquals": MAX_TIMEOUT_SECONDS,
+    }
+    assert in_range["Next"] == "RequestApproval"
+    assert check["Default"] == "TimeoutOutOfRange"
+    assert states["DefaultTimeout"]["Result"] == DEFAULT_TIMEOUT_SECONDS
+    assert states["DefaultTimeout"]["ResultPath"] == "$.request.timeout_seconds"
+    out_of_range = states["TimeoutOutOfRange"]
+    assert out_of_range["Result"]["Error"] == INVALID_REQUEST
+    assert out_of_range["Result"]["Cause"].startswith("request.timeout_seconds: ")
+    assert out_of_range["Next"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_every_state_is_reachable_and_every_target_exists(states: dict[str, Any]) -> None:
+    assert reachable(states, "CheckTimeout") == set(states)
+
+
+def test_single_approval_ends() -> None:
+    definition = approval_definition()
+    states = definition["States"]
+    assert definition["StartAt"] == "CheckTimeout"
+    assert states["Approved"] == {"Type": "Succeed", "OutputPath": "$.decision"}
+    assert states["Rejected"] == {"Type": "Succeed", "OutputPath": "$.decision"}
+    assert states["Expired"] == {"Type": "Pass", "Result": {"outcome": "expired"}, "End": True}
+    for name in ("InvalidRequest", "Undelivered"):
+        assert states[name] == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+
+
+def test_fanout_map() -> None:
+    definition = fanout_definition()
+    assert definition["StartAt"] == "ApproveEach"
+    each = definition["States"]["ApproveEach"]
+    assert each["Type"] == "Map"
+    assert each["ItemsPath"] == "$.requests"
+    assert each["ItemSelector"] == {"request.$": "$$.Map.Item.Value"}
+    assert each["MaxConcurrency"] == 0  # every approval in flight at once
+    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    assert each["ItemProcessor"]["StartAt"] == "CheckTimeout"
+    assert "Iterator" not in each
+    assert "Parameters" not in each
+    assert each["ResultPath"] == "$.decisions"
+    assert definition["States"]["Done"] == {
+        "Type": "Pass",
+        "Parameters": {"decisions.$": "$.decisions"},
+        "End": True,
+    }
+
+
+def test_fanout_items_never_fail_the_batch() -> None:
+    states = item_states()
+    assert not [name for name, state in states.items() if state["Type"] == "Fail"]
+    assert states["Approved"] == {"Type": "Pass", "End": True, "OutputPath": "$.decision"}
+    assert states["Rejected"] == {"Type": "Pass", "End": True, "OutputPath": "$.decision"}
+    assert states["Expired"] == {"Type": "Pass", "End": True, "Result": {"outcome": "expired"}}
+    assert states["InvalidRequest"]["Parameters"] == {"outcome": "invalid", "error.$": "$.error.Cause"}
+    assert states["Undelivered"]["Parameters"] == {"outcome": "undelivered", "error.$": "$.error.Cause"}
+
+
+def test_render_fills_the_queue_url_everywhere() -> None:
+    for definition in (approval_definition(), fanout_definition()):
+        rendered = render(definition, QUEUE_URL)
+        assert QUEUE_URL_PLACEHOLDER not in rendered
+        assert "${" not in rendered
+        parsed = json.loads(rendered)
+        text = json.dumps(parsed)
+        assert text.count(QUEUE_URL) == 1
+
+
+def test_definitions_are_fresh_each_call() -> None:
+    first = approval_definition()
+    first["States"]["Outcome"]["Default"] = "Approved"
+    assert approval_definition()["States"]["Outcome"]["Default"] == "Rejected"
+    assert statemachine.MAX_TIMEOUT_SECONDS == 31_536_000
