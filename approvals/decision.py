@@ -15,7 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from approvals import links
-from approvals.models import Approval, Outcome, Status, Vote
+from approvals.models import Approval, Outcome, Status, Vote, utcnow
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import TaskGone, succeed
@@ -161,6 +161,10 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
         succeed(sfn, approval.task_token, decision)
     except TaskGone:
         if not repeat:
+            # The vote came in the last moment (clocks count whole seconds) or the
+            # execution was stopped: the workflow never saw this outcome, so the
+            # record must not claim it.
+            store.close(approval.approval_id, Status.EXPIRED, utcnow(), was=approval.status)
             raise Gone(
                 "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
                 approval,

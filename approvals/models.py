@@ -92,7 +92,7 @@ class QueueMessage(BaseModel):
     task_token: str = Field(min_length=1, max_length=1024)
     execution: str = Field(min_length=1)
     state: str = Field(min_length=1)
-    request: dict[str, Any]
+    request: Any  # whatever the execution input held; judged by ApprovalRequest
 
 
 class Vote(BaseModel):
@@ -204,9 +204,12 @@ def timeline(approval: Approval) -> list[Event]:
             detail += f" (recorded by {vote.on_behalf_by} on the approver's behalf)"
         events.append(Event(at=vote.at, kind="voted", actor=vote.approver, detail=detail))
     if approval.decided_at:
-        events.append(
-            Event(at=approval.decided_at, kind="settled", actor="system", detail=approval.status.value)
-        )
+        # The votes tell the outcome even when the workflow had gone before it arrived.
+        settled = approval.status.value
+        if approval.status is Status.EXPIRED:
+            last = max(approval.votes.values(), key=lambda v: v.at).outcome.value
+            settled = f"{last}, too late for the workflow"
+        events.append(Event(at=approval.decided_at, kind="settled", actor="system", detail=settled))
     if approval.closed_at and approval.status in (Status.EXPIRED, Status.CANCELLED):
         closed: EventKind = "expired" if approval.status is Status.EXPIRED else "cancelled"
         events.append(Event(at=approval.closed_at, kind=closed, actor="system"))
@@ -232,7 +235,7 @@ def describe_validation_error(error: ValidationError, prefix: str = "request") -
     lines = []
     for problem in error.errors(include_url=False):
         location = ".".join(str(part) for part in (prefix, *problem["loc"]))
-        message = problem["msg"].removeprefix("Value error, ")
+        message = re.sub(r" or instance of \w+", "", problem["msg"].removeprefix("Value error, "))
         if ": " in message and problem["type"] == "value_error" and not problem["loc"]:
             location, message = f"{prefix}.{message.split(': ', 1)[0]}", message.split(": ", 1)[1]
         lines.append(f"{location}: {message}")

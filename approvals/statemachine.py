@@ -17,6 +17,7 @@ MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 INVALID_REQUEST = "Approval.InvalidRequest"
 DELIVERY_FAILED = "Approval.DeliveryFailed"
 TIMEOUT = "States.Timeout"
+TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
 State = dict[str, Any]
 
@@ -26,31 +27,50 @@ def _approval_states(
 ) -> dict[str, State]:
     """The states that ask for one approval; the caller supplies the five ends.
 
-    Input is ``{"request": {...}}``. A missing timeout gets the default; a timeout that the
-    service would refuse is answered with ``Approval.InvalidRequest`` before anything is queued.
+    Input is ``{"request": {...}}``. The timeout is read into ``$.approval_timeout`` (the
+    request itself is passed on untouched, whatever it holds, for the worker to judge); a
+    missing one gets the default, and one the service would refuse (not a whole number of
+    seconds from 1 to a year) is answered with ``Approval.InvalidRequest`` before anything
+    is queued.
     """
-    timeout = "$.request.timeout_seconds"
+    given = "$.request.timeout_seconds"
+    seconds, text = f"{TIMEOUT_PATH}.seconds", f"{TIMEOUT_PATH}.text"
     return {
         "CheckTimeout": {
             "Type": "Choice",
             "Choices": [
-                {"Not": {"Variable": timeout, "IsPresent": True}, "Next": "DefaultTimeout"},
-                {
-                    "And": [
-                        {"Variable": timeout, "IsNumeric": True},
-                        {"Variable": timeout, "NumericGreaterThanEquals": 1},
-                        {"Variable": timeout, "NumericLessThanEquals": MAX_TIMEOUT_SECONDS},
-                    ],
-                    "Next": "RequestApproval",
-                },
+                {"Not": {"Variable": given, "IsPresent": True}, "Next": "DefaultTimeout"},
+                {"Variable": given, "IsNumeric": True, "Next": "ReadTimeout"},
             ],
             "Default": "TimeoutOutOfRange",
         },
         "DefaultTimeout": {
             "Type": "Pass",
-            "Result": DEFAULT_TIMEOUT_SECONDS,
-            "ResultPath": timeout,
+            "Result": {"seconds": DEFAULT_TIMEOUT_SECONDS, "text": str(DEFAULT_TIMEOUT_SECONDS)},
+            "ResultPath": TIMEOUT_PATH,
             "Next": "RequestApproval",
+        },
+        # A number's text tells a whole number (86400) from a fraction (1.5, 1.0, 1e3),
+        # which the task's timeout would refuse with States.Runtime.
+        "ReadTimeout": {
+            "Type": "Pass",
+            "Parameters": {"seconds.$": given, "text.$": f"States.Format('{{}}', {given})"},
+            "ResultPath": TIMEOUT_PATH,
+            "Next": "CheckTimeoutRange",
+        },
+        "CheckTimeoutRange": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "And": [
+                        *({"Not": {"Variable": text, "StringMatches": f"*{c}*"}} for c in ".eE"),
+                        {"Variable": seconds, "NumericGreaterThanEquals": 1},
+                        {"Variable": seconds, "NumericLessThanEquals": MAX_TIMEOUT_SECONDS},
+                    ],
+                    "Next": "RequestApproval",
+                }
+            ],
+            "Default": "TimeoutOutOfRange",
         },
         "TimeoutOutOfRange": {
             "Type": "Pass",
@@ -76,7 +96,7 @@ def _approval_states(
                     "request.$": "$.request",
                 },
             },
-            "TimeoutSecondsPath": timeout,
+            "TimeoutSecondsPath": seconds,
             "ResultPath": "$.decision",
             "Catch": [
                 {"ErrorEquals": [TIMEOUT], "ResultPath": "$.error", "Next": "Expired"},

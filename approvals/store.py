@@ -308,18 +308,18 @@ class ApprovalStore:
                 UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
             )
 
-    def close(self, approval_id: str, status: Status, now: datetime) -> bool:
-        """Mark a pending approval expired or cancelled; False if it was no longer pending."""
+    def close(self, approval_id: str, status: Status, now: datetime, was: Status = Status.PENDING) -> bool:
+        """Mark an approval expired or cancelled; False if it was no longer ``was``."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
                 UpdateExpression=f"SET #status = :status, closed_at = :now REMOVE {OPEN_ATTRIBUTE}",
-                ConditionExpression="#status = :pending",
+                ConditionExpression="#status = :was",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":status": {"S": status.value},
-                    ":pending": {"S": Status.PENDING.value},
+                    ":was": {"S": was.value},
                     ":now": {"N": _epoch(now)},
                 },
             )

@@ -7,7 +7,9 @@ import json
 import time
 from typing import Any
 
-from approvals.models import ApprovalRequest, Policy
+import pytest
+
+from approvals.models import ApprovalRequest, Policy, Status, timeline
 from tests.integration.conftest import Stack, approval_id_of
 
 ALICE, BOB, CAROL, DAN = (f"{name}@example.com" for name in ("alice", "bob", "carol", "dan"))
@@ -37,7 +39,14 @@ def test_approved(stack: Stack) -> None:
 
     report = stack.finish(arn)
     assert report.status == "SUCCEEDED"
-    assert report.states == ["CheckTimeout", "RequestApproval", "Outcome", "Approved"]
+    assert report.states == [
+        "CheckTimeout",
+        "ReadTimeout",
+        "CheckTimeoutRange",
+        "RequestApproval",
+        "Outcome",
+        "Approved",
+    ]
     output = report.output
     assert output["outcome"] == "approved"
     assert [(v["approver"], v["outcome"], v["comment"]) for v in output["votes"]] == [
@@ -141,7 +150,7 @@ def test_timeout_expires(stack: Stack) -> None:
     stack.email(ALICE, "Nobody answers")
     report = stack.finish(arn, timeout=10)
     assert report.status == "SUCCEEDED"
-    assert report.states == ["CheckTimeout", "RequestApproval", "Expired"]
+    assert report.states == ["CheckTimeout", "ReadTimeout", "CheckTimeoutRange", "RequestApproval", "Expired"]
     assert report.output == {"outcome": "expired"}
 
 
@@ -183,6 +192,38 @@ def test_a_decision_after_the_workflow_stopped_waiting_is_gone(stack: Stack) -> 
     assert response.status == 410
     assert "stopped waiting" in response.body
     assert "Traceback" not in response.body
+    # The record does not claim an outcome the workflow never saw.
+    closed = stack.approval(approval_id_of(link))
+    assert closed.status is Status.EXPIRED
+    assert closed.decision() is None
+    settled = [e for e in timeline(closed) if e.kind == "settled"]
+    assert [e.detail for e in settled] == ["approved, too late for the workflow"]
+
+
+@pytest.mark.parametrize("timeout", [1.5, 1.0, 1e3, "60"])
+def test_a_timeout_that_is_not_a_whole_number_is_refused_before_queueing(
+    stack: Stack, timeout: object
+) -> None:
+    arn = stack.start_raw(
+        {"title": "Odd timeout", "approvers": [ALICE], "requester": "ci", "timeout_seconds": timeout}
+    )
+    report = stack.finish(arn)
+    assert (report.status, report.error) == ("FAILED", "Approval.InvalidRequest")
+    assert report.cause is not None
+    assert report.cause.startswith("request.timeout_seconds: must be a whole number")
+    assert "RequestApproval" not in report.states
+
+
+def test_a_request_that_is_not_an_object_is_refused_by_name(stack: Stack) -> None:
+    arn = stack.sfn.start_execution(
+        stateMachineArn=stack.resources.state_machine_arn,
+        name="not-an-object",
+        input=json.dumps({"request": "deploy"}),
+    )["executionArn"]
+    stack.drain()
+    report = stack.finish(arn)
+    assert (report.status, report.error) == ("FAILED", "Approval.InvalidRequest")
+    assert report.cause == "request: Input should be a valid dictionary"
 
 
 def test_fanout_with_mixed_outcomes(stack: Stack) -> None:

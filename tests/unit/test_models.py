@@ -202,7 +202,7 @@ def test_queue_message_ignores_unknown_fields_and_keeps_request_raw() -> None:
         {"execution": "e", "state": "s", "request": {}},
         {"task_token": "", "execution": "e", "state": "s", "request": {}},
         {"task_token": "t" * 1025, "execution": "e", "state": "s", "request": {}},
-        {"task_token": "t", "execution": "e", "state": "s", "request": "not a mapping"},
+        {"task_token": 5, "execution": "e", "state": "s", "request": {}},
         {"task_token": "t", "execution": "e", "state": "s"},
     ],
 )

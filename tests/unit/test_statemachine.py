@@ -62,7 +62,7 @@ def test_approval_task(states: dict[str, Any]) -> None:
             "request.$": "$.request",
         },
     }
-    assert task["TimeoutSecondsPath"] == "$.request.timeout_seconds"
+    assert task["TimeoutSecondsPath"] == "$.approval_timeout.seconds"
     assert "TimeoutSeconds" not in task
     assert "HeartbeatSeconds" not in task
     assert task["ResultPath"] == "$.decision"  # the request stays beside the decision
@@ -97,21 +97,27 @@ def test_outcome_choice(states: dict[str, Any]) -> None:
 def test_timeout_is_checked_before_anything_is_queued(states: dict[str, Any]) -> None:
     check = states["CheckTimeout"]
     assert check["Type"] == "Choice"
-    missing, in_range = check["Choices"]
+    missing, numeric = check["Choices"]
     assert missing == {
         "Not": {"Variable": "$.request.timeout_seconds", "IsPresent": True},
         "Next": "DefaultTimeout",
     }
-    bounds = {k: v for rule in in_range["And"] for k, v in rule.items() if k != "Variable"}
-    assert bounds == {
-        "IsNumeric": True,
-        "NumericGreaterThanEquals": 1,
-        "NumericLessThanEquals": MAX_TIMEOUT_SECONDS,
-    }
-    assert in_range["Next"] == "RequestApproval"
+    assert numeric == {"Variable": "$.request.timeout_seconds", "IsNumeric": True, "Next": "ReadTimeout"}
     assert check["Default"] == "TimeoutOutOfRange"
-    assert states["DefaultTimeout"]["Result"] == DEFAULT_TIMEOUT_SECONDS
-    assert states["DefaultTimeout"]["ResultPath"] == "$.request.timeout_seconds"
+    # The request is passed on untouched: the timeout applied lives beside it.
+    assert states["DefaultTimeout"]["Result"] == {"seconds": DEFAULT_TIMEOUT_SECONDS, "text": "86400"}
+    assert states["DefaultTimeout"]["ResultPath"] == "$.approval_timeout"
+    assert states["ReadTimeout"]["Parameters"] == {
+        "seconds.$": "$.request.timeout_seconds",
+        "text.$": "States.Format('{}', $.request.timeout_seconds)",
+    }
+    (whole_and_in_range,) = states["CheckTimeoutRange"]["Choices"]
+    rules = whole_and_in_range["And"]
+    assert {"Variable": "$.approval_timeout.seconds", "NumericGreaterThanEquals": 1} in rules
+    assert {"Variable": "$.approval_timeout.seconds", "NumericLessThanEquals": MAX_TIMEOUT_SECONDS} in rules
+    assert {"Not": {"Variable": "$.approval_timeout.text", "StringMatches": "*.*"}} in rules
+    assert whole_and_in_range["Next"] == "RequestApproval"
+    assert states["CheckTimeoutRange"]["Default"] == "TimeoutOutOfRange"
     out_of_range = states["TimeoutOutOfRange"]
     assert out_of_range["Result"]["Error"] == INVALID_REQUEST
     assert out_of_range["Result"]["Cause"].startswith("request.timeout_seconds: ")
