@@ -12,16 +12,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin
 
 
-class _FormReader(HTMLParser):
+class FormReader(HTMLParser):
+    """What a browser without JavaScript sees of the approval form."""
+
     def __init__(self) -> None:
         super().__init__()
         self.action: str | None = None
+        self.forms = 0
         self.fields: dict[str, str] = {}
         self.buttons: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {k: v or "" for k, v in attrs}
         if tag == "form":
+            self.forms += 1
             self.action = values.get("action", "")
         elif tag == "input" and values.get("type") == "hidden":
             self.fields[values["name"]] = values.get("value", "")
@@ -54,7 +58,7 @@ def request(
         status, hdrs, body = error.code, dict(error.headers.items()), error.read()
     result = HttpResult(status, hdrs, body.decode("utf-8", "replace"), url)
     if hdrs.get("Content-Type", "").startswith("text/html"):
-        reader = _FormReader()
+        reader = FormReader()
         reader.feed(result.text)
         result.form_action = reader.action
         result.form_fields = reader.fields

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
@@ -32,6 +31,7 @@ import worker.handler
 from approvals import executions, runtime
 from approvals.links import approval_id_for
 from approvals.local import moto_fixes
+from approvals.local.approver import FormReader
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
@@ -62,25 +62,6 @@ def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(POLL_INTERVAL)
-
-
-class _PageReader(HTMLParser):
-    """What a browser without JavaScript sees of the approval form."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[str] = []
-        self.hidden: dict[str, str] = {}
-        self.buttons: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {key: value or "" for key, value in attrs}
-        if tag == "form":
-            self.forms.append(values.get("action", ""))
-        elif tag == "input" and values.get("type") == "hidden":
-            self.hidden[values["name"]] = values.get("value", "")
-        elif tag == "button" and values.get("name") == "decision":
-            self.buttons.append(values.get("value", ""))
 
 
 @dataclass
@@ -216,11 +197,11 @@ class Stack:
         response_headers |= raw.get("headers") or {}
         response = ApiResponse(raw["statusCode"], response_headers, raw.get("body") or "", url)
         if response.is_html:
-            reader = _PageReader()
+            reader = FormReader()
             reader.feed(response.body)
-            assert len(reader.forms) <= 1
-            response.form_action = reader.forms[0] if reader.forms else None
-            response.form_fields = reader.hidden
+            assert reader.forms <= 1
+            response.form_action = reader.action
+            response.form_fields = reader.fields
             response.buttons = reader.buttons
         self.responses.append(response)
         return response

@@ -89,7 +89,8 @@ def test_invalid_request_cause_names_every_field(stack: Stack) -> None:
 
 
 def test_timeout_out_of_range_is_refused_before_anything_is_queued(stack: Stack) -> None:
-    for timeout in (0, 31_536_001, "soon"):
+    # Out of range, not a number, or not a whole number (which the task's timeout refuses).
+    for timeout in (0, 31_536_001, "soon", "60", 1.5, 1.0, 1e3):
         arn = stack.start_raw(
             {"title": "t", "approvers": [ALICE], "requester": "r", "timeout_seconds": timeout}
         )
