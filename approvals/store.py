@@ -328,15 +328,19 @@ class ApprovalStore:
             return False
         return True
 
-    def claim_reminder(self, approval_id: str, reminder: str, now: datetime) -> bool:
-        """Claim the right to send one reminder; False if it was sent or is no longer due."""
+    def claim_reminders(self, approval_id: str, reminders: list[str], now: datetime) -> bool:
+        """Claim the right to send the reminder these points call for (one email, however
+        many points fell due together); False if another sweep has, or it is settled."""
+        names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET reminded.#reminder = :now",
-                ConditionExpression="attribute_not_exists(reminded.#reminder) AND #status = :pending",
-                ExpressionAttributeNames={"#reminder": reminder, "#status": "status"},
+                UpdateExpression="SET " + ", ".join(f"reminded.{name} = :now" for name in names),
+                ConditionExpression=" AND ".join(
+                    [*(f"attribute_not_exists(reminded.{name})" for name in names), "#status = :pending"]
+                ),
+                ExpressionAttributeNames={**names, "#status": "status"},
                 ExpressionAttributeValues={
                     ":now": {"N": _epoch(now)},
                     ":pending": {"S": Status.PENDING.value},
@@ -347,13 +351,14 @@ class ApprovalStore:
             return False
         return True
 
-    def release_reminder(self, approval_id: str, reminder: str) -> None:
-        """Give a claimed reminder back after its emails failed, for the next sweep."""
+    def release_reminders(self, approval_id: str, reminders: list[str]) -> None:
+        """Give claimed reminders back after their emails failed, for the next sweep."""
+        names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
         self._db.update_item(
             TableName=self._table,
             Key=self._key(approval_id),
-            UpdateExpression="REMOVE reminded.#reminder",
-            ExpressionAttributeNames={"#reminder": reminder},
+            UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
+            ExpressionAttributeNames=names,
         )
 
     def open_approvals(self) -> Iterator[Approval]:

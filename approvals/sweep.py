@@ -38,28 +38,29 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
 
 
 def _remind(services: Services, approval: Approval, now: datetime) -> int:
+    """Send the approvers still awaited one reminder for whatever reminder points fell due
+    since the last sweep (a late sweep sends one reminder, not a burst)."""
     waiting = frozenset(approval.waiting_on(now))
-    sent = 0
-    for spec in services.settings.reminders:
-        due = reminder_time(spec, approval.created_at, approval.expires_at)
-        if spec in approval.reminded or not (approval.created_at < due <= now) or not waiting:
-            continue
-        if not services.store.claim_reminder(approval.approval_id, spec, now):
-            continue
-        emails = emails_for(
-            approval,
-            services.settings.api_url,
-            services.signing_key,
-            skip=frozenset(approval.request.approvers) - waiting,
-            compose=reminder_email,
-        )
-        _, failed = publish(services.sns, services.settings.topic_arn, emails)
-        if failed:
-            services.store.release_reminder(approval.approval_id, spec)
-        else:
-            sent += len(emails)
-        break  # one reminder per sweep: a late sweep sends one, not a burst of them
-    return sent
+    due = [
+        spec
+        for spec in services.settings.reminders
+        if spec not in approval.reminded
+        and approval.created_at < reminder_time(spec, approval.created_at, approval.expires_at) <= now
+    ]
+    if not due or not waiting or not services.store.claim_reminders(approval.approval_id, due, now):
+        return 0
+    emails = emails_for(
+        approval,
+        services.settings.api_url,
+        services.signing_key,
+        skip=frozenset(approval.request.approvers) - waiting,
+        compose=reminder_email,
+    )
+    _, failed = publish(services.sns, services.settings.topic_arn, emails)
+    if failed:
+        services.store.release_reminders(approval.approval_id, due)
+        return 0
+    return len(emails)
 
 
 def _execution_running(sfn: SFNClient, execution_arn: str) -> bool:
