@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -82,8 +83,35 @@ def cmd_start(args: argparse.Namespace) -> int:
     request = ApprovalRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     target = _target(args)
     arn = executions.start(target.sfn, target.state_machine_arn, request)
-    print(arn)
+    print(arn, flush=True)
+    if args.wait:
+        return _follow(target, arn)
     return 0
+
+
+def _follow(target: Target, execution_arn: str, interval: float = 2.0) -> int:
+    """Report progress on stderr until the execution ends; the outcome goes to stdout."""
+    said = ""
+    while (status := target.sfn.describe_execution(executionArn=execution_arn)["status"]) == "RUNNING":
+        now = utcnow()
+        lines = [
+            (
+                f"{a.status_at(now).value}: {len(a.votes)} vote(s),"
+                f" waiting on {', '.join(a.waiting_on(now)) or '-'}"
+            )
+            if a.emailed
+            else "queued: approvers not emailed yet"
+            for a in target.store.for_execution(execution_arn)
+        ]
+        progress = "; ".join(lines) or "starting"
+        if progress != said:
+            print(f"… {progress}", file=sys.stderr, flush=True)
+            said = progress
+        time.sleep(interval)
+    result = executions.report(target.sfn, execution_arn)
+    outcome = (result.output or {}).get("outcome", result.error or status.lower())
+    print(f"{status}: {outcome} (ended in {result.final_state})")
+    return 0 if status == "SUCCEEDED" else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -217,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     start_cmd.add_argument("--requester", default="cli")
     start_cmd.add_argument("--description")
     start_cmd.add_argument("--detail", action="append", default=[], metavar="KEY=VALUE")
+    start_cmd.add_argument("--wait", action="store_true", help="follow the approval until the execution ends")
     start_cmd.set_defaults(run=cmd_start)
 
     status_cmd = targeted("status", "show an execution's status, outcome and states")

@@ -4,6 +4,7 @@ execution stops, list/show/decide from the CLI."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from approvals.demo import wait_for_email
 from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from approvals.statemachine import approval_definition, render
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import BIN, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -154,3 +155,23 @@ def test_operator_lists_shows_and_decides_on_behalf(local_stack: RunningStack) -
     status = json.loads(local_stack.cli("status", arn).stdout)
     assert status["final_state"] == "Approved"
     assert [v["approver"] for v in status["output"]["votes"]] == ["dee@example.com", "eve@example.com"]
+
+
+def test_start_and_wait_shows_progress_until_the_outcome(local_stack: RunningStack) -> None:
+    title = "Wait for me"
+    waiting = subprocess.Popen(
+        [str(BIN / "approvals"), "start", "--title", title, "--approver", "fay@example.com", "--wait"],
+        cwd=local_stack.workdir,
+        env=local_stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    page = approver.open_link(wait_for_email(local_stack.info, "fay@example.com", title)["links"][0])
+    time.sleep(2.5)  # let it report the waiting state at least once
+    assert approver.submit(page, "approve").status == 200
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert out.splitlines()[0].startswith("arn:aws:states:")
+    assert out.splitlines()[-1] == "SUCCEEDED: approved (ended in Approved)"
+    assert "… pending: 0 vote(s), waiting on fay@example.com" in err
