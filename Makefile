@@ -5,20 +5,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup browser bench
+.PHONY: demo test lint setup browser bench synth
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev,infra]'
 	touch $@
 
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/approvals demo
+
+# The CDK CLI, from npm, local to the project (package.json). npm writes
+# node_modules/.package-lock.json on every install: stale when the manifests are newer.
+NODE_STAMP := node_modules/.package-lock.json
+# Offline-friendly: no notices or telemetry calls. jsii warns on every run that Node 20 is
+# past its end of life; the CDK still works on it (Node 22+ silences this by itself).
+CDK_ENV := CDK_DISABLE_CLI_TELEMETRY=true JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
+EXAMPLE_APPROVERS := alice@example.com,bob@example.com
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The template with every part (two example approvers, so the subscriptions show) in cdk.out.
+synth: $(STAMP) $(NODE_STAMP)
+	$(CDK_ENV) npx cdk synth --no-notices --quiet -c approvers=$(EXAMPLE_APPROVERS)
+	@echo "Synthesized into cdk.out/ (template: cdk.out/ApprovalsStack.template.json)"
 
 # The browser tests drive Debian's Chromium (Playwright's own download is not used).
 browser:
@@ -32,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint browser
+test: lint browser $(NODE_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 # Benchmarks print their figures; they are never part of the test suite's verdict.

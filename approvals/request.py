@@ -55,8 +55,12 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start)."""
     message = parse_message(body)
     approval_id = approval_id_for(message.task_token)
+    fields = message.request
+    if isinstance(fields, dict) and "timeout_seconds" not in fields:
+        # The state machine gave the task the deployment's default timeout: expire with it.
+        fields = {**fields, "timeout_seconds": services.settings.default_timeout_seconds}
     try:
-        request = ApprovalRequest.model_validate(message.request)
+        request = ApprovalRequest.model_validate(fields)
     except ValidationError as error:
         return _invalid(services, message.task_token, approval_id, describe_validation_error(error))
 

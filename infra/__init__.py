@@ -1,0 +1,1 @@
+"""The CDK app that deploys the approval gate: app.py, the stack, the ApprovalService construct."""

@@ -1,0 +1,42 @@
+"""The CDK app: `npx cdk synth` / `npx cdk deploy -c approvers=a@x,b@y` from the repository root.
+
+cdk.json runs this file with the project's virtual environment. Context parameters are
+described in infra/config.py and the README's "Deploy to AWS" section. cdk-nag's AWS
+Solutions pack checks the app on every synth: an unacknowledged finding fails it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script by the CDK CLI: make the repository's packages importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    # Imported here, once the repository is on the path.
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks
+
+    from infra.config import ConfigError, from_context
+    from infra.stack import ApprovalsStack
+
+    app = cdk.App()
+    try:
+        config = from_context(app.node.try_get_context)
+    except ConfigError as error:
+        # One readable message and no traceback: this is the deployer's input, not a bug.
+        print(f"\nCannot synthesize the approvals stack:\n{error}\n", file=sys.stderr)
+        return 2
+    ApprovalsStack(app, "ApprovalsStack", config)
+    # The AWS Solutions checks fail the synth on any finding not acknowledged in the code;
+    # the acknowledgements and their reasons are also written into the template's metadata,
+    # where a reviewer (and tests/infra) can read them.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The deploy-time choices, read from CDK context (`cdk deploy -c name=value`) and checked.
+
+Every problem is reported at synth time, in one message that names the parameter, so a
+`cdk deploy` with a missing or malformed value stops before anything reaches AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from approvals.models import Email, reminder_time
+from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+
+DEFAULT_STACK_NAME = "Approvals"
+DEFAULT_RETENTION_DAYS = 90
+DEFAULT_LOG_RETENTION_DAYS = 90
+DEFAULT_REMINDERS = ("50%", "1h")
+EXAMPLE = "-c approvers=alice@example.com,bob@example.com"
+# The retention periods CloudWatch Logs accepts, in days.
+LOG_RETENTION_CHOICES = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+REMOVAL_POLICIES = ("retain", "destroy")
+STACK_NAME_PATTERN = "letters, digits and hyphens, starting with a letter, at most 128 characters"
+
+# The same check the worker applies to a request's approvers, so an address that deploys is
+# one the worker accepts; it also lowercases, which matters: the SNS filter policy compares
+# the address exactly with the `approver` attribute the worker publishes (also lowercased).
+_EMAIL = TypeAdapter(Email)
+
+
+class ConfigError(ValueError):
+    """A context parameter is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    approvers: tuple[str, ...]
+    stack_name: str = DEFAULT_STACK_NAME
+    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
+    removal_policy: str = "retain"
+    reminders: tuple[str, ...] = DEFAULT_REMINDERS
+
+
+def _text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
+
+def parse_approvers(value: Any) -> tuple[str, ...]:
+    """Comma-separated addresses (or a list, from cdk.json), normalized, duplicates dropped."""
+    if value is None or not _text(value).strip():
+        raise ConfigError(
+            f"approvers: required. Pass the approvers' email addresses, comma-separated: cdk deploy {EXAMPLE}"
+        )
+    entries = [entry.strip() for entry in _text(value).split(",")]
+    approvers: list[str] = []
+    problems: list[str] = []
+    for position, entry in enumerate(entries, start=1):
+        if not entry:
+            problems.append(f"entry {position} is empty")
+            continue
+        try:
+            address = _EMAIL.validate_python(entry)
+        except ValidationError:
+            problems.append(f"{entry!r} is not a valid email address")
+            continue
+        if address not in approvers:
+            approvers.append(address)
+    if problems:
+        raise ConfigError(
+            f"approvers: {'; '.join(problems)}. Expected comma-separated email addresses, e.g. {EXAMPLE}"
+        )
+    return tuple(approvers)
+
+
+def _whole_number(name: str, value: Any, low: int, high: int, unit: str) -> int:
+    text = _text(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{name}: {text!r} is not a whole number of {unit} from {low} to {high}")
+    return int(text)
+
+
+def _reminders(value: Any) -> tuple[str, ...]:
+    text = _text(value).strip()
+    if text.lower() in ("", "none"):
+        return ()
+    specs = tuple(spec.strip() for spec in text.split(","))
+    created, expires = datetime(2000, 1, 1, tzinfo=UTC), datetime(2000, 1, 2, tzinfo=UTC)
+    for spec in specs:
+        try:
+            reminder_time(spec, created, expires)  # what the sweeper will do with it
+        except (ValueError, IndexError) as error:
+            raise ConfigError(f"reminders: {error}; or 'none' for no reminders") from None
+    return specs
+
+
+def _stack_name(value: Any) -> str:
+    text = _text(value).strip()
+    ok = 0 < len(text) <= 128 and text[0].isascii() and text[0].isalpha()
+    if not ok or not all(c.isascii() and (c.isalnum() or c == "-") for c in text):
+        raise ConfigError(f"stackName: {text!r} is not a CloudFormation stack name ({STACK_NAME_PATTERN})")
+    return text
+
+
+def _log_retention(value: Any) -> int:
+    text = _text(value).strip()
+    if not text.isdigit() or int(text) not in LOG_RETENTION_CHOICES:
+        choices = ", ".join(str(days) for days in LOG_RETENTION_CHOICES)
+        raise ConfigError(f"logRetentionDays: {text!r} is not one CloudWatch Logs accepts ({choices})")
+    return int(text)
+
+
+def _removal_policy(value: Any) -> str:
+    text = _text(value).strip().lower()
+    if text not in REMOVAL_POLICIES:
+        raise ConfigError(f"removalPolicy: {text!r} is not one of {', '.join(REMOVAL_POLICIES)}")
+    return text
+
+
+def from_context(context: Callable[[str], Any]) -> DeployConfig:
+    """The configuration from a context lookup (``app.node.try_get_context``)."""
+    problems: list[str] = []
+
+    def read(name: str, parse: Callable[[Any], Any], default: Any) -> Any:
+        value = context(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ConfigError as error:
+            problems.append(str(error))
+            return default
+
+    try:
+        approvers = parse_approvers(context("approvers"))
+    except ConfigError as error:
+        problems.append(str(error))
+        approvers = ()
+    config = DeployConfig(
+        approvers=approvers,
+        stack_name=read("stackName", _stack_name, DEFAULT_STACK_NAME),
+        default_timeout_seconds=read(
+            "defaultTimeout",
+            lambda v: _whole_number("defaultTimeout", v, 1, MAX_TIMEOUT_SECONDS, "seconds"),
+            DEFAULT_TIMEOUT_SECONDS,
+        ),
+        retention_days=read(
+            "retentionDays",
+            lambda v: _whole_number("retentionDays", v, 1, 3650, "days"),
+            DEFAULT_RETENTION_DAYS,
+        ),
+        log_retention_days=read("logRetentionDays", _log_retention, DEFAULT_LOG_RETENTION_DAYS),
+        removal_policy=read("removalPolicy", _removal_policy, "retain"),
+        reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
+    )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config

@@ -1,0 +1,205 @@
+"""The Lambda functions' code: one asset directory, built without Docker.
+
+Dependencies come from PyPI as wheels built for the function's platform (`pip install
+--platform manylinux2014_<arch> --only-binary=:all: --python-version X.Y --implementation cp
+--target DIR`), never compiled on this machine, so the directory is what Lambda needs
+whatever machine runs `cdk synth`. The project's own packages are copied beside them.
+
+The directory is cached under ``build/lambda/<key>``, where the key hashes everything that
+goes into it (the target runtime, the pinned requirements, the project's source files), so
+a repeated synth reuses it and any change builds a new one.
+
+Why Python 3.11 on x86_64: a test imports every handler from its asset with an interpreter
+of the function's own version on a machine of the function's own architecture, since only
+that proves the native extensions (pydantic-core) load. The machines this project builds on
+are x86_64 with Python 3.11 only (Debian 12 ships no python3.12, PyPI has no interpreter), so
+3.11 on x86_64 is the pairing that can be proven here. To move to arm64 (Graviton, ~20%
+cheaper) or Python 3.12+, change the two constants below; the packaging follows, and the
+import test then needs a build machine of that architecture with that interpreter on PATH
+(`python3.12`), else it fails saying so. For 3.12+, Lambda runs Amazon Linux 2023, whose
+newer glibc also accepts `manylinux_2_28` wheels.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import importlib.metadata
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CACHE_ROOT = PROJECT_ROOT / "build" / "lambda"
+KEEP_BUILDS = 3
+FORMAT = "1"  # bump when the layout of a build changes, to invalidate the cache
+
+LAMBDA_PYTHON_VERSION = "3.11"
+LAMBDA_ARCHITECTURE = "x86_64"  # as `uname -m` names it; "aarch64" for arm64 functions
+# The glibc of the runtime's Amazon Linux: the newest manylinux a wheel may need.
+# python3.11 runs on Amazon Linux 2 (glibc 2.26); python3.12+ on Amazon Linux 2023 (2.34).
+LAMBDA_GLIBC = (2, 26)
+
+# The project's packages that run in Lambda, and what inside them must not: the local
+# stack needs moto and a server, and is never deployed.
+PROJECT_PACKAGES = ("approvals", "worker", "approval_api")
+EXCLUDED_PATHS = (Path("approvals") / "local",)
+# The Lambda Python runtime ships boto3 with these, so the asset leaves them out (and the
+# asset test puts the interpreter's own copies on the path, as Lambda does).
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+RUNTIME_PROVIDED_DISTRIBUTIONS = ("boto3", "botocore")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a requirement's distribution name
+
+
+@dataclass(frozen=True)
+class LambdaTarget:
+    python_version: str = LAMBDA_PYTHON_VERSION
+    architecture: str = LAMBDA_ARCHITECTURE
+
+    @property
+    def platform(self) -> str:
+        return f"manylinux2014_{self.architecture}"
+
+    @property
+    def matches_this_interpreter(self) -> bool:
+        return self.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
+    """The project's runtime dependencies minus what Lambda provides, pinned to the versions
+    installed here, so what is deployed is what the tests ran against."""
+    declared = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    pinned = []
+    for line in declared:
+        name = _NAME.match(line)
+        if name is None or name.group(0).lower() in RUNTIME_PROVIDED_DISTRIBUTIONS:
+            continue
+        try:
+            pinned.append(f"{name.group(0)}=={importlib.metadata.version(name.group(0))}")
+        except importlib.metadata.PackageNotFoundError:
+            pinned.append(line)
+    return sorted(pinned)
+
+
+def _excluded(relative: Path) -> bool:
+    return any(relative == path or path in relative.parents for path in EXCLUDED_PATHS)
+
+
+def project_files(root: Path = PROJECT_ROOT) -> Iterator[Path]:
+    """The project files that go into the asset, relative to the root, in a stable order."""
+    for package in PROJECT_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            relative = path.relative_to(root)
+            if not path.is_file() or _excluded(relative) or "__pycache__" in relative.parts:
+                continue
+            if path.suffix in (".pyc", ".pyo"):
+                continue
+            yield relative
+
+
+def cache_key(target: LambdaTarget, pinned: list[str], root: Path = PROJECT_ROOT) -> str:
+    digest = hashlib.sha256()
+    for part in (FORMAT, target.python_version, target.architecture, *pinned):
+        digest.update(part.encode() + b"\0")
+    for relative in project_files(root):
+        digest.update(relative.as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256((root / relative).read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _pip_install(target: LambdaTarget, pinned: list[str], into: Path) -> None:
+    command = [
+        sys.executable, "-m", "pip", "install",
+        "--quiet", "--disable-pip-version-check", "--no-compile",
+        "--target", str(into),
+        "--platform", target.platform,
+        "--implementation", "cp",
+        "--python-version", target.python_version,
+        "--only-binary=:all:",
+        *pinned,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"pip could not fetch the Lambda dependencies for {target.platform} / Python"
+            f" {target.python_version}:\n{result.stderr.strip()}"
+        )
+
+
+def _copy_project(root: Path, into: Path) -> None:
+    for relative in project_files(root):
+        destination = into / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / relative, destination)
+
+
+def _precompile(into: Path) -> None:
+    """Bytecode for every module, so a cold start spends no time compiling (Lambda's
+    /var/task is read-only: without these, every cold start compiles everything it imports).
+
+    Unchecked-hash pycs with the paths Lambda sees make the build reproducible: the same
+    inputs give the same bytes, so the asset hash only changes when the code does.
+    """
+    compileall.compile_dir(
+        into,
+        quiet=2,
+        workers=0,
+        stripdir=str(into),
+        prependdir="/var/task",
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+
+
+def _prune(cache_root: Path, keep: Path) -> None:
+    builds = sorted(
+        (p for p in cache_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in builds[KEEP_BUILDS:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Asset:
+    path: Path
+    key: str  # the content hash: CDK uses it as the asset hash
+
+
+def build(
+    target: LambdaTarget | None = None, root: Path = PROJECT_ROOT, cache_root: Path = CACHE_ROOT
+) -> Asset:
+    """The asset directory for ``target``, built once per distinct content."""
+    target = target or LambdaTarget()
+    pinned = requirements(root / "pyproject.toml")
+    key = cache_key(target, pinned, root)
+    final = cache_root / key
+    if final.is_dir():
+        os.utime(final)  # most recently used: kept by the pruning
+        return Asset(final, key)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = cache_root / f".building-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _pip_install(target, pinned, staging)
+        shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: nothing runs them
+        _copy_project(root, staging)
+        if target.matches_this_interpreter:  # bytecode is specific to the Python version
+            _precompile(staging)
+        try:
+            staging.rename(final)  # atomic: a concurrent synth sees all of it or none
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _prune(cache_root, keep=final)
+    return Asset(final, key)

@@ -1,0 +1,63 @@
+"""The product's stack: one ApprovalService and the outputs the `approvals` CLI reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import RemovalPolicy
+from constructs import Construct
+
+from approvals import target
+from infra.approval_service import ApprovalService, ApprovalServiceProps
+from infra.config import DeployConfig
+
+
+class ApprovalsStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            stack_name=config.stack_name,
+            description="Human approval gates for AWS Step Functions (stepfunctions-approvals)",
+            **kwargs,
+        )
+        self.service = ApprovalService(
+            self,
+            "Service",
+            ApprovalServiceProps(
+                approvers=config.approvers,
+                default_timeout_seconds=config.default_timeout_seconds,
+                retention_days=config.retention_days,
+                log_retention_days=config.log_retention_days,
+                removal_policy=RemovalPolicy.DESTROY
+                if config.removal_policy == "destroy"
+                else RemovalPolicy.RETAIN,
+                reminders=config.reminders,
+            ),
+        )
+        service = self.service
+        # Output ids are what approvals.target reads from a deployed stack: keep them in step.
+        outputs = {
+            target.OUTPUT_API_URL: (service.api.url, "Base URL of the approval API (the links' host)"),
+            target.OUTPUT_STATE_MACHINE: (
+                service.state_machine.state_machine_arn,
+                'One approval: start an execution with {"request": {...}}',
+            ),
+            target.OUTPUT_FANOUT_STATE_MACHINE: (
+                service.fanout_state_machine.state_machine_arn,
+                'Many approvals at once: {"requests": [...]}',
+            ),
+            target.OUTPUT_QUEUE_URL: (
+                service.queue.queue_url,
+                "The request queue an approval Task sends to (sqs:sendMessage.waitForTaskToken)",
+            ),
+            target.OUTPUT_TABLE: (service.table.table_name, "The approvals table (state and audit trail)"),
+            "DeadLetterQueueUrl": (
+                service.dead_letter_queue.queue_url,
+                "Requests that could not be delivered (their executions are failed)",
+            ),
+            "TopicArn": (service.topic.topic_arn, "The email topic; one filtered subscription per approver"),
+        }
+        for output_id, (value, description) in outputs.items():
+            cdk.CfnOutput(self, output_id, value=value, description=description)

@@ -1,0 +1,134 @@
+"""Infra fixtures: the real `cdk synth` (the project's CDK CLI running infra/app.py, cdk-nag
+included), run once per test session, and the cloud assembly it writes.
+
+Synthesis is slow (the CDK runs on Node through jsii), so the session starts the four runs
+the tests need at once, in parallel: the stack with every part, two that must stop with a
+clear error (approvers missing, approvers malformed), and the app with its cdk-nag
+acknowledgements taken out, which must fail on exactly those. Every infra test is in the xdist
+group "infra", so under `pytest -n 2 --dist loadgroup` they share one worker, and one synth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
+STACK = "ApprovalsStack"
+SYNTH_TIMEOUT = 600
+
+# What the tests deploy: two approvers (one written as a person might type it, to check
+# the normalization) and non-default values that must reach the functions.
+APPROVERS = ["alice@example.com", "bob@example.com"]
+CONTEXT = {
+    "approvers": " Alice@Example.COM, bob@example.com",
+    "reminders": "50%,2h",
+    "retentionDays": "30",
+    "logRetentionDays": "30",
+}
+MISSING_APPROVERS: dict[str, str] = {}
+MALFORMED_APPROVERS = {"approvers": "alice@example.com,bob-at-example.com"}
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """One `cdk synth` run: its exit code, what it printed and the assembly it wrote."""
+
+    returncode: int
+    output: str
+    outdir: Path
+
+    @cached_property
+    def template(self) -> dict[str, Any]:
+        path = self.outdir / f"{STACK}.template.json"
+        assert self.returncode == 0, f"cdk synth failed:\n{self.output}"
+        template: dict[str, Any] = json.loads(path.read_text())
+        return template
+
+    @cached_property
+    def asset_manifest(self) -> dict[str, Any]:
+        manifest: dict[str, Any] = json.loads((self.outdir / f"{STACK}.assets.json").read_text())
+        return manifest
+
+    def resources(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {lid: r for lid, r in self.template["Resources"].items() if r["Type"] == kind}
+
+
+def _start(outdir: Path, context: dict[str, str]) -> subprocess.Popen[str]:
+    if not CDK_CLI.exists():
+        pytest.fail("the CDK CLI is not installed: `make test` installs it (npm ci), or run `npm ci`")
+    command = [str(CDK_CLI), "synth", "--no-notices", "--quiet", "--output", str(outdir)]
+    for name, value in context.items():
+        command += ["--context", f"{name}={value}"]
+    environment = {
+        **os.environ,
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        # jsii's banner about Node 20's end of life would bury the output a failure shows.
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _start_without_acknowledgements(outdir: Path) -> subprocess.Popen[str]:
+    """The app with its cdk-nag acknowledgements taken out, run as the CLI runs an app."""
+    environment = {
+        **os.environ,
+        "CDK_OUTDIR": str(outdir),
+        "CDK_CONTEXT_JSON": json.dumps({"approvers": ",".join(APPROVERS)}),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    script = Path(__file__).with_name("app_without_acknowledgements.py")
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def synth_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesis]:
+    runs = {"stack": CONTEXT, "missing": MISSING_APPROVERS, "malformed": MALFORMED_APPROVERS}
+    outdirs = {name: tmp_path_factory.mktemp(f"cdk-{name}") for name in [*runs, "unacknowledged"]}
+    started = {name: _start(outdirs[name], context) for name, context in runs.items()}
+    started["unacknowledged"] = _start_without_acknowledgements(outdirs["unacknowledged"])
+    done: dict[str, Synthesis] = {}
+    try:
+        for name, process in started.items():
+            output, _ = process.communicate(timeout=SYNTH_TIMEOUT)
+            done[name] = Synthesis(process.returncode, output, outdirs[name])
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+    return done
+
+
+@pytest.fixture(scope="session")
+def synthesis(synth_runs: dict[str, Synthesis]) -> Synthesis:
+    run = synth_runs["stack"]
+    assert run.returncode == 0, f"cdk synth failed:\n{run.output}"
+    return run
+
+
+@pytest.fixture(scope="session")
+def template(synthesis: Synthesis) -> dict[str, Any]:
+    return synthesis.template

@@ -1,0 +1,125 @@
+"""Context parameters: `cdk deploy` without approvers, or with malformed ones, stops at synth
+with a clear error; the other parameters are checked the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
+from infra.config import ConfigError, DeployConfig, from_context, parse_approvers
+from tests.infra.conftest import STACK, Synthesis
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+
+def config(**context: Any) -> DeployConfig:
+    return from_context(context.get)
+
+
+def test_cdk_synth_without_approvers_stops_with_a_clear_error(synth_runs: dict[str, Synthesis]) -> None:
+    run = synth_runs["missing"]
+    assert run.returncode != 0
+    assert "approvers: required" in run.output
+    assert "-c approvers=alice@example.com,bob@example.com" in run.output  # how to fix it
+    assert "Traceback" not in run.output
+    assert not (run.outdir / f"{STACK}.template.json").exists()
+
+
+def test_cdk_synth_with_a_malformed_approver_stops_with_a_clear_error(
+    synth_runs: dict[str, Synthesis],
+) -> None:
+    run = synth_runs["malformed"]
+    assert run.returncode != 0
+    assert "approvers: 'bob-at-example.com' is not a valid email address" in run.output
+    assert "Traceback" not in run.output
+    assert not (run.outdir / f"{STACK}.template.json").exists()
+
+
+def test_approvers_are_normalized_like_the_worker_does_and_deduplicated() -> None:
+    assert parse_approvers(" Alice@Example.COM ,bob@example.com,alice@example.com") == (
+        "alice@example.com",
+        "bob@example.com",
+    )
+    assert parse_approvers(["carol@example.com"]) == ("carol@example.com",)  # a list, from cdk.json
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "approvers: required"),
+        ("", "approvers: required"),
+        ("  ", "approvers: required"),
+        ("alice@example.com,", "entry 2 is empty"),
+        ("alice", "'alice' is not a valid email address"),
+        ("alice@example.com;bob@example.com", "is not a valid email address"),
+        ("Alice <alice@example.com>", "is not a valid email address"),
+    ],
+)
+def test_missing_or_malformed_approvers_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_approvers(value)
+
+
+def test_defaults() -> None:
+    assert config(approvers="a@example.com") == DeployConfig(
+        approvers=("a@example.com",),
+        stack_name="Approvals",
+        default_timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
+        retention_days=90,
+        log_retention_days=90,
+        removal_policy="retain",
+        reminders=("50%", "1h"),
+    )
+
+
+def test_every_parameter_is_read() -> None:
+    assert config(
+        approvers="a@example.com",
+        stackName="Approvals-Prod",
+        defaultTimeout="3600",
+        retentionDays="365",
+        logRetentionDays="30",
+        removalPolicy="DESTROY",
+        reminders="25%, 30m",
+    ) == DeployConfig(
+        approvers=("a@example.com",),
+        stack_name="Approvals-Prod",
+        default_timeout_seconds=3600,
+        retention_days=365,
+        log_retention_days=30,
+        removal_policy="destroy",
+        reminders=("25%", "30m"),
+    )
+    assert config(approvers="a@example.com", reminders="none").reminders == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("stackName", "1approvals", "stackName: '1approvals' is not a CloudFormation stack name"),
+        ("stackName", "my_stack", "is not a CloudFormation stack name"),
+        ("defaultTimeout", "0", "defaultTimeout: '0' is not a whole number of seconds from 1 to 31536000"),
+        ("defaultTimeout", "1d", "defaultTimeout: '1d' is not a whole number"),
+        ("defaultTimeout", "31536001", "from 1 to 31536000"),
+        ("retentionDays", "-5", "retentionDays: '-5' is not a whole number of days"),
+        ("logRetentionDays", "10", "logRetentionDays: '10' is not one CloudWatch Logs accepts"),
+        ("removalPolicy", "snapshot", "removalPolicy: 'snapshot' is not one of retain, destroy"),
+        ("reminders", "soon", "reminders: reminder 'soon'"),
+    ],
+)
+def test_malformed_parameters_are_refused_by_name(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config(approvers="a@example.com", **{name: value})
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        config(defaultTimeout="0", removalPolicy="maybe")
+    assert str(raised.value).splitlines() == [
+        line
+        for line in str(raised.value).splitlines()
+        if line.startswith(("approvers:", "defaultTimeout:", "removalPolicy:"))
+    ]
+    assert len(str(raised.value).splitlines()) == 3

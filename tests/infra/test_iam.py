@@ -1,0 +1,181 @@
+"""Least privilege: each role holds exactly the calls its code makes, on its own resources."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import Synthesis
+from tests.infra.lookup import HANDLERS, function, only, queues
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+RECEIVE = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+# (action, resource) per function; resources by role: "table", "table/index/<name>",
+# "topic", "secret", "queue", "dead-letter-queue", "own-logs", or "*".
+EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
+    "worker": {
+        ("dynamodb:PutItem", "table"),
+        ("dynamodb:UpdateItem", "table"),
+        ("sns:Publish", "topic"),
+        ("states:SendTaskFailure", "*"),
+        *((action, "queue") for action in RECEIVE),
+    },
+    "api": {
+        ("dynamodb:GetItem", "table"),
+        ("dynamodb:UpdateItem", "table"),
+        ("states:SendTaskSuccess", "*"),
+    },
+    "sweeper": {
+        ("dynamodb:Query", "table/index/open"),
+        ("dynamodb:UpdateItem", "table"),
+        ("sns:Publish", "topic"),
+        ("states:SendTaskSuccess", "*"),
+    },
+    "execution_ended": {
+        ("dynamodb:Query", "table/index/execution"),
+        ("dynamodb:UpdateItem", "table"),
+    },
+    "dead_letter": {
+        ("states:SendTaskFailure", "*"),
+        *((action, "dead-letter-queue") for action in RECEIVE),
+    },
+}
+# Every function reads the signing key at cold start and writes its own logs.
+for expected in EXPECTED_CALLS.values():
+    expected |= {("secretsmanager:GetSecretValue", "secret"), *((action, "own-logs") for action in LOGS)}
+
+# The only calls that may name "*": those IAM cannot scope to a resource.
+STAR_ONLY = {
+    "states:SendTaskSuccess",
+    "states:SendTaskFailure",
+    # Added by CDK to state machines for logging and X-Ray: no resource-level permissions.
+    "logs:CreateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:DescribeLogGroups",
+    "logs:DescribeResourcePolicies",
+    "logs:GetLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:UpdateLogDelivery",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "xray:PutTelemetryRecords",
+    "xray:PutTraceSegments",
+}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(synthesis: Synthesis, role: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in synthesis.resources("AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            found += policy["Properties"]["PolicyDocument"]["Statement"]
+    for inline in synthesis.template["Resources"][role]["Properties"].get("Policies", []):
+        found += inline["PolicyDocument"]["Statement"]
+    return found
+
+
+def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
+    """The role's (action, resource) pairs, each resource named by what it is."""
+    _, fn = function(synthesis, name)
+    request, dead_letter = queues(synthesis)
+    table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
+    topic, _ = only(synthesis.resources("AWS::SNS::Topic"))
+    secret, _ = only(synthesis.resources("AWS::SecretsManager::Secret"))
+    own_logs = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    names = {
+        json.dumps({"Fn::GetAtt": [table, "Arn"]}): "table",
+        json.dumps({"Ref": topic}): "topic",
+        json.dumps({"Ref": secret}): "secret",
+        json.dumps({"Fn::GetAtt": [request, "Arn"]}): "queue",
+        json.dumps({"Fn::GetAtt": [dead_letter, "Arn"]}): "dead-letter-queue",
+        json.dumps({"Fn::GetAtt": [own_logs, "Arn"]}): "own-logs",
+        json.dumps("*"): "*",
+    }
+    for index in ("open", "execution"):
+        names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
+            f"table/index/{index}"
+        )
+    found = set()
+    for statement in statements(synthesis, fn["Properties"]["Role"]["Fn::GetAtt"][0]):
+        assert statement["Effect"] == "Allow"
+        assert "Condition" not in statement
+        for action in _as_list(statement["Action"]):
+            for resource in _as_list(statement["Resource"]):
+                found.add((action, names.get(json.dumps(resource), json.dumps(resource))))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_each_function_can_make_exactly_its_own_calls(synthesis: Synthesis, name: str) -> None:
+    assert calls(synthesis, name) == EXPECTED_CALLS[name]
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_each_function_has_its_own_role_without_managed_policies(synthesis: Synthesis, name: str) -> None:
+    _, fn = function(synthesis, name)
+    role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    others = [
+        f["Properties"]["Role"]["Fn::GetAtt"][0]
+        for f in synthesis.resources("AWS::Lambda::Function").values()
+        if f is not fn
+    ]
+    assert role not in others
+    assert "ManagedPolicyArns" not in synthesis.template["Resources"][role]["Properties"]
+
+
+def test_no_policy_grants_a_wildcard_action(synthesis: Synthesis) -> None:
+    for role in synthesis.resources("AWS::IAM::Role"):
+        for statement in statements(synthesis, role):
+            for action in _as_list(statement["Action"]):
+                assert "*" not in action, (role, action)
+
+
+def test_only_calls_without_resource_level_permissions_name_every_resource(synthesis: Synthesis) -> None:
+    for role in synthesis.resources("AWS::IAM::Role"):
+        for statement in statements(synthesis, role):
+            if "*" in _as_list(statement["Resource"]):
+                assert set(_as_list(statement["Action"])) <= STAR_ONLY, (role, statement["Action"])
+
+
+def test_state_machines_can_only_send_to_the_request_queue(synthesis: Synthesis) -> None:
+    request, _ = queues(synthesis)
+    for machine in synthesis.resources("AWS::StepFunctions::StateMachine").values():
+        role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
+        assert scoped == [
+            {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
+        ]
+
+
+def test_nothing_can_send_heartbeats_or_start_executions(synthesis: Synthesis) -> None:
+    for role in synthesis.resources("AWS::IAM::Role"):
+        for statement in statements(synthesis, role):
+            actions = set(_as_list(statement["Action"]))
+            assert not actions & {"states:SendTaskHeartbeat", "states:StartExecution"}, role
+
+
+def test_scheduler_role_can_only_invoke_the_sweeper(synthesis: Synthesis) -> None:
+    sweeper, _ = function(synthesis, "sweeper")
+    _, schedule = only(synthesis.resources("AWS::Scheduler::Schedule"))
+    role = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    trust = synthesis.template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust[0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    for statement in statements(synthesis, role):
+        assert statement["Action"] == "lambda:InvokeFunction"
+        assert sweeper in json.dumps(statement["Resource"])

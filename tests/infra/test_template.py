@@ -1,0 +1,414 @@
+"""The synthesized template holds every part issue 3 lists, wired as shared/DESIGN.md says.
+
+Checked with aws_cdk.assertions on the template the real `cdk synth` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from approvals import target
+from approvals.local.resources import table_definition
+from approvals.models import Approval, ApprovalRequest
+from approvals.settings import Settings
+from approvals.store import ApprovalStore
+from infra import packaging
+from infra.approval_service import TTL_ATTRIBUTE
+from tests.infra.conftest import APPROVERS, Synthesis
+from tests.infra.lookup import HANDLERS, arn, function, only, queues
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+
+@pytest.fixture(scope="module")
+def assertions(template: dict[str, Any]) -> Template:
+    return Template.from_json(template)
+
+
+# -- queues ------------------------------------------------------------------------------
+
+
+def test_request_queue_is_encrypted_and_redrives_after_a_few_receives(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    request, dead_letter = queues(synthesis)
+    properties = synthesis.template["Resources"][request]["Properties"]
+    assert properties["SqsManagedSseEnabled"] is True
+    assert properties["RedrivePolicy"] == {"deadLetterTargetArn": arn(dead_letter), "maxReceiveCount": 3}
+
+
+def test_dead_letter_queue_is_encrypted_and_keeps_messages_longest(synthesis: Synthesis) -> None:
+    _, dead_letter = queues(synthesis)
+    properties = synthesis.template["Resources"][dead_letter]["Properties"]
+    assert properties["SqsManagedSseEnabled"] is True
+    assert properties["MessageRetentionPeriod"] == 14 * 86_400  # the most SQS allows
+
+
+def test_visibility_timeout_is_at_least_six_times_the_workers(synthesis: Synthesis) -> None:
+    request, _ = queues(synthesis)
+    visibility = synthesis.template["Resources"][request]["Properties"]["VisibilityTimeout"]
+    _, worker = function(synthesis, "worker")
+    assert visibility >= 6 * worker["Properties"]["Timeout"]
+    # The worker's claim on a request lasts exactly one visibility timeout.
+    assert worker["Properties"]["Environment"]["Variables"]["APPROVALS_CLAIM_SECONDS"] == str(visibility)
+
+
+def test_both_queues_refuse_unencrypted_transport(synthesis: Synthesis, assertions: Template) -> None:
+    for queue in queues(synthesis):
+        assertions.has_resource_properties(
+            "AWS::SQS::QueuePolicy",
+            {
+                "Queues": [{"Ref": queue}],
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+
+
+def test_worker_drains_the_queue_in_batches_with_partial_failures(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    request, _ = queues(synthesis)
+    worker, _ = function(synthesis, "worker")
+    assertions.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": arn(request),
+            "FunctionName": {"Ref": worker},
+            "BatchSize": 10,
+            "MaximumBatchingWindowInSeconds": Match.any_value(),
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
+
+
+def test_dead_letter_handler_drains_the_dead_letter_queue(synthesis: Synthesis, assertions: Template) -> None:
+    _, dead_letter = queues(synthesis)
+    handler, _ = function(synthesis, "dead_letter")
+    assertions.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": arn(dead_letter),
+            "FunctionName": {"Ref": handler},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
+
+
+# -- email ---------------------------------------------------------------------------------
+
+
+def test_topic_is_encrypted_and_each_approver_gets_only_their_own_messages(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    topic, resource = only(synthesis.resources("AWS::SNS::Topic"))
+    # SNS's AWS managed key, by its alias ARN.
+    assert json.dumps(resource["Properties"]["KmsMasterKeyId"]).endswith(':alias/aws/sns"]]}')
+    subscriptions = synthesis.resources("AWS::SNS::Subscription").values()
+    assert sorted(s["Properties"]["Endpoint"] for s in subscriptions) == APPROVERS  # normalized
+    for approver in APPROVERS:
+        assertions.has_resource_properties(
+            "AWS::SNS::Subscription",
+            {
+                "TopicArn": {"Ref": topic},
+                "Protocol": "email",
+                "Endpoint": approver,
+                # The worker publishes each email with this attribute (approvals.notify).
+                "FilterPolicy": {"approver": [approver]},
+            },
+        )
+
+
+def test_topic_refuses_unencrypted_transport(assertions: Template) -> None:
+    assertions.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def test_table_has_the_key_and_indexes_the_code_queries(synthesis: Synthesis) -> None:
+    _, table = only(synthesis.resources("AWS::DynamoDB::Table"))
+    properties = table["Properties"]
+    local = table_definition("approvals-table")
+
+    def indexes(items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {i["IndexName"]: (i["KeySchema"], i["Projection"]) for i in items}
+
+    assert properties["KeySchema"] == local["KeySchema"]
+    assert sorted(properties["AttributeDefinitions"], key=str) == sorted(
+        local["AttributeDefinitions"], key=str
+    )
+    assert indexes(properties["GlobalSecondaryIndexes"]) == indexes(local["GlobalSecondaryIndexes"])
+
+
+def test_table_is_on_demand_with_ttl_recovery_and_kept_on_teardown(assertions: Template) -> None:
+    assertions.has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "Properties": Match.object_like(
+                {
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    "DeletionProtectionEnabled": True,
+                }
+            ),
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
+
+
+def test_ttl_attribute_is_the_one_the_store_writes() -> None:
+    written: dict[str, Any] = {}
+
+    class RecordingDynamoDB:
+        def put_item(self, **call: Any) -> dict[str, Any]:
+            written.update(call["Item"])
+            return {}
+
+    request = ApprovalRequest(title="t", approvers=["a@example.com"], requester="r@example.com")
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    approval = Approval(
+        approval_id="id",
+        task_token="token",
+        execution="arn:aws:states:us-east-1:1:execution:m:e",
+        state="RequestApproval",
+        request=request,
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    ApprovalStore(RecordingDynamoDB(), "table").claim(approval, now, 180)  # type: ignore[arg-type]
+    assert TTL_ATTRIBUTE in written
+
+
+def test_signing_key_is_generated_and_never_in_the_template_in_clear(synthesis: Synthesis) -> None:
+    secret, resource = only(synthesis.resources("AWS::SecretsManager::Secret"))
+    assert "GenerateSecretString" in resource["Properties"]
+    assert "SecretString" not in resource["Properties"]
+    for _, fn in synthesis.resources("AWS::Lambda::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        # The functions get the secret's ARN and read the key at cold start.
+        assert variables["APPROVALS_SIGNING_SECRET"] == {"Ref": secret}
+        assert not any("{{resolve:secretsmanager" in json.dumps(v) for v in variables.values())
+    assert "{{resolve:secretsmanager" not in json.dumps(synthesis.template)
+
+
+# -- functions -----------------------------------------------------------------------------
+
+
+def test_functions_run_the_runtime_and_architecture_the_assets_are_built_for(synthesis: Synthesis) -> None:
+    functions = synthesis.resources("AWS::Lambda::Function")
+    assert sorted(f["Properties"]["Handler"] for f in functions.values()) == sorted(HANDLERS.values())
+    for fn in functions.values():
+        assert fn["Properties"]["Runtime"] == f"python{packaging.LAMBDA_PYTHON_VERSION}"
+        assert fn["Properties"]["Architectures"] == [
+            packaging.LAMBDA_ARCHITECTURE.replace("aarch64", "arm64")
+        ]
+
+
+def _placeholders(variables: dict[str, Any]) -> dict[str, str]:
+    """The environment as a function sees it, with references replaced by stand-ins."""
+    return {
+        "AWS_REGION": "eu-west-1",
+        **{name: value if isinstance(value, str) else f"<{name}>" for name, value in variables.items()},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_each_function_has_every_setting_it_reads(synthesis: Synthesis, name: str) -> None:
+    _, fn = function(synthesis, name)
+    settings = Settings.from_env(_placeholders(fn["Properties"]["Environment"]["Variables"]))
+    assert settings.retention_days == 30  # -c retentionDays=30
+    if name in ("worker", "sweeper"):  # the two that send email with links
+        assert settings.topic_arn
+        assert settings.api_url
+    if name == "sweeper":
+        assert settings.reminders == ("50%", "2h")  # -c reminders=50%,2h
+
+
+def test_function_logs_are_kept_as_configured(synthesis: Synthesis) -> None:
+    groups = synthesis.resources("AWS::Logs::LogGroup")
+    for fn in synthesis.resources("AWS::Lambda::Function").values():
+        group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert groups[group]["Properties"]["RetentionInDays"] == 30  # -c logRetentionDays=30
+
+
+# -- API -------------------------------------------------------------------------------------
+
+
+def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synthesis) -> None:
+    api_function, _ = function(synthesis, "api")
+    item, _ = only(
+        {
+            lid: r
+            for lid, r in synthesis.resources("AWS::ApiGateway::Resource").items()
+            if r["Properties"]["PathPart"] == "{approval_id}"
+        }
+    )
+    methods = {
+        m["Properties"]["HttpMethod"]: m["Properties"]
+        for m in synthesis.resources("AWS::ApiGateway::Method").values()
+        if m["Properties"]["ResourceId"] == {"Ref": item}
+    }
+    assert sorted(methods) == ["GET", "POST"]
+    for method in methods.values():
+        # No IAM or Cognito authorizer: the link's HMAC signature authorizes (approvals.links).
+        assert method["AuthorizationType"] == "NONE"
+        assert method["Integration"]["Type"] == "AWS_PROXY"
+        assert arn(api_function) in method["Integration"]["Uri"]["Fn::Join"][1]
+
+
+def _referenced(value: Any, resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The resources among ``resources`` that ``value`` refers to."""
+    text = json.dumps(value)
+    return {lid: r for lid, r in resources.items() if f'"{lid}"' in text}
+
+
+FORBIDDEN_IN_ACCESS_LOGS = ("querystring", "requestoverride", "$input", "$method.request", "$request")
+
+
+def test_api_stage_is_throttled_and_logs_access_without_query_strings(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    _, stage = only(synthesis.resources("AWS::ApiGateway::Stage"))
+    properties = stage["Properties"]
+    throttling = [
+        s for s in properties["MethodSettings"] if s["HttpMethod"] == "*" and s["ResourcePath"] == "/*"
+    ]
+    assert len(throttling) == 1
+    assert throttling[0]["ThrottlingRateLimit"] > 0
+    assert throttling[0]["ThrottlingBurstLimit"] > 0
+    access = properties["AccessLogSetting"]
+    groups = synthesis.resources("AWS::Logs::LogGroup")
+    assert {"Ref": only(_referenced(access["DestinationArn"], groups))[0]} in access["DestinationArn"][
+        "Fn::Join"
+    ][1]
+    fields = json.loads(access["Format"])
+    assert {"requestId", "status", "httpMethod", "resourcePath"} <= fields.keys()
+    lowered = access["Format"].lower()
+    assert not any(marker in lowered for marker in FORBIDDEN_IN_ACCESS_LOGS), access["Format"]
+    # Neither execution logging nor data trace, which would record the query string.
+    for setting in properties["MethodSettings"]:
+        assert "LoggingLevel" not in setting
+        assert not setting.get("DataTraceEnabled", False)
+
+
+# -- workflows -------------------------------------------------------------------------------
+
+
+def test_state_machines_log_everything_but_execution_data_and_are_traced(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    machines = synthesis.resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) == 2
+    groups = synthesis.resources("AWS::Logs::LogGroup")
+    for machine in machines.values():
+        properties = machine["Properties"]
+        assert properties["StateMachineType"] == "STANDARD"  # a wait of up to a year
+        assert properties["TracingConfiguration"] == {"Enabled": True}
+        logging = properties["LoggingConfiguration"]
+        assert logging["Level"] == "ALL"
+        # Execution data holds the task token: it never reaches a log.
+        assert logging["IncludeExecutionData"] is False
+        destination = logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+        assert destination["Fn::GetAtt"][0] in groups
+
+
+def test_sweep_runs_on_eventbridge_scheduler(synthesis: Synthesis, assertions: Template) -> None:
+    sweeper, _ = function(synthesis, "sweeper")
+    assertions.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "ScheduleExpression": Match.string_like_regexp(r"^rate\("),
+            "State": "ENABLED",
+            "Target": Match.object_like({"Arn": arn(sweeper)}),
+        },
+    )
+
+
+def test_execution_status_changes_cancel_pending_approvals(
+    synthesis: Synthesis, assertions: Template
+) -> None:
+    handler, _ = function(synthesis, "execution_ended")
+    machines = sorted(synthesis.resources("AWS::StepFunctions::StateMachine"))
+    rule = only(synthesis.resources("AWS::Events::Rule"))[1]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert sorted(m["Ref"] for m in pattern["detail"]["stateMachineArn"]) == machines
+    assert rule["Targets"][0]["Arn"] == arn(handler)
+    assertions.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {
+            "FunctionName": arn(handler),
+            "Principal": "events.amazonaws.com",
+            "Action": "lambda:InvokeFunction",
+        },
+    )
+
+
+# -- alarms and outputs ----------------------------------------------------------------------
+
+
+def test_alarms_watch_dead_letters_worker_errors_and_failed_executions(synthesis: Synthesis) -> None:
+    _, dead_letter = queues(synthesis)
+    worker, _ = function(synthesis, "worker")
+    watched = set()
+    for alarm in synthesis.resources("AWS::CloudWatch::Alarm").values():
+        properties = alarm["Properties"]
+        assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert properties["Threshold"] == 1
+        assert properties["TreatMissingData"] == "notBreaching"
+        for dimension in properties["Dimensions"]:
+            value = dimension["Value"]
+            watched_id = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
+            watched.add((properties["Namespace"], properties["MetricName"], watched_id))
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letter) in watched
+    assert ("AWS/Lambda", "Errors", worker) in watched
+    for machine in synthesis.resources("AWS::StepFunctions::StateMachine"):
+        assert ("AWS/States", "ExecutionsFailed", machine) in watched
+
+
+def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
+    outputs = synthesis.template["Outputs"]
+    request, _ = queues(synthesis)
+    table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
+    machines = synthesis.resources("AWS::StepFunctions::StateMachine")
+    assert outputs[target.OUTPUT_QUEUE_URL]["Value"] == {"Ref": request}
+    assert outputs[target.OUTPUT_TABLE]["Value"] == {"Ref": table}
+    arns = {
+        outputs[name]["Value"]["Ref"]
+        for name in (target.OUTPUT_STATE_MACHINE, target.OUTPUT_FANOUT_STATE_MACHINE)
+    }
+    assert arns == set(machines)
+    assert "execute-api" in json.dumps(outputs[target.OUTPUT_API_URL]["Value"])
