@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,16 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
+def _only_text(value: dict[str, Any]) -> dict[str, Any]:
+    # Free-form JSON, but its strings must be text: JSON can escape a lone surrogate
+    # ("\udc80"), which can be neither stored nor shown.
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("must hold only valid Unicode text") from None
+    return value
+
+
 Email = Annotated[str, AfterValidator(_email)]
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 
@@ -67,7 +78,9 @@ class ApprovalRequest(BaseModel):
     quorum: int | None = Field(default=None, ge=1)
     timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
     requester: Text = Field(min_length=1, max_length=200)
-    details: dict[Text, Any] = Field(default_factory=dict, max_length=50)
+    details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
+        default_factory=dict, max_length=50
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ApprovalRequest:
@@ -93,6 +106,7 @@ class QueueMessage(BaseModel):
     execution: str = Field(min_length=1)
     state: str = Field(min_length=1)
     request: Any  # whatever the execution input held; judged by ApprovalRequest
+    timeout_seconds: int | None = None  # what the task applies when the request names none
 
 
 class Vote(BaseModel):

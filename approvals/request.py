@@ -7,6 +7,7 @@ on a retry is raised, so that the message goes back to the queue.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from enum import Enum
@@ -48,7 +49,14 @@ def parse_message(body: str) -> QueueMessage:
     try:
         return QueueMessage.model_validate_json(body)
     except ValidationError as error:
-        raise InvalidEnvelope(describe_validation_error(error, prefix="message")) from None
+        problem = describe_validation_error(error, prefix="message")
+    # JSON can escape what is not text (a lone surrogate, "\udc80"), which the strict parser
+    # refuses outright; Python's reads it, so that a request holding such a value is still
+    # answered through its token (as invalid) instead of waiting for its timeout.
+    try:
+        return QueueMessage.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        raise InvalidEnvelope(problem) from None
 
 
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
@@ -56,9 +64,9 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     message = parse_message(body)
     approval_id = approval_id_for(message.task_token)
     fields = message.request
-    if isinstance(fields, dict) and "timeout_seconds" not in fields:
-        # The state machine gave the task the deployment's default timeout: expire with it.
-        fields = {**fields, "timeout_seconds": services.settings.default_timeout_seconds}
+    if isinstance(fields, dict) and "timeout_seconds" not in fields and message.timeout_seconds:
+        # The task applies the deployment's default: the links expire with it.
+        fields = {**fields, "timeout_seconds": message.timeout_seconds}
     try:
         request = ApprovalRequest.model_validate(fields)
     except ValidationError as error:

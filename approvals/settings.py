@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field, field_validator
 
 from approvals.models import reminder_time
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
 
 
 class Settings(BaseModel):
@@ -26,9 +25,6 @@ class Settings(BaseModel):
     allow_self_approval: bool = False
     reject_needs_reason: bool = True
     retention_days: int = 90
-    # The timeout the state machine gives a request that names none (the deployment's
-    # defaultTimeout): such an approval expires when its task does.
-    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     # When approvers who have not decided get a reminder: a share of the time allowed
     # ("50%") or a time before expiry ("1h", "30m").
     reminders: tuple[str, ...] = ("50%", "1h")
@@ -56,7 +52,6 @@ class Settings(BaseModel):
             allow_self_approval=flag[env.get("APPROVALS_ALLOW_SELF_APPROVAL", "false").lower()],
             reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
-            default_timeout_seconds=int(env.get("APPROVALS_DEFAULT_TIMEOUT", str(DEFAULT_TIMEOUT_SECONDS))),
             reminders=tuple(
                 r.strip() for r in env.get("APPROVALS_REMINDERS", "50%,1h").split(",") if r.strip()
             ),

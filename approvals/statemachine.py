@@ -23,7 +23,13 @@ State = dict[str, Any]
 
 
 def _approval_states(
-    *, approved: State, rejected: State, expired: State, invalid: State, undelivered: State
+    *,
+    default_timeout_seconds: int,
+    approved: State,
+    rejected: State,
+    expired: State,
+    invalid: State,
+    undelivered: State,
 ) -> dict[str, State]:
     """The states that ask for one approval; the caller supplies the five ends.
 
@@ -46,7 +52,7 @@ def _approval_states(
         },
         "DefaultTimeout": {
             "Type": "Pass",
-            "Result": {"seconds": DEFAULT_TIMEOUT_SECONDS, "text": str(DEFAULT_TIMEOUT_SECONDS)},
+            "Result": {"seconds": default_timeout_seconds, "text": str(default_timeout_seconds)},
             "ResultPath": TIMEOUT_PATH,
             "Next": "RequestApproval",
         },
@@ -94,6 +100,8 @@ def _approval_states(
                     "execution.$": "$$.Execution.Id",
                     "state.$": "$$.State.Name",
                     "request.$": "$.request",
+                    # The timeout the task applies, so that the links expire with it.
+                    "timeout_seconds.$": seconds,
                 },
             },
             "TimeoutSecondsPath": seconds,
@@ -118,7 +126,7 @@ def _approval_states(
     }
 
 
-def approval_definition() -> dict[str, Any]:
+def approval_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) -> dict[str, Any]:
     """One approval: input ``{"request": ...}``, output the decision.
 
     Approved and rejected both succeed (a rejection is an answer, not a fault) with the
@@ -129,8 +137,9 @@ def approval_definition() -> dict[str, Any]:
         "Comment": "Human approval gate: waits for approvers' decision on one request",
         "StartAt": "CheckTimeout",
         "States": _approval_states(
-            approved={"Type": "Succeed", "OutputPath": "$.decision"},
-            rejected={"Type": "Succeed", "OutputPath": "$.decision"},
+            default_timeout_seconds=default_timeout_seconds,
+            approved={"Type": "Pass", "OutputPath": "$.decision", "End": True},
+            rejected={"Type": "Pass", "OutputPath": "$.decision", "End": True},
             expired={"Type": "Pass", "Result": {"outcome": "expired"}, "End": True},
             invalid={"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
             undelivered={"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"},
@@ -138,7 +147,7 @@ def approval_definition() -> dict[str, Any]:
     }
 
 
-def fanout_definition() -> dict[str, Any]:
+def fanout_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) -> dict[str, Any]:
     """Many approvals at once: input ``{"requests": [...]}``, output ``{"decisions": [...]}``.
 
     Each item ends in a result of its own, so one expiring or invalid item leaves the
@@ -158,6 +167,7 @@ def fanout_definition() -> dict[str, Any]:
                     "ProcessorConfig": {"Mode": "INLINE"},
                     "StartAt": "CheckTimeout",
                     "States": _approval_states(
+                        default_timeout_seconds=default_timeout_seconds,
                         approved={**item_end, "OutputPath": "$.decision"},
                         rejected={**item_end, "OutputPath": "$.decision"},
                         expired={**item_end, "Result": {"outcome": "expired"}},

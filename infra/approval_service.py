@@ -115,46 +115,6 @@ def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
     Validations.of(scope).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
 
 
-def with_default_timeout(definition: dict[str, Any], seconds: int) -> dict[str, Any]:
-    """The definition with the default timeout its ``DefaultTimeout`` states apply set to
-    ``seconds`` (as a number and as text, wherever approvals.statemachine writes it).
-
-    Only the default changes; everything else stays as approvals.statemachine wrote it, so
-    the local stack and AWS run the same definition (identical at the default). The worker
-    gets the same value (APPROVALS_DEFAULT_TIMEOUT), so an approval expires with its task.
-    """
-    default = statemachine.DEFAULT_TIMEOUT_SECONDS
-    replaced = 0
-
-    def swap(value: Any) -> Any:
-        nonlocal replaced
-        if isinstance(value, dict):
-            return {key: swap(item) for key, item in value.items()}
-        if value == default and isinstance(value, int) and not isinstance(value, bool):
-            replaced += 1
-            return seconds
-        if value == str(default):
-            replaced += 1
-            return str(seconds)
-        return value
-
-    def visit(states: dict[str, Any]) -> None:
-        for name, state in states.items():
-            if name == "DefaultTimeout" and state.get("Type") == "Pass":
-                state["Result"] = swap(state["Result"])
-            for nested in (state.get("ItemProcessor"), state.get("Iterator")):
-                if nested:
-                    visit(nested["States"])
-            for branch in state.get("Branches", []):
-                visit(branch["States"])
-
-    copy: dict[str, Any] = json.loads(json.dumps(definition))
-    visit(copy["States"])
-    if replaced == 0:
-        raise ValueError("no DefaultTimeout state applies the default: approvals.statemachine changed shape")
-    return copy
-
-
 @dataclass(frozen=True)
 class ApprovalServiceProps:
     approvers: Sequence[str]  # email addresses, as the worker normalizes them (lowercase)
@@ -244,9 +204,14 @@ class ApprovalService(Construct):
                 )
             )
 
-        self.state_machine = self._state_machine("ApprovalStateMachine", statemachine.approval_definition())
+        # The deployment's default timeout is the one parameter of the definitions; the
+        # message carries the timeout applied, so the worker needs no copy of it.
+        default = props.default_timeout_seconds
+        self.state_machine = self._state_machine(
+            "ApprovalStateMachine", statemachine.approval_definition(default)
+        )
         self.fanout_state_machine = self._state_machine(
-            "FanoutStateMachine", statemachine.fanout_definition()
+            "FanoutStateMachine", statemachine.fanout_definition(default)
         )
 
         self.api_function = self._function(
@@ -268,8 +233,6 @@ class ApprovalService(Construct):
                 "APPROVALS_TOPIC_ARN": self.topic.topic_arn,
                 "APPROVALS_API_URL": api_url,
                 "APPROVALS_CLAIM_SECONDS": str(int(props.worker_timeout.to_seconds() * 6)),
-                # What the state machines' DefaultTimeout applies (with_default_timeout).
-                "APPROVALS_DEFAULT_TIMEOUT": str(props.default_timeout_seconds),
             },
         )
         self.worker.add_event_source(
@@ -363,7 +326,6 @@ class ApprovalService(Construct):
         )
 
     def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
-        body = with_default_timeout(definition, self._props.default_timeout_seconds)
         log_group = self._log_group(
             f"{construct_id}Logs",
             # Step Functions' log delivery adds a resource policy per log group; under the
@@ -379,7 +341,7 @@ class ApprovalService(Construct):
             self,
             construct_id,
             # The very definition the local stack runs; only the queue URL is filled in.
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(body)),
+            definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
             definition_substitutions={"QueueUrl": self.queue.queue_url},
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(

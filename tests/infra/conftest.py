@@ -29,8 +29,10 @@ SYNTH_TIMEOUT = 600
 # What the tests deploy: two approvers (one written as a person might type it, to check
 # the normalization) and non-default values that must reach the functions.
 APPROVERS = ["alice@example.com", "bob@example.com"]
+DEFAULT_TIMEOUT = 3600  # not the product's default, so a test can tell it reached the definitions
 CONTEXT = {
     "approvers": " Alice@Example.COM, bob@example.com",
+    "defaultTimeout": str(DEFAULT_TIMEOUT),
     "reminders": "50%,2h",
     "retentionDays": "30",
     "logRetentionDays": "30",

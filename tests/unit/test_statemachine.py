@@ -60,6 +60,7 @@ def test_approval_task(states: dict[str, Any]) -> None:
             "execution.$": "$$.Execution.Id",
             "state.$": "$$.State.Name",
             "request.$": "$.request",
+            "timeout_seconds.$": "$.approval_timeout.seconds",
         },
     }
     assert task["TimeoutSecondsPath"] == "$.approval_timeout.seconds"
@@ -133,8 +134,8 @@ def test_single_approval_ends() -> None:
     definition = approval_definition()
     states = definition["States"]
     assert definition["StartAt"] == "CheckTimeout"
-    assert states["Approved"] == {"Type": "Succeed", "OutputPath": "$.decision"}
-    assert states["Rejected"] == {"Type": "Succeed", "OutputPath": "$.decision"}
+    assert states["Approved"] == {"Type": "Pass", "OutputPath": "$.decision", "End": True}
+    assert states["Rejected"] == {"Type": "Pass", "OutputPath": "$.decision", "End": True}
     assert states["Expired"] == {"Type": "Pass", "Result": {"outcome": "expired"}, "End": True}
     for name in ("InvalidRequest", "Undelivered"):
         assert states[name] == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
@@ -185,3 +186,12 @@ def test_definitions_are_fresh_each_call() -> None:
     first["States"]["Outcome"]["Default"] = "Approved"
     assert approval_definition()["States"]["Outcome"]["Default"] == "Rejected"
     assert statemachine.MAX_TIMEOUT_SECONDS == 31_536_000
+
+
+def test_the_default_timeout_is_the_definitions_one_parameter() -> None:
+    for definition, item in ((approval_definition(3600), False), (fanout_definition(3600), True)):
+        states = (
+            definition["States"]["ApproveEach"]["ItemProcessor"]["States"] if item else definition["States"]
+        )
+        assert states["DefaultTimeout"]["Result"] == {"seconds": 3600, "text": "3600"}
+    assert approval_definition(DEFAULT_TIMEOUT_SECONDS) == approval_definition()
