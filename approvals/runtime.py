@@ -6,8 +6,8 @@ call and kept; the local stack and the tests build their own with :func:`build`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
 import boto3
@@ -17,6 +17,7 @@ from approvals.settings import Settings
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -30,7 +31,14 @@ class Services:
     store: ApprovalStore
     sns: SNSClient
     sfn: SFNClient
-    signing_key: bytes
+    secrets: SecretsManagerClient = field(repr=False)
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The link key, fetched at its first use and kept: functions that never sign or
+        verify a link (dead letters, execution ended) never read it, nor may they."""
+        secret = self.secrets.get_secret_value(SecretId=self.settings.signing_secret_id)
+        return secret["SecretString"].encode()
 
 
 def build(
@@ -42,13 +50,12 @@ def build(
     def client(name: str):  # type: ignore[no-untyped-def]
         return session.client(name, config=CLIENT_CONFIG, **extra)  # type: ignore[call-overload]
 
-    secret = client("secretsmanager").get_secret_value(SecretId=settings.signing_secret_id)
     return Services(
         settings=settings,
         store=ApprovalStore(client("dynamodb"), settings.table_name, settings.retention_days),
         sns=client("sns"),
         sfn=client("stepfunctions"),
-        signing_key=secret["SecretString"].encode(),
+        secrets=client("secretsmanager"),
     )
 
 

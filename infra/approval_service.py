@@ -403,7 +403,7 @@ class ApprovalService(Construct):
             timeout=timeout,
             environment={
                 "APPROVALS_TABLE": self.table.table_name,
-                # The secret's ARN, not its value: the functions read the key at cold start.
+                # The secret's ARN, not its value: functions that need the key read it once.
                 "APPROVALS_SIGNING_SECRET": self.signing_key.secret_arn,
                 "APPROVALS_RETENTION_DAYS": str(self._props.retention_days),
                 **(environment or {}),
@@ -431,7 +431,8 @@ class ApprovalService(Construct):
         open_index, execution_index = (
             index(i["IndexName"]) for i in table_definition("unused")["GlobalSecondaryIndexes"]
         )
-        read_key = ["secretsmanager:GetSecretValue"]  # every function builds its clients with the key
+        # Only the functions that sign or verify links read the key (at its first use).
+        read_key = ["secretsmanager:GetSecretValue"]
 
         # Worker: store the approval (conditional put, then updates), email, and answer an
         # invalid request at once with SendTaskFailure. The SQS event source adds the receive side.
@@ -451,13 +452,7 @@ class ApprovalService(Construct):
         self._allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table])
         # Dead letters: fail the execution by name. The SQS event source adds the receive side.
         self._allow(self.dead_letter_function, ["states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE])
-        for function in (
-            self.worker,
-            self.api_function,
-            self.sweeper,
-            self.execution_ended_function,
-            self.dead_letter_function,
-        ):
+        for function in (self.worker, self.api_function, self.sweeper):
             self._allow(function, read_key, [self.signing_key.secret_arn])
         for function in (self.worker, self.api_function, self.sweeper, self.dead_letter_function):
             acknowledge(function.role, "AwsSolutions-IAM5[Resource::*]", TASK_RESPONSE_REASON)

@@ -51,9 +51,11 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         *((action, "dead-letter-queue") for action in RECEIVE),
     },
 }
-# Every function reads the signing key at cold start and writes its own logs.
-for expected in EXPECTED_CALLS.values():
-    expected |= {("secretsmanager:GetSecretValue", "secret"), *((action, "own-logs") for action in LOGS)}
+# Every function writes its own logs; those that sign or verify links read the key.
+for name, expected in EXPECTED_CALLS.items():
+    expected |= {(action, "own-logs") for action in LOGS}
+    if name in ("worker", "api", "sweeper"):
+        expected.add(("secretsmanager:GetSecretValue", "secret"))
 
 # The only calls that may name "*": those IAM cannot scope to a resource.
 STAR_ONLY = {
