@@ -41,14 +41,12 @@ class Services:
         return secret["SecretString"].encode()
 
 
-def build(
-    settings: Settings, session: boto3.Session | None = None, endpoint_url: str | None = None
-) -> Services:
-    session = session or boto3.Session(region_name=settings.region)
-    extra = {"endpoint_url": endpoint_url} if endpoint_url else {}
+def build(settings: Settings) -> Services:
+    """Clients for the settings' region; boto3 honours AWS_ENDPOINT_URL (the local stack)."""
+    session = boto3.Session(region_name=settings.region)
 
     def client(name: str):  # type: ignore[no-untyped-def]
-        return session.client(name, config=CLIENT_CONFIG, **extra)  # type: ignore[call-overload]
+        return session.client(name, config=CLIENT_CONFIG)  # type: ignore[call-overload]
 
     return Services(
         settings=settings,
