@@ -30,6 +30,7 @@ from aws_cdk import (
 )
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
@@ -123,6 +124,7 @@ class ApprovalServiceProps:
     log_retention_days: int = 90  # one of infra.config.LOG_RETENTION_CHOICES
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
+    alarm_email: str | None = None  # subscribed to the alarm topic, if given
     sweep_minutes: int = 5  # reminders and expiry are as precise as this
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
     api_rate_limit: float = 10  # requests per second, steady (people clicking links)
@@ -594,13 +596,34 @@ class ApprovalService(Construct):
 
     # -- alarms ------------------------------------------------------------------------------
 
+    def _alarm_topic(self) -> sns.Topic:
+        """Where every alarm notifies: email if ``alarm_email`` is given; teams may subscribe
+        their own pager or chat to it (output AlarmTopicArn)."""
+        # CloudWatch cannot publish to a topic under the AWS managed key: this key lets it.
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description="Encrypts the approval gate's alarm notifications",
+            enable_key_rotation=True,
+            removal_policy=self._props.removal_policy,
+        )
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        topic = sns.Topic(
+            self, "AlarmTopic", display_name="Approvals alarms", enforce_ssl=True, master_key=key
+        )
+        if self._props.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(self._props.alarm_email))
+        return topic
+
     def _alarms(self) -> list[cloudwatch.Alarm]:
         five_minutes = Duration.minutes(5)
+        self.alarm_topic = self._alarm_topic()
+        notify = cloudwatch_actions.SnsAction(self.alarm_topic)
 
         def alarm(
             construct_id: str, metric: cloudwatch.IMetric, description: str, threshold: float = 1
         ) -> cloudwatch.Alarm:
-            return cloudwatch.Alarm(
+            created = cloudwatch.Alarm(
                 self,
                 construct_id,
                 alarm_description=description,
@@ -610,6 +633,8 @@ class ApprovalService(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
+            created.add_alarm_action(notify)
+            return created
 
         return [
             alarm(

@@ -47,6 +47,7 @@ class DeployConfig:
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
     removal_policy: str = "retain"
     reminders: tuple[str, ...] = DEFAULT_REMINDERS
+    alarm_email: str | None = None
 
 
 def _text(value: Any) -> str:
@@ -99,6 +100,13 @@ def _reminders(value: Any) -> tuple[str, ...]:
         except (ValueError, IndexError) as error:
             raise ConfigError(f"reminders: {error}; or 'none' for no reminders") from None
     return specs
+
+
+def _alarm_email(value: Any) -> str:
+    try:
+        return str(_EMAIL.validate_python(_text(value).strip()))
+    except ValidationError:
+        raise ConfigError(f"alarmEmail: {_text(value)!r} is not a valid email address") from None
 
 
 def _stack_name(value: Any) -> str:
@@ -159,6 +167,7 @@ def from_context(context: Callable[[str], Any]) -> DeployConfig:
         log_retention_days=read("logRetentionDays", _log_retention, DEFAULT_LOG_RETENTION_DAYS),
         removal_policy=read("removalPolicy", _removal_policy, "retain"),
         reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
+        alarm_email=read("alarmEmail", _alarm_email, None),
     )
     if problems:
         raise ConfigError("\n".join(problems))

@@ -34,6 +34,7 @@ class ApprovalsStack(cdk.Stack):
                 if config.removal_policy == "destroy"
                 else RemovalPolicy.RETAIN,
                 reminders=config.reminders,
+                alarm_email=config.alarm_email,
             ),
         )
         service = self.service
@@ -58,6 +59,7 @@ class ApprovalsStack(cdk.Stack):
                 "Requests that could not be delivered (their executions are failed)",
             ),
             "TopicArn": (service.topic.topic_arn, "The email topic; one filtered subscription per approver"),
+            "AlarmTopicArn": (service.alarm_topic.topic_arn, "Every alarm notifies here: subscribe a pager"),
         }
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)

@@ -33,6 +33,7 @@ DEFAULT_TIMEOUT = 3600  # not the product's default, so a test can tell it reach
 CONTEXT = {
     "approvers": " Alice@Example.COM, bob@example.com",
     "defaultTimeout": str(DEFAULT_TIMEOUT),
+    "alarmEmail": "OnCall@example.com",
     "reminders": "50%,2h",
     "retentionDays": "30",
     "logRetentionDays": "30",

@@ -30,6 +30,17 @@ def function(synthesis: Synthesis, name: str) -> tuple[str, dict[str, Any]]:
     )
 
 
+def email_topic(synthesis: Synthesis) -> tuple[str, dict[str, Any]]:
+    """The approvers' email topic (the other topic carries alarms)."""
+    return only(
+        {
+            lid: r
+            for lid, r in synthesis.resources("AWS::SNS::Topic").items()
+            if r["Properties"].get("DisplayName") == "Approvals"
+        }
+    )
+
+
 def queues(synthesis: Synthesis) -> tuple[str, str]:
     """(request queue, dead-letter queue) logical ids: the request queue is the one that redrives."""
     found = synthesis.resources("AWS::SQS::Queue")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.infra.conftest import Synthesis
-from tests.infra.lookup import HANDLERS, function, only, queues
+from tests.infra.lookup import HANDLERS, email_topic, function, only, queues
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -96,7 +96,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
     _, fn = function(synthesis, name)
     request, dead_letter = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
-    topic, _ = only(synthesis.resources("AWS::SNS::Topic"))
+    topic, _ = email_topic(synthesis)
     secret, _ = only(synthesis.resources("AWS::SecretsManager::Secret"))
     own_logs = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
     names = {

@@ -20,7 +20,7 @@ from approvals.store import ApprovalStore
 from infra import packaging
 from infra.approval_service import TTL_ATTRIBUTE
 from tests.infra.conftest import APPROVERS, Synthesis
-from tests.infra.lookup import HANDLERS, arn, function, only, queues
+from tests.infra.lookup import HANDLERS, arn, email_topic, function, only, queues
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -116,10 +116,14 @@ def test_dead_letter_handler_drains_the_dead_letter_queue(synthesis: Synthesis, 
 def test_topic_is_encrypted_and_each_approver_gets_only_their_own_messages(
     synthesis: Synthesis, assertions: Template
 ) -> None:
-    topic, resource = only(synthesis.resources("AWS::SNS::Topic"))
+    topic, resource = email_topic(synthesis)
     # SNS's AWS managed key, by its alias ARN.
     assert json.dumps(resource["Properties"]["KmsMasterKeyId"]).endswith(':alias/aws/sns"]]}')
-    subscriptions = synthesis.resources("AWS::SNS::Subscription").values()
+    subscriptions = [
+        s
+        for s in synthesis.resources("AWS::SNS::Subscription").values()
+        if s["Properties"]["TopicArn"] == {"Ref": topic}
+    ]
     assert sorted(s["Properties"]["Endpoint"] for s in subscriptions) == APPROVERS  # normalized
     for approver in APPROVERS:
         assertions.has_resource_properties(
@@ -412,3 +416,24 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     }
     assert arns == set(machines)
     assert "execute-api" in json.dumps(outputs[target.OUTPUT_API_URL]["Value"])
+
+
+def test_every_alarm_notifies_the_alarm_topic_which_mails_the_alarm_email(synthesis: Synthesis) -> None:
+    template = Template.from_json(synthesis.template)
+    topics = template.find_resources("AWS::SNS::Topic", {"Properties": {"DisplayName": "Approvals alarms"}})
+    assert len(topics) == 1
+    (topic_id,) = topics
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    assert len(alarms) >= 5
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+    template.has_resource_properties(
+        "AWS::SNS::Subscription",
+        {"Protocol": "email", "Endpoint": "oncall@example.com", "TopicArn": {"Ref": topic_id}},
+    )
+    # CloudWatch may use the topic's key; no one else is granted it but the account.
+    key_id = topics[topic_id]["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    statements = template.find_resources("AWS::KMS::Key")[key_id]["Properties"]["KeyPolicy"]["Statement"]
+    principals = [s["Principal"] for s in statements]
+    assert {"Service": "cloudwatch.amazonaws.com"} in principals
+    assert template.find_outputs("AlarmTopicArn")
