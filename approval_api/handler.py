@@ -1,13 +1,24 @@
-"""Approval API Lambda (API Gateway REST proxy): a thin layer over approvals.decision."""
+"""Approval API Lambda (API Gateway REST proxy): a thin layer over approvals.decision.
+
+The routes declare their parameters (``Query`` / ``Form``) so that Powertools can describe
+the API as an OpenAPI document (``approvals openapi``) and check that the signed fields are
+there. Every answer is still the API's own: a request Powertools finds incomplete gets the
+same page (or JSON) the API gives for any incomplete link, never Powertools' 422.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Form, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
@@ -15,8 +26,11 @@ from approvals import decision, runtime
 from approvals.decision import Delivery, Problem
 from approvals.models import utcnow
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+
 logger = Logger(service="approval-api")
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(enable_validation=True)
 
 BODY_LIMIT = 16_384  # a form with a 2,000-character comment fits many times over
 CONFIRMATIONS = {
@@ -29,6 +43,65 @@ CONFIRMATIONS = {
         "Decision recorded",
         "Thank you. Your decision is recorded; the workflow will receive it within a few minutes.",
     ),
+}
+
+# The signed fields of a link, in its query string (GET) or in the form it shows (POST).
+_APPROVER = "The approver the link was issued to (signed)."
+_EXPIRES = "When the link expires, in seconds since the epoch (signed)."
+_SIG = "HMAC-SHA256 of the approval id, the approver and the expiry (unpadded URL-safe base64)."
+
+
+_STRING = {"type": "string"}
+_STATUS = {"enum": ["pending", "approved", "rejected", "expired", "cancelled"]}
+_VOTE = {
+    "type": "object",
+    "required": ["approver", "outcome", "comment", "at"],
+    "properties": {
+        "approver": _STRING,
+        "outcome": {"enum": ["approved", "rejected"]},
+        "comment": _STRING,
+        "at": {"type": "string", "format": "date-time"},
+        "on_behalf_by": {"type": ["string", "null"]},
+    },
+}
+
+
+def _page(description: str, json_fields: dict[str, Any]) -> OpenAPIResponse:
+    """An OpenAPI response: an HTML page, or JSON with these fields for ``Accept: application/json``."""
+    response = {
+        "description": description,
+        "content": {
+            "text/html": {"schema": _STRING},
+            "application/json": {
+                "schema": {"type": "object", "required": list(json_fields), "properties": json_fields}
+            },
+        },
+    }
+    return cast("OpenAPIResponse", response)
+
+
+def _problem(description: str) -> OpenAPIResponse:
+    """A refusal: its title, the words for the person, and the HTTP status again."""
+    return _page(description, {"error": _STRING, "message": _STRING, "status": {"type": "integer"}})
+
+
+def _recorded(description: str) -> OpenAPIResponse:
+    fields = {
+        "approval_id": _STRING,
+        "recorded": _VOTE,
+        "status": _STATUS,
+        "delivery": {"enum": [delivery.value for delivery in Delivery]},
+    }
+    return _page(description, fields)
+
+
+_REFUSALS = {
+    400: _problem("The link or form is incomplete or malformed; a fixable form shows the page again."),
+    403: _problem(
+        "The link was altered or not issued for this approver, or the form came from another site."
+    ),
+    404: _problem("No such approval."),
+    410: _problem("The link expired, or the request expired, was cancelled or no longer waits."),
 }
 
 
@@ -57,6 +130,7 @@ def _same_origin() -> None:
 
 
 def _form() -> dict[str, str]:
+    """The posted form, read strictly: from the page itself, as a form, small, UTF-8."""
     event = app.current_event
     _same_origin()
     content_type = (event.headers or {}).get("content-type", "")
@@ -72,9 +146,19 @@ def _form() -> dict[str, str]:
         raise decision.Malformed("The form is not valid UTF-8 text.") from None
 
 
-@app.get("/approvals/<approval_id>")
-def show(approval_id: str) -> Response[str]:
-    fields = _query()
+@app.get(
+    "/approvals/<approval_id>",
+    summary="The approval page: the request, and Approve / Reject buttons while it is pending",
+    description="Opening a link changes nothing (mail scanners open every link); it notes the first view.",
+    responses={200: _page("The approval page.", {"approval_id": _STRING, "status": _STATUS}), **_REFUSALS},
+)
+def show(
+    approval_id: str,
+    approver: Annotated[str, Query(description=_APPROVER)],
+    expires: Annotated[str, Query(description=_EXPIRES)],
+    sig: Annotated[str, Query(description=_SIG)],
+) -> Response[str]:
+    fields = {"approver": approver, "expires": expires, "sig": sig}
     now = utcnow()
     seen = decision.view(runtime.from_environment(), approval_id, fields, now)
     html = pages.approval_page(
@@ -87,8 +171,39 @@ def show(approval_id: str) -> Response[str]:
     return _respond(200, html, {"approval_id": approval_id, "status": seen.approval.status.value})
 
 
-@app.post("/approvals/<approval_id>")
-def decide(approval_id: str) -> Response[str]:
+@app.post(
+    "/approvals/<approval_id>",
+    summary="Record the approver's decision, and settle the request when the policy says so",
+    description=(
+        "The form of the approval page: the link's signed fields, the decision and a comment."
+        " Only from the page itself (Sec-Fetch-Site / Origin), at most 16 KB."
+    ),
+    responses={
+        200: _recorded("The decision is recorded."),
+        202: _recorded("The decision is recorded; the workflow gets it by a retry."),
+        **_REFUSALS,
+        409: _problem("This approver has already decided, or the request is already settled."),
+    },
+)
+def decide(
+    approval_id: str,
+    approver: Annotated[str, Form(description=_APPROVER)],
+    expires: Annotated[str, Form(description=_EXPIRES)],
+    sig: Annotated[str, Form(description=_SIG)],
+    decision_: Annotated[
+        str,
+        Form(
+            alias="decision",
+            description="approve or reject; anything else shows the form again",
+            json_schema_extra={"enum": ["approve", "reject"]},
+        ),
+    ] = "",
+    comment: Annotated[
+        str, Form(description=f"Optional; required to reject by default; at most {decision.COMMENT_LIMIT}.")
+    ] = "",
+) -> Response[str]:
+    # Powertools has checked that the signed fields are there; the form is read again,
+    # strictly (origin, size, UTF-8), for what is recorded.
     now = utcnow()
     recorded = decision.decide(runtime.from_environment(), approval_id, _form(), now)
     heading, message = CONFIRMATIONS[recorded.delivery]
@@ -114,6 +229,27 @@ def _problem_response(error: Problem) -> Response[str]:
     html = pages.message_page(error.title, error.message, kind="error", approval=error.approval, now=utcnow())
     payload = {"error": error.title, "message": error.message, "status": error.status}
     return _respond(error.status, html, payload)
+
+
+# Powertools reads the body before the route runs, and lets a ValueError out of its own
+# parsing (a multipart body without a boundary, or not UTF-8): those requests are refused
+# here as well. A ValueError from a request the API's checks accept is a fault: it is raised.
+@app.exception_handler([RequestValidationError, RequestUnsupportedContentType, ValueError])  # type: ignore[untyped-decorator]
+def incomplete(error: Exception) -> Response[str]:
+    """What Powertools refuses (a signed field missing, a body it cannot read) gets the
+    answer the API's own checks give, in their order: the form's origin, type, size and
+    encoding first, then the link's fields. Those checks refuse everything Powertools
+    does, before anything is looked up or written."""
+    approval_id = str(app.context.get("_route_args", {}).get("approval_id", ""))
+    now = utcnow()
+    try:
+        fields = _form() if app.current_event.http_method == "POST" else _query()
+        decision._claims(runtime.from_environment(), approval_id, fields, now)
+    except Problem as refusal:
+        return _problem_response(refusal)
+    if isinstance(error, ValueError):
+        raise error
+    return _problem_response(decision.Malformed("The link or form is incomplete."))
 
 
 @app.exception_handler(decision.FormIncomplete)  # type: ignore[untyped-decorator]

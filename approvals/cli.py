@@ -63,6 +63,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if demo.run() else 1
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from approval_api import openapi
+
+    print(openapi.text(), end="")
+    return 0
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     details = {}
     for pair in args.detail:
@@ -229,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     local_cmd.set_defaults(run=cmd_local)
 
     commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)
+    commands.add_parser("openapi", help="print the approval API's OpenAPI document").set_defaults(
+        run=cmd_openapi
+    )
 
     def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)

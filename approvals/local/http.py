@@ -64,6 +64,13 @@ def proxy_event(
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog is 5: a burst of clicks beyond it had connections
+    # reset. API Gateway takes bursts; so does the local one.
+    request_queue_size = 128
+
+
 class LocalApi:
     def __init__(
         self, handler: Handler, outbox: Outbox, approvals: Callable[[], list[Approval]], host: str, port: int
@@ -106,12 +113,16 @@ class LocalApi:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+            def __getattr__(self, name: str) -> Any:
+                # Every method goes to the function, as API Gateway's ANY does: TRACE or
+                # PROPFIND get the API's own answer, not the HTTP server's 501.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
         self._outbox = outbox
         self._approvals = approvals
-        self._server = ThreadingHTTPServer((host, port), RequestHandler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), RequestHandler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -1,18 +1,24 @@
-"""Two small corrections to moto's Step Functions responses (moto 5.2.5), applied by the
-local stack and the tests so that they behave as the service does.
+"""Small corrections to moto (5.2.5), applied by the local stack and the tests so that they
+behave as the services do.
 
 - ``SendTaskFailure`` drops ``cause`` in moto's response layer; the service passes it on,
   and the fan-out's invalid entries show it.
 - ``StartExecution`` without a name names every execution ``None`` in moto, so a second one
   fails with ``ExecutionAlreadyExists``; the service generates a unique name.
+- DynamoDB applies a request to an item atomically. moto checks a condition, writes, then
+  reads the item back for its answer, in steps that threads can interleave: two racing
+  conditional writes could both pass (two votes settling one request), and an answer could
+  show another request's write. Each DynamoDB request is served whole, one at a time.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.responses import StepFunctionResponse
 
 _applied = False
@@ -42,3 +48,12 @@ def apply() -> None:
 
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
     StepFunctionResponse.start_execution = start_execution  # type: ignore[method-assign]
+
+    one_at_a_time = threading.RLock()
+    serve_dynamodb = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> Any:
+        with one_at_a_time:
+            return serve_dynamodb(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]

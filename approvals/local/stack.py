@@ -136,6 +136,9 @@ class LocalStack:
         session = boto3.Session(region_name="us-east-1")
         import requests
 
+        # moto keeps its state per process: a stack started after another one in the same
+        # process (the tests, the benchmark) starts empty all the same.
+        requests.post(f"{endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(
             f"{endpoint_url}/moto-api/config",
             json={"stepfunctions": {"execute_state_machine": True}},
@@ -160,6 +163,9 @@ class LocalStack:
             self.api_port,
         )
         os.environ.update(resources.environment(api.url))
+        # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
+        # redelivery after a failure is a retry, not a duplicate to turn away.
+        os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)
         runtime.from_environment.cache_clear()
         api.start()
         self._stoppers.append(api.stop)

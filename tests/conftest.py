@@ -1,0 +1,321 @@
+"""Shared fixtures: the product's resources in moto, in this process, with moto running the
+real state machines (used by the integration, reliability and security suites).
+
+Each test gets its own ``mock_aws`` (so tests share nothing and run in any order, on any
+xdist worker) and drives the real Lambda handlers: the worker through the same queue poller
+the local stack uses, the approval API through API Gateway proxy events. A table of many
+small cases may share one per module instead (``module_stack``), when each case checks
+that it changed nothing.
+
+moto's executor runs each execution in threads of its own, so nothing here assumes that a
+state has been reached: every wait polls with a short sleep until a deadline. The sleep
+matters: a loop that calls moto without pausing can starve the executor's threads of the
+GIL for minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+
+import boto3
+import moto
+import pytest
+
+import approval_api.handler
+import worker.dead_letter
+import worker.handler
+from approvals import executions, runtime
+from approvals.links import approval_id_for
+from approvals.local import moto_fixes
+from approvals.local.approver import FormReader
+from approvals.local.http import proxy_event
+from approvals.local.outbox import Outbox, SentEmail
+from approvals.local.poller import LambdaContext, QueuePoller
+from approvals.local.resources import Resources, provision
+from approvals.models import Approval, ApprovalRequest
+from approvals.store import approval_from_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+API_URL = "https://approvals.example.test/prod"
+VISIBILITY_TIMEOUT = 1
+MAX_RECEIVES = 2
+POLL_INTERVAL = 0.05
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something other than None (or False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(POLL_INTERVAL)
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    body: str
+    url: str
+    form_action: str | None = None
+    form_fields: dict[str, str] = field(default_factory=dict)
+    buttons: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        assert self.headers.get("Content-Type", "").startswith("application/json"), self.headers
+        return json.loads(self.body)
+
+    @property
+    def is_html(self) -> bool:
+        return self.headers.get("Content-Type", "").startswith("text/html")
+
+
+def _api_path(url: str) -> str:
+    """The path and query API Gateway hands the function: the stage prefix is not part of it."""
+    assert url.startswith(API_URL + "/"), url
+    parts = urlsplit(url)
+    path = parts.path.removeprefix(urlsplit(API_URL).path)
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+class Stack:
+    """The product's resources in moto, the handlers wired to them, and an approver's clicks."""
+
+    def __init__(self, session: boto3.Session, resources: Resources) -> None:
+        self.resources = resources
+        self.sfn: SFNClient = session.client("stepfunctions")
+        self.sqs: SQSClient = session.client("sqs")
+        self.dynamodb: DynamoDBClient = session.client("dynamodb")
+        self.outbox = Outbox(self.sqs, resources.outbox_queue_url)
+        self.worker = QueuePoller(self.sqs, resources.queue_url, worker.handler.lambda_handler, "worker")
+        self.dead_letters = QueuePoller(
+            self.sqs, resources.dlq_url, worker.dead_letter.lambda_handler, "dead-letter"
+        )
+        self.responses: list[ApiResponse] = []
+
+    # Workflows -------------------------------------------------------------------------
+
+    def start(self, request: ApprovalRequest) -> str:
+        return executions.start(self.sfn, self.resources.state_machine_arn, request)
+
+    def start_raw(self, request: dict[str, Any]) -> str:
+        """An execution whose input the model would refuse: what a careless workflow sends."""
+        return self.sfn.start_execution(
+            stateMachineArn=self.resources.state_machine_arn,
+            name=str(uuid.uuid4()),
+            input=json.dumps({"request": request}),
+        )["executionArn"]
+
+    def start_fanout(self, requests: list[dict[str, Any]]) -> str:
+        return self.sfn.start_execution(
+            stateMachineArn=self.resources.fanout_state_machine_arn,
+            name=str(uuid.uuid4()),
+            input=json.dumps({"requests": requests}),
+        )["executionArn"]
+
+    def status(self, execution_arn: str) -> str:
+        return self.sfn.describe_execution(executionArn=execution_arn)["status"]
+
+    def finish(self, execution_arn: str, timeout: float = 15) -> executions.ExecutionReport:
+        """The execution's report once it has ended, polling the worker meanwhile."""
+
+        def ended() -> bool:
+            self.worker.poll_once()
+            return self.status(execution_arn) != "RUNNING"
+
+        eventually(ended, timeout, f"{execution_arn} to end")
+        return executions.report(self.sfn, execution_arn)
+
+    def assert_running(self, execution_arn: str, settle: float = 0.3) -> None:
+        """Still waiting, after giving the executor a moment to move if it were going to."""
+        time.sleep(settle)
+        assert self.status(execution_arn) == "RUNNING"
+
+    # The worker and the mailbox ------------------------------------------------------------
+
+    def queued_message(self, timeout: float = 10) -> dict[str, Any]:
+        """The next message the state machine queued, taken off the queue for the test to use."""
+
+        def receive() -> dict[str, Any] | None:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.resources.queue_url,
+                MaxNumberOfMessages=1,
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+            return dict(messages[0]) if messages else None
+
+        message = eventually(receive, timeout, "a queued message")
+        self.sqs.delete_message(QueueUrl=self.resources.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return message
+
+    def drain(self, poller: QueuePoller | None = None, quiet: float = 0.3) -> None:
+        """Poll until the queue has been empty for ``quiet`` seconds."""
+        poller = poller or self.worker
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < quiet:
+            if poller.poll_once():
+                idle_since = time.monotonic()
+            time.sleep(POLL_INTERVAL)
+
+    def emails(self) -> list[SentEmail]:
+        return self.outbox.emails()
+
+    def email(self, to: str, title: str, timeout: float = 15) -> SentEmail:
+        """The email to ``to`` about ``title``, running the worker until it has gone out."""
+
+        def find() -> SentEmail | None:
+            self.worker.poll_once()
+            for email in self.outbox.emails():
+                if email.to == to and title in email.subject:
+                    return email
+            return None
+
+        return eventually(find, timeout, f"an email to {to} about {title!r}")
+
+    # The approval API ------------------------------------------------------------------------
+
+    def call(
+        self, method: str, url: str, headers: dict[str, str] | None = None, body: str | bytes = ""
+    ) -> ApiResponse:
+        data = body if isinstance(body, bytes) else body.encode()
+        event = proxy_event(method, _api_path(url), headers or {}, data, "198.51.100.7")
+        raw = approval_api.handler.lambda_handler(event, lambda_context("approval-api"))
+        assert not raw.get("isBase64Encoded"), "the API answers with text"
+        response_headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
+        response_headers |= raw.get("headers") or {}
+        response = ApiResponse(raw["statusCode"], response_headers, raw.get("body") or "", url)
+        if response.is_html:
+            reader = FormReader()
+            reader.feed(response.body)
+            assert reader.forms <= 1
+            response.form_action = reader.action
+            response.form_fields = reader.fields
+            response.buttons = reader.buttons
+        self.responses.append(response)
+        return response
+
+    def get(self, link: str, accept_json: bool = False) -> ApiResponse:
+        headers = {"Accept": "application/json"} if accept_json else {"Accept": "text/html"}
+        return self.call("GET", link, headers)
+
+    def post(self, url: str, fields: dict[str, str], accept_json: bool = False) -> ApiResponse:
+        """POST a form to ``url`` (its query string, if any, is dropped as a browser's form does)."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if accept_json:
+            headers["Accept"] = "application/json"
+        target = url.split("?", 1)[0]
+        return self.call("POST", target, headers, urlencode(fields))
+
+    def submit(
+        self, page: ApiResponse, decision: str, comment: str = "", accept_json: bool = False
+    ) -> ApiResponse:
+        """Press Approve or Reject on an opened page."""
+        assert page.form_action is not None, f"no form on the page ({page.status}): {page.body[:300]}"
+        assert decision in page.buttons
+        fields = {**page.form_fields, "comment": comment, "decision": decision}
+        return self.post(urljoin(page.url, page.form_action), fields, accept_json)
+
+    def click(self, link: str, decision: str, comment: str = "", accept_json: bool = False) -> ApiResponse:
+        """What an approver does: open the link, then press a button."""
+        page = self.get(link)
+        assert page.status == 200, page.body
+        return self.submit(page, decision, comment, accept_json)
+
+    def post_link(
+        self, link: str, decision: str, comment: str = "", accept_json: bool = False
+    ) -> ApiResponse:
+        """POST the link's own signed fields: a form replayed without opening the page."""
+        fields = dict(parse_qsl(urlsplit(link).query))
+        return self.post(link, {**fields, "decision": decision, "comment": comment}, accept_json)
+
+    # The table -----------------------------------------------------------------------------
+
+    def raw_item(self, approval_id: str) -> dict[str, Any] | None:
+        item = self.dynamodb.get_item(
+            TableName=self.resources.table_name,
+            Key={"approval_id": {"S": approval_id}},
+            ConsistentRead=True,
+        ).get("Item")
+        return dict(item) if item else None
+
+    def approval(self, approval_id: str) -> Approval:
+        item = self.raw_item(approval_id)
+        assert item is not None, f"no approval {approval_id}"
+        return approval_from_item(item)
+
+    def approvals(self) -> list[Approval]:
+        items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
+        return [approval_from_item(dict(item)) for item in items]
+
+    @property
+    def signing_key(self) -> bytes:
+        return runtime.from_environment().signing_key
+
+
+def lambda_context(function_name: str) -> Any:
+    """The context the Lambda runtime hands a function (the local stack's stand-in)."""
+    return LambdaContext(function_name)
+
+
+def approval_id_of(link: str) -> str:
+    return urlsplit(link).path.rsplit("/", 1)[-1]
+
+
+def token_of(message: dict[str, Any]) -> str:
+    token: str = json.loads(message["Body"])["task_token"]
+    return token
+
+
+def approval_id_of_message(message: dict[str, Any]) -> str:
+    return approval_id_for(token_of(message))
+
+
+@contextmanager
+def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The product's resources in a fresh ``mock_aws``, and the handlers' environment set to them."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "MOTO_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        moto_fixes.apply()
+        session = boto3.Session(region_name="us-east-1")
+        resources = provision(session, visibility_timeout=VISIBILITY_TIMEOUT, max_receives=MAX_RECEIVES)
+        for name, value in resources.environment(API_URL).items():
+            monkeypatch.setenv(name, value)
+        runtime.from_environment.cache_clear()
+        try:
+            yield Stack(session, resources)
+        finally:
+            runtime.from_environment.cache_clear()
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with moto_stack(monkeypatch) as created:
+        yield created
+
+
+@pytest.fixture(scope="module")
+def module_stack() -> Iterator[Stack]:
+    """One stack for every test of a module: for tables of cases that each change nothing."""
+    with pytest.MonkeyPatch.context() as monkeypatch, moto_stack(monkeypatch) as created:
+        yield created

@@ -1,0 +1,138 @@
+"""Faults injected into the product's own AWS clients with botocore's event hooks.
+
+The hooks sit on the clients the handlers use (``runtime.from_environment()``): a call
+either goes on to moto (in this process, or the local stack's server) as usual, or the hook
+answers in its place with what the service says when it fails (a throttle, a 5xx, a batch
+with failed entries). Nothing else about the service is imitated.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from approvals.notify import APPROVER_ATTRIBUTE
+
+Response = tuple[AWSResponse, dict[str, Any]]
+
+
+class _Raw:
+    """The raw body botocore reads an HTTP response from."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+def error(code: str, status: int, message: str = "injected fault") -> Response:
+    """What a before-call hook returns for the call to fail as the service fails it."""
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}, "RetryAttempts": 0},
+    }
+    return AWSResponse("https://fault.invalid/", status, HTTPHeaders(), _Raw(b"")), parsed
+
+
+def ok(parsed: dict[str, Any]) -> Response:
+    parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0})
+    return AWSResponse("https://fault.invalid/", 200, HTTPHeaders(), _Raw(b"")), parsed
+
+
+class Hooks:
+    """Event handlers registered on clients for one test, all removed at its end."""
+
+    def __init__(self) -> None:
+        self._registered: list[tuple[Any, str, Callable[..., Any]]] = []
+
+    def on(self, client: Any, event: str, handler: Callable[..., Any], *, first: bool = False) -> None:
+        if first:
+            client.meta.events.register_first(event, handler)
+        else:
+            client.meta.events.register(event, handler)
+        self._registered.append((client, event, handler))
+
+    def remove_all(self) -> None:
+        for client, event, handler in self._registered:
+            client.meta.events.unregister(event, handler)
+        self._registered.clear()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    registered = Hooks()
+    yield registered
+    registered.remove_all()
+
+
+@dataclass
+class PublishCall:
+    approvers: list[str]
+    failed: dict[str, str]  # approver: the error injected for their entry
+    raised: str | None = None  # the error the whole call failed with
+
+
+@dataclass
+class SnsFaults:
+    """PublishBatch calls of one SNS client, failed as ``decide`` says.
+
+    ``decide(call, approvers)`` is asked before each call (``call`` counts from 0) and
+    returns either the code of an error that fails the whole call (a throttle, a 5xx), or a
+    mapping of the approvers whose entries fail to the entry's error code. The entries that
+    do not fail are published for real, by a twin client without the hook, and the answer
+    lists both, as SNS's own partial answer does.
+    """
+
+    decide: Callable[[int, list[str]], str | dict[str, str]]
+    calls: list[PublishCall] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def install(self, hooks: Hooks, sns: Any) -> SnsFaults:
+        twin = boto3.Session(region_name=sns.meta.region_name).client(
+            "sns", endpoint_url=sns.meta.endpoint_url
+        )
+        hooks.on(sns, "provide-client-params.sns.PublishBatch", self._remember)
+        hooks.on(sns, "before-call.sns.PublishBatch", lambda context, **_: self._answer(twin, context))
+        return self
+
+    @staticmethod
+    def _remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["publish_batch"] = json.loads(json.dumps(params))
+
+    def _answer(self, twin: Any, context: dict[str, Any]) -> Response:
+        params = context["publish_batch"]
+        entries = params["PublishBatchRequestEntries"]
+        approvers = [e["MessageAttributes"][APPROVER_ATTRIBUTE]["StringValue"] for e in entries]
+        with self.lock:
+            verdict = self.decide(len(self.calls), approvers)
+            if isinstance(verdict, str):
+                self.calls.append(PublishCall(approvers, {}, raised=verdict))
+            else:
+                self.calls.append(PublishCall(approvers, dict(verdict)))
+        if isinstance(verdict, str):
+            return error(verdict, 400 if "Throttl" in verdict else 500, "Rate exceeded")
+        failing = {e["Id"]: verdict[who] for e, who in zip(entries, approvers, strict=True) if who in verdict}
+        answer: dict[str, Any] = {"Successful": [], "Failed": []}
+        sent = [e for e in entries if e["Id"] not in failing]
+        if sent:
+            real = twin.publish_batch(TopicArn=params["TopicArn"], PublishBatchRequestEntries=sent)
+            answer["Successful"] = real.get("Successful", [])
+            answer["Failed"] = real.get("Failed", [])
+        answer["Failed"] += [
+            {"Id": entry_id, "Code": code, "Message": "injected fault", "SenderFault": False}
+            for entry_id, code in failing.items()
+        ]
+        return ok(answer)
+
+    def published(self) -> list[str]:
+        """Every approver whose entry was let through, in order."""
+        ok_calls = [call for call in self.calls if call.raised is None]
+        return [who for call in ok_calls for who in call.approvers if who not in call.failed]

@@ -1,0 +1,181 @@
+"""Settling under faults, against moto: SendTaskSuccess failing when a vote settles a
+request. The approver is told the truth (recorded, the workflow will have it shortly: 202),
+and the decision reaches the workflow exactly once, by the sweep or by the next click."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from approvals import sweep
+from approvals.models import ApprovalRequest, Policy, Status, utcnow
+from approvals.runtime import Services
+from tests.conftest import Stack, approval_id_of, eventually
+from tests.reliability.faults import Hooks, Response, error
+
+ALICE, BOB = "alice@example.com", "bob@example.com"
+PENDING_PAGE = "Thank you. Your decision is recorded; the workflow will receive it within a few minutes."
+
+
+class TaskSuccessCalls:
+    """SendTaskSuccess through the API's and the sweep's client: the first ``failures``
+    calls fail as a service outage does (503); every call's result is counted."""
+
+    def __init__(self, hooks: Hooks, services: Services, failures: int) -> None:
+        self.failures = failures
+        self.results: list[str] = []
+        hooks.on(services.sfn, "before-call.sfn.SendTaskSuccess", self._before)
+        hooks.on(services.sfn, "after-call.sfn.SendTaskSuccess", self._after)
+
+    def _before(self, **_: Any) -> Response | None:
+        if self.failures > 0:
+            self.failures -= 1
+            self.results.append("injected 503")
+            return error("ServiceUnavailable", 503)
+        return None
+
+    def _after(self, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if http_response.status_code == 200:
+            self.results.append("delivered")
+        elif parsed.get("Error", {}).get("Code") != "ServiceUnavailable":
+            self.results.append(parsed.get("Error", {}).get("Code", "error"))
+
+
+def task_succeeded_events(stack: Stack, arn: str) -> int:
+    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return sum(1 for event in events if event["type"] == "TaskSucceeded")
+
+
+def started(stack: Stack, title: str, approvers: list[str], **fields: Any) -> tuple[str, dict[str, str]]:
+    arn = stack.start(ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **fields))
+    return arn, {who: stack.email(who, title).links[0] for who in approvers}
+
+
+def test_the_sweep_delivers_a_decision_the_workflow_did_not_take(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    calls = TaskSuccessCalls(hooks, services, failures=2)
+    arn, links = started(stack, "Outage", [ALICE])
+
+    page = stack.click(links[ALICE], "approve", "yes")
+    assert page.status == 202
+    assert "Decision recorded" in page.body
+    assert PENDING_PAGE in page.body
+    approval = stack.approval(approval_id_of(links[ALICE]))
+    assert (approval.status, approval.delivery_failed) == (Status.APPROVED, True)
+    stack.assert_running(arn)
+    # The link now shows the outcome, not the buttons.
+    assert stack.get(links[ALICE]).form_action is None
+
+    assert sweep.sweep(services, utcnow()) == {"redelivered": 1}  # still down: flagged again
+    assert stack.approval(approval.approval_id).delivery_failed
+    assert sweep.sweep(services, utcnow()) == {"redelivered": 1}  # back: delivered
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "approved"
+    assert [(v["approver"], v["comment"]) for v in report.output["votes"]] == [(ALICE, "yes")]
+    assert sweep.sweep(services, utcnow()) == {}  # nothing left to do
+    assert not stack.approval(approval.approval_id).delivery_failed
+    assert calls.results == ["injected 503", "injected 503", "delivered"]
+    assert task_succeeded_events(stack, arn) == 1
+
+
+@pytest.mark.parametrize("next_click", [ALICE, BOB], ids=["same approver again", "another approver"])
+def test_the_next_click_delivers_a_decision_the_workflow_did_not_take(
+    stack: Stack, services: Services, hooks: Hooks, next_click: str
+) -> None:
+    calls = TaskSuccessCalls(hooks, services, failures=1)
+    arn, links = started(stack, "Outage then click", [ALICE, BOB], policy=Policy.FIRST_RESPONSE)
+    assert stack.post_link(links[ALICE], "approve", accept_json=True).json()["delivery"] == "pending"
+
+    late = stack.post_link(links[next_click], "reject", "too late")
+    assert late.status == 409
+    expected = "already decided" if next_click == ALICE else "already approved"
+    assert expected in late.body
+    report = stack.finish(arn)
+    assert report.output["outcome"] == "approved"
+    assert [v["approver"] for v in report.output["votes"]] == [ALICE]
+    assert not stack.approval(approval_id_of(links[ALICE])).delivery_failed
+    assert sweep.sweep(services, utcnow()) == {}
+    assert calls.results == ["injected 503", "delivered"]
+    assert task_succeeded_events(stack, arn) == 1
+
+
+def test_a_decision_stays_delivered_once_whatever_clicks_and_sweeps_follow(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    calls = TaskSuccessCalls(hooks, services, failures=1)
+    arn, links = started(stack, "Many retries", [ALICE, BOB], policy=Policy.FIRST_RESPONSE)
+    assert stack.post_link(links[BOB], "approve").status == 202
+    retries: list[Callable[[], object]] = [
+        lambda: sweep.sweep(services, utcnow()),
+        lambda: stack.post_link(links[ALICE], "approve"),
+        lambda: sweep.sweep(services, utcnow()),
+        lambda: stack.post_link(links[BOB], "approve"),
+    ]
+    for retry in retries:
+        retry()
+    assert stack.finish(arn).output["outcome"] == "approved"
+    assert task_succeeded_events(stack, arn) == 1
+    # The later attempts repeat the answer (Step Functions takes the first one only), and
+    # tell the approvers the truth.
+    assert calls.results[:2] == ["injected 503", "delivered"]
+    assert [r.status for r in stack.responses[-2:]] == [409, 409]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known gap in the settle/deliver path (approvals/decision.py, being changed elsewhere):"
+        " the settling vote removes the approval from the sweep's index before SendTaskSuccess,"
+        " so a crash in between leaves the workflow waiting until someone clicks again"
+    ),
+)
+def test_a_crash_between_settling_and_delivering_is_delivered_by_the_sweep(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    arn, links = started(stack, "Crash after settling", [ALICE])
+
+    def crash_after_settling(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Attributes", {}).get("status", {}).get("S") == "approved":
+            raise RuntimeError("the API function was stopped")
+
+    hooks.on(services.store._db, "after-call.dynamodb.UpdateItem", crash_after_settling)
+    with pytest.raises(RuntimeError, match="stopped"):
+        stack.post_link(links[ALICE], "approve")
+    hooks.remove_all()
+    assert stack.approval(approval_id_of(links[ALICE])).status is Status.APPROVED
+    sweep.sweep(services, utcnow())
+    assert stack.finish(arn, timeout=3).output["outcome"] == "approved"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known race in the settle/deliver path (approvals/decision.py, being changed elsewhere):"
+        " when a late click's repeat delivery reaches Step Functions before the settling vote's"
+        " own, the settling vote finds the task answered and tells its approver 410 'the workflow"
+        " stopped waiting', though the workflow has their decision"
+    ),
+)
+def test_the_vote_that_settles_is_told_so_when_a_late_click_delivers_first(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    arn, links = started(stack, "Overtaken", [ALICE, BOB], policy=Policy.FIRST_RESPONSE)
+    overtaken = threading.Event()
+
+    def settling_call_waits(**_: Any) -> None:
+        if not overtaken.is_set():  # the first call is the settling vote's: let Bob's go first
+            overtaken.set()
+            eventually(lambda: stack.status(arn) != "RUNNING", what="the late click's delivery")
+
+    hooks.on(services.sfn, "before-call.sfn.SendTaskSuccess", settling_call_waits)
+    with ThreadPoolExecutor(1) as pool:
+        alice = pool.submit(stack.post_link, links[ALICE], "approve")
+        eventually(overtaken.is_set, what="the settling vote's SendTaskSuccess")
+        assert stack.post_link(links[BOB], "approve").status == 409
+        assert stack.finish(arn).output["votes"][0]["approver"] == ALICE
+        assert alice.result().status == 200, alice.result().body[-300:]

@@ -1,0 +1,61 @@
+"""The approval API's OpenAPI document: generated from the handler's routes, kept in
+docs/openapi.json, printed by `approvals openapi`, and held to by the running API
+(schemathesis against the local stack's HTTP server, with a bounded number of examples)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from approval_api.openapi import document
+from approvals.cli import main
+from approvals.local.stack import LocalStack
+
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+schema = schemathesis.openapi.from_dict(document())
+
+
+def test_docs_openapi_json_is_the_handlers_own_document() -> None:
+    assert json.loads(DOCUMENT.read_text()) == document(), "run: approvals openapi > docs/openapi.json"
+
+
+def test_approvals_openapi_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["openapi"]) == 0
+    assert capsys.readouterr().out == DOCUMENT.read_text()
+
+
+def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
+    spec = document()
+    operations = {(method, path) for path, ops in spec["paths"].items() for method in ops}
+    assert operations == {("get", "/approvals/{approval_id}"), ("post", "/approvals/{approval_id}")}
+    answers = {method: set(ops[method]["responses"]) for ops in spec["paths"].values() for method in ops}
+    assert answers == {
+        "get": {"200", "400", "403", "404", "410"},
+        "post": {"200", "202", "400", "403", "404", "409", "410"},
+    }
+    form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
+    assert form["required"] == ["approver", "expires", "sig"]
+    assert form["properties"]["decision"]["enum"] == ["approve", "reject"]
+    assert "HTTPValidationError" not in json.dumps(spec)
+
+
+@pytest.fixture(scope="module")
+def local_api() -> Iterator[str]:
+    stack = LocalStack(moto_port=0, api_port=0, sweep_interval=60)
+    try:
+        yield stack.start().api_url
+    finally:
+        stack.stop()
+
+
+@pytest.mark.xdist_group("local-stack")
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_running_api_keeps_to_its_document(local_api: str, case: schemathesis.Case[Any]) -> None:
+    case.call_and_validate(base_url=local_api)
