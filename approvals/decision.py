@@ -152,8 +152,9 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     """Send the settled decision to the workflow.
 
     Safe to repeat: the service takes one answer per token and refuses the rest, so a
-    repeat (a late click, the sweep) that finds the token gone means the workflow has it.
-    On the first attempt, a gone token means the workflow stopped waiting first.
+    repeat (the sweep, a late click: see Approval.needs_redelivery) that finds the token
+    gone means the workflow has it. On the first attempt, which nothing overtakes, a gone
+    token means the workflow stopped waiting first.
     """
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
@@ -171,10 +172,10 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
             ) from None
     except Exception:
         log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
-        store.mark_delivery(approval.approval_id, failed=True)
+        store.mark_delivery_failed(approval.approval_id)
         return Delivery.PENDING
-    if approval.delivery_failed:
-        store.mark_delivery(approval.approval_id, failed=False)
+    if repeat:
+        store.confirm_delivery(approval.approval_id)
     return Delivery.DELIVERED
 
 
@@ -188,9 +189,8 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
         case VoteRefusal.CANCELLED:
             return Gone("This request was cancelled.", current)
     assert current is not None
-    if current.decision() is not None:
-        # A late click is also the cheapest moment to make sure the workflow has the
-        # outcome: repeating it is harmless.
+    if current.needs_redelivery(utcnow()):
+        # A late click is also a moment to make sure the workflow has the outcome.
         deliver(store, sfn, current, repeat=True)
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)

@@ -24,6 +24,9 @@ from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 # reject anything stranger, and the address also ends up in a message attribute.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MAX_APPROVERS = 50
+# Longer than the approval API function may run: by then a settling request has delivered
+# its decision or failed trying.
+REDELIVERY_GRACE = timedelta(seconds=60)
 MAX_DESCRIPTION = 10_000
 
 
@@ -147,7 +150,8 @@ class Approval(BaseModel):
     votes: dict[str, Vote] = Field(default_factory=dict)
     decided_at: datetime | None = None
     emailed_at: datetime | None = None
-    delivery_failed: bool = False
+    delivery_failed: bool = False  # the first delivery failed: retry at once
+    unconfirmed: bool = False  # settled, and no sweep has yet confirmed the workflow has it
     closed_at: datetime | None = None  # when it was marked expired or cancelled
     viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
     reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
@@ -162,6 +166,15 @@ class Approval(BaseModel):
             return None
         votes = sorted(self.votes.values(), key=lambda v: v.at)
         return Decision(outcome=Outcome(self.status.value), votes=votes, decided_at=self.decided_at)
+
+    def needs_redelivery(self, now: datetime) -> bool:
+        """Whether a sweep or a late click should send the decision again: at once after a
+        failed delivery, otherwise only once the settling request has surely finished its
+        own (so a repeat never overtakes it and makes it look too late)."""
+        if self.decision() is None or not self.unconfirmed:
+            return False
+        assert self.decided_at is not None
+        return self.delivery_failed or now - self.decided_at >= REDELIVERY_GRACE
 
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)

@@ -115,6 +115,7 @@ def approval_from_item(item: Item) -> Approval:
         decided_at=_optional_time(item, "decided_at"),
         emailed_at=_optional_time(item, "emailed_at"),
         delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
+        unconfirmed=OPEN_ATTRIBUTE in item and item["status"]["S"] in (Status.APPROVED, Status.REJECTED),
         closed_at=_optional_time(item, "closed_at"),
         viewed=_times(item, "viewed"),
         reminded=_times(item, "reminded"),
@@ -273,7 +274,9 @@ class ApprovalStore:
         }
         update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
         if settling:
-            update += f", #status = :outcome, decided_at = :now REMOVE {OPEN_ATTRIBUTE}"
+            # It stays in the sweep's index until a sweep confirms the workflow has it: the
+            # happy path spends no write on that, and a crash before SendTaskSuccess is caught.
+            update += ", #status = :outcome, decided_at = :now"
             values[":outcome"] = {"S": vote.outcome.value}
         return {
             "TableName": self._table,
@@ -289,24 +292,22 @@ class ApprovalStore:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
-    def mark_delivery(self, approval_id: str, failed: bool) -> None:
-        """Flag a decision the workflow has not yet taken (for the sweep), or clear the flag.
+    def mark_delivery_failed(self, approval_id: str) -> None:
+        """The workflow did not take the decision (a transient fault): retry without waiting."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression="SET delivery_failed = :true",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
 
-        Only a failed delivery is written: the happy path spends no write on it.
-        """
-        if failed:
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._key(approval_id),
-                UpdateExpression=f"SET delivery_failed = :true, {OPEN_ATTRIBUTE} = :open",
-                ExpressionAttributeValues={":true": {"BOOL": True}, ":open": OPEN},
-            )
-        else:
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._key(approval_id),
-                UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
-            )
+    def confirm_delivery(self, approval_id: str) -> None:
+        """The workflow has the decision: the approval leaves the sweep's index."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
+        )
 
     def close(self, approval_id: str, status: Status, now: datetime, was: Status = Status.PENDING) -> bool:
         """Mark an approval expired or cancelled; False if it was no longer ``was``."""

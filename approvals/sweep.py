@@ -74,7 +74,7 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
     running: dict[str, bool] = {}
     for approval in store.open_approvals():
         if approval.status is not Status.PENDING:
-            if approval.delivery_failed:
+            if approval.needs_redelivery(now):
                 deliver(store, services.sfn, approval, repeat=True)
                 done["redelivered"] += 1
             continue

@@ -160,7 +160,7 @@ def main() -> int:
     args = parser.parse_args()
     report = run(args.requests, args.map_size, args.clickers)
     print(f"\nrequests         {report.requests}")
-    print(f"outcomes         {dict(report.outcomes)}")
+    print(f"outcomes         {dict(sorted(report.outcomes.items()))}")
     print(f"throughput       {report.requests / report.seconds:.1f} requests/s end to end")
     print(f"start -> email   {_percentiles(report.email_latency)}")
     print(f"click (POST)     {_percentiles(report.click_latency)}")

@@ -110,6 +110,7 @@ def test_a_message_that_keeps_failing_fails_its_execution(
     (approval,) = [a for a in target.store.all() if a.execution == arn]
     eventually(
         lambda: target.store.get(approval.approval_id).status is Status.CANCELLED,  # type: ignore[union-attr]
+        timeout=30,  # a few sweeps, on a busy machine
         what="the sweeper to close the approval",
     )
 
@@ -185,7 +186,7 @@ def test_fifty_racing_posts_settle_the_request_once(local: LocalStack, target: T
     (approval,) = [a for a in target.store.all() if a.execution == arn]
 
     statuses = Counter(result.status for _, result in answers)
-    assert set(statuses) <= {200, 409, 410}, statuses  # never a 5xx
+    assert set(statuses) <= {200, 409}, statuses  # never a 5xx, nor a false "too late"
     # The workflow is answered once, with the votes the table recorded: one per approver at
     # most, and the side that reached its threshold (3 of 5) first.
     assert task_succeeded_events(target, arn) == 1
@@ -196,11 +197,6 @@ def test_fifty_racing_posts_settle_the_request_once(local: LocalStack, target: T
     assert outcomes[winner.value] == 3
     assert outcomes[Outcome.REJECTED.value if winner is Outcome.APPROVED else Outcome.APPROVED.value] < 3
 
-    if statuses[410]:
-        # The known race of the settle/deliver path (test_decision_faults.py,
-        # test_the_vote_that_settles_is_told_so_when_a_late_click_delivers_first): a late
-        # click delivered first, and the settling approver was told 410.
-        pytest.xfail("the settling vote was overtaken by a late click's delivery (known race)")
     accepted = [(who, result.json()) for who, result in answers if result.status == 200]
     assert {who: body["recorded"]["outcome"] for who, body in accepted} == votes  # one answer each
     settling = [body for _, body in accepted if body["delivery"] == "delivered"]
