@@ -246,6 +246,16 @@ class Stack:
 
     # The table -----------------------------------------------------------------------------
 
+    def queue_counts(self, queue_url: str) -> tuple[int, int]:
+        """(visible, in flight) messages of a queue."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
     def raw_item(self, approval_id: str) -> dict[str, Any] | None:
         item = self.dynamodb.get_item(
             TableName=self.resources.table_name,

@@ -22,16 +22,6 @@ ALICE, BOB = "alice@example.com", "bob@example.com"
 VISIBILITY_AND_A_BIT = VISIBILITY_TIMEOUT + 0.3  # long enough for a message left behind to reappear
 
 
-def queue_counts(stack: Stack, queue_url: str) -> tuple[int, int]:
-    attributes = stack.sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def receive_all(stack: Stack, expected: int) -> list[dict[str, Any]]:
     messages: list[Any] = []
 
@@ -64,8 +54,8 @@ def test_invalid_request_fails_the_execution_at_once_and_is_not_retried(stack: S
     assert report.final_state == "InvalidRequest"
     # Answered and deleted: nothing waits in the queue, nothing went to the dead letters.
     stack.drain(quiet=VISIBILITY_AND_A_BIT)
-    assert queue_counts(stack, stack.resources.queue_url) == (0, 0)
-    assert queue_counts(stack, stack.resources.dlq_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
     assert stack.emails() == []
     assert stack.approvals() == []
 
@@ -99,7 +89,7 @@ def test_timeout_out_of_range_is_refused_before_anything_is_queued(stack: Stack)
         assert report.cause is not None
         assert report.cause.startswith("request.timeout_seconds: ")
         assert "RequestApproval" not in report.states
-    assert queue_counts(stack, stack.resources.queue_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
 
 
 def test_missing_timeout_gets_the_default(stack: Stack) -> None:
@@ -133,7 +123,7 @@ def test_broken_messages_reach_the_dead_letter_queue_and_are_dropped_there(stack
 
     def in_dlq() -> bool:
         stack.worker.poll_once()
-        return queue_counts(stack, stack.resources.dlq_url)[0] == 1
+        return stack.queue_counts(stack.resources.dlq_url)[0] == 1
 
     eventually(in_dlq, what="the redrive to the dead-letter queue")
     response = worker.dead_letter.lambda_handler(
@@ -165,7 +155,7 @@ def test_a_dead_letter_fails_its_execution_by_name(stack: Stack) -> None:
     # A second copy finds the execution closed and is not an error either.
     stack.sqs.send_message(QueueUrl=stack.resources.dlq_url, MessageBody=message["Body"])
     stack.drain(stack.dead_letters)
-    assert queue_counts(stack, stack.resources.dlq_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
 
 
 def test_duplicate_delivery_sends_one_set_of_emails(stack: Stack) -> None:

@@ -18,6 +18,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+import worker.dead_letter
 from approvals.notify import APPROVER_ATTRIBUTE
 
 Response = tuple[AWSResponse, dict[str, Any]]
@@ -136,3 +137,16 @@ class SnsFaults:
         """Every approver whose entry was let through, in order."""
         ok_calls = [call for call in self.calls if call.raised is None]
         return [who for call in ok_calls for who in call.approvers if who not in call.failed]
+
+
+def dead_letter_receipts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The receive count of each message the dead-letter function handles, as it handles it."""
+    seen: list[int] = []
+    handle = worker.dead_letter.record_handler
+
+    def counting(record: Any) -> None:
+        seen.append(int(record.attributes.approximate_receive_count))
+        handle(record)
+
+    monkeypatch.setattr(worker.dead_letter, "record_handler", counting)
+    return seen

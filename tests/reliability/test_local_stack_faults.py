@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-import worker.dead_letter
 from approvals import executions, runtime
 from approvals.local import approver
 from approvals.local.outbox import SentEmail
@@ -21,7 +20,7 @@ from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest, Outcome, Policy, Status
 from approvals.target import Target, for_local
 from tests.conftest import eventually
-from tests.reliability.faults import Hooks, Response, SnsFaults, error
+from tests.reliability.faults import Hooks, Response, SnsFaults, dead_letter_receipts, error
 
 pytestmark = pytest.mark.xdist_group("local-stack")
 
@@ -90,14 +89,7 @@ def test_a_message_that_keeps_failing_fails_its_execution(
     queue, whose function fails the execution with Approval.DeliveryFailed the first time it
     receives it; the sweeper then closes the approval left pending."""
     SnsFaults(lambda call, _: "InternalError").install(hooks, runtime.from_environment().sns)
-    seen: list[int] = []
-    handle_dead_letter = worker.dead_letter.record_handler
-
-    def counting(record: Any) -> None:
-        seen.append(int(record.attributes.approximate_receive_count))
-        handle_dead_letter(record)
-
-    monkeypatch.setattr(worker.dead_letter, "record_handler", counting)
+    seen = dead_letter_receipts(monkeypatch)
     arn = start(target, "Local dead letter", ["alice@example.com"])
     report = ended(target, arn)
     assert (report.status, report.error, report.final_state) == (

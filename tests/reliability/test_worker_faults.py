@@ -29,7 +29,7 @@ from tests.conftest import (
     lambda_context,
 )
 from tests.reliability.conftest import wait_for_claims_to_lapse
-from tests.reliability.faults import Hooks, SnsFaults
+from tests.reliability.faults import Hooks, SnsFaults, dead_letter_receipts
 
 ALICE, BOB, CAROL, DAN = (f"{name}@example.com" for name in ("alice", "bob", "carol", "dan"))
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:approvals-requests"
@@ -39,20 +39,10 @@ def simple(title: str, approvers: list[str], **fields: Any) -> ApprovalRequest:
     return ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **fields)
 
 
-def queue_counts(stack: Stack, queue_url: str) -> tuple[int, int]:
-    attributes = stack.sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def one_batch(stack: Stack, expected: int) -> tuple[list[dict[str, Any]], set[str]]:
     """Receive ``expected`` messages as one batch, hand it to the worker, delete what
     succeeded (as the event source mapping does); returns the batch and its failed ids."""
-    eventually(lambda: queue_counts(stack, stack.resources.queue_url)[0] >= expected, what="queued messages")
+    eventually(lambda: stack.queue_counts(stack.resources.queue_url)[0] >= expected, what="queued messages")
     messages = stack.sqs.receive_message(
         QueueUrl=stack.resources.queue_url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
     )["Messages"]
@@ -122,8 +112,8 @@ def test_only_the_messages_whose_emails_failed_are_retried(
     assert all(a.emailed for a in stored(stack).values())
     # The retries published only what was missing: Bob again, not Dan; Carol once.
     assert sorted(sns.published()) == sorted([ALICE, DAN, BOB, CAROL])
-    assert queue_counts(stack, stack.resources.queue_url) == (0, 0)
-    assert queue_counts(stack, stack.resources.dlq_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
 
 
 def test_what_an_earlier_batch_of_emails_sent_is_kept_when_a_later_one_fails(
@@ -256,14 +246,7 @@ def test_a_message_that_keeps_failing_fails_its_execution_as_undelivered(
     queue, and the first time the dead-letter function sees it, it fails the execution with
     Approval.DeliveryFailed (no waiting for a year, nor for another visibility timeout)."""
     sns = SnsFaults(lambda call, _: "InternalError").install(hooks, services.sns)
-    seen: list[int] = []
-    handle_dead_letter = worker.dead_letter.record_handler
-
-    def counting(record: Any) -> None:
-        seen.append(int(record.attributes.approximate_receive_count))
-        handle_dead_letter(record)
-
-    monkeypatch.setattr(worker.dead_letter, "record_handler", counting)
+    seen = dead_letter_receipts(monkeypatch)
     arn = stack.start(simple("Never delivered", [ALICE]))
     dead_letters = QueuePoller(
         stack.sqs, stack.resources.dlq_url, worker.dead_letter.lambda_handler, "approval-dead-letter"
@@ -288,7 +271,7 @@ def test_a_message_that_keeps_failing_fails_its_execution_as_undelivered(
     assert 1 <= len(sns.calls) <= MAX_RECEIVES
     # Handled on its first receipt from the dead-letter queue, and gone from it.
     assert seen == [MAX_RECEIVES + 1]
-    assert queue_counts(stack, stack.resources.dlq_url) == (0, 0)
-    assert queue_counts(stack, stack.resources.queue_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
     (approval,) = stack.approvals()
     assert not approval.emailed
