@@ -240,11 +240,11 @@ def incomplete(error: Exception) -> Response[str]:
     answer the API's own checks give, in their order: the form's origin, type, size and
     encoding first, then the link's fields. Those checks refuse everything Powertools
     does, before anything is looked up or written."""
-    approval_id = str(app.context.get("_route_args", {}).get("approval_id", ""))
+    approval_id = app.current_event.path.rstrip("/").rsplit("/", 1)[-1]
     now = utcnow()
     try:
         fields = _form() if app.current_event.http_method == "POST" else _query()
-        decision._claims(runtime.from_environment(), approval_id, fields, now)
+        decision.check_link(runtime.from_environment(), approval_id, fields, now)
     except Problem as refusal:
         return _problem_response(refusal)
     if isinstance(error, ValueError):

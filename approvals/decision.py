@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
+
+
+def _no_control(text: str) -> str:
+    """The text without control characters (line breaks and tabs are prose)."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cc" or c in "\n\r\t")
+
 
 APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 COMMENT_LIMIT = 2000
@@ -91,7 +98,9 @@ class Recorded:
     delivery: Delivery
 
 
-def _claims(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> links.LinkClaims:
+def check_link(
+    services: Services, approval_id: str, fields: dict[str, str], now: datetime
+) -> links.LinkClaims:
     if not APPROVAL_ID.match(approval_id):
         raise NotFound("There is no approval at this address.")
     try:
@@ -107,7 +116,7 @@ def _claims(services: Services, approval_id: str, fields: dict[str, str], now: d
 
 
 def view(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> Viewing:
-    claims = _claims(services, approval_id, fields, now)
+    claims = check_link(services, approval_id, fields, now)
     approval = services.store.view(approval_id, claims.approver, now)
     if approval is None:
         raise NotFound("There is no approval at this address.")
@@ -117,11 +126,15 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
 
 
 def decide(services: Services, approval_id: str, form: dict[str, str], now: datetime) -> Recorded:
-    claims = _claims(services, approval_id, form, now)
+    claims = check_link(services, approval_id, form, now)
     choice = form.get("decision", "")
     comment = form.get("comment", "").strip()
     if choice not in ("approve", "reject"):
         raise FormIncomplete("Choose Approve or Reject.", claims, comment)
+    if comment != _no_control(comment):
+        raise FormIncomplete(
+            "The comment contains control characters; please retype it.", claims, _no_control(comment)
+        )
     if len(comment) > COMMENT_LIMIT:
         raise FormIncomplete(
             f"The comment is too long: at most {COMMENT_LIMIT} characters.",

@@ -85,6 +85,15 @@ class ApprovalRequest(BaseModel):
         default_factory=dict, max_length=50
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_not_flags(cls, data: Any) -> Any:
+        # JSON's true is not 1 approval nor 1 second, though pydantic would read it so.
+        for name in ("quorum", "timeout_seconds"):
+            if isinstance(data, dict) and isinstance(data.get(name), bool):
+                raise ValueError(f"{name}: must be a number, not true or false")
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):

@@ -310,3 +310,14 @@ def test_requester_text_is_escaped_in_the_served_page(stack: Stack) -> None:
     for response in (stack.get(link), stack.click(link, "approve")):
         assert "<script" not in response.body
         assert "&lt;script&gt;" in response.body
+
+
+def test_a_comment_with_control_characters_is_refused_and_the_form_shown_again(stack: Stack) -> None:
+    stack.start(ApprovalRequest(title="Terminal tricks", approvers=[ALICE], requester="ci@example.com"))
+    link = stack.email(ALICE, "Terminal tricks").links[0]
+    refused = stack.post_link(link, "approve", "fine\x1b[2J\x07")
+    assert refused.status == 400
+    assert "control characters" in refused.body
+    assert refused.form_action is not None  # the page again, with its form
+    assert "\x1b" not in refused.body
+    assert stack.approval(approval_id_of(link)).votes == {}

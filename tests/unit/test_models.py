@@ -278,3 +278,12 @@ def test_task_token_is_not_in_the_approval_repr() -> None:
     approval = _approval()
     assert "secret-token" not in repr(approval)
     assert "secret-token" not in str(approval)
+
+
+@pytest.mark.parametrize("field", ["timeout_seconds", "quorum"])
+def test_true_is_not_a_number(field: str) -> None:
+    fields: dict[str, Any] = {"title": "t", "approvers": ["a@example.com"], "requester": "r"}
+    fields |= {"policy": "quorum", "quorum": 1} if field == "quorum" else {}
+    with pytest.raises(ValidationError) as refused:
+        ApprovalRequest.model_validate({**fields, field: True})
+    assert describe_validation_error(refused.value) == f"request.{field}: must be a number, not true or false"
