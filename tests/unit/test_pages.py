@@ -285,3 +285,24 @@ def test_humanize_until(seconds: int, text: str) -> None:
 )
 def test_policy_text(policy: Policy, quorum: int | None, text: str) -> None:
     assert pages.policy_text(approval(request={"policy": policy, "quorum": quorum})) == text
+
+
+def _luminance(hex_color: str) -> float:
+    channels = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(foreground: str, background: str) -> float:
+    lighter, darker = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_contrast() -> None:
+    """Every text colour of the page's palette on the white page, and the buttons' white
+    text on their fill, reach WCAG AA's 4.5:1 for normal text."""
+    palette = dict(re.findall(r"--(ink|muted|ok|no): (#[0-9a-f]{6})", pages.CSS))
+    assert set(palette) == {"ink", "muted", "ok", "no"}
+    for name, colour in palette.items():
+        assert _contrast(colour, "#ffffff") >= 4.5, name
+    assert _contrast("#ffffff", palette["ok"]) >= 4.5  # the Approve button
