@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
@@ -34,7 +33,7 @@ import worker.handler
 from approvals import executions, runtime
 from approvals.links import approval_id_for
 from approvals.local import moto_fixes
-from approvals.local.approver import FormReader
+from approvals.local.approver import FormReader, HttpResult
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
@@ -67,19 +66,16 @@ def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "
         time.sleep(POLL_INTERVAL)
 
 
-@dataclass
-class ApiResponse:
-    status: int
-    headers: dict[str, str]
-    body: str
-    url: str
-    form_action: str | None = None
-    form_fields: dict[str, str] = field(default_factory=dict)
-    buttons: list[str] = field(default_factory=list)
+class ApiResponse(HttpResult):
+    """An answer of the approval handler, read as the approver's browser reads one."""
+
+    @property
+    def body(self) -> str:
+        return self.text
 
     def json(self) -> Any:
         assert self.headers.get("Content-Type", "").startswith("application/json"), self.headers
-        return json.loads(self.body)
+        return super().json()
 
     @property
     def is_html(self) -> bool:
