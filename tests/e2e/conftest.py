@@ -82,5 +82,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
     yield stack
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:  # a clean stop is tested on its own; here, never leave a stack behind
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     log.close()
