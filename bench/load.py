@@ -12,6 +12,8 @@ shared machine is an indication, not a promise: compare ratios within one run.
 from __future__ import annotations
 
 import argparse
+import html
+import re
 import statistics
 import sys
 import time
@@ -57,9 +59,7 @@ def _expected(index: int) -> str:
 
 
 def run(total: int, map_size: int = 25, clickers: int = 16, say: Say = print) -> LoadReport:
-    stack = LocalStack(
-        moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60, worker_concurrency=4
-    )
+    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60)
     info = stack.start()
     sfn = for_local(info).sfn
     try:
@@ -124,7 +124,9 @@ def _drive(info, sfn, total: int, map_size: int, clickers: int, say: Say) -> Loa
         result = approver.submit(page, choice, "load test")
         report.click_latency.append(time.monotonic() - before)
         if result.status != 200:
-            report.problems.append(f"request {i}: POST answered {result.status}")
+            notice = re.search(r'class="notice[^"]*"[^>]*>([^<]*)<', result.text)
+            said = html.unescape(notice.group(1)) if notice else result.text[:200]
+            report.problems.append(f"request {i}: POST answered {result.status}: {said}")
 
     with ThreadPoolExecutor(clickers) as pool:
         list(pool.map(click, sorted(by_index)))

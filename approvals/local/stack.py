@@ -102,7 +102,6 @@ class LocalStack:
         visibility_timeout: int = 5,
         max_receives: int = 3,
         sweep_interval: float = 2.0,
-        worker_concurrency: int = 2,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -110,7 +109,6 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
-        self.worker_concurrency = worker_concurrency  # as Lambda runs several batches at once
         self._stoppers: list[Any] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
@@ -174,8 +172,10 @@ class LocalStack:
         from worker.dead_letter import lambda_handler as dead_letter_handler
         from worker.handler import lambda_handler as worker_handler
 
+        # One poller per function, each one execution environment: the handlers keep a
+        # batch's state in module globals (Powertools' batch processor), as Lambda allows.
         for queue_url, handler, name in (
-            *[(resources.queue_url, worker_handler, "approval-worker")] * self.worker_concurrency,
+            (resources.queue_url, worker_handler, "approval-worker"),
             (resources.dlq_url, dead_letter_handler, "approval-dead-letter"),
         ):
             poller = QueuePoller(sqs, queue_url, handler, name)

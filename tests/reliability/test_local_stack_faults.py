@@ -5,21 +5,24 @@ clicks racing over HTTP on one request."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from approvals import executions, runtime
+import approval_api.handler
+from approvals import decision, executions, runtime
 from approvals.local import approver
 from approvals.local.outbox import SentEmail
 from approvals.local.stack import LocalStack
-from approvals.models import ApprovalRequest, Outcome, Policy, Status
+from approvals.models import ApprovalRequest, Outcome, Policy, Status, utcnow
 from approvals.target import Target, for_local
-from tests.conftest import eventually
+from tests.conftest import approval_id_of, eventually
 from tests.reliability.faults import Hooks, Response, SnsFaults, dead_letter_receipts, error
 
 pytestmark = pytest.mark.xdist_group("local-stack")
@@ -157,27 +160,55 @@ def test_a_decision_sendtasksuccess_failed_is_delivered_by_the_sweeper(
     assert task_succeeded_events(target, arn) == 1
 
 
-def test_fifty_racing_posts_settle_the_request_once(local: LocalStack, target: Target) -> None:
+Answer = tuple[int, dict[str, Any]]  # HTTP status, and the JSON answer to a recorded vote
+
+
+def post_over_http(link: str, choice: str, comment: str) -> Answer:
+    result = approver.post_from_link(link, choice, comment, accept_json=True)
+    return result.status, result.json() if result.status == 200 else {}
+
+
+def decide_in_a_thread(link: str, choice: str, comment: str) -> Answer:
+    """As one of many Lambda environments would: the API's domain call, in a thread of its
+    own (the local API runs its handler one event at a time, as one environment)."""
+    fields = {**dict(parse_qsl(urlsplit(link).query)), "decision": choice, "comment": comment}
+    try:
+        recorded = decision.decide(runtime.from_environment(), approval_id_of(link), fields, utcnow())
+    except decision.Problem as problem:
+        return problem.status, {}
+    return 200, {
+        "recorded": {"outcome": recorded.vote.outcome.value},
+        "status": recorded.approval.status.value,
+        "delivery": recorded.delivery.value,
+    }
+
+
+@pytest.mark.parametrize("send", [post_over_http, decide_in_a_thread], ids=["over HTTP", "in fifty threads"])
+def test_fifty_racing_decisions_settle_the_request_once(
+    local: LocalStack, target: Target, send: Callable[[str, str, str], Answer]
+) -> None:
     """Five approvers (three of five to approve) each send ten decisions at once, approve and
-    reject mixed, over HTTP: one vote per approver at most, the workflow is answered once
-    with the votes recorded, no answer is a 5xx, and each vote recorded is answered 200."""
+    reject mixed: one vote per approver at most, the workflow is answered once with the
+    votes recorded, no answer is a 5xx, and each vote recorded is answered 200. Over HTTP
+    they race to the API; in threads, their conditional writes race in DynamoDB."""
+    title = f"Racing decisions {send.__name__}"
     approvers = [f"racer{i}@example.com" for i in range(5)]
-    arn = start(target, "Racing clicks", approvers, policy=Policy.QUORUM, quorum=3)
-    links = links_for(local, "Racing clicks", approvers)
+    arn = start(target, title, approvers, policy=Policy.QUORUM, quorum=3)
+    links = links_for(local, title, approvers)
     posts = [(who, "approve" if i % 2 else "reject") for i in range(10) for who in approvers]
     ready = threading.Barrier(len(posts), timeout=30)
 
-    def post(click: tuple[str, str]) -> tuple[str, approver.HttpResult]:
+    def post(click: tuple[str, str]) -> tuple[str, Answer]:
         who, choice = click
         ready.wait()
-        return who, approver.post_from_link(links[who], choice, f"{choice} from {who}", accept_json=True)
+        return who, send(links[who], choice, f"{choice} from {who}")
 
     with ThreadPoolExecutor(len(posts)) as pool:
         answers = list(pool.map(post, posts))
     report = ended(target, arn)
     (approval,) = [a for a in target.store.all() if a.execution == arn]
 
-    statuses = Counter(result.status for _, result in answers)
+    statuses = Counter(status for _, (status, _) in answers)
     assert set(statuses) <= {200, 409}, statuses  # never a 5xx, nor a false "too late"
     # The workflow is answered once, with the votes the table recorded: one per approver at
     # most, and the side that reached its threshold (3 of 5) first.
@@ -189,8 +220,36 @@ def test_fifty_racing_posts_settle_the_request_once(local: LocalStack, target: T
     assert outcomes[winner.value] == 3
     assert outcomes[Outcome.REJECTED.value if winner is Outcome.APPROVED else Outcome.APPROVED.value] < 3
 
-    accepted = [(who, result.json()) for who, result in answers if result.status == 200]
+    accepted = [(who, body) for who, (status, body) in answers if status == 200]
     assert {who: body["recorded"]["outcome"] for who, body in accepted} == votes  # one answer each
     settling = [body for _, body in accepted if body["delivery"] == "delivered"]
     assert [body["status"] for body in settling] == [approval.status.value] == [winner.value]
     assert all(body["delivery"] == "not_settled" for _, body in accepted if body not in settling)
+
+
+def test_two_clicks_at_once_are_each_recorded_on_their_own_request(
+    local: LocalStack, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two approvers of two requests press their buttons at the same moment. The handler
+    holds its event in module globals (Powertools' resolver), as one Lambda environment
+    may; the local API must not serve both at once, or one reads the other's form. Each
+    POST here waits, up to a second, for the other to have arrived before reading its form."""
+    titles = {"alice@example.com": "Click at once A", "bob@example.com": "Click at once B"}
+    arns = {who: start(target, title, [who]) for who, title in titles.items()}
+    links = {who: links_for(local, title, [who])[who] for who, title in titles.items()}
+    both_in = threading.Barrier(2, timeout=1)
+    read_form = approval_api.handler._form
+
+    def form_after_the_other() -> dict[str, str]:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other is not in
+            both_in.wait()
+        return read_form()
+
+    monkeypatch.setattr(approval_api.handler, "_form", form_after_the_other)
+    with ThreadPoolExecutor(2) as pool:
+        sent = pool.map(lambda who: post_over_http(links[who], "approve", who), titles)
+        answers = dict(zip(titles, sent, strict=True))
+
+    assert {who: status for who, (status, _) in answers.items()} == dict.fromkeys(titles, 200)
+    for who, arn in arns.items():
+        assert [(v["approver"], v["comment"]) for v in ended(target, arn).output["votes"]] == [(who, who)]
