@@ -158,6 +158,10 @@ def record(store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote) -
         raise _refusal_problem(store, sfn, refused) from None
     if updated.status is Status.PENDING:
         return Recorded(updated, vote, Delivery.NOT_SETTLED)
+    if updated.decided_by != vote.approver:
+        # Only after the SDK resent this vote: another vote settled the request in between,
+        # and that vote's request (or the sweep) tells the workflow.
+        return Recorded(updated, vote, Delivery.PENDING)
     return Recorded(updated, vote, deliver(store, sfn, updated))
 
 
@@ -166,15 +170,16 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
 
     Safe to repeat: the service takes one answer per token and refuses the rest, so a
     repeat (the sweep, a late click: see Approval.needs_redelivery) that finds the token
-    gone means the workflow has it. On the first attempt, which nothing overtakes, a gone
-    token means the workflow stopped waiting first.
+    gone means the workflow has it; so does the SDK's own resend of this answer. On the
+    first attempt, which nothing overtakes, a gone token means the workflow stopped
+    waiting first.
     """
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
     try:
         succeed(sfn, approval.task_token, decision)
-    except TaskGone:
-        if not repeat:
+    except TaskGone as gone:
+        if not repeat and not gone.resent:
             # The vote came in the last moment (clocks count whole seconds) or the
             # execution was stopped: the workflow never saw this outcome, so the
             # record must not claim it.

@@ -158,6 +158,7 @@ class Approval(BaseModel):
     status: Status = Status.PENDING
     votes: dict[str, Vote] = Field(default_factory=dict)
     decided_at: datetime | None = None
+    decided_by: str | None = None  # the approver whose vote settled it
     emailed_at: datetime | None = None
     delivery_failed: bool = False  # the first delivery failed: retry at once
     unconfirmed: bool = False  # settled, and no sweep has yet confirmed the workflow has it

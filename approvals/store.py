@@ -6,6 +6,7 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,11 +72,22 @@ def _time(value: str) -> datetime:
     return datetime.fromtimestamp(int(value), UTC)
 
 
-def _vote_item(vote: Vote) -> Item:
+def _write_id() -> Item:
+    """A fresh id for one conditional write, stored with it.
+
+    The SDK sends a write again when its reply is lost (a read timeout, a dropped
+    connection); the copy then fails the condition the first one passed. Finding the id on
+    the item tells that the write is in after all, so it is not taken for someone else's.
+    """
+    return {"S": uuid.uuid4().hex}
+
+
+def _vote_item(vote: Vote, write: Item) -> Item:
     fields: Item = {
         "outcome": {"S": vote.outcome.value},
         "comment": {"S": vote.comment},
         "at": {"N": _epoch(vote.at)},
+        "write": write,
     }
     if vote.on_behalf_by:
         fields["on_behalf_by"] = {"S": vote.on_behalf_by}
@@ -113,6 +125,7 @@ def approval_from_item(item: Item) -> Approval:
         status=Status(item["status"]["S"]),
         votes={a: _vote_from(a, v) for a, v in item.get("votes", {}).get("M", {}).items()},
         decided_at=_optional_time(item, "decided_at"),
+        decided_by=item.get("decided_by", {}).get("S"),
         emailed_at=_optional_time(item, "emailed_at"),
         delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
         unconfirmed=OPEN_ATTRIBUTE in item and item["status"]["S"] in (Status.APPROVED, Status.REJECTED),
@@ -141,6 +154,7 @@ class ApprovalStore:
     def claim(self, approval: Approval, now: datetime, claim_seconds: int) -> ClaimResult:
         """Store a new approval, or tell what an earlier delivery of it left behind."""
         limits = thresholds(approval.request, approval.excluded)
+        write = _write_id()
         item: Item = {
             **self._key(approval.approval_id),
             "task_token": {"S": approval.task_token},
@@ -161,6 +175,7 @@ class ApprovalStore:
             "approve_last": {"N": str(limits.approve_at - 1)},
             "reject_last": {"N": str(limits.reject_at - 1)},
             "claim_until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
+            "claim_write": write,
             "ttl": {"N": _epoch(approval.expires_at + self._retention)},
         }
         try:
@@ -173,6 +188,8 @@ class ApprovalStore:
             return ClaimResult(Claim.NEW)
         except ClientError as error:
             existing = _failed_condition_item(error)
+        if existing.get("claim_write") == write:
+            return ClaimResult(Claim.NEW)
         if "emailed_at" in existing:
             return ClaimResult(Claim.DONE)
         sent_to = frozenset(existing.get("sent_to", {}).get("SS", []))
@@ -184,16 +201,18 @@ class ApprovalStore:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval.approval_id),
-                UpdateExpression="SET claim_until = :until",
+                UpdateExpression="SET claim_until = :until, claim_write = :write",
                 ConditionExpression="claim_until = :held AND attribute_not_exists(emailed_at)",
                 ExpressionAttributeValues={
                     ":until": {"N": _epoch(now + timedelta(seconds=claim_seconds))},
                     ":held": {"N": held_until},
+                    ":write": write,
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            _failed_condition_item(error)
-            return ClaimResult(Claim.BUSY, sent_to, stored)
+            if _failed_condition_item(error).get("claim_write") != write:
+                return ClaimResult(Claim.BUSY, sent_to, stored)
         return ClaimResult(Claim.RETRY, sent_to, stored)
 
     def record_sent(self, approval_id: str, approvers: list[str]) -> None:
@@ -209,7 +228,7 @@ class ApprovalStore:
         self._db.update_item(
             TableName=self._table,
             Key=self._key(approval_id),
-            UpdateExpression="SET emailed_at = :now REMOVE claim_until, sent_to",
+            UpdateExpression="SET emailed_at = :now REMOVE claim_until, claim_write, sent_to",
             ExpressionAttributeValues={":now": {"N": _epoch(now)}},
         )
 
@@ -235,7 +254,8 @@ class ApprovalStore:
         return approval_from_item(result["Attributes"])
 
     def record_vote(self, approval_id: str, vote: Vote) -> Approval:
-        """Record one approver's vote; the returned approval says whether it settled.
+        """Record one approver's vote; the returned approval's ``decided_by`` tells whether
+        this vote settled it.
 
         One conditional update does it, with no read first: the vote that brings its
         side's count to the threshold stored with the approval also writes the outcome,
@@ -246,16 +266,20 @@ class ApprovalStore:
         approve = vote.outcome is Outcome.APPROVED
         counter, last_open = ("approvals", "approve_last") if approve else ("rejections", "reject_last")
         settling = True
+        write = _write_id()
         for _ in range(4):  # each retry follows a concurrent vote; counts only grow
             try:
                 result = self._db.update_item(
-                    **self._vote_update(approval_id, vote, counter, last_open, settling)
+                    **self._vote_update(approval_id, vote, write, counter, last_open, settling)
                 )
                 return approval_from_item(result["Attributes"])
             except ClientError as error:
                 old = _failed_condition_item(error)
             if not old:
                 raise VoteRejected(VoteRefusal.UNKNOWN, None)
+            stored_vote = old.get("votes", {}).get("M", {}).get(vote.approver, {})
+            if stored_vote.get("M", {}).get("write") == write:
+                return approval_from_item(old)  # this vote, sent again by the SDK: it is in
             current = approval_from_item(old)
             refusal = _refusal(current, vote)
             if refusal:
@@ -264,10 +288,10 @@ class ApprovalStore:
         raise RuntimeError(f"vote on {approval_id} kept racing other votes")
 
     def _vote_update(
-        self, approval_id: str, vote: Vote, counter: str, last_open: str, settling: bool
+        self, approval_id: str, vote: Vote, write: Item, counter: str, last_open: str, settling: bool
     ) -> dict[str, Any]:
         values: Item = {
-            ":vote": _vote_item(vote),
+            ":vote": _vote_item(vote, write),
             ":pending": {"S": Status.PENDING.value},
             ":now": {"N": _epoch(vote.at)},
             ":one": {"N": "1"},
@@ -276,8 +300,9 @@ class ApprovalStore:
         if settling:
             # It stays in the sweep's index until a sweep confirms the workflow has it: the
             # happy path spends no write on that, and a crash before SendTaskSuccess is caught.
-            update += ", #status = :outcome, decided_at = :now"
+            update += ", #status = :outcome, decided_at = :now, decided_by = :approver"
             values[":outcome"] = {"S": vote.outcome.value}
+            values[":approver"] = {"S": vote.approver}
         return {
             "TableName": self._table,
             "Key": self._key(approval_id),
@@ -333,11 +358,13 @@ class ApprovalStore:
         """Claim the right to send the reminder these points call for (one email, however
         many points fell due together); False if another sweep has, or it is settled."""
         names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
+        write = _write_id()
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET " + ", ".join(f"reminded.{name} = :now" for name in names),
+                UpdateExpression="SET reminder_write = :write, "
+                + ", ".join(f"reminded.{name} = :now" for name in names),
                 ConditionExpression=" AND ".join(
                     [*(f"attribute_not_exists(reminded.{name})" for name in names), "#status = :pending"]
                 ),
@@ -345,11 +372,12 @@ class ApprovalStore:
                 ExpressionAttributeValues={
                     ":now": {"N": _epoch(now)},
                     ":pending": {"S": Status.PENDING.value},
+                    ":write": write,
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            _failed_condition_item(error)
-            return False
+            return _failed_condition_item(error).get("reminder_write") == write
         return True
 
     def release_reminders(self, approval_id: str, reminders: list[str]) -> None:

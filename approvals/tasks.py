@@ -21,7 +21,15 @@ GONE = {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
 
 
 class TaskGone(Exception):
-    """The workflow no longer waits on this token."""
+    """The workflow no longer waits on this token.
+
+    ``resent`` says the SDK sent the call more than once (a reply was lost): then the token
+    may be gone because an earlier copy of this very answer was taken.
+    """
+
+    def __init__(self, code: str, resent: bool) -> None:
+        super().__init__(code)
+        self.resent = resent
 
 
 def _call(action, **kwargs: str) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +38,8 @@ def _call(action, **kwargs: str) -> None:  # type: ignore[no-untyped-def]
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code in GONE:
-            raise TaskGone(code) from None
+            resent = error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+            raise TaskGone(code, resent) from None
         raise
 
 
