@@ -74,6 +74,12 @@ def hooks() -> Iterator[Hooks]:
     registered.remove_all()
 
 
+def task_succeeded_events(sfn: Any, arn: str) -> int:
+    """How many answers the execution took: the service takes one per token."""
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return sum(1 for event in events if event["type"] == "TaskSucceeded")
+
+
 def refusal(code: str, message: str) -> AWSResponse:
     """The HTTP answer of a JSON-protocol service refusing a call, for a ``before-send`` hook."""
     body = json.dumps({"__type": code, "message": message}).encode()

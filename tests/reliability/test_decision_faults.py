@@ -15,7 +15,7 @@ from approvals import sweep
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, Policy, Status, utcnow
 from approvals.runtime import Services
 from tests.conftest import Stack, approval_id_of, eventually
-from tests.reliability.faults import Hooks, Response, error
+from tests.reliability.faults import Hooks, Response, error, task_succeeded_events
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 PENDING_PAGE = "Thank you. Your decision is recorded; the workflow will receive it within a few minutes."
@@ -43,11 +43,6 @@ class TaskSuccessCalls:
             self.results.append("delivered")
         elif parsed.get("Error", {}).get("Code") != "ServiceUnavailable":
             self.results.append(parsed.get("Error", {}).get("Code", "error"))
-
-
-def task_succeeded_events(stack: Stack, arn: str) -> int:
-    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return sum(1 for event in events if event["type"] == "TaskSucceeded")
 
 
 def started(stack: Stack, title: str, approvers: list[str], **fields: Any) -> tuple[str, dict[str, str]]:
@@ -80,7 +75,7 @@ def test_the_sweep_delivers_a_decision_the_workflow_did_not_take(
     assert sweep.sweep(services, utcnow()) == {}  # nothing left to do
     assert not stack.approval(approval.approval_id).delivery_failed
     assert calls.results == ["injected 503", "injected 503", "delivered"]
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
 
 
 @pytest.mark.parametrize("next_click", [ALICE, BOB], ids=["same approver again", "another approver"])
@@ -101,7 +96,7 @@ def test_the_next_click_delivers_a_decision_the_workflow_did_not_take(
     assert not stack.approval(approval_id_of(links[ALICE])).delivery_failed
     assert sweep.sweep(services, utcnow()) == {}
     assert calls.results == ["injected 503", "delivered"]
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
 
 
 def test_a_decision_stays_delivered_once_whatever_clicks_and_sweeps_follow(
@@ -119,7 +114,7 @@ def test_a_decision_stays_delivered_once_whatever_clicks_and_sweeps_follow(
     for retry in retries:
         retry()
     assert stack.finish(arn).output["outcome"] == "approved"
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
     # The later attempts repeat the answer (Step Functions takes the first one only), and
     # tell the approvers the truth.
     assert calls.results[:2] == ["injected 503", "delivered"]

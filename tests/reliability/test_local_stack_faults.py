@@ -23,7 +23,14 @@ from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest, Outcome, Policy, Status, utcnow
 from approvals.target import Target, for_local
 from tests.conftest import approval_id_of, eventually
-from tests.reliability.faults import Hooks, Response, SnsFaults, dead_letter_receipts, error
+from tests.reliability.faults import (
+    Hooks,
+    Response,
+    SnsFaults,
+    dead_letter_receipts,
+    error,
+    task_succeeded_events,
+)
 
 pytestmark = pytest.mark.xdist_group("local-stack")
 
@@ -78,11 +85,6 @@ def ended(target: Target, arn: str, timeout: float = 30) -> executions.Execution
         f"{arn} to end",
     )
     return executions.report(target.sfn, arn)
-
-
-def task_succeeded_events(target: Target, arn: str) -> int:
-    events = target.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return sum(1 for event in events if event["type"] == "TaskSucceeded")
 
 
 def test_a_message_that_keeps_failing_fails_its_execution(
@@ -157,7 +159,7 @@ def test_a_decision_sendtasksuccess_failed_is_delivered_by_the_sweeper(
     down[0] = False
     report = ended(target, arn)
     assert report.output["outcome"] == "approved"
-    assert task_succeeded_events(target, arn) == 1
+    assert task_succeeded_events(target.sfn, arn) == 1
 
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status, and the JSON answer to a recorded vote
@@ -212,7 +214,7 @@ def test_fifty_racing_decisions_settle_the_request_once(
     assert set(statuses) <= {200, 409}, statuses  # never a 5xx, nor a false "too late"
     # The workflow is answered once, with the votes the table recorded: one per approver at
     # most, and the side that reached its threshold (3 of 5) first.
-    assert task_succeeded_events(target, arn) == 1
+    assert task_succeeded_events(target.sfn, arn) == 1
     votes = {v["approver"]: v["outcome"] for v in report.output["votes"]}
     assert votes == {who: vote.outcome.value for who, vote in approval.votes.items()}
     outcomes = Counter(votes.values())

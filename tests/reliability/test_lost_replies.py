@@ -14,7 +14,7 @@ from approvals.decision import Delivery
 from approvals.models import ApprovalRequest, Outcome, Policy, Status, Vote, utcnow
 from approvals.runtime import Services
 from tests.conftest import Stack, approval_id_of
-from tests.reliability.faults import Hooks, LostReplies, refusal
+from tests.reliability.faults import Hooks, LostReplies, refusal, task_succeeded_events
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 
@@ -25,11 +25,6 @@ def request(title: str, approvers: list[str], **fields: Any) -> ApprovalRequest:
 
 def is_vote(body: dict[str, Any]) -> bool:
     return "votes.#approver" in body.get("UpdateExpression", "")
-
-
-def task_succeeded_events(stack: Stack, arn: str) -> int:
-    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return sum(1 for event in events if event["type"] == "TaskSucceeded")
 
 
 def test_a_settling_vote_sent_twice_is_recorded_once_and_delivered_at_once(
@@ -47,7 +42,7 @@ def test_a_settling_vote_sent_twice_is_recorded_once_and_delivered_at_once(
     report = stack.finish(arn, timeout=5)
     assert report.output["outcome"] == "approved"
     assert [(v["approver"], v["comment"]) for v in report.output["votes"]] == [(ALICE, "yes")]
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
     approval = stack.approval(approval_id_of(link))
     assert (approval.decided_by, approval.votes[ALICE].comment) == (ALICE, "yes")
     # Sent twice, counted once: a second approval from Alice is still refused.
@@ -101,7 +96,7 @@ def test_a_vote_sent_twice_after_another_vote_settled_leaves_delivery_to_that_vo
     assert (alice.status, alice.json()["status"], alice.json()["delivery"]) == (202, "approved", "pending")
     report = stack.finish(arn)
     assert sorted(v["approver"] for v in report.output["votes"]) == [ALICE, BOB]
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
     assert stack.approval(approval_id_of(links[ALICE])).decided_by == BOB
 
 
@@ -157,4 +152,4 @@ def test_an_answer_to_the_workflow_sent_twice_is_not_taken_for_a_timeout(
     )
     assert stack.finish(arn).output["outcome"] == "approved"
     assert stack.approval(approval_id_of(link)).status is Status.APPROVED
-    assert task_succeeded_events(stack, arn) == 1
+    assert task_succeeded_events(stack.sfn, arn) == 1
