@@ -80,32 +80,25 @@ def test_both_queues_refuse_unencrypted_transport(synthesis: Synthesis, assertio
         )
 
 
-def test_worker_drains_the_queue_in_batches_with_partial_failures(
-    synthesis: Synthesis, assertions: Template
+@pytest.mark.parametrize(
+    ("queue", "handler", "batching"),
+    [
+        (0, "worker", {"BatchSize": 10, "MaximumBatchingWindowInSeconds": Match.any_value()}),
+        (1, "dead_letter", {}),
+    ],
+    ids=["the worker drains the request queue in batches", "the dead-letter handler drains its queue"],
+)
+def test_each_queue_is_drained_by_its_function_with_partial_failures(
+    synthesis: Synthesis, assertions: Template, queue: int, handler: str, batching: dict[str, Any]
 ) -> None:
-    request, _ = queues(synthesis)
-    worker, _ = function(synthesis, "worker")
+    function_id, _ = function(synthesis, handler)
     assertions.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
         {
-            "EventSourceArn": arn(request),
-            "FunctionName": {"Ref": worker},
-            "BatchSize": 10,
-            "MaximumBatchingWindowInSeconds": Match.any_value(),
+            "EventSourceArn": arn(queues(synthesis)[queue]),
+            "FunctionName": {"Ref": function_id},
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        },
-    )
-
-
-def test_dead_letter_handler_drains_the_dead_letter_queue(synthesis: Synthesis, assertions: Template) -> None:
-    _, dead_letter = queues(synthesis)
-    handler, _ = function(synthesis, "dead_letter")
-    assertions.has_resource_properties(
-        "AWS::Lambda::EventSourceMapping",
-        {
-            "EventSourceArn": arn(dead_letter),
-            "FunctionName": {"Ref": handler},
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            **batching,
         },
     )
 

@@ -9,32 +9,17 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from approvals.links import approval_id_for, verify
-from approvals.models import Approval, ApprovalRequest, Policy
+from approvals.models import Approval, Policy
 from approvals.notify import SUBJECT_LIMIT, approval_email, emails_for
+from tests.unit.samples import TOKEN, sample_approval
 
 KEY = b"unit-test-signing-key"
 API_URL = "https://api.example.test/prod"
-TOKEN = "the-task-token-that-must-stay-server-side"
 CREATED = datetime(2030, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def approval(**request: Any) -> Approval:
-    fields: dict[str, Any] = {
-        "title": "Deploy checkout 2.4",
-        "description": "Faster checkout.\nNew invoices page.",
-        "approvers": ["alice@example.com", "bob@example.com"],
-        "requester": "ci@example.com",
-        **request,
-    }
-    return Approval(
-        approval_id=approval_id_for(TOKEN),
-        task_token=TOKEN,
-        execution="arn:aws:states:us-east-1:123456789012:execution:approvals:run-1",
-        state="RequestApproval",
-        request=ApprovalRequest.model_validate(fields),
-        created_at=CREATED,
-        expires_at=CREATED + timedelta(hours=2),
-    )
+    return sample_approval(CREATED, timedelta(hours=2), request)
 
 
 def link_fields(link: str) -> tuple[str, dict[str, str]]:

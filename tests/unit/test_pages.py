@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from approval_api import pages
-from approvals.models import Approval, ApprovalRequest, Outcome, Policy, Status, Vote
+from approvals.models import Approval, Outcome, Policy, Status, Vote
+from tests.unit.samples import TOKEN, sample_approval
 
 NOW = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
 SCRIPT = '<script>alert("x")</script>'
@@ -21,25 +22,9 @@ FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "sig": "c2ln
 
 
 def approval(**changes: Any) -> Approval:
-    request: dict[str, Any] = {
-        "title": "Deploy checkout",
-        "description": "Release notes",
-        "approvers": ["alice@example.com", "bob@example.com"],
-        "requester": "ci@example.com",
-        "details": {"service": "checkout", "version": 24},
-    }
-    request.update(changes.pop("request", {}))
-    fields: dict[str, Any] = {
-        "approval_id": "a" * 32,
-        "task_token": "never-shown-token",
-        "execution": "arn:aws:states:us-east-1:123456789012:execution:m:e",
-        "state": "RequestApproval",
-        "request": ApprovalRequest.model_validate(request),
-        "created_at": NOW - timedelta(hours=1),
-        "expires_at": NOW + timedelta(hours=3),
-        **changes,
-    }
-    return Approval.model_validate(fields)
+    return sample_approval(
+        NOW - timedelta(hours=1), timedelta(hours=4), changes.pop("request", {}), **changes
+    )
 
 
 def page(approval_: Approval | None = None, fields: dict[str, str] | None = None, **options: Any) -> str:
@@ -145,7 +130,7 @@ def test_form_posts_the_signed_fields_back_to_the_same_approval() -> None:
     form = Form(page())
     assert len(form.forms) == 1
     assert form.forms[0]["method"] == "post"
-    assert form.forms[0]["action"] == "a" * 32  # relative: the approval's own address
+    assert form.forms[0]["action"] == approval().approval_id  # relative: the approval's own address
     assert form.hidden == FIELDS
     assert form.buttons == ["approve", "reject"]
     assert form.textareas == ["comment"]
@@ -164,10 +149,10 @@ def test_notice_and_typed_comment_are_shown_again_escaped() -> None:
 
 def test_page_shows_the_request() -> None:
     html = page(approval(request={"policy": "quorum", "quorum": 1}))
-    assert "<h1>Deploy checkout</h1>" in html
+    assert "<h1>Deploy checkout 2.4</h1>" in html
     assert "ci@example.com" in html
     assert "you are <strong>alice@example.com</strong>" in html
-    assert "Release notes" in html
+    assert "Faster checkout." in html
     assert '<th scope="row">service</th><td>checkout</td>' in html
     assert '<th scope="row">version</th><td>24</td>' in html
     assert "in 3 hours" in html
@@ -201,7 +186,7 @@ def test_expired_page_has_no_buttons() -> None:
 
 
 def test_no_token_on_the_page() -> None:
-    assert "never-shown-token" not in page()
+    assert TOKEN not in page()
 
 
 def test_message_page_escapes_everything() -> None:

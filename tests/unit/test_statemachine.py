@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from approvals import statemachine
+from approvals.models import QueueMessage
 from approvals.statemachine import (
     DEFAULT_TIMEOUT_SECONDS,
     DELIVERY_FAILED,
@@ -53,17 +54,15 @@ def test_approval_task(states: dict[str, Any]) -> None:
     task = states["RequestApproval"]
     assert task["Type"] == "Task"
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
-    assert task["Parameters"] == {
-        "QueueUrl": QUEUE_URL_PLACEHOLDER,
-        "MessageBody": {
-            "task_token.$": "$$.Task.Token",
-            "execution.$": "$$.Execution.Id",
-            "state.$": "$$.State.Name",
-            "request.$": "$.request",
-            "timeout_seconds.$": "$.approval_timeout.seconds",
-        },
-    }
-    assert task["TimeoutSecondsPath"] == "$.approval_timeout.seconds"
+    assert task["Parameters"]["QueueUrl"] == QUEUE_URL_PLACEHOLDER
+    body = task["Parameters"]["MessageBody"]
+    # Every field of the worker's contract, each taken from the execution by a path.
+    assert {name.removesuffix(".$") for name in body} == set(QueueMessage.model_fields)
+    assert all(name.endswith(".$") for name in body)
+    assert body["task_token.$"] == "$$.Task.Token"
+    assert body["request.$"] == "$.request"
+    # The links expire with the timeout the task applies.
+    assert body["timeout_seconds.$"] == task["TimeoutSecondsPath"] == "$.approval_timeout.seconds"
     assert "TimeoutSeconds" not in task
     assert "HeartbeatSeconds" not in task
     assert task["ResultPath"] == "$.decision"  # the request stays beside the decision
