@@ -6,8 +6,9 @@ call and kept; the local stack and the tests build their own with :func:`build`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import boto3
@@ -57,7 +58,27 @@ def build(settings: Settings) -> Services:
     )
 
 
-@cache
+_lock = threading.Lock()
+_services: Services | None = None
+
+
 def from_environment() -> Services:
-    """This container's services, from its environment (Lambda: built on the first event)."""
-    return build(Settings.from_env())
+    """This container's services, from its environment (Lambda: built on the first event).
+
+    One object per process even when several threads ask first at the same moment (the
+    local stack's pollers, sweeper and HTTP server): a test that hooks a fault on its
+    clients hooks the very clients every handler uses. ``functools.cache`` would let each
+    concurrent first caller build, and keep, its own.
+    """
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build(Settings.from_env())
+        return _services
+
+
+def reset() -> None:
+    """Forget this process's services: the next call builds them from the environment anew."""
+    global _services
+    with _lock:
+        _services = None

@@ -307,11 +307,11 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         resources = provision(session, visibility_timeout=VISIBILITY_TIMEOUT, max_receives=MAX_RECEIVES)
         for name, value in resources.environment(API_URL).items():
             monkeypatch.setenv(name, value)
-        runtime.from_environment.cache_clear()
+        runtime.reset()
         try:
             yield Stack(session, resources)
         finally:
-            runtime.from_environment.cache_clear()
+            runtime.reset()
 
 
 @pytest.fixture

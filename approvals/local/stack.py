@@ -84,7 +84,7 @@ def _restore_environment(saved: dict[str, str]) -> None:
 
     os.environ.clear()
     os.environ.update(saved)
-    runtime.from_environment.cache_clear()
+    runtime.reset()
 
 
 def _quiet_libraries() -> None:
@@ -164,7 +164,8 @@ class LocalStack:
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
         # redelivery after a failure is a retry, not a duplicate to turn away.
         os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)
-        runtime.from_environment.cache_clear()
+        runtime.reset()
+        runtime.from_environment()  # built here, before any thread of the stack asks for it
         api.start()
         self._stoppers.append(api.stop)
 

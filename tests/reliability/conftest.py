@@ -21,7 +21,7 @@ def services(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Services:
     """The handlers' services, with the claim lasting one visibility timeout (as in AWS:
     APPROVALS_CLAIM_SECONDS is the queue's visibility timeout)."""
     monkeypatch.setenv("APPROVALS_CLAIM_SECONDS", str(VISIBILITY_TIMEOUT))
-    runtime.from_environment.cache_clear()
+    runtime.reset()
     return runtime.from_environment()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 import worker.dead_letter
 from approvals.notify import APPROVER_ATTRIBUTE
+from tests.conftest import POLL_INTERVAL
 
 Response = tuple[AWSResponse, dict[str, Any]]
 
@@ -49,17 +51,52 @@ def ok(parsed: dict[str, Any]) -> Response:
 
 
 class Hooks:
-    """Event handlers registered on clients for one test, all removed at its end."""
+    """Event handlers registered on clients for one test, all removed at its end.
+
+    Each handler must be reached at least once during its test: a fault registered on a
+    client that no handler uses would let the test pass, or time out far away, without the
+    fault ever happening. :meth:`wait_fired` says so by name as soon as it is known, and the
+    fixture checks it again at the end of every test.
+    """
 
     def __init__(self) -> None:
         self._registered: list[tuple[Any, str, Callable[..., Any]]] = []
+        self._fired: list[tuple[str, list[int]]] = []  # each handler's name and count
 
     def on(self, client: Any, event: str, handler: Callable[..., Any], *, first: bool = False) -> None:
+        count = [0]
+        self._fired.append((f"{getattr(handler, '__name__', 'hook')} on {event}", count))
+
+        def counted(**kwargs: Any) -> Any:
+            count[0] += 1
+            return handler(**kwargs)
+
         if first:
-            client.meta.events.register_first(event, handler)
+            client.meta.events.register_first(event, counted)
         else:
-            client.meta.events.register(event, handler)
-        self._registered.append((client, event, handler))
+            client.meta.events.register(event, counted)
+        self._registered.append((client, event, counted))
+
+    def never_fired(self) -> list[str]:
+        return [name for name, count in self._fired if not count[0]]
+
+    def wait_fired(self, timeout: float = 15) -> None:
+        """Until every handler has been reached, or fail naming those that were not."""
+        deadline = time.monotonic() + timeout
+        while self.never_fired():
+            if time.monotonic() > deadline:
+                raise AssertionError(self._not_reached(f"within {timeout}s"))
+            time.sleep(POLL_INTERVAL)
+
+    def check_fired(self) -> None:
+        if self.never_fired():
+            raise AssertionError(self._not_reached("during the test"))
+
+    def _not_reached(self, when: str) -> str:
+        return (
+            f"the injected fault never triggered {when}: {', '.join(self.never_fired())}; "
+            "the client it was hooked on is not the one the handlers used"
+        )
 
     def remove_all(self) -> None:
         for client, event, handler in self._registered:
@@ -70,8 +107,11 @@ class Hooks:
 @pytest.fixture
 def hooks() -> Iterator[Hooks]:
     registered = Hooks()
-    yield registered
-    registered.remove_all()
+    try:
+        yield registered
+    finally:
+        registered.remove_all()
+    registered.check_fired()
 
 
 def task_succeeded_events(sfn: Any, arn: str) -> int:

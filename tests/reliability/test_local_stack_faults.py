@@ -96,6 +96,7 @@ def test_a_message_that_keeps_failing_fails_its_execution(
     SnsFaults(lambda call, _: "InternalError").install(hooks, runtime.from_environment().sns)
     seen = dead_letter_receipts(monkeypatch)
     arn = start(target, "Local dead letter", ["alice@example.com"])
+    hooks.wait_fired()
     report = ended(target, arn)
     assert (report.status, report.error, report.final_state) == (
         "FAILED",
@@ -151,6 +152,7 @@ def test_a_decision_sendtasksuccess_failed_is_delivered_by_the_sweeper(
     arn = start(target, "Local outage", ["alice@example.com"])
     link = links_for(local, "Local outage", ["alice@example.com"])["alice@example.com"]
     page = approver.submit(approver.open_link(link), "approve", "ship it")
+    hooks.wait_fired()
     assert page.status == 202
     assert "the workflow will receive it within a few minutes" in page.text
     # The sweeper tries again while SendTaskSuccess is still down; the workflow waits.
