@@ -53,6 +53,9 @@ test: lint browser $(NODE_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 # Benchmarks print their figures; they are never part of the test suite's verdict.
+# Each writes its figures into bench/results.json as well.
 bench: $(STAMP)
 	$(BIN)/python -m bench.cold_start
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.floor --requests 100
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.floor --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000

@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import sys
 
+from bench.results import record
+
 MODULES = {
     "boto3 alone": "boto3",
     "worker": "worker.handler",
@@ -40,6 +42,10 @@ def main() -> int:
     print(f"{'module':<16} {'import (median of ' + str(RUNS) + ')':>22} {'vs boto3':>9}")
     for name, seconds in medians.items():
         print(f"{name:<16} {seconds * 1000:>19.0f} ms {seconds / baseline:>8.2f}x")
+    record(
+        "cold_start",
+        {name: {"ms": round(s * 1000), "vs_boto3": round(s / baseline, 2)} for name, s in medians.items()},
+    )
     return 0
 
 

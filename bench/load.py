@@ -28,6 +28,7 @@ from approvals.local import approver
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
+from bench.results import record
 
 Say = Callable[[str], None]
 
@@ -47,11 +48,16 @@ class LoadReport:
         return not self.problems
 
 
-def _percentiles(values: list[float]) -> str:
+def _cuts_ms(values: list[float]) -> dict[str, int]:
     if len(values) < 2:
-        return "n/a"
+        return {}
     cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {cuts[49] * 1000:.0f} ms · p95 {cuts[94] * 1000:.0f} ms · p99 {cuts[98] * 1000:.0f} ms"
+    return {f"p{p}": round(cuts[p - 1] * 1000) for p in (50, 95, 99)}
+
+
+def _percentiles(values: list[float]) -> str:
+    cuts = _cuts_ms(values)
+    return " · ".join(f"{name} {ms} ms" for name, ms in cuts.items()) or "n/a"
 
 
 def _expected(index: int) -> str:
@@ -173,6 +179,18 @@ def main() -> int:
     )
     for problem in report.problems[:20]:
         print(f"  - {problem}")
+    record(
+        f"load_{report.requests}",
+        {
+            "requests": report.requests,
+            "clickers": args.clickers,
+            "requests_per_second": round(report.requests / report.seconds, 2),
+            "start_to_email_ms": _cuts_ms(report.email_latency),
+            "click_ms": _cuts_ms(report.click_latency),
+            "click_to_ended_ms": _cuts_ms(report.settle_latency),
+            "problems": len(report.problems),
+        },
+    )
     return 0 if report.ok else 1
 
 
