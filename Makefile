@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local,dev,infra]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev,cdk]'
 	touch $@
 
 setup: $(STAMP)

@@ -15,7 +15,7 @@ from approvals.store import ApprovalStore
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
-# The stack's output names; infra/ declares the outputs under these names.
+# The stack's output names; approvals_cdk/stack.py declares the outputs under these names.
 OUTPUT_API_URL = "ApiUrl"
 OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"

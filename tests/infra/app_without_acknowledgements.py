@@ -1,4 +1,4 @@
-"""infra/app.py with every cdk-nag acknowledgement taken out: its synth must fail on exactly
+"""approvals_cdk/app.py with every cdk-nag acknowledgement taken out: its synth must fail on exactly
 the findings the real app acknowledges (tests/infra/test_checks.py). Run like the CDK CLI
 runs an app: CDK_OUTDIR and CDK_CONTEXT_JSON in the environment."""
 
@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from constructs import IConstruct
 
-from infra import app, approval_service
+from approvals_cdk import app, approval_service
 
 
 def _ignore(scope: IConstruct | None, rule: str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""Infra fixtures: the real `cdk synth` (the project's CDK CLI running infra/app.py, cdk-nag
+"""Infra fixtures: the real `cdk synth` (the project's CDK CLI running approvals_cdk/app.py, cdk-nag
 included), run once per test session, and the cloud assembly it writes.
 
 Synthesis is slow (the CDK runs on Node through jsii), so the session starts the four runs

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from approvals.local.http import proxy_event
-from infra import packaging
+from approvals_cdk import packaging
 from tests.infra.conftest import Synthesis
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -133,7 +133,7 @@ def _interpreter(runtime: str) -> str:
     if found is None:
         pytest.fail(
             f"the functions run {runtime} but no python{version} is on PATH: importing native code"
-            " needs the runtime's own Python version (see infra/packaging.py)"
+            " needs the runtime's own Python version (see approvals_cdk/packaging.py)"
         )
     return found
 
@@ -186,7 +186,7 @@ def test_each_handler_imports_from_its_asset_alone(synthesis: Synthesis, tmp_pat
         if platform.machine() != UNAME[architecture]:
             pytest.fail(
                 f"the functions run on {architecture} but this machine is {platform.machine()}: their"
-                " native code cannot be loaded here to prove it imports (see infra/packaging.py)"
+                " native code cannot be loaded here to prove it imports (see approvals_cdk/packaging.py)"
             )
         report = tmp_path / "report.json"
         result = subprocess.run(

@@ -1,8 +1,8 @@
 """cdk-nag's AWS Solutions pack and cfn-lint pass on the synthesized stack.
 
-cdk-nag runs inside every synth (infra/app.py): an unacknowledged finding fails `cdk synth`
+cdk-nag runs inside every synth (approvals_cdk/app.py): an unacknowledged finding fails `cdk synth`
 itself, so a synth that succeeded has none. Every acknowledgement carries its reason in the
-code (infra/approval_service.py) and, through cdk-nag, in the template's metadata.
+code (approvals_cdk/approval_service.py) and, through cdk-nag, in the template's metadata.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
-from infra.config import ConfigError, DeployConfig, from_context, parse_approvers
+from approvals_cdk.config import ConfigError, DeployConfig, from_context, parse_approvers
 from tests.infra.conftest import STACK, Synthesis
 
 pytestmark = pytest.mark.xdist_group("infra")

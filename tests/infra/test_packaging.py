@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import packaging
+from approvals_cdk import packaging
 
 pytestmark = pytest.mark.xdist_group("infra")
 

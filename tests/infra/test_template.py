@@ -17,8 +17,8 @@ from approvals.local.resources import table_definition
 from approvals.models import Approval, ApprovalRequest
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
-from infra import packaging
-from infra.approval_service import TTL_ATTRIBUTE
+from approvals_cdk import packaging
+from approvals_cdk.approval_service import TTL_ATTRIBUTE
 from tests.infra.conftest import APPROVERS, Synthesis
 from tests.infra.lookup import HANDLERS, arn, email_topic, function, only, queues
 

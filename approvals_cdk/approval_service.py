@@ -51,8 +51,8 @@ from constructs import Construct, IConstruct
 from approvals import statemachine
 from approvals.local.resources import table_definition
 from approvals.notify import APPROVER_ATTRIBUTE
-from infra import packaging
-from infra.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
+from approvals_cdk import packaging
+from approvals_cdk.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
 
@@ -121,7 +121,7 @@ class ApprovalServiceProps:
     approvers: Sequence[str]  # email addresses, as the worker normalizes them (lowercase)
     default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
     retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
-    log_retention_days: int = 90  # one of infra.config.LOG_RETENTION_CHOICES
+    log_retention_days: int = 90  # one of approvals_cdk.config.LOG_RETENTION_CHOICES
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given

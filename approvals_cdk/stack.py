@@ -9,8 +9,8 @@ from aws_cdk import RemovalPolicy
 from constructs import Construct
 
 from approvals import target
-from infra.approval_service import ApprovalService, ApprovalServiceProps
-from infra.config import DeployConfig
+from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
+from approvals_cdk.config import DeployConfig
 
 
 class ApprovalsStack(cdk.Stack):

@@ -36,8 +36,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+DISTRIBUTION = "stepfunctions-approvals"
+# Where the project's packages are: the repository (a clone, or an editable install), or
+# site-packages when a team's CDK app installed this distribution.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CACHE_ROOT = PROJECT_ROOT / "build" / "lambda"
+IN_SOURCE_TREE = (PROJECT_ROOT / "pyproject.toml").is_file()
+CACHE_ROOT = (
+    PROJECT_ROOT / "build" / "lambda"
+    if IN_SOURCE_TREE
+    else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DISTRIBUTION / "lambda"
+)
 KEEP_BUILDS = 3
 FORMAT = "1"  # bump when the layout of a build changes, to invalidate the cache
 
@@ -72,10 +80,18 @@ class LambdaTarget:
         return self.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def _declared_dependencies(pyproject: Path) -> list[str]:
+    """The runtime dependencies: from pyproject.toml in a source tree, else from the installed
+    distribution's metadata (leaving out the extras, which never run in Lambda)."""
+    if pyproject.is_file():
+        return list(tomllib.loads(pyproject.read_text())["project"]["dependencies"])
+    return [line for line in importlib.metadata.requires(DISTRIBUTION) or [] if "extra ==" not in line]
+
+
 def requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
     """The project's runtime dependencies minus what Lambda provides, pinned to the versions
     installed here, so what is deployed is what the tests ran against."""
-    declared = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    declared = _declared_dependencies(pyproject)
     pinned = []
     for line in declared:
         name = _NAME.match(line)

@@ -1,27 +1,24 @@
-"""The CDK app: `npx cdk synth` / `npx cdk deploy -c approvers=a@x,b@y` from the repository root.
+"""The product's CDK app: `npx cdk synth` / `npx cdk deploy -c approvers=a@x,b@y` from the
+repository root.
 
-cdk.json runs this file with the project's virtual environment. Context parameters are
-described in infra/config.py and the README's "Deploy to AWS" section. cdk-nag's AWS
-Solutions pack checks the app on every synth: an unacknowledged finding fails it.
+cdk.json runs this module (`python -m approvals_cdk.app`) with the project's virtual
+environment. Context parameters are described in approvals_cdk/config.py and the README's
+"Deploy to AWS" section. cdk-nag's AWS Solutions pack checks the app on every synth: an
+unacknowledged finding fails it.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# Run as a script by the CDK CLI: make the repository's packages importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from approvals_cdk.config import ConfigError, from_context
+from approvals_cdk.stack import ApprovalsStack
 
 
 def main() -> int:
-    # Imported here, once the repository is on the path.
-    import aws_cdk as cdk
-    from cdk_nag import AwsSolutionsChecks
-
-    from infra.config import ConfigError, from_context
-    from infra.stack import ApprovalsStack
-
     app = cdk.App()
     try:
         config = from_context(app.node.try_get_context)
