@@ -8,6 +8,9 @@ template, added so that `approvals local --template` deploys the template itself
 - State machines are created in the backend that does not execute them once execution
   is switched on: they go to the executing one (the backend the API serves).
 - A ``Ref`` to an API Gateway deployment resolves to the deployment object: it is its id.
+- A resource that another one refers to is created when the reference is met, before what
+  it ``DependsOn`` (an API deployment before its methods, which fails): its dependencies
+  are created first.
 
 Large templates (over 51,200 bytes) are deployed by ``TemplateURL``, from a bucket in
 moto's S3, as the CDK CLI does with its staging bucket.
@@ -278,6 +281,17 @@ def apply() -> None:
     parsing.get_model_list.cache_clear()  # the models are found as subclasses, once
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
+    create_when_referred = parsing.ResourceMap.__getitem__
+
+    def create_dependencies_first(resources: parsing.ResourceMap, logical_id: str) -> Any:
+        definition = resources._resource_json_map.get(logical_id)
+        if definition and logical_id not in resources._parsed_resources:
+            depends_on = definition.get("DependsOn", [])
+            for dependency in [depends_on] if isinstance(depends_on, str) else depends_on:
+                resources[dependency]
+        return create_when_referred(resources, logical_id)
+
+    parsing.ResourceMap.__getitem__ = create_dependencies_first  # type: ignore[method-assign]
     StateMachine.create_from_cloudformation_json = classmethod(_create_state_machine)  # type: ignore[assignment]
     Deployment.physical_resource_id = property(lambda self: self.id)  # type: ignore[attr-defined]
 

@@ -115,6 +115,12 @@ class LocalStack:
     def start(self) -> LocalInfo:
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+        from approvals.local.cloudformation import TemplateError
+
+        if self.template is not None and not self.template.is_file():
+            raise TemplateError(
+                f"no template at {self.template} (`cdk synth` writes cdk.out/STACK.template.json)"
+            )
         _quiet_libraries()
         moto_fixes.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
@@ -214,10 +220,6 @@ class LocalStack:
         from approvals.local.poller import QueuePoller
         from approvals.local.template import DeployedTemplate, execution_events_player, schedule_player
 
-        if not template.is_file():
-            raise cloudformation.TemplateError(
-                f"no template at {template} (`cdk synth` writes cdk.out/STACK.template.json)"
-            )
         cloudformation.apply()
         # The functions run in this process from the project's packages: moto need not find
         # their code packages in S3 (the CDK CLI would have uploaded them).

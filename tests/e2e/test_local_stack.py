@@ -1,4 +1,7 @@
-"""End to end: a user's session with `approvals local`, the AWS CLI and an approver's clicks."""
+"""End to end: a user's session with `approvals local`, the AWS CLI and an approver's clicks,
+on the stack `approvals local` provisions and on the product's synthesized template deployed
+with `approvals local --template` (which catches wiring errors of the CDK app: environment
+names, substitutions, outputs)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import BOTH_MODES, RunningStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), BOTH_MODES]
 
 
 def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> Any:
