@@ -41,7 +41,6 @@ def cmd_local(args: argparse.Namespace) -> int:
     try:
         info = stack.start()
     except TemplateError as error:
-        stack.stop()
         print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
         return 2
     info.write()

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, cast
 
 import boto3
 from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
 from moto.apigateway.models import Deployment
 from moto.cloudformation import parsing
 from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
@@ -315,6 +316,10 @@ def deploy(session: boto3.Session, template: str, stack_name: str, timeout: floa
         cloudformation.create_stack(StackName=stack_name, Capabilities=["CAPABILITY_IAM"], **source)
     except ClientError as error:
         raise TemplateError(str(error)) from None
+    except ResponseParserError:  # moto answered with its 500 page: it failed on the template
+        raise TemplateError(
+            "moto's CloudFormation failed on it (an internal error); `cfn-lint` may say what is wrong"
+        ) from None
     deadline = time.monotonic() + timeout
     while True:
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]

@@ -145,10 +145,14 @@ class LocalStack:
             json={"stepfunctions": {"execute_state_machine": True}},
             timeout=10,
         ).raise_for_status()
-        if self.template is None:
-            self.info = self._run_provisioned(session, endpoint_url)
-        else:
-            self.info = self._run_template(session, endpoint_url, self.template)
+        try:
+            if self.template is None:
+                self.info = self._run_provisioned(session, endpoint_url)
+            else:
+                self.info = self._run_template(session, endpoint_url, self.template)
+        except BaseException:
+            self.stop()  # nothing of a stack that did not start is left running
+            raise
         return self.info
 
     def _run(self, api: LocalApi, pollers: list[QueuePoller], timers: list[Periodic]) -> None:

@@ -10,6 +10,7 @@ with the environment the template gives each; the tests read what they received.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,8 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
-from approvals import runtime
-from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TemplateError
+from approvals import cli, runtime
+from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT
 from approvals.local.stack import LocalInfo, LocalStack
 from tests.conftest import eventually
 
@@ -116,10 +117,12 @@ RESOURCES: dict[str, Any] = {
         },
     },
     # Behind the API (the Recorder names the API's URL: behind it too, it would be a cycle).
+    # Its code is only in its asset directory, as a team's own function's would be.
     "Page": {
         "Type": "AWS::Lambda::Function",
+        "Metadata": {"aws:asset:path": "asset.team"},
         "Properties": {
-            "Handler": "tests.integration.test_local_template.record",
+            "Handler": "team_pages.handler",
             "Runtime": "python3.11",
             "Role": ROLE,
             "Code": {"S3Bucket": "assets-of-cdk", "S3Key": "recorder.zip"},
@@ -226,6 +229,15 @@ SKIPPED_BY_MOTO = {
 }  # fmt: skip
 
 
+TEAM_PAGES = """
+from tests.integration.test_local_template import record
+
+
+def handler(event, context):
+    return record(event, context)
+"""
+
+
 def team_template(padding: int = 0) -> dict[str, Any]:
     """The template; ``padding`` bytes of metadata make it one that must go by TemplateURL."""
     return {
@@ -238,6 +250,8 @@ def team_template(padding: int = 0) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalInfo, boto3.Session]]:
     path = tmp_path_factory.mktemp("cdk.out") / "TeamStack.template.json"
+    (path.parent / "asset.team").mkdir()
+    (path.parent / "asset.team" / "team_pages.py").write_text(TEAM_PAGES)
     path.write_text(json.dumps(team_template(padding=TEMPLATE_BODY_LIMIT)))
     stack = LocalStack(moto_port=0, api_port=0, sweep_interval=0.5, template=path)
     info = stack.start()
@@ -336,7 +350,9 @@ def test_event_source_mapping_is_played_by_a_poller(deployed: tuple[LocalInfo, b
     assert info.queue_url == physical_ids(deployed)["Queue"], "read from the stack's outputs"
 
 
-def test_local_api_serves_the_function_behind_the_rest_api(deployed: tuple[LocalInfo, boto3.Session]) -> None:
+def test_local_api_serves_the_function_behind_the_rest_api_from_its_asset(
+    deployed: tuple[LocalInfo, boto3.Session],
+) -> None:
     info, _ = deployed
     with urllib.request.urlopen(f"{info.api_url}/things?x=1", timeout=10) as response:
         assert response.status == 200
@@ -346,7 +362,25 @@ def test_local_api_serves_the_function_behind_the_rest_api(deployed: tuple[Local
     assert requests[0][0]["queryStringParameters"] == {"x": "1"}
 
 
-def test_a_template_that_does_not_deploy_is_refused_by_name(tmp_path: Path) -> None:
-    missing = LocalStack(moto_port=0, api_port=0, template=tmp_path / "NoStack.template.json")
-    with pytest.raises(TemplateError, match="no template at"):
-        missing.start()
+def test_a_template_that_cannot_run_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Last in this module: a stack starting in this process resets moto's state, which the
+    module's stack shares."""
+    missing = tmp_path / "NoStack.template.json"
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", "--template", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"approvals: cannot run {missing} locally: no template at {missing}"
+        " (`cdk synth` writes cdk.out/STACK.template.json)\n"
+    )
+    broken = tmp_path / "Broken.template.json"
+    broken.write_text(json.dumps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Outputs": {
+        "Nowhere": {"Value": {"Fn::GetAtt": ["Missing", "Arn"]}}}}))  # fmt: skip
+    environment = dict(os.environ)
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", "--template", str(broken)]) == 2
+    printed = capsys.readouterr().err
+    assert printed == (
+        f"approvals: cannot run {broken} locally: moto's CloudFormation failed on it (an internal"
+        " error); `cfn-lint` may say what is wrong\n"
+    )
+    assert dict(os.environ) == environment, "the stack that did not start was stopped"
