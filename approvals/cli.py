@@ -51,7 +51,12 @@ def cmd_local(args: argparse.Namespace) -> int:
         f"  outbox        {info.outbox_url}\n"
         f"  state machine {info.state_machine_arn}\n"
         f"  fan-out       {info.fanout_state_machine_arn}\n"
-        "Press Ctrl-C to stop.",
+        + (
+            f"  template      {args.template} (deployed into moto's CloudFormation)\n"
+            if args.template
+            else ""
+        )
+        + "Press Ctrl-C to stop.",
         flush=True,
     )
     stopped = threading.Event()

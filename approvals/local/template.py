@@ -88,8 +88,8 @@ class DeployedTemplate:
         lambda_ = session.client("lambda")
         self.functions: dict[str, LocalFunction] = {}
         for logical_id, resource in template["Resources"].items():
-            if resource["Type"] != "AWS::Lambda::Function":
-                continue
+            if resource["Type"] != "AWS::Lambda::Function" or logical_id not in self.physical_ids:
+                continue  # not a function, or one whose Condition left it out
             configuration = lambda_.get_function_configuration(FunctionName=self.physical_ids[logical_id])
             asset = resource.get("Metadata", {}).get("aws:asset:path")
             self.functions[configuration["FunctionArn"]] = LocalFunction(
