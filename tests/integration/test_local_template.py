@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from approvals import cli, runtime
-from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT
+from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_BUCKET
 from approvals.local.stack import LocalInfo, LocalStack
 from tests.conftest import eventually
 
@@ -298,6 +298,9 @@ def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, bo
     assert apigateway.get_account()["cloudwatchRoleArn"].endswith(ids["Role"])
     schedule = client(deployed, "scheduler").get_schedule(Name=ids["Tick"])
     assert schedule["ScheduleExpression"] == "rate(5 minutes)"
+    # Over CloudFormation's 51,200 bytes for a TemplateBody: it went by TemplateURL, from S3.
+    uploaded = client(deployed, "s3").get_object(Bucket=TEMPLATE_BUCKET, Key="TeamStack.template.json")
+    assert uploaded["ContentLength"] > TEMPLATE_BODY_LIMIT
     alarm = client(deployed, "cloudwatch").describe_alarms(AlarmNames=[ids["QueueAlarm"]])["MetricAlarms"][0]
     assert alarm["AlarmActions"] == [ids["Topic"]]
 
