@@ -96,6 +96,28 @@ def test_cli_start_and_status_with_rejection(local_stack: RunningStack) -> None:
     assert report["output"]["votes"][0]["comment"] == "over budget"
 
 
+def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_stack: RunningStack) -> None:
+    requests = [
+        {"title": f"Fan-out {n}", "approvers": [f"fan{n}@example.com"], "requester": "e2e@example.com"}
+        for n in (1, 2)
+    ]
+    started = local_stack.aws(
+        "stepfunctions", "start-execution",
+        "--state-machine-arn", local_stack.info.fanout_state_machine_arn,
+        "--input", json.dumps({"requests": requests}),
+    )  # fmt: skip
+    for n, decision in ((2, "reject"), (1, "approve")):
+        page = approver.open_link(
+            wait_for_email(local_stack.info, f"fan{n}@example.com", f"Fan-out {n}")["links"][0]
+        )
+        assert approver.submit(page, decision, "seen").status == 200
+
+    described = wait_status(local_stack, str(started["executionArn"]))
+    assert described["status"] == "SUCCEEDED"
+    decisions = json.loads(str(described["output"]))["decisions"]
+    assert [d["outcome"] for d in decisions] == ["approved", "rejected"]
+
+
 def test_cli_refuses_an_invalid_request_with_one_clear_line(local_stack: RunningStack) -> None:
     result = local_stack.cli("start", "--title", "x", "--approver", "not-an-email")
     assert result.returncode == 2
