@@ -2,7 +2,10 @@
 worker behind a queue poller, the approval API behind a local HTTP server, an outbox.
 
 The handlers are the Lambda handlers themselves, reading their settings from the
-environment exactly as in AWS; only the endpoint differs.
+environment exactly as in AWS; only the endpoint differs. With a synthesized template
+(``approvals local --template``) the resources are the template's, deployed into moto's
+CloudFormation, and each function runs with the environment the template gives it
+(approvals/local/template.py).
 """
 
 from __future__ import annotations
