@@ -225,7 +225,12 @@ class LocalStack:
         from approvals.local import cloudformation
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
-        from approvals.local.template import DeployedTemplate, execution_events_player, schedule_player
+        from approvals.local.template import (
+            DeployedTemplate,
+            execution_events_player,
+            schedule_player,
+            serve_invocations,
+        )
 
         cloudformation.apply()
         # The functions run in this process from the project's packages: moto need not find
@@ -246,6 +251,7 @@ class LocalStack:
         store = ApprovalStore(session.client("dynamodb"), table_name)
         api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port)
         deployed.serve_api_at(stage_urls, api.url)
+        self._stoppers.append(serve_invocations(deployed.functions))
 
         pollers = [
             QueuePoller(sqs, queue_url, function, function.name, batch_size)

@@ -4,9 +4,10 @@ and what AWS would run around it, played in this process.
 Everything is found in the deployed stack by resource type and properties, never by
 construct name: the functions (their handler and the environment the template gives them),
 the event source mappings (each replaced by a queue poller: in moto they would run the
-function in Docker), the REST API's Lambda integration (served by the local API), the
-schedules (fired by a timer) and the EventBridge rules on Step Functions execution status
-changes (moto sends Step Functions' events nowhere: a watcher sends them to the rules).
+function in Docker), Lambda's Invoke of those functions (run here, not in Docker), the REST
+API's Lambda integration (served by the local API), the schedules (fired by a timer) and the
+EventBridge rules on Step Functions execution status changes (moto sends Step Functions'
+events nowhere: a watcher sends them to the rules).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 import boto3
+from moto.awslambda.models import LambdaBackend
 from moto.events.models import EventPattern
 
 from approvals import runtime
@@ -67,6 +69,40 @@ class LocalFunction:
                 return entry_point(event, context or LambdaContext(self.name))
         finally:
             runtime.function_environment.reset(token)
+
+
+# The functions Lambda's Invoke runs in this process (by name and by ARN); moto would run
+# them in Docker. Filled while a template's stack runs.
+_invocable: dict[str, LocalFunction] = {}
+_invoke_in_docker = LambdaBackend.invoke
+
+
+def _invoke(
+    backend: LambdaBackend,
+    function_name: str,
+    qualifier: str | None,
+    body: Any,
+    headers: Any,
+    response_headers: Any,
+) -> str | bytes | None:
+    function = _invocable.get(function_name)
+    if function is None:
+        return _invoke_in_docker(backend, function_name, qualifier, body, headers, response_headers)
+    try:
+        result = function(json.loads(body or "{}"))
+    except Exception as error:  # as Lambda answers a function's own error
+        response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps({"errorMessage": str(error), "errorType": type(error).__name__}).encode()
+    return json.dumps(result).encode()
+
+
+def serve_invocations(functions: Mapping[str, LocalFunction]) -> Callable[[], None]:
+    """Lambda's Invoke (the CLI's, a state machine's lambda:invoke task) runs these functions
+    here; returns what stops it."""
+    LambdaBackend.invoke = _invoke  # type: ignore[method-assign,assignment]
+    for arn, function in functions.items():
+        _invocable[arn] = _invocable[function.name] = function
+    return _invocable.clear
 
 
 def _pages(client: Any, operation: str, key: str, **arguments: Any) -> Iterator[Any]:

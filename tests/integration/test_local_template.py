@@ -188,6 +188,27 @@ RESOURCES: dict[str, Any] = {
             "DefinitionSubstitutions": {"Error": "Team.BuildFailed"},
         },
     },
+    "Pipeline": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "RoleArn": ROLE,
+            "DefinitionString": json.dumps(
+                {
+                    "StartAt": "Build",
+                    "States": {
+                        "Build": {
+                            "Type": "Task",
+                            "Resource": "arn:aws:states:::lambda:invoke",
+                            "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
+                            "OutputPath": "$.Payload",
+                            "End": True,
+                        }
+                    },
+                }
+            ),
+            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
+        },
+    },
     "WorkflowFailed": {
         "Type": "AWS::Events::Rule",
         "Properties": {
@@ -338,6 +359,24 @@ def test_function_runs_with_the_environment_the_template_gives_it(
     assert environment["QUEUE"] == ids["Queue"]
     assert environment["API"] == f"{info.api_url}/", "the stage's URL is the local API's"
     assert environment["AWS_REGION"] == "us-east-1"
+
+
+def test_a_state_machine_invokes_the_function_here(deployed: tuple[LocalInfo, boto3.Session]) -> None:
+    """A lambda:invoke task (and so Lambda's Invoke) runs the template's function in this
+    process: moto would run it in Docker."""
+    sfn = client(deployed, "stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Pipeline"], input='{"build": 7}')[
+        "executionArn"
+    ]
+
+    def ended() -> Any:
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+
+    described = eventually(ended, what="the execution to end")
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"]) == {"batchItemFailures": []}, "what record() answered"
+    assert events_where(lambda e: e == {"build": 7})
 
 
 def test_event_source_mapping_is_played_by_a_poller(deployed: tuple[LocalInfo, boto3.Session]) -> None:
