@@ -297,8 +297,26 @@ def apply() -> None:
     Deployment.physical_resource_id = property(lambda self: self.id)  # type: ignore[attr-defined]
 
 
+def _refuse_what_cannot_run(template: str) -> None:
+    try:
+        resources = json.loads(template)["Resources"]
+    except (ValueError, KeyError, TypeError):
+        raise TemplateError("not a synthesized template (JSON with Resources)") from None
+    custom = [
+        logical_id
+        for logical_id, resource in resources.items()
+        if resource.get("Type", "").startswith("Custom::")
+        or resource.get("Type") == "AWS::CloudFormation::CustomResource"
+    ]
+    if custom:
+        # moto sends a custom resource's request to its provider function in Docker, and
+        # waits for the answer: the stack would never be created.
+        raise TemplateError(f"custom resources cannot be created locally: {', '.join(custom)}")
+
+
 def deploy(session: boto3.Session, template: str, stack_name: str, timeout: float = 120) -> dict[str, str]:
     """Create the stack from a template's text, as `cdk deploy` does; returns its outputs."""
+    _refuse_what_cannot_run(template)
     cloudformation = session.client("cloudformation")
     session.client("ssm").put_parameter(
         Name="/cdk-bootstrap/hnb659fds/version", Value=BOOTSTRAP_VERSION, Type="String", Overwrite=True

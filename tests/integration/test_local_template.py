@@ -418,6 +418,14 @@ def test_a_template_that_cannot_run_is_refused_in_one_line(
     broken = tmp_path / "Broken.template.json"
     broken.write_text(json.dumps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Outputs": {
         "Nowhere": {"Value": {"Fn::GetAtt": ["Missing", "Arn"]}}}}))  # fmt: skip
+    custom = tmp_path / "Custom.template.json"
+    custom.write_text(
+        json.dumps({"Resources": {"Seed": {"Type": "Custom::Seed", "Properties": {"ServiceToken": "x"}}}})
+    )
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", "--template", str(custom)]) == 2
+    assert capsys.readouterr().err == (
+        f"approvals: cannot run {custom} locally: custom resources cannot be created locally: Seed\n"
+    )
     environment = dict(os.environ)
     assert cli.main(["local", "--moto-port", "0", "--api-port", "0", "--template", str(broken)]) == 2
     printed = capsys.readouterr().err
