@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -33,10 +34,15 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
+    from approvals.local.cloudformation import TemplateError
     from approvals.local.stack import LocalStack
 
-    stack = LocalStack(moto_port=args.moto_port, api_port=args.api_port)
-    info = stack.start()
+    stack = LocalStack(moto_port=args.moto_port, api_port=args.api_port, template=args.template)
+    try:
+        info = stack.start()
+    except TemplateError as error:
+        print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
+        return 2
     info.write()
     print(
         f"Local stack running (state in .approvals/local.json)\n"
@@ -45,7 +51,12 @@ def cmd_local(args: argparse.Namespace) -> int:
         f"  outbox        {info.outbox_url}\n"
         f"  state machine {info.state_machine_arn}\n"
         f"  fan-out       {info.fanout_state_machine_arn}\n"
-        "Press Ctrl-C to stop.",
+        + (
+            f"  template      {args.template} (deployed into moto's CloudFormation)\n"
+            if args.template
+            else ""
+        )
+        + "Press Ctrl-C to stop.",
         flush=True,
     )
     stopped = threading.Event()
@@ -233,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     local_cmd = commands.add_parser("local", help="run the embedded local stack until interrupted")
     local_cmd.add_argument("--moto-port", type=int, default=4570, help="AWS endpoint port (0: any free port)")
     local_cmd.add_argument("--api-port", type=int, default=8787, help="approval API port (0: any free port)")
+    local_cmd.add_argument(
+        "--template",
+        type=Path,
+        help="deploy this synthesized template (cdk.out/STACK.template.json) instead of the built-in stack",
+    )
     local_cmd.set_defaults(run=cmd_local)
 
     commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)

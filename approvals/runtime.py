@@ -7,6 +7,8 @@ call and kept; the local stack and the tests build their own with :func:`build`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -58,27 +60,35 @@ def build(settings: Settings) -> Services:
     )
 
 
+# The environment of the function being invoked, where it is not the process's own: the
+# local stack running a template's functions in one process gives each the environment the
+# template gives it (None: the process environment, as in Lambda).
+function_environment: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
+
 _lock = threading.Lock()
-_services: Services | None = None
+# One entry per environment: None for the process's own, else the function's variables.
+_services: dict[tuple[tuple[str, str], ...] | None, Services] = {}
 
 
 def from_environment() -> Services:
     """This container's services, from its environment (Lambda: built on the first event).
 
-    One object per process even when several threads ask first at the same moment (the
-    local stack's pollers, sweeper and HTTP server): a test that hooks a fault on its
-    clients hooks the very clients every handler uses. ``functools.cache`` would let each
-    concurrent first caller build, and keep, its own.
+    One object per process (per function environment, see ``function_environment``) even
+    when several threads ask first at the same moment (the local stack's pollers, sweeper
+    and HTTP server): a test that hooks a fault on its clients hooks the very clients every
+    handler uses. ``functools.cache`` would let each concurrent first caller build, and
+    keep, its own.
     """
-    global _services
+    environment = function_environment.get()
+    key = None if environment is None else tuple(sorted(environment.items()))
     with _lock:
-        if _services is None:
-            _services = build(Settings.from_env())
-        return _services
+        services = _services.get(key)
+        if services is None:
+            services = _services[key] = build(Settings.from_env(environment))
+        return services
 
 
 def reset() -> None:
     """Forget this process's services: the next call builds them from the environment anew."""
-    global _services
     with _lock:
-        _services = None
+        _services.clear()

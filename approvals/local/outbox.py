@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from approvals.notify import APPROVER_ATTRIBUTE
 
 if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 LINK = re.compile(r"https?://\S+")
@@ -69,3 +71,15 @@ class Outbox:
         self.collect()
         with self._lock:
             return list(self._emails)
+
+
+def subscribe_outbox(sqs: SQSClient, sns: SNSClient, topic_arns: Iterable[str], name: str) -> str:
+    """The local "mailbox": a queue subscribed, without a filter, to each topic that sends
+    email, so that it takes every approver's message."""
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    for topic_arn in topic_arns:
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return queue_url

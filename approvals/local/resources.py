@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 
 from approvals import statemachine
+from approvals.local.outbox import subscribe_outbox
 from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
@@ -106,12 +107,7 @@ def provision(
     )["QueueUrl"]
 
     topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
-    # Locally the "mailbox" is a queue that takes every approver's message.
-    outbox_queue_url = sqs.create_queue(QueueName=f"{name}-outbox")["QueueUrl"]
-    outbox_arn = sqs.get_queue_attributes(QueueUrl=outbox_queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=outbox_arn)
+    outbox_queue_url = subscribe_outbox(sqs, sns, [topic_arn], f"{name}-outbox")
 
     dynamodb.create_table(**table_definition(f"{name}-table"))
     secret_arn = secretsmanager.create_secret(

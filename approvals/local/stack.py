@@ -2,7 +2,10 @@
 worker behind a queue poller, the approval API behind a local HTTP server, an outbox.
 
 The handlers are the Lambda handlers themselves, reading their settings from the
-environment exactly as in AWS; only the endpoint differs.
+environment exactly as in AWS; only the endpoint differs. With a synthesized template
+(``approvals local --template``) the resources are the template's, deployed into moto's
+CloudFormation, and each function runs with the environment the template gives it
+(approvals/local/template.py).
 """
 
 from __future__ import annotations
@@ -10,22 +13,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from approvals.local import moto_fixes
-from approvals.local.outbox import Outbox
+from approvals.local.outbox import Outbox, subscribe_outbox
+from approvals.local.periodic import Periodic
 from approvals.local.resources import Resources, provision
+from approvals.store import ApprovalStore
+
+if TYPE_CHECKING:  # imported where used: the CLI reads this module's state file on every call
+    from approvals.local.http import LocalApi
+    from approvals.local.poller import QueuePoller
 
 log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
+# The product's stack outputs the local state file names, beside approvals.target's.
+OUTPUT_DEAD_LETTER_QUEUE_URL = "DeadLetterQueueUrl"
+OUTPUT_TOPIC_ARN = "TopicArn"
 
 
 @dataclass(frozen=True)
@@ -52,31 +63,15 @@ class LocalInfo:
         return cls(**json.loads(path.read_text()))
 
 
-class Sweeper:
+def sweeper(interval: float) -> Periodic:
     """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
     Step Functions about each pending approval's execution)."""
+    from approvals import runtime, sweep
+    from approvals.models import utcnow
 
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
-
-    def _run(self) -> None:
-        from approvals import runtime, sweep
-        from approvals.models import utcnow
-
-        while not self._stop.wait(self._interval):
-            try:
-                sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
-            except Exception:
-                log.exception("sweep failed")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    return Periodic(
+        "sweeper", interval, lambda: sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
+    )
 
 
 def _restore_environment(saved: dict[str, str]) -> None:
@@ -94,6 +89,9 @@ def _quiet_libraries() -> None:
 
 
 class LocalStack:
+    """The local stack: the product's resources provisioned here (by default), or a
+    synthesized template deployed into moto's CloudFormation (``template``)."""
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -102,6 +100,7 @@ class LocalStack:
         visibility_timeout: int = 5,
         max_receives: int = 3,
         sweep_interval: float = 2.0,
+        template: Path | None = None,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -109,6 +108,7 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
+        self.template = template
         self._stoppers: list[Any] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
@@ -118,6 +118,12 @@ class LocalStack:
     def start(self) -> LocalInfo:
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+        from approvals.local.cloudformation import TemplateError
+
+        if self.template is not None and not self.template.is_file():
+            raise TemplateError(
+                f"no template at {self.template} (`cdk synth` writes cdk.out/STACK.template.json)"
+            )
         _quiet_libraries()
         moto_fixes.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
@@ -142,6 +148,28 @@ class LocalStack:
             json={"stepfunctions": {"execute_state_machine": True}},
             timeout=10,
         ).raise_for_status()
+        try:
+            if self.template is None:
+                self.info = self._run_provisioned(session, endpoint_url)
+            else:
+                self.info = self._run_template(session, endpoint_url, self.template)
+        except BaseException:
+            self.stop()  # nothing of a stack that did not start is left running
+            raise
+        return self.info
+
+    def _run(self, api: LocalApi, pollers: list[QueuePoller], timers: list[Periodic]) -> None:
+        api.start()
+        self._stoppers.append(api.stop)
+        runners: list[QueuePoller | Periodic] = [*pollers, *timers]
+        for runner in runners:
+            runner.start()
+            self._stoppers.insert(0, runner.stop)
+
+    def _run_provisioned(self, session: boto3.Session, endpoint_url: str) -> LocalInfo:
+        from approvals.local.http import LocalApi
+        from approvals.local.poller import QueuePoller
+
         resources = provision(
             session, visibility_timeout=self.visibility_timeout, max_receives=self.max_receives
         )
@@ -151,7 +179,6 @@ class LocalStack:
         self.outbox = Outbox(sqs, resources.outbox_queue_url)
         from approval_api.handler import lambda_handler as api_handler
         from approvals import runtime
-        from approvals.local.http import LocalApi
 
         api = LocalApi(
             api_handler,
@@ -166,28 +193,21 @@ class LocalStack:
         os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)
         runtime.reset()
         runtime.from_environment()  # built here, before any thread of the stack asks for it
-        api.start()
-        self._stoppers.append(api.stop)
 
-        from approvals.local.poller import QueuePoller
         from worker.dead_letter import lambda_handler as dead_letter_handler
         from worker.handler import lambda_handler as worker_handler
 
         # One poller per function, each one execution environment: the handlers keep a
         # batch's state in module globals (Powertools' batch processor), as Lambda allows.
-        for queue_url, handler, name in (
-            (resources.queue_url, worker_handler, "approval-worker"),
-            (resources.dlq_url, dead_letter_handler, "approval-dead-letter"),
-        ):
-            poller = QueuePoller(sqs, queue_url, handler, name)
-            poller.start()
-            self._stoppers.insert(0, poller.stop)
-
-        sweeper = Sweeper(self.sweep_interval)
-        sweeper.start()
-        self._stoppers.insert(0, sweeper.stop)
-
-        self.info = LocalInfo(
+        pollers = [
+            QueuePoller(sqs, queue_url, handler, name)
+            for queue_url, handler, name in (
+                (resources.queue_url, worker_handler, "approval-worker"),
+                (resources.dlq_url, dead_letter_handler, "approval-dead-letter"),
+            )
+        ]
+        self._run(api, pollers, [sweeper(self.sweep_interval)])
+        return LocalInfo(
             endpoint_url=endpoint_url,
             region=resources.region,
             state_machine_arn=resources.state_machine_arn,
@@ -199,7 +219,61 @@ class LocalStack:
             table_name=resources.table_name,
             topic_arn=resources.topic_arn,
         )
-        return self.info
+
+    def _run_template(self, session: boto3.Session, endpoint_url: str, template: Path) -> LocalInfo:
+        from approvals import target
+        from approvals.local import cloudformation
+        from approvals.local.http import LocalApi
+        from approvals.local.poller import QueuePoller
+        from approvals.local.template import (
+            DeployedTemplate,
+            execution_events_player,
+            schedule_player,
+            serve_invocations,
+        )
+
+        cloudformation.apply()
+        # The functions run in this process from the project's packages: moto need not find
+        # their code packages in S3 (the CDK CLI would have uploaded them).
+        os.environ["VALIDATE_LAMBDA_S3"] = "false"
+        stack_name = template.name.split(".")[0]
+        outputs = cloudformation.deploy(session, template.read_text(), stack_name)
+        deployed = DeployedTemplate(session, stack_name, template)
+        api_function, stage_urls = deployed.api_function()
+
+        sqs = session.client("sqs")
+        outbox_queue_url = subscribe_outbox(
+            sqs, session.client("sns"), deployed.email_topics(), "approvals-outbox"
+        )
+        self.outbox = Outbox(sqs, outbox_queue_url)
+        environment = {k: v for f in deployed.functions.values() for k, v in f.environment.items()}
+        table_name = outputs.get(target.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
+        store = ApprovalStore(session.client("dynamodb"), table_name)
+        api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port)
+        deployed.serve_api_at(stage_urls, api.url)
+        self._stoppers.append(serve_invocations(deployed.functions))
+
+        pollers = [
+            QueuePoller(sqs, queue_url, function, function.name, batch_size)
+            for queue_url, function, batch_size in deployed.queue_triggers()
+        ]
+        timers = [
+            schedule_player(deployed.schedules(), self.sweep_interval),
+            execution_events_player(session, deployed.rules(), self.sweep_interval),
+        ]
+        self._run(api, pollers, timers)
+        return LocalInfo(
+            endpoint_url=endpoint_url,
+            region=deployed.region,
+            state_machine_arn=outputs.get(target.OUTPUT_STATE_MACHINE, ""),
+            fanout_state_machine_arn=outputs.get(target.OUTPUT_FANOUT_STATE_MACHINE, ""),
+            api_url=api.url,
+            outbox_url=f"{api.url}/outbox",
+            queue_url=outputs.get(target.OUTPUT_QUEUE_URL, ""),
+            dlq_url=outputs.get(OUTPUT_DEAD_LETTER_QUEUE_URL, ""),
+            table_name=table_name,
+            topic_arn=outputs.get(OUTPUT_TOPIC_ARN) or environment.get("APPROVALS_TOPIC_ARN", ""),
+        )
 
     def stop(self) -> None:
         for stop in self._stoppers:

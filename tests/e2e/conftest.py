@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from approvals.local.stack import LocalInfo
+from tests.infra.conftest import STACK, SYNTH_TIMEOUT
+from tests.infra.conftest import _start as cdk_synth
 
 BIN = Path(sys.executable).parent
 
@@ -51,9 +53,32 @@ class RunningStack:
         )
 
 
+# The modes of `approvals local`: the resources it provisions itself, or the product's own
+# synthesized template deployed into moto's CloudFormation (`--template`).
+PROVISIONED = "provisioned"
+TEMPLATE = "template"
+BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The product's template as `make synth` writes it (the real CDK CLI, two approvers)."""
+    outdir = tmp_path_factory.mktemp("cdk")
+    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com"})
+    output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
+    assert synth.returncode == 0, f"cdk synth failed:\n{output}"
+    return outdir / f"{STACK}.template.json"
+
+
 @pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    workdir = tmp_path_factory.mktemp("local")
+def local_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    mode = getattr(request, "param", PROVISIONED)
+    workdir = tmp_path_factory.mktemp(f"local-{mode}")
+    command = [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0"]
+    if mode == TEMPLATE:
+        command += ["--template", str(request.getfixturevalue("product_template"))]
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -63,7 +88,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
     }
     log = (workdir / "local.log").open("w")
     process = subprocess.Popen(
-        [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0"],
+        command,
         cwd=workdir,
         env=env,
         stdout=log,
@@ -71,7 +96,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         text=True,
     )
     state = workdir / ".approvals" / "local.json"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a template's deployment takes about 10 s on its own
     while not state.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()

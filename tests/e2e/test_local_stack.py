@@ -1,4 +1,7 @@
-"""End to end: a user's session with `approvals local`, the AWS CLI and an approver's clicks."""
+"""End to end: a user's session with `approvals local`, the AWS CLI and an approver's clicks,
+on the stack `approvals local` provisions and on the product's synthesized template deployed
+with `approvals local --template` (which catches wiring errors of the CDK app: environment
+names, substitutions, outputs)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import BOTH_MODES, RunningStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), BOTH_MODES]
 
 
 def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> Any:
@@ -91,6 +94,28 @@ def test_cli_start_and_status_with_rejection(local_stack: RunningStack) -> None:
     assert report["status"] == "SUCCEEDED"
     assert report["final_state"] == "Rejected"
     assert report["output"]["votes"][0]["comment"] == "over budget"
+
+
+def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_stack: RunningStack) -> None:
+    requests = [
+        {"title": f"Fan-out {n}", "approvers": [f"fan{n}@example.com"], "requester": "e2e@example.com"}
+        for n in (1, 2)
+    ]
+    started = local_stack.aws(
+        "stepfunctions", "start-execution",
+        "--state-machine-arn", local_stack.info.fanout_state_machine_arn,
+        "--input", json.dumps({"requests": requests}),
+    )  # fmt: skip
+    for n, decision in ((2, "reject"), (1, "approve")):
+        page = approver.open_link(
+            wait_for_email(local_stack.info, f"fan{n}@example.com", f"Fan-out {n}")["links"][0]
+        )
+        assert approver.submit(page, decision, "seen").status == 200
+
+    described = wait_status(local_stack, str(started["executionArn"]))
+    assert described["status"] == "SUCCEEDED"
+    decisions = json.loads(str(described["output"]))["decisions"]
+    assert [d["outcome"] for d in decisions] == ["approved", "rejected"]
 
 
 def test_cli_refuses_an_invalid_request_with_one_clear_line(local_stack: RunningStack) -> None:

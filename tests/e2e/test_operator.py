@@ -14,7 +14,7 @@ from approvals.demo import wait_for_email
 from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from approvals.statemachine import approval_definition, render
-from tests.e2e.conftest import BIN, RunningStack
+from tests.e2e.conftest import BIN, BOTH_MODES, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -45,6 +45,7 @@ def approval_id_of(stack: RunningStack, title: str) -> str:
     return line.split()[0]
 
 
+@BOTH_MODES  # the template's sweep schedule, played by the local stack
 def test_reminder_reaches_only_who_has_not_decided_and_only_once(local_stack: RunningStack) -> None:
     title = "Reminder check"
     # The local stack reminds at half the time allowed ("50%"); "1h" before expiry is

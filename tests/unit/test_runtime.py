@@ -58,3 +58,27 @@ def test_reset_builds_anew_from_the_environment(
     runtime.reset()
     assert runtime.from_environment().settings.table_name == "other"
     assert len(slow_build) == 2
+
+
+def test_each_function_environment_has_services_of_its_own(slow_build: list[Settings]) -> None:
+    """The local stack runs a template's functions in one process, each with its own
+    environment: each gets the services its variables name, built once."""
+    process = runtime.from_environment()
+    worker_environment = {
+        "APPROVALS_TABLE": "worker-table",
+        "APPROVALS_SIGNING_SECRET": "worker/key",
+        "APPROVALS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:emails",
+    }
+    token = runtime.function_environment.set(worker_environment)
+    try:
+        worker = runtime.from_environment()
+        assert runtime.from_environment() is worker
+    finally:
+        runtime.function_environment.reset(token)
+    assert worker is not process
+    assert (worker.settings.table_name, worker.settings.topic_arn) == (
+        "worker-table",
+        worker_environment["APPROVALS_TOPIC_ARN"],
+    )
+    assert runtime.from_environment() is process, "outside an invocation: the process's own"
+    assert len(slow_build) == 2

@@ -1,0 +1,34 @@
+"""A timer of the local stack: plays what AWS runs on a schedule."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """A daemon thread that calls ``tick`` every ``interval`` seconds until stopped; a
+    failing tick is logged and the next one runs all the same."""
+
+    def __init__(self, name: str, interval: float, tick: Callable[[], object]) -> None:
+        self._interval = interval
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except Exception:
+                log.exception("%s failed", self._thread.name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
