@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Form, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import decision, runtime
+from approvals import decision, links, runtime
 from approvals.decision import Delivery, Problem
 from approvals.models import utcnow
 
@@ -48,6 +48,7 @@ CONFIRMATIONS = {
 # The signed fields of a link, in its query string (GET) or in the form it shows (POST).
 _APPROVER = "The approver the link was issued to (signed)."
 _EXPIRES = "When the link expires, in seconds since the epoch (signed)."
+_KID = "Which signing key signed the link (absent from links made before keys rotated)."
 _SIG = "HMAC-SHA256 of the approval id, the approver and the expiry (unpadded URL-safe base64)."
 
 
@@ -157,8 +158,9 @@ def show(
     approver: Annotated[str, Query(description=_APPROVER)],
     expires: Annotated[str, Query(description=_EXPIRES)],
     sig: Annotated[str, Query(description=_SIG)],
+    kid: Annotated[str, Query(description=_KID)] = "",
 ) -> Response[str]:
-    fields = {"approver": approver, "expires": expires, "sig": sig}
+    fields = {"approver": approver, "expires": expires, "kid": kid, "sig": sig}
     now = utcnow()
     seen = decision.view(runtime.from_environment(), approval_id, fields, now)
     html = pages.approval_page(
@@ -190,6 +192,7 @@ def decide(
     approver: Annotated[str, Form(description=_APPROVER)],
     expires: Annotated[str, Form(description=_EXPIRES)],
     sig: Annotated[str, Form(description=_SIG)],
+    kid: Annotated[str, Form(description=_KID)] = "",
     decision_: Annotated[
         str,
         Form(
@@ -259,7 +262,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
     approval = services.store.get(error.claims.approval_id)
     if approval is None or _wants_json():
         return _problem_response(error)
-    fields = {"approver": error.claims.approver, "expires": str(error.claims.expires), "sig": _form()["sig"]}
+    form = _form()  # its signed fields hold: the claims came from them
+    fields = {name: form.get(name, "") for name in links.LINK_FIELDS}
     html = pages.approval_page(
         approval,
         error.claims.approver,

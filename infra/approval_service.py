@@ -163,7 +163,9 @@ class ApprovalService(Construct):
             self.signing_key,
             "AwsSolutions-SMG4",
             "The key signs links that stay valid until their approval expires (up to a year);"
-            " rotating it would break every link in flight. Rotate by hand between approvals.",
+            " a scheduled rotation would retire keys whose links are still in flight. Operators"
+            " rotate it with `approvals rotate-key`: links name their key, and the previous key"
+            " still verifies.",
         )
 
         self.table = self._table()

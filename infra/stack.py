@@ -54,6 +54,10 @@ class ApprovalsStack(cdk.Stack):
                 "The request queue an approval Task sends to (sqs:sendMessage.waitForTaskToken)",
             ),
             target.OUTPUT_TABLE: (service.table.table_name, "The approvals table (state and audit trail)"),
+            target.OUTPUT_SIGNING_KEY: (
+                service.signing_key.secret_arn,
+                "The link signing key's secret (its ARN, not the key): `approvals rotate-key` rotates it",
+            ),
             "DeadLetterQueueUrl": (
                 service.dead_letter_queue.queue_url,
                 "Requests that could not be delivered (their executions are failed)",

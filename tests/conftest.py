@@ -31,7 +31,7 @@ import approval_api.handler
 import worker.dead_letter
 import worker.handler
 from approvals import executions, runtime
-from approvals.links import approval_id_for
+from approvals.links import SigningKey, approval_id_for
 from approvals.local import moto_fixes
 from approvals.local.approver import FormReader, HttpResult
 from approvals.local.http import proxy_event
@@ -270,8 +270,8 @@ class Stack:
         return [approval_from_item(dict(item)) for item in items]
 
     @property
-    def signing_key(self) -> bytes:
-        return runtime.from_environment().signing_key
+    def signing_key(self) -> SigningKey:
+        return runtime.from_environment().keys.signing()
 
 
 def lambda_context(function_name: str) -> Any:

@@ -42,6 +42,7 @@ class LocalInfo:
     dlq_url: str
     table_name: str
     topic_arn: str
+    signing_secret_arn: str
 
     def write(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +199,7 @@ class LocalStack:
             dlq_url=resources.dlq_url,
             table_name=resources.table_name,
             topic_arn=resources.topic_arn,
+            signing_secret_arn=resources.signing_secret_arn,
         )
         return self.info
 

@@ -403,6 +403,8 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     machines = synthesis.resources("AWS::StepFunctions::StateMachine")
     assert outputs[target.OUTPUT_QUEUE_URL]["Value"] == {"Ref": request}
     assert outputs[target.OUTPUT_TABLE]["Value"] == {"Ref": table}
+    secret, _ = only(synthesis.resources("AWS::SecretsManager::Secret"))
+    assert outputs[target.OUTPUT_SIGNING_KEY]["Value"] == {"Ref": secret}
     arns = {
         outputs[name]["Value"]["Ref"]
         for name in (target.OUTPUT_STATE_MACHINE, target.OUTPUT_FANOUT_STATE_MACHINE)

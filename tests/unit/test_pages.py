@@ -18,7 +18,7 @@ from tests.unit.samples import TOKEN, sample_approval
 NOW = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
 SCRIPT = '<script>alert("x")</script>'
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
-FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "sig": "c2lnbmF0dXJl"}
+FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "kid": "0a1b2c3d", "sig": "c2lnbmF0dXJl"}
 
 
 def approval(**changes: Any) -> Approval:
