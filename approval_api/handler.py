@@ -121,12 +121,17 @@ def _query() -> dict[str, str]:
 
 
 def _same_origin() -> None:
-    """Refuse a form posted from another site: the browser says where a POST comes from."""
+    """Refuse a form not posted from the approval page itself.
+
+    Browsers send ``Origin`` with every POST, and the page's ``Referrer-Policy:
+    same-origin`` lets it name the page's own origin (``no-referrer`` made it ``null``).
+    So the origin must be the API's own host, which also covers browsers that send no
+    ``Sec-Fetch-Site``; where that header is sent, it must say the same.
+    """
     headers = app.current_event.headers or {}
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
-    origin, host = headers.get("origin"), headers.get("host")
-    if origin and origin != "null" and host and urlsplit(origin).netloc != host:
+    origin, host = headers.get("origin") or "", headers.get("host") or ""
+    cross_site = headers.get("sec-fetch-site", "same-origin") != "same-origin"
+    if cross_site or not host or urlsplit(origin).netloc != host:
         raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
 
 
@@ -178,7 +183,8 @@ def show(
     summary="Record the approver's decision, and settle the request when the policy says so",
     description=(
         "The form of the approval page: the link's signed fields, the decision and a comment."
-        " Only from the page itself (Sec-Fetch-Site / Origin), at most 16 KB."
+        " Only from the page itself (its Origin is the API's host; Sec-Fetch-Site, if sent, same-origin),"
+        " at most 16 KB."
     ),
     responses={
         200: _recorded("The decision is recorded."),
