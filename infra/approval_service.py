@@ -125,6 +125,7 @@ class ApprovalServiceProps:
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given
+    allow_self_approval: bool = False  # a requester listed as an approver may approve
     sweep_minutes: int = 5  # reminders and expiry are as precise as this
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
     api_rate_limit: float = 10  # requests per second, steady (people clicking links)
@@ -237,6 +238,7 @@ class ApprovalService(Construct):
                 "APPROVALS_TOPIC_ARN": self.topic.topic_arn,
                 "APPROVALS_API_URL": api_url,
                 "APPROVALS_CLAIM_SECONDS": str(int(props.worker_timeout.to_seconds() * 6)),
+                "APPROVALS_ALLOW_SELF_APPROVAL": str(props.allow_self_approval).lower(),
             },
         )
         self.worker.add_event_source(

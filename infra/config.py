@@ -6,7 +6,9 @@ Every problem is reported at synth time, in one message that names the parameter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,7 @@ class DeployConfig:
     removal_policy: str = "retain"
     reminders: tuple[str, ...] = DEFAULT_REMINDERS
     alarm_email: str | None = None
+    allow_self_approval: bool = False
 
 
 def _text(value: Any) -> str:
@@ -132,12 +135,42 @@ def _removal_policy(value: Any) -> str:
     return text
 
 
-def from_context(context: Callable[[str], Any]) -> DeployConfig:
-    """The configuration from a context lookup (``app.node.try_get_context``)."""
-    problems: list[str] = []
+def _flag(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        text = _text(value).strip().lower()
+        if text not in ("true", "false"):
+            raise ConfigError(f"{name}: {_text(value)!r} is not true or false")
+        return text == "true"
+
+    return parse
+
+
+# The app's own parameters. The CDK's context also holds its feature flags ("@aws-cdk/..."),
+# its own settings ("aws:cdk:...", "cli-telemetry") and cached lookups ("ami:account=..."):
+# none of those is a plain word, so a plain word that is not a parameter is a mistake.
+PARAMETERS = (
+    "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
+    "reminders", "alarmEmail", "allowSelfApproval",
+)  # fmt: skip
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def _unknown(context: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name in sorted(context):
+        if _PLAIN_WORD.fullmatch(name) and name not in PARAMETERS:
+            close = difflib.get_close_matches(name, PARAMETERS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name}: not a parameter of this app{hint}; it takes {', '.join(PARAMETERS)}")
+    return problems
+
+
+def from_context(context: Mapping[str, Any]) -> DeployConfig:
+    """The configuration from the app's whole context (``app.node.get_all_context()``)."""
+    problems = _unknown(context)
 
     def read(name: str, parse: Callable[[Any], Any], default: Any) -> Any:
-        value = context(name)
+        value = context.get(name)
         if value is None:
             return default
         try:
@@ -147,7 +180,7 @@ def from_context(context: Callable[[str], Any]) -> DeployConfig:
             return default
 
     try:
-        approvers = parse_approvers(context("approvers"))
+        approvers = parse_approvers(context.get("approvers"))
     except ConfigError as error:
         problems.append(str(error))
         approvers = ()
@@ -168,6 +201,7 @@ def from_context(context: Callable[[str], Any]) -> DeployConfig:
         removal_policy=read("removalPolicy", _removal_policy, "retain"),
         reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
         alarm_email=read("alarmEmail", _alarm_email, None),
+        allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
     )
     if problems:
         raise ConfigError("\n".join(problems))

@@ -35,6 +35,7 @@ class ApprovalsStack(cdk.Stack):
                 else RemovalPolicy.RETAIN,
                 reminders=config.reminders,
                 alarm_email=config.alarm_email,
+                allow_self_approval=config.allow_self_approval,
             ),
         )
         service = self.service

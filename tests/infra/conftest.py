@@ -37,9 +37,11 @@ CONTEXT = {
     "reminders": "50%,2h",
     "retentionDays": "30",
     "logRetentionDays": "30",
+    "allowSelfApproval": "true",
 }
 MISSING_APPROVERS: dict[str, str] = {}
-MALFORMED_APPROVERS = {"approvers": "alice@example.com,bob-at-example.com"}
+# A malformed address and a misspelt parameter: both are reported, at once.
+MALFORMED_APPROVERS = {"approvers": "alice@example.com,bob-at-example.com", "retentiondays": "30"}
 
 
 @dataclass(frozen=True)
