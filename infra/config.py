@@ -51,6 +51,9 @@ class DeployConfig:
     reminders: tuple[str, ...] = DEFAULT_REMINDERS
     alarm_email: str | None = None
     allow_self_approval: bool = False
+    sender_roles: tuple[str, ...] = ()
+    subscriber_roles: tuple[str, ...] = ()
+    rate_limit_per_ip: int | None = None
 
 
 def _text(value: Any) -> str:
@@ -135,6 +138,13 @@ def _removal_policy(value: Any) -> str:
     return text
 
 
+def _rate_limit(value: Any) -> int | None:
+    if _text(value).strip().lower() in ("", "none"):
+        return None
+    low, high = RATE_LIMIT_RANGE
+    return _whole_number("rateLimitPerIp", value, low, high, "requests per 5 minutes")
+
+
 def _flag(name: str) -> Callable[[Any], bool]:
     def parse(value: Any) -> bool:
         text = _text(value).strip().lower()
@@ -145,13 +155,32 @@ def _flag(name: str) -> Callable[[Any], bool]:
     return parse
 
 
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+")
+
+
+def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
+    def parse(value: Any) -> tuple[str, ...]:
+        arns = tuple(entry.strip() for entry in _text(value).split(",") if entry.strip())
+        wrong = [arn for arn in arns if not _ROLE_ARN.fullmatch(arn)]
+        if wrong:
+            raise ConfigError(
+                f"{name}: {', '.join(map(repr, wrong))} is not an IAM role ARN"
+                " (arn:aws:iam::123456789012:role/NAME; comma-separated)"
+            )
+        return arns
+
+    return parse
+
+
 # The app's own parameters. The CDK's context also holds its feature flags ("@aws-cdk/..."),
 # its own settings ("aws:cdk:...", "cli-telemetry") and cached lookups ("ami:account=..."):
 # none of those is a plain word, so a plain word that is not a parameter is a mistake.
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
-    "reminders", "alarmEmail", "allowSelfApproval",
+    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
 )  # fmt: skip
+# What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
+RATE_LIMIT_RANGE = (10, 2_000_000_000)
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
@@ -202,6 +231,9 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
         alarm_email=read("alarmEmail", _alarm_email, None),
         allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
+        sender_roles=read("senderRoles", _roles("senderRoles"), ()),
+        subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
+        rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
     )
     if problems:
         raise ConfigError("\n".join(problems))

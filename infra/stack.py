@@ -36,6 +36,9 @@ class ApprovalsStack(cdk.Stack):
                 reminders=config.reminders,
                 alarm_email=config.alarm_email,
                 allow_self_approval=config.allow_self_approval,
+                sender_roles=config.sender_roles,
+                subscriber_roles=config.subscriber_roles,
+                rate_limit_per_ip=config.rate_limit_per_ip,
             ),
         )
         service = self.service

@@ -149,6 +149,22 @@ def test_the_cdks_own_context_is_not_a_parameter() -> None:
     assert config(approvers="a@example.com", **cdk_own) == config(approvers="a@example.com")
 
 
+def test_sender_and_subscriber_roles_are_role_arns() -> None:
+    role = "arn:aws:iam::123456789012:role/path/team-workflow"
+    read = config(approvers="a@example.com", senderRoles=f" {role}, ", subscriberRoles=role)
+    assert (read.sender_roles, read.subscriber_roles) == ((role,), (role,))
+    with pytest.raises(ConfigError, match=r"senderRoles: '.*user/bob' is not an IAM role ARN"):
+        config(approvers="a@example.com", senderRoles="arn:aws:iam::123456789012:user/bob")
+
+
+def test_rate_limit_per_ip_is_off_by_default_and_within_what_waf_takes() -> None:
+    assert config(approvers="a@example.com").rate_limit_per_ip is None
+    assert config(approvers="a@example.com", rateLimitPerIp="none").rate_limit_per_ip is None
+    assert config(approvers="a@example.com", rateLimitPerIp="300").rate_limit_per_ip == 300
+    with pytest.raises(ConfigError, match="rateLimitPerIp: '5' is not a whole number of requests"):
+        config(approvers="a@example.com", rateLimitPerIp="5")
+
+
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as raised:
         config(defaultTimeout="0", removalPolicy="maybe")
