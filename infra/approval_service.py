@@ -431,9 +431,9 @@ class ApprovalService(Construct):
         acknowledge(
             function.node.default_child,
             "AwsSolutions-L1",
-            f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the build machines have no newer"
-            " interpreter, and the asset test must import each handler with the runtime's own"
-            " Python version to prove the native wheels load (see infra/packaging.py).",
+            f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the newest runtime whose asset the"
+            " build machines can prove by importing every handler with that Python version; no"
+            " newer interpreter is at hand (see infra/packaging.py).",
         )
         return function
 
