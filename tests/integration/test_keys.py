@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import boto3
 import moto
 import pytest
 
-from approvals import keys
+from approvals import cli, keys, target
 from approvals.keys import Keys, fetch, rotate
 from approvals.links import LinkClaims, WeakKey, link_for
 from approvals.models import ApprovalRequest
@@ -129,3 +130,47 @@ def test_links_in_flight_and_new_links_both_work_through_a_rotation(
     # The request is settled (first response): the old link still verifies, so it is told so.
     settled = stack.post_link(old_link, "approve")
     assert settled.status == 409, settled.body[:300]
+
+
+def _deployed_stack(outputs: dict[str, str]) -> None:
+    """A CloudFormation stack with the outputs the CLI reads (moto: any resource will do)."""
+    template = {
+        "Resources": {"Anything": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {name: {"Value": value} for name, value in outputs.items()},
+    }
+    boto3.client("cloudformation", region_name="us-east-1").create_stack(
+        StackName="Approvals", TemplateBody=json.dumps(template)
+    )
+
+
+CLI_OUTPUTS = {
+    target.OUTPUT_API_URL: API_URL,
+    target.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
+    target.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
+    target.OUTPUT_TABLE: "approvals",
+}
+
+
+def test_rotate_key_on_a_deployed_stack_rotates_the_secret_its_output_names(
+    secrets: tuple[SecretsManagerClient, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _ = secrets
+    before = fetch(client, SECRET).current
+    arn = client.describe_secret(SecretId=SECRET)["ARN"]
+    _deployed_stack({**CLI_OUTPUTS, target.OUTPUT_SIGNING_KEY: arn})
+    assert cli.main(["rotate-key", "--stack-name", "Approvals", "--region", "us-east-1"]) == 0
+    after = fetch(client, SECRET)
+    assert after.previous == before
+    printed = capsys.readouterr().out
+    assert f"New link key {after.current.key_id} signs from now on" in printed
+    assert f"links of key {before.key_id} keep working" in printed
+
+
+def test_rotate_key_on_a_stack_deployed_before_keys_rotated_says_what_to_do(
+    secrets: tuple[SecretsManagerClient, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _deployed_stack(CLI_OUTPUTS)
+    assert cli.main(["rotate-key", "--stack-name", "Approvals", "--region", "us-east-1"]) == 2
+    assert capsys.readouterr().err == (
+        "approvals: stack 'Approvals' has no SigningKeySecretArn output: deploy this version first\n"
+    )
