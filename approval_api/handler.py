@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Form, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import decision, runtime
+from approvals import decision, links, runtime
 from approvals.decision import Delivery, Problem
 from approvals.models import utcnow
 
@@ -48,6 +48,7 @@ CONFIRMATIONS = {
 # The signed fields of a link, in its query string (GET) or in the form it shows (POST).
 _APPROVER = "The approver the link was issued to (signed)."
 _EXPIRES = "When the link expires, in seconds since the epoch (signed)."
+_KID = "Which signing key signed the link (absent from links made before keys rotated)."
 _SIG = "HMAC-SHA256 of the approval id, the approver and the expiry (unpadded URL-safe base64)."
 
 
@@ -120,12 +121,17 @@ def _query() -> dict[str, str]:
 
 
 def _same_origin() -> None:
-    """Refuse a form posted from another site: the browser says where a POST comes from."""
+    """Refuse a form not posted from the approval page itself.
+
+    Browsers send ``Origin`` with every POST, and the page's ``Referrer-Policy:
+    same-origin`` lets it name the page's own origin (``no-referrer`` made it ``null``).
+    So the origin must be the API's own host, which also covers browsers that send no
+    ``Sec-Fetch-Site``; where that header is sent, it must say the same.
+    """
     headers = app.current_event.headers or {}
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
-    origin, host = headers.get("origin"), headers.get("host")
-    if origin and origin != "null" and host and urlsplit(origin).netloc != host:
+    origin, host = headers.get("origin") or "", headers.get("host") or ""
+    cross_site = headers.get("sec-fetch-site", "same-origin") != "same-origin"
+    if cross_site or not host or urlsplit(origin).netloc != host:
         raise decision.Forbidden("Decisions can only be sent from the approval page itself.")
 
 
@@ -157,8 +163,9 @@ def show(
     approver: Annotated[str, Query(description=_APPROVER)],
     expires: Annotated[str, Query(description=_EXPIRES)],
     sig: Annotated[str, Query(description=_SIG)],
+    kid: Annotated[str, Query(description=_KID)] = "",
 ) -> Response[str]:
-    fields = {"approver": approver, "expires": expires, "sig": sig}
+    fields = {"approver": approver, "expires": expires, "kid": kid, "sig": sig}
     now = utcnow()
     seen = decision.view(runtime.from_environment(), approval_id, fields, now)
     html = pages.approval_page(
@@ -176,7 +183,8 @@ def show(
     summary="Record the approver's decision, and settle the request when the policy says so",
     description=(
         "The form of the approval page: the link's signed fields, the decision and a comment."
-        " Only from the page itself (Sec-Fetch-Site / Origin), at most 16 KB."
+        " Only from the page itself (its Origin is the API's host; Sec-Fetch-Site, if sent, same-origin),"
+        " at most 16 KB."
     ),
     responses={
         200: _recorded("The decision is recorded."),
@@ -190,6 +198,7 @@ def decide(
     approver: Annotated[str, Form(description=_APPROVER)],
     expires: Annotated[str, Form(description=_EXPIRES)],
     sig: Annotated[str, Form(description=_SIG)],
+    kid: Annotated[str, Form(description=_KID)] = "",
     decision_: Annotated[
         str,
         Form(
@@ -259,7 +268,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
     approval = services.store.get(error.claims.approval_id)
     if approval is None or _wants_json():
         return _problem_response(error)
-    fields = {"approver": error.claims.approver, "expires": str(error.claims.expires), "sig": _form()["sig"]}
+    form = _form()  # its signed fields hold: the claims came from them
+    fields = {name: form.get(name, "") for name in links.LINK_FIELDS}
     html = pages.approval_page(
         approval,
         error.claims.approver,

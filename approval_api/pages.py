@@ -26,8 +26,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    # The link is a credential: never hand it to another site, never keep the page.
-    "Referrer-Policy": "no-referrer",
+    # The link is a credential: never hand it to another site, never keep the page. Within
+    # the site the browser may name the page: the POST's Origin is then the API's own.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from approvals import decision, executions
+from approvals import decision, executions, keys
 from approvals.decision import Delivery
 from approvals.models import (
     Approval,
@@ -26,7 +26,7 @@ from approvals.models import (
     timeline,
     utcnow,
 )
-from approvals.target import Target, TargetError, deployed, local
+from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -235,6 +235,22 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    target = _target(args)
+    if not target.signing_secret_id:
+        raise TargetError(
+            f"stack {args.stack_name!r} has no {OUTPUT_SIGNING_KEY} output: deploy this version first"
+        )
+    ring = keys.rotate(target.secrets, target.signing_secret_id)
+    previous = ring.previous.key_id if ring.previous else "none"
+    print(
+        f"New link key {ring.current.key_id} signs from now on; links of key {previous} keep working"
+        " until the next rotation, older ones no longer do. Running functions pick the new key"
+        f" within {keys.MAX_AGE_SECONDS / 60:.0f} minutes."
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="approvals", description="Human approval gates for AWS Step Functions."
@@ -296,6 +312,9 @@ def parser() -> argparse.ArgumentParser:
     decide_cmd.add_argument("--comment", default="")
     decide_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
     decide_cmd.set_defaults(run=cmd_decide)
+
+    rotate_cmd = targeted("rotate-key", "make a new link signing key; links of the current one keep working")
+    rotate_cmd.set_defaults(run=cmd_rotate_key)
     return main
 
 

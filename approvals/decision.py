@@ -104,7 +104,7 @@ def check_link(
     if not APPROVAL_ID.match(approval_id):
         raise NotFound("There is no approval at this address.")
     try:
-        return links.verify(services.signing_key, approval_id, fields, now)
+        return links.verify(services.keys.verifying(fields.get("kid", "")), approval_id, fields, now)
     except links.MalformedLink as error:
         raise Malformed(f"{error}. Open the link from your email again.") from None
     except links.ForgedLink:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from approvals.links import LinkClaims, link_for
+from approvals.links import LinkClaims, SigningKey, link_for
 from approvals.models import Approval
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def reminder_email(approval: Approval, approver: str, link: str) -> Email:
 def emails_for(
     approval: Approval,
     api_url: str,
-    key: bytes,
+    key: SigningKey,
     skip: frozenset[str] = frozenset(),
     compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:

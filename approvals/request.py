@@ -94,7 +94,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     approval = claim.stored or approval  # a retry keeps the expiry first stored
     # Nobody gets a link they may not use: that also keeps the requester from voting.
     skip = claim.sent_to | frozenset(approval.excluded)
-    emails = emails_for(approval, settings.api_url, services.signing_key, skip=skip)
+    emails = emails_for(approval, settings.api_url, services.keys.signing(), skip=skip)
     sent, failed = publish(services.sns, settings.topic_arn, emails)
     if failed:
         if sent:

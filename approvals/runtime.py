@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
+from approvals.keys import Keys
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
 
@@ -37,11 +38,10 @@ class Services:
     secrets: SecretsManagerClient = field(repr=False)
 
     @cached_property
-    def signing_key(self) -> bytes:
-        """The link key, fetched at its first use and kept: functions that never sign or
-        verify a link (dead letters, execution ended) never read it, nor may they."""
-        secret = self.secrets.get_secret_value(SecretId=self.settings.signing_secret_id)
-        return secret["SecretString"].encode()
+    def keys(self) -> Keys:
+        """The link keys, read at their first use and kept: functions that never sign or
+        verify a link (dead letters, execution ended) never read them, nor may they."""
+        return Keys(self.secrets, self.settings.signing_secret_id)
 
 
 def build(settings: Settings) -> Services:

@@ -52,7 +52,7 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     emails = emails_for(
         approval,
         services.settings.api_url,
-        services.signing_key,
+        services.keys.signing(),
         skip=frozenset(approval.request.approvers) - waiting,
         compose=reminder_email,
     )

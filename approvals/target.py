@@ -13,6 +13,7 @@ from approvals.local.stack import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_stepfunctions import SFNClient
 
 # The stack's output names; approvals_cdk/stack.py declares the outputs under these names.
@@ -21,6 +22,7 @@ OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
 OUTPUT_QUEUE_URL = "QueueUrl"
 OUTPUT_TABLE = "TableName"
+OUTPUT_SIGNING_KEY = "SigningKeySecretArn"
 
 
 class TargetError(Exception):
@@ -35,6 +37,7 @@ class Target:
     fanout_state_machine_arn: str
     table_name: str
     api_url: str
+    signing_secret_id: str
 
     def client(self, name: Any) -> Any:
         return self.session.client(name, endpoint_url=self.endpoint_url)
@@ -42,6 +45,10 @@ class Target:
     @property
     def sfn(self) -> SFNClient:
         return self.client("stepfunctions")  # type: ignore[no-any-return]
+
+    @property
+    def secrets(self) -> SecretsManagerClient:
+        return self.client("secretsmanager")  # type: ignore[no-any-return]
 
     @property
     def store(self) -> ApprovalStore:
@@ -71,6 +78,7 @@ def for_local(info: LocalInfo) -> Target:
         info.fanout_state_machine_arn,
         info.table_name,
         info.api_url,
+        info.signing_secret_arn,
     )
 
 
@@ -98,4 +106,6 @@ def deployed(stack_name: str, region: str | None = None) -> Target:
         outputs[OUTPUT_FANOUT_STATE_MACHINE],
         outputs[OUTPUT_TABLE],
         outputs[OUTPUT_API_URL],
+        # Stacks deployed before keys rotated lack it; only `rotate-key` needs it.
+        outputs.get(OUTPUT_SIGNING_KEY, ""),
     )

@@ -21,7 +21,7 @@ from approvals_cdk.stack import ApprovalsStack
 def main() -> int:
     app = cdk.App()
     try:
-        config = from_context(app.node.try_get_context)
+        config = from_context(app.node.get_all_context())
     except ConfigError as error:
         # One readable message and no traceback: this is the deployer's input, not a bug.
         print(f"\nCannot synthesize the approvals stack:\n{error}\n", file=sys.stderr)

@@ -1,6 +1,6 @@
 """`ApprovalService`: every AWS resource of the approval gate, as one reusable construct.
 
-The product's stack (infra/stack.py) instantiates it once; a team can put the same
+The product's stack (approvals_cdk/stack.py) instantiates it once; a team can put the same
 construct into its own CDK app. The wiring follows shared/DESIGN.md:
 
     state machine --sqs:SendMessage.waitForTaskToken--> request queue --> worker λ --> SNS (email,
@@ -46,6 +46,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IConstruct
 
 from approvals import statemachine
@@ -92,6 +93,7 @@ _LOG_RETENTION = dict(
 
 # API Gateway access log fields. The query string is left out on purpose: it holds the
 # link's signature. $context.path is the path alone (no query string).
+APPROVAL_PATH = "/approvals/{approval_id}"
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
     "requestTime": "$context.requestTime",
@@ -125,10 +127,21 @@ class ApprovalServiceProps:
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given
+    # Besides the service's own state machines, the roles (ARNs) of workflows that send
+    # approval requests to the queue.
+    sender_roles: Sequence[str] = ()
+    # Besides the deployment itself, the roles that may subscribe to the email topic (the
+    # operators who manage approvers).
+    subscriber_roles: Sequence[str] = ()
+    allow_self_approval: bool = False  # a requester listed as an approver may approve
     sweep_minutes: int = 5  # reminders and expiry are as precise as this
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
-    api_rate_limit: float = 10  # requests per second, steady (people clicking links)
-    api_burst_limit: int = 20
+    # Requests per second (steady, burst), per method: each method has a bucket of its own,
+    # so a flood of page views cannot use up the votes'.
+    page_view_limits: tuple[float, int] = (10, 20)
+    vote_limits: tuple[float, int] = (10, 20)
+    # An AWS WAF rate-based rule: requests per 5 minutes from one address; None for no WAF.
+    rate_limit_per_ip: int | None = None
     asset: packaging.Asset | None = None  # the Lambda code; built (or reused) if not given
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
 
@@ -163,7 +176,9 @@ class ApprovalService(Construct):
             self.signing_key,
             "AwsSolutions-SMG4",
             "The key signs links that stay valid until their approval expires (up to a year);"
-            " rotating it would break every link in flight. Rotate by hand between approvals.",
+            " a scheduled rotation would retire keys whose links are still in flight. Operators"
+            " rotate it with `approvals rotate-key`: links name their key, and the previous key"
+            " still verifies.",
         )
 
         self.table = self._table()
@@ -235,6 +250,7 @@ class ApprovalService(Construct):
                 "APPROVALS_TOPIC_ARN": self.topic.topic_arn,
                 "APPROVALS_API_URL": api_url,
                 "APPROVALS_CLAIM_SECONDS": str(int(props.worker_timeout.to_seconds() * 6)),
+                "APPROVALS_ALLOW_SELF_APPROVAL": str(props.allow_self_approval).lower(),
             },
         )
         self.worker.add_event_source(
@@ -274,6 +290,7 @@ class ApprovalService(Construct):
             timeout=Duration.seconds(30),
         )
         self._grant_calls()
+        self._restrict_senders_and_subscribers()
         self._schedule_sweep()
         self._watch_executions()
         self.alarms = self._alarms()
@@ -414,9 +431,9 @@ class ApprovalService(Construct):
         acknowledge(
             function.node.default_child,
             "AwsSolutions-L1",
-            f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the build machines have no newer"
-            " interpreter, and the asset test must import each handler with the runtime's own"
-            " Python version to prove the native wheels load (see infra/packaging.py).",
+            f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the newest runtime whose asset the"
+            " build machines can prove by importing every handler with that Python version; no"
+            " newer interpreter is at hand (see approvals_cdk/packaging.py).",
         )
         return function
 
@@ -459,6 +476,46 @@ class ApprovalService(Construct):
         for function in (self.worker, self.api_function, self.sweeper, self.dead_letter_function):
             acknowledge(function.role, "AwsSolutions-IAM5[Resource::*]", TASK_RESPONSE_REASON)
 
+    def _restrict_senders_and_subscribers(self) -> None:
+        """Resource policies that hold whatever the account's identity policies allow: a
+        wildcard ``sqs:SendMessage`` would let any principal make the genuine sender email
+        real approvers with its own text, and a wildcard ``sns:Subscribe`` would let it add
+        an unfiltered subscription and receive every approver's link."""
+        deployment = cdk.Stack.of(self).synthesizer
+        # CloudFormation creates the approvers' subscriptions with the bootstrap's execution
+        # role; its ARN holds ${AWS::AccountId}-style placeholders, for Fn::Sub to fill in.
+        deployer = (
+            [cdk.Fn.sub(deployment.cloud_formation_execution_role_arn)]
+            if isinstance(deployment, cdk.DefaultStackSynthesizer)
+            else []
+        )
+        function_roles = [fn.role.role_arn for fn in (self.worker, self.sweeper) if fn.role is not None]
+        rules: list[tuple[sqs.Queue | sns.Topic, str, str, list[str]]] = [
+            (
+                self.queue,
+                self.queue.queue_arn,
+                "sqs:SendMessage",
+                [
+                    self.state_machine.role.role_arn,
+                    self.fanout_state_machine.role.role_arn,
+                    *self._props.sender_roles,
+                ],
+            ),
+            (self.topic, self.topic.topic_arn, "sns:Publish", function_roles),
+            (self.topic, self.topic.topic_arn, "sns:Subscribe", [*deployer, *self._props.subscriber_roles]),
+        ]
+        for owner, resource_arn, action, principals in rules:
+            owner.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=f"Only{action.split(':')[1]}ByTheseRoles",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=[action],
+                    resources=[resource_arn],
+                    conditions={"ArnNotEquals": {"aws:PrincipalArn": principals}},
+                )
+            )
+
     # -- triggers ----------------------------------------------------------------------------
 
     def _api(self) -> apigateway.RestApi:
@@ -475,8 +532,18 @@ class ApprovalService(Construct):
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigateway.StageOptions(
                 stage_name="prod",
-                throttling_rate_limit=self._props.api_rate_limit,
-                throttling_burst_limit=self._props.api_burst_limit,
+                # Anything else (an unknown path) shares the page views' limits.
+                throttling_rate_limit=self._props.page_view_limits[0],
+                throttling_burst_limit=self._props.page_view_limits[1],
+                method_options={
+                    f"{APPROVAL_PATH}/{method}": apigateway.MethodDeploymentOptions(
+                        throttling_rate_limit=rate, throttling_burst_limit=burst
+                    )
+                    for method, (rate, burst) in (
+                        ("GET", self._props.page_view_limits),
+                        ("POST", self._props.vote_limits),
+                    )
+                },
                 access_log_destination=apigateway.LogGroupLogDestination(access_logs),
                 access_log_format=apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
                 # No execution logging and no data trace: both can record the request's query
@@ -487,7 +554,7 @@ class ApprovalService(Construct):
         validator = api.add_request_validator(
             "PathValidator", validate_request_parameters=True, validate_request_body=False
         )
-        approval = api.root.add_resource("approvals").add_resource("{approval_id}")
+        approval = api.root.resource_for_path(APPROVAL_PATH)
         integration = apigateway.LambdaIntegration(self.api_function, allow_test_invoke=False)
         for method in ("GET", "POST"):
             added = approval.add_method(
@@ -515,12 +582,15 @@ class ApprovalService(Construct):
             "The path parameter is validated by API Gateway; the link's fields and the form are"
             " validated by the function, which answers malformed input with a readable page.",
         )
-        acknowledge(
-            api.deployment_stage,
-            "AwsSolutions-APIG3",
-            "No WAF: every request must carry an HMAC-signed link, the stage is throttled, and a"
-            " web ACL would add a fixed monthly cost to a low-traffic human-facing API.",
-        )
+        if self._props.rate_limit_per_ip is None:
+            acknowledge(
+                api.deployment_stage,
+                "AwsSolutions-APIG3",
+                "No WAF unless -c rateLimitPerIp is given: every request must carry an HMAC-signed"
+                " link, each method is throttled, and a web ACL adds a fixed monthly cost.",
+            )
+        else:
+            self._rate_limit_per_ip(api.deployment_stage, self._props.rate_limit_per_ip)
         acknowledge(
             api.deployment_stage,
             "AwsSolutions-APIG6",
@@ -535,6 +605,40 @@ class ApprovalService(Construct):
             " is the documented one for it, and it serves every REST API in the account.",
         )
         return api
+
+    def _rate_limit_per_ip(self, stage: apigateway.Stage, limit: int) -> None:
+        """A web ACL on the stage that blocks an address sending more than ``limit``
+        requests in 5 minutes: one client cannot starve the approvers."""
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{cdk.Stack.of(self).stack_name}-approval-api")[:128]
+
+        def visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "ApiWebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility(name),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RateLimitPerIp",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            aggregate_key_type="IP", limit=limit
+                        )
+                    ),
+                    visibility_config=visibility(f"{name}-rate-limit-per-ip"),
+                )
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "ApiWebAclAssociation", resource_arn=stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
 
     def _schedule_sweep(self) -> None:
         role = iam.Role(

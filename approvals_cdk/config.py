@@ -6,7 +6,9 @@ Every problem is reported at synth time, in one message that names the parameter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,10 @@ class DeployConfig:
     removal_policy: str = "retain"
     reminders: tuple[str, ...] = DEFAULT_REMINDERS
     alarm_email: str | None = None
+    allow_self_approval: bool = False
+    sender_roles: tuple[str, ...] = ()
+    subscriber_roles: tuple[str, ...] = ()
+    rate_limit_per_ip: int | None = None
 
 
 def _text(value: Any) -> str:
@@ -132,12 +138,68 @@ def _removal_policy(value: Any) -> str:
     return text
 
 
-def from_context(context: Callable[[str], Any]) -> DeployConfig:
-    """The configuration from a context lookup (``app.node.try_get_context``)."""
-    problems: list[str] = []
+def _rate_limit(value: Any) -> int | None:
+    if _text(value).strip().lower() in ("", "none"):
+        return None
+    low, high = RATE_LIMIT_RANGE
+    return _whole_number("rateLimitPerIp", value, low, high, "requests per 5 minutes")
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        text = _text(value).strip().lower()
+        if text not in ("true", "false"):
+            raise ConfigError(f"{name}: {_text(value)!r} is not true or false")
+        return text == "true"
+
+    return parse
+
+
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+")
+
+
+def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
+    def parse(value: Any) -> tuple[str, ...]:
+        arns = tuple(entry.strip() for entry in _text(value).split(",") if entry.strip())
+        wrong = [arn for arn in arns if not _ROLE_ARN.fullmatch(arn)]
+        if wrong:
+            raise ConfigError(
+                f"{name}: {', '.join(map(repr, wrong))} is not an IAM role ARN"
+                " (arn:aws:iam::123456789012:role/NAME; comma-separated)"
+            )
+        return arns
+
+    return parse
+
+
+# The app's own parameters. The CDK's context also holds its feature flags ("@aws-cdk/..."),
+# its own settings ("aws:cdk:...", "cli-telemetry") and cached lookups ("ami:account=..."):
+# none of those is a plain word, so a plain word that is not a parameter is a mistake.
+PARAMETERS = (
+    "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
+    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
+)  # fmt: skip
+# What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
+RATE_LIMIT_RANGE = (10, 2_000_000_000)
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def _unknown(context: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name in sorted(context):
+        if _PLAIN_WORD.fullmatch(name) and name not in PARAMETERS:
+            close = difflib.get_close_matches(name, PARAMETERS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name}: not a parameter of this app{hint}; it takes {', '.join(PARAMETERS)}")
+    return problems
+
+
+def from_context(context: Mapping[str, Any]) -> DeployConfig:
+    """The configuration from the app's whole context (``app.node.get_all_context()``)."""
+    problems = _unknown(context)
 
     def read(name: str, parse: Callable[[Any], Any], default: Any) -> Any:
-        value = context(name)
+        value = context.get(name)
         if value is None:
             return default
         try:
@@ -147,7 +209,7 @@ def from_context(context: Callable[[str], Any]) -> DeployConfig:
             return default
 
     try:
-        approvers = parse_approvers(context("approvers"))
+        approvers = parse_approvers(context.get("approvers"))
     except ConfigError as error:
         problems.append(str(error))
         approvers = ()
@@ -168,6 +230,10 @@ def from_context(context: Callable[[str], Any]) -> DeployConfig:
         removal_policy=read("removalPolicy", _removal_policy, "retain"),
         reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
         alarm_email=read("alarmEmail", _alarm_email, None),
+        allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
+        sender_roles=read("senderRoles", _roles("senderRoles"), ()),
+        subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
+        rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
     )
     if problems:
         raise ConfigError("\n".join(problems))

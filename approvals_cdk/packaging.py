@@ -9,15 +9,18 @@ The directory is cached under ``build/lambda/<key>``, where the key hashes every
 goes into it (the target runtime, the pinned requirements, the project's source files), so
 a repeated synth reuses it and any change builds a new one.
 
-Why Python 3.11 on x86_64: a test imports every handler from its asset with an interpreter
-of the function's own version on a machine of the function's own architecture, since only
-that proves the native extensions (pydantic-core) load. The machines this project builds on
-are x86_64 with Python 3.11 only (Debian 12 ships no python3.12, PyPI has no interpreter), so
-3.11 on x86_64 is the pairing that can be proven here. To move to arm64 (Graviton, ~20%
-cheaper) or Python 3.12+, change the two constants below; the packaging follows, and the
-import test then needs a build machine of that architecture with that interpreter on PATH
-(`python3.12`), else it fails saying so. For 3.12+, Lambda runs Amazon Linux 2023, whose
-newer glibc also accepts `manylinux_2_28` wheels.
+Why Python 3.13 on arm64: Graviton functions cost about 20% less, and python3.13 runs on
+Amazon Linux 2023 until mid-2029 (python3.11 is deprecated in mid-2027). pip fetches wheels
+for any platform, so the asset is built here for 3.13 on aarch64; but this x86_64 build
+machine cannot load aarch64 code, so what proves the asset is split: its native extensions
+are checked by wheel tag, ELF machine and extension suffix against the runtime (version,
+architecture, glibc 2.34), and each handler is imported, with a Python 3.13 interpreter,
+from an asset built the same way from the same pins for this machine's architecture
+(tests/infra/test_assets.py). On an arm64 machine with Python 3.13 the deployed asset
+itself is imported. pip can fetch every wheel for python3.14 too, but no 3.14 interpreter
+is at hand to import them, so 3.13 is the newest runtime proven here. The platform tags
+asked of pip run from the runtime's glibc down to manylinux2014, so the newest wheel that
+fits is taken.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ CACHE_ROOT = (
     else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DISTRIBUTION / "lambda"
 )
 KEEP_BUILDS = 3
-FORMAT = "1"  # bump when the layout of a build changes, to invalidate the cache
+FORMAT = "2"  # bump when the layout of a build changes, to invalidate the cache
 
-LAMBDA_PYTHON_VERSION = "3.11"
-LAMBDA_ARCHITECTURE = "x86_64"  # as `uname -m` names it; "aarch64" for arm64 functions
-# The glibc of the runtime's Amazon Linux: the newest manylinux a wheel may need.
+LAMBDA_PYTHON_VERSION = "3.13"
+LAMBDA_ARCHITECTURE = "aarch64"  # as `uname -m` names it; "x86_64" for x86_64 functions
+# The glibc of each runtime's Amazon Linux: the newest manylinux a wheel may need.
 # python3.11 runs on Amazon Linux 2 (glibc 2.26); python3.12+ on Amazon Linux 2023 (2.34).
-LAMBDA_GLIBC = (2, 26)
+RUNTIME_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
+OLDEST_MANYLINUX = 17  # manylinux2014, glibc 2.17: what pip calls the oldest wheels worth taking
 
 # The project's packages that run in Lambda, and what inside them must not: the local
 # stack needs moto and a server, and is never deployed.
@@ -72,8 +76,17 @@ class LambdaTarget:
     architecture: str = LAMBDA_ARCHITECTURE
 
     @property
-    def platform(self) -> str:
-        return f"manylinux2014_{self.architecture}"
+    def platforms(self) -> tuple[str, ...]:
+        """What pip may take, newest first: every manylinux the runtime's glibc accepts
+        (pip does not widen a --platform to older glibcs by itself)."""
+        major, newest = RUNTIME_GLIBC[self.python_version]
+        return (
+            *(
+                f"manylinux_{major}_{minor}_{self.architecture}"
+                for minor in range(newest, OLDEST_MANYLINUX - 1, -1)
+            ),
+            f"manylinux2014_{self.architecture}",
+        )
 
     @property
     def matches_this_interpreter(self) -> bool:
@@ -135,7 +148,7 @@ def _pip_install(target: LambdaTarget, pinned: list[str], into: Path) -> None:
         sys.executable, "-m", "pip", "install",
         "--quiet", "--disable-pip-version-check", "--no-compile",
         "--target", str(into),
-        "--platform", target.platform,
+        *(option for platform in target.platforms for option in ("--platform", platform)),
         "--implementation", "cp",
         "--python-version", target.python_version,
         "--only-binary=:all:",
@@ -144,7 +157,7 @@ def _pip_install(target: LambdaTarget, pinned: list[str], into: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         raise RuntimeError(
-            f"pip could not fetch the Lambda dependencies for {target.platform} / Python"
+            f"pip could not fetch the Lambda dependencies for {target.platforms[0]} / Python"
             f" {target.python_version}:\n{result.stderr.strip()}"
         )
 

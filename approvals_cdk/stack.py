@@ -35,6 +35,10 @@ class ApprovalsStack(cdk.Stack):
                 else RemovalPolicy.RETAIN,
                 reminders=config.reminders,
                 alarm_email=config.alarm_email,
+                allow_self_approval=config.allow_self_approval,
+                sender_roles=config.sender_roles,
+                subscriber_roles=config.subscriber_roles,
+                rate_limit_per_ip=config.rate_limit_per_ip,
             ),
         )
         service = self.service
@@ -54,6 +58,10 @@ class ApprovalsStack(cdk.Stack):
                 "The request queue an approval Task sends to (sqs:sendMessage.waitForTaskToken)",
             ),
             target.OUTPUT_TABLE: (service.table.table_name, "The approvals table (state and audit trail)"),
+            target.OUTPUT_SIGNING_KEY: (
+                service.signing_key.secret_arn,
+                "The link signing key's secret (its ARN, not the key): `approvals rotate-key` rotates it",
+            ),
             "DeadLetterQueueUrl": (
                 service.dead_letter_queue.queue_url,
                 "Requests that could not be delivered (their executions are failed)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
@@ -31,9 +31,9 @@ import approval_api.handler
 import worker.dead_letter
 import worker.handler
 from approvals import executions, runtime
-from approvals.links import approval_id_for
+from approvals.links import SigningKey, approval_id_for
 from approvals.local import moto_fixes
-from approvals.local.approver import FormReader, HttpResult
+from approvals.local.approver import FormReader, HttpResult, form_headers
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
@@ -187,10 +187,16 @@ class Stack:
     # The approval API ------------------------------------------------------------------------
 
     def call(
-        self, method: str, url: str, headers: dict[str, str] | None = None, body: str | bytes = ""
+        self, method: str, url: str, headers: Mapping[str, str | None] | None = None, body: str | bytes = ""
     ) -> ApiResponse:
+        """One request through API Gateway: it always passes the Host; a POST, as a browser
+        sends it from the approval page, has the page's Origin. A header given as None is
+        left out."""
+        browser = form_headers(API_URL) if method == "POST" else {}
+        defaults = {"Host": urlsplit(API_URL).netloc, "Origin": browser.get("Origin")}
+        sent = {k: v for k, v in {**defaults, **(headers or {})}.items() if v is not None}
         data = body if isinstance(body, bytes) else body.encode()
-        event = proxy_event(method, _api_path(url), headers or {}, data, "198.51.100.7")
+        event = proxy_event(method, _api_path(url), sent, data, "198.51.100.7")
         raw = approval_api.handler.lambda_handler(event, lambda_context("approval-api"))
         assert not raw.get("isBase64Encoded"), "the API answers with text"
         response_headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
@@ -212,11 +218,8 @@ class Stack:
 
     def post(self, url: str, fields: dict[str, str], accept_json: bool = False) -> ApiResponse:
         """POST a form to ``url`` (its query string, if any, is dropped as a browser's form does)."""
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        if accept_json:
-            headers["Accept"] = "application/json"
         target = url.split("?", 1)[0]
-        return self.call("POST", target, headers, urlencode(fields))
+        return self.call("POST", target, form_headers(target, accept_json), urlencode(fields))
 
     def submit(
         self, page: ApiResponse, decision: str, comment: str = "", accept_json: bool = False
@@ -270,8 +273,8 @@ class Stack:
         return [approval_from_item(dict(item)) for item in items]
 
     @property
-    def signing_key(self) -> bytes:
-        return runtime.from_environment().signing_key
+    def signing_key(self) -> SigningKey:
+        return runtime.from_environment().keys.signing()
 
 
 def lambda_context(function_name: str) -> Any:

@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 
 class FormReader(HTMLParser):
@@ -66,6 +66,19 @@ def request(
     return result
 
 
+def form_headers(url: str, accept_json: bool = False) -> dict[str, str]:
+    """What a browser sends with a form posted from a page of ``url``'s site: the page's
+    origin (the approval page allows it: ``Referrer-Policy: same-origin``)."""
+    parts = urlsplit(url)
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Origin": f"{parts.scheme}://{parts.netloc}",
+    }
+    if accept_json:
+        headers["Accept"] = "application/json"
+    return headers
+
+
 def open_link(link: str) -> HttpResult:
     return request(link)
 
@@ -75,10 +88,7 @@ def post_from_link(link: str, decision: str, comment: str = "", accept_json: boo
     scripted request would, without opening the page first."""
     address, _, query = link.partition("?")
     fields = {**dict(parse_qsl(query)), "decision": decision, "comment": comment}
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if accept_json:
-        headers["Accept"] = "application/json"
-    return request(address, urlencode(fields).encode(), headers, "POST")
+    return request(address, urlencode(fields).encode(), form_headers(address, accept_json), "POST")
 
 
 def submit(page: HttpResult, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:
@@ -86,7 +96,5 @@ def submit(page: HttpResult, decision: str, comment: str = "", accept_json: bool
     if page.form_action is None:
         raise ValueError(f"the page at {page.url} has no decision form (status {page.status})")
     fields = {**page.form_fields, "comment": comment, "decision": decision}
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if accept_json:
-        headers["Accept"] = "application/json"
-    return request(urljoin(page.url, page.form_action), urlencode(fields).encode(), headers, "POST")
+    action = urljoin(page.url, page.form_action)
+    return request(action, urlencode(fields).encode(), form_headers(action, accept_json), "POST")

@@ -53,6 +53,7 @@ class LocalInfo:
     dlq_url: str
     table_name: str
     topic_arn: str
+    signing_secret_arn: str
 
     def write(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +219,7 @@ class LocalStack:
             dlq_url=resources.dlq_url,
             table_name=resources.table_name,
             topic_arn=resources.topic_arn,
+            signing_secret_arn=resources.signing_secret_arn,
         )
 
     def _run_template(self, session: boto3.Session, endpoint_url: str, template: Path) -> LocalInfo:
@@ -273,6 +275,8 @@ class LocalStack:
             dlq_url=outputs.get(OUTPUT_DEAD_LETTER_QUEUE_URL, ""),
             table_name=table_name,
             topic_arn=outputs.get(OUTPUT_TOPIC_ARN) or environment.get("APPROVALS_TOPIC_ARN", ""),
+            signing_secret_arn=outputs.get(target.OUTPUT_SIGNING_KEY)
+            or environment.get("APPROVALS_SIGNING_SECRET", ""),
         )
 
     def stop(self) -> None:

@@ -30,6 +30,9 @@ SYNTH_TIMEOUT = 600
 # the normalization) and non-default values that must reach the functions.
 APPROVERS = ["alice@example.com", "bob@example.com"]
 DEFAULT_TIMEOUT = 3600  # not the product's default, so a test can tell it reached the definitions
+TEAM_WORKFLOW_ROLE = "arn:aws:iam::123456789012:role/team-deploy-workflow"
+OPERATOR_ROLE = "arn:aws:iam::123456789012:role/approvals-operators"
+RATE_LIMIT_PER_IP = 300
 CONTEXT = {
     "approvers": " Alice@Example.COM, bob@example.com",
     "defaultTimeout": str(DEFAULT_TIMEOUT),
@@ -37,9 +40,14 @@ CONTEXT = {
     "reminders": "50%,2h",
     "retentionDays": "30",
     "logRetentionDays": "30",
+    "allowSelfApproval": "true",
+    "senderRoles": TEAM_WORKFLOW_ROLE,
+    "subscriberRoles": OPERATOR_ROLE,
+    "rateLimitPerIp": str(RATE_LIMIT_PER_IP),
 }
 MISSING_APPROVERS: dict[str, str] = {}
-MALFORMED_APPROVERS = {"approvers": "alice@example.com,bob-at-example.com"}
+# A malformed address and a misspelt parameter: both are reported, at once.
+MALFORMED_APPROVERS = {"approvers": "alice@example.com,bob-at-example.com", "retentiondays": "30"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,10 @@ def _start_without_acknowledgements(outdir: Path) -> subprocess.Popen[str]:
     environment = {
         **os.environ,
         "CDK_OUTDIR": str(outdir),
-        "CDK_CONTEXT_JSON": json.dumps({"approvers": ",".join(APPROVERS)}),
+        # With the WAF, as the stack under test: cdk-nag must then find no "no WAF" (APIG3).
+        "CDK_CONTEXT_JSON": json.dumps(
+            {"approvers": ",".join(APPROVERS), "rateLimitPerIp": str(RATE_LIMIT_PER_IP)}
+        ),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     }
     script = Path(__file__).with_name("app_without_acknowledgements.py")

@@ -3,6 +3,7 @@ with a clear error; the other parameters are checked the same way."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.xdist_group("infra")
 
 
 def config(**context: Any) -> DeployConfig:
-    return from_context(context.get)
+    return from_context(context)
 
 
 def test_cdk_synth_without_approvers_stops_with_a_clear_error(synth_runs: dict[str, Synthesis]) -> None:
@@ -33,6 +34,7 @@ def test_cdk_synth_with_a_malformed_approver_stops_with_a_clear_error(
     run = synth_runs["malformed"]
     assert run.returncode != 0
     assert "approvers: 'bob-at-example.com' is not a valid email address" in run.output
+    assert "retentiondays: not a parameter of this app (did you mean retentionDays?)" in run.output
     assert "Traceback" not in run.output
     assert not (run.outdir / f"{STACK}.template.json").exists()
 
@@ -112,6 +114,55 @@ def test_every_parameter_is_read() -> None:
 def test_malformed_parameters_are_refused_by_name(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config(approvers="a@example.com", **{name: value})
+
+
+def test_allow_self_approval_is_a_flag() -> None:
+    assert config(approvers="a@example.com").allow_self_approval is False
+    assert config(approvers="a@example.com", allowSelfApproval="true").allow_self_approval is True
+    assert config(approvers="a@example.com", allowSelfApproval=False).allow_self_approval is False  # cdk.json
+    with pytest.raises(ConfigError, match="allowSelfApproval: 'yes please' is not true or false"):
+        config(approvers="a@example.com", allowSelfApproval="yes please")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("approver", "approver: not a parameter of this app (did you mean approvers?)"),
+        ("allowSelfApprovals", "(did you mean allowSelfApproval?)"),
+        ("region", "region: not a parameter of this app; it takes approvers, stackName,"),
+    ],
+)
+def test_an_unknown_parameter_is_refused_by_name(name: str, message: str) -> None:
+    """A misspelt `-c` used to be ignored, and the deploy went ahead with the default."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config(approvers="a@example.com", **{name: "x"})
+
+
+def test_the_cdks_own_context_is_not_a_parameter() -> None:
+    cdk_own = {
+        "@aws-cdk/core:checkSecretUsage": True,
+        "aws:cdk:enable-path-metadata": True,
+        "cli-telemetry": False,
+        "availability-zones:account=123456789012:region=eu-west-1": ["eu-west-1a"],
+        "acknowledged-issue-numbers": [12345],
+    }
+    assert config(approvers="a@example.com", **cdk_own) == config(approvers="a@example.com")
+
+
+def test_sender_and_subscriber_roles_are_role_arns() -> None:
+    role = "arn:aws:iam::123456789012:role/path/team-workflow"
+    read = config(approvers="a@example.com", senderRoles=f" {role}, ", subscriberRoles=role)
+    assert (read.sender_roles, read.subscriber_roles) == ((role,), (role,))
+    with pytest.raises(ConfigError, match=r"senderRoles: '.*user/bob' is not an IAM role ARN"):
+        config(approvers="a@example.com", senderRoles="arn:aws:iam::123456789012:user/bob")
+
+
+def test_rate_limit_per_ip_is_off_by_default_and_within_what_waf_takes() -> None:
+    assert config(approvers="a@example.com").rate_limit_per_ip is None
+    assert config(approvers="a@example.com", rateLimitPerIp="none").rate_limit_per_ip is None
+    assert config(approvers="a@example.com", rateLimitPerIp="300").rate_limit_per_ip == 300
+    with pytest.raises(ConfigError, match="rateLimitPerIp: '5' is not a whole number of requests"):
+        config(approvers="a@example.com", rateLimitPerIp="5")
 
 
 def test_every_problem_is_reported_at_once() -> None:

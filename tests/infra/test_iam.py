@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import Synthesis
+from tests.infra.conftest import OPERATOR_ROLE, TEAM_WORKFLOW_ROLE, Synthesis
 from tests.infra.lookup import HANDLERS, email_topic, function, only, queues
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -181,3 +181,52 @@ def test_scheduler_role_can_only_invoke_the_sweeper(synthesis: Synthesis) -> Non
     for statement in statements(synthesis, role):
         assert statement["Action"] == "lambda:InvokeFunction"
         assert sweeper in json.dumps(statement["Resource"])
+
+
+def deny_unless(policy: dict[str, Any], action: str) -> list[Any]:
+    """The principals a resource policy lets make ``action``: those its Deny exempts."""
+    (statement,) = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s["Action"] == action and "ArnNotEquals" in s["Condition"]
+    ]
+    assert statement["Principal"] == {"AWS": "*"}
+    assert set(statement["Condition"]) == {"ArnNotEquals"}
+    return _as_list(statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
+
+
+def role_of(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::GetAtt": [resource["Properties"]["RoleArn"]["Fn::GetAtt"][0], "Arn"]}
+
+
+def test_only_the_state_machines_and_named_workflows_may_send_to_the_queue(synthesis: Synthesis) -> None:
+    """A wildcard sqs:SendMessage elsewhere in the account must not reach the queue: it
+    would let any principal have real approvers emailed with text of its choosing."""
+    request, _ = queues(synthesis)
+    (policy,) = [
+        p["Properties"]
+        for p in synthesis.resources("AWS::SQS::QueuePolicy").values()
+        if {"Ref": request} in p["Properties"]["Queues"]
+    ]
+    machines = synthesis.resources("AWS::StepFunctions::StateMachine").values()
+    assert sorted(map(json.dumps, deny_unless(policy, "sqs:SendMessage"))) == sorted(
+        map(json.dumps, [*(role_of(m) for m in machines), TEAM_WORKFLOW_ROLE])
+    )
+
+
+def test_only_the_mailing_functions_publish_and_only_the_deployment_and_operators_subscribe(
+    synthesis: Synthesis,
+) -> None:
+    """A wildcard sns:Subscribe elsewhere must not add an unfiltered subscription that
+    receives every approver's link."""
+    topic, _ = email_topic(synthesis)
+    (policy,) = [
+        p["Properties"]
+        for p in synthesis.resources("AWS::SNS::TopicPolicy").values()
+        if {"Ref": topic} in p["Properties"]["Topics"]
+    ]
+    senders = [function(synthesis, name)[1]["Properties"]["Role"] for name in ("worker", "sweeper")]
+    assert deny_unless(policy, "sns:Publish") == senders
+    subscribers = deny_unless(policy, "sns:Subscribe")
+    assert subscribers[1:] == [OPERATOR_ROLE]
+    assert "cfn-exec-role" in json.dumps(subscribers[0])  # the bootstrap role CloudFormation deploys with

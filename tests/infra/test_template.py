@@ -19,7 +19,7 @@ from approvals.settings import Settings
 from approvals.store import ApprovalStore
 from approvals_cdk import packaging
 from approvals_cdk.approval_service import TTL_ATTRIBUTE
-from tests.infra.conftest import APPROVERS, Synthesis
+from tests.infra.conftest import APPROVERS, RATE_LIMIT_PER_IP, Synthesis
 from tests.infra.lookup import HANDLERS, arn, email_topic, function, only, queues
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -248,6 +248,8 @@ def test_each_function_has_every_setting_it_reads(synthesis: Synthesis, name: st
     if name in ("worker", "sweeper"):  # the two that send email with links
         assert settings.topic_arn
         assert settings.api_url
+    if name == "worker":  # the one that decides who gets a link
+        assert settings.allow_self_approval  # -c allowSelfApproval=true
     if name == "sweeper":
         assert settings.reminders == ("50%", "2h")  # -c reminders=50%,2h
 
@@ -298,12 +300,19 @@ def test_api_stage_is_throttled_and_logs_access_without_query_strings(
 ) -> None:
     _, stage = only(synthesis.resources("AWS::ApiGateway::Stage"))
     properties = stage["Properties"]
-    throttling = [
-        s for s in properties["MethodSettings"] if s["HttpMethod"] == "*" and s["ResourcePath"] == "/*"
-    ]
-    assert len(throttling) == 1
-    assert throttling[0]["ThrottlingRateLimit"] > 0
-    assert throttling[0]["ThrottlingBurstLimit"] > 0
+    throttling = {
+        (s["ResourcePath"], s["HttpMethod"]): (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
+        for s in properties["MethodSettings"]
+        if "ThrottlingRateLimit" in s
+    }
+    # Page views and votes each have limits of their own (API Gateway escapes the path's
+    # "/" as "~1"), so a flood of views cannot starve the votes; anything else has the stage's.
+    assert set(throttling) == {
+        ("/*", "*"),
+        ("/~1approvals~1{approval_id}", "GET"),
+        ("/~1approvals~1{approval_id}", "POST"),
+    }
+    assert all(rate > 0 and burst > 0 for rate, burst in throttling.values())
     access = properties["AccessLogSetting"]
     groups = synthesis.resources("AWS::Logs::LogGroup")
     assert {"Ref": only(_referenced(access["DestinationArn"], groups))[0]} in access["DestinationArn"][
@@ -320,6 +329,21 @@ def test_api_stage_is_throttled_and_logs_access_without_query_strings(
 
 
 # -- workflows -------------------------------------------------------------------------------
+
+
+def test_a_web_acl_limits_each_address_when_asked(synthesis: Synthesis) -> None:
+    stage, _ = only(synthesis.resources("AWS::ApiGateway::Stage"))
+    acl_id, acl = only(synthesis.resources("AWS::WAFv2::WebACL"))
+    _, association = only(synthesis.resources("AWS::WAFv2::WebACLAssociation"))
+    assert association["Properties"]["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    assert stage in json.dumps(association["Properties"]["ResourceArn"])
+    assert acl["Properties"]["Scope"] == "REGIONAL"
+    assert acl["Properties"]["DefaultAction"] == {"Allow": {}}
+    (rule,) = acl["Properties"]["Rules"]
+    assert rule["Action"] == {"Block": {}}
+    assert rule["Statement"] == {
+        "RateBasedStatement": {"AggregateKeyType": "IP", "Limit": RATE_LIMIT_PER_IP}  # -c rateLimitPerIp
+    }
 
 
 def test_state_machines_log_everything_but_execution_data_and_are_traced(
@@ -403,6 +427,8 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     machines = synthesis.resources("AWS::StepFunctions::StateMachine")
     assert outputs[target.OUTPUT_QUEUE_URL]["Value"] == {"Ref": request}
     assert outputs[target.OUTPUT_TABLE]["Value"] == {"Ref": table}
+    secret, _ = only(synthesis.resources("AWS::SecretsManager::Secret"))
+    assert outputs[target.OUTPUT_SIGNING_KEY]["Value"] == {"Ref": secret}
     arns = {
         outputs[name]["Value"]["Ref"]
         for name in (target.OUTPUT_STATE_MACHINE, target.OUTPUT_FANOUT_STATE_MACHINE)

@@ -69,7 +69,7 @@ def test_page_and_responses_carry_the_security_headers(stack: Stack) -> None:
         assert headers["Content-Security-Policy"].startswith("default-src 'none'")
         assert headers["X-Frame-Options"] == "DENY"
         assert headers["X-Content-Type-Options"] == "nosniff"
-        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Referrer-Policy"] == "same-origin"
         assert headers["Cache-Control"] == "no-store"
 
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from approvals import request as worker_logic
-from approvals.links import LinkClaims, LinkError, approval_id_for, link_for, verify
+from approvals.links import KeyRing, LinkClaims, LinkError, SigningKey, approval_id_for, link_for, verify
 from approvals.models import MAX_APPROVERS, ApprovalRequest, Policy, describe_validation_error
 from approvals.statemachine import MAX_TIMEOUT_SECONDS
 from tests.conftest import API_URL, Stack, approval_id_of
 
-KEY = b"k" * 64
+KEY = SigningKey(b"k" * 64)
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 CLAIMS = LinkClaims(
     approval_id_for("a token"), "alice@example.com", int((NOW + timedelta(days=1)).timestamp())
@@ -32,6 +32,7 @@ CLAIMS = LinkClaims(
 LINK_FIELDS = {
     "approver": CLAIMS.approver,
     "expires": str(CLAIMS.expires),
+    "kid": KEY.key_id,
     "sig": link_for("", KEY, CLAIMS)[-43:],
 }
 
@@ -64,7 +65,7 @@ def nudged(draw: st.DrawFn, text: str) -> str:
             return text + "="
 
 
-@given(data=st.data(), target=st.sampled_from(["approval_id", "approver", "expires", "sig"]))
+@given(data=st.data(), target=st.sampled_from(["approval_id", "approver", "expires", "kid", "sig"]))
 @example(data=None, target="none")  # the untouched link verifies
 @settings(max_examples=300)
 def test_no_near_miss_of_a_real_link_verifies(data: Any, target: str) -> None:
@@ -73,11 +74,12 @@ def test_no_near_miss_of_a_real_link_verifies(data: Any, target: str) -> None:
         approval_id = data.draw(nudged(approval_id))
     elif target != "none":
         fields[target] = data.draw(nudged(fields[target]))
-    if (approval_id, fields) == (CLAIMS.approval_id, LINK_FIELDS):
-        assert verify(KEY, approval_id, fields, NOW) == CLAIMS
+    # The key id only chooses the key; an emptied one (a link from before key ids) tries each.
+    if (approval_id, {**fields, "kid": fields["kid"] or KEY.key_id}) == (CLAIMS.approval_id, LINK_FIELDS):
+        assert verify(KeyRing(KEY), approval_id, fields, NOW) == CLAIMS
         return
     with pytest.raises(LinkError):
-        verify(KEY, approval_id, fields, NOW)
+        verify(KeyRing(KEY), approval_id, fields, NOW)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ unicode in every field, shown as text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -80,7 +80,7 @@ def site(module_stack: Stack) -> Site:
 class Call:
     method: str
     url: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str | None] = field(default_factory=dict)  # None: left out
     body: str | bytes = ""
 
 
@@ -100,7 +100,9 @@ def get(url: str) -> Call:
     return Call("GET", url)
 
 
-def post(link: str, extra: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Call:
+def post(
+    link: str, extra: dict[str, str] | None = None, headers: Mapping[str, str | None] | None = None
+) -> Call:
     """A form post of the link's signed fields and ``extra`` (a decision by default)."""
     form = {**fields_of(link), **(extra if extra is not None else {"decision": "approve"})}
     return Call("POST", address(link), {**FORM, **(headers or {})}, urlencode(form))
@@ -297,6 +299,27 @@ REFUSALS = [
     Refusal(
         "POST from a sibling site (same-site)",
         lambda site, stack: post(site.alice, headers={"Sec-Fetch-Site": "same-site"}),
+        403,
+        NOT_VALID,
+        CROSS_SITE,
+    ),
+    Refusal(
+        "POST with neither Origin nor Sec-Fetch-Site (not from a browser on the page)",
+        lambda site, stack: post(site.alice, headers={"Origin": None}),
+        403,
+        NOT_VALID,
+        CROSS_SITE,
+    ),
+    Refusal(
+        "POST with Origin: null (what a no-referrer page or a sandboxed frame sends)",
+        lambda site, stack: post(site.alice, headers={"Origin": "null"}),
+        403,
+        NOT_VALID,
+        CROSS_SITE,
+    ),
+    Refusal(
+        "POST from a host that only begins like the API's",
+        lambda site, stack: post(site.alice, headers={"Origin": f"https://{HOST}.evil.example"}),
         403,
         NOT_VALID,
         CROSS_SITE,

@@ -12,17 +12,21 @@ from hypothesis import strategies as st
 from approvals.links import (
     ExpiredLink,
     ForgedLink,
+    KeyRing,
     LinkClaims,
     LinkError,
     MalformedLink,
+    SigningKey,
+    WeakKey,
     approval_id_for,
     link_for,
     sign,
     verify,
 )
 
-KEY = b"k" * 64
-OTHER_KEY = b"o" * 64
+KEY = SigningKey(b"k" * 64)
+OTHER_KEY = SigningKey(b"o" * 64)
+RING = KeyRing(KEY)
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 EXPIRES = int((NOW + timedelta(hours=24)).timestamp())
 APPROVAL_ID = approval_id_for("token-of-some-execution")
@@ -43,7 +47,7 @@ def test_round_trip() -> None:
     link = link_for(API_URL, KEY, CLAIMS)
     approval_id, fields = fields_of(link)
     assert approval_id == APPROVAL_ID
-    assert verify(KEY, approval_id, fields, NOW) == CLAIMS
+    assert verify(RING, approval_id, fields, NOW) == CLAIMS
 
 
 def test_link_shape() -> None:
@@ -52,7 +56,8 @@ def test_link_shape() -> None:
         f"https://abc123.execute-api.eu-west-1.amazonaws.com/prod/approvals/{APPROVAL_ID}?"
     )
     _, fields = fields_of(link)
-    assert set(fields) == {"approver", "expires", "sig"}
+    assert set(fields) == {"approver", "expires", "kid", "sig"}
+    assert fields["kid"] == KEY.key_id
     assert fields["approver"] == "alice@example.com"
     assert fields["expires"] == str(EXPIRES)
     assert "%40" in link  # the address is encoded in the query
@@ -105,73 +110,73 @@ def test_claims_cannot_be_shifted_between_fields() -> None:
 )
 def test_tampered_fields_are_forged(change: dict[str, str]) -> None:
     with pytest.raises(ForgedLink):
-        verify(KEY, APPROVAL_ID, {**good_fields(), **change}, NOW)
+        verify(RING, APPROVAL_ID, {**good_fields(), **change}, NOW)
 
 
 def test_tampered_signature_bit_is_forged() -> None:
     fields = good_fields()
     flipped = fields["sig"][:-2] + ("A" if fields["sig"][-2] != "A" else "B") + fields["sig"][-1]
     with pytest.raises(ForgedLink):
-        verify(KEY, APPROVAL_ID, {**fields, "sig": flipped}, NOW)
+        verify(RING, APPROVAL_ID, {**fields, "sig": flipped}, NOW)
 
 
 def test_link_for_another_approval_is_forged() -> None:
     with pytest.raises(ForgedLink):
-        verify(KEY, approval_id_for("another token"), good_fields(), NOW)
+        verify(RING, approval_id_for("another token"), good_fields(), NOW)
 
 
 def test_link_under_another_key_is_forged() -> None:
     with pytest.raises(ForgedLink):
-        verify(OTHER_KEY, APPROVAL_ID, good_fields(), NOW)
+        verify(KeyRing(OTHER_KEY), APPROVAL_ID, good_fields(), NOW)
 
 
 def test_altered_expiry_reads_as_forged_even_when_past() -> None:
     """Signature first: an expiry pushed into the past is an alteration, not an expiry."""
     with pytest.raises(ForgedLink):
-        verify(KEY, APPROVAL_ID, {**good_fields(), "expires": "1"}, NOW)
+        verify(RING, APPROVAL_ID, {**good_fields(), "expires": "1"}, NOW)
 
 
 @pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=1), timedelta(days=400)])
 def test_expired(late: timedelta) -> None:
     at_expiry = datetime.fromtimestamp(EXPIRES, UTC)
     with pytest.raises(ExpiredLink):
-        verify(KEY, APPROVAL_ID, good_fields(), at_expiry + late)
+        verify(RING, APPROVAL_ID, good_fields(), at_expiry + late)
 
 
 def test_valid_until_the_last_second() -> None:
     just_before = datetime.fromtimestamp(EXPIRES, UTC) - timedelta(seconds=1)
-    assert verify(KEY, APPROVAL_ID, good_fields(), just_before) == CLAIMS
+    assert verify(RING, APPROVAL_ID, good_fields(), just_before) == CLAIMS
 
 
 def test_default_now_is_the_clock() -> None:
     past = LinkClaims(APPROVAL_ID, "alice@example.com", int(datetime.now(UTC).timestamp()) - 5)
     _, fields = fields_of(link_for(API_URL, KEY, past))
     with pytest.raises(ExpiredLink):
-        verify(KEY, APPROVAL_ID, fields)
+        verify(RING, APPROVAL_ID, fields)
 
 
 @pytest.mark.parametrize("missing", ["approver", "expires", "sig"])
 def test_missing_fields_are_malformed(missing: str) -> None:
     fields = {k: v for k, v in good_fields().items() if k != missing}
     with pytest.raises(MalformedLink):
-        verify(KEY, APPROVAL_ID, fields, NOW)
+        verify(RING, APPROVAL_ID, fields, NOW)
     with pytest.raises(MalformedLink):
-        verify(KEY, APPROVAL_ID, {**good_fields(), missing: ""}, NOW)
+        verify(RING, APPROVAL_ID, {**good_fields(), missing: ""}, NOW)
 
 
 @pytest.mark.parametrize("expires", ["soon", "-1", "1.5", "1e9", " 123", "1" * 13, "١٢٣", "²", "1_000"])
 def test_expiry_that_is_not_a_time_is_malformed(expires: str) -> None:
     with pytest.raises(MalformedLink):
-        verify(KEY, APPROVAL_ID, {**good_fields(), "expires": expires}, NOW)
+        verify(RING, APPROVAL_ID, {**good_fields(), "expires": expires}, NOW)
 
 
 def test_error_messages_say_what_is_wrong() -> None:
     with pytest.raises(MalformedLink, match="approver, expires and sig"):
-        verify(KEY, APPROVAL_ID, {}, NOW)
+        verify(RING, APPROVAL_ID, {}, NOW)
     with pytest.raises(ForgedLink, match="altered"):
-        verify(KEY, APPROVAL_ID, {**good_fields(), "approver": "eve@example.com"}, NOW)
+        verify(RING, APPROVAL_ID, {**good_fields(), "approver": "eve@example.com"}, NOW)
     with pytest.raises(ExpiredLink, match="expired"):
-        verify(KEY, APPROVAL_ID, good_fields(), NOW + timedelta(days=2))
+        verify(RING, APPROVAL_ID, good_fields(), NOW + timedelta(days=2))
 
 
 def test_every_link_error_is_a_link_error() -> None:
@@ -191,7 +196,7 @@ def test_every_link_error_is_a_link_error() -> None:
 @example(approval_id="\x00", fields={"approver": "a", "expires": "99999999999", "sig": "\x00"})
 def test_verify_never_raises_anything_but_link_errors(approval_id: str, fields: dict[str, str]) -> None:
     try:
-        claims = verify(KEY, approval_id, fields, NOW)
+        claims = verify(RING, approval_id, fields, NOW)
     except LinkError:
         return
     # Passing by chance would mean a forged signature: that must not happen.
@@ -207,4 +212,53 @@ def test_any_issued_link_verifies(approver: str, expires: int, approval_id: str)
     claims = LinkClaims(approval_id, approver, expires)
     path_id, fields = fields_of(link_for(API_URL, KEY, claims))
     assert path_id == approval_id
-    assert verify(KEY, path_id, fields, NOW) == claims
+    assert verify(RING, path_id, fields, NOW) == claims
+
+
+# Keys that rotate --------------------------------------------------------------------------
+
+
+def test_link_verifies_under_the_previous_key_after_a_rotation() -> None:
+    """A link in flight (valid up to a year) outlives one rotation of the key."""
+    rotated = KeyRing(current=OTHER_KEY, previous=KEY)
+    assert verify(rotated, APPROVAL_ID, good_fields(), NOW) == CLAIMS
+    new_link = fields_of(link_for(API_URL, OTHER_KEY, CLAIMS))[1]
+    assert new_link["kid"] == OTHER_KEY.key_id != KEY.key_id
+    assert verify(rotated, APPROVAL_ID, new_link, NOW) == CLAIMS
+
+
+def test_link_of_a_retired_key_is_forged() -> None:
+    """A second rotation retires the key: the way to revoke every older link."""
+    retired = KeyRing(current=SigningKey(b"n" * 64), previous=OTHER_KEY)
+    with pytest.raises(ForgedLink, match="retired"):
+        verify(retired, APPROVAL_ID, good_fields(), NOW)
+
+
+def test_key_id_only_chooses_the_key() -> None:
+    """Naming the ring's other key makes the signature fail, whichever key is named."""
+    ring = KeyRing(current=OTHER_KEY, previous=KEY)
+    with pytest.raises(ForgedLink, match="signature"):
+        verify(ring, APPROVAL_ID, {**good_fields(), "kid": OTHER_KEY.key_id}, NOW)
+
+
+def test_link_without_key_id_is_tried_under_both_keys() -> None:
+    """Links issued before links named their key still verify through a rotation."""
+    unnamed = {name: value for name, value in good_fields().items() if name != "kid"}
+    assert verify(KeyRing(current=OTHER_KEY, previous=KEY), APPROVAL_ID, unnamed, NOW) == CLAIMS
+    with pytest.raises(ForgedLink):
+        verify(KeyRing(current=OTHER_KEY), APPROVAL_ID, unnamed, NOW)
+
+
+def test_key_id_names_the_key_without_revealing_it() -> None:
+    assert len(KEY.key_id) == 8
+    assert all(c in "0123456789abcdef" for c in KEY.key_id)
+    assert KEY.key_id not in KEY.secret.hex()
+    assert SigningKey(b"k" * 64).key_id == KEY.key_id
+    assert "k" * 8 not in repr(KEY)  # the key stays out of logs and tracebacks
+
+
+@pytest.mark.parametrize("length", [0, 1, 16, 31])
+def test_key_shorter_than_32_bytes_is_refused(length: int) -> None:
+    with pytest.raises(WeakKey, match=f"has {length} bytes; at least 32"):
+        SigningKey(b"s" * length)
+    assert SigningKey(b"s" * 32).key_id

@@ -8,12 +8,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from approvals.links import approval_id_for, verify
+from approvals.links import KeyRing, SigningKey, approval_id_for, verify
 from approvals.models import Approval, Policy
 from approvals.notify import SUBJECT_LIMIT, approval_email, emails_for
 from tests.unit.samples import TOKEN, sample_approval
 
-KEY = b"unit-test-signing-key"
+KEY = SigningKey(b"unit-test-signing-key-of-32-bytes")
 API_URL = "https://api.example.test/prod"
 CREATED = datetime(2030, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ def test_one_email_per_approver_each_with_their_own_link() -> None:
         links = [line for line in email.body.splitlines() if line.startswith("https://")]
         assert len(links) == 1
         approval_id, fields = link_fields(links[0])
-        claims = verify(KEY, approval_id, fields, CREATED)
+        claims = verify(KeyRing(KEY), approval_id, fields, CREATED)
         assert claims.approver == email.to
         assert claims.approval_id == approval_id_for(TOKEN)
         assert claims.expires == int((CREATED + timedelta(hours=2)).timestamp())

@@ -18,7 +18,7 @@ from tests.unit.samples import TOKEN, sample_approval
 NOW = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
 SCRIPT = '<script>alert("x")</script>'
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
-FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "sig": "c2lnbmF0dXJl"}
+FIELDS = {"approver": "alice@example.com", "expires": "1904000000", "kid": "0a1b2c3d", "sig": "c2lnbmF0dXJl"}
 
 
 def approval(**changes: Any) -> Approval:
@@ -221,8 +221,15 @@ def test_security_headers() -> None:
     assert "script-src" not in directives  # falls back to default-src 'none': no script at all
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Referrer-Policy"] == "same-origin"
     assert headers["Cache-Control"] == "no-store"
+
+
+def test_the_page_states_the_same_referrer_policy_as_its_header() -> None:
+    """A <meta name="referrer"> overrides the header: a stricter one would make the
+    browser post ``Origin: null``, which the API refuses."""
+    for html in (page(), pages.message_page("Done", "Thank you.")):
+        assert f'<meta name="referrer" content="{pages.SECURITY_HEADERS["Referrer-Policy"]}">' in html
 
 
 @pytest.mark.parametrize(
