@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from approvals import directory
 from approvals.links import approval_id_for
 from approvals.models import Approval, ApprovalRequest, QueueMessage, describe_validation_error
 from approvals.notify import emails_for, publish
@@ -75,6 +76,10 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     excluded = excluded_voters(request, services.settings.allow_self_approval)
     if problem := unreachable(request, excluded):
         return _invalid(services, message.task_token, approval_id, problem)
+    # SNS drops, without a word, what no confirmed filtered subscription takes.
+    voters = [a for a in request.approvers if a not in excluded]
+    if cannot_email := services.directory.unreachable(voters, now):
+        return _invalid(services, message.task_token, approval_id, directory.describe(cannot_email))
     approval = Approval(
         approval_id=approval_id,
         task_token=message.task_token,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
+from approvals.directory import Directory
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
 
@@ -40,6 +41,11 @@ class Services:
         verify a link (dead letters, execution ended) never read it, nor may they."""
         secret = self.secrets.get_secret_value(SecretId=self.settings.signing_secret_id)
         return secret["SecretString"].encode()
+
+    @cached_property
+    def directory(self) -> Directory:
+        """Who can be emailed, read from the topic and kept for this container."""
+        return Directory(self.sns, self.settings.topic_arn)
 
 
 def build(settings: Settings) -> Services:

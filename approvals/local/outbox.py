@@ -1,4 +1,6 @@
-"""The local mailbox: every email the topic publishes, captured from an SQS subscription."""
+"""The local mailbox: every email SNS would deliver, one per recipient, from the queue the
+local SNS mails to (moto_fixes): what each confirmed, filtered subscription takes, and the
+confirmation email of each new subscription."""
 
 from __future__ import annotations
 
@@ -7,8 +9,6 @@ import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
-
-from approvals.notify import APPROVER_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -30,10 +30,9 @@ class SentEmail:
 
 def from_notification(body: str) -> SentEmail:
     notification = json.loads(body)
-    attributes = notification.get("MessageAttributes", {})
     message = notification["Message"]
     return SentEmail(
-        to=attributes.get(APPROVER_ATTRIBUTE, {}).get("Value", ""),
+        to=notification["To"],
         subject=notification.get("Subject", ""),
         body=message,
         links=LINK.findall(message),

@@ -17,6 +17,11 @@ from approvals import statemachine
 from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
+# How the local SNS (approvals.local.moto_fixes) treats the email topic, set as its tags:
+# where it mails, whether it confirms subscriptions at once, where confirmation links point.
+MAILBOX_TAG = "approvals-local:mailbox-queue"
+CONFIRM_AT_ONCE_TAG = "approvals-local:confirm-at-once"
+CONFIRMATION_URL_TAG = "approvals-local:confirmation-url"
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,11 @@ def provision(
     visibility_timeout: int,
     max_receives: int = 3,
     name: str = "approvals",
+    confirm_subscriptions: bool = True,
 ) -> Resources:
+    """Create the resources; ``confirm_subscriptions`` confirms approvers' email
+    subscriptions as they are added (otherwise each stays pending, and its confirmation
+    email is in the outbox)."""
     extra: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
     sqs = session.client("sqs", **extra)
     sns = session.client("sns", **extra)
@@ -105,13 +114,14 @@ def provision(
         },
     )["QueueUrl"]
 
-    topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
-    # Locally the "mailbox" is a queue that takes every approver's message.
-    outbox_queue_url = sqs.create_queue(QueueName=f"{name}-outbox")["QueueUrl"]
-    outbox_arn = sqs.get_queue_attributes(QueueUrl=outbox_queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=outbox_arn)
+    # Locally the "mailbox" is a queue: each email a confirmed, filtered subscription takes
+    # lands there (moto_fixes), addressed to that subscription's endpoint.
+    outbox_queue_name = f"{name}-outbox"
+    outbox_queue_url = sqs.create_queue(QueueName=outbox_queue_name)["QueueUrl"]
+    tags: list[Any] = [{"Key": MAILBOX_TAG, "Value": outbox_queue_name}]
+    if confirm_subscriptions:
+        tags.append({"Key": CONFIRM_AT_ONCE_TAG, "Value": "true"})
+    topic_arn = sns.create_topic(Name=f"{name}-emails", Tags=tags)["TopicArn"]
 
     dynamodb.create_table(**table_definition(f"{name}-table"))
     secret_arn = secretsmanager.create_secret(

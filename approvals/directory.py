@@ -1,0 +1,217 @@
+"""The approver directory: who can receive an approval email, read from the email topic.
+
+SNS delivers an approver's email only through a confirmed email subscription whose filter
+policy takes that approver's messages; anything else is dropped without a word. So the
+directory is the topic's confirmed, filtered email subscriptions, and a request naming
+anyone else is refused at once, by name, instead of waiting for an email never sent.
+
+The worker asks for every message, so :class:`Directory` keeps what it read for a short
+time and reads again when it is stale, or when an address is missing (someone added a
+moment ago).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+from approvals.notify import APPROVER_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
+EMAIL_PROTOCOL = "email"
+PENDING_ARN = "PendingConfirmation"  # what SNS lists instead of an unconfirmed subscription's ARN
+MAX_AGE = timedelta(seconds=60)  # how long an unsubscribe may go unnoticed by a warm worker
+
+
+class Reach(StrEnum):
+    CONFIRMED = "confirmed"
+    PENDING = "pending confirmation"
+    UNFILTERED = "not filtered"
+    NONE = "no subscription"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One email subscription on the topic, as SNS reports it."""
+
+    address: str
+    reach: Reach
+    arn: str | None = None  # None while pending: SNS does not list a pending subscription's ARN
+    protected: bool = False  # confirmed with AuthenticateOnUnsubscribe: only a signed call removes it
+
+
+def filter_policy(address: str) -> str:
+    """The filter policy that gives ``address`` its own messages and nobody else's."""
+    return json.dumps({APPROVER_ATTRIBUTE: [address]})
+
+
+def _takes_only(attributes: dict[str, str], address: str) -> bool:
+    if attributes.get("FilterPolicyScope", "MessageAttributes") != "MessageAttributes":
+        return False
+    try:
+        policy = json.loads(attributes.get("FilterPolicy") or "null")
+    except ValueError:
+        return False
+    return bool(policy == {APPROVER_ATTRIBUTE: [address]})
+
+
+def read(sns: SNSClient, topic_arn: str) -> dict[str, Subscription]:
+    """Every email subscription on the topic, by address (lowercase), the best one per address.
+
+    One ListSubscriptionsByTopic page per 100 subscriptions, and one GetSubscriptionAttributes
+    per confirmed email subscription (its filter policy and protection are not listed).
+    """
+    found: dict[str, Subscription] = {}
+    rank = list(Reach)
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for listed in page.get("Subscriptions", []):
+            if listed.get("Protocol") != EMAIL_PROTOCOL:
+                continue
+            address = listed.get("Endpoint", "").strip().lower()
+            arn = listed.get("SubscriptionArn", PENDING_ARN)
+            if arn == PENDING_ARN:
+                subscription = Subscription(address, Reach.PENDING)
+            else:
+                attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+                subscription = Subscription(
+                    address,
+                    Reach.CONFIRMED if _takes_only(attributes, address) else Reach.UNFILTERED,
+                    arn,
+                    protected=attributes.get("ConfirmationWasAuthenticated") == "true",
+                )
+            held = found.get(address)
+            if held is None or rank.index(subscription.reach) < rank.index(held.reach):
+                found[address] = subscription
+    return found
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Directory:
+    """The topic's email subscriptions as one process last read them; safe across threads."""
+
+    def __init__(
+        self,
+        sns: SNSClient,
+        topic_arn: str,
+        max_age: timedelta = MAX_AGE,
+    ) -> None:
+        self._sns = sns
+        self._topic_arn = topic_arn
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._read_at: datetime | None = None
+        self._subscriptions: dict[str, Subscription] = {}
+        # SNS keeps no time for a pending subscription: this is when this process first saw it.
+        self._pending_since: dict[str, datetime] = {}
+
+    def refresh(self, now: datetime) -> None:
+        subscriptions = read(self._sns, self._topic_arn)
+        with self._lock:
+            self._subscriptions = subscriptions
+            self._read_at = now
+            self._pending_since = {
+                address: self._pending_since.get(address, now)
+                for address, subscription in subscriptions.items()
+                if subscription.reach is Reach.PENDING
+            }
+
+    def unreachable(self, addresses: Collection[str], now: datetime) -> dict[str, str]:
+        """Why each of ``addresses`` cannot receive an email, for those that cannot."""
+        with self._lock:
+            read_at = self._read_at
+            missing = any(self._reach(a) is not Reach.CONFIRMED for a in addresses)
+        if missing or read_at is None or now - read_at >= self._max_age:
+            self.refresh(now)
+        with self._lock:
+            return {a: why for a in addresses if (why := self._why(a))}
+
+    def _reach(self, address: str) -> Reach:
+        held = self._subscriptions.get(address)
+        return held.reach if held else Reach.NONE
+
+    def _why(self, address: str) -> str | None:
+        match self._reach(address):
+            case Reach.CONFIRMED:
+                return None
+            case Reach.PENDING:
+                return f"subscription pending confirmation since {_when(self._pending_since[address])}"
+            case Reach.UNFILTERED:
+                return f"its subscription has no filter policy taking only its own '{APPROVER_ATTRIBUTE}'"
+            case Reach.NONE:
+                return "no subscription"
+
+
+def describe(unreachable: dict[str, str]) -> str:
+    """One line naming each address and why: the cause of ``Approval.InvalidRequest``."""
+    listed = "; ".join(f"{address} ({why})" for address, why in unreachable.items())
+    return f"request.approvers: cannot be emailed: {listed}"
+
+
+# -- managing the directory (the `approvals approvers` commands) ------------------------------
+
+
+class DirectoryError(Exception):
+    """An approver change that cannot be made; the message says why."""
+
+
+def add(sns: SNSClient, topic_arn: str, address: str) -> str:
+    """Subscribe ``address`` with its filter policy; SNS sends it the confirmation email.
+
+    Returns the subscription's ARN (a pending one included). Adding an address already
+    subscribed this way changes nothing.
+    """
+    return sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol=EMAIL_PROTOCOL,
+        Endpoint=address,
+        Attributes={"FilterPolicy": filter_policy(address)},
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+
+
+def remove(sns: SNSClient, topic_arn: str, address: str) -> Subscription:
+    """Remove the address's confirmed subscription (an authenticated call, so a protected
+    one too). SNS cannot remove a pending subscription: it deletes it after 48 hours."""
+    held = read(sns, topic_arn).get(address)
+    if held is None:
+        raise DirectoryError(f"{address} has no subscription")
+    if held.arn is None:
+        raise DirectoryError(
+            f"{address} is pending confirmation: SNS cannot remove a pending subscription,"
+            " and deletes it by itself if it is not confirmed within 48 hours"
+        )
+    sns.unsubscribe(SubscriptionArn=held.arn)
+    return held
+
+
+def confirmation_token(url: str) -> tuple[str, str]:
+    """(topic ARN, token) from the link in a subscription confirmation email."""
+    query = parse_qs(urlsplit(url).query)
+    topic, token = query.get("TopicArn", [""])[0], query.get("Token", [""])[0]
+    if not topic or not token:
+        raise DirectoryError("not a subscription confirmation link: it needs TopicArn and Token parameters")
+    return topic, token
+
+
+def confirm(sns: SNSClient, url: str) -> str:
+    """Confirm a subscription from its confirmation link, so that only an authenticated call
+    can remove it: neither a mail scanner nor whoever gets a forwarded email can."""
+    topic_arn, token = confirmation_token(url)
+    return sns.confirm_subscription(TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true")[
+        "SubscriptionArn"
+    ]
+
+
+def entries(subscriptions: dict[str, Subscription]) -> Iterator[Subscription]:
+    yield from (subscriptions[address] for address in sorted(subscriptions))
