@@ -10,14 +10,16 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from approvals import decision, executions
+from approvals import decision, directory, executions
 from approvals.decision import Delivery
 from approvals.models import (
     Approval,
     ApprovalRequest,
+    Email,
     Outcome,
     Status,
     Vote,
@@ -27,6 +29,8 @@ from approvals.models import (
 )
 from approvals.target import Target, TargetError, deployed, local
 
+EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+
 
 def _target(args: argparse.Namespace) -> Target:
     return deployed(args.stack_name, args.region) if args.stack_name else local()
@@ -35,7 +39,9 @@ def _target(args: argparse.Namespace) -> Target:
 def cmd_local(args: argparse.Namespace) -> int:
     from approvals.local.stack import LocalStack
 
-    stack = LocalStack(moto_port=args.moto_port, api_port=args.api_port)
+    stack = LocalStack(
+        moto_port=args.moto_port, api_port=args.api_port, confirm_subscriptions=not args.pending_subscriptions
+    )
     info = stack.start()
     info.write()
     print(
@@ -224,6 +230,65 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_directory(target: Target, addresses: Sequence[str] = ()) -> None:
+    held = directory.read(target.sns, target.topic_arn)
+    shown = sorted(set(held) | set(addresses))
+    rows = [
+        [
+            address,
+            (held[address].reach if address in held else directory.Reach.NONE).value,
+            "yes" if address in held and held[address].protected else "no",
+        ]
+        for address in shown
+    ]
+    print(
+        _table(rows, ["APPROVER", "STATUS", "PROTECTED"])
+        if rows
+        else "No approvers: add them with `approvals approvers add EMAIL`."
+    )
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    try:
+        return [EMAIL.validate_python(value) for value in values]
+    except ValidationError:
+        raise TargetError(f"not valid email addresses: {', '.join(values)}") from None
+
+
+def cmd_approvers_add(args: argparse.Namespace) -> int:
+    target = _target(args)
+    for address in _addresses(args.emails):
+        directory.add(target.sns, target.topic_arn, address)
+    _print_directory(target, _addresses(args.emails))
+    return 0
+
+
+def cmd_approvers_remove(args: argparse.Namespace) -> int:
+    target = _target(args)
+    for address in _addresses(args.emails):
+        try:
+            directory.remove(target.sns, target.topic_arn, address)
+        except directory.DirectoryError as error:
+            raise TargetError(str(error)) from None
+        print(f"Removed {address}: requests naming it are refused from now on.")
+    return 0
+
+
+def cmd_approvers_list(args: argparse.Namespace) -> int:
+    _print_directory(_target(args), _addresses(args.emails))
+    return 0
+
+
+def cmd_approvers_confirm(args: argparse.Namespace) -> int:
+    target = _target(args)
+    try:
+        arn = directory.confirm(target.sns, args.confirmation_url)
+    except directory.DirectoryError as error:
+        raise TargetError(str(error)) from None
+    print(f"Confirmed and protected {arn}: only an authenticated call can remove it.")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="approvals", description="Human approval gates for AWS Step Functions."
@@ -233,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
     local_cmd = commands.add_parser("local", help="run the embedded local stack until interrupted")
     local_cmd.add_argument("--moto-port", type=int, default=4570, help="AWS endpoint port (0: any free port)")
     local_cmd.add_argument("--api-port", type=int, default=8787, help="approval API port (0: any free port)")
+    local_cmd.add_argument(
+        "--pending-subscriptions",
+        action="store_true",
+        help="leave approvers' subscriptions pending, with a confirmation email in the outbox",
+    )
     local_cmd.set_defaults(run=cmd_local)
 
     commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)
@@ -240,8 +310,8 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_openapi
     )
 
-    def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+    def targeted(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
         sub.add_argument("--stack-name", help="act on this deployed stack instead of the local one")
         sub.add_argument("--region", help="the deployed stack's region")
         return sub
@@ -280,6 +350,25 @@ def parser() -> argparse.ArgumentParser:
     decide_cmd.add_argument("--comment", default="")
     decide_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
     decide_cmd.set_defaults(run=cmd_decide)
+
+    approvers_cmd = commands.add_parser(
+        "approvers", help="the approver directory: who can be emailed (the email topic's subscriptions)"
+    )
+    approvers = approvers_cmd.add_subparsers(dest="action", required=True)
+    add_cmd = targeted("add", "subscribe addresses (SNS emails each a confirmation link)", approvers)
+    add_cmd.add_argument("emails", nargs="+", metavar="EMAIL")
+    add_cmd.set_defaults(run=cmd_approvers_add)
+    remove_cmd = targeted("remove", "remove addresses' subscriptions", approvers)
+    remove_cmd.add_argument("emails", nargs="+", metavar="EMAIL")
+    remove_cmd.set_defaults(run=cmd_approvers_remove)
+    approvers_list = targeted("list", "list the approvers, their status and protection", approvers)
+    approvers_list.add_argument("emails", nargs="*", metavar="EMAIL", help="also show these, if unknown")
+    approvers_list.set_defaults(run=cmd_approvers_list)
+    confirm_cmd = targeted(
+        "confirm", "confirm a subscription so that only an authenticated call can remove it", approvers
+    )
+    confirm_cmd.add_argument("confirmation_url", metavar="CONFIRMATION_URL", help="the link in the email")
+    confirm_cmd.set_defaults(run=cmd_approvers_confirm)
     return main
 
 

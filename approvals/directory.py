@@ -21,6 +21,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from botocore.exceptions import ClientError
+
 from approvals.notify import APPROVER_ATTRIBUTE
 
 if TYPE_CHECKING:
@@ -63,34 +65,48 @@ def _takes_only(attributes: dict[str, str], address: str) -> bool:
     return bool(policy == {APPROVER_ATTRIBUTE: [address]})
 
 
-def read(sns: SNSClient, topic_arn: str) -> dict[str, Subscription]:
-    """Every email subscription on the topic, by address (lowercase), the best one per address.
-
-    One ListSubscriptionsByTopic page per 100 subscriptions, and one GetSubscriptionAttributes
-    per confirmed email subscription (its filter policy and protection are not listed).
-    """
-    found: dict[str, Subscription] = {}
-    rank = list(Reach)
+def _listing(sns: SNSClient, topic_arn: str) -> dict[str, list[str]]:
+    """Each address with an email subscription, and their ARNs (or ``PendingConfirmation``):
+    one ListSubscriptionsByTopic per 100 subscriptions."""
+    listing: dict[str, list[str]] = {}
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
         for listed in page.get("Subscriptions", []):
-            if listed.get("Protocol") != EMAIL_PROTOCOL:
-                continue
-            address = listed.get("Endpoint", "").strip().lower()
-            arn = listed.get("SubscriptionArn", PENDING_ARN)
-            if arn == PENDING_ARN:
-                subscription = Subscription(address, Reach.PENDING)
-            else:
-                attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
-                subscription = Subscription(
-                    address,
-                    Reach.CONFIRMED if _takes_only(attributes, address) else Reach.UNFILTERED,
-                    arn,
-                    protected=attributes.get("ConfirmationWasAuthenticated") == "true",
-                )
-            held = found.get(address)
-            if held is None or rank.index(subscription.reach) < rank.index(held.reach):
-                found[address] = subscription
-    return found
+            if listed.get("Protocol") == EMAIL_PROTOCOL:
+                address = listed.get("Endpoint", "").strip().lower()
+                listing.setdefault(address, []).append(listed.get("SubscriptionArn", PENDING_ARN))
+    return listing
+
+
+def _describe(sns: SNSClient, address: str, arn: str) -> Subscription:
+    """One subscription; a confirmed one costs a GetSubscriptionAttributes (its filter policy
+    and protection are not listed)."""
+    if arn == PENDING_ARN:
+        return Subscription(address, Reach.PENDING)
+    try:
+        attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NotFound":
+            raise
+        return Subscription(address, Reach.NONE)  # removed since it was listed
+    return Subscription(
+        address,
+        Reach.CONFIRMED if _takes_only(attributes, address) else Reach.UNFILTERED,
+        arn,
+        protected=attributes.get("ConfirmationWasAuthenticated") == "true",
+    )
+
+
+def _best(subscriptions: list[Subscription]) -> Subscription:
+    rank = list(Reach)
+    return min(subscriptions, key=lambda subscription: rank.index(subscription.reach))
+
+
+def read(sns: SNSClient, topic_arn: str) -> dict[str, Subscription]:
+    """Every address with an email subscription on the topic (lowercase), with its best one."""
+    return {
+        address: _best([_describe(sns, address, arn) for arn in arns])
+        for address, arns in _listing(sns, topic_arn).items()
+    }
 
 
 def _when(moment: datetime) -> str:
@@ -98,47 +114,52 @@ def _when(moment: datetime) -> str:
 
 
 class Directory:
-    """The topic's email subscriptions as one process last read them; safe across threads."""
+    """The topic's email subscriptions as one process last read them; safe across threads.
 
-    def __init__(
-        self,
-        sns: SNSClient,
-        topic_arn: str,
-        max_age: timedelta = MAX_AGE,
-    ) -> None:
+    The listing is read whole; a confirmed subscription's attributes only when an address
+    is asked about, and kept until the next read, so a topic with many approvers costs a
+    warm worker nothing and a refresh one call per address in question.
+    """
+
+    def __init__(self, sns: SNSClient, topic_arn: str, max_age: timedelta = MAX_AGE) -> None:
         self._sns = sns
         self._topic_arn = topic_arn
         self._max_age = max_age
         self._lock = threading.Lock()
         self._read_at: datetime | None = None
-        self._subscriptions: dict[str, Subscription] = {}
+        self._listing: dict[str, list[str]] = {}
+        self._described: dict[str, Subscription] = {}
         # SNS keeps no time for a pending subscription: this is when this process first saw it.
         self._pending_since: dict[str, datetime] = {}
 
     def refresh(self, now: datetime) -> None:
-        subscriptions = read(self._sns, self._topic_arn)
+        listing = _listing(self._sns, self._topic_arn)
         with self._lock:
-            self._subscriptions = subscriptions
-            self._read_at = now
+            self._listing, self._described, self._read_at = listing, {}, now
             self._pending_since = {
                 address: self._pending_since.get(address, now)
-                for address, subscription in subscriptions.items()
-                if subscription.reach is Reach.PENDING
+                for address, arns in listing.items()
+                if PENDING_ARN in arns
             }
 
     def unreachable(self, addresses: Collection[str], now: datetime) -> dict[str, str]:
         """Why each of ``addresses`` cannot receive an email, for those that cannot."""
         with self._lock:
-            read_at = self._read_at
-            missing = any(self._reach(a) is not Reach.CONFIRMED for a in addresses)
-        if missing or read_at is None or now - read_at >= self._max_age:
+            fresh = self._read_at is not None and now - self._read_at < self._max_age
+            missing = fresh and any(self._reach(a) is not Reach.CONFIRMED for a in addresses)
+        if missing or not fresh:
             self.refresh(now)
         with self._lock:
             return {a: why for a in addresses if (why := self._why(a))}
 
     def _reach(self, address: str) -> Reach:
-        held = self._subscriptions.get(address)
-        return held.reach if held else Reach.NONE
+        arns = self._listing.get(address)
+        if not arns:
+            return Reach.NONE
+        for arn in arns:
+            if arn not in self._described:
+                self._described[arn] = _describe(self._sns, address, arn)
+        return _best([self._described[arn] for arn in arns]).reach
 
     def _why(self, address: str) -> str | None:
         match self._reach(address):

@@ -13,6 +13,7 @@ from approvals.local.stack import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
 
 # The stack's output names; infra/ declares the outputs under these names.
@@ -21,6 +22,7 @@ OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
 OUTPUT_QUEUE_URL = "QueueUrl"
 OUTPUT_TABLE = "TableName"
+OUTPUT_TOPIC = "TopicArn"
 
 
 class TargetError(Exception):
@@ -35,6 +37,7 @@ class Target:
     fanout_state_machine_arn: str
     table_name: str
     api_url: str
+    topic_arn: str  # the email topic: its subscriptions are the approver directory
 
     def client(self, name: Any) -> Any:
         return self.session.client(name, endpoint_url=self.endpoint_url)
@@ -42,6 +45,10 @@ class Target:
     @property
     def sfn(self) -> SFNClient:
         return self.client("stepfunctions")  # type: ignore[no-any-return]
+
+    @property
+    def sns(self) -> SNSClient:
+        return self.client("sns")  # type: ignore[no-any-return]
 
     @property
     def store(self) -> ApprovalStore:
@@ -71,6 +78,7 @@ def for_local(info: LocalInfo) -> Target:
         info.fanout_state_machine_arn,
         info.table_name,
         info.api_url,
+        info.topic_arn,
     )
 
 
@@ -86,6 +94,7 @@ def deployed(stack_name: str, region: str | None = None) -> Target:
         OUTPUT_FANOUT_STATE_MACHINE,
         OUTPUT_TABLE,
         OUTPUT_API_URL,
+        OUTPUT_TOPIC,
     } - outputs.keys()
     if missing:
         raise TargetError(
@@ -98,4 +107,5 @@ def deployed(stack_name: str, region: str | None = None) -> Target:
         outputs[OUTPUT_FANOUT_STATE_MACHINE],
         outputs[OUTPUT_TABLE],
         outputs[OUTPUT_API_URL],
+        outputs[OUTPUT_TOPIC],
     )

@@ -11,17 +11,22 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from botocore.exceptions import ClientError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from approvals.local.outbox import Outbox
 from approvals.local.poller import LambdaContext
 from approvals.models import Approval, timeline, utcnow
 
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+CONFIRMATION_PATH = "/confirm-subscription"  # where the local confirmation emails link
 BODY_LIMIT = 1_048_576  # API Gateway's own payload limit is 10 MB; nothing here needs more
 
 OUTBOX_PAGE = Environment(
@@ -73,7 +78,13 @@ class _Server(ThreadingHTTPServer):
 
 class LocalApi:
     def __init__(
-        self, handler: Handler, outbox: Outbox, approvals: Callable[[], list[Approval]], host: str, port: int
+        self,
+        handler: Handler,
+        outbox: Outbox,
+        approvals: Callable[[], list[Approval]],
+        host: str,
+        port: int,
+        sns: SNSClient,
     ) -> None:
         api = self
         # One Lambda execution environment takes one event at a time, and the handler keeps
@@ -98,6 +109,9 @@ class LocalApi:
                 path = urlsplit(self.path).path
                 if path.rstrip("/") == "/outbox":
                     self._send(200, *api._outbox_response(self.headers.get("Accept", "")))
+                    return
+                if path == CONFIRMATION_PATH:
+                    self._send(*api._confirmation_response(urlsplit(self.path).query))
                     return
                 event = proxy_event(
                     self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
@@ -128,6 +142,7 @@ class LocalApi:
 
         self._outbox = outbox
         self._approvals = approvals
+        self._sns = sns
         self._server = _Server((host, port), RequestHandler)
         self._thread: threading.Thread | None = None
 
@@ -148,6 +163,16 @@ class LocalApi:
             )
         page = OUTBOX_PAGE.render(emails=list(reversed(emails)), approvals=rows).encode()
         return {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, page
+
+    def _confirmation_response(self, query: str) -> tuple[int, dict[str, str], bytes]:
+        """What SNS's confirmation page does: confirm, unauthenticated (so not protected)."""
+        fields = {k: v[-1] for k, v in parse_qs(query).items()}
+        try:
+            self._sns.confirm_subscription(TopicArn=fields.get("TopicArn", ""), Token=fields.get("Token", ""))
+        except ClientError as error:
+            return 400, {"Content-Type": "text/plain; charset=utf-8"}, f"Not confirmed: {error}\n".encode()
+        text = "Subscription confirmed. (`approvals approvers confirm LINK` would also have protected it.)\n"
+        return 200, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)

@@ -19,7 +19,7 @@ import boto3
 
 from approvals.local import moto_fixes
 from approvals.local.outbox import Outbox
-from approvals.local.resources import Resources, provision
+from approvals.local.resources import CONFIRMATION_URL_TAG, Resources, provision
 
 log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -102,6 +102,7 @@ class LocalStack:
         visibility_timeout: int = 5,
         max_receives: int = 3,
         sweep_interval: float = 2.0,
+        confirm_subscriptions: bool = True,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -109,6 +110,9 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
+        # Nobody reads the local mail: approvers are confirmed as they are added, unless
+        # asked to leave them pending (their confirmation email is then in the outbox).
+        self.confirm_subscriptions = confirm_subscriptions
         self._stoppers: list[Any] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
@@ -143,7 +147,10 @@ class LocalStack:
             timeout=10,
         ).raise_for_status()
         resources = provision(
-            session, visibility_timeout=self.visibility_timeout, max_receives=self.max_receives
+            session,
+            visibility_timeout=self.visibility_timeout,
+            max_receives=self.max_receives,
+            confirm_subscriptions=self.confirm_subscriptions,
         )
         self.resources = resources
 
@@ -151,14 +158,21 @@ class LocalStack:
         self.outbox = Outbox(sqs, resources.outbox_queue_url)
         from approval_api.handler import lambda_handler as api_handler
         from approvals import runtime
-        from approvals.local.http import LocalApi
+        from approvals.local.http import CONFIRMATION_PATH, LocalApi
 
+        sns = session.client("sns")
         api = LocalApi(
             api_handler,
             self.outbox,
             lambda: list(runtime.from_environment().store.all()),
             self.host,
             self.api_port,
+            sns,
+        )
+        # Confirmation links point at the local API, which confirms as SNS's page does.
+        sns.tag_resource(
+            ResourceArn=resources.topic_arn,
+            Tags=[{"Key": CONFIRMATION_URL_TAG, "Value": f"{api.url}{CONFIRMATION_PATH}"}],
         )
         os.environ.update(resources.environment(api.url))
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a

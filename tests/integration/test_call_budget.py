@@ -45,7 +45,7 @@ class CallCounter:
 def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
     services = runtime.from_environment()  # built once per container; its clients are the ones used
     stack.add_approvers(["alice@example.com"])
-    services.directory.refresh(utcnow())  # a warm worker
+    services.directory.unreachable(["alice@example.com"], utcnow())  # a warm worker
     counter = CallCounter(services.store._db, services.sns, services.sfn)
 
     arn = stack.start(ApprovalRequest(title="Budget", approvers=["alice@example.com"], requester="ci"))
@@ -67,7 +67,7 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
 def test_a_duplicate_delivery_costs_one_conditional_write(stack: Stack) -> None:
     services = runtime.from_environment()
     stack.add_approvers(["alice@example.com"])
-    services.directory.refresh(utcnow())
+    services.directory.unreachable(["alice@example.com"], utcnow())
     counter = CallCounter(services.store._db, services.sns, services.sfn)
     stack.start(ApprovalRequest(title="Dup", approvers=["alice@example.com"], requester="ci"))
     message = stack.queued_message()
