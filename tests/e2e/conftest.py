@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ import pytest
 from approvals.local.stack import LocalInfo
 
 BIN = Path(sys.executable).parent
+# Everyone the end-to-end tests ask, added to the directory first, as an operator does.
+APPROVERS = [
+    "alice@example.com", "bob@example.com", "carol@example.com", "dan@example.com",
+    "erin@example.com", "gina@example.com", "hank@example.com", "ops@example.com",
+    "fin@example.com", "ann@example.com", "ben@example.com", "cat@example.com",
+    "dee@example.com", "eve@example.com", "fay@example.com",
+]  # fmt: skip
 
 
 @dataclass
@@ -51,9 +59,9 @@ class RunningStack:
         )
 
 
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    workdir = tmp_path_factory.mktemp("local")
+@contextmanager
+def running_local_stack(workdir: Path, *options: str) -> Iterator[RunningStack]:
+    """`approvals local` in a subprocess (any free ports), until the block ends."""
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -63,7 +71,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
     }
     log = (workdir / "local.log").open("w")
     process = subprocess.Popen(
-        [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0"],
+        [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0", *options],
         cwd=workdir,
         env=env,
         stdout=log,
@@ -78,13 +86,22 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
             pytest.fail(f"approvals local did not start:\n{(workdir / 'local.log').read_text()}")
         time.sleep(0.2)
     time.sleep(0.2)  # the file is written whole, but let the printout finish
-    stack = RunningStack(LocalInfo.read(state), workdir, process, env)
-    yield stack
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:  # a clean stop is tested on its own; here, never leave a stack behind
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log.close()
+    try:
+        yield RunningStack(LocalInfo.read(state), workdir, process, env)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:  # a clean stop is tested on its own; here, never leave a stack behind
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_local_stack(tmp_path_factory.mktemp("local")) as stack:
+        added = stack.cli("approvers", "add", *APPROVERS)
+        assert added.returncode == 0, added.stderr
+        yield stack
