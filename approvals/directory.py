@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -232,7 +232,3 @@ def confirm(sns: SNSClient, url: str) -> str:
     return sns.confirm_subscription(TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true")[
         "SubscriptionArn"
     ]
-
-
-def entries(subscriptions: dict[str, Subscription]) -> Iterator[Subscription]:
-    yield from (subscriptions[address] for address in sorted(subscriptions))
