@@ -51,6 +51,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         f"  outbox        {info.outbox_url}\n"
         f"  state machine {info.state_machine_arn}\n"
         f"  fan-out       {info.fanout_state_machine_arn}\n"
+        "Add approvers first (a request naming anyone else is refused):"
+        " approvals approvers add EMAIL...\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
