@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 EMAIL_PROTOCOL = "email"
 PENDING_ARN = "PendingConfirmation"  # what SNS lists instead of an unconfirmed subscription's ARN
-MAX_AGE = timedelta(seconds=60)  # how long an unsubscribe may go unnoticed by a warm worker
 
 
 class Reach(StrEnum):
@@ -121,7 +120,7 @@ class Directory:
     warm worker nothing and a refresh one call per address in question.
     """
 
-    def __init__(self, sns: SNSClient, topic_arn: str, max_age: timedelta = MAX_AGE) -> None:
+    def __init__(self, sns: SNSClient, topic_arn: str, max_age: timedelta) -> None:
         self._sns = sns
         self._topic_arn = topic_arn
         self._max_age = max_age

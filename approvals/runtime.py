@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,9 @@ class Services:
     @cached_property
     def directory(self) -> Directory:
         """Who can be emailed, read from the topic and kept for this container."""
-        return Directory(self.sns, self.settings.topic_arn)
+        return Directory(
+            self.sns, self.settings.topic_arn, timedelta(seconds=self.settings.directory_seconds)
+        )
 
 
 def build(settings: Settings) -> Services:

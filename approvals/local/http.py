@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-CONFIRMATION_PATH = "/confirm-subscription"  # where the local confirmation emails link
 BODY_LIMIT = 1_048_576  # API Gateway's own payload limit is 10 MB; nothing here needs more
 
 OUTBOX_PAGE = Environment(
@@ -67,6 +66,43 @@ def proxy_event(
         "body": text or None,
         "isBase64Encoded": encoded,
     }
+
+
+Page = tuple[int, dict[str, str], bytes]
+
+
+def _text(status: int, text: str) -> Page:
+    return status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}, text.encode()
+
+
+def confirmation_page(sns: SNSClient, query: str) -> Page:
+    """What SNS's confirmation page does: confirm, unauthenticated (so not protected)."""
+    fields = {k: v[-1] for k, v in parse_qs(query).items()}
+    try:
+        sns.confirm_subscription(TopicArn=fields.get("TopicArn", ""), Token=fields.get("Token", ""))
+    except ClientError as error:
+        return _text(400, f"Not confirmed: {error}\n")
+    return _text(200, "Subscription confirmed. (`approvals approvers confirm LINK` also protects it.)\n")
+
+
+def unsubscribe_page(sns: SNSClient, query: str) -> Page:
+    """What SNS's unsubscribe page does: an unauthenticated unsubscribe, which a subscription
+    confirmed with AuthenticateOnUnsubscribe refuses."""
+    arn = {k: v[-1] for k, v in parse_qs(query).items()}.get("SubscriptionArn", "")
+    try:
+        attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+        if attributes.get("ConfirmationWasAuthenticated") == "true":
+            return _text(
+                403, "Not unsubscribed: this subscription can only be removed by an authenticated call.\n"
+            )
+        sns.unsubscribe(SubscriptionArn=arn)
+    except ClientError as error:
+        return _text(400, f"Not unsubscribed: {error}\n")
+    return _text(200, "You have been unsubscribed.\n")
+
+
+# SNS's own pages, which the local emails' links point at (moto_fixes).
+SNS_PAGES = {"/confirmation.html": confirmation_page, "/unsubscribe.html": unsubscribe_page}
 
 
 class _Server(ThreadingHTTPServer):
@@ -110,8 +146,8 @@ class LocalApi:
                 if path.rstrip("/") == "/outbox":
                     self._send(200, *api._outbox_response(self.headers.get("Accept", "")))
                     return
-                if path == CONFIRMATION_PATH:
-                    self._send(*api._confirmation_response(urlsplit(self.path).query))
+                if path in SNS_PAGES:
+                    self._send(*SNS_PAGES[path](api._sns, urlsplit(self.path).query))
                     return
                 event = proxy_event(
                     self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
@@ -163,16 +199,6 @@ class LocalApi:
             )
         page = OUTBOX_PAGE.render(emails=list(reversed(emails)), approvals=rows).encode()
         return {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, page
-
-    def _confirmation_response(self, query: str) -> tuple[int, dict[str, str], bytes]:
-        """What SNS's confirmation page does: confirm, unauthenticated (so not protected)."""
-        fields = {k: v[-1] for k, v in parse_qs(query).items()}
-        try:
-            self._sns.confirm_subscription(TopicArn=fields.get("TopicArn", ""), Token=fields.get("Token", ""))
-        except ClientError as error:
-            return 400, {"Content-Type": "text/plain; charset=utf-8"}, f"Not confirmed: {error}\n".encode()
-        text = "Subscription confirmed. (`approvals approvers confirm LINK` would also have protected it.)\n"
-        return 200, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)

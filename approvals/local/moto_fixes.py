@@ -17,7 +17,9 @@ behave as the services do.
   to that SQS queue, one message per recipient (the local outbox); tagged
   :data:`CONFIRM_AT_ONCE_TAG`, its email subscriptions are confirmed at once, as by
   ``approvals approvers confirm`` (nobody reads the local mail); otherwise the confirmation
-  email goes to the mailbox with a link to :data:`CONFIRMATION_URL_TAG` (or to SNS's own).
+  email goes to the mailbox with a link to confirm it. As SNS's, each email carries an
+  unsubscribe link (unauthenticated: it cannot remove a protected subscription). Both links
+  point at :data:`SNS_PAGES_TAG` (the local API), or at SNS's own pages.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from moto.sqs.exceptions import QueueDoesNotExist
 from moto.sqs.models import sqs_backends
 from moto.stepfunctions.responses import StepFunctionResponse
 
-from approvals.local.resources import CONFIRM_AT_ONCE_TAG, CONFIRMATION_URL_TAG, MAILBOX_TAG
+from approvals.local.resources import CONFIRM_AT_ONCE_TAG, MAILBOX_TAG, SNS_PAGES_TAG
 
 EMAIL_PROTOCOLS = ("email", "email-json")
 PENDING_ARN = "PendingConfirmation"
@@ -85,7 +87,12 @@ def apply() -> None:
     _apply_sns()
 
 
-def _mail(topic: Topic, to: str, kind: str, subject: str, message: str) -> None:
+def sns_page(topic: Topic, page: str, **query: str) -> str:
+    base = topic._tags.get(SNS_PAGES_TAG, f"https://sns.{topic.sns_backend.region_name}.amazonaws.com")
+    return f"{base}/{page}?{urlencode(query)}"
+
+
+def _mail(topic: Topic, to: str, kind: str, subject: str, message: str, unsubscribe: str = "") -> None:
     """Put one email in the topic's mailbox queue, if it has one."""
     queue = topic._tags.get(MAILBOX_TAG)
     if not queue:
@@ -96,6 +103,7 @@ def _mail(topic: Topic, to: str, kind: str, subject: str, message: str) -> None:
         "TopicArn": topic.arn,
         "Subject": subject,
         "Message": message,
+        "UnsubscribeURL": unsubscribe,
         "Timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     with contextlib.suppress(QueueDoesNotExist):  # moto drops email, as it did before
@@ -127,10 +135,7 @@ def _apply_sns() -> None:
         subscription.attributes["PendingConfirmation"] = True
         subscription.attributes["ConfirmationWasAuthenticated"] = False
         token = _tokens[subscription.arn] = secrets.token_hex(64)
-        base = topic._tags.get(
-            CONFIRMATION_URL_TAG, f"https://sns.{self.region_name}.amazonaws.com/confirmation.html"
-        )
-        link = f"{base}?" + urlencode({"TopicArn": topic.arn, "Token": token, "Endpoint": endpoint})
+        link = sns_page(topic, "confirmation.html", TopicArn=topic.arn, Token=token, Endpoint=endpoint)
         _mail(
             topic,
             endpoint,
@@ -150,7 +155,10 @@ def _apply_sns() -> None:
         matcher = self._filter_policy_matcher
         if matcher is not None and not matcher.matches(kwargs.get("message_attributes"), message):
             return None
-        _mail(self.topic, self.endpoint, "Notification", kwargs.get("subject") or "", message)
+        unsubscribe = sns_page(
+            self.topic, "unsubscribe.html", SubscriptionArn=self.arn, Endpoint=self.endpoint
+        )
+        _mail(self.topic, self.endpoint, "Notification", kwargs.get("subject") or "", message, unsubscribe)
         return None
 
     def subscribe_response(self: SNSResponse) -> Any:

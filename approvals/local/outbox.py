@@ -21,8 +21,10 @@ class SentEmail:
     to: str
     subject: str
     body: str
-    links: list[str]
+    links: list[str]  # in the message itself
     sent_at: str
+    kind: str  # "Notification", or "SubscriptionConfirmation"
+    unsubscribe: str  # the footer link SNS adds to a notification
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,6 +39,8 @@ def from_notification(body: str) -> SentEmail:
         body=message,
         links=LINK.findall(message),
         sent_at=notification.get("Timestamp", ""),
+        kind=notification["Type"],
+        unsubscribe=notification.get("UnsubscribeURL", ""),
     )
 
 

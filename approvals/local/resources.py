@@ -21,7 +21,7 @@ LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
 # where it mails, whether it confirms subscriptions at once, where confirmation links point.
 MAILBOX_TAG = "approvals-local:mailbox-queue"
 CONFIRM_AT_ONCE_TAG = "approvals-local:confirm-at-once"
-CONFIRMATION_URL_TAG = "approvals-local:confirmation-url"
+SNS_PAGES_TAG = "approvals-local:sns-pages"  # base URL of the confirm and unsubscribe pages
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import boto3
 
 from approvals.local import moto_fixes
 from approvals.local.outbox import Outbox
-from approvals.local.resources import CONFIRMATION_URL_TAG, Resources, provision
+from approvals.local.resources import SNS_PAGES_TAG, Resources, provision
 
 log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -158,7 +158,7 @@ class LocalStack:
         self.outbox = Outbox(sqs, resources.outbox_queue_url)
         from approval_api.handler import lambda_handler as api_handler
         from approvals import runtime
-        from approvals.local.http import CONFIRMATION_PATH, LocalApi
+        from approvals.local.http import LocalApi
 
         sns = session.client("sns")
         api = LocalApi(
@@ -169,11 +169,8 @@ class LocalStack:
             self.api_port,
             sns,
         )
-        # Confirmation links point at the local API, which confirms as SNS's page does.
-        sns.tag_resource(
-            ResourceArn=resources.topic_arn,
-            Tags=[{"Key": CONFIRMATION_URL_TAG, "Value": f"{api.url}{CONFIRMATION_PATH}"}],
-        )
+        # The emails' confirm and unsubscribe links point at the local API, which plays SNS's pages.
+        sns.tag_resource(ResourceArn=resources.topic_arn, Tags=[{"Key": SNS_PAGES_TAG, "Value": api.url}])
         os.environ.update(resources.environment(api.url))
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
         # redelivery after a failure is a retry, not a duplicate to turn away.

@@ -60,10 +60,13 @@ class RunningStack:
 
 
 @contextmanager
-def running_local_stack(workdir: Path, *options: str) -> Iterator[RunningStack]:
+def running_local_stack(
+    workdir: Path, *options: str, environment: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """`approvals local` in a subprocess (any free ports), until the block ends."""
     env = {
         **os.environ,
+        **(environment or {}),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -4,6 +4,7 @@ AWS CLI, as an operator and a new user meet it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from tests.e2e.test_local_stack import wait_status
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 ADDED, STRANGER = "quinn@example.com", "typo@exmaple.com"
+DIRECTORY_SECONDS = 2  # how long the pending stack's worker keeps a read of the directory
 
 
 def directory_rows(stack: RunningStack, *addresses: str) -> dict[str, list[str]]:
@@ -48,9 +50,13 @@ def test_a_request_naming_an_unknown_address_fails_at_once_and_added_approvers_s
     assert refused["cause"] == f"request.approvers: cannot be emailed: {STRANGER} (no subscription)"
 
     arn = start(local_stack, "Only added", [ADDED])
-    page = approver.open_link(wait_for_email(local_stack.info, ADDED, "Only added")["links"][0])
+    email = wait_for_email(local_stack.info, ADDED, "Only added")
+    page = approver.open_link(email["links"][0])
     assert approver.submit(page, "approve").status == 200
     assert wait_status(local_stack, arn)["status"] == "SUCCEEDED"
+    # A mail scanner opening the email's unsubscribe link cannot remove a protected subscription.
+    assert approver.open_link(email["unsubscribe"]).status == 403
+    assert directory_rows(local_stack)[ADDED] == ["confirmed", "yes"]
 
 
 def test_removed_approvers_are_refused_and_errors_are_one_line(local_stack: RunningStack) -> None:
@@ -70,7 +76,11 @@ def test_removed_approvers_are_refused_and_errors_are_one_line(local_stack: Runn
 
 @pytest.fixture(scope="module")
 def pending_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_local_stack(tmp_path_factory.mktemp("pending"), "--pending-subscriptions") as stack:
+    with running_local_stack(
+        tmp_path_factory.mktemp("pending"),
+        "--pending-subscriptions",
+        environment={"APPROVALS_DIRECTORY_SECONDS": str(DIRECTORY_SECONDS)},
+    ) as stack:
         yield stack
 
 
@@ -106,4 +116,17 @@ def test_pending_subscriptions_are_refused_until_confirmed_by_their_link(pending
     assert wait_status(pending_stack, arn)["status"] == "SUCCEEDED"
     # The outbox holds what SNS would deliver: each approver their own email, nobody else's.
     emails = approver.request(pending_stack.info.outbox_url, headers={"Accept": "application/json"}).json()
-    assert sorted(e["to"] for e in emails if "Confirmed now" in e["subject"]) == sorted([clicked, protected])
+    delivered = {e["to"]: e for e in emails if "Confirmed now" in e["subject"]}
+    assert sorted(delivered) == sorted([clicked, protected])
+
+    # The unsubscribe link in an email (a scanner, a forward) removes an unprotected subscription
+    # and not a protected one; the next request naming the unsubscribed approver is refused.
+    assert approver.open_link(delivered[protected]["unsubscribe"]).status == 403
+    assert approver.open_link(delivered[clicked]["unsubscribe"]).status == 200
+    assert directory_rows(pending_stack, clicked) == {
+        clicked: ["no subscription", "no"],
+        protected: ["confirmed", "yes"],
+    }
+    time.sleep(DIRECTORY_SECONDS)  # past the worker's last read (a warm worker notices no unsubscribe)
+    refused = wait_status(pending_stack, start(pending_stack, "Unsubscribed", [clicked]))
+    assert refused["cause"] == f"request.approvers: cannot be emailed: {clicked} (no subscription)"
