@@ -146,7 +146,8 @@ class Status(StrEnum):
 
 
 class Unreachable(BaseModel):
-    """An approver found unable to receive email after the request went out (unsubscribed)."""
+    """An approver SNS cannot email: found when the request came (it was then refused), or
+    while it waited (unsubscribed, removed)."""
 
     at: datetime
     why: str
@@ -238,7 +239,7 @@ def timeline(approval: Approval) -> list[Event]:
             )
         )
     events += [
-        Event(at=lost.at, kind="unreachable", actor=who, detail=f"can no longer be emailed: {lost.why}")
+        Event(at=lost.at, kind="unreachable", actor=who, detail=f"cannot be emailed: {lost.why}")
         for who, lost in approval.unreachable.items()
     ]
     events += [

@@ -36,6 +36,29 @@ def test_an_address_without_subscription_fails_the_request_at_once_by_name(stack
     assert (report.status, report.error) == ("FAILED", "Approval.InvalidRequest")
     assert report.cause == f"request.approvers: cannot be emailed: {NOBODY} (no subscription)"
     assert stack.emails() == []  # not even alice: the request was refused whole
+    # Its record tells operators who could not be emailed, and that it was cancelled.
+    (refused,) = stack.approvals()
+    assert refused.status is Status.CANCELLED
+    events = [(e.kind, e.actor, e.detail) for e in timeline(refused)]
+    assert events[1:] == [
+        ("unreachable", NOBODY, "cannot be emailed: no subscription"),
+        ("cancelled", "system", ""),
+    ]
+
+
+def test_a_duplicate_of_an_emailed_request_is_not_failed_by_an_approver_who_left_since(stack: Stack) -> None:
+    stack.add_approvers([ALICE, BOB])
+    arn = stack.start(request(ALICE, BOB), add_approvers=False)
+    message = stack.queued_message()
+    stack.sqs.send_message(QueueUrl=stack.resources.queue_url, MessageBody=message["Body"])
+    link = stack.email(ALICE, "Deploy").links[0]
+    directory.remove(stack.sns, stack.resources.topic_arn, BOB)
+    runtime.from_environment().directory.refresh(utcnow())  # the worker knows Bob left
+    stack.sqs.send_message(QueueUrl=stack.resources.queue_url, MessageBody=message["Body"])  # SQS's copy
+    stack.drain()
+    stack.assert_running(arn)
+    stack.click(link, "approve")
+    assert stack.finish(arn).output["outcome"] == "approved"
 
 
 def test_a_pending_subscription_fails_the_request_until_confirmed(stack: Stack) -> None:

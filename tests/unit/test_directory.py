@@ -88,4 +88,4 @@ def test_a_request_can_still_be_approved_while_enough_approvers_can(
 
 def test_an_unreachable_approver_is_in_the_timeline() -> None:
     events = [(e.kind, e.actor, e.detail) for e in timeline(approval({}, [BOB]))]
-    assert ("unreachable", BOB, "can no longer be emailed: no subscription") in events
+    assert ("unreachable", BOB, "cannot be emailed: no subscription") in events
