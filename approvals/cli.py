@@ -232,7 +232,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_directory(target: Target, addresses: Sequence[str] = ()) -> None:
+def _print_directory(target: Target, addresses: Sequence[str] = ()) -> dict[str, directory.Subscription]:
     held = directory.read(target.sns, target.topic_arn)
     shown = sorted(set(held) | set(addresses))
     rows = [
@@ -248,6 +248,7 @@ def _print_directory(target: Target, addresses: Sequence[str] = ()) -> None:
         if rows
         else "No approvers: add them with `approvals approvers add EMAIL`."
     )
+    return held
 
 
 def _addresses(values: Sequence[str]) -> list[str]:
@@ -259,9 +260,16 @@ def _addresses(values: Sequence[str]) -> list[str]:
 
 def cmd_approvers_add(args: argparse.Namespace) -> int:
     target = _target(args)
-    for address in _addresses(args.emails):
+    added = _addresses(args.emails)
+    for address in added:
         directory.add(target.sns, target.topic_arn, address)
-    _print_directory(target, _addresses(args.emails))
+    held = _print_directory(target, added)
+    if any(held[address].reach is directory.Reach.PENDING for address in added):
+        print(
+            "Each pending address has an email from AWS Notifications with a confirmation link."
+            " Have it forwarded to you and run `approvals approvers confirm LINK`: that also"
+            " protects the subscription from the unsubscribe link in every email."
+        )
     return 0
 
 
