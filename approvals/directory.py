@@ -172,10 +172,14 @@ class Directory:
                 return "no subscription"
 
 
+def reasons(unreachable: dict[str, str]) -> str:
+    """Each address and why it cannot be emailed, on one line."""
+    return "; ".join(f"{address} ({why})" for address, why in unreachable.items())
+
+
 def describe(unreachable: dict[str, str]) -> str:
-    """One line naming each address and why: the cause of ``Approval.InvalidRequest``."""
-    listed = "; ".join(f"{address} ({why})" for address, why in unreachable.items())
-    return f"request.approvers: cannot be emailed: {listed}"
+    """The cause of ``Approval.InvalidRequest`` for a request naming such addresses."""
+    return f"request.approvers: cannot be emailed: {reasons(unreachable)}"
 
 
 # -- managing the directory (the `approvals approvers` commands) ------------------------------

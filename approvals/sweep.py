@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from approvals import directory
 from approvals.decision import deliver
 from approvals.models import Approval, Status, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
@@ -54,9 +55,8 @@ def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple
         return approval, None
     if can_still_be_approved(marked, now):
         return marked, "unreachable"
-    request = marked.request
-    who = "; ".join(f"{address} ({why})" for address, why in lost.items())
-    cause = f"can no longer be emailed: {who}; policy '{request.policy.value}' can no longer be met"
+    policy = marked.request.policy.value
+    cause = f"can no longer be emailed: {directory.reasons(lost)}; policy '{policy}' can no longer be met"
     try:
         fail(services.sfn, marked.task_token, DELIVERY_FAILED, cause)
     except TaskGone:
@@ -120,7 +120,7 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
         approval, reach = _check_reach(services, approval, now)
         if reach:
             done[reach] += 1
-        if approval.status is Status.PENDING and reach != "ended unreachable":
+        if reach != "ended unreachable":
             done["reminded"] += _remind(services, approval, now)
     if done:
         log.info("sweep", extra=dict(done))
