@@ -11,14 +11,16 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from approvals import decision, executions, keys
+from approvals import decision, directory, executions, keys
 from approvals.decision import Delivery
 from approvals.models import (
     Approval,
     ApprovalRequest,
+    Email,
     Outcome,
     Status,
     Vote,
@@ -27,6 +29,8 @@ from approvals.models import (
     utcnow,
 )
 from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local
+
+EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -37,7 +41,12 @@ def cmd_local(args: argparse.Namespace) -> int:
     from approvals.local.cloudformation import TemplateError
     from approvals.local.stack import LocalStack
 
-    stack = LocalStack(moto_port=args.moto_port, api_port=args.api_port, template=args.template)
+    stack = LocalStack(
+        moto_port=args.moto_port,
+        api_port=args.api_port,
+        template=args.template,
+        confirm_subscriptions=not args.pending_subscriptions,
+    )
     try:
         info = stack.start()
     except TemplateError as error:
@@ -56,7 +65,9 @@ def cmd_local(args: argparse.Namespace) -> int:
             if args.template
             else ""
         )
-        + "Press Ctrl-C to stop.",
+        + "Add approvers first (a request naming anyone else is refused):"
+        " approvals approvers add EMAIL...\n"
+        "Press Ctrl-C to stop.",
         flush=True,
     )
     stopped = threading.Event()
@@ -251,6 +262,73 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_directory(target: Target, addresses: Sequence[str] = ()) -> dict[str, directory.Subscription]:
+    held = directory.read(target.sns, target.topic_arn)
+    shown = sorted(set(held) | set(addresses))
+    rows = [
+        [
+            address,
+            (held[address].reach if address in held else directory.Reach.NONE).value,
+            "yes" if address in held and held[address].protected else "no",
+        ]
+        for address in shown
+    ]
+    print(
+        _table(rows, ["APPROVER", "STATUS", "PROTECTED"])
+        if rows
+        else "No approvers: add them with `approvals approvers add EMAIL`."
+    )
+    return held
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    try:
+        return [EMAIL.validate_python(value) for value in values]
+    except ValidationError:
+        raise TargetError(f"not valid email addresses: {', '.join(values)}") from None
+
+
+def cmd_approvers_add(args: argparse.Namespace) -> int:
+    target = _target(args)
+    added = _addresses(args.emails)
+    for address in added:
+        directory.add(target.sns, target.topic_arn, address)
+    held = _print_directory(target, added)
+    if any(held[address].reach is directory.Reach.PENDING for address in added):
+        print(
+            "Each pending address has an email from AWS Notifications with a confirmation link."
+            " Have it forwarded to you and run `approvals approvers confirm LINK`: that also"
+            " protects the subscription from the unsubscribe link in every email."
+        )
+    return 0
+
+
+def cmd_approvers_remove(args: argparse.Namespace) -> int:
+    target = _target(args)
+    for address in _addresses(args.emails):
+        try:
+            directory.remove(target.sns, target.topic_arn, address)
+        except directory.DirectoryError as error:
+            raise TargetError(str(error)) from None
+        print(f"Removed {address}: requests naming it are refused from now on.")
+    return 0
+
+
+def cmd_approvers_list(args: argparse.Namespace) -> int:
+    _print_directory(_target(args), _addresses(args.emails))
+    return 0
+
+
+def cmd_approvers_confirm(args: argparse.Namespace) -> int:
+    target = _target(args)
+    try:
+        arn = directory.confirm(target.sns, args.confirmation_url)
+    except directory.DirectoryError as error:
+        raise TargetError(str(error)) from None
+    print(f"Confirmed and protected {arn}: only an authenticated call can remove it.")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="approvals", description="Human approval gates for AWS Step Functions."
@@ -265,6 +343,11 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="deploy this synthesized template (cdk.out/STACK.template.json) instead of the built-in stack",
     )
+    local_cmd.add_argument(
+        "--pending-subscriptions",
+        action="store_true",
+        help="leave approvers' subscriptions pending, with a confirmation email in the outbox",
+    )
     local_cmd.set_defaults(run=cmd_local)
 
     commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)
@@ -272,8 +355,8 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_openapi
     )
 
-    def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+    def targeted(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
         sub.add_argument("--stack-name", help="act on this deployed stack instead of the local one")
         sub.add_argument("--region", help="the deployed stack's region")
         return sub
@@ -315,6 +398,24 @@ def parser() -> argparse.ArgumentParser:
 
     rotate_cmd = targeted("rotate-key", "make a new link signing key; links of the current one keep working")
     rotate_cmd.set_defaults(run=cmd_rotate_key)
+    approvers_cmd = commands.add_parser(
+        "approvers", help="the approver directory: who can be emailed (the email topic's subscriptions)"
+    )
+    approvers = approvers_cmd.add_subparsers(dest="action", required=True)
+    add_cmd = targeted("add", "subscribe addresses (SNS emails each a confirmation link)", approvers)
+    add_cmd.add_argument("emails", nargs="+", metavar="EMAIL")
+    add_cmd.set_defaults(run=cmd_approvers_add)
+    remove_cmd = targeted("remove", "remove addresses' subscriptions", approvers)
+    remove_cmd.add_argument("emails", nargs="+", metavar="EMAIL")
+    remove_cmd.set_defaults(run=cmd_approvers_remove)
+    approvers_list = targeted("list", "list the approvers, their status and protection", approvers)
+    approvers_list.add_argument("emails", nargs="*", metavar="EMAIL", help="also show these, if unknown")
+    approvers_list.set_defaults(run=cmd_approvers_list)
+    confirm_cmd = targeted(
+        "confirm", "confirm a subscription so that only an authenticated call can remove it", approvers
+    )
+    confirm_cmd.add_argument("confirmation_url", metavar="CONFIRMATION_URL", help="the link in the email")
+    confirm_cmd.set_defaults(run=cmd_approvers_confirm)
     return main
 
 

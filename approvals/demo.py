@@ -1,7 +1,9 @@
 """`approvals demo`: the whole flow on the local stack, narrated.
 
-One request with two approvers that both approve, one that is rejected, and a fan-out
-of three requests decided three ways. Every email is read from the outbox, every click is
+The approvers are added to the directory first (email subscriptions on the topic); a
+request naming someone never added is refused at once. Then one request with two
+approvers that both approve, one that is rejected, and a fan-out of three requests
+decided three ways. Every email is read from the outbox, every click is
 an HTTP GET of the page followed by the POST its form makes, and each execution must end
 in the state its votes call for.
 """
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from approvals import executions
+from approvals import directory, executions
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest, Policy
@@ -86,13 +88,6 @@ def run(say: Say = print) -> bool:
                 "Rejected",
             ),
         ]
-        for request, clicks, expected in singles:
-            say(f"▶ {request.title} ({request.policy.value}, {len(request.approvers)} approvers)")
-            arn = executions.start(target.sfn, target.state_machine_arn, request)
-            for choice in clicks:
-                ok &= click(info, request.title, choice, say) == 200
-            ok &= show(say, executions.wait(target.sfn, arn), expected)
-
         fanout = [
             ApprovalRequest(
                 title="Delete customer archive 2019",
@@ -113,6 +108,30 @@ def run(say: Say = print) -> bool:
                 timeout_seconds=3,
             ),
         ]
+        approvers = sorted(
+            {a for request in [*(r for r, _, _ in singles), *fanout] for a in request.approvers}
+        )
+        say(f"▶ Adding {len(approvers)} approvers: SNS email subscriptions, each filtered to its address")
+        for address in approvers:
+            directory.add(target.sns, target.topic_arn, address)
+        held = directory.read(target.sns, target.topic_arn)
+        say(f"  {', '.join(f'{a} ({held[a].reach.value})' for a in approvers)}\n")
+
+        stranger = ApprovalRequest(
+            title="Wire EUR 90,000", approvers=["mallory@example.com"], requester="finance@example.com"
+        )
+        say(f"▶ {stranger.title}, naming {stranger.approvers[0]}, who was never added")
+        result = executions.wait(target.sfn, executions.start(target.sfn, target.state_machine_arn, stranger))
+        say(f"  {result.error}: {result.cause}")
+        ok &= show(say, result, "InvalidRequest")
+
+        for request, clicks, expected in singles:
+            say(f"▶ {request.title} ({request.policy.value}, {len(request.approvers)} approvers)")
+            arn = executions.start(target.sfn, target.state_machine_arn, request)
+            for choice in clicks:
+                ok &= click(info, request.title, choice, say) == 200
+            ok &= show(say, executions.wait(target.sfn, arn), expected)
+
         say(f"▶ Fan-out of {len(fanout)} requests through one Map state")
         arn = executions.start_fanout(target.sfn, target.fanout_state_machine_arn, fanout)
         ok &= click(info, fanout[0].title, Click("erin@example.com", "approve"), say) == 200

@@ -145,6 +145,14 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Unreachable(BaseModel):
+    """An approver SNS cannot email: found when the request came (it was then refused), or
+    while it waited (unsubscribed, removed)."""
+
+    at: datetime
+    why: str
+
+
 class Approval(BaseModel):
     """One stored approval: the request, its token (server side only) and its votes."""
 
@@ -166,6 +174,7 @@ class Approval(BaseModel):
     viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
     reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
     excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
+    unreachable: dict[str, Unreachable] = Field(default_factory=dict)  # no longer emailable
 
     @property
     def emailed(self) -> bool:
@@ -201,7 +210,9 @@ class Approval(BaseModel):
         return [a for a in self.request.approvers if a not in self.votes and a not in self.excluded]
 
 
-EventKind = Literal["requested", "emailed", "reminded", "viewed", "voted", "settled", "expired", "cancelled"]
+EventKind = Literal[
+    "requested", "emailed", "unreachable", "reminded", "viewed", "voted", "settled", "expired", "cancelled"
+]
 EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second
 
 
@@ -227,6 +238,10 @@ def timeline(approval: Approval) -> list[Event]:
                 detail=", ".join(a for a in request.approvers if a not in approval.excluded),
             )
         )
+    events += [
+        Event(at=lost.at, kind="unreachable", actor=who, detail=f"cannot be emailed: {lost.why}")
+        for who, lost in approval.unreachable.items()
+    ]
     events += [
         Event(at=at, kind="reminded", actor="system", detail=f"reminder {name}")
         for name, at in approval.reminded.items()

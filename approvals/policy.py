@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from approvals.models import ApprovalRequest, Outcome, Policy
+from approvals.models import Approval, ApprovalRequest, Outcome, Policy
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ def unreachable(request: ApprovalRequest, excluded: Collection[str]) -> str | No
     if request.policy is Policy.QUORUM and request.quorum is not None and request.quorum > voters:
         return f"request.quorum: {request.quorum} approvals cannot be reached: {why}"
     return None
+
+
+def can_still_be_approved(approval: Approval, now: datetime) -> bool:
+    """Whether enough approvers can still approve: those who did, and those awaited who can
+    still be emailed."""
+    approved = sum(1 for vote in approval.votes.values() if vote.outcome is Outcome.APPROVED)
+    reachable = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
+    return approved + len(reachable) >= thresholds(approval.request, approval.excluded).approve_at
 
 
 def settle(request: ApprovalRequest, outcomes: Iterable[Outcome]) -> Outcome | None:

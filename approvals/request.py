@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from approvals import directory
 from approvals.links import approval_id_for
-from approvals.models import Approval, ApprovalRequest, QueueMessage, describe_validation_error
+from approvals.models import Approval, ApprovalRequest, QueueMessage, Status, describe_validation_error
 from approvals.notify import emails_for, publish
 from approvals.policy import excluded_voters, unreachable
 from approvals.runtime import Services
@@ -92,6 +93,12 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     if claim.claim is Claim.BUSY:
         raise RetryLater("another delivery of this message is being handled")
     approval = claim.stored or approval  # a retry keeps the expiry first stored
+    # SNS drops, without a word, what no confirmed filtered subscription takes. Checked once
+    # the claim says nothing was emailed yet: a duplicate of a request already emailed must
+    # not fail it because an approver has left since (the sweep looks after that).
+    voters = [a for a in request.approvers if a not in excluded]
+    if cannot_email := services.directory.unreachable(voters, now):
+        return _cannot_email(services, approval, cannot_email, now)
     # Nobody gets a link they may not use: that also keeps the requester from voting.
     skip = claim.sent_to | frozenset(approval.excluded)
     emails = emails_for(approval, settings.api_url, services.keys.signing(), skip=skip)
@@ -103,6 +110,16 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     services.store.mark_emailed(approval_id, now)
     log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
     return Handled.EMAILED
+
+
+def _cannot_email(
+    services: Services, approval: Approval, cannot_email: dict[str, str], now: datetime
+) -> Handled:
+    """Refuse a request naming approvers SNS cannot email; its record says who and why."""
+    if services.store.mark_unreachable(approval, cannot_email, now):
+        services.store.close(approval.approval_id, Status.CANCELLED, now)
+    cause = directory.describe(cannot_email)
+    return _invalid(services, approval.task_token, approval.approval_id, cause)
 
 
 def _invalid(services: Services, task_token: str, approval_id: str, cause: str) -> Handled:

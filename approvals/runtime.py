@@ -10,12 +10,14 @@ import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
+from approvals.directory import Directory
 from approvals.keys import Keys
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
@@ -42,6 +44,13 @@ class Services:
         """The link keys, read at their first use and kept: functions that never sign or
         verify a link (dead letters, execution ended) never read them, nor may they."""
         return Keys(self.secrets, self.settings.signing_secret_id)
+
+    @cached_property
+    def directory(self) -> Directory:
+        """Who can be emailed, read from the topic and kept for this container."""
+        return Directory(
+            self.sns, self.settings.topic_arn, timedelta(seconds=self.settings.directory_seconds)
+        )
 
 
 def build(settings: Settings) -> Services:

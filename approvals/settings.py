@@ -28,6 +28,9 @@ class Settings(BaseModel):
     # When approvers who have not decided get a reminder: a share of the time allowed
     # ("50%") or a time before expiry ("1h", "30m").
     reminders: tuple[str, ...] = ("50%", "1h")
+    # How long a read of the approver directory is kept: an unsubscribe goes unnoticed by a
+    # warm worker for at most this long.
+    directory_seconds: int = Field(default=60, ge=0)
 
     @field_validator("reminders")
     @classmethod
@@ -52,6 +55,7 @@ class Settings(BaseModel):
             allow_self_approval=flag[env.get("APPROVALS_ALLOW_SELF_APPROVAL", "false").lower()],
             reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
+            directory_seconds=int(env.get("APPROVALS_DIRECTORY_SECONDS", "60")),
             reminders=tuple(
                 r.strip() for r in env.get("APPROVALS_REMINDERS", "50%,1h").split(",") if r.strip()
             ),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from approvals.models import Approval, ApprovalRequest, Outcome, Status, Vote
+from approvals.models import Approval, ApprovalRequest, Outcome, Status, Unreachable, Vote
 from approvals.policy import thresholds
 
 if TYPE_CHECKING:
@@ -133,6 +133,10 @@ def approval_from_item(item: Item) -> Approval:
         viewed=_times(item, "viewed"),
         reminded=_times(item, "reminded"),
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
+        unreachable={
+            who: Unreachable(at=_time(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
+            for who, lost in item.get("unreachable", {}).get("M", {}).items()
+        },
     )
 
 
@@ -389,6 +393,32 @@ class ApprovalStore:
             UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
             ExpressionAttributeNames=names,
         )
+
+    def mark_unreachable(self, approval: Approval, lost: dict[str, str], now: datetime) -> Approval | None:
+        """Note approvers who can no longer be emailed (for the timeline, and so reminders skip
+        them); the approval as stored after, or None once it is no longer pending."""
+        merged = {
+            who: {"M": {"at": {"N": _epoch(mark.at)}, "why": {"S": mark.why}}}
+            for who, mark in approval.unreachable.items()
+        }
+        merged |= {who: {"M": {"at": {"N": _epoch(now)}, "why": {"S": why}}} for who, why in lost.items()}
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                UpdateExpression="SET unreachable = :unreachable",
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":unreachable": {"M": merged},
+                    ":pending": {"S": Status.PENDING.value},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
+            return None
+        return approval_from_item(result["Attributes"])
 
     def open_approvals(self) -> Iterator[Approval]:
         """Pending approvals and undelivered decisions: what the sweep looks after."""

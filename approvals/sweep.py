@@ -1,7 +1,9 @@
 """The periodic sweep: what no single request or click can do by itself.
 
 - closes approvals whose time ran out (the state machine has already moved on to Expired);
-- sends each reminder once to the approvers who have not decided;
+- notes approvers awaited who can no longer be emailed (unsubscribed) and, when the policy
+  can then no longer be met, ends the request with ``Approval.DeliveryFailed``;
+- sends each reminder once to the approvers who have not decided (and can be emailed);
 - delivers decisions whose first delivery failed (safe to repeat: one answer per token);
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead).
@@ -14,11 +16,15 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from approvals import directory
 from approvals.decision import deliver
 from approvals.models import Approval, Status, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
+from approvals.policy import can_still_be_approved
 from approvals.runtime import Services
+from approvals.statemachine import DELIVERY_FAILED
 from approvals.store import ApprovalStore
+from approvals.tasks import TaskGone, fail
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -37,10 +43,33 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
     return closed
 
 
+def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple[Approval, str | None]:
+    """Note the approvers awaited who can no longer be emailed; end the request when its
+    policy can then no longer be met. Returns the approval and what was done, if anything."""
+    awaited = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
+    lost = services.directory.unreachable(awaited, now) if awaited else {}
+    if not lost:
+        return approval, None
+    marked = services.store.mark_unreachable(approval, lost, now)
+    if marked is None:
+        return approval, None
+    if can_still_be_approved(marked, now):
+        return marked, "unreachable"
+    policy = marked.request.policy.value
+    cause = f"can no longer be emailed: {directory.reasons(lost)}; policy '{policy}' can no longer be met"
+    try:
+        fail(services.sfn, marked.task_token, DELIVERY_FAILED, cause)
+    except TaskGone:
+        log.info("execution no longer waits", extra={"approval_id": marked.approval_id})
+    services.store.close(marked.approval_id, Status.CANCELLED, now)
+    log.warning("approvers unreachable", extra={"approval_id": marked.approval_id, "cause": cause})
+    return marked, "ended unreachable"
+
+
 def _remind(services: Services, approval: Approval, now: datetime) -> int:
     """Send the approvers still awaited one reminder for whatever reminder points fell due
     since the last sweep (a late sweep sends one reminder, not a burst)."""
-    waiting = frozenset(approval.waiting_on(now))
+    waiting = frozenset(a for a in approval.waiting_on(now) if a not in approval.unreachable)
     due = [
         spec
         for spec in services.settings.reminders
@@ -88,7 +117,11 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
             if store.close(approval.approval_id, Status.EXPIRED, now):
                 done["expired"] += 1
             continue
-        done["reminded"] += _remind(services, approval, now)
+        approval, reach = _check_reach(services, approval, now)
+        if reach:
+            done[reach] += 1
+        if reach != "ended unreachable":
+            done["reminded"] += _remind(services, approval, now)
     if done:
         log.info("sweep", extra=dict(done))
     return done

@@ -14,6 +14,7 @@ from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
 
 # The stack's output names; approvals_cdk/stack.py declares the outputs under these names.
@@ -23,6 +24,8 @@ OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
 OUTPUT_QUEUE_URL = "QueueUrl"
 OUTPUT_TABLE = "TableName"
 OUTPUT_SIGNING_KEY = "SigningKeySecretArn"
+OUTPUT_TOPIC = "TopicArn"
+OUTPUT_DEAD_LETTER_QUEUE = "DeadLetterQueueUrl"
 
 
 class TargetError(Exception):
@@ -38,6 +41,7 @@ class Target:
     table_name: str
     api_url: str
     signing_secret_id: str
+    topic_arn: str  # the email topic: its subscriptions are the approver directory
 
     def client(self, name: Any) -> Any:
         return self.session.client(name, endpoint_url=self.endpoint_url)
@@ -49,6 +53,10 @@ class Target:
     @property
     def secrets(self) -> SecretsManagerClient:
         return self.client("secretsmanager")  # type: ignore[no-any-return]
+
+    @property
+    def sns(self) -> SNSClient:
+        return self.client("sns")  # type: ignore[no-any-return]
 
     @property
     def store(self) -> ApprovalStore:
@@ -79,6 +87,7 @@ def for_local(info: LocalInfo) -> Target:
         info.table_name,
         info.api_url,
         info.signing_secret_arn,
+        info.topic_arn,
     )
 
 
@@ -94,6 +103,7 @@ def deployed(stack_name: str, region: str | None = None) -> Target:
         OUTPUT_FANOUT_STATE_MACHINE,
         OUTPUT_TABLE,
         OUTPUT_API_URL,
+        OUTPUT_TOPIC,
     } - outputs.keys()
     if missing:
         raise TargetError(
@@ -108,4 +118,5 @@ def deployed(stack_name: str, region: str | None = None) -> Target:
         outputs[OUTPUT_API_URL],
         # Stacks deployed before keys rotated lack it; only `rotate-key` needs it.
         outputs.get(OUTPUT_SIGNING_KEY, ""),
+        outputs[OUTPUT_TOPIC],
     )

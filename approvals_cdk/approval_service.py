@@ -74,6 +74,16 @@ TASK_RESPONSE_REASON = (
     " is the only one this role gets and it needs the task token, which never leaves the backend."
 )
 
+# The approver directory (approvals.directory) lists the topic's subscriptions and reads a
+# confirmed one's filter policy and protection. GetSubscriptionAttributes is granted on "*":
+# the Service Authorization Reference lists no resource type for it (subscriptions are no
+# IAM resource), and the call only reads subscription settings.
+DIRECTORY_READ_REASON = (
+    "sns:GetSubscriptionAttributes supports no resource-level permissions (subscriptions are"
+    " not an IAM resource type), so IAM requires Resource '*'; it reads a subscription's filter"
+    " policy and protection, which the approver directory needs."
+)
+
 _LOG_RETENTION = dict(
     zip(
         LOG_RETENTION_CHOICES,
@@ -458,6 +468,10 @@ class ApprovalService(Construct):
         self._allow(self.worker, ["dynamodb:PutItem", "dynamodb:UpdateItem"], [table])
         self._allow(self.worker, ["sns:Publish"], [self.topic.topic_arn])  # PublishBatch too
         self._allow(self.worker, ["states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE])
+        # Worker and sweeper: read the approver directory (who can be emailed).
+        for function in (self.worker, self.sweeper):
+            self._allow(function, ["sns:ListSubscriptionsByTopic"], [self.topic.topic_arn])
+            self._allow(function, ["sns:GetSubscriptionAttributes"], ["*"])
         # API: read an approval for its page, record views and votes, answer the workflow.
         self._allow(self.api_function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
         self._allow(self.api_function, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
@@ -466,6 +480,8 @@ class ApprovalService(Construct):
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])
         self._allow(self.sweeper, ["sns:Publish"], [self.topic.topic_arn])
         self._allow(self.sweeper, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
+        # Sweeper: end a request whose approvers can no longer be emailed (Approval.DeliveryFailed).
+        self._allow(self.sweeper, ["states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE])
         # Execution ended: find the execution's approvals, close those still pending.
         self._allow(self.execution_ended_function, ["dynamodb:Query"], [execution_index])
         self._allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table])
@@ -473,8 +489,14 @@ class ApprovalService(Construct):
         self._allow(self.dead_letter_function, ["states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE])
         for function in (self.worker, self.api_function, self.sweeper):
             self._allow(function, read_key, [self.signing_key.secret_arn])
-        for function in (self.worker, self.api_function, self.sweeper, self.dead_letter_function):
+        for function in (self.api_function, self.dead_letter_function):
             acknowledge(function.role, "AwsSolutions-IAM5[Resource::*]", TASK_RESPONSE_REASON)
+        for function in (self.worker, self.sweeper):
+            acknowledge(
+                function.role,
+                "AwsSolutions-IAM5[Resource::*]",
+                f"{TASK_RESPONSE_REASON} {DIRECTORY_READ_REASON}",
+            )
 
     def _restrict_senders_and_subscribers(self) -> None:
         """Resource policies that hold whatever the account's identity policies allow: a
@@ -763,6 +785,29 @@ class ApprovalService(Construct):
                 "ApprovalExecutionsFailedAlarm",
                 self.state_machine.metric_failed(period=five_minutes, statistic="Sum"),
                 "Approval executions failed (invalid or undeliverable requests)",
+            ),
+            alarm(
+                "EmailsNobodyTookAlarm",
+                # Each email names one approver, whose subscription alone takes it: a message
+                # published and neither delivered nor failed was filtered out by every one.
+                cloudwatch.MathExpression(
+                    expression="FILL(published, 0) - FILL(delivered, 0) - FILL(failed, 0)",
+                    using_metrics={
+                        "published": self.topic.metric_number_of_messages_published(
+                            period=five_minutes, statistic="Sum"
+                        ),
+                        "delivered": self.topic.metric_number_of_notifications_delivered(
+                            period=five_minutes, statistic="Sum"
+                        ),
+                        "failed": self.topic.metric_number_of_notifications_failed(
+                            period=five_minutes, statistic="Sum"
+                        ),
+                    },
+                    label="Emails no subscription took",
+                    period=five_minutes,
+                ),
+                "Approval emails went to nobody: an approver's subscription was removed or unconfirmed"
+                " after the worker last read the directory (see `approvals approvers list`)",
             ),
             alarm(
                 "FanoutExecutionsFailedAlarm",

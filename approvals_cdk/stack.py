@@ -62,11 +62,14 @@ class ApprovalsStack(cdk.Stack):
                 service.signing_key.secret_arn,
                 "The link signing key's secret (its ARN, not the key): `approvals rotate-key` rotates it",
             ),
-            "DeadLetterQueueUrl": (
+            target.OUTPUT_DEAD_LETTER_QUEUE: (
                 service.dead_letter_queue.queue_url,
                 "Requests that could not be delivered (their executions are failed)",
             ),
-            "TopicArn": (service.topic.topic_arn, "The email topic; one filtered subscription per approver"),
+            target.OUTPUT_TOPIC: (
+                service.topic.topic_arn,
+                "The email topic; one filtered subscription per approver",
+            ),
             "AlarmTopicArn": (service.alarm_topic.topic_arn, "Every alarm notifies here: subscribe a pager"),
         }
         for output_id, (value, description) in outputs.items():

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from approvals import executions
+from approvals import directory, executions
 from approvals.local import approver
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest
@@ -60,6 +60,10 @@ def _percentiles(values: list[float]) -> str:
     return " · ".join(f"{name} {ms} ms" for name, ms in cuts.items()) or "n/a"
 
 
+def _approver(index: int) -> str:
+    return f"approver{index}@load.example"
+
+
 def _expected(index: int) -> str:
     return "rejected" if index % 3 == 0 else "approved"
 
@@ -67,8 +71,11 @@ def _expected(index: int) -> str:
 def run(total: int, map_size: int = 25, clickers: int = 16, say: Say = print) -> LoadReport:
     stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60)
     info = stack.start()
-    sfn = for_local(info).sfn
+    target = for_local(info)
+    sfn = target.sfn
     try:
+        for i in range(total):  # the directory first, as an operator adds approvers
+            directory.add(target.sns, target.topic_arn, _approver(i))
         return _drive(info, sfn, total, map_size, clickers, say)
     finally:
         stack.stop()
@@ -76,7 +83,7 @@ def run(total: int, map_size: int = 25, clickers: int = 16, say: Say = print) ->
 
 def _drive(info, sfn, total: int, map_size: int, clickers: int, say: Say) -> LoadReport:  # type: ignore[no-untyped-def]
     requests = [
-        ApprovalRequest(title=f"load request {i}", approvers=[f"approver{i}@load.example"], requester="bench")
+        ApprovalRequest(title=f"load request {i}", approvers=[_approver(i)], requester="bench")
         for i in range(total)
     ]
     fanned = total // 2

@@ -26,11 +26,12 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 import boto3
 import moto
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 import approval_api.handler
 import worker.dead_letter
 import worker.handler
-from approvals import executions, runtime
+from approvals import directory, executions, runtime
 from approvals.links import SigningKey, approval_id_for
 from approvals.local import moto_fixes
 from approvals.local.approver import FormReader, HttpResult, form_headers
@@ -38,11 +39,12 @@ from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
 from approvals.local.resources import Resources, provision
-from approvals.models import Approval, ApprovalRequest
+from approvals.models import Approval, ApprovalRequest, Email
 from approvals.store import approval_from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -52,6 +54,7 @@ MAX_RECEIVES = 2
 POLL_INTERVAL = 0.05
 
 T = TypeVar("T")
+EMAIL = TypeAdapter(Email)
 
 
 def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "condition") -> T:
@@ -98,6 +101,7 @@ class Stack:
         self.sfn: SFNClient = session.client("stepfunctions")
         self.sqs: SQSClient = session.client("sqs")
         self.dynamodb: DynamoDBClient = session.client("dynamodb")
+        self.sns: SNSClient = session.client("sns")
         self.outbox = Outbox(self.sqs, resources.outbox_queue_url)
         self.worker = QueuePoller(self.sqs, resources.queue_url, worker.handler.lambda_handler, "worker")
         self.dead_letters = QueuePoller(
@@ -106,12 +110,26 @@ class Stack:
         self.responses: list[ApiResponse] = []
 
     # Workflows -------------------------------------------------------------------------
+    # Starting a request first adds its (well-formed) approvers to the directory, as an
+    # operator would; ``add_approvers=False`` leaves the directory as it is.
 
-    def start(self, request: ApprovalRequest) -> str:
+    def add_approvers(self, addresses: Any) -> None:
+        """Subscribe each well-formed address (confirmed at once, as the local stack does)."""
+        for address in addresses if isinstance(addresses, list) else []:
+            try:
+                directory.add(self.sns, self.resources.topic_arn, EMAIL.validate_python(address))
+            except ValidationError:
+                continue
+
+    def start(self, request: ApprovalRequest, add_approvers: bool = True) -> str:
+        if add_approvers:
+            self.add_approvers(request.approvers)
         return executions.start(self.sfn, self.resources.state_machine_arn, request)
 
     def start_raw(self, request: dict[str, Any]) -> str:
         """An execution whose input the model would refuse: what a careless workflow sends."""
+        if isinstance(request, dict):
+            self.add_approvers(request.get("approvers"))
         return self.sfn.start_execution(
             stateMachineArn=self.resources.state_machine_arn,
             name=str(uuid.uuid4()),
@@ -119,6 +137,9 @@ class Stack:
         )["executionArn"]
 
     def start_fanout(self, requests: list[dict[str, Any]]) -> str:
+        for request in requests:
+            if isinstance(request, dict):
+                self.add_approvers(request.get("approvers"))
         return self.sfn.start_execution(
             stateMachineArn=self.resources.fanout_state_machine_arn,
             name=str(uuid.uuid4()),

@@ -11,14 +11,18 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from botocore.exceptions import ClientError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from approvals.local.outbox import Outbox
 from approvals.local.poller import LambdaContext
 from approvals.models import Approval, timeline, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -64,6 +68,43 @@ def proxy_event(
     }
 
 
+Page = tuple[int, dict[str, str], bytes]
+
+
+def _text(status: int, text: str) -> Page:
+    return status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}, text.encode()
+
+
+def confirmation_page(sns: SNSClient, query: str) -> Page:
+    """What SNS's confirmation page does: confirm, unauthenticated (so not protected)."""
+    fields = {k: v[-1] for k, v in parse_qs(query).items()}
+    try:
+        sns.confirm_subscription(TopicArn=fields.get("TopicArn", ""), Token=fields.get("Token", ""))
+    except ClientError as error:
+        return _text(400, f"Not confirmed: {error}\n")
+    return _text(200, "Subscription confirmed. (`approvals approvers confirm LINK` also protects it.)\n")
+
+
+def unsubscribe_page(sns: SNSClient, query: str) -> Page:
+    """What SNS's unsubscribe page does: an unauthenticated unsubscribe, which a subscription
+    confirmed with AuthenticateOnUnsubscribe refuses."""
+    arn = {k: v[-1] for k, v in parse_qs(query).items()}.get("SubscriptionArn", "")
+    try:
+        attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+        if attributes.get("ConfirmationWasAuthenticated") == "true":
+            return _text(
+                403, "Not unsubscribed: this subscription can only be removed by an authenticated call.\n"
+            )
+        sns.unsubscribe(SubscriptionArn=arn)
+    except ClientError as error:
+        return _text(400, f"Not unsubscribed: {error}\n")
+    return _text(200, "You have been unsubscribed.\n")
+
+
+# SNS's own pages, which the local emails' links point at (moto_fixes).
+SNS_PAGES = {"/confirmation.html": confirmation_page, "/unsubscribe.html": unsubscribe_page}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default backlog is 5: a burst of clicks beyond it had connections
@@ -73,7 +114,13 @@ class _Server(ThreadingHTTPServer):
 
 class LocalApi:
     def __init__(
-        self, handler: Handler, outbox: Outbox, approvals: Callable[[], list[Approval]], host: str, port: int
+        self,
+        handler: Handler,
+        outbox: Outbox,
+        approvals: Callable[[], list[Approval]],
+        host: str,
+        port: int,
+        sns: SNSClient,
     ) -> None:
         api = self
         # One Lambda execution environment takes one event at a time, and the handler keeps
@@ -98,6 +145,9 @@ class LocalApi:
                 path = urlsplit(self.path).path
                 if path.rstrip("/") == "/outbox":
                     self._send(200, *api._outbox_response(self.headers.get("Accept", "")))
+                    return
+                if path in SNS_PAGES:
+                    self._send(*SNS_PAGES[path](api._sns, urlsplit(self.path).query))
                     return
                 event = proxy_event(
                     self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
@@ -128,6 +178,7 @@ class LocalApi:
 
         self._outbox = outbox
         self._approvals = approvals
+        self._sns = sns
         self._server = _Server((host, port), RequestHandler)
         self._thread: threading.Thread | None = None
 

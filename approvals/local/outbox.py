@@ -1,18 +1,16 @@
-"""The local mailbox: every email the topic publishes, captured from an SQS subscription."""
+"""The local mailbox: every email SNS would deliver, one per recipient, from the queue the
+local SNS mails to (moto_fixes): what each confirmed, filtered subscription takes, and the
+confirmation email of each new subscription."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from approvals.notify import APPROVER_ATTRIBUTE
-
 if TYPE_CHECKING:
-    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 LINK = re.compile(r"https?://\S+")
@@ -23,8 +21,10 @@ class SentEmail:
     to: str
     subject: str
     body: str
-    links: list[str]
+    links: list[str]  # in the message itself
     sent_at: str
+    kind: str  # "Notification", or "SubscriptionConfirmation"
+    unsubscribe: str  # the footer link SNS adds to a notification
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,14 +32,15 @@ class SentEmail:
 
 def from_notification(body: str) -> SentEmail:
     notification = json.loads(body)
-    attributes = notification.get("MessageAttributes", {})
     message = notification["Message"]
     return SentEmail(
-        to=attributes.get(APPROVER_ATTRIBUTE, {}).get("Value", ""),
+        to=notification["To"],
         subject=notification.get("Subject", ""),
         body=message,
         links=LINK.findall(message),
         sent_at=notification.get("Timestamp", ""),
+        kind=notification["Type"],
+        unsubscribe=notification.get("UnsubscribeURL", ""),
     )
 
 
@@ -71,15 +72,3 @@ class Outbox:
         self.collect()
         with self._lock:
             return list(self._emails)
-
-
-def subscribe_outbox(sqs: SQSClient, sns: SNSClient, topic_arns: Iterable[str], name: str) -> str:
-    """The local "mailbox": a queue subscribed, without a filter, to each topic that sends
-    email, so that it takes every approver's message."""
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    for topic_arn in topic_arns:
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-    return queue_url

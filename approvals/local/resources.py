@@ -8,16 +8,36 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
 
 from approvals import statemachine
-from approvals.local.outbox import subscribe_outbox
 from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
+# How the local SNS (approvals.local.moto_fixes) treats the email topic, set as its tags:
+# where it mails, whether it confirms subscriptions at once, where confirmation links point.
+MAILBOX_TAG = "approvals-local:mailbox-queue"
+CONFIRM_AT_ONCE_TAG = "approvals-local:confirm-at-once"
+SNS_PAGES_TAG = "approvals-local:sns-pages"  # base URL of the confirm and unsubscribe pages
+
+
+def mailbox(
+    sqs: Any, sns: Any, topic_arns: Iterable[str], queue_name: str, confirm_subscriptions: bool
+) -> str:
+    """The local "mailbox" of the topics that send email: a queue where each email that a
+    confirmed, filtered subscription takes lands (moto_fixes), addressed to that
+    subscription's endpoint, as a mail server would receive it."""
+    queue_url: str = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    tags = [{"Key": MAILBOX_TAG, "Value": queue_name}]
+    if confirm_subscriptions:
+        tags.append({"Key": CONFIRM_AT_ONCE_TAG, "Value": "true"})
+    for topic_arn in topic_arns:
+        sns.tag_resource(ResourceArn=topic_arn, Tags=tags)
+    return queue_url
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,11 @@ def provision(
     visibility_timeout: int,
     max_receives: int = 3,
     name: str = "approvals",
+    confirm_subscriptions: bool = True,
 ) -> Resources:
+    """Create the resources; ``confirm_subscriptions`` confirms approvers' email
+    subscriptions as they are added (otherwise each stays pending, and its confirmation
+    email is in the outbox)."""
     extra: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
     sqs = session.client("sqs", **extra)
     sns = session.client("sns", **extra)
@@ -107,7 +131,7 @@ def provision(
     )["QueueUrl"]
 
     topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
-    outbox_queue_url = subscribe_outbox(sqs, sns, [topic_arn], f"{name}-outbox")
+    outbox_queue_url = mailbox(sqs, sns, [topic_arn], f"{name}-outbox", confirm_subscriptions)
 
     dynamodb.create_table(**table_definition(f"{name}-table"))
     secret_arn = secretsmanager.create_secret(

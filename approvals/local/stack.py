@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals.local import moto_fixes
-from approvals.local.outbox import Outbox, subscribe_outbox
+from approvals.local.outbox import Outbox
 from approvals.local.periodic import Periodic
-from approvals.local.resources import Resources, provision
+from approvals.local.resources import SNS_PAGES_TAG, Resources, mailbox, provision
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:  # imported where used: the CLI reads this module's state file on every call
@@ -34,9 +34,6 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
-# The product's stack outputs the local state file names, beside approvals.target's.
-OUTPUT_DEAD_LETTER_QUEUE_URL = "DeadLetterQueueUrl"
-OUTPUT_TOPIC_ARN = "TopicArn"
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,7 @@ class LocalStack:
         max_receives: int = 3,
         sweep_interval: float = 2.0,
         template: Path | None = None,
+        confirm_subscriptions: bool = True,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -110,6 +108,9 @@ class LocalStack:
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
         self.template = template
+        # Nobody reads the local mail: approvers are confirmed as they are added, unless
+        # asked to leave them pending (their confirmation email is then in the outbox).
+        self.confirm_subscriptions = confirm_subscriptions
         self._stoppers: list[Any] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
@@ -172,7 +173,10 @@ class LocalStack:
         from approvals.local.poller import QueuePoller
 
         resources = provision(
-            session, visibility_timeout=self.visibility_timeout, max_receives=self.max_receives
+            session,
+            visibility_timeout=self.visibility_timeout,
+            max_receives=self.max_receives,
+            confirm_subscriptions=self.confirm_subscriptions,
         )
         self.resources = resources
 
@@ -181,13 +185,17 @@ class LocalStack:
         from approval_api.handler import lambda_handler as api_handler
         from approvals import runtime
 
+        sns = session.client("sns")
         api = LocalApi(
             api_handler,
             self.outbox,
             lambda: list(runtime.from_environment().store.all()),
             self.host,
             self.api_port,
+            sns,
         )
+        # The emails' confirm and unsubscribe links point at the local API, which plays SNS's pages.
+        sns.tag_resource(ResourceArn=resources.topic_arn, Tags=[{"Key": SNS_PAGES_TAG, "Value": api.url}])
         os.environ.update(resources.environment(api.url))
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
         # redelivery after a failure is a retry, not a duplicate to turn away.
@@ -243,15 +251,19 @@ class LocalStack:
         deployed = DeployedTemplate(session, stack_name, template)
         api_function, stage_urls = deployed.api_function()
 
-        sqs = session.client("sqs")
-        outbox_queue_url = subscribe_outbox(
-            sqs, session.client("sns"), deployed.email_topics(), "approvals-outbox"
-        )
+        sqs, sns = session.client("sqs"), session.client("sns")
+        email_topics = deployed.email_topics()
+        outbox_queue_url = mailbox(sqs, sns, email_topics, "approvals-outbox", self.confirm_subscriptions)
+        if self.confirm_subscriptions:  # the template's own, subscribed before the topic was tagged
+            for topic_arn in email_topics:
+                moto_fixes.confirm_pending_emails(topic_arn)
         self.outbox = Outbox(sqs, outbox_queue_url)
         environment = {k: v for f in deployed.functions.values() for k, v in f.environment.items()}
         table_name = outputs.get(target.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
         store = ApprovalStore(session.client("dynamodb"), table_name)
-        api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port)
+        api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port, sns)
+        for topic_arn in email_topics:
+            sns.tag_resource(ResourceArn=topic_arn, Tags=[{"Key": SNS_PAGES_TAG, "Value": api.url}])
         deployed.serve_api_at(stage_urls, api.url)
         self._stoppers.append(serve_invocations(deployed.functions))
 
@@ -272,9 +284,9 @@ class LocalStack:
             api_url=api.url,
             outbox_url=f"{api.url}/outbox",
             queue_url=outputs.get(target.OUTPUT_QUEUE_URL, ""),
-            dlq_url=outputs.get(OUTPUT_DEAD_LETTER_QUEUE_URL, ""),
+            dlq_url=outputs.get(target.OUTPUT_DEAD_LETTER_QUEUE, ""),
             table_name=table_name,
-            topic_arn=outputs.get(OUTPUT_TOPIC_ARN) or environment.get("APPROVALS_TOPIC_ARN", ""),
+            topic_arn=outputs.get(target.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
             signing_secret_arn=outputs.get(target.OUTPUT_SIGNING_KEY)
             or environment.get("APPROVALS_SIGNING_SECRET", ""),
         )

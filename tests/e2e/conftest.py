@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
 BIN = Path(sys.executable).parent
+# Everyone the end-to-end tests ask, added to the directory first, as an operator does.
+APPROVERS = [
+    "alice@example.com", "bob@example.com", "carol@example.com", "dan@example.com",
+    "erin@example.com", "gina@example.com", "hank@example.com", "ops@example.com",
+    "fin@example.com", "ann@example.com", "ben@example.com", "cat@example.com",
+    "dee@example.com", "eve@example.com", "fay@example.com",
+]  # fmt: skip
 
 
 @dataclass
@@ -70,17 +78,14 @@ def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return outdir / f"{STACK}.template.json"
 
 
-@pytest.fixture(scope="module")
-def local_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_local_stack(
+    workdir: Path, *options: str, environment: dict[str, str] | None = None
 ) -> Iterator[RunningStack]:
-    mode = getattr(request, "param", PROVISIONED)
-    workdir = tmp_path_factory.mktemp(f"local-{mode}")
-    command = [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0"]
-    if mode == TEMPLATE:
-        command += ["--template", str(request.getfixturevalue("product_template"))]
+    """`approvals local` in a subprocess (any free ports), until the block ends."""
     env = {
         **os.environ,
+        **(environment or {}),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -88,7 +93,7 @@ def local_stack(
     }
     log = (workdir / "local.log").open("w")
     process = subprocess.Popen(
-        command,
+        [str(BIN / "approvals"), "local", "--moto-port", "0", "--api-port", "0", *options],
         cwd=workdir,
         env=env,
         stdout=log,
@@ -103,13 +108,28 @@ def local_stack(
             pytest.fail(f"approvals local did not start:\n{(workdir / 'local.log').read_text()}")
         time.sleep(0.2)
     time.sleep(0.2)  # the file is written whole, but let the printout finish
-    stack = RunningStack(LocalInfo.read(state), workdir, process, env)
-    yield stack
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:  # a clean stop is tested on its own; here, never leave a stack behind
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log.close()
+    try:
+        yield RunningStack(LocalInfo.read(state), workdir, process, env)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:  # a clean stop is tested on its own; here, never leave a stack behind
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def local_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    mode = getattr(request, "param", PROVISIONED)
+    options = []
+    if mode == TEMPLATE:
+        options = ["--template", str(request.getfixturevalue("product_template"))]
+    with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        added = stack.cli("approvers", "add", *APPROVERS)
+        assert added.returncode == 0, added.stderr
+        yield stack

@@ -131,7 +131,7 @@ def test_cli_refuses_an_invalid_request_with_one_clear_line(local_stack: Running
 def test_outbox_page_and_json(local_stack: RunningStack) -> None:
     emails = approver.request(local_stack.info.outbox_url, headers={"Accept": "application/json"}).json()
     assert emails, "earlier tests sent emails"
-    assert set(emails[0]) == {"to", "subject", "body", "links", "sent_at"}
+    assert set(emails[0]) == {"to", "subject", "body", "links", "sent_at", "kind", "unsubscribe"}
     page = approver.request(local_stack.info.outbox_url)
     assert page.status == 200
     assert "Open the approval page" in page.text

@@ -28,6 +28,8 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "table"),
         ("dynamodb:UpdateItem", "table"),
         ("sns:Publish", "topic"),
+        ("sns:ListSubscriptionsByTopic", "topic"),
+        ("sns:GetSubscriptionAttributes", "*"),
         ("states:SendTaskFailure", "*"),
         *((action, "queue") for action in RECEIVE),
     },
@@ -40,7 +42,10 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "table/index/open"),
         ("dynamodb:UpdateItem", "table"),
         ("sns:Publish", "topic"),
+        ("sns:ListSubscriptionsByTopic", "topic"),
+        ("sns:GetSubscriptionAttributes", "*"),
         ("states:SendTaskSuccess", "*"),
+        ("states:SendTaskFailure", "*"),
     },
     "execution_ended": {
         ("dynamodb:Query", "table/index/execution"),
@@ -61,6 +66,7 @@ for name, expected in EXPECTED_CALLS.items():
 STAR_ONLY = {
     "states:SendTaskSuccess",
     "states:SendTaskFailure",
+    "sns:GetSubscriptionAttributes",  # subscriptions are not an IAM resource type
     # Added by CDK to state machines for logging and X-Ray: no resource-level permissions.
     "logs:CreateLogDelivery",
     "logs:DeleteLogDelivery",

@@ -410,7 +410,7 @@ def test_alarms_watch_dead_letters_worker_errors_and_failed_executions(synthesis
         assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert properties["Threshold"] == 1
         assert properties["TreatMissingData"] == "notBreaching"
-        for dimension in properties["Dimensions"]:
+        for dimension in properties.get("Dimensions", []):
             value = dimension["Value"]
             watched_id = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
             watched.add((properties["Namespace"], properties["MetricName"], watched_id))
@@ -418,6 +418,37 @@ def test_alarms_watch_dead_letters_worker_errors_and_failed_executions(synthesis
     assert ("AWS/Lambda", "Errors", worker) in watched
     for machine in synthesis.resources("AWS::StepFunctions::StateMachine"):
         assert ("AWS/States", "ExecutionsFailed", machine) in watched
+
+
+def test_an_alarm_fires_when_the_email_topic_delivers_a_message_to_nobody(synthesis: Synthesis) -> None:
+    topic, _ = email_topic(synthesis)
+    (alarm,) = [
+        a["Properties"]
+        for a in synthesis.resources("AWS::CloudWatch::Alarm").values()
+        if "Metrics" in a["Properties"]
+    ]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    expression = [m for m in metrics.values() if "Expression" in m]
+    assert [m["Expression"] for m in expression] == [
+        "FILL(published, 0) - FILL(delivered, 0) - FILL(failed, 0)"
+    ]
+    assert expression[0].get("ReturnData", True) is True
+    for name, metric_name in (
+        ("published", "NumberOfMessagesPublished"),
+        ("delivered", "NumberOfNotificationsDelivered"),
+        ("failed", "NumberOfNotificationsFailed"),
+    ):
+        stat = metrics[name]["MetricStat"]
+        assert (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"]) == (
+            "AWS/SNS",
+            metric_name,
+            "Sum",
+        )
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": "TopicName", "Value": {"Fn::GetAtt": [topic, "TopicName"]}}
+        ]
+        assert metrics[name]["ReturnData"] is False
 
 
 def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
@@ -435,6 +466,8 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     }
     assert arns == set(machines)
     assert "execute-api" in json.dumps(outputs[target.OUTPUT_API_URL]["Value"])
+    topic, _ = email_topic(synthesis)
+    assert outputs[target.OUTPUT_TOPIC]["Value"] == {"Ref": topic}
 
 
 def test_every_alarm_notifies_the_alarm_topic_which_mails_the_alarm_email(synthesis: Synthesis) -> None:

@@ -8,6 +8,10 @@ are pinned here, so that any further one is a decision rather than an accident:
   tell "stored" from "emailed" and never loses an email after a crash between the two;
 - the page read is one UpdateItem instead of a GetItem: the same single call returns the
   approval and notes the approver's first view for the audit trail.
+
+The worker's read of the approver directory (the topic's subscriptions) is kept for the
+container: a warm worker makes no SNS call but the publish (tests/integration/test_directory.py
+counts the cold read and the refreshes).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from botocore.client import BaseClient
 
 from approvals import runtime
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalRequest, utcnow
 from tests.integration.conftest import Stack
 
 
@@ -40,6 +44,8 @@ class CallCounter:
 
 def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
     services = runtime.from_environment()  # built once per container; its clients are the ones used
+    stack.add_approvers(["alice@example.com"])
+    services.directory.unreachable(["alice@example.com"], utcnow())  # a warm worker
     counter = CallCounter(services.store._db, services.sns, services.sfn)
 
     arn = stack.start(ApprovalRequest(title="Budget", approvers=["alice@example.com"], requester="ci"))
@@ -60,6 +66,8 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
 
 def test_a_duplicate_delivery_costs_one_conditional_write(stack: Stack) -> None:
     services = runtime.from_environment()
+    stack.add_approvers(["alice@example.com"])
+    services.directory.unreachable(["alice@example.com"], utcnow())
     counter = CallCounter(services.store._db, services.sns, services.sfn)
     stack.start(ApprovalRequest(title="Dup", approvers=["alice@example.com"], requester="ci"))
     message = stack.queued_message()

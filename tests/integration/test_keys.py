@@ -148,6 +148,7 @@ CLI_OUTPUTS = {
     target.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
     target.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
     target.OUTPUT_TABLE: "approvals",
+    target.OUTPUT_TOPIC: "arn:aws:sns:us-east-1:123456789012:approvals-emails",
 }
 
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 import approval_api.handler
-from approvals import decision, executions, runtime
+from approvals import decision, directory, executions, runtime
 from approvals.local import approver
 from approvals.local.outbox import SentEmail
 from approvals.local.stack import LocalStack
@@ -61,6 +61,8 @@ def target(local: LocalStack) -> Target:
 
 
 def start(target: Target, title: str, approvers: list[str], **fields: Any) -> str:
+    for address in approvers:
+        directory.add(target.sns, target.topic_arn, address)
     request = ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **fields)
     return executions.start(target.sfn, target.state_machine_arn, request)
 
