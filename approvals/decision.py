@@ -34,6 +34,7 @@ def _no_control(text: str) -> str:
 
 APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 COMMENT_LIMIT = 2000
+NOT_ASKED = "This link was not issued to an approver of this request."
 
 
 class Problem(Exception):
@@ -121,7 +122,7 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
     if approval is None:
         raise NotFound("There is no approval at this address.")
     if claims.approver not in approval.request.approvers:
-        raise Forbidden("This link was not issued to an approver of this request.")
+        raise Forbidden(NOT_ASKED)
     return Viewing(approval, claims.approver)
 
 
@@ -202,6 +203,10 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
     match refused.reason:
         case VoteRefusal.UNKNOWN:
             return NotFound("There is no approval at this address.")
+        case VoteRefusal.NOT_ASKED:
+            return Forbidden(NOT_ASKED)
+        case VoteRefusal.EXCLUDED:
+            return Forbidden("The requester may not decide on their own request.")
         case VoteRefusal.EXPIRED:
             return Gone("This request expired before it was decided.", current)
         case VoteRefusal.CANCELLED:

@@ -42,6 +42,8 @@ class VoteRejected(Exception):
 
 class VoteRefusal(Enum):
     UNKNOWN = "unknown approval"
+    NOT_ASKED = "this address was not asked"
+    EXCLUDED = "the requester may not decide on their own request"
     ALREADY_VOTED = "this approver has already decided"
     SETTLED = "the request is already settled"
     EXPIRED = "the request has expired"
@@ -168,6 +170,8 @@ class ApprovalStore:
             "viewed": {"M": {}},
             "reminded": {"M": {}},
             "excluded": {"L": [{"S": who} for who in approval.excluded]},
+            # Who may vote, for the vote's condition: a link's signature is not trusted alone.
+            "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
@@ -295,6 +299,7 @@ class ApprovalStore:
             ":pending": {"S": Status.PENDING.value},
             ":now": {"N": _epoch(vote.at)},
             ":one": {"N": "1"},
+            ":approver": {"S": vote.approver},
         }
         update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
         if settling:
@@ -302,13 +307,12 @@ class ApprovalStore:
             # happy path spends no write on that, and a crash before SendTaskSuccess is caught.
             update += ", #status = :outcome, decided_at = :now, decided_by = :approver"
             values[":outcome"] = {"S": vote.outcome.value}
-            values[":approver"] = {"S": vote.approver}
         return {
             "TableName": self._table,
             "Key": self._key(approval_id),
             "UpdateExpression": update,
             "ConditionExpression": (
-                "attribute_not_exists(votes.#approver) AND #status = :pending"
+                "contains(voters, :approver) AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
@@ -419,6 +423,10 @@ class ApprovalStore:
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    if vote.approver not in current.request.approvers:
+        return VoteRefusal.NOT_ASKED
+    if vote.approver in current.excluded:
+        return VoteRefusal.EXCLUDED
     if vote.approver in current.votes:
         return VoteRefusal.ALREADY_VOTED
     if current.status is Status.CANCELLED:

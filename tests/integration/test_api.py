@@ -169,6 +169,31 @@ def test_signed_link_for_someone_not_asked_is_forbidden(stack: Stack) -> None:
     assert_error(stack.get(outsider), 403, "not issued to an approver")
 
 
+def signed_link(stack: Stack, link: str, approver: str) -> str:
+    """A link to the same approval, validly signed for ``approver``: what a leaked key or a
+    signing bug would give."""
+    expires = int(dict(parse_qsl(urlsplit(link).query))["expires"])
+    return link_for(API_URL, stack.signing_key, LinkClaims(approval_id_of(link), approver, expires))
+
+
+def test_a_vote_signed_for_someone_not_asked_is_refused_by_the_table(stack: Stack) -> None:
+    """The vote's conditional update checks who may vote; a valid signature is not enough."""
+    arn, link = started(stack, "Outsider vote")
+    response = stack.post_link(signed_link(stack, link, "mallory@example.com"), "approve")
+    assert_error(response, 403, "not issued to an approver")
+    assert stack.approval(approval_id_of(link)).votes == {}
+    stack.assert_running(arn)
+
+
+def test_a_vote_signed_for_the_excluded_requester_is_refused_by_the_table(stack: Stack) -> None:
+    arn = stack.start(ApprovalRequest(title="Self vote", approvers=[ALICE, BOB], requester=BOB))
+    link = stack.email(ALICE, "Self vote").links[0]
+    response = stack.post_link(signed_link(stack, link, BOB), "approve")
+    assert_error(response, 403, "may not decide on their own request")
+    assert stack.approval(approval_id_of(link)).votes == {}
+    stack.assert_running(arn)
+
+
 def test_expired_link_is_gone(stack: Stack) -> None:
     _, link = started(stack, "Old link")
     past = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
