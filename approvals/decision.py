@@ -19,7 +19,7 @@ from approvals import links
 from approvals.models import Approval, Outcome, Status, Vote, utcnow
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
-from approvals.tasks import TaskGone, succeed
+from approvals.tasks import TaskGone, succeed, took_answer
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -78,6 +78,10 @@ class Conflict(Problem):
 
 class Gone(Problem):
     status, title = 410, "This approval is closed"
+
+
+class TooLate(Gone):
+    """The workflow stopped waiting before the decision reached it: recorded as expired."""
 
 
 class Delivery(Enum):
@@ -169,10 +173,11 @@ def record(store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote) -
 def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat: bool = False) -> Delivery:
     """Send the settled decision to the workflow.
 
-    Safe to repeat: the service takes one answer per token and refuses the rest, so a
-    repeat (the sweep, a late click: see Approval.needs_redelivery) that finds the token
-    gone means the workflow has it; so does the SDK's own resend of this answer. On the
-    first attempt, which nothing overtakes, a gone token means the workflow stopped
+    Safe to repeat: the service takes one answer per token and refuses the rest. A refusal
+    of a repeat (the sweep, a late click: see Approval.needs_redelivery) or of the SDK's own
+    resend means the workflow has the decision, unless the task may have timed out by then:
+    the service refuses an answer after a timeout alike, so the execution's history decides.
+    On the first attempt, which nothing overtakes, a refusal means the workflow stopped
     waiting first.
     """
     decision = approval.decision()
@@ -180,12 +185,18 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     try:
         succeed(sfn, approval.task_token, decision)
     except TaskGone as gone:
-        if not repeat and not gone.resent:
-            # The vote came in the last moment (clocks count whole seconds) or the
-            # execution was stopped: the workflow never saw this outcome, so the
-            # record must not claim it.
-            store.close(approval.approval_id, Status.EXPIRED, utcnow(), was=approval.status)
-            raise Gone(
+        first_refusal = not repeat and not gone.resent
+        refused_at = utcnow()
+        if first_refusal or (
+            approval.may_have_timed_out(refused_at)
+            and not took_answer(sfn, approval.execution, approval.approval_id)
+        ):
+            # The vote came in the last moment, its delivery failed until the task timed
+            # out, or the execution was stopped: the workflow never saw this outcome, so
+            # the record must not claim it.
+            store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
+            log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
+            raise TooLate(
                 "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
                 approval,
             ) from None
@@ -214,7 +225,10 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
     assert current is not None
     if current.needs_redelivery(utcnow()):
         # A late click is also a moment to make sure the workflow has the outcome.
-        deliver(store, sfn, current, repeat=True)
+        try:
+            deliver(store, sfn, current, repeat=True)
+        except TooLate as too_late:
+            return too_late
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
     return Conflict(f"This request is already {current.status.value}.", current)

@@ -27,6 +27,10 @@ MAX_APPROVERS = 50
 # Longer than the approval API function may run: by then a settling request has delivered
 # its decision or failed trying.
 REDELIVERY_GRACE = timedelta(seconds=60)
+# The task's timeout runs from when Step Functions sends the message, a moment before SQS
+# stamps it (the approval's created_at, in whole seconds): a refusal this long before the
+# approval's expiry cannot be the task timing out.
+TIMEOUT_SLACK = timedelta(seconds=60)
 MAX_DESCRIPTION = 10_000
 
 
@@ -132,6 +136,9 @@ class Vote(BaseModel):
 class Decision(BaseModel):
     """The task output: what the workflow's Choice branches on."""
 
+    # Which approval answered: the execution's history then tells whether this answer was
+    # taken when the service refuses a repeat of it (see approvals.decision.deliver).
+    approval_id: str
     outcome: Outcome
     votes: list[Vote]
     decided_at: datetime
@@ -175,7 +182,12 @@ class Approval(BaseModel):
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
             return None
         votes = sorted(self.votes.values(), key=lambda v: v.at)
-        return Decision(outcome=Outcome(self.status.value), votes=votes, decided_at=self.decided_at)
+        return Decision(
+            approval_id=self.approval_id,
+            outcome=Outcome(self.status.value),
+            votes=votes,
+            decided_at=self.decided_at,
+        )
 
     def needs_redelivery(self, now: datetime) -> bool:
         """Whether a sweep or a late click should send the decision again: at once after a
@@ -185,6 +197,10 @@ class Approval(BaseModel):
             return False
         assert self.decided_at is not None
         return self.delivery_failed or now - self.decided_at >= REDELIVERY_GRACE
+
+    def may_have_timed_out(self, now: datetime) -> bool:
+        """Whether the waiting task may have timed out by ``now``."""
+        return now >= self.expires_at - TIMEOUT_SLACK
 
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)

@@ -244,8 +244,9 @@ def test_decision_lists_votes_in_time_order() -> None:
 
 def test_decision_contract_shape() -> None:
     vote = Vote(approver="alice@example.com", outcome=Outcome.REJECTED, comment="no", at=NOW)
-    decision = Decision(outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
+    decision = Decision(approval_id="a" * 32, outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
     assert decision.model_dump(mode="json", exclude_none=True) == {
+        "approval_id": "a" * 32,
         "outcome": "rejected",
         "votes": [
             {
