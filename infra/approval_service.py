@@ -73,6 +73,11 @@ TASK_RESPONSE_REASON = (
     " is the only one this role gets and it needs the task token, which never leaves the backend."
 )
 
+HISTORY_REASON = (
+    "Executions are named when they start, so their ARNs end in a wildcard; the history read"
+    " is only of this stack's own state machines' executions."
+)
+
 _LOG_RETENTION = dict(
     zip(
         LOG_RETENTION_CHOICES,
@@ -423,6 +428,11 @@ class ApprovalService(Construct):
     def _allow(self, function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
         function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
 
+    def _executions_finding(self, machine: sfn.StateMachine) -> str:
+        """How cdk-nag names the ARN of ``machine``'s executions."""
+        logical_id = cdk.Stack.of(self).get_logical_id(cast(cdk.CfnElement, machine.node.default_child))
+        return f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<{logical_id}.Name>:*"
+
     def _executions_of(self, machine: sfn.StateMachine) -> str:
         return cdk.Stack.of(self).format_arn(
             service="states",
@@ -454,21 +464,12 @@ class ApprovalService(Construct):
         self._allow(self.api_function, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
         # When the service refuses a repeated answer after the task may have timed out, the
         # API and the sweeper read the execution's history to tell "taken" from "timed out".
-        machines = {
-            "ApprovalStateMachine": self.state_machine,
-            "FanoutStateMachine": self.fanout_state_machine,
-        }
+        machines = [self.state_machine, self.fanout_state_machine]
         for function in (self.api_function, self.sweeper):
-            self._allow(
-                function, ["states:GetExecutionHistory"], [self._executions_of(m) for m in machines.values()]
-            )
-            for machine_id, machine in machines.items():
-                acknowledge(
-                    function.role,
-                    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
-                    f":execution:<{cdk.Stack.of(self).get_logical_id(cast(cdk.CfnElement, machine.node.default_child))}.Name>:*]",
-                    f"An approval's execution is named at StartExecution; the history is read of executions of the {machine_id} only.",
-                )
+            self._allow(function, ["states:GetExecutionHistory"], [self._executions_of(m) for m in machines])
+            for machine in machines:
+                finding = f"AwsSolutions-IAM5[Resource::{self._executions_finding(machine)}]"
+                acknowledge(function.role, finding, HISTORY_REASON)
         # Sweeper: walk the open index, close / remind / redeliver.
         self._allow(self.sweeper, ["dynamodb:Query"], [open_index])
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])
