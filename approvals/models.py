@@ -31,7 +31,15 @@ REDELIVERY_GRACE = timedelta(seconds=60)
 # stamps it (the approval's created_at, in whole seconds): a refusal this long before the
 # approval's expiry cannot be the task timing out.
 TIMEOUT_SLACK = timedelta(seconds=60)
-MAX_DESCRIPTION = 10_000
+# Caps in bytes of UTF-8, not characters: the services' limits are in bytes, and a CJK
+# character is three of them, an emoji four. Each email carries the description and must
+# leave room for others in one PublishBatch (256 KiB in all); the whole request, kept in
+# the execution's state beside the decision, must leave room in its 256 KiB, and in the
+# table's 400 KB item beside the votes.
+TITLE_BYTES = 600
+REQUESTER_BYTES = 600
+DESCRIPTION_BYTES = 30_000
+REQUEST_BYTES = 64 * 1024  # the whole request, as JSON
 
 
 def _email(value: str) -> str:
@@ -58,6 +66,16 @@ def _only_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _at_most_bytes(limit: int) -> AfterValidator:
+    def check(value: str) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ValueError(f"at most {limit:,} bytes of UTF-8, not {size:,}")
+        return value
+
+    return AfterValidator(check)
+
+
 Email = Annotated[str, AfterValidator(_email)]
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 
@@ -78,13 +96,13 @@ class ApprovalRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    title: Text = Field(min_length=1, max_length=200)
-    description: Text = Field(default="", max_length=MAX_DESCRIPTION)
+    title: Annotated[Text, _at_most_bytes(TITLE_BYTES)] = Field(min_length=1)
+    description: Annotated[Text, _at_most_bytes(DESCRIPTION_BYTES)] = ""
     approvers: list[Email] = Field(min_length=1, max_length=MAX_APPROVERS)
     policy: Policy = Policy.FIRST_RESPONSE
     quorum: int | None = Field(default=None, ge=1)
     timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
-    requester: Text = Field(min_length=1, max_length=200)
+    requester: Annotated[Text, _at_most_bytes(REQUESTER_BYTES)] = Field(min_length=1)
     details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
         default_factory=dict, max_length=50
     )
@@ -109,6 +127,9 @@ class ApprovalRequest(BaseModel):
                 raise ValueError("quorum: cannot exceed the number of approvers")
         elif self.quorum is not None:
             raise ValueError("quorum: only allowed when policy is quorum")
+        size = len(self.model_dump_json().encode())
+        if size > REQUEST_BYTES:
+            raise ValueError(f"at most {REQUEST_BYTES:,} bytes as JSON, not {size:,}")
         return self
 
 

@@ -9,6 +9,9 @@ behave as the services do.
   reads the item back for its answer, in steps that threads can interleave: two racing
   conditional writes could both pass (two votes settling one request), and an answer could
   show another request's write. Each DynamoDB request is served whole, one at a time.
+- SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
+  attributes); moto checks only each message alone. A larger batch is refused whole with
+  ``BatchRequestTooLong``, as the service refuses it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,29 @@ from typing import Any
 
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.responses import DynamoHandler
+from moto.sns.exceptions import SNSException
+from moto.sns.responses import SNSResponse
 from moto.stepfunctions.responses import StepFunctionResponse
+
+PUBLISH_BATCH_BYTES = 256 * 1024
+
+
+class BatchRequestTooLong(SNSException):
+    code = "BatchRequestTooLong"
+    message = "The length of all the batch messages put together is more than the limit."
+
+
+def _text_bytes(value: Any) -> int:
+    """The UTF-8 bytes of every string in ``value`` (keys included): what a message and its
+    attributes weigh."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return sum(_text_bytes(k) + _text_bytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
 
 _applied = False
 
@@ -48,6 +73,17 @@ def apply() -> None:
 
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
     StepFunctionResponse.start_execution = start_execution  # type: ignore[method-assign]
+
+    serve_publish_batch = SNSResponse.publish_batch
+
+    def publish_batch(self: SNSResponse) -> Any:
+        entries = self._get_param("PublishBatchRequestEntries", [])
+        weighed = ("Message", "Subject", "MessageAttributes")
+        if sum(_text_bytes(entry.get(part)) for entry in entries for part in weighed) > PUBLISH_BATCH_BYTES:
+            raise BatchRequestTooLong
+        return serve_publish_batch(self)
+
+    SNSResponse.publish_batch = publish_batch  # type: ignore[method-assign]
 
     one_at_a_time = threading.RLock()
     serve_dynamodb = DynamoHandler.call_action

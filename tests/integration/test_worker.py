@@ -209,6 +209,24 @@ def test_more_approvers_than_one_batch_of_emails(stack: Stack) -> None:
     assert len({e.links[0] for e in emails}) == 23
 
 
+def test_long_non_latin_emails_to_ten_approvers_are_batched_by_bytes(stack: Stack) -> None:
+    """Ten emails of a 10,000-character CJK description weigh about 300 KB, more than one
+    PublishBatch takes (256 KiB in all): each batch must fit by bytes as well as by count."""
+    approvers = [f"approver{i}@example.com" for i in range(10)]
+    description = "承認をお願いします。" * 1_000
+    stack.start(
+        ApprovalRequest(
+            title="長い説明", description=description, approvers=approvers, requester="ci@example.com"
+        )
+    )
+    stack.email(approvers[-1], "長い説明")
+    stack.drain()
+    emails = stack.emails()
+    assert sorted(e.to for e in emails) == approvers
+    assert all(description in e.body for e in emails)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
+
+
 def test_requester_who_is_also_an_approver_gets_no_link(stack: Stack) -> None:
     stack.start(ApprovalRequest(title="Self", approvers=[ALICE, BOB], requester=ALICE))
     stack.email(BOB, "Self")
