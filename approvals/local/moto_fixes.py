@@ -9,6 +9,10 @@ behave as the services do.
   reads the item back for its answer, in steps that threads can interleave: two racing
   conditional writes could both pass (two votes settling one request), and an answer could
   show another request's write. Each DynamoDB request is served whole, one at a time.
+- DynamoDB refuses an item over 400 KB. moto checks an item written whole, not one that an
+  update grows through a nested path (``SET votes.#approver = :vote``): such an update is
+  refused and undone, as the service refuses it.
+- Step Functions' 256 KiB state payload moto enforces itself (``States.DataLimitExceeded``).
 - SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
   attributes); moto checks only each message alone. A larger batch is refused whole with
   ``BatchRequestTooLong``, as the service refuses it.
@@ -16,17 +20,21 @@ behave as the services do.
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 from typing import Any
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.sns.exceptions import SNSException
 from moto.sns.responses import SNSResponse
 from moto.stepfunctions.responses import StepFunctionResponse
 
 PUBLISH_BATCH_BYTES = 256 * 1024
+ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
 
 
 class BatchRequestTooLong(SNSException):
@@ -84,6 +92,25 @@ def apply() -> None:
         return serve_publish_batch(self)
 
     SNSResponse.publish_batch = publish_batch  # type: ignore[method-assign]
+
+    update_item = DynamoDBBackend.update_item
+
+    def update_item_within_limit(
+        self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        table = self.get_table(table_name)
+        before = table.get_item(*self.get_keys_value(table, key))
+        snapshot = copy.deepcopy(before.attrs) if before is not None else None
+        item = update_item(self, table_name, key, *args, **kwargs)
+        if item.size() > ITEM_BYTES:
+            if snapshot is None:  # the update created it
+                table.delete_item(*self.get_keys_value(table, key))
+            else:
+                item.attrs = snapshot
+            raise ItemSizeToUpdateTooLarge()
+        return item
+
+    DynamoDBBackend.update_item = update_item_within_limit  # type: ignore[method-assign]
 
     one_at_a_time = threading.RLock()
     serve_dynamodb = DynamoHandler.call_action

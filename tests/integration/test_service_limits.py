@@ -3,13 +3,14 @@ so that a request that would fail in AWS fails here first; and the one moto keep
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import pytest
 from botocore.exceptions import ClientError
 
 from approvals import runtime
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_sns.type_defs import PublishBatchRequestEntryTypeDef
@@ -28,3 +29,53 @@ def test_publish_batch_refuses_more_than_256_kib_in_all(stack: Stack) -> None:
     assert stack.emails() == []
     fits = sns.publish_batch(TopicArn=stack.resources.topic_arn, PublishBatchRequestEntries=entries[:8])
     assert len(fits["Successful"]) == 8
+
+
+def test_an_update_that_grows_an_item_past_400_kb_is_refused_and_changes_nothing(stack: Stack) -> None:
+    """moto checks the size of an item written whole, not of one grown by a nested update
+    (a vote is one: ``SET votes.#approver = :vote``)."""
+    db, table = stack.dynamodb, stack.resources.table_name
+    key = {"approval_id": {"S": "big"}}
+    db.put_item(TableName=table, Item={**key, "request": {"S": "r" * 300 * KIB}, "votes": {"M": {}}})
+    with pytest.raises(ClientError) as refused:
+        db.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET votes.#approver = :vote",
+            ExpressionAttributeNames={"#approver": "alice@example.com"},
+            ExpressionAttributeValues={":vote": {"S": "c" * 120 * KIB}},
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "Item size to update has exceeded the maximum allowed size" in str(refused.value)
+    assert stack.raw_item("big") == {**key, "request": {"S": "r" * 300 * KIB}, "votes": {"M": {}}}
+
+
+def test_a_state_past_256_kib_fails_the_execution_with_data_limit_exceeded(stack: Stack) -> None:
+    """moto keeps this limit itself: a task result that makes the state too large fails the
+    execution, as in AWS."""
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {
+                    "QueueUrl": stack.resources.queue_url,
+                    "MessageBody": {"token.$": "$$.Task.Token"},
+                },
+                "ResultPath": "$.decision",
+                "End": True,
+            }
+        },
+    }
+    machine = stack.sfn.create_state_machine(
+        name="limits", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/limits"
+    )["stateMachineArn"]
+    arn = stack.sfn.start_execution(stateMachineArn=machine, input=json.dumps({"request": "r" * 200 * KIB}))[
+        "executionArn"
+    ]
+    token = json.loads(stack.queued_message()["Body"])["token"]
+    stack.sfn.send_task_success(taskToken=token, output=json.dumps({"comment": "c" * 60 * KIB}))
+    eventually(lambda: stack.status(arn) != "RUNNING", what="the execution to end")
+    ended = stack.sfn.describe_execution(executionArn=arn)
+    assert (ended["status"], ended.get("error")) == ("FAILED", "States.DataLimitExceeded")
