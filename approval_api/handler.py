@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 logger = Logger(service="approval-api")
 app = APIGatewayRestResolver(enable_validation=True)
 
-BODY_LIMIT = 16_384  # a form with a 2,000-character comment fits many times over
+BODY_LIMIT = 16_384  # a form with a 1,000-byte comment fits many times over, even percent-encoded
 CONFIRMATIONS = {
     Delivery.DELIVERED: ("Decision recorded", "Thank you. The workflow has your decision."),
     Delivery.NOT_SETTLED: (
@@ -199,7 +199,11 @@ def decide(
         ),
     ] = "",
     comment: Annotated[
-        str, Form(description=f"Optional; required to reject by default; at most {decision.COMMENT_LIMIT}.")
+        str,
+        Form(
+            description="Optional; required to reject by default;"
+            f" at most {decision.COMMENT_BYTES:,} bytes of UTF-8."
+        ),
     ] = "",
 ) -> Response[str]:
     # Powertools has checked that the signed fields are there; the form is read again,

@@ -33,7 +33,9 @@ def _no_control(text: str) -> str:
 
 
 APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
-COMMENT_LIMIT = 2000
+# In bytes of UTF-8: every vote's comment goes into the decision (the task's result, in
+# the execution's 256 KiB state beside the request) and into the table's 400 KB item.
+COMMENT_BYTES = 1_000
 NOT_ASKED = "This link was not issued to an approver of this request."
 
 
@@ -140,11 +142,12 @@ def decide(services: Services, approval_id: str, form: dict[str, str], now: date
         raise FormIncomplete(
             "The comment contains control characters; please retype it.", claims, _no_control(comment)
         )
-    if len(comment) > COMMENT_LIMIT:
+    if len(comment.encode()) > COMMENT_BYTES:
         raise FormIncomplete(
-            f"The comment is too long: at most {COMMENT_LIMIT} characters.",
+            f"The comment is too long: at most {COMMENT_BYTES:,} bytes"
+            " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
             claims,
-            comment[:COMMENT_LIMIT],
+            comment.encode()[:COMMENT_BYTES].decode(errors="ignore"),
         )
     if choice == "reject" and not comment and services.settings.reject_needs_reason:
         raise FormIncomplete("Say why you reject: a reason is required to reject.", claims, comment)

@@ -301,10 +301,20 @@ def test_post_from_another_site_is_forbidden(stack: Stack) -> None:
 
 def test_comment_too_long_is_refused(stack: Stack) -> None:
     _, link = started(stack, "Long comment")
-    response = stack.click(link, "approve", "x" * 2001)
+    response = stack.click(link, "approve", "x" * 1001)
     assert response.status == 400
     assert "too long" in response.body
     assert stack.approval(approval_id_of(link)).votes == {}
+
+
+def test_comment_cap_counts_bytes(stack: Stack) -> None:
+    """334 CJK characters are 1,002 bytes: over the cap, though far from 1,000 characters."""
+    _, link = started(stack, "Long CJK comment")
+    response = stack.click(link, "reject", "却" * 334)
+    assert response.status == 400
+    assert "at most 1,000 bytes" in response.body
+    assert stack.approval(approval_id_of(link)).votes == {}
+    assert stack.click(link, "reject", "却" * 333).status == 200
 
 
 def test_settled_page_shows_the_outcome(stack: Stack) -> None:

@@ -10,6 +10,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from approvals import runtime
+from approvals.decision import COMMENT_BYTES
+from approvals.models import MAX_APPROVERS, REQUEST_BYTES, ApprovalRequest, Policy
 from tests.integration.conftest import Stack, eventually
 
 if TYPE_CHECKING:
@@ -79,3 +81,28 @@ def test_a_state_past_256_kib_fails_the_execution_with_data_limit_exceeded(stack
     eventually(lambda: stack.status(arn) != "RUNNING", what="the execution to end")
     ended = stack.sfn.describe_execution(executionArn=arn)
     assert (ended["status"], ended.get("error")) == ("FAILED", "States.DataLimitExceeded")
+
+
+def test_the_largest_request_and_decision_the_caps_allow_fit_every_limit(stack: Stack) -> None:
+    """50 approvers of a 64 KiB request each approve with a 1,000-byte comment that JSON
+    escapes to twice its size: the votes fit the table's item, the decision fits the
+    execution's state, and the workflow gets every vote."""
+    approvers = [f"approver{i:02}@example.com" for i in range(MAX_APPROVERS)]
+    fields = {"title": "題" * 200, "description": "説" * 10_000, "approvers": approvers}
+    request = ApprovalRequest(
+        **fields, policy=Policy.ALL, requester="ci@example.com", details={"padding": ""}
+    )
+    room = REQUEST_BYTES - len(request.model_dump_json().encode())
+    request = request.model_copy(update={"details": {"padding": "d" * room}})
+    assert len(request.model_dump_json().encode()) == REQUEST_BYTES
+    ApprovalRequest.model_validate(request.model_dump())  # still within the cap
+
+    arn = stack.start(request)
+    links = {who: stack.email(who, "題題題").links[0] for who in approvers}
+    comment = '"\\' * (COMMENT_BYTES // 2)
+    for who in approvers:
+        assert stack.post_link(links[who], "approve", comment).status == 200
+    report = stack.finish(arn, timeout=30)
+    assert report.status == "SUCCEEDED", report.cause
+    assert len(report.output["votes"]) == MAX_APPROVERS
+    assert {vote["comment"] for vote in report.output["votes"]} == {comment}
