@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Form, Query
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 logger = Logger(service="approval-api")
+# The domain's records (approvals.*) as JSON through this logger: Lambda's default format
+# would drop their fields, the approval id among them.
+copy_config_to_registered_loggers(source_logger=logger, include={"approvals"})
 app = APIGatewayRestResolver(enable_validation=True)
 
 BODY_LIMIT = 16_384  # a form with a 1,000-byte comment fits many times over, even percent-encoded

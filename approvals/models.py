@@ -269,7 +269,7 @@ def timeline(approval: Approval) -> list[Event]:
         for name, at in approval.reminded.items()
     ]
     events += [
-        Event(at=at, kind="viewed", actor=who, detail="opened the link")
+        Event(at=at, kind="viewed", actor=who, detail="link opened (perhaps by a mail scanner)")
         for who, at in approval.viewed.items()
     ]
     for vote in approval.votes.values():

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
 from typing import Any
+
+import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 import worker.dead_letter
 import worker.handler
@@ -58,6 +64,28 @@ def test_invalid_request_fails_the_execution_at_once_and_is_not_retried(stack: S
     assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
     assert stack.emails() == []
     assert stack.approvals() == []
+
+
+def test_domain_warnings_reach_the_functions_log_with_their_approval_id(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda's default log format drops a record's extra fields; the domain's records go
+    through the function's structured logger, which keeps them."""
+    lines = io.StringIO()
+    [handler] = [  # a Powertools logger's, as in Lambda
+        h
+        for h in logging.getLogger("approvals").handlers
+        if isinstance(h.formatter, LambdaPowertoolsFormatter)
+    ]
+    monkeypatch.setattr(handler, "stream", lines)
+    arn = stack.start_raw({"title": "Bad", "approvers": ["not an address"], "requester": "ci@example.com"})
+    stack.finish(arn)
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    [warning] = [r for r in records if r["message"] == "invalid request"]
+    assert warning["level"] == "WARNING"
+    assert warning["name"] == "approvals.request"
+    assert re.fullmatch(r"[0-9a-f]{32}", warning["approval_id"])
+    assert warning["cause"] == "request.approvers.0: not a valid email address"
 
 
 def test_invalid_request_cause_names_every_field(stack: Stack) -> None:

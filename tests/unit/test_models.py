@@ -21,8 +21,10 @@ from approvals.models import (
     Status,
     Vote,
     describe_validation_error,
+    timeline,
 )
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from tests.unit.samples import sample_approval
 
 VALID: dict[str, Any] = {
     "title": "Deploy v2 to production",
@@ -302,3 +304,11 @@ def test_true_is_not_a_number(field: str) -> None:
     with pytest.raises(ValidationError) as refused:
         ApprovalRequest.model_validate({**fields, field: True})
     assert describe_validation_error(refused.value) == f"request.{field}: must be a number, not true or false"
+
+
+def test_a_view_reads_as_the_link_being_opened_perhaps_by_a_mail_scanner() -> None:
+    """A GET is all a view is: mail scanners open every link, so the timeline must not
+    claim a person read the request."""
+    approval = sample_approval(NOW, timedelta(hours=1), viewed={"alice@example.com": NOW})
+    [viewed] = [event for event in timeline(approval) if event.kind == "viewed"]
+    assert (viewed.actor, viewed.detail) == ("alice@example.com", "link opened (perhaps by a mail scanner)")
