@@ -45,7 +45,8 @@ CONFIRMATIONS = {
     ),
     Delivery.PENDING: (
         "Decision recorded",
-        "Thank you. Your decision is recorded; the workflow will receive it within a few minutes.",
+        "Thank you. Your decision is recorded; the workflow will receive it within a few minutes,"
+        " unless the request expires first.",
     ),
 }
 

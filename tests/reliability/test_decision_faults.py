@@ -19,7 +19,10 @@ from tests.conftest import Stack, approval_id_of, eventually
 from tests.reliability.faults import Hooks, Response, error, task_succeeded_events
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-PENDING_PAGE = "Thank you. Your decision is recorded; the workflow will receive it within a few minutes."
+PENDING_PAGE = (
+    "Thank you. Your decision is recorded; the workflow will receive it within a few minutes,"
+    " unless the request expires first."
+)
 
 
 class TaskSuccessCalls:
@@ -181,7 +184,9 @@ def test_a_decision_the_workflow_never_took_before_its_timeout_is_recorded_as_to
     of an answer it took: the record must say the workflow took its timeout path."""
     calls = TaskSuccessCalls(hooks, services, failures=1)
     arn, links = started(stack, "Just too late", [ALICE], timeout_seconds=3)
-    assert stack.post_link(links[ALICE], "approve").status == 202
+    page = stack.post_link(links[ALICE], "approve")
+    assert page.status == 202
+    assert PENDING_PAGE in page.body  # not "the workflow has your decision"
     assert stack.finish(arn, timeout=10).output == {"outcome": "expired"}
 
     assert sweep.sweep(services, utcnow()) == {"too late": 1}
