@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from approvals import links
 from approvals.models import Approval, Outcome, Status, Vote, utcnow
@@ -186,30 +186,38 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
     try:
-        succeed(sfn, approval.task_token, decision)
-    except TaskGone as gone:
-        first_refusal = not repeat and not gone.resent
-        refused_at = utcnow()
-        if first_refusal or (
-            approval.may_have_timed_out(refused_at)
-            and not took_answer(sfn, approval.execution, approval.approval_id)
-        ):
-            # The vote came in the last moment, its delivery failed until the task timed
-            # out, or the execution was stopped: the workflow never saw this outcome, so
-            # the record must not claim it.
-            store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
-            log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
-            raise TooLate(
-                "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
-                approval,
-            ) from None
+        try:
+            succeed(sfn, approval.task_token, decision)
+        except TaskGone as gone:
+            refused_at = utcnow()
+            taken = (repeat or gone.resent) and (
+                not approval.may_have_timed_out(refused_at)
+                or took_answer(sfn, approval.execution, approval.approval_id)
+            )
+            if not taken:
+                _too_late(store, approval, refused_at)
+    except TooLate:
+        raise
     except Exception:
+        # Throttled or down (the answer, or the history read): retry without waiting.
         log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
         store.mark_delivery_failed(approval.approval_id)
         return Delivery.PENDING
     if repeat:
         store.confirm_delivery(approval.approval_id)
     return Delivery.DELIVERED
+
+
+def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) -> NoReturn:
+    """The vote came in the last moment, its delivery failed until the task timed out, or
+    the execution was stopped: the workflow never saw this outcome, so the record must not
+    claim it."""
+    store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
+    log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
+    raise TooLate(
+        "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
+        approval,
+    )
 
 
 def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected) -> Problem:

@@ -189,6 +189,15 @@ def test_a_decision_the_workflow_never_took_before_its_timeout_is_recorded_as_to
     assert PENDING_PAGE in page.body  # not "the workflow has your decision"
     assert stack.finish(arn, timeout=10).output == {"outcome": "expired"}
 
+    history_reads: list[str] = []
+
+    def history_down_once(**_: Any) -> Response | None:
+        history_reads.append("read")
+        return error("ThrottlingException", 400) if len(history_reads) == 1 else None
+
+    hooks.on(services.sfn, "before-call.sfn.GetExecutionHistory", history_down_once)
+    assert sweep.sweep(services, utcnow()) == {"redelivered": 1}  # could not tell: try again
+    assert stack.approval(approval_id_of(links[ALICE])).status is Status.APPROVED
     assert sweep.sweep(services, utcnow()) == {"too late": 1}
     approval = stack.approval(approval_id_of(links[ALICE]))
     assert approval.status is Status.EXPIRED
