@@ -312,7 +312,10 @@ class ApprovalStore:
             "Key": self._key(approval_id),
             "UpdateExpression": update,
             "ConditionExpression": (
-                "contains(voters, :approver) AND attribute_not_exists(votes.#approver) AND #status = :pending"
+                # An approval stored before voters were kept (in flight across an upgrade)
+                # has only the link's signature to go by, as then.
+                "(contains(voters, :approver) OR attribute_not_exists(voters))"
+                " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},

@@ -185,6 +185,18 @@ def test_a_vote_signed_for_someone_not_asked_is_refused_by_the_table(stack: Stac
     stack.assert_running(arn)
 
 
+def test_an_approval_stored_before_voters_were_kept_still_takes_its_approvers_votes(stack: Stack) -> None:
+    """Approvals in flight across the upgrade have no ``voters``: their links still work."""
+    arn, link = started(stack, "Stored before")
+    stack.dynamodb.update_item(
+        TableName=stack.resources.table_name,
+        Key={"approval_id": {"S": approval_id_of(link)}},
+        UpdateExpression="REMOVE voters",
+    )
+    assert stack.post_link(link, "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
 def test_a_vote_signed_for_the_excluded_requester_is_refused_by_the_table(stack: Stack) -> None:
     arn = stack.start(ApprovalRequest(title="Self vote", approvers=[ALICE, BOB], requester=BOB))
     link = stack.email(ALICE, "Self vote").links[0]
