@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -66,10 +67,19 @@ def _only_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+# Validation context for a request read back from the table: it was accepted under the
+# caps of its day, and an approval in flight must stay readable whatever they are now.
+STORED: dict[str, bool] = {"stored": True}
+
+
+def _is_new(info: ValidationInfo) -> bool:
+    return not (info.context or {}).get("stored")
+
+
 def _at_most_bytes(limit: int) -> AfterValidator:
-    def check(value: str) -> str:
+    def check(value: str, info: ValidationInfo) -> str:
         size = len(value.encode("utf-8", "surrogatepass"))
-        if size > limit:
+        if size > limit and _is_new(info):
             raise ValueError(f"at most {limit:,} bytes of UTF-8, not {size:,}")
         return value
 
@@ -117,7 +127,7 @@ class ApprovalRequest(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> ApprovalRequest:
+    def _consistent(self, info: ValidationInfo) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers: each approver may be listed once")
         if self.policy is Policy.QUORUM:
@@ -127,7 +137,7 @@ class ApprovalRequest(BaseModel):
                 raise ValueError("quorum: cannot exceed the number of approvers")
         elif self.quorum is not None:
             raise ValueError("quorum: only allowed when policy is quorum")
-        size = len(self.model_dump_json().encode())
+        size = len(self.model_dump_json().encode()) if _is_new(info) else 0
         if size > REQUEST_BYTES:
             raise ValueError(f"at most {REQUEST_BYTES:,} bytes as JSON, not {size:,}")
         return self

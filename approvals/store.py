@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from approvals.models import Approval, ApprovalRequest, Outcome, Status, Vote
+from approvals.models import STORED, Approval, ApprovalRequest, Outcome, Status, Vote
 from approvals.policy import thresholds
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def approval_from_item(item: Item) -> Approval:
         task_token=item["task_token"]["S"],
         execution=item["execution"]["S"],
         state=item["state"]["S"],
-        request=ApprovalRequest.model_validate_json(item["request"]["S"]),
+        request=ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED),
         created_at=_time(item["created_at"]["N"]),
         expires_at=_time(item["expires_at"]["N"]),
         status=Status(item["status"]["S"]),

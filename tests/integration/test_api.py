@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from approvals import runtime, sweep
 from approvals.links import LinkClaims, link_for
-from approvals.models import ApprovalRequest, Policy
+from approvals.models import ApprovalRequest, Policy, utcnow
 from tests.integration.conftest import API_URL, ApiResponse, Stack, approval_id_of
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -193,6 +195,27 @@ def test_an_approval_stored_before_voters_were_kept_still_takes_its_approvers_vo
         Key={"approval_id": {"S": approval_id_of(link)}},
         UpdateExpression="REMOVE voters",
     )
+    assert stack.post_link(link, "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
+def test_an_approval_stored_under_the_older_character_caps_is_still_shown_and_decided(stack: Stack) -> None:
+    """7,500 emoji were within the 10,000 characters allowed before the caps counted bytes
+    (30,000 bytes now): an approval in flight across the upgrade must not become unreadable."""
+    arn, link = started(stack, "Stored under older caps")
+    key = {"approval_id": {"S": approval_id_of(link)}}
+    item = stack.raw_item(approval_id_of(link))
+    assert item is not None
+    older = {**json.loads(item["request"]["S"]), "description": "😀" * 7_501}
+    stack.dynamodb.update_item(
+        TableName=stack.resources.table_name,
+        Key=key,
+        UpdateExpression="SET #request = :request",
+        ExpressionAttributeNames={"#request": "request"},
+        ExpressionAttributeValues={":request": {"S": json.dumps(older)}},
+    )
+    assert "😀" in stack.get(link).body
+    assert +sweep.sweep(runtime.from_environment(), utcnow()) == {}  # reads it, nothing to do
     assert stack.post_link(link, "approve").status == 200
     assert stack.finish(arn).output["outcome"] == "approved"
 
