@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Form, Query
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
@@ -30,9 +31,12 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 logger = Logger(service="approval-api")
+# The domain's records (approvals.*) as JSON through this logger: Lambda's default format
+# would drop their fields, the approval id among them.
+copy_config_to_registered_loggers(source_logger=logger, include={"approvals"})
 app = APIGatewayRestResolver(enable_validation=True)
 
-BODY_LIMIT = 16_384  # a form with a 2,000-character comment fits many times over
+BODY_LIMIT = 16_384  # a form with a 1,000-byte comment fits many times over, even percent-encoded
 CONFIRMATIONS = {
     Delivery.DELIVERED: ("Decision recorded", "Thank you. The workflow has your decision."),
     Delivery.NOT_SETTLED: (
@@ -41,7 +45,8 @@ CONFIRMATIONS = {
     ),
     Delivery.PENDING: (
         "Decision recorded",
-        "Thank you. Your decision is recorded; the workflow will receive it within a few minutes.",
+        "Thank you. Your decision is recorded; the workflow will receive it within a few minutes,"
+        " unless the request expires first.",
     ),
 }
 
@@ -208,7 +213,11 @@ def decide(
         ),
     ] = "",
     comment: Annotated[
-        str, Form(description=f"Optional; required to reject by default; at most {decision.COMMENT_LIMIT}.")
+        str,
+        Form(
+            description="Optional; required to reject by default;"
+            f" at most {decision.COMMENT_BYTES:,} bytes of UTF-8."
+        ),
     ] = "",
 ) -> Response[str]:
     # Powertools has checked that the signed fields are there; the form is read again,

@@ -13,13 +13,13 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from approvals import links
 from approvals.models import Approval, Outcome, Status, Vote, utcnow
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
-from approvals.tasks import TaskGone, succeed
+from approvals.tasks import TaskGone, succeed, took_answer
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -33,7 +33,10 @@ def _no_control(text: str) -> str:
 
 
 APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
-COMMENT_LIMIT = 2000
+# In bytes of UTF-8: every vote's comment goes into the decision (the task's result, in
+# the execution's 256 KiB state beside the request) and into the table's 400 KB item.
+COMMENT_BYTES = 1_000
+NOT_ASKED = "This link was not issued to an approver of this request."
 
 
 class Problem(Exception):
@@ -79,6 +82,10 @@ class Gone(Problem):
     status, title = 410, "This approval is closed"
 
 
+class TooLate(Gone):
+    """The workflow stopped waiting before the decision reached it: recorded as expired."""
+
+
 class Delivery(Enum):
     DELIVERED = "delivered"  # the workflow has the decision
     PENDING = "pending"  # recorded; the workflow will be told by a retry
@@ -121,7 +128,7 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
     if approval is None:
         raise NotFound("There is no approval at this address.")
     if claims.approver not in approval.request.approvers:
-        raise Forbidden("This link was not issued to an approver of this request.")
+        raise Forbidden(NOT_ASKED)
     return Viewing(approval, claims.approver)
 
 
@@ -135,11 +142,12 @@ def decide(services: Services, approval_id: str, form: dict[str, str], now: date
         raise FormIncomplete(
             "The comment contains control characters; please retype it.", claims, _no_control(comment)
         )
-    if len(comment) > COMMENT_LIMIT:
+    if len(comment.encode()) > COMMENT_BYTES:
         raise FormIncomplete(
-            f"The comment is too long: at most {COMMENT_LIMIT} characters.",
+            f"The comment is too long: at most {COMMENT_BYTES:,} bytes"
+            " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
             claims,
-            comment[:COMMENT_LIMIT],
+            comment.encode()[:COMMENT_BYTES].decode(errors="ignore"),
         )
     if choice == "reject" and not comment and services.settings.reject_needs_reason:
         raise FormIncomplete("Say why you reject: a reason is required to reject.", claims, comment)
@@ -168,27 +176,30 @@ def record(store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote) -
 def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat: bool = False) -> Delivery:
     """Send the settled decision to the workflow.
 
-    Safe to repeat: the service takes one answer per token and refuses the rest, so a
-    repeat (the sweep, a late click: see Approval.needs_redelivery) that finds the token
-    gone means the workflow has it; so does the SDK's own resend of this answer. On the
-    first attempt, which nothing overtakes, a gone token means the workflow stopped
+    Safe to repeat: the service takes one answer per token and refuses the rest. A refusal
+    of a repeat (the sweep, a late click: see Approval.needs_redelivery) or of the SDK's own
+    resend means the workflow has the decision, unless the task may have timed out by then:
+    the service refuses an answer after a timeout alike, so the execution's history decides.
+    On the first attempt, which nothing overtakes, a refusal means the workflow stopped
     waiting first.
     """
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
     try:
-        succeed(sfn, approval.task_token, decision)
-    except TaskGone as gone:
-        if not repeat and not gone.resent:
-            # The vote came in the last moment (clocks count whole seconds) or the
-            # execution was stopped: the workflow never saw this outcome, so the
-            # record must not claim it.
-            store.close(approval.approval_id, Status.EXPIRED, utcnow(), was=approval.status)
-            raise Gone(
-                "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
-                approval,
-            ) from None
+        try:
+            succeed(sfn, approval.task_token, decision)
+        except TaskGone as gone:
+            refused_at = utcnow()
+            taken = (repeat or gone.resent) and (
+                not approval.may_have_timed_out(refused_at)
+                or took_answer(sfn, approval.execution, approval.approval_id)
+            )
+            if not taken:
+                _too_late(store, approval, refused_at)
+    except TooLate:
+        raise
     except Exception:
+        # Throttled or down (the answer, or the history read): retry without waiting.
         log.exception("decision not delivered; will retry", extra={"approval_id": approval.approval_id})
         store.mark_delivery_failed(approval.approval_id)
         return Delivery.PENDING
@@ -197,11 +208,27 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     return Delivery.DELIVERED
 
 
+def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) -> NoReturn:
+    """The vote came in the last moment, its delivery failed until the task timed out, or
+    the execution was stopped: the workflow never saw this outcome, so the record must not
+    claim it."""
+    store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
+    log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
+    raise TooLate(
+        "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",
+        approval,
+    )
+
+
 def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected) -> Problem:
     current = refused.approval
     match refused.reason:
         case VoteRefusal.UNKNOWN:
             return NotFound("There is no approval at this address.")
+        case VoteRefusal.NOT_ASKED:
+            return Forbidden(NOT_ASKED)
+        case VoteRefusal.EXCLUDED:
+            return Forbidden("The requester may not decide on their own request.")
         case VoteRefusal.EXPIRED:
             return Gone("This request expired before it was decided.", current)
         case VoteRefusal.CANCELLED:
@@ -209,7 +236,10 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
     assert current is not None
     if current.needs_redelivery(utcnow()):
         # A late click is also a moment to make sure the workflow has the outcome.
-        deliver(store, sfn, current, repeat=True)
+        try:
+            deliver(store, sfn, current, repeat=True)
+        except TooLate as too_late:
+            return too_late
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
     return Conflict(f"This request is already {current.status.value}.", current)

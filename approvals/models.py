@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -27,7 +28,19 @@ MAX_APPROVERS = 50
 # Longer than the approval API function may run: by then a settling request has delivered
 # its decision or failed trying.
 REDELIVERY_GRACE = timedelta(seconds=60)
-MAX_DESCRIPTION = 10_000
+# The task's timeout runs from when Step Functions sends the message, a moment before SQS
+# stamps it (the approval's created_at, in whole seconds): a refusal this long before the
+# approval's expiry cannot be the task timing out.
+TIMEOUT_SLACK = timedelta(seconds=60)
+# Caps in bytes of UTF-8, not characters: the services' limits are in bytes, and a CJK
+# character is three of them, an emoji four. Each email carries the description and must
+# leave room for others in one PublishBatch (256 KiB in all); the whole request, kept in
+# the execution's state beside the decision, must leave room in its 256 KiB, and in the
+# table's 400 KB item beside the votes.
+TITLE_BYTES = 600
+REQUESTER_BYTES = 600
+DESCRIPTION_BYTES = 30_000
+REQUEST_BYTES = 64 * 1024  # the whole request, as JSON
 
 
 def _email(value: str) -> str:
@@ -54,6 +67,25 @@ def _only_text(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+# Validation context for a request read back from the table: it was accepted under the
+# caps of its day, and an approval in flight must stay readable whatever they are now.
+STORED: dict[str, bool] = {"stored": True}
+
+
+def _is_new(info: ValidationInfo) -> bool:
+    return not (info.context or {}).get("stored")
+
+
+def _at_most_bytes(limit: int) -> AfterValidator:
+    def check(value: str, info: ValidationInfo) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limit and _is_new(info):
+            raise ValueError(f"at most {limit:,} bytes of UTF-8, not {size:,}")
+        return value
+
+    return AfterValidator(check)
+
+
 Email = Annotated[str, AfterValidator(_email)]
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 
@@ -74,13 +106,13 @@ class ApprovalRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    title: Text = Field(min_length=1, max_length=200)
-    description: Text = Field(default="", max_length=MAX_DESCRIPTION)
+    title: Annotated[Text, _at_most_bytes(TITLE_BYTES)] = Field(min_length=1)
+    description: Annotated[Text, _at_most_bytes(DESCRIPTION_BYTES)] = ""
     approvers: list[Email] = Field(min_length=1, max_length=MAX_APPROVERS)
     policy: Policy = Policy.FIRST_RESPONSE
     quorum: int | None = Field(default=None, ge=1)
     timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
-    requester: Text = Field(min_length=1, max_length=200)
+    requester: Annotated[Text, _at_most_bytes(REQUESTER_BYTES)] = Field(min_length=1)
     details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
         default_factory=dict, max_length=50
     )
@@ -95,7 +127,7 @@ class ApprovalRequest(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> ApprovalRequest:
+    def _consistent(self, info: ValidationInfo) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers: each approver may be listed once")
         if self.policy is Policy.QUORUM:
@@ -105,6 +137,9 @@ class ApprovalRequest(BaseModel):
                 raise ValueError("quorum: cannot exceed the number of approvers")
         elif self.quorum is not None:
             raise ValueError("quorum: only allowed when policy is quorum")
+        size = len(self.model_dump_json().encode()) if _is_new(info) else 0
+        if size > REQUEST_BYTES:
+            raise ValueError(f"at most {REQUEST_BYTES:,} bytes as JSON, not {size:,}")
         return self
 
 
@@ -132,6 +167,9 @@ class Vote(BaseModel):
 class Decision(BaseModel):
     """The task output: what the workflow's Choice branches on."""
 
+    # Which approval answered: the execution's history then tells whether this answer was
+    # taken when the service refuses a repeat of it (see approvals.decision.deliver).
+    approval_id: str
     outcome: Outcome
     votes: list[Vote]
     decided_at: datetime
@@ -184,7 +222,12 @@ class Approval(BaseModel):
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
             return None
         votes = sorted(self.votes.values(), key=lambda v: v.at)
-        return Decision(outcome=Outcome(self.status.value), votes=votes, decided_at=self.decided_at)
+        return Decision(
+            approval_id=self.approval_id,
+            outcome=Outcome(self.status.value),
+            votes=votes,
+            decided_at=self.decided_at,
+        )
 
     def needs_redelivery(self, now: datetime) -> bool:
         """Whether a sweep or a late click should send the decision again: at once after a
@@ -194,6 +237,10 @@ class Approval(BaseModel):
             return False
         assert self.decided_at is not None
         return self.delivery_failed or now - self.decided_at >= REDELIVERY_GRACE
+
+    def may_have_timed_out(self, now: datetime) -> bool:
+        """Whether the waiting task may have timed out by ``now``."""
+        return now >= self.expires_at - TIMEOUT_SLACK
 
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)
@@ -247,7 +294,7 @@ def timeline(approval: Approval) -> list[Event]:
         for name, at in approval.reminded.items()
     ]
     events += [
-        Event(at=at, kind="viewed", actor=who, detail="opened the link")
+        Event(at=at, kind="viewed", actor=who, detail="link opened (perhaps by a mail scanner)")
         for who, at in approval.viewed.items()
     ]
     for vote in approval.votes.values():

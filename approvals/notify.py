@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
 
 APPROVER_ATTRIBUTE = "approver"
-PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call
+PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call...
+PUBLISH_BATCH_BYTES = 256 * 1024  # ...and in all, each message with its subject and attributes
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters long"
 
 
@@ -30,6 +31,25 @@ class Email:
     to: str
     subject: str
     body: str
+
+    @property
+    def size(self) -> int:
+        """What the email weighs in a PublishBatch: its text and its attribute, in UTF-8."""
+        parts = (self.subject, self.body, APPROVER_ATTRIBUTE, "String", self.to)
+        return sum(len(part.encode()) for part in parts)
+
+
+def batches(emails: list[Email]) -> list[list[Email]]:
+    """The emails in order, in batches PublishBatch takes: by count and by bytes."""
+    batched: list[list[Email]] = []
+    size = 0
+    for email in emails:
+        if not batched or len(batched[-1]) == PUBLISH_BATCH_LIMIT or size + email.size > PUBLISH_BATCH_BYTES:
+            batched.append([])
+            size = 0
+        batched[-1].append(email)
+        size += email.size
+    return batched
 
 
 def _one_line(text: str) -> str:
@@ -104,8 +124,7 @@ def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[s
     """Publish the emails in batches; returns (sent, failed) approver addresses."""
     sent: list[str] = []
     failed: list[str] = []
-    for start in range(0, len(emails), PUBLISH_BATCH_LIMIT):
-        batch = emails[start : start + PUBLISH_BATCH_LIMIT]
+    for batch in batches(emails):
         by_id = {str(i): email for i, email in enumerate(batch)}
         try:
             response = sns.publish_batch(

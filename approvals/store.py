@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from approvals.models import Approval, ApprovalRequest, Outcome, Status, Unreachable, Vote
+from approvals.models import STORED, Approval, ApprovalRequest, Outcome, Status, Unreachable, Vote
 from approvals.policy import thresholds
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class VoteRejected(Exception):
 
 class VoteRefusal(Enum):
     UNKNOWN = "unknown approval"
+    NOT_ASKED = "this address was not asked"
+    EXCLUDED = "the requester may not decide on their own request"
     ALREADY_VOTED = "this approver has already decided"
     SETTLED = "the request is already settled"
     EXPIRED = "the request has expired"
@@ -119,7 +121,7 @@ def approval_from_item(item: Item) -> Approval:
         task_token=item["task_token"]["S"],
         execution=item["execution"]["S"],
         state=item["state"]["S"],
-        request=ApprovalRequest.model_validate_json(item["request"]["S"]),
+        request=ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED),
         created_at=_time(item["created_at"]["N"]),
         expires_at=_time(item["expires_at"]["N"]),
         status=Status(item["status"]["S"]),
@@ -172,6 +174,8 @@ class ApprovalStore:
             "viewed": {"M": {}},
             "reminded": {"M": {}},
             "excluded": {"L": [{"S": who} for who in approval.excluded]},
+            # Who may vote, for the vote's condition: a link's signature is not trusted alone.
+            "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
@@ -299,6 +303,7 @@ class ApprovalStore:
             ":pending": {"S": Status.PENDING.value},
             ":now": {"N": _epoch(vote.at)},
             ":one": {"N": "1"},
+            ":approver": {"S": vote.approver},
         }
         update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
         if settling:
@@ -306,13 +311,15 @@ class ApprovalStore:
             # happy path spends no write on that, and a crash before SendTaskSuccess is caught.
             update += ", #status = :outcome, decided_at = :now, decided_by = :approver"
             values[":outcome"] = {"S": vote.outcome.value}
-            values[":approver"] = {"S": vote.approver}
         return {
             "TableName": self._table,
             "Key": self._key(approval_id),
             "UpdateExpression": update,
             "ConditionExpression": (
-                "attribute_not_exists(votes.#approver) AND #status = :pending"
+                # An approval stored before voters were kept (in flight across an upgrade)
+                # has only the link's signature to go by, as then.
+                "(contains(voters, :approver) OR attribute_not_exists(voters))"
+                " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
@@ -449,6 +456,10 @@ class ApprovalStore:
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    if vote.approver not in current.request.approvers:
+        return VoteRefusal.NOT_ASKED
+    if vote.approver in current.excluded:
+        return VoteRefusal.EXCLUDED
     if vote.approver in current.votes:
         return VoteRefusal.ALREADY_VOTED
     if current.status is Status.CANCELLED:

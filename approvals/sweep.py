@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from approvals import directory
-from approvals.decision import deliver
+from approvals.decision import TooLate, deliver
 from approvals.models import Approval, Status, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
 from approvals.policy import can_still_be_approved
@@ -104,8 +104,11 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
     for approval in store.open_approvals():
         if approval.status is not Status.PENDING:
             if approval.needs_redelivery(now):
-                deliver(store, services.sfn, approval, repeat=True)
-                done["redelivered"] += 1
+                try:
+                    deliver(store, services.sfn, approval, repeat=True)
+                    done["redelivered"] += 1
+                except TooLate:
+                    done["too late"] += 1
             continue
         if check_executions:
             if approval.execution not in running:

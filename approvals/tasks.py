@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
@@ -41,6 +42,19 @@ def _call(action, **kwargs: str) -> None:  # type: ignore[no-untyped-def]
             resent = error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
             raise TaskGone(code, resent) from None
         raise
+
+
+def took_answer(sfn: SFNClient, execution_arn: str, approval_id: str) -> bool:
+    """Whether the execution took this approval's answer: its history holds a
+    ``TaskSucceeded`` whose output names the approval. The service refuses a second answer
+    and an answer after the task timed out alike; the history tells them apart."""
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn, reverseOrder=True)
+    for page in pages:
+        for event in page["events"]:
+            output = event.get("taskSucceededEventDetails", {}).get("output")
+            if output and json.loads(output).get("approval_id") == approval_id:
+                return True
+    return False
 
 
 def succeed(sfn: SFNClient, task_token: str, decision: Decision) -> None:

@@ -84,6 +84,11 @@ DIRECTORY_READ_REASON = (
     " policy and protection, which the approver directory needs."
 )
 
+HISTORY_REASON = (
+    "Executions are named when they start, so their ARNs end in a wildcard; the history read"
+    " is only of this stack's own state machines' executions."
+)
+
 _LOG_RETENTION = dict(
     zip(
         LOG_RETENTION_CHOICES,
@@ -450,6 +455,19 @@ class ApprovalService(Construct):
     def _allow(self, function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
         function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
 
+    def _executions_finding(self, machine: sfn.StateMachine) -> str:
+        """How cdk-nag names the ARN of ``machine``'s executions."""
+        logical_id = cdk.Stack.of(self).get_logical_id(cast(cdk.CfnElement, machine.node.default_child))
+        return f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<{logical_id}.Name>:*"
+
+    def _executions_of(self, machine: sfn.StateMachine) -> str:
+        return cdk.Stack.of(self).format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+
     def _grant_calls(self) -> None:
         """Each function's calls, as its code makes them (approvals.store, notify, tasks)."""
         table = self.table.table_arn
@@ -475,6 +493,14 @@ class ApprovalService(Construct):
         # API: read an approval for its page, record views and votes, answer the workflow.
         self._allow(self.api_function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
         self._allow(self.api_function, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
+        # When the service refuses a repeated answer after the task may have timed out, the
+        # API and the sweeper read the execution's history to tell "taken" from "timed out".
+        machines = [self.state_machine, self.fanout_state_machine]
+        for function in (self.api_function, self.sweeper):
+            self._allow(function, ["states:GetExecutionHistory"], [self._executions_of(m) for m in machines])
+            for machine in machines:
+                finding = f"AwsSolutions-IAM5[Resource::{self._executions_finding(machine)}]"
+                acknowledge(function.role, finding, HISTORY_REASON)
         # Sweeper: walk the open index, close / remind / redeliver.
         self._allow(self.sweeper, ["dynamodb:Query"], [open_index])
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])

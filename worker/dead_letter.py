@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -17,6 +18,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from approvals import request, runtime
 
 logger = Logger(service="approval-dead-letter")
+# The domain's records (approvals.*) as JSON through this logger: Lambda's default format
+# would drop their fields, the approval id among them.
+copy_config_to_registered_loggers(source_logger=logger, include={"approvals"})
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

@@ -20,11 +20,19 @@ behave as the services do.
   email goes to the mailbox with a link to confirm it. As SNS's, each email carries an
   unsubscribe link (unauthenticated: it cannot remove a protected subscription). Both links
   point at :data:`SNS_PAGES_TAG` (the local API), or at SNS's own pages.
+- DynamoDB refuses an item over 400 KB. moto checks an item written whole, not one that an
+  update grows through a nested path (``SET votes.#approver = :vote``): such an update is
+  refused and undone, as the service refuses it.
+- Step Functions' 256 KiB state payload moto enforces itself (``States.DataLimitExceeded``).
+- SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
+  attributes); moto checks only each message alone. A larger batch is refused whole with
+  ``BatchRequestTooLong``, as the service refuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import secrets
 import threading
@@ -34,8 +42,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
-from moto.sns.exceptions import SNSInvalidParameter
+from moto.sns.exceptions import SNSException, SNSInvalidParameter
 from moto.sns.models import SNSBackend, Subscription, Topic, sns_backends
 from moto.sns.responses import SNSResponse
 from moto.sqs.exceptions import QueueDoesNotExist
@@ -47,6 +57,27 @@ from approvals.local.resources import CONFIRM_AT_ONCE_TAG, MAILBOX_TAG, SNS_PAGE
 EMAIL_PROTOCOLS = ("email", "email-json")
 PENDING_ARN = "PendingConfirmation"
 _tokens: dict[str, str] = {}  # subscription ARN: the token its confirmation link carries
+
+PUBLISH_BATCH_BYTES = 256 * 1024
+ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
+
+
+class BatchRequestTooLong(SNSException):
+    code = "BatchRequestTooLong"
+    message = "The length of all the batch messages put together is more than the limit."
+
+
+def _text_bytes(value: Any) -> int:
+    """The UTF-8 bytes of every string in ``value`` (keys included): what a message and its
+    attributes weigh."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return sum(_text_bytes(k) + _text_bytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
 
 _applied = False
 
@@ -75,6 +106,36 @@ def apply() -> None:
 
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
     StepFunctionResponse.start_execution = start_execution  # type: ignore[method-assign]
+
+    serve_publish_batch = SNSResponse.publish_batch
+
+    def publish_batch(self: SNSResponse) -> Any:
+        entries = self._get_param("PublishBatchRequestEntries", [])
+        weighed = ("Message", "Subject", "MessageAttributes")
+        if sum(_text_bytes(entry.get(part)) for entry in entries for part in weighed) > PUBLISH_BATCH_BYTES:
+            raise BatchRequestTooLong
+        return serve_publish_batch(self)
+
+    SNSResponse.publish_batch = publish_batch  # type: ignore[method-assign]
+
+    update_item = DynamoDBBackend.update_item
+
+    def update_item_within_limit(
+        self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        table = self.get_table(table_name)
+        before = table.get_item(*self.get_keys_value(table, key))
+        snapshot = copy.deepcopy(before.attrs) if before is not None else None
+        item = update_item(self, table_name, key, *args, **kwargs)
+        if item.size() > ITEM_BYTES:
+            if snapshot is None:  # the update created it
+                table.delete_item(*self.get_keys_value(table, key))
+            else:
+                item.attrs = snapshot
+            raise ItemSizeToUpdateTooLarge()
+        return item
+
+    DynamoDBBackend.update_item = update_item_within_limit  # type: ignore[method-assign]
 
     one_at_a_time = threading.RLock()
     serve_dynamodb = DynamoHandler.call_action

@@ -173,6 +173,6 @@ def test_outbox_lists_approvals_with_their_timeline(page: Page, local_stack: Run
     expect(row.get_by_role("cell", name="pending", exact=True)).to_be_visible()
     expect(row.get_by_role("cell", name="hank@example.com", exact=True)).to_be_visible()  # still waiting
     row.get_by_text("events").click()
-    expect(row).to_contain_text("viewed · gina@example.com · opened the link")
+    expect(row).to_contain_text("viewed · gina@example.com · link opened (perhaps by a mail scanner)")
     expect(row).to_contain_text("voted · gina@example.com · approved")
     shot(page, "outbox")

@@ -33,6 +33,11 @@ ACKNOWLEDGED = {
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
 }
 SWEEPER_INVOKE = "AwsSolutions-IAM5[Resource::<{sweeper}.Arn>:*]"  # CDK's Lambda target grant
+# The API and the sweeper read the history of the executions of each state machine.
+EXECUTIONS = (
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
+    ":execution:<{machine}.Name>:*]"
+)
 
 
 def acknowledgements(template: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -64,8 +69,10 @@ def test_only_the_reviewed_findings_are_acknowledged(synthesis: Synthesis) -> No
         for lid, r in synthesis.resources("AWS::Lambda::Function").items()
         if r["Properties"]["Handler"] == "worker.sweeper.lambda_handler"
     )
+    machines = {EXECUTIONS.format(machine=m) for m in synthesis.resources("AWS::StepFunctions::StateMachine")}
+    assert len(machines) == 2
     ids = {rule["id"] for rules in acknowledgements(synthesis.template).values() for rule in rules}
-    assert ids == ACKNOWLEDGED | {SWEEPER_INVOKE.format(sweeper=sweeper)}
+    assert ids == ACKNOWLEDGED | {SWEEPER_INVOKE.format(sweeper=sweeper)} | machines
 
 
 def test_cfn_lint_finds_no_errors(synthesis: Synthesis) -> None:

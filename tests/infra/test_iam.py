@@ -21,6 +21,11 @@ RECEIVE = {
 }
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
+# Whether a refused repeat of an answer was taken or timed out: the execution's history.
+READ_HISTORY = {
+    ("states:GetExecutionHistory", f"executions of {machine}") for machine in ("approval", "fan-out")
+}
+
 # (action, resource) per function; resources by role: "table", "table/index/<name>",
 # "topic", "secret", "queue", "dead-letter-queue", "own-logs", or "*".
 EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
@@ -37,6 +42,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "table"),
         ("dynamodb:UpdateItem", "table"),
         ("states:SendTaskSuccess", "*"),
+        *READ_HISTORY,
     },
     "sweeper": {
         ("dynamodb:Query", "table/index/open"),
@@ -46,6 +52,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("sns:GetSubscriptionAttributes", "*"),
         ("states:SendTaskSuccess", "*"),
         ("states:SendTaskFailure", "*"),
+        *READ_HISTORY,
     },
     "execution_ended": {
         ("dynamodb:Query", "table/index/execution"),
@@ -114,6 +121,26 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         json.dumps({"Fn::GetAtt": [own_logs, "Arn"]}): "own-logs",
         json.dumps("*"): "*",
     }
+    for machine, label in (("ApprovalStateMachine", "approval"), ("FanoutStateMachine", "fan-out")):
+        logical_id, _ = only(
+            {
+                lid: r
+                for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
+                if machine in lid
+            }
+        )
+        executions = [
+            "arn:",
+            {"Ref": "AWS::Partition"},
+            ":states:",
+            {"Ref": "AWS::Region"},
+            ":",
+            {"Ref": "AWS::AccountId"},
+            ":execution:",
+            {"Fn::GetAtt": [logical_id, "Name"]},
+            ":*",
+        ]
+        names[json.dumps({"Fn::Join": ["", executions]})] = f"executions of {label}"
     for index in ("open", "execution"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"

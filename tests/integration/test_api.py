@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from approvals import runtime, sweep
 from approvals.links import LinkClaims, link_for
-from approvals.models import ApprovalRequest, Policy
+from approvals.models import ApprovalRequest, Policy, utcnow
 from tests.integration.conftest import API_URL, ApiResponse, Stack, approval_id_of
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -169,6 +171,64 @@ def test_signed_link_for_someone_not_asked_is_forbidden(stack: Stack) -> None:
     assert_error(stack.get(outsider), 403, "not issued to an approver")
 
 
+def signed_link(stack: Stack, link: str, approver: str) -> str:
+    """A link to the same approval, validly signed for ``approver``: what a leaked key or a
+    signing bug would give."""
+    expires = int(dict(parse_qsl(urlsplit(link).query))["expires"])
+    return link_for(API_URL, stack.signing_key, LinkClaims(approval_id_of(link), approver, expires))
+
+
+def test_a_vote_signed_for_someone_not_asked_is_refused_by_the_table(stack: Stack) -> None:
+    """The vote's conditional update checks who may vote; a valid signature is not enough."""
+    arn, link = started(stack, "Outsider vote")
+    response = stack.post_link(signed_link(stack, link, "mallory@example.com"), "approve")
+    assert_error(response, 403, "not issued to an approver")
+    assert stack.approval(approval_id_of(link)).votes == {}
+    stack.assert_running(arn)
+
+
+def test_an_approval_stored_before_voters_were_kept_still_takes_its_approvers_votes(stack: Stack) -> None:
+    """Approvals in flight across the upgrade have no ``voters``: their links still work."""
+    arn, link = started(stack, "Stored before")
+    stack.dynamodb.update_item(
+        TableName=stack.resources.table_name,
+        Key={"approval_id": {"S": approval_id_of(link)}},
+        UpdateExpression="REMOVE voters",
+    )
+    assert stack.post_link(link, "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
+def test_an_approval_stored_under_the_older_character_caps_is_still_shown_and_decided(stack: Stack) -> None:
+    """7,500 emoji were within the 10,000 characters allowed before the caps counted bytes
+    (30,000 bytes now): an approval in flight across the upgrade must not become unreadable."""
+    arn, link = started(stack, "Stored under older caps")
+    key = {"approval_id": {"S": approval_id_of(link)}}
+    item = stack.raw_item(approval_id_of(link))
+    assert item is not None
+    older = {**json.loads(item["request"]["S"]), "description": "😀" * 7_501}
+    stack.dynamodb.update_item(
+        TableName=stack.resources.table_name,
+        Key=key,
+        UpdateExpression="SET #request = :request",
+        ExpressionAttributeNames={"#request": "request"},
+        ExpressionAttributeValues={":request": {"S": json.dumps(older)}},
+    )
+    assert "😀" in stack.get(link).body
+    assert +sweep.sweep(runtime.from_environment(), utcnow()) == {}  # reads it, nothing to do
+    assert stack.post_link(link, "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
+def test_a_vote_signed_for_the_excluded_requester_is_refused_by_the_table(stack: Stack) -> None:
+    arn = stack.start(ApprovalRequest(title="Self vote", approvers=[ALICE, BOB], requester=BOB))
+    link = stack.email(ALICE, "Self vote").links[0]
+    response = stack.post_link(signed_link(stack, link, BOB), "approve")
+    assert_error(response, 403, "may not decide on their own request")
+    assert stack.approval(approval_id_of(link)).votes == {}
+    stack.assert_running(arn)
+
+
 def test_expired_link_is_gone(stack: Stack) -> None:
     _, link = started(stack, "Old link")
     past = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
@@ -276,10 +336,20 @@ def test_post_from_another_site_is_forbidden(stack: Stack) -> None:
 
 def test_comment_too_long_is_refused(stack: Stack) -> None:
     _, link = started(stack, "Long comment")
-    response = stack.click(link, "approve", "x" * 2001)
+    response = stack.click(link, "approve", "x" * 1001)
     assert response.status == 400
     assert "too long" in response.body
     assert stack.approval(approval_id_of(link)).votes == {}
+
+
+def test_comment_cap_counts_bytes(stack: Stack) -> None:
+    """334 CJK characters are 1,002 bytes: over the cap, though far from 1,000 characters."""
+    _, link = started(stack, "Long CJK comment")
+    response = stack.click(link, "reject", "却" * 334)
+    assert response.status == 400
+    assert "at most 1,000 bytes" in response.body
+    assert stack.approval(approval_id_of(link)).votes == {}
+    assert stack.click(link, "reject", "却" * 333).status == 200
 
 
 def test_settled_page_shows_the_outcome(stack: Stack) -> None:

@@ -50,7 +50,8 @@ def test_approved(stack: Stack) -> None:
     assert [(v["approver"], v["outcome"], v["comment"]) for v in output["votes"]] == [
         (ALICE, "approved", "Looks good")
     ]
-    assert set(output) == {"outcome", "votes", "decided_at"}
+    assert set(output) == {"approval_id", "outcome", "votes", "decided_at"}
+    assert output["approval_id"] == approval_id_of(email.links[0])
     assert set(output["votes"][0]) == {"approver", "outcome", "comment", "at"}
 
     approval = stack.approval(approval_id_of(email.links[0]))

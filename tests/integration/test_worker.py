@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
 from typing import Any
+
+import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 import worker.dead_letter
 import worker.handler
@@ -58,6 +64,28 @@ def test_invalid_request_fails_the_execution_at_once_and_is_not_retried(stack: S
     assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
     assert stack.emails() == []
     assert stack.approvals() == []
+
+
+def test_domain_warnings_reach_the_functions_log_with_their_approval_id(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda's default log format drops a record's extra fields; the domain's records go
+    through the function's structured logger, which keeps them."""
+    lines = io.StringIO()
+    [handler] = [  # a Powertools logger's, as in Lambda
+        h
+        for h in logging.getLogger("approvals").handlers
+        if isinstance(h.formatter, LambdaPowertoolsFormatter)
+    ]
+    monkeypatch.setattr(handler, "stream", lines)
+    arn = stack.start_raw({"title": "Bad", "approvers": ["not an address"], "requester": "ci@example.com"})
+    stack.finish(arn)
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    [warning] = [r for r in records if r["message"] == "invalid request"]
+    assert warning["level"] == "WARNING"
+    assert warning["name"] == "approvals.request"
+    assert re.fullmatch(r"[0-9a-f]{32}", warning["approval_id"])
+    assert warning["cause"] == "request.approvers.0: not a valid email address"
 
 
 def test_invalid_request_cause_names_every_field(stack: Stack) -> None:
@@ -207,6 +235,24 @@ def test_more_approvers_than_one_batch_of_emails(stack: Stack) -> None:
     assert sorted(e.to for e in emails) == approvers
     assert all(len(e.links) == 1 and e.to.replace("@", "%40") in e.links[0] for e in emails)
     assert len({e.links[0] for e in emails}) == 23
+
+
+def test_long_non_latin_emails_to_ten_approvers_are_batched_by_bytes(stack: Stack) -> None:
+    """Ten emails of a 10,000-character CJK description weigh about 300 KB, more than one
+    PublishBatch takes (256 KiB in all): each batch must fit by bytes as well as by count."""
+    approvers = [f"approver{i}@example.com" for i in range(10)]
+    description = "承認をお願いします。" * 1_000
+    stack.start(
+        ApprovalRequest(
+            title="長い説明", description=description, approvers=approvers, requester="ci@example.com"
+        )
+    )
+    stack.email(approvers[-1], "長い説明")
+    stack.drain()
+    emails = stack.emails()
+    assert sorted(e.to for e in emails) == approvers
+    assert all(description in e.body for e in emails)
+    assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
 
 
 def test_requester_who_is_also_an_approver_gets_no_link(stack: Stack) -> None:

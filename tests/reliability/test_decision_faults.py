@@ -12,13 +12,17 @@ from typing import Any
 import pytest
 
 from approvals import sweep
-from approvals.models import REDELIVERY_GRACE, ApprovalRequest, Policy, Status, utcnow
+from approvals.decision import Delivery, deliver
+from approvals.models import REDELIVERY_GRACE, ApprovalRequest, Policy, Status, timeline, utcnow
 from approvals.runtime import Services
 from tests.conftest import Stack, approval_id_of, eventually
 from tests.reliability.faults import Hooks, Response, error, task_succeeded_events
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-PENDING_PAGE = "Thank you. Your decision is recorded; the workflow will receive it within a few minutes."
+PENDING_PAGE = (
+    "Thank you. Your decision is recorded; the workflow will receive it within a few minutes,"
+    " unless the request expires first."
+)
 
 
 class TaskSuccessCalls:
@@ -170,3 +174,53 @@ def test_a_late_click_never_overtakes_the_delivery_of_the_vote_that_settles(
         assert alice.result().status == 200, alice.result().body[-300:]
     assert stack.finish(arn).output["votes"][0]["approver"] == ALICE
     assert calls == ["SendTaskSuccess"]  # Bob's click sent nothing
+
+
+def test_a_decision_the_workflow_never_took_before_its_timeout_is_recorded_as_too_late(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """Alice votes shortly before expiry and the first SendTaskSuccess fails; the task times
+    out before the sweep repeats it. The service refuses the repeat as it refuses a repeat
+    of an answer it took: the record must say the workflow took its timeout path."""
+    calls = TaskSuccessCalls(hooks, services, failures=1)
+    arn, links = started(stack, "Just too late", [ALICE], timeout_seconds=3)
+    page = stack.post_link(links[ALICE], "approve")
+    assert page.status == 202
+    assert PENDING_PAGE in page.body  # not "the workflow has your decision"
+    assert stack.finish(arn, timeout=10).output == {"outcome": "expired"}
+
+    history_reads: list[str] = []
+
+    def history_down_once(**_: Any) -> Response | None:
+        history_reads.append("read")
+        return error("ThrottlingException", 400) if len(history_reads) == 1 else None
+
+    hooks.on(services.sfn, "before-call.sfn.GetExecutionHistory", history_down_once)
+    assert sweep.sweep(services, utcnow()) == {"redelivered": 1}  # could not tell: try again
+    assert stack.approval(approval_id_of(links[ALICE])).status is Status.APPROVED
+    assert sweep.sweep(services, utcnow()) == {"too late": 1}
+    approval = stack.approval(approval_id_of(links[ALICE]))
+    assert approval.status is Status.EXPIRED
+    assert not approval.unconfirmed
+    assert [e.detail for e in timeline(approval) if e.kind == "settled"] == [
+        "approved, too late for the workflow"
+    ]
+    assert sweep.sweep(services, utcnow()) == {}
+    assert calls.results[0] == "injected 503"
+    assert task_succeeded_events(stack.sfn, arn) == 0
+
+
+def test_a_repeat_refused_after_the_expiry_is_confirmed_by_the_workflows_history(
+    stack: Stack, services: Services
+) -> None:
+    """A repeat refused at or after the expiry could be a timeout or the answer taken: the
+    execution's history tells which, and here it holds this approval's answer."""
+    arn, links = started(stack, "Taken in time", [ALICE])
+    assert stack.post_link(links[ALICE], "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+    settled = stack.approval(approval_id_of(links[ALICE]))
+
+    at_expiry = settled.model_copy(update={"expires_at": utcnow()})
+    assert deliver(services.store, services.sfn, at_expiry, repeat=True) is Delivery.DELIVERED
+    confirmed = stack.approval(settled.approval_id)
+    assert (confirmed.status, confirmed.unconfirmed) == (Status.APPROVED, False)

@@ -341,11 +341,12 @@ REFUSALS = [
         "The form is too large.",
     ),
     Refusal(
-        "a comment over 2,000 characters",
+        "a comment over 1,000 bytes",
         lambda site, stack: post(site.alice, {"decision": "approve", "comment": "x" * 2001}),
         400,
         "Security table",
-        "The comment is too long: at most 2000 characters.",
+        "The comment is too long: at most 1,000 bytes"
+        " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
         COMPLETE_IT,
     ),
     Refusal(

@@ -107,12 +107,17 @@ BAD_REQUESTS = [
     BadRequest(
         "a 300 KB description",
         good(description="x" * 300_000),
-        "request.description: String should have at most 10000 characters",
+        "request.description: at most 30,000 bytes of UTF-8, not 300,000",
     ),
     BadRequest(
-        "a 201-character title",
-        good(title="t" * 201),
-        "request.title: String should have at most 200 characters",
+        "a title of 201 CJK characters (603 bytes)",
+        good(title="題" * 201),
+        "request.title: at most 600 bytes of UTF-8, not 603",
+    ),
+    BadRequest(
+        "a request over 64 KiB as JSON (large details)",
+        good(details={f"field{i}": "v" * 2_000 for i in range(40)}),
+        "request: at most 65,536 bytes as JSON, not 80,684",
     ),
     BadRequest(
         "a bell in the title", good(title="Deploy\x07"), "request.title: must not contain control characters"

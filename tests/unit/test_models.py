@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from approvals.models import (
+    DESCRIPTION_BYTES,
     MAX_APPROVERS,
-    MAX_DESCRIPTION,
+    REQUEST_BYTES,
     Approval,
     ApprovalRequest,
     Decision,
@@ -20,8 +21,10 @@ from approvals.models import (
     Status,
     Vote,
     describe_validation_error,
+    timeline,
 )
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from tests.unit.samples import sample_approval
 
 VALID: dict[str, Any] = {
     "title": "Deploy v2 to production",
@@ -80,9 +83,10 @@ def test_emails_are_stripped_and_lowercased() -> None:
     ("overrides", "field", "fragment"),
     [
         ({"title": ""}, "request.title", "at least 1 character"),
-        ({"title": "x" * 201}, "request.title", "at most 200"),
+        ({"title": "字" * 201}, "request.title", "at most 600 bytes of UTF-8, not 603"),
         ({"title": 42}, "request.title", "valid string"),
-        ({"description": "x" * (MAX_DESCRIPTION + 1)}, "request.description", "at most"),
+        ({"description": "字" * 10_001}, "request.description", f"at most {DESCRIPTION_BYTES:,} bytes"),
+        ({"description": "😀" * 7_501}, "request.description", "not 30,004"),
         ({"approvers": []}, "request.approvers", "at least 1"),
         ({"approvers": "alice@example.com"}, "request.approvers", "valid list"),
         ({"approvers": ["alice@example.com", "not-an-email"]}, "request.approvers.1", "not a valid email"),
@@ -110,7 +114,12 @@ def test_emails_are_stripped_and_lowercased() -> None:
         ),
         ({"timeout_seconds": 1.5}, "request.timeout_seconds", "valid integer"),
         ({"requester": ""}, "request.requester", "at least 1 character"),
-        ({"requester": "r" * 201}, "request.requester", "at most 200"),
+        ({"requester": "字" * 201}, "request.requester", "at most 600 bytes"),
+        (
+            {"details": {f"k{i}": "字" * 500 for i in range(50)}},
+            "request",
+            f"at most {REQUEST_BYTES:,} bytes as JSON, not 75,",
+        ),
         ({"details": ["not", "a", "mapping"]}, "request.details", "valid dictionary"),
         ({"details": {f"k{i}": i for i in range(51)}}, "request.details", "at most 50"),
         ({"colour": "red"}, "request.colour", "Extra inputs are not permitted"),
@@ -120,6 +129,13 @@ def test_each_bad_field_is_named(overrides: dict[str, Any], field: str, fragment
     described = problems(**overrides)
     assert described.startswith(f"{field}: "), described
     assert fragment in described
+
+
+def test_text_caps_count_bytes_so_long_non_latin_text_within_them_is_accepted() -> None:
+    request = ApprovalRequest.model_validate(
+        {**VALID, "title": "字" * 200, "description": "字" * 10_000, "details": {"説明": "字" * 5_000}}
+    )
+    assert len(request.model_dump_json().encode()) <= REQUEST_BYTES
 
 
 @pytest.mark.parametrize("missing", ["title", "approvers", "requester"])
@@ -244,8 +260,9 @@ def test_decision_lists_votes_in_time_order() -> None:
 
 def test_decision_contract_shape() -> None:
     vote = Vote(approver="alice@example.com", outcome=Outcome.REJECTED, comment="no", at=NOW)
-    decision = Decision(outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
+    decision = Decision(approval_id="a" * 32, outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
     assert decision.model_dump(mode="json", exclude_none=True) == {
+        "approval_id": "a" * 32,
         "outcome": "rejected",
         "votes": [
             {
@@ -287,3 +304,11 @@ def test_true_is_not_a_number(field: str) -> None:
     with pytest.raises(ValidationError) as refused:
         ApprovalRequest.model_validate({**fields, field: True})
     assert describe_validation_error(refused.value) == f"request.{field}: must be a number, not true or false"
+
+
+def test_a_view_reads_as_the_link_being_opened_perhaps_by_a_mail_scanner() -> None:
+    """A GET is all a view is: mail scanners open every link, so the timeline must not
+    claim a person read the request."""
+    approval = sample_approval(NOW, timedelta(hours=1), viewed={"alice@example.com": NOW})
+    [viewed] = [event for event in timeline(approval) if event.kind == "viewed"]
+    assert (viewed.actor, viewed.detail) == ("alice@example.com", "link opened (perhaps by a mail scanner)")

@@ -10,7 +10,7 @@ import pytest
 
 from approvals.links import KeyRing, SigningKey, approval_id_for, verify
 from approvals.models import Approval, Policy
-from approvals.notify import SUBJECT_LIMIT, approval_email, emails_for
+from approvals.notify import PUBLISH_BATCH_BYTES, SUBJECT_LIMIT, Email, approval_email, batches, emails_for
 from tests.unit.samples import TOKEN, sample_approval
 
 KEY = SigningKey(b"unit-test-signing-key-of-32-bytes")
@@ -105,3 +105,13 @@ def test_no_token_in_any_email() -> None:
     for email in emails_for(approval(), API_URL, KEY):
         assert TOKEN not in email.subject
         assert TOKEN not in email.body
+
+
+def test_batches_hold_at_most_ten_emails_and_256_kib() -> None:
+    small = [Email(to=f"a{i}@example.com", subject="s", body="b") for i in range(23)]
+    assert [len(batch) for batch in batches(small)] == [10, 10, 3]
+    cjk = [Email(to=f"a{i}@example.com", subject="s", body="字" * 10_000) for i in range(10)]
+    sizes = [sum(email.size for email in batch) for batch in batches(cjk)]
+    assert [len(batch) for batch in batches(cjk)] == [8, 2]
+    assert max(sizes) <= PUBLISH_BATCH_BYTES
+    assert [email for batch in batches(cjk) for email in batch] == cjk  # in order, none lost
