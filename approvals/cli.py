@@ -19,6 +19,7 @@ from approvals.models import (
     Approval,
     ApprovalRequest,
     Outcome,
+    QueueMessage,
     Status,
     Vote,
     describe_validation_error,
@@ -67,6 +68,11 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     from approval_api import openapi
 
     print(openapi.text(), end="")
+    return 0
+
+
+def cmd_queue_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(QueueMessage.json_schema(), indent=2))
     return 0
 
 
@@ -239,6 +245,10 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("openapi", help="print the approval API's OpenAPI document").set_defaults(
         run=cmd_openapi
     )
+
+    commands.add_parser(
+        "queue-schema", help="print the JSON Schema of the request queue's message (for hand-written Tasks)"
+    ).set_defaults(run=cmd_queue_schema)
 
     def targeted(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)

@@ -16,6 +16,9 @@ MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 
 INVALID_REQUEST = "Approval.InvalidRequest"
 DELIVERY_FAILED = "Approval.DeliveryFailed"
+# The sweep's answer to a task still waiting once its links expired (a Task whose own
+# timeout is longer than the message's timeout_seconds).
+EXPIRED = "Approval.Expired"
 TIMEOUT = "States.Timeout"
 TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
@@ -107,7 +110,7 @@ def _approval_states(
             "TimeoutSecondsPath": seconds,
             "ResultPath": "$.decision",
             "Catch": [
-                {"ErrorEquals": [TIMEOUT], "ResultPath": "$.error", "Next": "Expired"},
+                {"ErrorEquals": [TIMEOUT, EXPIRED], "ResultPath": "$.error", "Next": "Expired"},
                 {"ErrorEquals": [INVALID_REQUEST], "ResultPath": "$.error", "Next": "InvalidRequest"},
                 {"ErrorEquals": [DELIVERY_FAILED], "ResultPath": "$.error", "Next": "Undelivered"},
             ],

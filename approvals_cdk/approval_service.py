@@ -1,6 +1,6 @@
 """`ApprovalService`: every AWS resource of the approval gate, as one reusable construct.
 
-The product's stack (infra/stack.py) instantiates it once; a team can put the same
+The product's stack (approvals_cdk/stack.py) instantiates it once; a team can put the same
 construct into its own CDK app. The wiring follows shared/DESIGN.md:
 
     state machine --sqs:SendMessage.waitForTaskToken--> request queue --> worker λ --> SNS (email,
@@ -416,7 +416,7 @@ class ApprovalService(Construct):
             "AwsSolutions-L1",
             f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the build machines have no newer"
             " interpreter, and the asset test must import each handler with the runtime's own"
-            " Python version to prove the native wheels load (see infra/packaging.py).",
+            " Python version to prove the native wheels load (see approvals_cdk/packaging.py).",
         )
         return function
 
@@ -448,7 +448,10 @@ class ApprovalService(Construct):
         self._allow(self.sweeper, ["dynamodb:Query"], [open_index])
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])
         self._allow(self.sweeper, ["sns:Publish"], [self.topic.topic_arn])
-        self._allow(self.sweeper, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
+        # Success redelivers a decision; failure answers a task that outlived its links.
+        self._allow(
+            self.sweeper, ["states:SendTaskSuccess", "states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE]
+        )
         # Execution ended: find the execution's approvals, close those still pending.
         self._allow(self.execution_ended_function, ["dynamodb:Query"], [execution_index])
         self._allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table])

@@ -41,6 +41,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "table"),
         ("sns:Publish", "topic"),
         ("states:SendTaskSuccess", "*"),
+        ("states:SendTaskFailure", "*"),  # Approval.Expired, for a task that outlived its links
     },
     "execution_ended": {
         ("dynamodb:Query", "table/index/execution"),

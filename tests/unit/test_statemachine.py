@@ -12,6 +12,7 @@ from approvals.models import QueueMessage
 from approvals.statemachine import (
     DEFAULT_TIMEOUT_SECONDS,
     DELIVERY_FAILED,
+    EXPIRED,
     INVALID_REQUEST,
     MAX_TIMEOUT_SECONDS,
     QUEUE_URL_PLACEHOLDER,
@@ -72,8 +73,8 @@ def test_approval_task(states: dict[str, Any]) -> None:
 @pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
 def test_approval_task_catches_each_named_error(states: dict[str, Any]) -> None:
     catches = {tuple(c["ErrorEquals"]): c for c in states["RequestApproval"]["Catch"]}
-    assert set(catches) == {(TIMEOUT,), (INVALID_REQUEST,), (DELIVERY_FAILED,)}
-    assert catches[(TIMEOUT,)]["Next"] == "Expired"
+    assert set(catches) == {(TIMEOUT, EXPIRED), (INVALID_REQUEST,), (DELIVERY_FAILED,)}
+    assert catches[(TIMEOUT, EXPIRED)]["Next"] == "Expired"
     assert catches[(INVALID_REQUEST,)]["Next"] == "InvalidRequest"
     assert catches[(DELIVERY_FAILED,)]["Next"] == "Undelivered"
     assert all(c["ResultPath"] == "$.error" for c in catches.values())
