@@ -32,6 +32,11 @@ ACKNOWLEDGED = {
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
 }
 SWEEPER_INVOKE = "AwsSolutions-IAM5[Resource::<{sweeper}.Arn>:*]"  # CDK's Lambda target grant
+# The fan-out's Distributed Map watches and stops its own child executions, named as they start.
+FANOUT_CHILDREN = (
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+    "<{fanout}.Name>/*]"
+)
 
 
 def acknowledgements(template: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -63,8 +68,16 @@ def test_only_the_reviewed_findings_are_acknowledged(synthesis: Synthesis) -> No
         for lid, r in synthesis.resources("AWS::Lambda::Function").items()
         if r["Properties"]["Handler"] == "worker.sweeper.lambda_handler"
     )
+    fanout = next(
+        lid
+        for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
+        if '"Map"' in r["Properties"]["DefinitionString"]
+    )
     ids = {rule["id"] for rules in acknowledgements(synthesis.template).values() for rule in rules}
-    assert ids == ACKNOWLEDGED | {SWEEPER_INVOKE.format(sweeper=sweeper)}
+    assert ids == ACKNOWLEDGED | {
+        SWEEPER_INVOKE.format(sweeper=sweeper),
+        FANOUT_CHILDREN.format(fanout=fanout),
+    }
 
 
 def test_cfn_lint_finds_no_errors(synthesis: Synthesis) -> None:

@@ -148,8 +148,10 @@ def test_fanout_map() -> None:
     assert each["Type"] == "Map"
     assert each["ItemsPath"] == "$.requests"
     assert each["ItemSelector"] == {"request.$": "$$.Map.Item.Value"}
-    assert each["MaxConcurrency"] == 0  # every approval in flight at once
-    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    # Every approval of a batch in flight at once: a Distributed Map of standard child
+    # executions (an inline Map runs 40 at a time, and Express children cannot wait a year).
+    assert each["MaxConcurrency"] == 10_000
+    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert each["ItemProcessor"]["StartAt"] == "CheckTimeout"
     assert "Iterator" not in each
     assert "Parameters" not in each
@@ -159,6 +161,13 @@ def test_fanout_map() -> None:
         "Parameters": {"decisions.$": "$.decisions"},
         "End": True,
     }
+
+
+def test_fanout_concurrency_is_a_parameter_within_the_services_limit() -> None:
+    assert fanout_definition(max_concurrency=500)["States"]["ApproveEach"]["MaxConcurrency"] == 500
+    for refused in (0, 10_001):
+        with pytest.raises(ValueError, match="max_concurrency"):
+            fanout_definition(max_concurrency=refused)
 
 
 def test_fanout_items_never_fail_the_batch() -> None:
