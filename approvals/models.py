@@ -203,6 +203,22 @@ class Approval(BaseModel):
     def emailed(self) -> bool:
         return self.emailed_at is not None
 
+    @property
+    def workflow(self) -> str:
+        """The name of the state machine that asked, read from its execution's ARN
+        (``...:execution:NAME:RUN``; a Distributed Map's child, ``...:execution:NAME/MAP:RUN``)."""
+        parts = self.execution.split(":")
+        if len(parts) >= 8 and parts[0] == "arn" and parts[5] in ("execution", "express"):
+            return parts[6].split("/")[0]
+        return self.execution
+
+    @property
+    def state_machine_arn(self) -> str | None:
+        parts = self.execution.split(":")
+        if self.workflow == self.execution:
+            return None
+        return ":".join([*parts[:5], "stateMachine", self.workflow])
+
     def decision(self) -> Decision | None:
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
             return None

@@ -84,6 +84,15 @@ def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(
     described = wait_status(local_stack, rejected)
     assert (described["status"], described.get("error")) == ("FAILED", "Deploy.Rejected")
 
+    # The operator sees which workflow asked, and can list that workflow's approvals alone.
+    listed = local_stack.cli("list", "--workflow", machine.rsplit(":", 1)[-1])
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert sorted(row.split()[2:4] for row in rows) == [["Deploy", "checkout"], ["Deploy", "checkout"]]
+    shown = local_stack.cli("show", rows[0].split()[0])
+    assert f"workflow   {machine}" in shown.stdout
+    assert "step       ReleaseApproval" in shown.stdout
+
 
 def test_refund_batch_approves_each_refund_by_a_quorum_of_two(
     local_stack: RunningStack, templates: dict[str, dict[str, Any]]

@@ -25,6 +25,7 @@ from approvals.models import (
     describe_validation_error,
 )
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from tests.unit.samples import sample_approval
 
 VALID: dict[str, Any] = {
     "title": "Deploy v2 to production",
@@ -327,3 +328,32 @@ def test_queue_message_schema_takes_what_the_worker_takes_and_requires_the_timeo
     ]
     bad_request = {**message, "request": {**request, "policy": "majority"}}
     assert len(list(validator.iter_errors(bad_request))) == 1
+
+
+@pytest.mark.parametrize(
+    ("execution", "workflow", "state_machine"),
+    [
+        (
+            "arn:aws:states:us-east-1:123456789012:execution:deploy-pipeline:run-1",
+            "deploy-pipeline",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:deploy-pipeline",
+        ),
+        (  # a Distributed Map's child execution
+            "arn:aws:states:eu-west-1:123456789012:execution:refunds/EachRefund:4f1c",
+            "refunds",
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:refunds",
+        ),
+        (
+            "arn:aws:states:us-east-1:123456789012:express:quick:run-1:start",
+            "quick",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:quick",
+        ),
+        ("not-an-arn", "not-an-arn", None),
+    ],
+    ids=["standard", "distributed map child", "express", "not an ARN"],
+)
+def test_the_workflow_is_the_state_machine_of_the_execution(
+    execution: str, workflow: str, state_machine: str | None
+) -> None:
+    approval = sample_approval(datetime(2030, 1, 1, tzinfo=UTC), timedelta(hours=1), execution=execution)
+    assert (approval.workflow, approval.state_machine_arn) == (workflow, state_machine)

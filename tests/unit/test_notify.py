@@ -105,3 +105,8 @@ def test_no_token_in_any_email() -> None:
     for email in emails_for(approval(), API_URL, KEY):
         assert TOKEN not in email.subject
         assert TOKEN not in email.body
+
+
+def test_the_email_names_the_workflow_and_step_that_ask() -> None:
+    email = approval_email(approval(), "alice@example.com", f"{API_URL}/approvals/x")
+    assert "Asked by the workflow approvals, at its step RequestApproval." in email.body
