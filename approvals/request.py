@@ -45,6 +45,9 @@ class RetryLater(Exception):
     holds the message right now."""
 
 
+FAILED_EXECUTION = "failed execution"  # what fail_undeliverable did with a dead letter
+
+
 class Handled(Enum):
     EMAILED = "emailed"
     DUPLICATE = "duplicate"
@@ -172,4 +175,4 @@ def fail_undeliverable(sfn: SFNClient, body: str) -> str:
         )
     except TaskGone:
         return "already closed"
-    return "failed execution"
+    return FAILED_EXECUTION

@@ -49,7 +49,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct, IConstruct
 
-from approvals import statemachine
+from approvals import metrics, statemachine
 from approvals.local.resources import table_definition
 from approvals.notify import APPROVER_ATTRIBUTE
 from approvals_cdk import packaging
@@ -691,17 +691,14 @@ class ApprovalService(Construct):
         self.execution_ended_rule = events.Rule(
             self,
             "ExecutionEndedRule",
-            description="An approval execution failed, timed out or was stopped: cancel its approvals",
+            description="An execution failed, timed out or was stopped: cancel its pending approvals",
+            # Every state machine of the account and region: any of them may ask for approvals
+            # (the step, or a hand-written Task), and an execution that asked none costs one
+            # query of the execution index.
             event_pattern=events.EventPattern(
                 source=["aws.states"],
                 detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
-                    "stateMachineArn": [
-                        self.state_machine.state_machine_arn,
-                        self.fanout_state_machine.state_machine_arn,
-                    ],
-                },
+                detail={"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
             ),
             targets=[
                 events_targets.LambdaFunction(
@@ -754,7 +751,29 @@ class ApprovalService(Construct):
             created.add_alarm_action(notify)
             return created
 
+        def counted(name: str) -> cloudwatch.Metric:
+            """A count the functions write for the requests of every workflow using the service."""
+            return cloudwatch.Metric(
+                namespace=metrics.NAMESPACE,
+                metric_name=name,
+                dimensions_map={metrics.DIMENSION: self.table.table_name},
+                period=five_minutes,
+                statistic="Sum",
+            )
+
         return [
+            alarm(
+                "InvalidRequestsAlarm",
+                counted(metrics.INVALID_REQUESTS),
+                "A workflow's approval request was refused as invalid (Approval.InvalidRequest):"
+                " the worker's logs name the cause",
+            ),
+            alarm(
+                "DeliveriesFailedAlarm",
+                counted(metrics.DELIVERIES_FAILED),
+                "An approval request could not be emailed and its execution was failed"
+                " (Approval.DeliveryFailed): see the worker's logs",
+            ),
             alarm(
                 "DeadLetterQueueDepthAlarm",
                 self.dead_letter_queue.metric_approximate_number_of_messages_visible(

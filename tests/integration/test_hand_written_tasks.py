@@ -82,6 +82,17 @@ def test_a_request_timeout_other_than_the_tasks_is_refused(stack: Stack) -> None
     )
 
 
+def test_each_refusal_is_counted_for_the_alarm_whatever_the_workflow(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    machine = hand_written_machine(stack, {"request": REQUEST}, task_timeout=3600)
+    stack.finish(run(stack, machine))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    (counted,) = [line for line in lines if "InvalidRequests" in line]
+    assert counted["InvalidRequests"] == [1.0]
+    assert counted["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "StepFunctionsApprovals"
+
+
 def test_the_sweep_answers_a_task_that_outlived_its_links(stack: Stack) -> None:
     # The Task waits an hour, but its message says the links last a minute.
     machine = hand_written_machine(stack, {"request": REQUEST, "timeout_seconds": 60}, task_timeout=3600)
