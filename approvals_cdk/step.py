@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Token
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from pydantic import Field as Limit
+from pydantic import TypeAdapter, ValidationError
 
 from approvals import statemachine
-from approvals.models import Policy
+from approvals.models import MAX_APPROVERS, Email, Policy, describe_validation_error
+
+# Approvers named at synth time are checked as the worker will check them.
+_APPROVERS = TypeAdapter(Annotated[list[Email], Limit(min_length=1, max_length=MAX_APPROVERS)])
 
 
 class ApprovalErrors:
@@ -87,6 +92,11 @@ def _request(
 ) -> dict[str, Any]:
     if isinstance(policy, str) and not policy.startswith(("$", "{%")):
         policy = Policy(policy).value  # a typo fails the synth, not the first execution
+    if isinstance(approvers, list | tuple) and not Token.is_unresolved(list(approvers)):
+        try:
+            approvers = _APPROVERS.validate_python(list(approvers))
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, prefix="approvers")) from None
     fields = {
         "title": title,
         "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,

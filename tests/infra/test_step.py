@@ -172,9 +172,16 @@ def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
         ({"timeout": Duration.days(366)}, "timeout: 31622400 seconds is not from 1 second"),
         ({"timeout": "timeout_seconds"}, "is neither a Duration nor a JSONPath"),
         ({"policy": "majority"}, "'majority' is not a valid Policy"),
+        ({"approvers": [ALICE, "bob-at-example.com"]}, "approvers.1: not a valid email address"),
         ({"result_path": "$.x", "query_language": sfn.QueryLanguage.JSONATA}, "result_path is JSONPath"),
     ],
-    ids=["timeout over a year", "timeout not a path", "unknown policy", "result_path with JSONata"],
+    ids=[
+        "timeout over a year",
+        "timeout not a path",
+        "unknown policy",
+        "bad approver",
+        "result_path with JSONata",
+    ],
 )
 def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any], problem: str) -> None:
     stack = cdk.Stack(cdk.App(), "Refused")
