@@ -1,7 +1,8 @@
 """`ApprovalService`: every AWS resource of the approval gate, as one reusable construct.
 
 The product's stack (approvals_cdk/stack.py) instantiates it once; a team can put the same
-construct into its own CDK app. The wiring follows shared/DESIGN.md:
+construct into its own CDK app, and give any state machine the step that uses it
+(:meth:`ApprovalService.approval_step`). The wiring:
 
     state machine --sqs:SendMessage.waitForTaskToken--> request queue --> worker λ --> SNS (email,
     one filtered subscription per approver) ... approver --> REST API --> approval λ --> SendTaskSuccess
@@ -120,6 +121,9 @@ def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
 
 @dataclass(frozen=True)
 class ApprovalServiceProps:
+    """How the service is deployed. Only ``approvers`` is required: the addresses that get an
+    email subscription (each confirms it once); a request may only name these."""
+
     approvers: Sequence[str]  # email addresses, as the worker normalizes them (lowercase)
     default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
     retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
@@ -138,7 +142,13 @@ class ApprovalServiceProps:
 
 
 class ApprovalService(Construct):
-    """The approval gate's resources; see the module docstring for the wiring."""
+    """The approval gate's resources (see the module docstring for the wiring).
+
+    One serves every workflow of an account and region: give each an :meth:`approval_step`. Its
+    attributes expose what a team may wire further: ``queue`` (the request queue a
+    hand-written Task sends to), ``api`` (the links' host), ``table``, ``topic``,
+    ``alarm_topic``, and the product's own ``state_machine`` and ``fanout_state_machine``.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:
         super().__init__(scope, construct_id)

@@ -1,4 +1,4 @@
-"""The synthesized template holds every part issue 3 lists, wired as shared/DESIGN.md says.
+"""The synthesized template holds every part of the service, wired as the README describes.
 
 Checked with aws_cdk.assertions on the template the real `cdk synth` wrote.
 """
