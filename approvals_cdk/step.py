@@ -49,7 +49,7 @@ class ApprovalErrors:
 # A field of the request: a value fixed at synth time, or read from the execution's state
 # (JSONPath: ``sfn.JsonPath.string_at("$.title")``, ``list_at``, ``number_at``, ``object_at``;
 # JSONata: a ``"{% ... %}"`` expression).
-Field = Any
+RequestField = Any
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,13 @@ class _Timeout:
 
 def _request(
     *,
-    title: Field,
-    approvers: Field,
-    requester: Field,
-    policy: Field,
-    quorum: Field,
-    description: Field,
-    details: Field,
+    title: RequestField,
+    approvers: RequestField,
+    requester: RequestField,
+    policy: RequestField,
+    quorum: RequestField,
+    description: RequestField,
+    details: RequestField,
 ) -> dict[str, Any]:
     if isinstance(policy, str) and not policy.startswith(("$", "{%")):
         policy = Policy(policy).value  # a typo fails the synth, not the first execution
@@ -114,14 +114,14 @@ def approval_step(
     construct_id: str,
     queue: sqs.IQueue,
     *,
-    title: Field,
-    approvers: Sequence[str] | Field,
-    requester: Field,
+    title: RequestField,
+    approvers: Sequence[str] | RequestField,
+    requester: RequestField,
     timeout: Duration | str,
-    policy: Field = None,
-    quorum: Field = None,
-    description: Field = None,
-    details: Mapping[str, Any] | Field = None,
+    policy: RequestField = None,
+    quorum: RequestField = None,
+    description: RequestField = None,
+    details: Mapping[str, Any] | RequestField = None,
     query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
     result_path: str | None = None,
     outputs: Any = None,
