@@ -99,6 +99,8 @@ def approval_page(
             css=CSS,
             request=approval.request,
             approver=approver,
+            workflow=approval.workflow,
+            step=approval.state,
             status=status.value,
             status_text=STATUS_TEXT[status],
             expires_in=humanize_until(approval.expires_at, now),

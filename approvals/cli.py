@@ -22,6 +22,7 @@ from approvals.models import (
     ApprovalRequest,
     Email,
     Outcome,
+    QueueMessage,
     Status,
     Vote,
     describe_validation_error,
@@ -89,6 +90,11 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     from approval_api import openapi
 
     print(openapi.text(), end="")
+    return 0
+
+
+def cmd_queue_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(QueueMessage.json_schema(), indent=2))
     return 0
 
 
@@ -185,13 +191,24 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         if args.approver and args.approver.lower() not in approval.request.approvers:
             continue
+        if args.workflow and args.workflow not in (approval.workflow, approval.state_machine_arn):
+            continue
         rows.append((approval.created_at, [
-            approval.approval_id, status.value, approval.request.title[:40], approval.request.requester,
-            _when(approval.created_at), _when(approval.expires_at),
+            approval.approval_id, status.value, approval.request.title[:40], approval.workflow[:30],
+            approval.request.requester, _when(approval.created_at), _when(approval.expires_at),
             ", ".join(approval.waiting_on(now)),
         ]))  # fmt: skip
     rows.sort(key=lambda row: row[0], reverse=True)
-    header = ["ID", "STATUS", "TITLE", "REQUESTER", "CREATED (UTC)", "EXPIRES (UTC)", "WAITING ON"]
+    header = [
+        "ID",
+        "STATUS",
+        "TITLE",
+        "WORKFLOW",
+        "REQUESTER",
+        "CREATED (UTC)",
+        "EXPIRES (UTC)",
+        "WAITING ON",
+    ]
     print(_table([row for _, row in rows], header) if rows else "No approvals match.")
     return 0
 
@@ -213,7 +230,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("status", approval.status.value),
         ("requester", request.requester),
         ("approvers", f"{', '.join(request.approvers)} ({policy})"),
+        ("workflow", approval.state_machine_arn or approval.workflow),
         ("execution", approval.execution),
+        ("step", approval.state),
         ("expires", f"{_when(approval.expires_at)} UTC"),
     ):
         print(f"  {label:<10} {value}")
@@ -355,6 +374,10 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_openapi
     )
 
+    commands.add_parser(
+        "queue-schema", help="print the JSON Schema of the request queue's message (for hand-written Tasks)"
+    ).set_defaults(run=cmd_queue_schema)
+
     def targeted(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
         sub.add_argument("--stack-name", help="act on this deployed stack instead of the local one")
@@ -382,6 +405,7 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--pending", action="store_true", help="only those still waiting")
     which.add_argument("--settled", action="store_true", help="only approved or rejected ones")
     list_cmd.add_argument("--approver", help="only those that asked this approver")
+    list_cmd.add_argument("--workflow", help="only those a state machine asked (its name or ARN)")
     list_cmd.set_defaults(run=cmd_list)
 
     show_cmd = targeted("show", "show one approval with its timeline")

@@ -41,6 +41,7 @@ TITLE_BYTES = 600
 REQUESTER_BYTES = 600
 DESCRIPTION_BYTES = 30_000
 REQUEST_BYTES = 64 * 1024  # the whole request, as JSON
+MAX_TASK_TOKEN = 1024  # the service's limit
 
 
 def _email(value: str) -> str:
@@ -144,16 +145,47 @@ class ApprovalRequest(BaseModel):
 
 
 class QueueMessage(BaseModel):
-    """The body the state machine sends to the work queue; ``request`` is validated apart,
-    so that a bad request can still be answered through its task token."""
+    """The body an approval Task sends to the request queue (``sqs:sendMessage.waitForTaskToken``).
 
-    model_config = ConfigDict(extra="ignore")
+    ``request`` is validated apart, so that a bad request can still be answered through its
+    task token. docs/queue-message.schema.json is generated from this model.
+    """
 
-    task_token: str = Field(min_length=1, max_length=1024)
-    execution: str = Field(min_length=1)
-    state: str = Field(min_length=1)
-    request: Any  # whatever the execution input held; judged by ApprovalRequest
-    timeout_seconds: int | None = None  # what the task applies when the request names none
+    model_config = ConfigDict(
+        extra="ignore",
+        title="Approval request queue message",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    task_token: str = Field(
+        min_length=1,
+        max_length=MAX_TASK_TOKEN,
+        description="`$$.Task.Token` (never shown to anyone)",
+    )
+    execution: str = Field(min_length=1, description="The execution's ARN: `$$.Execution.Id`")
+    state: str = Field(min_length=1, description="The asking state's name: `$$.State.Name`")
+    # Whatever the execution input held, judged by ApprovalRequest (and documented as one).
+    request: Any = Field(
+        description="What is asked of whom (a timeout_seconds in it must equal the message's)"
+    )
+    timeout_seconds: int = Field(
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
+        strict=True,
+        description="The Task's own timeout (TimeoutSeconds), in seconds: the links expire with the task",
+    )
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The contract for hand-written Tasks (SAM, Terraform, the console)."""
+        schema = cls.model_json_schema()
+        request = ApprovalRequest.model_json_schema()
+        schema["$defs"] = {**request.pop("$defs", {}), "ApprovalRequest": request}
+        schema["properties"]["request"] = {
+            "$ref": "#/$defs/ApprovalRequest",
+            "description": schema["properties"]["request"]["description"],
+        }
+        return schema
 
 
 class Vote(BaseModel):
@@ -217,6 +249,22 @@ class Approval(BaseModel):
     @property
     def emailed(self) -> bool:
         return self.emailed_at is not None
+
+    @property
+    def workflow(self) -> str:
+        """The name of the state machine that asked, read from its execution's ARN
+        (``...:execution:NAME:RUN``; a Distributed Map's child, ``...:execution:NAME/MAP:RUN``)."""
+        parts = self.execution.split(":")
+        if len(parts) >= 8 and parts[0] == "arn" and parts[5] in ("execution", "express"):
+            return parts[6].split("/")[0]
+        return self.execution
+
+    @property
+    def state_machine_arn(self) -> str | None:
+        parts = self.execution.split(":")
+        if self.workflow == self.execution:
+            return None
+        return ":".join([*parts[:5], "stateMachine", self.workflow])
 
     def decision(self) -> Decision | None:
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:

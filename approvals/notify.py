@@ -81,6 +81,7 @@ def approval_email(approval: Approval, approver: str, link: str) -> Email:
     if others:
         lines.append(f"Also asked: {', '.join(others)} (policy: {request.policy.value}).")
     lines += [
+        f"Asked by the workflow {approval.workflow}, at its step {approval.state}.",
         f"Decide before {_when(approval.expires_at)}:",
         "",
         link,

@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from approvals import directory
 from approvals.links import approval_id_for
-from approvals.models import Approval, ApprovalRequest, QueueMessage, Status, describe_validation_error
+from approvals.models import (
+    MAX_TASK_TOKEN,
+    Approval,
+    ApprovalRequest,
+    QueueMessage,
+    Status,
+    describe_validation_error,
+)
 from approvals.notify import emails_for, publish
 from approvals.policy import excluded_voters, unreachable
 from approvals.runtime import Services
@@ -40,6 +47,9 @@ class RetryLater(Exception):
     holds the message right now."""
 
 
+FAILED_EXECUTION = "failed execution"  # what fail_undeliverable did with a dead letter
+
+
 class Handled(Enum):
     EMAILED = "emailed"
     DUPLICATE = "duplicate"
@@ -60,18 +70,50 @@ def parse_message(body: str) -> QueueMessage:
         raise InvalidEnvelope(problem) from None
 
 
+def task_token_of(body: str) -> str | None:
+    """The body's task token, if it has one a task could have issued, whatever else is wrong."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return None
+    token = fields.get("task_token") if isinstance(fields, dict) else None
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TASK_TOKEN or not token.isprintable():
+        return None
+    return token
+
+
+def _timeout_mismatch(request: ApprovalRequest, message: QueueMessage) -> str | None:
+    if request.timeout_seconds == message.timeout_seconds:
+        return None
+    return (
+        f"request.timeout_seconds: {request.timeout_seconds} differs from message.timeout_seconds"
+        f" ({message.timeout_seconds}, the task's own timeout); the links must expire with the task"
+    )
+
+
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
-    """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start)."""
-    message = parse_message(body)
+    """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start).
+
+    A body with a usable task token is answered through it when anything else is wrong (a
+    hand-written Task without ``timeout_seconds``, say), naming the field, at once.
+    """
+    try:
+        message = parse_message(body)
+    except InvalidEnvelope as error:
+        token = task_token_of(body)
+        if token is None:
+            raise
+        return _invalid(services, token, approval_id_for(token), str(error))
     approval_id = approval_id_for(message.task_token)
     fields = message.request
-    if isinstance(fields, dict) and "timeout_seconds" not in fields and message.timeout_seconds:
-        # The task applies the deployment's default: the links expire with it.
-        fields = {**fields, "timeout_seconds": message.timeout_seconds}
+    if isinstance(fields, dict) and "timeout_seconds" not in fields:
+        fields = {**fields, "timeout_seconds": message.timeout_seconds}  # the links expire with the task
     try:
         request = ApprovalRequest.model_validate(fields)
     except ValidationError as error:
         return _invalid(services, message.task_token, approval_id, describe_validation_error(error))
+    if problem := _timeout_mismatch(request, message):
+        return _invalid(services, message.task_token, approval_id, problem)
 
     excluded = excluded_voters(request, services.settings.allow_self_approval)
     if problem := unreachable(request, excluded):
@@ -138,18 +180,17 @@ def fail_undeliverable(sfn: SFNClient, body: str) -> str:
     A body without a task token belongs to no execution; it is logged (by size only, it
     is not ours to print) and dropped, since keeping it would only recirculate it.
     """
-    try:
-        message = parse_message(body)
-    except InvalidEnvelope as error:
-        log.error("dead letter is not an approval message", extra={"size": len(body), "problem": str(error)})
+    token = task_token_of(body)
+    if token is None:
+        log.error("dead letter is not an approval message", extra={"size": len(body)})
         return "dropped"
     try:
         fail(
             sfn,
-            message.task_token,
+            token,
             DELIVERY_FAILED,
             "The approval request could not be delivered to its approvers after several attempts.",
         )
     except TaskGone:
         return "already closed"
-    return "failed execution"
+    return FAILED_EXECUTION

@@ -13,9 +13,14 @@ from typing import Any
 QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
 DEFAULT_TIMEOUT_SECONDS = 86_400
 MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
+# A Distributed Map runs at most this many child executions at once (an inline Map, 40).
+MAX_FANOUT_CONCURRENCY = 10_000
 
 INVALID_REQUEST = "Approval.InvalidRequest"
 DELIVERY_FAILED = "Approval.DeliveryFailed"
+# The sweep's answer to a task still waiting once its links expired (a Task whose own
+# timeout is longer than the message's timeout_seconds).
+EXPIRED = "Approval.Expired"
 TIMEOUT = "States.Timeout"
 TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
@@ -107,7 +112,7 @@ def _approval_states(
             "TimeoutSecondsPath": seconds,
             "ResultPath": "$.decision",
             "Catch": [
-                {"ErrorEquals": [TIMEOUT], "ResultPath": "$.error", "Next": "Expired"},
+                {"ErrorEquals": [TIMEOUT, EXPIRED], "ResultPath": "$.error", "Next": "Expired"},
                 {"ErrorEquals": [INVALID_REQUEST], "ResultPath": "$.error", "Next": "InvalidRequest"},
                 {"ErrorEquals": [DELIVERY_FAILED], "ResultPath": "$.error", "Next": "Undelivered"},
             ],
@@ -147,12 +152,19 @@ def approval_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) 
     }
 
 
-def fanout_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) -> dict[str, Any]:
-    """Many approvals at once: input ``{"requests": [...]}``, output ``{"decisions": [...]}``.
+def fanout_definition(
+    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, max_concurrency: int = MAX_FANOUT_CONCURRENCY
+) -> dict[str, Any]:
+    """Many approvals at once: input ``{"requests": [...]}``, output ``{"decisions": [...]}``,
+    in the order of the requests.
 
-    Each item ends in a result of its own, so one expiring or invalid item leaves the
-    others standing.
+    A Distributed Map with a standard child execution per request (they wait up to a year,
+    which Express cannot), so up to ``max_concurrency`` approvals are in flight at once: an
+    inline Map would run 40 and hold the rest of a batch back. Each item ends in a result of
+    its own, so one expiring or invalid item leaves the others standing.
     """
+    if not 1 <= max_concurrency <= MAX_FANOUT_CONCURRENCY:
+        raise ValueError(f"max_concurrency: {max_concurrency} is not from 1 to {MAX_FANOUT_CONCURRENCY}")
     item_end = {"Type": "Pass", "End": True}
     return {
         "Comment": "Human approval gate: one approval per request, all in flight at once",
@@ -162,9 +174,9 @@ def fanout_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) ->
                 "Type": "Map",
                 "ItemsPath": "$.requests",
                 "ItemSelector": {"request.$": "$$.Map.Item.Value"},
-                "MaxConcurrency": 0,
+                "MaxConcurrency": max_concurrency,
                 "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                     "StartAt": "CheckTimeout",
                     "States": _approval_states(
                         default_timeout_seconds=default_timeout_seconds,

@@ -1,6 +1,7 @@
 """The periodic sweep: what no single request or click can do by itself.
 
-- closes approvals whose time ran out (the state machine has already moved on to Expired);
+- closes approvals whose time ran out, answering a task that still waits with
+  ``Approval.Expired`` (a hand-written Task may wait longer than its links last);
 - notes approvers awaited who can no longer be emailed (unsubscribed) and, when the policy
   can then no longer be met, ends the request with ``Approval.DeliveryFailed``;
 - sends each reminder once to the approvers who have not decided (and can be emailed);
@@ -22,7 +23,7 @@ from approvals.models import Approval, Status, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
 from approvals.policy import can_still_be_approved
 from approvals.runtime import Services
-from approvals.statemachine import DELIVERY_FAILED
+from approvals.statemachine import DELIVERY_FAILED, EXPIRED
 from approvals.store import ApprovalStore
 from approvals.tasks import TaskGone, fail
 
@@ -92,6 +93,20 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     return len(emails)
 
 
+def _expire_task(sfn: SFNClient, approval: Approval) -> None:
+    """Nothing waits past its links: a task still waiting once they expired is answered."""
+    try:
+        fail(
+            sfn,
+            approval.task_token,
+            EXPIRED,
+            f"Nobody settled the request in {approval.request.timeout_seconds} seconds; its links expired.",
+        )
+    except TaskGone:
+        return  # the usual case: the task's own timeout ended it first
+    log.warning("answered a task that outlived its links", extra={"approval_id": approval.approval_id})
+
+
 def _execution_running(sfn: SFNClient, execution_arn: str) -> bool:
     return sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
 
@@ -117,6 +132,7 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
                 done.update(close_for_execution(store, approval.execution, now))
                 continue
         if now >= approval.expires_at:
+            _expire_task(services.sfn, approval)
             if store.close(approval.approval_id, Status.EXPIRED, now):
                 done["expired"] += 1
             continue

@@ -1,1 +1,14 @@
-"""The CDK app that deploys the approval gate: app.py, the stack, the ApprovalService construct."""
+"""The approval gate for AWS Step Functions, as CDK constructs.
+
+``ApprovalService`` deploys the shared service (queue, worker, email topic, approval API,
+table); its ``approval_step`` method gives any state machine of yours a chainable state that
+waits for people's approval. ``ApprovalErrors`` names what that state can fail with.
+"""
+
+from importlib.metadata import version
+
+from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
+from approvals_cdk.step import ApprovalErrors
+
+__all__ = ["ApprovalErrors", "ApprovalService", "ApprovalServiceProps", "__version__"]
+__version__ = version("stepfunctions-approvals")

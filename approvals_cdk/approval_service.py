@@ -1,7 +1,8 @@
 """`ApprovalService`: every AWS resource of the approval gate, as one reusable construct.
 
 The product's stack (approvals_cdk/stack.py) instantiates it once; a team can put the same
-construct into its own CDK app. The wiring follows shared/DESIGN.md:
+construct into its own CDK app, and give any state machine the step that uses it
+(:meth:`ApprovalService.approval_step`). The wiring:
 
     state machine --sqs:SendMessage.waitForTaskToken--> request queue --> worker λ --> SNS (email,
     one filtered subscription per approver) ... approver --> REST API --> approval λ --> SendTaskSuccess
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -46,14 +47,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IConstruct
 
-from approvals import statemachine
+from approvals import metrics, statemachine
 from approvals.local.resources import table_definition
 from approvals.notify import APPROVER_ATTRIBUTE
 from approvals_cdk import packaging
 from approvals_cdk.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
+from approvals_cdk.step import approval_step
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
 
@@ -135,6 +138,9 @@ def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
 
 @dataclass(frozen=True)
 class ApprovalServiceProps:
+    """How the service is deployed. Only ``approvers`` is required: the addresses that get an
+    email subscription (each confirms it once); a request may only name these."""
+
     approvers: Sequence[str]  # email addresses, as the worker normalizes them (lowercase)
     default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
     retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
@@ -159,10 +165,18 @@ class ApprovalServiceProps:
     rate_limit_per_ip: int | None = None
     asset: packaging.Asset | None = None  # the Lambda code; built (or reused) if not given
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
+    # Approvals of one fan-out in flight at once (a Distributed Map's child executions).
+    fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
 
 
 class ApprovalService(Construct):
-    """The approval gate's resources; see the module docstring for the wiring."""
+    """The approval gate's resources (see the module docstring for the wiring).
+
+    One serves every workflow of an account and region: give each an :meth:`approval_step`. Its
+    attributes expose what a team may wire further: ``queue`` (the request queue a
+    hand-written Task sends to), ``api`` (the links' host), ``table``, ``topic``,
+    ``alarm_topic``, and the product's own ``state_machine`` and ``fanout_state_machine``.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:
         super().__init__(scope, construct_id)
@@ -243,8 +257,9 @@ class ApprovalService(Construct):
             "ApprovalStateMachine", statemachine.approval_definition(default)
         )
         self.fanout_state_machine = self._state_machine(
-            "FanoutStateMachine", statemachine.fanout_definition(default)
+            "FanoutStateMachine", statemachine.fanout_definition(default, props.fanout_max_concurrency)
         )
+        self._run_child_executions(self.fanout_state_machine)
 
         self.api_function = self._function(
             "ApiFunction",
@@ -398,6 +413,116 @@ class ApprovalService(Construct):
         )
         return machine
 
+    # -- the step teams add to their own state machines ---------------------------------------
+
+    def approval_step(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        title: Any,
+        approvers: Sequence[str] | Any,
+        requester: Any,
+        timeout: Duration | str,
+        policy: Any = None,
+        quorum: Any = None,
+        description: Any = None,
+        details: Mapping[str, Any] | Any = None,
+        query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
+        result_path: str | None = None,
+        outputs: Any = None,
+        assign: Mapping[str, Any] | None = None,
+        comment: str | None = None,
+    ) -> tasks.SqsSendMessage:
+        """A chainable state that asks people for approval and waits for their decision.
+
+        Put it anywhere in your own state machine's definition; attaching it grants the
+        state machine's role ``sqs:SendMessage`` on this service's request queue, and nothing
+        else. It succeeds with the decision, ``{"outcome": "approved" | "rejected", "votes":
+        [...], "decided_at": ...}`` (at ``result_path``, JSONPath; as ``$states.result``,
+        JSONata), and fails with the errors of :class:`ApprovalErrors`, which
+        ``.add_catch(handler, errors=[...])`` takes.
+
+        Each request field is fixed at synth time (``title="Deploy"``) or read from the
+        execution's state: with JSONPath, ``sfn.JsonPath.string_at("$.title")`` (``list_at``
+        for ``approvers``, ``number_at`` for ``quorum``, ``object_at`` for ``details``); with
+        ``query_language=sfn.QueryLanguage.JSONATA``, a ``"{% $states.input.title %}"``
+        expression.
+
+        Args:
+            scope: where the state is created (usually your stack).
+            construct_id: the state's id, and its name in the definition.
+            title: one line that says what is asked (at most 200 characters).
+            approvers: the approvers' email addresses (at most 50); each must be subscribed to
+                the service's topic (``ApprovalServiceProps.approvers``).
+            requester: who asks (an address or a pipeline's name), shown to approvers.
+            timeout: how long the approvers have: a ``Duration`` from 1 second to a year, or a
+                JSONPath (``"$.timeout_seconds"``) / JSONata expression giving whole seconds.
+                The task times out after it and the message carries the same value, so the
+                links expire with the task.
+            policy: ``"first_response"`` (default), ``"all"`` or ``"quorum"``.
+            quorum: with ``policy="quorum"``, how many approvals settle it.
+            description: longer text for the page (plain text, at most 10,000 characters).
+            details: key-value pairs shown to approvers as a table.
+            query_language: JSONPATH (default) or JSONATA, as your state machine uses.
+            result_path: JSONPath only: where the decision goes in the state (default: it
+                replaces the state's input).
+            outputs: JSONata only: the state's output (default: the decision).
+            assign: workflow variables to set from the decision.
+            comment: the state's comment.
+        """
+        return approval_step(
+            scope,
+            construct_id,
+            self.queue,
+            title=title,
+            approvers=approvers,
+            requester=requester,
+            timeout=timeout,
+            policy=policy,
+            quorum=quorum,
+            description=description,
+            details=details,
+            query_language=query_language,
+            result_path=result_path,
+            outputs=outputs,
+            assign=assign,
+            comment=comment,
+        )
+
+    def _run_child_executions(self, machine: sfn.StateMachine) -> None:
+        """What a Distributed Map needs: start its own state machine for each item, and watch
+        and stop those child executions. (CDK adds this itself for a DistributedMap construct;
+        this definition is written as ASL, shared with the local stack.)"""
+        stack = cdk.Stack.of(self)
+        children = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        # A policy of its own, not the role's default one: the state machine depends on that,
+        # and this one names the state machine.
+        policy = iam.Policy(
+            self,
+            f"{machine.node.id}DistributedMapPolicy",
+            roles=[machine.role],
+            statements=[
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn]),
+                iam.PolicyStatement(
+                    actions=["states:DescribeExecution", "states:StopExecution"], resources=[children]
+                ),
+            ],
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"<{stack.resolve(cast(sfn.CfnStateMachine, machine.node.default_child).logical_id)}.Name>/*]",
+            "A Distributed Map's child executions are named by the service as they start: the"
+            " policy names every execution of this one state machine, as AWS's guide for"
+            " Distributed Map permissions does.",
+        )
+
     # -- functions ---------------------------------------------------------------------------
 
     def _function(
@@ -505,9 +630,11 @@ class ApprovalService(Construct):
         self._allow(self.sweeper, ["dynamodb:Query"], [open_index])
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])
         self._allow(self.sweeper, ["sns:Publish"], [self.topic.topic_arn])
-        self._allow(self.sweeper, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
-        # Sweeper: end a request whose approvers can no longer be emailed (Approval.DeliveryFailed).
-        self._allow(self.sweeper, ["states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE])
+        # Success redelivers a decision; failure answers a task that outlived its links
+        # (Approval.Expired) or whose approvers can no longer be emailed (Approval.DeliveryFailed).
+        self._allow(
+            self.sweeper, ["states:SendTaskSuccess", "states:SendTaskFailure"], [TASK_RESPONSE_RESOURCE]
+        )
         # Execution ended: find the execution's approvals, close those still pending.
         self._allow(self.execution_ended_function, ["dynamodb:Query"], [execution_index])
         self._allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table])
@@ -725,17 +852,14 @@ class ApprovalService(Construct):
         self.execution_ended_rule = events.Rule(
             self,
             "ExecutionEndedRule",
-            description="An approval execution failed, timed out or was stopped: cancel its approvals",
+            description="An execution failed, timed out or was stopped: cancel its pending approvals",
+            # Every state machine of the account and region: any of them may ask for approvals
+            # (the step, or a hand-written Task), and an execution that asked none costs one
+            # query of the execution index.
             event_pattern=events.EventPattern(
                 source=["aws.states"],
                 detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
-                    "stateMachineArn": [
-                        self.state_machine.state_machine_arn,
-                        self.fanout_state_machine.state_machine_arn,
-                    ],
-                },
+                detail={"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
             ),
             targets=[
                 events_targets.LambdaFunction(
@@ -788,7 +912,29 @@ class ApprovalService(Construct):
             created.add_alarm_action(notify)
             return created
 
+        def counted(name: str) -> cloudwatch.Metric:
+            """A count the functions write for the requests of every workflow using the service."""
+            return cloudwatch.Metric(
+                namespace=metrics.NAMESPACE,
+                metric_name=name,
+                dimensions_map={metrics.DIMENSION: self.table.table_name},
+                period=five_minutes,
+                statistic="Sum",
+            )
+
         return [
+            alarm(
+                "InvalidRequestsAlarm",
+                counted(metrics.INVALID_REQUESTS),
+                "A workflow's approval request was refused as invalid (Approval.InvalidRequest):"
+                " the worker's logs name the cause",
+            ),
+            alarm(
+                "DeliveriesFailedAlarm",
+                counted(metrics.DELIVERIES_FAILED),
+                "An approval request could not be emailed and its execution was failed"
+                " (Approval.DeliveryFailed): see the worker's logs",
+            ),
             alarm(
                 "DeadLetterQueueDepthAlarm",
                 self.dead_letter_queue.metric_approximate_number_of_messages_visible(

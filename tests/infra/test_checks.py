@@ -38,6 +38,11 @@ EXECUTIONS = (
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
     ":execution:<{machine}.Name>:*]"
 )
+# The fan-out's Distributed Map watches and stops its own child executions, named as they start.
+FANOUT_CHILDREN = (
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+    "<{fanout}.Name>/*]"
+)
 
 
 def acknowledgements(template: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -71,8 +76,16 @@ def test_only_the_reviewed_findings_are_acknowledged(synthesis: Synthesis) -> No
     )
     machines = {EXECUTIONS.format(machine=m) for m in synthesis.resources("AWS::StepFunctions::StateMachine")}
     assert len(machines) == 2
+    fanout = next(
+        lid
+        for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
+        if '"Map"' in r["Properties"]["DefinitionString"]
+    )
     ids = {rule["id"] for rules in acknowledgements(synthesis.template).values() for rule in rules}
-    assert ids == ACKNOWLEDGED | {SWEEPER_INVOKE.format(sweeper=sweeper)} | machines
+    assert ids == ACKNOWLEDGED | machines | {
+        SWEEPER_INVOKE.format(sweeper=sweeper),
+        FANOUT_CHILDREN.format(fanout=fanout),
+    }
 
 
 def test_cfn_lint_finds_no_errors(synthesis: Synthesis) -> None:

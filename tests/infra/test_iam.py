@@ -51,7 +51,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
         ("states:SendTaskSuccess", "*"),
-        ("states:SendTaskFailure", "*"),
+        ("states:SendTaskFailure", "*"),  # Approval.Expired or .DeliveryFailed, from the sweep
         *READ_HISTORY,
     },
     "execution_ended": {
@@ -187,21 +187,52 @@ def test_only_calls_without_resource_level_permissions_name_every_resource(synth
                 assert set(_as_list(statement["Action"])) <= STAR_ONLY, (role, statement["Action"])
 
 
-def test_state_machines_can_only_send_to_the_request_queue(synthesis: Synthesis) -> None:
+def test_state_machines_can_only_send_to_the_request_queue_and_run_their_own_children(
+    synthesis: Synthesis,
+) -> None:
     request, _ = queues(synthesis)
-    for machine in synthesis.resources("AWS::StepFunctions::StateMachine").values():
+    send = {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
+    for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
-        assert scoped == [
-            {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
-        ]
+        if '"Map"' not in machine["Properties"]["DefinitionString"]:
+            assert scoped == [send]
+            continue
+        # The fan-out's Distributed Map starts a child execution of itself per request.
+        children = {
+            "Fn::Join": [
+                "",
+                [
+                    "arn:", {"Ref": "AWS::Partition"}, ":states:", {"Ref": "AWS::Region"}, ":",
+                    {"Ref": "AWS::AccountId"}, ":execution:", {"Fn::GetAtt": [lid, "Name"]}, "/*",
+                ],
+            ]
+        }  # fmt: skip
+        assert sorted(scoped, key=str) == sorted(
+            [
+                send,
+                {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": lid}},
+                {
+                    "Action": ["states:DescribeExecution", "states:StopExecution"],
+                    "Effect": "Allow",
+                    "Resource": children,
+                },
+            ],
+            key=str,
+        )
 
 
-def test_nothing_can_send_heartbeats_or_start_executions(synthesis: Synthesis) -> None:
+def test_nothing_can_send_heartbeats_or_start_other_executions(synthesis: Synthesis) -> None:
+    machine_of = {
+        machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]: lid
+        for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items()
+    }
     for role in synthesis.resources("AWS::IAM::Role"):
         for statement in statements(synthesis, role):
             actions = set(_as_list(statement["Action"]))
-            assert not actions & {"states:SendTaskHeartbeat", "states:StartExecution"}, role
+            assert "states:SendTaskHeartbeat" not in actions, role
+            if "states:StartExecution" in actions:  # the fan-out, of its own children only
+                assert statement["Resource"] == {"Ref": machine_of.get(role)}, role
 
 
 def test_scheduler_role_can_only_invoke_the_sweeper(synthesis: Synthesis) -> None:

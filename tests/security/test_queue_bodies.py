@@ -261,8 +261,10 @@ class BadEnvelope:
     problem: str  # the exact reason the worker gives (and logs)
 
 
-TOKEN = "AAAAKgAAAAIAAAAAAAAAAfake-token"
-REST = '"execution": "arn:aws:states:us-east-1:123456789012:execution:m:e", "state": "RequestApproval"'
+REST = (
+    '"execution": "arn:aws:states:us-east-1:123456789012:execution:m:e", "state": "RequestApproval",'
+    ' "timeout_seconds": 60'
+)
 
 BAD_ENVELOPES = [
     BadEnvelope("not JSON", "approve everything", "message: Invalid JSON: expected value at line 1 column 1"),
@@ -273,7 +275,8 @@ BAD_ENVELOPES = [
         "no fields",
         "{}",
         "message.task_token: Field required; message.execution: Field required;"
-        " message.state: Field required; message.request: Field required",
+        " message.state: Field required; message.request: Field required;"
+        " message.timeout_seconds: Field required",
     ),
     BadEnvelope(
         "a token of the wrong type",
@@ -290,9 +293,6 @@ BAD_ENVELOPES = [
         "an oversized token",
         '{"task_token": "' + "t" * 1025 + '", ' + REST + ', "request": {}}',
         "message.task_token: String should have at most 1024 characters",
-    ),
-    BadEnvelope(
-        "no request", '{"task_token": "' + TOKEN + '", ' + REST + "}", "message.request: Field required"
     ),
     BadEnvelope(
         "invalid UTF-8 bytes",

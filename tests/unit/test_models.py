@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from approvals.models import (
@@ -159,7 +162,9 @@ def test_every_problem_is_listed_on_one_line() -> None:
 
 def test_prefix_is_configurable() -> None:
     with pytest.raises(ValidationError) as caught:
-        QueueMessage.model_validate({"execution": "arn", "state": "Ask", "request": {}})
+        QueueMessage.model_validate(
+            {"execution": "arn", "state": "Ask", "request": {}, "timeout_seconds": 60}
+        )
     assert describe_validation_error(caught.value, prefix="message") == "message.task_token: Field required"
 
 
@@ -207,7 +212,14 @@ def test_newlines_tabs_and_unicode_are_prose(text: str) -> None:
 
 def test_queue_message_ignores_unknown_fields_and_keeps_request_raw() -> None:
     message = QueueMessage.model_validate(
-        {"task_token": "t", "execution": "arn:x", "state": "Ask", "request": {"anything": 1}, "extra": True}
+        {
+            "task_token": "t",
+            "execution": "arn:x",
+            "state": "Ask",
+            "request": {"anything": 1},
+            "timeout_seconds": 60,
+            "extra": True,
+        }
     )
     assert message.request == {"anything": 1}
 
@@ -312,3 +324,60 @@ def test_a_view_reads_as_the_link_being_opened_perhaps_by_a_mail_scanner() -> No
     approval = sample_approval(NOW, timedelta(hours=1), viewed={"alice@example.com": NOW})
     [viewed] = [event for event in timeline(approval) if event.kind == "viewed"]
     assert (viewed.actor, viewed.detail) == ("alice@example.com", "link opened (perhaps by a mail scanner)")
+
+
+def test_docs_queue_message_schema_is_the_models_own() -> None:
+    document = Path(__file__).resolve().parents[2] / "docs" / "queue-message.schema.json"
+    assert json.loads(document.read_text()) == QueueMessage.json_schema(), (
+        "run: approvals queue-schema > docs/queue-message.schema.json"
+    )
+
+
+def test_queue_message_schema_takes_what_the_worker_takes_and_requires_the_timeout() -> None:
+    validator = Draft202012Validator(QueueMessage.json_schema())
+    request = {"title": "Deploy", "approvers": ["alice@example.com"], "requester": "ci", "policy": "all"}
+    message = {
+        "task_token": "t",
+        "execution": "arn:aws:states:us-east-1:123456789012:execution:theirs:run-1",
+        "state": "Approve",
+        "request": request,
+        "timeout_seconds": 3600,
+    }
+    assert list(validator.iter_errors(message)) == []
+    QueueMessage.model_validate(message)
+    ApprovalRequest.model_validate(request)
+    missing = {name: value for name, value in message.items() if name != "timeout_seconds"}
+    assert [error.message for error in validator.iter_errors(missing)] == [
+        "'timeout_seconds' is a required property"
+    ]
+    bad_request = {**message, "request": {**request, "policy": "majority"}}
+    assert len(list(validator.iter_errors(bad_request))) == 1
+
+
+@pytest.mark.parametrize(
+    ("execution", "workflow", "state_machine"),
+    [
+        (
+            "arn:aws:states:us-east-1:123456789012:execution:deploy-pipeline:run-1",
+            "deploy-pipeline",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:deploy-pipeline",
+        ),
+        (  # a Distributed Map's child execution
+            "arn:aws:states:eu-west-1:123456789012:execution:refunds/EachRefund:4f1c",
+            "refunds",
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:refunds",
+        ),
+        (
+            "arn:aws:states:us-east-1:123456789012:express:quick:run-1:start",
+            "quick",
+            "arn:aws:states:us-east-1:123456789012:stateMachine:quick",
+        ),
+        ("not-an-arn", "not-an-arn", None),
+    ],
+    ids=["standard", "distributed map child", "express", "not an ARN"],
+)
+def test_the_workflow_is_the_state_machine_of_the_execution(
+    execution: str, workflow: str, state_machine: str | None
+) -> None:
+    approval = sample_approval(datetime(2030, 1, 1, tzinfo=UTC), timedelta(hours=1), execution=execution)
+    assert (approval.workflow, approval.state_machine_arn) == (workflow, state_machine)

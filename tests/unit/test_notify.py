@@ -115,3 +115,8 @@ def test_batches_hold_at_most_ten_emails_and_256_kib() -> None:
     assert [len(batch) for batch in batches(cjk)] == [8, 2]
     assert max(sizes) <= PUBLISH_BATCH_BYTES
     assert [email for batch in batches(cjk) for email in batch] == cjk  # in order, none lost
+
+
+def test_the_email_names_the_workflow_and_step_that_ask() -> None:
+    email = approval_email(approval(), "alice@example.com", f"{API_URL}/approvals/x")
+    assert "Asked by the workflow approvals, at its step RequestApproval." in email.body

@@ -298,3 +298,8 @@ def test_text_colours_meet_wcag_aa_contrast() -> None:
     for name, colour in palette.items():
         assert _contrast(colour, "#ffffff") >= 4.5, name
     assert _contrast("#ffffff", palette["ok"]) >= 4.5  # the Approve button
+
+
+def test_the_page_names_the_workflow_and_step_that_ask() -> None:
+    html = page(approval())
+    assert "Workflow <strong>approvals</strong>, step <strong>RequestApproval</strong>" in html

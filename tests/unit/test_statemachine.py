@@ -12,6 +12,7 @@ from approvals.models import QueueMessage
 from approvals.statemachine import (
     DEFAULT_TIMEOUT_SECONDS,
     DELIVERY_FAILED,
+    EXPIRED,
     INVALID_REQUEST,
     MAX_TIMEOUT_SECONDS,
     QUEUE_URL_PLACEHOLDER,
@@ -72,8 +73,8 @@ def test_approval_task(states: dict[str, Any]) -> None:
 @pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
 def test_approval_task_catches_each_named_error(states: dict[str, Any]) -> None:
     catches = {tuple(c["ErrorEquals"]): c for c in states["RequestApproval"]["Catch"]}
-    assert set(catches) == {(TIMEOUT,), (INVALID_REQUEST,), (DELIVERY_FAILED,)}
-    assert catches[(TIMEOUT,)]["Next"] == "Expired"
+    assert set(catches) == {(TIMEOUT, EXPIRED), (INVALID_REQUEST,), (DELIVERY_FAILED,)}
+    assert catches[(TIMEOUT, EXPIRED)]["Next"] == "Expired"
     assert catches[(INVALID_REQUEST,)]["Next"] == "InvalidRequest"
     assert catches[(DELIVERY_FAILED,)]["Next"] == "Undelivered"
     assert all(c["ResultPath"] == "$.error" for c in catches.values())
@@ -147,8 +148,10 @@ def test_fanout_map() -> None:
     assert each["Type"] == "Map"
     assert each["ItemsPath"] == "$.requests"
     assert each["ItemSelector"] == {"request.$": "$$.Map.Item.Value"}
-    assert each["MaxConcurrency"] == 0  # every approval in flight at once
-    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    # Every approval of a batch in flight at once: a Distributed Map of standard child
+    # executions (an inline Map runs 40 at a time, and Express children cannot wait a year).
+    assert each["MaxConcurrency"] == 10_000
+    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert each["ItemProcessor"]["StartAt"] == "CheckTimeout"
     assert "Iterator" not in each
     assert "Parameters" not in each
@@ -158,6 +161,13 @@ def test_fanout_map() -> None:
         "Parameters": {"decisions.$": "$.decisions"},
         "End": True,
     }
+
+
+def test_fanout_concurrency_is_a_parameter_within_the_services_limit() -> None:
+    assert fanout_definition(max_concurrency=500)["States"]["ApproveEach"]["MaxConcurrency"] == 500
+    for refused in (0, 10_001):
+        with pytest.raises(ValueError, match="max_concurrency"):
+            fanout_definition(max_concurrency=refused)
 
 
 def test_fanout_items_never_fail_the_batch() -> None:

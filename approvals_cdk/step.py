@@ -1,0 +1,176 @@
+"""The approval step: a Task for a team's own state machine, served by a deployed ApprovalService.
+
+The Task sends the queue message of docs/queue-message.schema.json with
+``sqs:sendMessage.waitForTaskToken`` and waits for the decision. It always sets its own
+timeout and puts the same number of seconds in the message, so the links, the reminders,
+the page and the task expire together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from aws_cdk import Duration, Token
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+from pydantic import Field as Limit
+from pydantic import TypeAdapter, ValidationError
+
+from approvals import statemachine
+from approvals.models import MAX_APPROVERS, Email, Policy, describe_validation_error
+
+# Approvers named at synth time are checked as the worker will check them.
+_APPROVERS = TypeAdapter(Annotated[list[Email], Limit(min_length=1, max_length=MAX_APPROVERS)])
+
+
+class ApprovalErrors:
+    """The errors an approval step ends with, for ``step.add_catch(handler, errors=[...])``.
+
+    A rejection is not an error: the step succeeds with ``{"outcome": "rejected", ...}``.
+    """
+
+    INVALID_REQUEST = statemachine.INVALID_REQUEST
+    """The request can never succeed (no approvers, a bad address, ...); the cause names the field."""
+    DELIVERY_FAILED = statemachine.DELIVERY_FAILED
+    """The emails could not be sent after several attempts."""
+    TIMEOUT = sfn.Errors.TIMEOUT
+    """Nobody settled the request within the step's timeout."""
+    EXPIRED = statemachine.EXPIRED
+    """The links expired while the task still waited (only a Task whose own timeout is longer
+    than its message's ``timeout_seconds`` can get this; the step never does)."""
+    EXPIRY = (TIMEOUT, EXPIRED)
+    """Both ways a request runs out of time: catch these for an "expired" branch."""
+
+
+# A field of the request: a value fixed at synth time, or read from the execution's state
+# (JSONPath: ``sfn.JsonPath.string_at("$.title")``, ``list_at``, ``number_at``, ``object_at``;
+# JSONata: a ``"{% ... %}"`` expression).
+RequestField = Any
+
+
+@dataclass(frozen=True)
+class _Timeout:
+    """The step's timeout as the task and the message each need it."""
+
+    task: sfn.Timeout
+    message: Any  # a number of seconds, or what reads it from the state
+
+    @classmethod
+    def of(cls, timeout: Duration | str, language: sfn.QueryLanguage) -> _Timeout:
+        if isinstance(timeout, Duration):
+            seconds = int(timeout.to_seconds())
+            if not 1 <= seconds <= statemachine.MAX_TIMEOUT_SECONDS:
+                raise ValueError(
+                    f"timeout: {seconds} seconds is not from 1 second to the service's one year"
+                    f" ({statemachine.MAX_TIMEOUT_SECONDS} seconds)"
+                )
+            return cls(sfn.Timeout.duration(timeout), seconds)
+        if language == sfn.QueryLanguage.JSONATA:
+            if not (timeout.startswith("{%") and timeout.endswith("%}")):
+                raise ValueError(f"timeout: {timeout!r} is not a JSONata expression ('{{% ... %}}')")
+            return cls(sfn.Timeout.jsonata(timeout), timeout)
+        if not timeout.startswith("$"):
+            raise ValueError(
+                f"timeout: {timeout!r} is neither a Duration nor a JSONPath ('$.timeout_seconds')"
+            )
+        return cls(sfn.Timeout.at(timeout), sfn.JsonPath.number_at(timeout))
+
+
+def _request(
+    *,
+    title: RequestField,
+    approvers: RequestField,
+    requester: RequestField,
+    policy: RequestField,
+    quorum: RequestField,
+    description: RequestField,
+    details: RequestField,
+) -> dict[str, Any]:
+    if isinstance(policy, str) and not policy.startswith(("$", "{%")):
+        policy = Policy(policy).value  # a typo fails the synth, not the first execution
+    if isinstance(approvers, list | tuple) and not Token.is_unresolved(list(approvers)):
+        try:
+            approvers = _APPROVERS.validate_python(list(approvers))
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, prefix="approvers")) from None
+    fields = {
+        "title": title,
+        "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,
+        "requester": requester,
+        "policy": policy,
+        "quorum": quorum,
+        "description": description,
+        "details": dict(details) if isinstance(details, Mapping) else details,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def approval_step(
+    scope: Construct,
+    construct_id: str,
+    queue: sqs.IQueue,
+    *,
+    title: RequestField,
+    approvers: Sequence[str] | RequestField,
+    requester: RequestField,
+    timeout: Duration | str,
+    policy: RequestField = None,
+    quorum: RequestField = None,
+    description: RequestField = None,
+    details: Mapping[str, Any] | RequestField = None,
+    query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
+    result_path: str | None = None,
+    outputs: Any = None,
+    assign: Mapping[str, Any] | None = None,
+    comment: str | None = None,
+) -> tasks.SqsSendMessage:
+    """See :meth:`approvals_cdk.ApprovalService.approval_step`."""
+    jsonata = query_language == sfn.QueryLanguage.JSONATA
+    if jsonata and result_path is not None:
+        raise ValueError("result_path is JSONPath: with JSONata, shape the state's output with outputs=")
+    if not jsonata and outputs is not None:
+        raise ValueError("outputs is JSONata: with JSONPath, place the decision with result_path=")
+    limit = _Timeout.of(timeout, query_language)
+    context = (
+        {
+            "task_token": "{% $states.context.Task.Token %}",
+            "execution": "{% $states.context.Execution.Id %}",
+            "state": "{% $states.context.State.Name %}",
+        }
+        if jsonata
+        else {
+            "task_token": sfn.JsonPath.task_token,
+            "execution": sfn.JsonPath.execution_id,
+            "state": sfn.JsonPath.string_at("$$.State.Name"),
+        }
+    )
+    body = sfn.TaskInput.from_object(
+        {
+            **context,
+            "request": _request(
+                title=title,
+                approvers=approvers,
+                requester=requester,
+                policy=policy,
+                quorum=quorum,
+                description=description,
+                details=details,
+            ),
+            "timeout_seconds": limit.message,
+        }
+    )
+    common: dict[str, Any] = {
+        "queue": queue,
+        "message_body": body,
+        "integration_pattern": sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+        "task_timeout": limit.task,
+        "comment": comment or "Waits for people's approval (stepfunctions-approvals)",
+        "assign": dict(assign) if assign else None,
+    }
+    if jsonata:
+        return tasks.SqsSendMessage.jsonata(scope, construct_id, outputs=outputs, **common)
+    return tasks.SqsSendMessage(scope, construct_id, result_path=result_path, **common)

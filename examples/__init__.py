@@ -1,0 +1,1 @@
+"""Complete CDK apps that put the approval step into workflows of their own."""

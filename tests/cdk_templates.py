@@ -1,0 +1,66 @@
+"""Reading state machines out of a synthesized CDK template (tests of the step and the examples)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import Stack, assertions
+
+
+def state_machine_definition(
+    template: Mapping[str, Any], logical_id_prefix: str, refs: Mapping[str, str]
+) -> dict[str, Any]:
+    """The definition of the one state machine whose logical id starts with the prefix, with
+    each ``Ref`` in it replaced by ``refs[prefix of the referenced logical id]``."""
+    (resource,) = (
+        r
+        for lid, r in template["Resources"].items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and lid.startswith(logical_id_prefix)
+    )
+    definition = resource["Properties"]["DefinitionString"]
+    if isinstance(definition, str):
+        parsed: dict[str, Any] = json.loads(definition)
+        return parsed
+    parts = definition["Fn::Join"][1]
+    text = "".join(part if isinstance(part, str) else _resolve(part, refs) for part in parts)
+    parsed = json.loads(text)
+    return parsed
+
+
+def _resolve(part: Mapping[str, Any], refs: Mapping[str, str]) -> str:
+    target = part.get("Ref")
+    if target == "AWS::Partition":
+        return "aws"
+    matches = [
+        value for prefix, value in refs.items() if isinstance(target, str) and target.startswith(prefix)
+    ]
+    if len(matches) != 1:
+        raise AssertionError(f"cannot resolve {part} with {sorted(refs)}")
+    return matches[0]
+
+
+def synthesize(stack: Stack) -> dict[str, Any]:
+    """The stack's CloudFormation template, as `cdk synth` writes it."""
+    return dict(assertions.Template.from_stack(stack).to_json())
+
+
+def role_statements(template: Mapping[str, Any], logical_id_prefix: str) -> list[dict[str, Any]]:
+    """Every IAM statement of the policies whose logical id starts with the prefix."""
+    return [
+        statement
+        for lid, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IAM::Policy" and lid.startswith(logical_id_prefix)
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def request_queue(template: Mapping[str, Any]) -> str:
+    """The logical id of the approval service's request queue."""
+    (queue,) = (
+        lid
+        for lid, r in template["Resources"].items()
+        if r["Type"] == "AWS::SQS::Queue" and lid.startswith("ApprovalsRequestQueue")
+    )
+    return str(queue)

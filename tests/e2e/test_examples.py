@@ -1,0 +1,128 @@
+"""The two example apps end to end on `approvals local`: each app's synthesized state machine,
+run by the local engine against the local service, approved by clicking the emailed links.
+
+The definitions are the ones `cdk synth` writes for the apps, with the service's request
+queue filled in by the local stack's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+
+from approvals.local import approver
+from approvals.local.resources import LOCAL_ROLE
+from approvals.target import for_local
+from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
+from examples.refund_batch.app import FINANCE, RefundBatchStack
+from tests.cdk_templates import state_machine_definition, synthesize
+from tests.e2e.conftest import RunningStack
+from tests.e2e.test_local_stack import wait_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) -> str:
+    definition = state_machine_definition(template, machine, {"ApprovalsRequestQueue": stack.info.queue_url})
+    sfn = for_local(stack.info).sfn
+    return sfn.create_state_machine(
+        name=f"{machine}-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition), roleArn=LOCAL_ROLE
+    )["stateMachineArn"]
+
+
+def start(stack: RunningStack, machine_arn: str, execution_input: dict[str, Any]) -> str:
+    return for_local(stack.info).sfn.start_execution(
+        stateMachineArn=machine_arn, input=json.dumps(execution_input)
+    )["executionArn"]
+
+
+def links(stack: RunningStack, title: str, count: int) -> dict[str, str]:
+    """Each approver's link for the request titled ``title``, once all ``count`` are out."""
+    deadline = time.monotonic() + 60
+    while True:
+        emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
+        found = {e["to"]: e["links"][0] for e in emails if title in e["subject"]}
+        if len(found) >= count or time.monotonic() > deadline:
+            assert len(found) == count, f"{len(found)} of {count} emails about {title!r}"
+            return found
+        time.sleep(0.3)
+
+
+def click(link: str, decision: str) -> None:
+    page = approver.open_link(link)
+    assert approver.submit(page, decision, "" if decision == "approve" else "not now").status == 200
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, dict[str, Any]]:
+    app = cdk.App()
+    stacks = {"deploy": DeployGateStack(app, "DeployGate"), "refunds": RefundBatchStack(app, "RefundBatch")}
+    return {name: synthesize(stack) for name, stack in stacks.items()}  # one synth of the whole app
+
+
+def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(
+    local_stack: RunningStack, templates: dict[str, dict[str, Any]]
+) -> None:
+    machine = deploy_locally(local_stack, templates["deploy"], "Pipeline")
+    release = {"service": "checkout", "version": "2.4.0"}
+    approved = start(local_stack, machine, {"title": "Deploy checkout 2.4.0", "release": release})
+    sent = links(local_stack, "Deploy checkout 2.4.0", len(RELEASE_MANAGERS))
+    assert sorted(sent) == sorted(RELEASE_MANAGERS)
+    for link in sent.values():
+        click(link, "approve")
+    described = wait_status(local_stack, approved)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(str(described["output"])) == {"deployed": release}
+
+    rejected = start(local_stack, machine, {"title": "Deploy checkout 2.5.0", "release": release})
+    click(links(local_stack, "Deploy checkout 2.5.0", len(RELEASE_MANAGERS))[RELEASE_MANAGERS[0]], "reject")
+    described = wait_status(local_stack, rejected)
+    assert (described["status"], described.get("error")) == ("FAILED", "Deploy.Rejected")
+
+    # The operator sees which workflow asked, and can list that workflow's approvals alone.
+    listed = local_stack.cli("list", "--workflow", machine.rsplit(":", 1)[-1])
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert sorted(row.split()[2:4] for row in rows) == [["Deploy", "checkout"], ["Deploy", "checkout"]]
+    shown = local_stack.cli("show", rows[0].split()[0])
+    assert f"workflow   {machine}" in shown.stdout
+    assert "step       ReleaseApproval" in shown.stdout
+
+
+def test_refund_batch_approves_each_refund_by_a_quorum_of_two(
+    local_stack: RunningStack, templates: dict[str, dict[str, Any]]
+) -> None:
+    machine = deploy_locally(local_stack, templates["refunds"], "Refunds")
+    refunds = [
+        {"id": "R-1", "amount": 120, "customer": "ana@example.org"},
+        {"id": "R-2", "amount": 9000, "customer": "bo@example.org"},
+        {"id": "R-3", "amount": 45, "customer": "cy@example.org"},
+    ]
+    execution = start(local_stack, machine, {"refunds": refunds})
+    sent = {
+        r["id"]: links(local_stack, f"Refund {r['id']} of {r['amount']} USD", len(FINANCE)) for r in refunds
+    }
+    carol, dan, erin = FINANCE
+    votes = {
+        "R-1": [(carol, "approve"), (dan, "approve")],
+        "R-2": [(carol, "reject"), (erin, "reject")],
+        "R-3": [(carol, "approve"), (dan, "reject"), (erin, "approve")],
+    }
+    for refund, cast in votes.items():
+        for who, decision in cast:
+            click(sent[refund][who], decision)
+
+    described = wait_status(local_stack, execution)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(str(described["output"])) == {
+        "results": [
+            {"id": "R-1", "status": "refunded"},
+            {"id": "R-2", "status": "declined"},
+            {"id": "R-3", "status": "refunded"},
+        ]
+    }

@@ -1,0 +1,120 @@
+"""The two example apps under examples/, synthesized: what each state machine may do, and the
+definitions they produce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+
+from approvals_cdk.packaging import build
+from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
+from examples.refund_batch.app import FINANCE, RefundBatchStack
+from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+REFS = {"ApprovalsRequestQueue": "QUEUE"}
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, dict[str, Any]]:
+    build()  # the Lambda asset, once, before both stacks ask for it
+    app = cdk.App()
+    stacks = {"deploy": DeployGateStack(app, "DeployGate"), "refunds": RefundBatchStack(app, "RefundBatch")}
+    return {name: synthesize(stack) for name, stack in stacks.items()}  # one synth of the whole app
+
+
+def test_deploy_gate_asks_both_release_managers_with_title_and_details_from_the_input(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    states = state_machine_definition(templates["deploy"], "Pipeline", REFS)["States"]
+    task = states["ReleaseApproval"]
+    body = task["Parameters"]["MessageBody"]
+    assert body["request"] == {
+        "approvers": list(RELEASE_MANAGERS),
+        "policy": "all",
+        "title.$": "$.title",
+        "details.$": "$.release",
+        "requester": "deploy-pipeline",
+    }
+    assert task["TimeoutSeconds"] == body["timeout_seconds"] == 4 * 3600
+    assert task["ResultPath"] == "$.approval"
+    assert task["Next"] == "Approved?"
+    choice = states["Approved?"]
+    assert choice["Choices"] == [
+        {"Variable": "$.approval.outcome", "StringEquals": "approved", "Next": "Deploy"}
+    ]
+    assert states[choice["Default"]] == {
+        "Type": "Fail",
+        "Error": "Deploy.Rejected",
+        "Cause": "A release manager rejected it",
+    }
+    assert {tuple(c["ErrorEquals"]): c["Next"] for c in task["Catch"]} == {
+        ("States.Timeout", "Approval.Expired"): "NotApproved",
+        ("Approval.InvalidRequest", "Approval.DeliveryFailed"): "CouldNotAsk",
+    }
+
+
+def test_deploy_gate_may_only_send_to_the_request_queue(templates: dict[str, dict[str, Any]]) -> None:
+    template = templates["deploy"]
+    assert role_statements(template, "PipelineRole") == [
+        {
+            "Action": "sqs:SendMessage",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [request_queue(template), "Arn"]},
+        }
+    ]
+
+
+def test_refund_batch_asks_every_refund_at_once_in_standard_child_executions(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    definition = state_machine_definition(templates["refunds"], "Refunds", REFS)
+    each = definition["States"]["EachRefund"]
+    assert each["Type"] == "Map"
+    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert each["MaxConcurrency"] == 1_000
+    assert each["ItemsPath"] == "$.refunds"
+    assert each["ItemSelector"] == {"refund.$": "$$.Map.Item.Value"}
+    assert "Catch" not in each  # the items end in results of their own: the batch never fails
+
+    items = each["ItemProcessor"]["States"]
+    request = items["RefundApproval"]["Parameters"]["MessageBody"]["request"]
+    assert request["approvers"] == list(FINANCE)
+    assert (request["policy"], request["quorum"]) == ("quorum", 2)
+    assert request["title.$"] == "States.Format('Refund {} of {} USD', $.refund.id, $.refund.amount)"
+    assert not [name for name, state in items.items() if state["Type"] == "Fail"]
+    assert items["IssueRefund"]["Parameters"] == {"id.$": "$.refund.id", "status": "refunded"}
+    assert items["Declined"]["Parameters"] == {"id.$": "$.refund.id", "status": "declined"}
+    assert all(c["ResultPath"] == "$.error" for c in items["RefundApproval"]["Catch"])
+
+
+def test_refund_batch_may_send_to_the_queue_and_run_its_own_children_only(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    template = templates["refunds"]
+    (machine,) = (
+        lid
+        for lid, r in template["Resources"].items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and lid.startswith("Refunds")
+    )
+    statements = role_statements(template, "Refunds")
+    actions = sorted(
+        (action, str(statement["Resource"]))
+        for statement in statements
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    )
+    assert [action for action, _ in actions] == [
+        "sqs:SendMessage",
+        "states:DescribeExecution",
+        "states:RedriveExecution",
+        "states:StartExecution",
+        "states:StopExecution",
+    ]
+    for action, resource in actions:
+        if action.startswith("states:"):
+            assert machine in resource  # its own executions, nothing else
+        else:
+            assert request_queue(template) in resource

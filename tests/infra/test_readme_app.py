@@ -1,0 +1,56 @@
+"""The README's "Add an approval to your own workflow" app, copied verbatim into an empty
+directory and run as the CDK CLI runs an app: it must synthesize, with the step in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cdk_templates import state_machine_definition
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "## Add an approval to your own workflow"
+
+
+def readme_app() -> str:
+    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, f"no Python block under {SECTION!r}"
+    return match.group(1)
+
+
+def test_the_readme_app_synthesizes_in_an_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(readme_app())
+    outdir = tmp_path / "cdk.out"
+    environment = {
+        **os.environ,
+        "CDK_OUTDIR": str(outdir),
+        "CDK_CONTEXT_JSON": "{}",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    template = json.loads((outdir / "ReleaseStack.template.json").read_text())
+    states = state_machine_definition(template, "ReleasePipeline", {"ApprovalsRequestQueue": "QUEUE"})[
+        "States"
+    ]
+    task = states["ManagerApproval"]
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["TimeoutSeconds"] == task["Parameters"]["MessageBody"]["timeout_seconds"] == 4 * 3600
+    assert states["Approved?"]["Type"] == "Choice"

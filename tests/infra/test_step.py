@@ -1,0 +1,196 @@
+"""The approval step in someone else's state machine, synthesized: the Task it renders (JSONPath
+and JSONata), the timeout set on the task and in the message alike, and the one grant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import Duration
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+
+from approvals.models import QueueMessage
+from approvals_cdk import ApprovalErrors, ApprovalService, ApprovalServiceProps
+from approvals_cdk.packaging import build
+from approvals_cdk.step import approval_step
+from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+ALICE, BOB = "alice@example.com", "bob@example.com"
+
+
+def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
+    fixed = service.approval_step(
+        stack,
+        "ManagerApproval",
+        approvers=[ALICE, BOB],
+        title="Deploy checkout",
+        requester="pipeline",
+        policy="all",
+        timeout=Duration.hours(4),
+        result_path="$.approval",
+    )
+    fixed.add_catch(sfn.Fail(stack, "TooLate"), errors=list(ApprovalErrors.EXPIRY))
+    fixed.add_catch(
+        sfn.Fail(stack, "CannotAsk"), errors=[ApprovalErrors.INVALID_REQUEST, ApprovalErrors.DELIVERY_FAILED]
+    )
+    sfn.StateMachine(
+        stack,
+        "Fixed",
+        definition_body=sfn.DefinitionBody.from_chainable(fixed.next(sfn.Succeed(stack, "Ok"))),
+    )
+    from_state = service.approval_step(
+        stack,
+        "ReadApproval",
+        approvers=sfn.JsonPath.list_at("$.approvers"),
+        title=sfn.JsonPath.string_at("$.title"),
+        requester=sfn.JsonPath.string_at("$.requester"),
+        details=sfn.JsonPath.object_at("$.details"),
+        timeout="$.timeout_seconds",
+    )
+    sfn.StateMachine(stack, "FromState", definition_body=sfn.DefinitionBody.from_chainable(from_state))
+    jsonata = service.approval_step(
+        stack,
+        "JsonataApproval",
+        approvers="{% $states.input.approvers %}",
+        title="{% $states.input.title %}",
+        requester="pipeline",
+        policy="quorum",
+        quorum=2,
+        timeout="{% $states.input.timeout_seconds %}",
+        query_language=sfn.QueryLanguage.JSONATA,
+        outputs={"approval": "{% $states.result %}"},
+    )
+    sfn.StateMachine(
+        stack,
+        "Jsonata",
+        definition_body=sfn.DefinitionBody.from_chainable(jsonata),
+        query_language=sfn.QueryLanguage.JSONATA,
+    )
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Theirs")
+    service = ApprovalService(stack, "Approvals", ApprovalServiceProps(approvers=[ALICE, BOB], asset=build()))
+    _steps(stack, service)
+    return synthesize(stack)
+
+
+def definition(template: dict[str, Any], machine: str) -> dict[str, Any]:
+    """A state machine's definition, with the queue's URL written as QUEUE."""
+    return state_machine_definition(template, machine, {"ApprovalsRequestQueue": "QUEUE"})
+
+
+def test_the_step_sends_the_documented_message_and_waits_for_its_token(template: dict[str, Any]) -> None:
+    task = definition(template, "Fixed")["States"]["ManagerApproval"]
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["Parameters"]["QueueUrl"] == "QUEUE"
+    body = task["Parameters"]["MessageBody"]
+    assert {name.removesuffix(".$") for name in body} == set(QueueMessage.model_fields)
+    assert body["task_token.$"] == "$$.Task.Token"
+    assert body["execution.$"] == "$$.Execution.Id"
+    assert body["state.$"] == "$$.State.Name"
+    assert body["request"] == {
+        "title": "Deploy checkout",
+        "approvers": [ALICE, BOB],
+        "requester": "pipeline",
+        "policy": "all",
+    }
+    assert task["ResultPath"] == "$.approval"
+
+
+def test_one_timeout_on_the_task_and_in_the_message(template: dict[str, Any]) -> None:
+    fixed = definition(template, "Fixed")["States"]["ManagerApproval"]
+    assert fixed["TimeoutSeconds"] == fixed["Parameters"]["MessageBody"]["timeout_seconds"] == 4 * 3600
+    from_state = definition(template, "FromState")["States"]["ReadApproval"]
+    assert from_state["TimeoutSecondsPath"] == "$.timeout_seconds"
+    assert from_state["Parameters"]["MessageBody"]["timeout_seconds.$"] == "$.timeout_seconds"
+    jsonata = definition(template, "Jsonata")["States"]["JsonataApproval"]
+    expression = "{% $states.input.timeout_seconds %}"
+    assert jsonata["TimeoutSeconds"] == jsonata["Arguments"]["MessageBody"]["timeout_seconds"] == expression
+
+
+def test_request_fields_can_be_read_from_the_execution_state(template: dict[str, Any]) -> None:
+    body = definition(template, "FromState")["States"]["ReadApproval"]["Parameters"]["MessageBody"]
+    assert body["request"] == {
+        "approvers.$": "$.approvers",
+        "title.$": "$.title",
+        "requester.$": "$.requester",
+        "details.$": "$.details",
+    }
+
+
+def test_a_jsonata_state_machine_gets_a_jsonata_task(template: dict[str, Any]) -> None:
+    machine = definition(template, "Jsonata")
+    assert machine["QueryLanguage"] == "JSONata"
+    task = machine["States"]["JsonataApproval"]
+    assert "Parameters" not in task
+    assert "ResultPath" not in task
+    body = task["Arguments"]["MessageBody"]
+    assert body["task_token"] == "{% $states.context.Task.Token %}"
+    assert body["execution"] == "{% $states.context.Execution.Id %}"
+    assert body["state"] == "{% $states.context.State.Name %}"
+    assert body["request"] == {
+        "approvers": "{% $states.input.approvers %}",
+        "title": "{% $states.input.title %}",
+        "requester": "pipeline",
+        "policy": "quorum",
+        "quorum": 2,
+    }
+    assert task["Output"] == {"approval": "{% $states.result %}"}
+
+
+def test_catches_name_the_approval_errors(template: dict[str, Any]) -> None:
+    catches = definition(template, "Fixed")["States"]["ManagerApproval"]["Catch"]
+    assert [c["ErrorEquals"] for c in catches] == [
+        ["States.Timeout", "Approval.Expired"],
+        ["Approval.InvalidRequest", "Approval.DeliveryFailed"],
+    ]
+
+
+@pytest.mark.parametrize("machine", ["Fixed", "FromState", "Jsonata"])
+def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
+    template: dict[str, Any], machine: str
+) -> None:
+    assert role_statements(template, f"{machine}Role") == [
+        {
+            "Action": "sqs:SendMessage",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [request_queue(template), "Arn"]},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"timeout": Duration.days(366)}, "timeout: 31622400 seconds is not from 1 second"),
+        ({"timeout": "timeout_seconds"}, "is neither a Duration nor a JSONPath"),
+        ({"policy": "majority"}, "'majority' is not a valid Policy"),
+        ({"approvers": [ALICE, "bob-at-example.com"]}, "approvers.1: not a valid email address"),
+        ({"result_path": "$.x", "query_language": sfn.QueryLanguage.JSONATA}, "result_path is JSONPath"),
+    ],
+    ids=[
+        "timeout over a year",
+        "timeout not a path",
+        "unknown policy",
+        "bad approver",
+        "result_path with JSONata",
+    ],
+)
+def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any], problem: str) -> None:
+    stack = cdk.Stack(cdk.App(), "Refused")
+    fields: dict[str, Any] = {
+        "title": "t",
+        "approvers": [ALICE],
+        "requester": "r",
+        "timeout": Duration.hours(1),
+        **changes,
+    }
+    with pytest.raises(ValueError, match=problem):
+        approval_step(stack, "Step", sqs.Queue(stack, "Queue"), **fields)  # the step needs only a queue
