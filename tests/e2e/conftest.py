@@ -27,7 +27,8 @@ APPROVERS = [
     "alice@example.com", "bob@example.com", "carol@example.com", "dan@example.com",
     "erin@example.com", "gina@example.com", "hank@example.com", "ops@example.com",
     "fin@example.com", "ann@example.com", "ben@example.com", "cat@example.com",
-    "dee@example.com", "eve@example.com", "fay@example.com",
+    "dee@example.com", "eve@example.com", "fay@example.com", "fan1@example.com",
+    "fan2@example.com", "rot@example.com",
 ]  # fmt: skip
 
 

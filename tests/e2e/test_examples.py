@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) -> str:
+    """The app's state machine on the local stack, its approvers added as an operator does."""
+    added = stack.cli("approvers", "add", *RELEASE_MANAGERS, *FINANCE)
+    assert added.returncode == 0, added.stderr
     definition = state_machine_definition(template, machine, {"ApprovalsRequestQueue": stack.info.queue_url})
     sfn = for_local(stack.info).sfn
     return sfn.create_state_machine(
