@@ -217,7 +217,7 @@ def test_fanout_with_mixed_outcomes(stack: Stack) -> None:
     requests: list[dict[str, Any]] = [
         request("Fan A approve", [ALICE, BOB], policy=Policy.QUORUM, quorum=2).model_dump(exclude_none=True),
         request("Fan B reject", [CAROL]).model_dump(exclude_none=True),
-        request("Fan C expire", [DAN], timeout_seconds=2).model_dump(exclude_none=True),
+        request("Fan C expire", [DAN], timeout_seconds=5).model_dump(exclude_none=True),
         {"title": "Fan D invalid", "approvers": ["not-an-address"], "requester": "ci@example.com"},
         {"title": "Fan E bad timeout", "approvers": [ALICE], "requester": "ci", "timeout_seconds": 0},
         request("Fan F approve", [DAN]).model_dump(exclude_none=True),

@@ -183,11 +183,11 @@ def test_a_decision_the_workflow_never_took_before_its_timeout_is_recorded_as_to
     out before the sweep repeats it. The service refuses the repeat as it refuses a repeat
     of an answer it took: the record must say the workflow took its timeout path."""
     calls = TaskSuccessCalls(hooks, services, failures=1)
-    arn, links = started(stack, "Just too late", [ALICE], timeout_seconds=3)
+    arn, links = started(stack, "Just too late", [ALICE], timeout_seconds=6)  # room to vote in time
     page = stack.post_link(links[ALICE], "approve")
     assert page.status == 202
     assert PENDING_PAGE in page.body  # not "the workflow has your decision"
-    assert stack.finish(arn, timeout=10).output == {"outcome": "expired"}
+    assert stack.finish(arn, timeout=20).output == {"outcome": "expired"}
 
     history_reads: list[str] = []
 
