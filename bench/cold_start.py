@@ -1,16 +1,25 @@
-"""Cold-start benchmark: how long each Lambda handler module takes to import, next to
-``import boto3`` alone (the design's budget: close to it). Each import runs in a fresh
-interpreter, several times; the figures are medians.
+"""Cold-start benchmark: how long each Lambda handler module takes to import from the
+functions' asset, next to ``import boto3`` alone (the design's budget: close to it).
+
+The asset is the one ``cdk synth`` deploys (approvals_cdk/packaging.py: the project's
+packages and pinned dependencies, precompiled), built for this interpreter and machine;
+each import runs as Lambda runs it, in a fresh interpreter that sees only the standard
+library, the asset and the runtime's own boto3 (``-I -S``). Several interleaved rounds;
+the figures are medians.
 
     .venv/bin/python -m bench.cold_start
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+from approvals_cdk import packaging
 from bench.results import record
 
 MODULES = {
@@ -22,21 +31,35 @@ MODULES = {
     "approval API": "approval_api.handler",
 }
 RUNS = 7
+IMPORT = """
+import sys, time
+sys.path[:0] = sys.argv[1:3]
+t = time.perf_counter()
+import {module}
+print(time.perf_counter() - t)
+"""
 
 
-def import_seconds(module: str) -> float:
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+def import_seconds(module: str, asset: Path, runtime_site: Path) -> float:
+    code = IMPORT.format(module=module)
     env = {"POWERTOOLS_SERVICE_NAME": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)  # noqa: S603
+    command = [sys.executable, "-I", "-S", "-c", code, str(asset), str(runtime_site)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)  # noqa: S603
     return float(out.stdout.strip())
 
 
 def main() -> int:
-    # Interleaved rounds, so that a busy moment of the machine weighs on every module alike.
+    this_machine = packaging.LambdaTarget(
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}", architecture=platform.machine()
+    )
+    asset = packaging.build(this_machine).path
     samples: dict[str, list[float]] = {name: [] for name in MODULES}
-    for _ in range(RUNS):
-        for name, module in MODULES.items():
-            samples[name].append(import_seconds(module))
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime_site = packaging.runtime_site(Path(scratch) / "runtime")
+        # Interleaved rounds, so that a busy moment of the machine weighs on every module alike.
+        for _ in range(RUNS):
+            for name, module in MODULES.items():
+                samples[name].append(import_seconds(module, asset, runtime_site))
     medians = {name: statistics.median(values) for name, values in samples.items()}
     baseline = medians["boto3 alone"]
     print(f"{'module':<16} {'import (median of ' + str(RUNS) + ')':>22} {'vs boto3':>9}")
