@@ -8,11 +8,12 @@ import json
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from typing import TYPE_CHECKING, Any
 
 from approvals.models import Approval, Policy, Status, Vote
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSS = (TEMPLATES / "style.css").read_text()
@@ -43,6 +44,9 @@ STATUS_TEXT = {
 
 @cache
 def _environment() -> Environment:
+    # Imported at the first page, not at the cold start: JSON answers never need it.
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     return Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),

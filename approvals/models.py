@@ -102,7 +102,15 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
 
 
-class ApprovalRequest(BaseModel):
+class Contract(BaseModel):
+    """A contract model whose validator is built at its first use, not at import: each
+    function pays only for the models its own path uses (the dead-letter function reads
+    one message, a forged link is refused before any approval is read)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ApprovalRequest(Contract):
     """What a workflow asks for: the ``request`` of the execution input."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,7 +152,7 @@ class ApprovalRequest(BaseModel):
         return self
 
 
-class QueueMessage(BaseModel):
+class QueueMessage(Contract):
     """The body an approval Task sends to the request queue (``sqs:sendMessage.waitForTaskToken``).
 
     ``request`` is validated apart, so that a bad request can still be answered through its
@@ -188,7 +196,7 @@ class QueueMessage(BaseModel):
         return schema
 
 
-class Vote(BaseModel):
+class Vote(Contract):
     approver: Email
     outcome: Outcome
     comment: str = ""
@@ -196,7 +204,7 @@ class Vote(BaseModel):
     on_behalf_by: str | None = None
 
 
-class Decision(BaseModel):
+class Decision(Contract):
     """The task output: what the workflow's Choice branches on."""
 
     # Which approval answered: the execution's history then tells whether this answer was
@@ -215,7 +223,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
-class Unreachable(BaseModel):
+class Unreachable(Contract):
     """An approver SNS cannot email: found when the request came (it was then refused), or
     while it waited (unsubscribed, removed)."""
 
@@ -223,7 +231,7 @@ class Unreachable(BaseModel):
     why: str
 
 
-class Approval(BaseModel):
+class Approval(Contract):
     """One stored approval: the request, its token (server side only) and its votes."""
 
     approval_id: str
@@ -311,7 +319,7 @@ EventKind = Literal[
 EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second
 
 
-class Event(BaseModel):
+class Event(Contract):
     """One line of an approval's timeline."""
 
     at: datetime

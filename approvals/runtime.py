@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import boto3
@@ -38,19 +37,11 @@ class Services:
     sns: SNSClient
     sfn: SFNClient
     secrets: SecretsManagerClient = field(repr=False)
-
-    @cached_property
-    def keys(self) -> Keys:
-        """The link keys, read at their first use and kept: functions that never sign or
-        verify a link (dead letters, execution ended) never read them, nor may they."""
-        return Keys(self.secrets, self.settings.signing_secret_id)
-
-    @cached_property
-    def directory(self) -> Directory:
-        """Who can be emailed, read from the topic and kept for this container."""
-        return Directory(
-            self.sns, self.settings.topic_arn, timedelta(seconds=self.settings.directory_seconds)
-        )
+    # Both read nothing until their first use, so functions that never sign or verify a
+    # link (dead letters, execution ended) never read the keys, nor may they. Made with
+    # the services rather than at first use: the worker's threads share one of each.
+    keys: Keys = field(repr=False)
+    directory: Directory  # who can be emailed, read from the topic and kept a while
 
 
 def build(settings: Settings) -> Services:
@@ -60,12 +51,15 @@ def build(settings: Settings) -> Services:
     def client(name: str):  # type: ignore[no-untyped-def]
         return session.client(name, config=CLIENT_CONFIG)  # type: ignore[call-overload]
 
+    sns, secrets = client("sns"), client("secretsmanager")
     return Services(
         settings=settings,
         store=ApprovalStore(client("dynamodb"), settings.table_name, settings.retention_days),
-        sns=client("sns"),
+        sns=sns,
         sfn=client("stepfunctions"),
-        secrets=client("secretsmanager"),
+        secrets=secrets,
+        keys=Keys(secrets, settings.signing_secret_id),
+        directory=Directory(sns, settings.topic_arn, timedelta(seconds=settings.directory_seconds)),
     )
 
 

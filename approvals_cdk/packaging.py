@@ -28,6 +28,7 @@ from __future__ import annotations
 import compileall
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import py_compile
 import re
@@ -115,6 +116,20 @@ def requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]
         except importlib.metadata.PackageNotFoundError:
             pinned.append(line)
     return sorted(pinned)
+
+
+def runtime_site(directory: Path) -> Path:
+    """What the Lambda Python runtime provides beside the asset (boto3 and what it needs),
+    as links to this interpreter's copies: a path entry to import an asset as Lambda does."""
+    directory.mkdir()
+    for name in RUNTIME_PROVIDED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"{name} is not installed here")
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (directory / source.name).symlink_to(source)
+    return directory
 
 
 def _excluded(relative: Path) -> bool:

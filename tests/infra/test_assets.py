@@ -11,7 +11,6 @@ deployed asset's native code is proven by the checks on tags and ELF headers alo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -157,19 +156,6 @@ def _interpreter(runtime: str) -> str:
     )
 
 
-def _runtime_site(directory: Path) -> Path:
-    """What the Lambda Python runtime provides beside the asset: boto3 and what it needs."""
-    directory.mkdir()
-    for name in packaging.RUNTIME_PROVIDED:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None, f"{name} is not installed here"
-        assert spec.origin is not None
-        origin = Path(spec.origin)
-        source = origin.parent if origin.name == "__init__.py" else origin
-        (directory / source.name).symlink_to(source)
-    return directory
-
-
 # Runs in a fresh interpreter that sees no site-packages at all (-I -S): only the stdlib,
 # the asset, and the runtime's boto3. Imports each handler, then calls the API handler the
 # way API Gateway would for an unknown path: its page comes from templates in the asset.
@@ -211,7 +197,7 @@ def test_each_handler_imports_from_its_asset_alone(synthesis: Synthesis, tmp_pat
     by_asset: dict[tuple[Path, str, str], list[str]] = {}
     for fn in functions(synthesis):
         by_asset.setdefault((fn["asset"], fn["runtime"], fn["architecture"]), []).append(fn["handler"])
-    runtime_site = _runtime_site(tmp_path / "runtime")
+    runtime_site = packaging.runtime_site(tmp_path / "runtime")
     event = proxy_event("GET", "/prod/nothing/here", {"accept": "text/html"}, b"", "203.0.113.9")
     for (deployed, runtime, architecture), handlers in by_asset.items():
         asset = _importable(deployed, runtime, architecture)

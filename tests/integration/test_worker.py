@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 import worker.dead_letter
 import worker.handler
+from approvals import runtime
 from approvals.local.poller import QueuePoller, sqs_event
 from approvals.models import ApprovalRequest
 from tests.integration.conftest import (
@@ -144,6 +146,32 @@ def test_a_broken_message_fails_alone_and_the_rest_of_the_batch_is_handled(stack
     failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
     assert failed == {by_body[b] for b in bodies if b != good["Body"]}
     assert [e.to for e in stack.emails()] == [ALICE]
+
+
+def test_the_messages_of_a_batch_are_handled_at_once(stack: Stack) -> None:
+    """Every message waits at its email until all of the batch have reached theirs: one
+    after another, the first would wait alone until the barrier broke, failing them all."""
+    messages = []
+    for number in range(5):
+        stack.start(simple(f"At once {number}"))
+        messages.append(stack.queued_message())
+    everyone_publishing = threading.Barrier(len(messages), timeout=10)  # a deadlock guard only
+
+    def wait_for_the_others(**_: Any) -> None:
+        everyone_publishing.wait()
+
+    sns = runtime.from_environment().sns
+    sns.meta.events.register("before-call.sns.PublishBatch", wait_for_the_others)
+    try:
+        response = worker.handler.lambda_handler(
+            sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:approvals-requests"),
+            lambda_context("worker"),
+        )
+    finally:
+        sns.meta.events.unregister("before-call.sns.PublishBatch", wait_for_the_others)
+    assert response["batchItemFailures"] == []
+    assert len(stack.emails()) == len(messages)
+    assert len(stack.approvals()) == len(messages)
 
 
 def test_broken_messages_reach_the_dead_letter_queue_and_are_dropped_there(stack: Stack) -> None:
