@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import boto3
 
-from approvals import executions
+from approvals import directory, executions
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest
@@ -106,7 +106,10 @@ def floor(info: LocalInfo, total: int) -> float:
 
 def product(info: LocalInfo, total: int) -> float:
     """Seconds for ``total`` one-approver requests, each clicked as soon as its email appears."""
-    sfn = for_local(info).sfn
+    target = for_local(info)
+    sfn = target.sfn
+    for i in range(total):  # the directory first, as an operator adds approvers
+        directory.add(target.sns, target.topic_arn, f"floor{i}@bench.example")
     clicked: set[str] = set()
     problems: list[str] = []
     stop = threading.Event()
