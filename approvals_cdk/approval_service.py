@@ -138,10 +138,11 @@ def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
 
 @dataclass(frozen=True)
 class ApprovalServiceProps:
-    """How the service is deployed. Only ``approvers`` is required: the addresses that get an
-    email subscription (each confirms it once); a request may only name these."""
+    """How the service is deployed. ``approvers`` are the addresses subscribed at deploy time
+    (each confirms it once); more are added without a deploy by `approvals approvers add`. A
+    request may only name approvers in that directory."""
 
-    approvers: Sequence[str]  # email addresses, as the worker normalizes them (lowercase)
+    approvers: Sequence[str] = ()  # email addresses, as the worker normalizes them (lowercase)
     default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
     retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
     log_retention_days: int = 90  # one of approvals_cdk.config.LOG_RETENTION_CHOICES

@@ -61,11 +61,12 @@ def _text(value: Any) -> str:
 
 
 def parse_approvers(value: Any) -> tuple[str, ...]:
-    """Comma-separated addresses (or a list, from cdk.json), normalized, duplicates dropped."""
+    """Comma-separated addresses (or a list, from cdk.json), normalized, duplicates dropped.
+
+    None or blank is no address: approvers can be added after the deploy, with `approvals
+    approvers add`."""
     if value is None or not _text(value).strip():
-        raise ConfigError(
-            f"approvers: required. Pass the approvers' email addresses, comma-separated: cdk deploy {EXAMPLE}"
-        )
+        return ()
     entries = [entry.strip() for entry in _text(value).split(",")]
     approvers: list[str] = []
     problems: list[str] = []

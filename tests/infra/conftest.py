@@ -2,8 +2,9 @@
 included), run once per test session, and the cloud assembly it writes.
 
 Synthesis is slow (the CDK runs on Node through jsii), so the session starts the four runs
-the tests need at once, in parallel: the stack with every part, two that must stop with a
-clear error (approvers missing, approvers malformed), and the app with its cdk-nag
+the tests need at once, in parallel: the stack with every part, the stack with no approvers
+yet (they are added after the deploy), one that must stop with a clear error (approvers
+malformed, a misspelt parameter), and the app with its cdk-nag
 acknowledgements taken out, which must fail on exactly those. Every infra test is in the xdist
 group "infra", so under `pytest -n 2 --dist loadgroup` they share one worker, and one synth.
 """

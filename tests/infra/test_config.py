@@ -1,5 +1,6 @@
-"""Context parameters: `cdk deploy` without approvers, or with malformed ones, stops at synth
-with a clear error; the other parameters are checked the same way."""
+"""Context parameters: `cdk deploy` with malformed approvers stops at synth with a clear
+error, and without any deploys a service whose approvers are added later; the other
+parameters are checked the same way."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ def config(**context: Any) -> DeployConfig:
     return from_context(context)
 
 
-def test_cdk_synth_without_approvers_stops_with_a_clear_error(synth_runs: dict[str, Synthesis]) -> None:
+def test_cdk_synth_without_approvers_deploys_an_empty_directory(synth_runs: dict[str, Synthesis]) -> None:
+    """Approvers can all be added after the deploy (`approvals approvers add`): the topic is
+    there, with no subscription yet, and everything else as with approvers."""
     run = synth_runs["missing"]
-    assert run.returncode != 0
-    assert "approvers: required" in run.output
-    assert "-c approvers=alice@example.com,bob@example.com" in run.output  # how to fix it
-    assert "Traceback" not in run.output
-    assert not (run.outdir / f"{STACK}.template.json").exists()
+    assert run.returncode == 0, run.output
+    assert run.resources("AWS::SNS::Subscription") == {}
+    assert len(run.resources("AWS::SNS::Topic")) == len(synth_runs["stack"].resources("AWS::SNS::Topic"))
 
 
 def test_cdk_synth_with_a_malformed_approver_stops_with_a_clear_error(
@@ -50,18 +51,20 @@ def test_approvers_are_normalized_like_the_worker_does_and_deduplicated() -> Non
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (None, "approvers: required"),
-        ("", "approvers: required"),
-        ("  ", "approvers: required"),
         ("alice@example.com,", "entry 2 is empty"),
         ("alice", "'alice' is not a valid email address"),
         ("alice@example.com;bob@example.com", "is not a valid email address"),
         ("Alice <alice@example.com>", "is not a valid email address"),
     ],
 )
-def test_missing_or_malformed_approvers_are_refused(value: Any, message: str) -> None:
+def test_malformed_approvers_are_refused(value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_approvers(value)
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_no_approvers_at_deploy_is_an_empty_directory(value: Any) -> None:
+    assert parse_approvers(value) == ()
 
 
 def test_defaults() -> None:
@@ -167,7 +170,7 @@ def test_rate_limit_per_ip_is_off_by_default_and_within_what_waf_takes() -> None
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as raised:
-        config(defaultTimeout="0", removalPolicy="maybe")
+        config(approvers="alice", defaultTimeout="0", removalPolicy="maybe")
     assert str(raised.value).splitlines() == [
         line
         for line in str(raised.value).splitlines()
