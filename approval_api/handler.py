@@ -23,7 +23,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import decision, links, runtime
+from approvals import answers, decision, links, runtime
 from approvals.decision import Delivery, Problem
 from approvals.models import utcnow
 
@@ -68,6 +68,7 @@ _VOTE = {
         "comment": _STRING,
         "at": {"type": "string", "format": "date-time"},
         "on_behalf_by": {"type": ["string", "null"]},
+        "data": {"type": "object", "description": "The answers to the request's fields"},
     },
 }
 
@@ -287,6 +288,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
         reason_required=services.settings.reject_needs_reason,
         notice=error.message,
         comment=error.comment,
+        typed=answers.typed(approval.request.fields, form),
+        invalid_field=error.field,
     )
     return _respond(error.status, html, {})
 

@@ -102,6 +102,61 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
 
 
+class FieldType(StrEnum):
+    CHOICE = "choice"
+    TEXT = "text"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+
+
+MAX_FIELDS = 20
+FIELD_TEXT_LENGTH = 1_000  # the most a text field may allow, in characters
+# An approver's answers, as JSON, in bytes of UTF-8: like the comment, they go into the
+# decision (in the execution's 256 KiB state) and the table's 400 KB item, once per vote.
+DATA_BYTES = 1_500
+FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+Label = Annotated[Text, _at_most_bytes(200)]
+
+
+class FieldSpec(BaseModel):
+    """One thing the approver answers with their vote, shown as a labelled input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: FieldName = Field(description="The key of the answer in the vote's data")
+    label: Label = Field(min_length=1)
+    type: FieldType
+    required: bool = Field(
+        default=False, description="Needed to approve (a boolean: ticked); a rejection may omit it"
+    )
+    options: list[Label] | None = Field(default=None, min_length=1, max_length=50, description="choice only")
+    max_length: int | None = Field(
+        default=None, ge=1, le=FIELD_TEXT_LENGTH, description="text only, in characters (default 200)"
+    )
+    min: float | None = Field(default=None, allow_inf_nan=False, description="number only")
+    max: float | None = Field(default=None, allow_inf_nan=False, description="number only")
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> FieldSpec:
+        allowed = {
+            FieldType.CHOICE: {"options"},
+            FieldType.TEXT: {"max_length"},
+            FieldType.NUMBER: {"min", "max"},
+        }.get(self.type, set())
+        for name in ("options", "max_length", "min", "max"):
+            if getattr(self, name) is not None and name not in allowed:
+                raise ValueError(f"{name}: not allowed for a {self.type.value} field")
+        if self.type is FieldType.CHOICE:
+            if not self.options:
+                raise ValueError("options: a choice field needs options")
+            if len(set(self.options)) != len(self.options):
+                raise ValueError("options: each option may be listed once")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: must not exceed max")
+        return self
+
+
 class ApprovalRequest(BaseModel):
     """What a workflow asks for: the ``request`` of the execution input."""
 
@@ -117,6 +172,11 @@ class ApprovalRequest(BaseModel):
     details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
         default_factory=dict, max_length=50
     )
+    fields: list[FieldSpec] = Field(
+        default_factory=list,
+        max_length=MAX_FIELDS,
+        description="What each approver answers with their vote; each vote's data holds the answers",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +191,8 @@ class ApprovalRequest(BaseModel):
     def _consistent(self, info: ValidationInfo) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers: each approver may be listed once")
+        if len({spec.name for spec in self.fields}) != len(self.fields):
+            raise ValueError("fields: each field name may be used once")
         if self.policy is Policy.QUORUM:
             if self.quorum is None:
                 raise ValueError("quorum: required when policy is quorum")
@@ -188,12 +250,16 @@ class QueueMessage(BaseModel):
         return schema
 
 
+Answer = bool | int | float | str  # a date is its ISO text, YYYY-MM-DD
+
+
 class Vote(BaseModel):
     approver: Email
     outcome: Outcome
     comment: str = ""
     at: datetime
     on_behalf_by: str | None = None
+    data: dict[str, Answer] = Field(default_factory=dict)  # the answers to the request's fields
 
 
 class Decision(BaseModel):
@@ -347,6 +413,8 @@ def timeline(approval: Approval) -> list[Event]:
     ]
     for vote in approval.votes.values():
         detail = vote.outcome.value + (f": {vote.comment}" if vote.comment else "")
+        if vote.data:
+            detail += " (" + ", ".join(f"{name}={value}" for name, value in vote.data.items()) + ")"
         if vote.on_behalf_by:
             detail += f" (recorded by {vote.on_behalf_by} on the approver's behalf)"
         events.append(Event(at=vote.at, kind="voted", actor=vote.approver, detail=detail))
@@ -383,8 +451,9 @@ def describe_validation_error(error: ValidationError, prefix: str = "request") -
     for problem in error.errors(include_url=False):
         location = ".".join(str(part) for part in (prefix, *problem["loc"]))
         message = re.sub(r" or instance of \w+", "", problem["msg"].removeprefix("Value error, "))
-        if ": " in message and problem["type"] == "value_error" and not problem["loc"]:
-            location, message = f"{prefix}.{message.split(': ', 1)[0]}", message.split(": ", 1)[1]
+        # A model's own check names the field it is about: "quorum: ...".
+        if problem["type"] == "value_error" and (named := re.match(r"([a-z_]+): (.*)", message, re.S)):
+            location, message = f"{location}.{named[1]}", named[2]
         lines.append(f"{location}: {message}")
     return "; ".join(lines)
 

@@ -6,6 +6,7 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class VoteRefusal(Enum):
     SETTLED = "the request is already settled"
     EXPIRED = "the request has expired"
     CANCELLED = "the request was cancelled"
+    UNANSWERED = "the request asks for answers the vote did not carry"
 
 
 class Claim(Enum):
@@ -93,6 +95,8 @@ def _vote_item(vote: Vote, write: Item) -> Item:
     }
     if vote.on_behalf_by:
         fields["on_behalf_by"] = {"S": vote.on_behalf_by}
+    if vote.data:
+        fields["data"] = {"S": json.dumps(vote.data, ensure_ascii=False)}
     return {"M": fields}
 
 
@@ -104,6 +108,7 @@ def _vote_from(approver: str, item: Item) -> Vote:
         comment=fields["comment"]["S"],
         at=_time(fields["at"]["N"]),
         on_behalf_by=fields.get("on_behalf_by", {}).get("S"),
+        data=json.loads(fields.get("data", {}).get("S", "{}")),
     )
 
 
@@ -177,6 +182,8 @@ class ApprovalStore:
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.
             "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
+            # Lets a vote whose form carried no answers be refused without reading the request.
+            **({"has_fields": {"BOOL": True}} if approval.request.fields else {}),
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
             # The count at which the next vote of each kind settles the request.
@@ -261,9 +268,10 @@ class ApprovalStore:
             return None
         return approval_from_item(result["Attributes"])
 
-    def record_vote(self, approval_id: str, vote: Vote) -> Approval:
+    def record_vote(self, approval_id: str, vote: Vote, *, answers_checked: bool = True) -> Approval:
         """Record one approver's vote; the returned approval's ``decided_by`` tells whether
-        this vote settled it.
+        this vote settled it. A vote whose answers were not checked against the request's
+        fields (its form carried none) is taken only if the request has none.
 
         One conditional update does it, with no read first: the vote that brings its
         side's count to the threshold stored with the approval also writes the outcome,
@@ -278,7 +286,9 @@ class ApprovalStore:
         for _ in range(4):  # each retry follows a concurrent vote; counts only grow
             try:
                 result = self._db.update_item(
-                    **self._vote_update(approval_id, vote, write, counter, last_open, settling)
+                    **self._vote_update(
+                        approval_id, vote, write, counter, last_open, settling, answers_checked
+                    )
                 )
                 return approval_from_item(result["Attributes"])
             except ClientError as error:
@@ -290,13 +300,22 @@ class ApprovalStore:
                 return approval_from_item(old)  # this vote, sent again by the SDK: it is in
             current = approval_from_item(old)
             refusal = _refusal(current, vote)
+            if not refusal and not answers_checked and current.request.fields:
+                refusal = VoteRefusal.UNANSWERED
             if refusal:
                 raise VoteRejected(refusal, current)
             settling = old[counter]["N"] == old[last_open]["N"]
         raise RuntimeError(f"vote on {approval_id} kept racing other votes")
 
     def _vote_update(
-        self, approval_id: str, vote: Vote, write: Item, counter: str, last_open: str, settling: bool
+        self,
+        approval_id: str,
+        vote: Vote,
+        write: Item,
+        counter: str,
+        last_open: str,
+        settling: bool,
+        answers_checked: bool,
     ) -> dict[str, Any]:
         values: Item = {
             ":vote": _vote_item(vote, write),
@@ -321,6 +340,7 @@ class ApprovalStore:
                 "(contains(voters, :approver) OR attribute_not_exists(voters))"
                 " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+                + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
             "ExpressionAttributeValues": values,

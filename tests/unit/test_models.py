@@ -271,7 +271,13 @@ def test_decision_lists_votes_in_time_order() -> None:
 
 
 def test_decision_contract_shape() -> None:
-    vote = Vote(approver="alice@example.com", outcome=Outcome.REJECTED, comment="no", at=NOW)
+    vote = Vote(
+        approver="alice@example.com",
+        outcome=Outcome.REJECTED,
+        comment="no",
+        at=NOW,
+        data={"environment": "staging"},
+    )
     decision = Decision(approval_id="a" * 32, outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
     assert decision.model_dump(mode="json", exclude_none=True) == {
         "approval_id": "a" * 32,
@@ -282,6 +288,7 @@ def test_decision_contract_shape() -> None:
                 "outcome": "rejected",
                 "comment": "no",
                 "at": "2030-01-02T03:04:05Z",
+                "data": {"environment": "staging"},
             }
         ],
         "decided_at": "2030-01-02T03:04:05Z",
@@ -381,3 +388,11 @@ def test_the_workflow_is_the_state_machine_of_the_execution(
 ) -> None:
     approval = sample_approval(datetime(2030, 1, 1, tzinfo=UTC), timedelta(hours=1), execution=execution)
     assert (approval.workflow, approval.state_machine_arn) == (workflow, state_machine)
+
+
+def test_the_timeline_shows_the_answers_a_vote_carried() -> None:
+    vote = Vote(
+        approver="alice@example.com", outcome=Outcome.APPROVED, comment="go", at=NOW, data={"env": "prod"}
+    )
+    voted = [e for e in timeline(_approval(votes={"alice@example.com": vote})) if e.kind == "voted"]
+    assert [e.detail for e in voted] == ["approved: go (env=prod)"]
