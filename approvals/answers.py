@@ -26,6 +26,11 @@ class InvalidAnswer(ValueError):
         self.message = message
 
 
+def as_form(values: Mapping[str, str]) -> dict[str, str]:
+    """Answers by field name as the page's form sends them."""
+    return {FORM_PREFIX + name: value for name, value in values.items()}
+
+
 def typed(specs: list[FieldSpec], form: Mapping[str, str]) -> dict[str, str]:
     """What the approver typed into each field, as sent."""
     return {spec.name: form[FORM_PREFIX + spec.name] for spec in specs if FORM_PREFIX + spec.name in form}
@@ -48,8 +53,8 @@ def read(specs: list[FieldSpec], form: Mapping[str, str], outcome: Outcome) -> d
                 raise InvalidAnswer(spec.name, f"{spec.label}: required to approve.")
         else:
             answers[spec.name] = _value(spec, raw)
-    if len(json.dumps(answers, ensure_ascii=False).encode()) > DATA_BYTES:
-        raise InvalidAnswer("", f"The answers are too long: at most {DATA_BYTES:,} bytes in all.")
+    if len(json.dumps(answers)) > DATA_BYTES:
+        raise InvalidAnswer("", f"The answers are too long together: at most {DATA_BYTES:,} bytes as JSON.")
     return answers
 
 

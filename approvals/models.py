@@ -112,9 +112,11 @@ class FieldType(StrEnum):
 
 MAX_FIELDS = 20
 FIELD_TEXT_LENGTH = 1_000  # the most a text field may allow, in characters
-# An approver's answers, as JSON, in bytes of UTF-8: like the comment, they go into the
-# decision (in the execution's 256 KiB state) and the table's 400 KB item, once per vote.
-DATA_BYTES = 1_500
+# An approver's answers, as JSON with non-ASCII escaped (how the local engine measures a
+# state, the stricter count): like the comment, they go into the decision, in the
+# execution's 256 KiB state beside the request, and into the table's 400 KB item, once per
+# vote. 50 votes at both caps, beside a 64 KiB request, still fit.
+DATA_BYTES = 1_000
 FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Label = Annotated[Text, _at_most_bytes(200)]
 
