@@ -110,6 +110,9 @@ class FieldType(StrEnum):
     DATE = "date"
 
 
+# EventBridge Scheduler's finest rate: no sweep, hence no recurring reminder, comes oftener.
+# A deployment's own sweep interval is checked by the worker (approvals.request).
+MIN_REMIND_EVERY_SECONDS = 60
 MAX_FIELDS = 20
 FIELD_TEXT_LENGTH = 1_000  # the most a text field may allow, in characters
 # An approver's answers, as JSON with non-ASCII escaped (how the local engine measures a
@@ -174,6 +177,12 @@ class ApprovalRequest(BaseModel):
     details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
         default_factory=dict, max_length=50
     )
+    remind_every_seconds: int | None = Field(
+        default=None,
+        ge=MIN_REMIND_EVERY_SECONDS,
+        description="Remind those who have not decided this often, until the request settles or expires"
+        " (at least as long as the deployment's sweep interval)",
+    )
     fields: list[FieldSpec] = Field(
         default_factory=list,
         max_length=MAX_FIELDS,
@@ -184,7 +193,7 @@ class ApprovalRequest(BaseModel):
     @classmethod
     def _numbers_not_flags(cls, data: Any) -> Any:
         # JSON's true is not 1 approval nor 1 second, though pydantic would read it so.
-        for name in ("quorum", "timeout_seconds"):
+        for name in ("quorum", "timeout_seconds", "remind_every_seconds"):
             if isinstance(data, dict) and isinstance(data.get(name), bool):
                 raise ValueError(f"{name}: must be a number, not true or false")
         return data
@@ -193,6 +202,8 @@ class ApprovalRequest(BaseModel):
     def _consistent(self, info: ValidationInfo) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers: each approver may be listed once")
+        if self.remind_every_seconds is not None and self.remind_every_seconds >= self.timeout_seconds:
+            raise ValueError("remind_every_seconds: must be shorter than timeout_seconds, or it never fires")
         if len({spec.name for spec in self.fields}) != len(self.fields):
             raise ValueError("fields: each field name may be used once")
         if self.policy is Policy.QUORUM:
@@ -311,6 +322,10 @@ class Approval(BaseModel):
     closed_at: datetime | None = None  # when it was marked expired or cancelled
     viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
     reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
+    # The last recurring reminder (the Nth period of remind_every_seconds) and when it was
+    # sent: one number, not one entry each, so a year of them cannot outgrow the item.
+    recurring_reminder: int = 0
+    recurring_reminded_at: datetime | None = None
     excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
     unreachable: dict[str, Unreachable] = Field(default_factory=dict)  # no longer emailable
 
@@ -409,6 +424,12 @@ def timeline(approval: Approval) -> list[Event]:
         Event(at=at, kind="reminded", actor="system", detail=f"reminder {name}")
         for name, at in approval.reminded.items()
     ]
+    if approval.recurring_reminded_at:
+        every = approval.request.remind_every_seconds
+        detail = f"recurring reminder {approval.recurring_reminder} (every {every} s; the latest shown)"
+        events.append(
+            Event(at=approval.recurring_reminded_at, kind="reminded", actor="system", detail=detail)
+        )
     events += [
         Event(at=at, kind="viewed", actor=who, detail="link opened (perhaps by a mail scanner)")
         for who, at in approval.viewed.items()
@@ -441,6 +462,16 @@ def reminder_time(spec: str, created: datetime, expires: datetime) -> datetime:
     if spec[-1:] in units and spec[:-1].isdigit():
         return expires - timedelta(seconds=int(spec[:-1]) * units[spec[-1]])
     raise ValueError(f"reminder {spec!r}: use a share of the time like '50%' or a lead like '1h', '30m'")
+
+
+def recurring_reminder_due(approval: Approval, now: datetime) -> int | None:
+    """The period of ``remind_every_seconds`` that has begun by ``now`` and whose reminder
+    is not yet sent, or None. However many periods a late sweep missed, one is due."""
+    every = approval.request.remind_every_seconds
+    if every is None:
+        return None
+    period = int((now - approval.created_at).total_seconds()) // every
+    return period if period > approval.recurring_reminder else None
 
 
 def utcnow() -> datetime:

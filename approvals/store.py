@@ -100,6 +100,10 @@ def _vote_item(vote: Vote, write: Item) -> Item:
     return {"M": fields}
 
 
+def _recurring_item(period: int, at: datetime) -> Item:
+    return {"M": {"period": {"N": str(period)}, "at": {"N": _epoch(at)}}}
+
+
 def _vote_from(approver: str, item: Item) -> Vote:
     fields = item["M"]
     return Vote(
@@ -139,6 +143,8 @@ def approval_from_item(item: Item) -> Approval:
         closed_at=_optional_time(item, "closed_at"),
         viewed=_times(item, "viewed"),
         reminded=_times(item, "reminded"),
+        recurring_reminder=int(item.get("recurring", {}).get("M", {}).get("period", {}).get("N", "0")),
+        recurring_reminded_at=_optional_time(item.get("recurring", {}).get("M", {}), "at"),
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
         unreachable={
             who: Unreachable(at=_time(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
@@ -385,41 +391,74 @@ class ApprovalStore:
             return False
         return True
 
-    def claim_reminders(self, approval_id: str, reminders: list[str], now: datetime) -> bool:
-        """Claim the right to send the reminder these points call for (one email, however
-        many points fell due together); False if another sweep has, or it is settled."""
+    def claim_reminders(
+        self, approval_id: str, reminders: list[str], now: datetime, recurring: int | None = None
+    ) -> bool:
+        """Claim the right to send the reminder these points, and the ``recurring`` period if
+        given, call for (one email, however many fell due together); False if another
+        sweep has, or it is settled."""
         names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
+        updates = [f"reminded.{name} = :now" for name in names]
+        conditions = [f"attribute_not_exists(reminded.{name})" for name in names]
         write = _write_id()
+        values: Item = {":pending": {"S": Status.PENDING.value}, ":write": write}
+        if names:
+            values[":now"] = {"N": _epoch(now)}
+        if recurring is not None:
+            updates.append("recurring = :recurring")
+            conditions.append("(attribute_not_exists(recurring) OR recurring.period < :period)")
+            values[":recurring"] = _recurring_item(recurring, now)
+            values[":period"] = {"N": str(recurring)}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET reminder_write = :write, "
-                + ", ".join(f"reminded.{name} = :now" for name in names),
-                ConditionExpression=" AND ".join(
-                    [*(f"attribute_not_exists(reminded.{name})" for name in names), "#status = :pending"]
-                ),
+                UpdateExpression="SET reminder_write = :write, " + ", ".join(updates),
+                ConditionExpression=" AND ".join([*conditions, "#status = :pending"]),
                 ExpressionAttributeNames={**names, "#status": "status"},
-                ExpressionAttributeValues={
-                    ":now": {"N": _epoch(now)},
-                    ":pending": {"S": Status.PENDING.value},
-                    ":write": write,
-                },
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             return _failed_condition_item(error).get("reminder_write") == write
         return True
 
-    def release_reminders(self, approval_id: str, reminders: list[str]) -> None:
-        """Give claimed reminders back after their emails failed, for the next sweep."""
-        names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
-            ExpressionAttributeNames=names,
+    def release_reminders(
+        self, approval: Approval, reminders: list[str], recurring: int | None = None
+    ) -> None:
+        """Give claimed reminders back after their emails failed, for the next sweep: the
+        points, and the recurring reminder as it was before this claim."""
+        if reminders:
+            names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
+                ExpressionAttributeNames=names,
+            )
+        if recurring is None:
+            return
+        before = approval.recurring_reminded_at
+        restore: dict[str, Any] = (
+            {"UpdateExpression": "REMOVE recurring", "ExpressionAttributeValues": {}}
+            if before is None
+            else {
+                "UpdateExpression": "SET recurring = :before",
+                "ExpressionAttributeValues": {
+                    ":before": _recurring_item(approval.recurring_reminder, before)
+                },
+            }
         )
+        restore["ExpressionAttributeValues"][":period"] = {"N": str(recurring)}
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                ConditionExpression="recurring.period = :period",  # unless a later sweep moved on
+                **restore,
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
 
     def mark_unreachable(self, approval: Approval, lost: dict[str, str], now: datetime) -> Approval | None:
         """Note approvers who can no longer be emailed (for the timeline, and so reminders skip
