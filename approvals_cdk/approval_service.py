@@ -281,6 +281,8 @@ class ApprovalService(Construct):
                 "APPROVALS_API_URL": api_url,
                 "APPROVALS_CLAIM_SECONDS": str(int(props.worker_timeout.to_seconds() * 6)),
                 "APPROVALS_ALLOW_SELF_APPROVAL": str(props.allow_self_approval).lower(),
+                # A request's recurring reminders may come no oftener than the sweep runs.
+                "APPROVALS_SWEEP_SECONDS": str(props.sweep_minutes * 60),
             },
         )
         self.worker.add_event_source(
