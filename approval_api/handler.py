@@ -188,7 +188,8 @@ def show(
     "/approvals/<approval_id>",
     summary="Record the approver's decision, and settle the request when the policy says so",
     description=(
-        "The form of the approval page: the link's signed fields, the decision and a comment."
+        "The form of the approval page: the link's signed fields, the decision, a comment, and"
+        " `data.<name>` for each of the request's fields (a wrong answer shows the page again)."
         " Only from the page itself (its Origin is the API's host; Sec-Fetch-Site, if sent, same-origin),"
         " at most 16 KB."
     ),
