@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Mapping
 from datetime import date
 
@@ -70,7 +71,7 @@ def _value(spec: FieldSpec, raw: str) -> Answer:
                 raise InvalidAnswer(
                     spec.name, f"{spec.label}: at most {limit:,} characters, not {len(raw):,}."
                 )
-            if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+            if any(unicodedata.category(c) == "Cc" for c in raw):  # one line: no breaks either
                 raise InvalidAnswer(
                     spec.name, f"{spec.label}: contains control characters; please retype it."
                 )

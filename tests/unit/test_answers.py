@@ -120,6 +120,7 @@ def test_empty_optional_fields_are_left_out_and_an_unticked_box_is_false() -> No
         ({"environment": "prod"}, "environment", "Target environment: choose one of the options."),
         ({"ticket": "x" * 13}, "ticket", "Ticket: at most 12 characters, not 13."),
         ({"ticket": "a\x07b"}, "ticket", "Ticket: contains control characters"),
+        ({"ticket": "a\x85b"}, "ticket", "Ticket: contains control characters"),
         ({"replicas": "three"}, "replicas", "Replicas: enter a number."),
         ({"replicas": "nan"}, "replicas", "Replicas: enter a number."),
         ({"replicas": "11"}, "replicas", "Replicas: at most 10."),
