@@ -162,6 +162,9 @@ class FieldSpec(BaseModel):
         return self
 
 
+Answer = bool | int | float | str  # an answer to a field; a date is its ISO text, YYYY-MM-DD
+
+
 class ApprovalRequest(BaseModel):
     """What a workflow asks for: the ``request`` of the execution input."""
 
@@ -261,9 +264,6 @@ class QueueMessage(BaseModel):
             "description": schema["properties"]["request"]["description"],
         }
         return schema
-
-
-Answer = bool | int | float | str  # a date is its ISO text, YYYY-MM-DD
 
 
 class Vote(BaseModel):
