@@ -91,17 +91,6 @@ Email = Annotated[str, AfterValidator(_email)]
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 
 
-class Policy(StrEnum):
-    FIRST_RESPONSE = "first_response"
-    ALL = "all"
-    QUORUM = "quorum"
-
-
-class Outcome(StrEnum):
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
-
 class FieldType(StrEnum):
     CHOICE = "choice"
     TEXT = "text"
@@ -127,7 +116,8 @@ Label = Annotated[Text, _at_most_bytes(200)]
 class FieldSpec(BaseModel):
     """One thing the approver answers with their vote, shown as a labelled input."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built at first use: only a request that has fields pays for this validator.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: FieldName = Field(description="The key of the answer in the vote's data")
     label: Label = Field(min_length=1)
@@ -163,6 +153,17 @@ class FieldSpec(BaseModel):
 
 
 Answer = bool | int | float | str  # an answer to a field; a date is its ISO text, YYYY-MM-DD
+
+
+class Policy(StrEnum):
+    FIRST_RESPONSE = "first_response"
+    ALL = "all"
+    QUORUM = "quorum"
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class ApprovalRequest(BaseModel):
