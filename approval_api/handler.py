@@ -23,7 +23,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import decision, links, runtime
+from approvals import answers, decision, links, runtime
 from approvals.decision import Delivery, Problem
 from approvals.models import utcnow
 
@@ -68,6 +68,7 @@ _VOTE = {
         "comment": _STRING,
         "at": {"type": "string", "format": "date-time"},
         "on_behalf_by": {"type": ["string", "null"]},
+        "data": {"type": "object", "description": "The answers to the request's fields"},
     },
 }
 
@@ -187,7 +188,8 @@ def show(
     "/approvals/<approval_id>",
     summary="Record the approver's decision, and settle the request when the policy says so",
     description=(
-        "The form of the approval page: the link's signed fields, the decision and a comment."
+        "The form of the approval page: the link's signed fields, the decision, a comment, and"
+        " `data.<name>` for each of the request's fields (a wrong answer shows the page again)."
         " Only from the page itself (its Origin is the API's host; Sec-Fetch-Site, if sent, same-origin),"
         " at most 16 KB."
     ),
@@ -287,6 +289,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
         reason_required=services.settings.reject_needs_reason,
         notice=error.message,
         comment=error.comment,
+        typed=answers.typed(approval.request.fields, form),
+        invalid_field=error.field,
     )
     return _respond(error.status, html, {})
 

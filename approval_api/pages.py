@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from approvals.models import Approval, Policy, Status, Vote
+from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
+from approvals.models import Approval, FieldSpec, FieldType, Policy, Status, Vote
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -94,7 +96,11 @@ def approval_page(
     reason_required: bool,
     notice: str = "",
     comment: str = "",
+    typed: dict[str, str] | None = None,
+    invalid_field: str = "",
 ) -> str:
+    """``typed`` and ``invalid_field``: the answers as sent, and the one to fix, when the
+    page is shown again after a refused form."""
     status = approval.status_at(now)
     return (
         _environment()
@@ -120,8 +126,37 @@ def approval_page(
             notice=notice,
             notice_kind="error" if notice else "",
             comment=comment,
+            inputs=[_field_input(spec, (typed or {}).get(spec.name, "")) for spec in approval.request.fields],
+            invalid_field=invalid_field,
+            form_prefix=FORM_PREFIX,
         )
     )
+
+
+@dataclass(frozen=True)
+class FieldInput:
+    """One of the request's fields as the page shows it."""
+
+    spec: FieldSpec
+    value: str  # what was typed, or empty
+    input_type: str  # the HTML input's type (a choice is a select)
+    attributes: dict[str, str]  # the browser's own checks and keyboards; the server checks again
+
+
+def _field_input(spec: FieldSpec, value: str) -> FieldInput:
+    attributes: dict[str, str] = {}
+    match spec.type:
+        case FieldType.TEXT:
+            attributes["maxlength"] = str(spec.max_length or DEFAULT_TEXT_LENGTH)
+        case FieldType.NUMBER:
+            attributes |= {"inputmode": "decimal", "step": "any"}
+            attributes |= {
+                name: f"{bound:g}"
+                for name, bound in (("min", spec.min), ("max", spec.max))
+                if bound is not None
+            }
+    input_type = {FieldType.BOOLEAN: "checkbox", FieldType.NUMBER: "number", FieldType.DATE: "date"}
+    return FieldInput(spec, value, input_type.get(spec.type, "text"), attributes)
 
 
 def message_page(

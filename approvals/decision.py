@@ -15,8 +15,8 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
 
-from approvals import links
-from approvals.models import Approval, Outcome, Status, Vote, utcnow
+from approvals import answers, links
+from approvals.models import Approval, FieldSpec, Outcome, Status, Vote, utcnow
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import TaskGone, succeed, took_answer
@@ -60,10 +60,17 @@ class FormIncomplete(Malformed):
 
     title = "Please complete the form"
 
-    def __init__(self, message: str, claims: links.LinkClaims, comment: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        claims: links.LinkClaims,
+        comment: str,
+        field: str = "",
+    ) -> None:
         super().__init__(message)
         self.claims = claims
         self.comment = comment
+        self.field = field  # the request's field to fix, if one
 
 
 class Forbidden(Problem):
@@ -152,16 +159,33 @@ def decide(services: Services, approval_id: str, form: dict[str, str], now: date
     if choice == "reject" and not comment and services.settings.reject_needs_reason:
         raise FormIncomplete("Say why you reject: a reason is required to reject.", claims, comment)
     outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
-    vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now)
-    return record(services.store, services.sfn, approval_id, vote)
+    # A form with no answers costs no read: the vote's condition then refuses it if the
+    # request asks for some (the page always sends its fields, an unticked box as false).
+    answered = any(key.startswith(answers.FORM_PREFIX) for key in form)
+    specs = _field_specs(services.store, approval_id) if answered else []
+    try:
+        data = answers.read(specs, form, outcome)
+    except answers.InvalidAnswer as invalid:
+        raise FormIncomplete(invalid.message, claims, comment, invalid.field) from None
+    vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now, data=data)
+    return record(services.store, services.sfn, approval_id, vote, answers_checked=answered)
 
 
-def record(store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote) -> Recorded:
+def _field_specs(store: ApprovalStore, approval_id: str) -> list[FieldSpec]:
+    approval = store.get(approval_id)
+    if approval is None:
+        raise NotFound("There is no approval at this address.")
+    return approval.request.fields
+
+
+def record(
+    store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote, *, answers_checked: bool = True
+) -> Recorded:
     """Record a vote already authorised (by a signed link, or an operator) and settle."""
     # No read first: the signature proves the approver was asked, and the stored
     # thresholds let the conditional update settle the policy by itself.
     try:
-        updated = store.record_vote(approval_id, vote)
+        updated = store.record_vote(approval_id, vote, answers_checked=answers_checked)
     except VoteRejected as refused:
         raise _refusal_problem(store, sfn, refused) from None
     if updated.status is Status.PENDING:
@@ -233,6 +257,8 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
             return Gone("This request expired before it was decided.", current)
         case VoteRefusal.CANCELLED:
             return Gone("This request was cancelled.", current)
+        case VoteRefusal.UNANSWERED:
+            return Malformed("This request asks for answers the form did not carry. Open the link again.")
     assert current is not None
     if current.needs_redelivery(utcnow()):
         # A late click is also a moment to make sure the workflow has the outcome.

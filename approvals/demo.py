@@ -2,7 +2,8 @@
 
 The approvers are added to the directory first (email subscriptions on the topic); a
 request naming someone never added is refused at once. Then one request with two
-approvers that both approve, one that is rejected, and a fan-out of three requests
+approvers that both approve, answering the questions it asks (their answers are in the
+decision), one that is rejected, and a fan-out of three requests
 decided three ways. Every email is read from the outbox, every click is
 an HTTP GET of the page followed by the POST its form makes, and each execution must end
 in the state its votes call for.
@@ -13,13 +14,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from approvals import directory, executions
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
-from approvals.models import ApprovalRequest, Policy
+from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy
 from approvals.target import for_local
 
 Say = Callable[[str], None]
@@ -30,6 +31,7 @@ class Click:
     approver: str
     decision: str
     comment: str = ""
+    answers: dict[str, str] = field(default_factory=dict)  # typed into the request's fields
 
 
 def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) -> dict[str, Any]:
@@ -50,8 +52,9 @@ def click(info: LocalInfo, title: str, choice: Click, say: Say) -> int:
         say(f"  │ {line}")
     page = approver.open_link(email["links"][0])
     say(f"  → GET the link: {page.status}, buttons {page.buttons}")
-    result = approver.submit(page, choice.decision, choice.comment)
-    say(f"  → POST {choice.decision} as {choice.approver}: {result.status}")
+    result = approver.submit(page, choice.decision, choice.comment, answers=choice.answers)
+    answered = f", answering {choice.answers}" if choice.answers else ""
+    say(f"  → POST {choice.decision} as {choice.approver}{answered}: {result.status}")
     return result.status
 
 
@@ -73,8 +76,23 @@ def run(say: Say = print) -> bool:
                     policy=Policy.ALL,
                     requester="ci@example.com",
                     details={"service": "checkout", "version": "2.4.0"},
+                    fields=[
+                        FieldSpec(
+                            name="environment",
+                            label="Target environment",
+                            type=FieldType.CHOICE,
+                            options=["staging", "production"],
+                            required=True,
+                        ),
+                        FieldSpec(name="replicas", label="Replicas", type=FieldType.NUMBER, min=1, max=10),
+                    ],
                 ),
-                [Click("alice@example.com", "approve", "Looks good"), Click("bob@example.com", "approve")],
+                [
+                    Click("alice@example.com", "approve", "Looks good", {"environment": "production"}),
+                    Click(
+                        "bob@example.com", "approve", answers={"environment": "production", "replicas": "4"}
+                    ),
+                ],
                 "Approved",
             ),
             (

@@ -91,6 +91,70 @@ Email = Annotated[str, AfterValidator(_email)]
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 
 
+class FieldType(StrEnum):
+    CHOICE = "choice"
+    TEXT = "text"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+
+
+# EventBridge Scheduler's finest rate: no sweep, hence no recurring reminder, comes oftener.
+# A deployment's own sweep interval is checked by the worker (approvals.request).
+MIN_REMIND_EVERY_SECONDS = 60
+MAX_FIELDS = 20
+FIELD_TEXT_LENGTH = 1_000  # the most a text field may allow, in characters
+# An approver's answers, as JSON with non-ASCII escaped (how the local engine measures a
+# state, the stricter count): like the comment, they go into the decision, in the
+# execution's 256 KiB state beside the request, and into the table's 400 KB item, once per
+# vote. 50 votes at both caps, beside a 64 KiB request, still fit.
+DATA_BYTES = 1_000
+FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+Label = Annotated[Text, _at_most_bytes(200)]
+
+
+class FieldSpec(BaseModel):
+    """One thing the approver answers with their vote, shown as a labelled input."""
+
+    # Built at first use: only a request that has fields pays for this validator.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    name: FieldName = Field(description="The key of the answer in the vote's data")
+    label: Label = Field(min_length=1)
+    type: FieldType
+    required: bool = Field(
+        default=False, description="Needed to approve (a boolean: ticked); a rejection may omit it"
+    )
+    options: list[Label] | None = Field(default=None, min_length=1, max_length=50, description="choice only")
+    max_length: int | None = Field(
+        default=None, ge=1, le=FIELD_TEXT_LENGTH, description="text only, in characters (default 200)"
+    )
+    min: float | None = Field(default=None, allow_inf_nan=False, description="number only")
+    max: float | None = Field(default=None, allow_inf_nan=False, description="number only")
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> FieldSpec:
+        allowed = {
+            FieldType.CHOICE: {"options"},
+            FieldType.TEXT: {"max_length"},
+            FieldType.NUMBER: {"min", "max"},
+        }.get(self.type, set())
+        for name in ("options", "max_length", "min", "max"):
+            if getattr(self, name) is not None and name not in allowed:
+                raise ValueError(f"{name}: not allowed for a {self.type.value} field")
+        if self.type is FieldType.CHOICE:
+            if not self.options:
+                raise ValueError("options: a choice field needs options")
+            if len(set(self.options)) != len(self.options):
+                raise ValueError("options: each option may be listed once")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: must not exceed max")
+        return self
+
+
+Answer = bool | int | float | str  # an answer to a field; a date is its ISO text, YYYY-MM-DD
+
+
 class Policy(StrEnum):
     FIRST_RESPONSE = "first_response"
     ALL = "all"
@@ -125,12 +189,23 @@ class ApprovalRequest(Contract):
     details: Annotated[dict[Text, Any], AfterValidator(_only_text)] = Field(
         default_factory=dict, max_length=50
     )
+    remind_every_seconds: int | None = Field(
+        default=None,
+        ge=MIN_REMIND_EVERY_SECONDS,
+        description="Remind those who have not decided this often, until the request settles or expires"
+        " (at least as long as the deployment's sweep interval)",
+    )
+    fields: list[FieldSpec] = Field(
+        default_factory=list,
+        max_length=MAX_FIELDS,
+        description="What each approver answers with their vote; each vote's data holds the answers",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _numbers_not_flags(cls, data: Any) -> Any:
         # JSON's true is not 1 approval nor 1 second, though pydantic would read it so.
-        for name in ("quorum", "timeout_seconds"):
+        for name in ("quorum", "timeout_seconds", "remind_every_seconds"):
             if isinstance(data, dict) and isinstance(data.get(name), bool):
                 raise ValueError(f"{name}: must be a number, not true or false")
         return data
@@ -139,6 +214,10 @@ class ApprovalRequest(Contract):
     def _consistent(self, info: ValidationInfo) -> ApprovalRequest:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers: each approver may be listed once")
+        if self.remind_every_seconds is not None and self.remind_every_seconds >= self.timeout_seconds:
+            raise ValueError("remind_every_seconds: must be shorter than timeout_seconds, or it never fires")
+        if len({spec.name for spec in self.fields}) != len(self.fields):
+            raise ValueError("fields: each field name may be used once")
         if self.policy is Policy.QUORUM:
             if self.quorum is None:
                 raise ValueError("quorum: required when policy is quorum")
@@ -202,6 +281,7 @@ class Vote(Contract):
     comment: str = ""
     at: datetime
     on_behalf_by: str | None = None
+    data: dict[str, Answer] = Field(default_factory=dict)  # the answers to the request's fields
 
 
 class Decision(Contract):
@@ -251,6 +331,10 @@ class Approval(Contract):
     closed_at: datetime | None = None  # when it was marked expired or cancelled
     viewed: dict[str, datetime] = Field(default_factory=dict)  # approver: first opened
     reminded: dict[str, datetime] = Field(default_factory=dict)  # reminder: when sent
+    # The last recurring reminder (the Nth period of remind_every_seconds) and when it was
+    # sent: one number, not one entry each, so a year of them cannot outgrow the item.
+    recurring_reminder: int = 0
+    recurring_reminded_at: datetime | None = None
     excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
     unreachable: dict[str, Unreachable] = Field(default_factory=dict)  # no longer emailable
 
@@ -349,12 +433,20 @@ def timeline(approval: Approval) -> list[Event]:
         Event(at=at, kind="reminded", actor="system", detail=f"reminder {name}")
         for name, at in approval.reminded.items()
     ]
+    if approval.recurring_reminded_at:
+        every = approval.request.remind_every_seconds
+        detail = f"recurring reminder {approval.recurring_reminder} (every {every} s; the latest shown)"
+        events.append(
+            Event(at=approval.recurring_reminded_at, kind="reminded", actor="system", detail=detail)
+        )
     events += [
         Event(at=at, kind="viewed", actor=who, detail="link opened (perhaps by a mail scanner)")
         for who, at in approval.viewed.items()
     ]
     for vote in approval.votes.values():
         detail = vote.outcome.value + (f": {vote.comment}" if vote.comment else "")
+        if vote.data:
+            detail += " (" + ", ".join(f"{name}={value}" for name, value in vote.data.items()) + ")"
         if vote.on_behalf_by:
             detail += f" (recorded by {vote.on_behalf_by} on the approver's behalf)"
         events.append(Event(at=vote.at, kind="voted", actor=vote.approver, detail=detail))
@@ -381,6 +473,16 @@ def reminder_time(spec: str, created: datetime, expires: datetime) -> datetime:
     raise ValueError(f"reminder {spec!r}: use a share of the time like '50%' or a lead like '1h', '30m'")
 
 
+def recurring_reminder_due(approval: Approval, now: datetime) -> int | None:
+    """The period of ``remind_every_seconds`` that has begun by ``now`` and whose reminder
+    is not yet sent, or None. However many periods a late sweep missed, one is due."""
+    every = approval.request.remind_every_seconds
+    if every is None:
+        return None
+    period = int((now - approval.created_at).total_seconds()) // every
+    return period if period > approval.recurring_reminder else None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -391,8 +493,9 @@ def describe_validation_error(error: ValidationError, prefix: str = "request") -
     for problem in error.errors(include_url=False):
         location = ".".join(str(part) for part in (prefix, *problem["loc"]))
         message = re.sub(r" or instance of \w+", "", problem["msg"].removeprefix("Value error, "))
-        if ": " in message and problem["type"] == "value_error" and not problem["loc"]:
-            location, message = f"{prefix}.{message.split(': ', 1)[0]}", message.split(": ", 1)[1]
+        # A model's own check names the field it is about: "quorum: ...".
+        if problem["type"] == "value_error" and (named := re.match(r"([a-z_]+): (.*)", message, re.S)):
+            location, message = f"{location}.{named[1]}", named[2]
         lines.append(f"{location}: {message}")
     return "; ".join(lines)
 

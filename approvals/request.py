@@ -91,6 +91,16 @@ def _timeout_mismatch(request: ApprovalRequest, message: QueueMessage) -> str | 
     )
 
 
+def _too_often(request: ApprovalRequest, sweep_seconds: int) -> str | None:
+    every = request.remind_every_seconds
+    if every is None or every >= sweep_seconds:
+        return None
+    return (
+        f"request.remind_every_seconds: at least {sweep_seconds} here, not {every}:"
+        f" the sweep that sends reminders runs every {sweep_seconds} seconds"
+    )
+
+
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
     """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start).
 
@@ -116,7 +126,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         return _invalid(services, message.task_token, approval_id, problem)
 
     excluded = excluded_voters(request, services.settings.allow_self_approval)
-    if problem := unreachable(request, excluded):
+    if problem := unreachable(request, excluded) or _too_often(request, services.settings.sweep_seconds):
         return _invalid(services, message.task_token, approval_id, problem)
     approval = Approval(
         approval_id=approval_id,

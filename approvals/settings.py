@@ -28,6 +28,8 @@ class Settings(BaseModel):
     # When approvers who have not decided get a reminder: a share of the time allowed
     # ("50%") or a time before expiry ("1h", "30m").
     reminders: tuple[str, ...] = ("50%", "1h")
+    # How often the sweep runs: a request's recurring reminders may come no oftener.
+    sweep_seconds: int = Field(default=300, ge=1)
     # How long a read of the approver directory is kept: an unsubscribe goes unnoticed by a
     # warm worker for at most this long.
     directory_seconds: int = Field(default=60, ge=0)
@@ -56,6 +58,7 @@ class Settings(BaseModel):
             reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
             directory_seconds=int(env.get("APPROVALS_DIRECTORY_SECONDS", "60")),
+            sweep_seconds=int(env.get("APPROVALS_SWEEP_SECONDS", "300")),
             reminders=tuple(
                 r.strip() for r in env.get("APPROVALS_REMINDERS", "50%,1h").split(",") if r.strip()
             ),

@@ -6,6 +6,7 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class VoteRefusal(Enum):
     SETTLED = "the request is already settled"
     EXPIRED = "the request has expired"
     CANCELLED = "the request was cancelled"
+    UNANSWERED = "the request asks for answers the vote did not carry"
 
 
 class Claim(Enum):
@@ -93,7 +95,13 @@ def _vote_item(vote: Vote, write: Item) -> Item:
     }
     if vote.on_behalf_by:
         fields["on_behalf_by"] = {"S": vote.on_behalf_by}
+    if vote.data:
+        fields["data"] = {"S": json.dumps(vote.data, ensure_ascii=False)}
     return {"M": fields}
+
+
+def _recurring_item(period: int, at: datetime) -> Item:
+    return {"M": {"period": {"N": str(period)}, "at": {"N": _epoch(at)}}}
 
 
 def _vote_from(approver: str, item: Item) -> Vote:
@@ -104,6 +112,7 @@ def _vote_from(approver: str, item: Item) -> Vote:
         comment=fields["comment"]["S"],
         at=_time(fields["at"]["N"]),
         on_behalf_by=fields.get("on_behalf_by", {}).get("S"),
+        data=json.loads(fields.get("data", {}).get("S", "{}")),
     )
 
 
@@ -134,6 +143,8 @@ def approval_from_item(item: Item) -> Approval:
         closed_at=_optional_time(item, "closed_at"),
         viewed=_times(item, "viewed"),
         reminded=_times(item, "reminded"),
+        recurring_reminder=int(item.get("recurring", {}).get("M", {}).get("period", {}).get("N", "0")),
+        recurring_reminded_at=_optional_time(item.get("recurring", {}).get("M", {}), "at"),
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
         unreachable={
             who: Unreachable(at=_time(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
@@ -177,6 +188,8 @@ class ApprovalStore:
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.
             "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
+            # Lets a vote whose form carried no answers be refused without reading the request.
+            **({"has_fields": {"BOOL": True}} if approval.request.fields else {}),
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
             # The count at which the next vote of each kind settles the request.
@@ -261,9 +274,10 @@ class ApprovalStore:
             return None
         return approval_from_item(result["Attributes"])
 
-    def record_vote(self, approval_id: str, vote: Vote) -> Approval:
+    def record_vote(self, approval_id: str, vote: Vote, *, answers_checked: bool = True) -> Approval:
         """Record one approver's vote; the returned approval's ``decided_by`` tells whether
-        this vote settled it.
+        this vote settled it. A vote whose answers were not checked against the request's
+        fields (its form carried none) is taken only if the request has none.
 
         One conditional update does it, with no read first: the vote that brings its
         side's count to the threshold stored with the approval also writes the outcome,
@@ -278,7 +292,9 @@ class ApprovalStore:
         for _ in range(4):  # each retry follows a concurrent vote; counts only grow
             try:
                 result = self._db.update_item(
-                    **self._vote_update(approval_id, vote, write, counter, last_open, settling)
+                    **self._vote_update(
+                        approval_id, vote, write, counter, last_open, settling, answers_checked
+                    )
                 )
                 return approval_from_item(result["Attributes"])
             except ClientError as error:
@@ -290,13 +306,22 @@ class ApprovalStore:
                 return approval_from_item(old)  # this vote, sent again by the SDK: it is in
             current = approval_from_item(old)
             refusal = _refusal(current, vote)
+            if not refusal and not answers_checked and current.request.fields:
+                refusal = VoteRefusal.UNANSWERED
             if refusal:
                 raise VoteRejected(refusal, current)
             settling = old[counter]["N"] == old[last_open]["N"]
         raise RuntimeError(f"vote on {approval_id} kept racing other votes")
 
     def _vote_update(
-        self, approval_id: str, vote: Vote, write: Item, counter: str, last_open: str, settling: bool
+        self,
+        approval_id: str,
+        vote: Vote,
+        write: Item,
+        counter: str,
+        last_open: str,
+        settling: bool,
+        answers_checked: bool,
     ) -> dict[str, Any]:
         values: Item = {
             ":vote": _vote_item(vote, write),
@@ -321,6 +346,7 @@ class ApprovalStore:
                 "(contains(voters, :approver) OR attribute_not_exists(voters))"
                 " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+                + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
             "ExpressionAttributeValues": values,
@@ -365,41 +391,74 @@ class ApprovalStore:
             return False
         return True
 
-    def claim_reminders(self, approval_id: str, reminders: list[str], now: datetime) -> bool:
-        """Claim the right to send the reminder these points call for (one email, however
-        many points fell due together); False if another sweep has, or it is settled."""
+    def claim_reminders(
+        self, approval_id: str, reminders: list[str], now: datetime, recurring: int | None = None
+    ) -> bool:
+        """Claim the right to send the reminder these points, and the ``recurring`` period if
+        given, call for (one email, however many fell due together); False if another
+        sweep has, or it is settled."""
         names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
+        updates = [f"reminded.{name} = :now" for name in names]
+        conditions = [f"attribute_not_exists(reminded.{name})" for name in names]
         write = _write_id()
+        values: Item = {":pending": {"S": Status.PENDING.value}, ":write": write}
+        if names:
+            values[":now"] = {"N": _epoch(now)}
+        if recurring is not None:
+            updates.append("recurring = :recurring")
+            conditions.append("(attribute_not_exists(recurring) OR recurring.period < :period)")
+            values[":recurring"] = _recurring_item(recurring, now)
+            values[":period"] = {"N": str(recurring)}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(approval_id),
-                UpdateExpression="SET reminder_write = :write, "
-                + ", ".join(f"reminded.{name} = :now" for name in names),
-                ConditionExpression=" AND ".join(
-                    [*(f"attribute_not_exists(reminded.{name})" for name in names), "#status = :pending"]
-                ),
+                UpdateExpression="SET reminder_write = :write, " + ", ".join(updates),
+                ConditionExpression=" AND ".join([*conditions, "#status = :pending"]),
                 ExpressionAttributeNames={**names, "#status": "status"},
-                ExpressionAttributeValues={
-                    ":now": {"N": _epoch(now)},
-                    ":pending": {"S": Status.PENDING.value},
-                    ":write": write,
-                },
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             return _failed_condition_item(error).get("reminder_write") == write
         return True
 
-    def release_reminders(self, approval_id: str, reminders: list[str]) -> None:
-        """Give claimed reminders back after their emails failed, for the next sweep."""
-        names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
-            ExpressionAttributeNames=names,
+    def release_reminders(
+        self, approval: Approval, reminders: list[str], recurring: int | None = None
+    ) -> None:
+        """Give claimed reminders back after their emails failed, for the next sweep: the
+        points, and the recurring reminder as it was before this claim."""
+        if reminders:
+            names = {f"#r{i}": reminder for i, reminder in enumerate(reminders)}
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                UpdateExpression="REMOVE " + ", ".join(f"reminded.{name}" for name in names),
+                ExpressionAttributeNames=names,
+            )
+        if recurring is None:
+            return
+        before = approval.recurring_reminded_at
+        restore: dict[str, Any] = (
+            {"UpdateExpression": "REMOVE recurring", "ExpressionAttributeValues": {}}
+            if before is None
+            else {
+                "UpdateExpression": "SET recurring = :before",
+                "ExpressionAttributeValues": {
+                    ":before": _recurring_item(approval.recurring_reminder, before)
+                },
+            }
         )
+        restore["ExpressionAttributeValues"][":period"] = {"N": str(recurring)}
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                ConditionExpression="recurring.period = :period",  # unless a later sweep moved on
+                **restore,
+            )
+        except ClientError as error:
+            _failed_condition_item(error)
 
     def mark_unreachable(self, approval: Approval, lost: dict[str, str], now: datetime) -> Approval | None:
         """Note approvers who can no longer be emailed (for the timeline, and so reminders skip

@@ -4,7 +4,8 @@
   ``Approval.Expired`` (a hand-written Task may wait longer than its links last);
 - notes approvers awaited who can no longer be emailed (unsubscribed) and, when the policy
   can then no longer be met, ends the request with ``Approval.DeliveryFailed``;
-- sends each reminder once to the approvers who have not decided (and can be emailed);
+- sends each reminder once to the approvers who have not decided (and can be emailed),
+  and a request's recurring reminder once a period (``remind_every_seconds``);
 - delivers decisions whose first delivery failed (safe to repeat: one answer per token);
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead).
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from approvals import directory
 from approvals.decision import TooLate, deliver
-from approvals.models import Approval, Status, reminder_time
+from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
 from approvals.policy import can_still_be_approved
 from approvals.runtime import Services
@@ -68,8 +69,9 @@ def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple
 
 
 def _remind(services: Services, approval: Approval, now: datetime) -> int:
-    """Send the approvers still awaited one reminder for whatever reminder points fell due
-    since the last sweep (a late sweep sends one reminder, not a burst)."""
+    """Send the approvers still awaited one reminder for whatever reminder points, and
+    recurring period, fell due since the last sweep (a late sweep sends one reminder, not
+    a burst)."""
     waiting = frozenset(a for a in approval.waiting_on(now) if a not in approval.unreachable)
     due = [
         spec
@@ -77,7 +79,10 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
         if spec not in approval.reminded
         and approval.created_at < reminder_time(spec, approval.created_at, approval.expires_at) <= now
     ]
-    if not due or not waiting or not services.store.claim_reminders(approval.approval_id, due, now):
+    recurring = recurring_reminder_due(approval, now)
+    if not (due or recurring) or not waiting:
+        return 0
+    if not services.store.claim_reminders(approval.approval_id, due, now, recurring):
         return 0
     emails = emails_for(
         approval,
@@ -88,7 +93,7 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     )
     _, failed = publish(services.sns, services.settings.topic_arn, emails)
     if failed:
-        services.store.release_reminders(approval.approval_id, due)
+        services.store.release_reminders(approval, due, recurring)
         return 0
     return len(emails)
 

@@ -53,6 +53,7 @@ from constructs import Construct, IConstruct
 
 from approvals import metrics, statemachine
 from approvals.local.resources import table_definition
+from approvals.models import FieldSpec
 from approvals.notify import APPROVER_ATTRIBUTE
 from approvals_cdk import packaging
 from approvals_cdk.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
@@ -282,6 +283,8 @@ class ApprovalService(Construct):
                 "APPROVALS_API_URL": api_url,
                 "APPROVALS_CLAIM_SECONDS": str(int(props.worker_timeout.to_seconds() * 6)),
                 "APPROVALS_ALLOW_SELF_APPROVAL": str(props.allow_self_approval).lower(),
+                # A request's recurring reminders may come no oftener than the sweep runs.
+                "APPROVALS_SWEEP_SECONDS": str(props.sweep_minutes * 60),
             },
         )
         self.worker.add_event_source(
@@ -429,6 +432,8 @@ class ApprovalService(Construct):
         quorum: Any = None,
         description: Any = None,
         details: Mapping[str, Any] | Any = None,
+        fields: Sequence[FieldSpec | Mapping[str, Any]] | Any = None,
+        remind_every: Duration | Any = None,
         query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
         result_path: str | None = None,
         outputs: Any = None,
@@ -465,6 +470,12 @@ class ApprovalService(Construct):
             quorum: with ``policy="quorum"``, how many approvals settle it.
             description: longer text for the page (plain text, at most 10,000 characters).
             details: key-value pairs shown to approvers as a table.
+            fields: what each approver answers with their vote (``FieldSpec`` or its dict:
+                ``{"name": "environment", "label": "Target environment", "type": "choice",
+                "options": ["staging", "production"], "required": True}``); each vote's
+                ``data`` in the decision holds the answers.
+            remind_every: remind those who have not decided this often (a ``Duration``, or
+                whole seconds read from the state), no oftener than the sweep runs.
             query_language: JSONPATH (default) or JSONATA, as your state machine uses.
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).
@@ -484,6 +495,8 @@ class ApprovalService(Construct):
             quorum=quorum,
             description=description,
             details=details,
+            fields=fields,
+            remind_every=remind_every,
             query_language=query_language,
             result_path=result_path,
             outputs=outputs,

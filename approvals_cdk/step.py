@@ -21,10 +21,11 @@ from pydantic import Field as Limit
 from pydantic import TypeAdapter, ValidationError
 
 from approvals import statemachine
-from approvals.models import MAX_APPROVERS, Email, Policy, describe_validation_error
+from approvals.models import MAX_APPROVERS, MAX_FIELDS, Email, FieldSpec, Policy, describe_validation_error
 
-# Approvers named at synth time are checked as the worker will check them.
+# Approvers and fields named at synth time are checked as the worker will check them.
 _APPROVERS = TypeAdapter(Annotated[list[Email], Limit(min_length=1, max_length=MAX_APPROVERS)])
+_FIELDS = TypeAdapter(Annotated[list[FieldSpec], Limit(max_length=MAX_FIELDS)])
 
 
 class ApprovalErrors:
@@ -89,6 +90,8 @@ def _request(
     quorum: RequestField,
     description: RequestField,
     details: RequestField,
+    fields: RequestField,
+    remind_every: Duration | RequestField,
 ) -> dict[str, Any]:
     if isinstance(policy, str) and not policy.startswith(("$", "{%")):
         policy = Policy(policy).value  # a typo fails the synth, not the first execution
@@ -97,7 +100,17 @@ def _request(
             approvers = _APPROVERS.validate_python(list(approvers))
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, prefix="approvers")) from None
-    fields = {
+    if isinstance(fields, list | tuple) and not Token.is_unresolved(list(fields)):
+        try:
+            specs = _FIELDS.validate_python(
+                [s.model_dump() if isinstance(s, FieldSpec) else s for s in fields]
+            )
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, prefix="fields")) from None
+        fields = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
+    if isinstance(remind_every, Duration):
+        remind_every = int(remind_every.to_seconds())
+    request = {
         "title": title,
         "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,
         "requester": requester,
@@ -105,8 +118,10 @@ def _request(
         "quorum": quorum,
         "description": description,
         "details": dict(details) if isinstance(details, Mapping) else details,
+        "fields": fields,
+        "remind_every_seconds": remind_every,
     }
-    return {name: value for name, value in fields.items() if value is not None}
+    return {name: value for name, value in request.items() if value is not None}
 
 
 def approval_step(
@@ -122,6 +137,8 @@ def approval_step(
     quorum: RequestField = None,
     description: RequestField = None,
     details: Mapping[str, Any] | RequestField = None,
+    fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField = None,
+    remind_every: Duration | RequestField = None,
     query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
     result_path: str | None = None,
     outputs: Any = None,
@@ -159,6 +176,8 @@ def approval_step(
                 quorum=quorum,
                 description=description,
                 details=details,
+                fields=fields,
+                remind_every=remind_every,
             ),
             "timeout_seconds": limit.message,
         }

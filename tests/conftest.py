@@ -32,6 +32,7 @@ import approval_api.handler
 import worker.dead_letter
 import worker.handler
 from approvals import directory, executions, runtime
+from approvals.answers import as_form
 from approvals.links import SigningKey, approval_id_for
 from approvals.local import moto_fixes
 from approvals.local.approver import FormReader, HttpResult, form_headers
@@ -243,12 +244,17 @@ class Stack:
         return self.call("POST", target, form_headers(target, accept_json), urlencode(fields))
 
     def submit(
-        self, page: ApiResponse, decision: str, comment: str = "", accept_json: bool = False
+        self,
+        page: ApiResponse,
+        decision: str,
+        comment: str = "",
+        accept_json: bool = False,
+        answers: dict[str, str] | None = None,
     ) -> ApiResponse:
-        """Press Approve or Reject on an opened page."""
+        """Press Approve or Reject on an opened page, having filled in ``answers`` (by field name)."""
         assert page.form_action is not None, f"no form on the page ({page.status}): {page.body[:300]}"
         assert decision in page.buttons
-        fields = {**page.form_fields, "comment": comment, "decision": decision}
+        fields = {**page.form_fields, **as_form(answers or {}), "comment": comment, "decision": decision}
         return self.post(urljoin(page.url, page.form_action), fields, accept_json)
 
     def click(self, link: str, decision: str, comment: str = "", accept_json: bool = False) -> ApiResponse:

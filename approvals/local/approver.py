@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+
+from approvals.answers import as_form
 
 
 class FormReader(HTMLParser):
@@ -91,10 +94,17 @@ def post_from_link(link: str, decision: str, comment: str = "", accept_json: boo
     return request(address, urlencode(fields).encode(), form_headers(address, accept_json), "POST")
 
 
-def submit(page: HttpResult, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:
-    """Press Approve or Reject on a page opened with :func:`open_link`."""
+def submit(
+    page: HttpResult,
+    decision: str,
+    comment: str = "",
+    accept_json: bool = False,
+    answers: Mapping[str, str] | None = None,
+) -> HttpResult:
+    """Press Approve or Reject on a page opened with :func:`open_link`, having filled in
+    ``answers`` (by field name, as typed)."""
     if page.form_action is None:
         raise ValueError(f"the page at {page.url} has no decision form (status {page.status})")
-    fields = {**page.form_fields, "comment": comment, "decision": decision}
+    fields = {**page.form_fields, **as_form(answers or {}), "comment": comment, "decision": decision}
     action = urljoin(page.url, page.form_action)
     return request(action, urlencode(fields).encode(), form_headers(action, accept_json), "POST")

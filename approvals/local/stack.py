@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,8 @@ class LocalStack:
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
         # redelivery after a failure is a retry, not a duplicate to turn away.
         os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)
+        # As in AWS: recurring reminders may come as often as this stack's sweep runs.
+        os.environ["APPROVALS_SWEEP_SECONDS"] = str(math.ceil(self.sweep_interval))
         runtime.reset()
         runtime.from_environment()  # built here, before any thread of the stack asks for it
 

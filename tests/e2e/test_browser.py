@@ -176,3 +176,101 @@ def test_outbox_lists_approvals_with_their_timeline(page: Page, local_stack: Run
     expect(row).to_contain_text("viewed · gina@example.com · link opened (perhaps by a mail scanner)")
     expect(row).to_contain_text("voted · gina@example.com · approved")
     shot(page, "outbox")
+
+
+DEPLOY_FIELDS = [
+    {
+        "name": "environment",
+        "label": "Target environment",
+        "type": "choice",
+        "options": ["staging", "production"],
+        "required": True,
+    },
+    {"name": "replicas", "label": "Replicas", "type": "number", "min": 1, "max": 10},
+    {"name": "backup_checked", "label": "Backup checked", "type": "boolean", "required": True},
+    {"name": "window", "label": "Change window", "type": "date"},
+    {"name": "ticket", "label": "Ticket", "type": "text", "max_length": 20},
+]
+
+
+def test_answers_with_a_wrong_value_shown_again_then_approved(page: Page, local_stack: RunningStack) -> None:
+    title = "Deploy checkout 2.5, with answers"
+    arn = start(local_stack, title, ["carol@example.com"], fields=DEPLOY_FIELDS)
+    open_from_outbox(page, local_stack, "carol@example.com", title)
+    page.get_by_label("Target environment").select_option("production")
+    page.get_by_label("Replicas").fill("11")
+    page.get_by_label("Backup checked").check()
+    page.get_by_label("Change window").fill("2026-12-01")
+    page.get_by_label("Ticket").fill("CHG-7")
+
+    # The browser's own check stops an out-of-range number before anything is sent.
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    assert page.get_by_label("Replicas").evaluate("input => input.validity.rangeOverflow")
+
+    # A browser that does not check (here: the bound removed) leaves it to the server.
+    page.get_by_label("Replicas").evaluate("input => input.removeAttribute('max')")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("alert")).to_have_text("Replicas: at most 10.")
+    replicas = page.get_by_label("Replicas")
+    expect(replicas).to_have_value("11")
+    expect(replicas).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Target environment")).to_have_value("production")
+    expect(page.get_by_label("Backup checked")).to_be_checked()
+    expect(page.get_by_label("Ticket")).to_have_value("CHG-7")
+    shot(page, "answers-refused")
+
+    replicas.fill("4")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+    expect(page.get_by_role("row", name="environment production")).to_be_visible()
+    described = finished(local_stack, arn)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(str(described["output"]))["votes"][0]["data"] == {
+        "environment": "production",
+        "replicas": 4,
+        "backup_checked": True,
+        "window": "2026-12-01",
+        "ticket": "CHG-7",
+    }
+
+
+def test_answers_on_a_phone_by_keyboard_and_a_rejection_without_them(
+    browser: Browser, local_stack: RunningStack
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    title = "Deploy checkout 2.6, asked on a phone"
+    arn = start(local_stack, title, ["hank@example.com"], fields=DEPLOY_FIELDS)
+    open_from_outbox(page, local_stack, "hank@example.com", title)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing may scroll sideways"
+    for label in ("Target environment", "Replicas", "Change window", "Ticket"):
+        box = page.get_by_label(label).bounding_box()
+        assert box is not None
+        assert box["height"] >= 44, f"{label}: a thumb-sized input"
+    expect(page.get_by_label("Replicas")).to_have_attribute("inputmode", "decimal")  # the number keypad
+    shot(page, "answers-phone")
+
+    # From the first answer to the buttons by keyboard alone: each field is in tab order
+    # (in a date, its month, day, year and calendar button take a Tab each).
+    page.get_by_label("Target environment").focus()
+    for label, presses in (
+        ("Replicas", 1),
+        ("Backup checked", 1),
+        ("Change window", 1),
+        ("Ticket", 4),
+        ("Comment", 1),
+    ):
+        for _ in range(presses):
+            page.keyboard.press("Tab")
+        expect(page.get_by_label(label)).to_be_focused()
+    page.keyboard.type("Not during the freeze")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # past Approve, to Reject: required answers may stay empty
+    expect(page.get_by_role("button", name="Reject")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
+    output = json.loads(str(finished(local_stack, arn)["output"]))
+    assert output["outcome"] == "rejected"
+    assert output["votes"][0]["data"] == {"backup_checked": False}
+    context.close()

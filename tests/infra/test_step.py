@@ -20,6 +20,13 @@ from tests.cdk_templates import request_queue, role_statements, state_machine_de
 pytestmark = pytest.mark.xdist_group("infra")
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
+ENVIRONMENT = {
+    "name": "environment",
+    "label": "Target environment",
+    "type": "choice",
+    "options": ["staging", "production"],
+    "required": True,
+}
 
 
 def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
@@ -32,6 +39,8 @@ def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
         policy="all",
         timeout=Duration.hours(4),
         result_path="$.approval",
+        fields=[ENVIRONMENT],
+        remind_every=Duration.hours(1),
     )
     fixed.add_catch(sfn.Fail(stack, "TooLate"), errors=list(ApprovalErrors.EXPIRY))
     fixed.add_catch(
@@ -100,6 +109,8 @@ def test_the_step_sends_the_documented_message_and_waits_for_its_token(template:
         "approvers": [ALICE, BOB],
         "requester": "pipeline",
         "policy": "all",
+        "fields": [ENVIRONMENT],
+        "remind_every_seconds": 3600,
     }
     assert task["ResultPath"] == "$.approval"
 
@@ -174,6 +185,7 @@ def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
         ({"policy": "majority"}, "'majority' is not a valid Policy"),
         ({"approvers": [ALICE, "bob-at-example.com"]}, "approvers.1: not a valid email address"),
         ({"result_path": "$.x", "query_language": sfn.QueryLanguage.JSONATA}, "result_path is JSONPath"),
+        ({"fields": [{**ENVIRONMENT, "options": None}]}, "fields.0.options: a choice field needs options"),
     ],
     ids=[
         "timeout over a year",
@@ -181,6 +193,7 @@ def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
         "unknown policy",
         "bad approver",
         "result_path with JSONata",
+        "choice without options",
     ],
 )
 def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any], problem: str) -> None:

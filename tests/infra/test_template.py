@@ -58,6 +58,13 @@ def test_visibility_timeout_is_at_least_six_times_the_workers(synthesis: Synthes
     assert worker["Properties"]["Environment"]["Variables"]["APPROVALS_CLAIM_SECONDS"] == str(visibility)
 
 
+def test_the_worker_refuses_recurring_reminders_oftener_than_the_sweep_runs(synthesis: Synthesis) -> None:
+    _, schedule = only(synthesis.resources("AWS::Scheduler::Schedule"))
+    _, worker = function(synthesis, "worker")
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert worker["Properties"]["Environment"]["Variables"]["APPROVALS_SWEEP_SECONDS"] == "300"
+
+
 def test_both_queues_refuse_unencrypted_transport(synthesis: Synthesis, assertions: Template) -> None:
     for queue in queues(synthesis):
         assertions.has_resource_properties(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
 from approvals import runtime
 from approvals.decision import COMMENT_BYTES
-from approvals.models import MAX_APPROVERS, REQUEST_BYTES, ApprovalRequest, Policy
+from approvals.models import DATA_BYTES, MAX_APPROVERS, REQUEST_BYTES, ApprovalRequest, FieldSpec, Policy
 from tests.integration.conftest import Stack, eventually
 
 if TYPE_CHECKING:
@@ -85,12 +86,13 @@ def test_a_state_past_256_kib_fails_the_execution_with_data_limit_exceeded(stack
 
 def test_the_largest_request_and_decision_the_caps_allow_fit_every_limit(stack: Stack) -> None:
     """50 approvers of a 64 KiB request each approve with a 1,000-byte comment that JSON
-    escapes to twice its size: the votes fit the table's item, the decision fits the
-    execution's state, and the workflow gets every vote."""
+    escapes to twice its size, and answers as long as their cap allows: the votes fit the
+    table's item, the decision fits the execution's state, and the workflow gets every vote."""
     approvers = [f"approver{i:02}@example.com" for i in range(MAX_APPROVERS)]
     fields = {"title": "題" * 200, "description": "説" * 10_000, "approvers": approvers}
+    note = FieldSpec.model_validate({"name": "note", "label": "Note", "type": "text", "max_length": 1_000})
     request = ApprovalRequest(
-        **fields, policy=Policy.ALL, requester="ci@example.com", details={"padding": ""}
+        **fields, policy=Policy.ALL, requester="ci@example.com", details={"padding": ""}, fields=[note]
     )
     room = REQUEST_BYTES - len(request.model_dump_json().encode())
     request = request.model_copy(update={"details": {"padding": "d" * room}})
@@ -100,9 +102,13 @@ def test_the_largest_request_and_decision_the_caps_allow_fit_every_limit(stack: 
     arn = stack.start(request)
     links = {who: stack.email(who, "題題題").links[0] for who in approvers}
     comment = '"\\' * (COMMENT_BYTES // 2)
+    answer = '"\\' * ((DATA_BYTES - len('{"note": ""}')) // 4)  # each pair escapes to four bytes
+    assert len(json.dumps({"note": answer}).encode()) == DATA_BYTES
     for who in approvers:
-        assert stack.post_link(links[who], "approve", comment).status == 200
+        form = {**dict(parse_qsl(urlsplit(links[who]).query)), "decision": "approve", "comment": comment}
+        assert stack.post(links[who], {**form, "data.note": answer}).status == 200
     report = stack.finish(arn, timeout=30)
     assert report.status == "SUCCEEDED", report.cause
     assert len(report.output["votes"]) == MAX_APPROVERS
     assert {vote["comment"] for vote in report.output["votes"]} == {comment}
+    assert {vote["data"]["note"] for vote in report.output["votes"]} == {answer}

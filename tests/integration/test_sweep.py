@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 import worker.execution_ended
 from approvals import runtime
 from approvals.models import ApprovalRequest, Policy, Status, timeline
@@ -136,3 +138,62 @@ def test_execution_ended_after_a_decision_changes_nothing(stack: Stack) -> None:
     )
     assert closed == {}
     assert stack.approval(approval_id).status is Status.APPROVED
+
+
+def test_recurring_reminders_come_once_a_period_until_the_request_settles(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    title = "Remind every hour"
+    _, approval_id = pending(
+        stack, title, [ALICE, BOB], policy=Policy.ALL, timeout_seconds=10 * 3600, remind_every_seconds=3600
+    )
+    created = stack.approval(approval_id).created_at
+    services = runtime.from_environment()
+    monkeypatch.setattr(services.settings, "reminders", ())  # no points: the recurring ones alone
+
+    assert sweep(services, created + timedelta(minutes=59))["reminded"] == 0
+    assert sweep(services, created + timedelta(hours=1, seconds=1))["reminded"] == 2
+    assert sweep(services, created + timedelta(hours=1, minutes=5))["reminded"] == 0  # once a period
+    # A sweep that comes late sends one reminder for the periods it missed, not a burst.
+    assert sweep(services, created + timedelta(hours=4, minutes=1))["reminded"] == 2
+    assert sweep(services, created + timedelta(hours=4, minutes=59))["reminded"] == 0
+    assert sorted(reminders(stack, title)) == [ALICE, ALICE, BOB, BOB]
+    recurring = [e.detail for e in timeline(stack.approval(approval_id)) if e.kind == "reminded"]
+    assert recurring == ["recurring reminder 4 (every 3600 s; the latest shown)"]
+
+    stack.click(stack.email(ALICE, title).links[0], "approve")
+    assert sweep(services, created + timedelta(hours=5, seconds=1))["reminded"] == 1  # Bob alone
+    stack.click(stack.email(BOB, title).links[0], "approve")
+    assert sweep(services, created + timedelta(hours=6, seconds=1))["reminded"] == 0  # settled
+    assert sorted(reminders(stack, title)) == [ALICE, ALICE, BOB, BOB, BOB]
+
+
+def test_a_recurring_reminder_and_a_reminder_point_due_together_send_one_email(stack: Stack) -> None:
+    title = "Point and period at once"
+    _, approval_id = pending(stack, title, [ALICE], timeout_seconds=4 * 3600, remind_every_seconds=7200)
+    created = stack.approval(approval_id).created_at
+    services = runtime.from_environment()
+    assert sweep(services, created + timedelta(hours=2, seconds=1))["reminded"] == 1  # "50%" and period 1
+    assert reminders(stack, title) == [ALICE]
+    approval = stack.approval(approval_id)
+    assert (set(approval.reminded), approval.recurring_reminder) == ({"50%"}, 1)
+
+
+def test_recurring_reminders_oftener_than_the_sweep_runs_are_refused_by_name(stack: Stack) -> None:
+    """The sweep runs every 300 seconds by default (APPROVALS_SWEEP_SECONDS)."""
+    arn = stack.start(
+        ApprovalRequest(
+            title="Remind every two minutes",
+            approvers=[ALICE],
+            requester="ci@example.com",
+            remind_every_seconds=120,
+        )
+    )
+    stack.drain()
+    report = stack.finish(arn)
+    assert (report.status, report.error) == ("FAILED", "Approval.InvalidRequest")
+    assert report.cause == (
+        "request.remind_every_seconds: at least 300 here, not 120:"
+        " the sweep that sends reminders runs every 300 seconds"
+    )
+    assert stack.emails() == []

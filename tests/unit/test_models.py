@@ -24,6 +24,7 @@ from approvals.models import (
     Status,
     Vote,
     describe_validation_error,
+    recurring_reminder_due,
     timeline,
 )
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
@@ -126,6 +127,12 @@ def test_emails_are_stripped_and_lowercased() -> None:
         ({"details": ["not", "a", "mapping"]}, "request.details", "valid dictionary"),
         ({"details": {f"k{i}": i for i in range(51)}}, "request.details", "at most 50"),
         ({"colour": "red"}, "request.colour", "Extra inputs are not permitted"),
+        ({"remind_every_seconds": 59}, "request.remind_every_seconds", "greater than or equal to 60"),
+        (
+            {"remind_every_seconds": 3600, "timeout_seconds": 3600},
+            "request.remind_every_seconds",
+            "must be shorter than timeout_seconds, or it never fires",
+        ),
     ],
 )
 def test_each_bad_field_is_named(overrides: dict[str, Any], field: str, fragment: str) -> None:
@@ -271,7 +278,13 @@ def test_decision_lists_votes_in_time_order() -> None:
 
 
 def test_decision_contract_shape() -> None:
-    vote = Vote(approver="alice@example.com", outcome=Outcome.REJECTED, comment="no", at=NOW)
+    vote = Vote(
+        approver="alice@example.com",
+        outcome=Outcome.REJECTED,
+        comment="no",
+        at=NOW,
+        data={"environment": "staging"},
+    )
     decision = Decision(approval_id="a" * 32, outcome=Outcome.REJECTED, votes=[vote], decided_at=NOW)
     assert decision.model_dump(mode="json", exclude_none=True) == {
         "approval_id": "a" * 32,
@@ -282,6 +295,7 @@ def test_decision_contract_shape() -> None:
                 "outcome": "rejected",
                 "comment": "no",
                 "at": "2030-01-02T03:04:05Z",
+                "data": {"environment": "staging"},
             }
         ],
         "decided_at": "2030-01-02T03:04:05Z",
@@ -309,7 +323,7 @@ def test_task_token_is_not_in_the_approval_repr() -> None:
     assert "secret-token" not in str(approval)
 
 
-@pytest.mark.parametrize("field", ["timeout_seconds", "quorum"])
+@pytest.mark.parametrize("field", ["timeout_seconds", "quorum", "remind_every_seconds"])
 def test_true_is_not_a_number(field: str) -> None:
     fields: dict[str, Any] = {"title": "t", "approvers": ["a@example.com"], "requester": "r"}
     fields |= {"policy": "quorum", "quorum": 1} if field == "quorum" else {}
@@ -381,3 +395,23 @@ def test_the_workflow_is_the_state_machine_of_the_execution(
 ) -> None:
     approval = sample_approval(datetime(2030, 1, 1, tzinfo=UTC), timedelta(hours=1), execution=execution)
     assert (approval.workflow, approval.state_machine_arn) == (workflow, state_machine)
+
+
+def test_the_timeline_shows_the_answers_a_vote_carried() -> None:
+    vote = Vote(
+        approver="alice@example.com", outcome=Outcome.APPROVED, comment="go", at=NOW, data={"env": "prod"}
+    )
+    voted = [e for e in timeline(_approval(votes={"alice@example.com": vote})) if e.kind == "voted"]
+    assert [e.detail for e in voted] == ["approved: go (env=prod)"]
+
+
+def test_one_recurring_reminder_is_due_per_period_begun_however_late_the_sweep() -> None:
+    approval = _approval(request=ApprovalRequest.model_validate({**VALID, "remind_every_seconds": 600}))
+    start = approval.created_at
+    assert recurring_reminder_due(approval, start + timedelta(seconds=599)) is None
+    assert recurring_reminder_due(approval, start + timedelta(seconds=600)) == 1
+    assert recurring_reminder_due(approval, start + timedelta(seconds=3_000)) == 5
+    sent = approval.model_copy(update={"recurring_reminder": 5})
+    assert recurring_reminder_due(sent, start + timedelta(seconds=3_599)) is None
+    assert recurring_reminder_due(sent, start + timedelta(seconds=3_600)) == 6
+    assert recurring_reminder_due(_approval(), start + timedelta(days=1)) is None  # none asked for

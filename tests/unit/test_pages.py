@@ -303,3 +303,102 @@ def test_text_colours_meet_wcag_aa_contrast() -> None:
 def test_the_page_names_the_workflow_and_step_that_ask() -> None:
     html = page(approval())
     assert "Workflow <strong>approvals</strong>, step <strong>RequestApproval</strong>" in html
+
+
+FIELD_REQUEST = {
+    "fields": [
+        {
+            "name": "environment",
+            "label": "Target <env>",
+            "type": "choice",
+            "options": ["staging", "prod <x>"],
+        },
+        {"name": "ticket", "label": "Ticket", "type": "text", "max_length": 12, "required": True},
+        {"name": "replicas", "label": "Replicas", "type": "number", "min": 1, "max": 10},
+        {"name": "backup", "label": "Backup checked", "type": "boolean", "required": True},
+        {"name": "window", "label": "Window", "type": "date"},
+    ]
+}
+FIELD_REQUEST_NAMES = ("environment", "ticket", "replicas", "backup", "window")
+
+
+class Controls(HTMLParser):
+    """The page's inputs and selects by id, and which ids a label names."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.controls: dict[str, dict[str, str]] = {}
+        self.labelled: set[str] = set()
+        self.reject: dict[str, str] = {}
+        self._label_depth = 0
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "label":
+            self._label_depth += 1
+            self.labelled.add(values.get("for", ""))
+        elif tag in ("input", "select") and values.get("type") != "hidden":
+            self.controls[values["id"]] = {"tag": tag, **values}
+            if self._label_depth:
+                self.labelled.add(values["id"])  # wrapped in its label
+        elif tag == "button" and values.get("value") == "reject":
+            self.reject = values
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self._label_depth -= 1
+
+
+def test_each_field_is_a_labelled_input_of_its_type_with_the_browsers_own_checks() -> None:
+    html = page(approval(request=FIELD_REQUEST))
+    found = Controls(html)
+    assert set(found.controls) == {f"field-{n}" for n in FIELD_REQUEST_NAMES}
+    assert set(found.controls) <= found.labelled
+    kinds = {id_: (c["tag"], c.get("type", "")) for id_, c in found.controls.items()}
+    assert kinds == {
+        "field-environment": ("select", ""),
+        "field-ticket": ("input", "text"),
+        "field-replicas": ("input", "number"),
+        "field-backup": ("input", "checkbox"),
+        "field-window": ("input", "date"),
+    }
+    replicas = found.controls["field-replicas"]
+    assert (replicas["min"], replicas["max"], replicas["inputmode"]) == ("1", "10", "decimal")
+    assert found.controls["field-ticket"]["maxlength"] == "12"
+    assert {id_ for id_, c in found.controls.items() if "required" in c} == {"field-ticket", "field-backup"}
+    assert {c["name"] for c in found.controls.values()} == {f"data.{n}" for n in FIELD_REQUEST_NAMES}
+    assert "formnovalidate" in found.reject  # a rejection may leave required answers empty
+    assert "Target &lt;env&gt;" in html
+    assert "prod &lt;x&gt;" in html
+    # The unticked box still sends its field, so the form always carries the answers.
+    assert '<input type="hidden" name="data.backup" value="false">' in html
+
+
+def test_a_refused_answer_is_shown_again_as_typed_and_marked_on_its_field() -> None:
+    typed = {"environment": "prod <x>", "ticket": '"><b>', "replicas": "11", "backup": "true"}
+    html = page(
+        approval(request=FIELD_REQUEST), notice="Replicas: at most 10.", typed=typed, invalid_field="replicas"
+    )
+    found = Controls(html)
+    replicas = found.controls["field-replicas"]
+    assert (replicas["value"], replicas["aria-invalid"]) == ("11", "true")
+    assert 'id="field-replicas-error" class="field-error">Replicas: at most 10.</p>' in html
+    assert replicas["aria-describedby"] == "field-replicas-error"
+    assert found.controls["field-ticket"]["value"] == '"><b>'  # escaped in the attribute, read back whole
+    assert "checked" in found.controls["field-backup"]
+    assert "<option selected>prod &lt;x&gt;</option>" in html
+    assert sum("aria-invalid" in c for c in found.controls.values()) == 1
+
+
+def test_the_confirmation_shows_the_answers_recorded() -> None:
+    vote = Vote(
+        approver="alice@example.com",
+        outcome=Outcome.APPROVED,
+        at=NOW,
+        data={"environment": "<prod>", "backup": True, "replicas": 3},
+    )
+    html = pages.message_page("Decision recorded", "Thank you.", approval=approval(), vote=vote, now=NOW)
+    assert '<th scope="row">environment</th><td>&lt;prod&gt;</td>' in html
+    assert '<th scope="row">backup</th><td>yes</td>' in html
+    assert '<th scope="row">replicas</th><td>3</td>' in html
