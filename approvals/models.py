@@ -113,11 +113,18 @@ FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Label = Annotated[Text, _at_most_bytes(200)]
 
 
-class FieldSpec(BaseModel):
+class Contract(BaseModel):
+    """A contract model whose validator is built at its first use, not at import: each
+    function pays only for the models its own path uses (the dead-letter function reads
+    one message, a forged link is refused before any approval is read)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class FieldSpec(Contract):
     """One thing the approver answers with their vote, shown as a labelled input."""
 
-    # Built at first use: only a request that has fields pays for this validator.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: FieldName = Field(description="The key of the answer in the vote's data")
     label: Label = Field(min_length=1)
@@ -164,14 +171,6 @@ class Policy(StrEnum):
 class Outcome(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
-
-
-class Contract(BaseModel):
-    """A contract model whose validator is built at its first use, not at import: each
-    function pays only for the models its own path uses (the dead-letter function reads
-    one message, a forged link is refused before any approval is read)."""
-
-    model_config = ConfigDict(defer_build=True)
 
 
 class ApprovalRequest(Contract):
