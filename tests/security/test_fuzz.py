@@ -37,7 +37,10 @@ LINK_FIELDS = {
 }
 
 # Characters a forger would try: look-alikes, case, separators, invisible ones, base64's own.
-NEAR = st.sampled_from(list("aAlLeE0O1I-_=+/.@ \t\n\u0430\u00e9\u200b\uff11\ufeff%")) | st.characters()
+# Only what UTF-8 can encode (no lone surrogate): a link is UTF-8 on the wire.
+NEAR = st.sampled_from(list("aAlLeE0O1I-_=+/.@ \t\n\u0430\u00e9\u200b\uff11\ufeff%")) | st.characters(
+    codec="utf-8"
+)
 
 
 @st.composite
