@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from approvals.demo import wait_for_email
 from tests.e2e.conftest import RunningStack
+from tests.unit.samples import DEPLOY_FIELDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -176,21 +177,6 @@ def test_outbox_lists_approvals_with_their_timeline(page: Page, local_stack: Run
     expect(row).to_contain_text("viewed · gina@example.com · link opened (perhaps by a mail scanner)")
     expect(row).to_contain_text("voted · gina@example.com · approved")
     shot(page, "outbox")
-
-
-DEPLOY_FIELDS = [
-    {
-        "name": "environment",
-        "label": "Target environment",
-        "type": "choice",
-        "options": ["staging", "production"],
-        "required": True,
-    },
-    {"name": "replicas", "label": "Replicas", "type": "number", "min": 1, "max": 10},
-    {"name": "backup_checked", "label": "Backup checked", "type": "boolean", "required": True},
-    {"name": "window", "label": "Change window", "type": "date"},
-    {"name": "ticket", "label": "Ticket", "type": "text", "max_length": 20},
-]
 
 
 def test_answers_with_a_wrong_value_shown_again_then_approved(page: Page, local_stack: RunningStack) -> None:

@@ -16,17 +16,11 @@ from approvals_cdk import ApprovalErrors, ApprovalService, ApprovalServiceProps
 from approvals_cdk.packaging import build
 from approvals_cdk.step import approval_step
 from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+from tests.unit.samples import ENVIRONMENT
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-ENVIRONMENT = {
-    "name": "environment",
-    "label": "Target environment",
-    "type": "choice",
-    "options": ["staging", "production"],
-    "required": True,
-}
 
 
 def _steps(stack: cdk.Stack, service: ApprovalService) -> None:

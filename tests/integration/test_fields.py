@@ -7,21 +7,9 @@ from typing import Any
 
 from approvals.models import ApprovalRequest, FieldSpec, Policy
 from tests.integration.conftest import Stack, approval_id_of
+from tests.unit.samples import DEPLOY_FIELDS
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-FIELDS: list[dict[str, Any]] = [
-    {
-        "name": "environment",
-        "label": "Target environment",
-        "type": "choice",
-        "options": ["staging", "production"],
-        "required": True,
-    },
-    {"name": "replicas", "label": "Replicas", "type": "number", "min": 1, "max": 10},
-    {"name": "backup_checked", "label": "Backup checked", "type": "boolean", "required": True},
-    {"name": "window", "label": "Change window", "type": "date"},
-    {"name": "ticket", "label": "Ticket", "type": "text", "max_length": 20},
-]
 GOOD = {"environment": "production", "replicas": "3", "backup_checked": "true", "window": "2026-12-01"}
 
 
@@ -30,7 +18,7 @@ def started(stack: Stack, title: str, approvers: list[str] | None = None, **extr
         title=title,
         approvers=approvers or [ALICE],
         requester="ci@example.com",
-        fields=[FieldSpec.model_validate(spec) for spec in FIELDS],
+        fields=[FieldSpec.model_validate(spec) for spec in DEPLOY_FIELDS],
         **extra,
     )
     arn = stack.start(request)

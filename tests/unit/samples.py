@@ -1,4 +1,5 @@
-"""One approval to show, for the unit tests of what shows it (emails, pages)."""
+"""One approval to show, for the unit tests of what shows it (emails, pages), and the
+questions a deploy asks its approvers (``fields``), for every layer's tests of them."""
 
 from __future__ import annotations
 
@@ -36,3 +37,20 @@ def sample_approval(
             **changes,
         }
     )
+
+
+# What a deploy asks its approvers, one field of each type.
+ENVIRONMENT: dict[str, Any] = {
+    "name": "environment",
+    "label": "Target environment",
+    "type": "choice",
+    "options": ["staging", "production"],
+    "required": True,
+}
+DEPLOY_FIELDS: list[dict[str, Any]] = [
+    ENVIRONMENT,
+    {"name": "replicas", "label": "Replicas", "type": "number", "min": 1, "max": 10},
+    {"name": "backup_checked", "label": "Backup checked", "type": "boolean", "required": True},
+    {"name": "window", "label": "Change window", "type": "date"},
+    {"name": "ticket", "label": "Ticket", "type": "text", "max_length": 20},
+]

@@ -18,15 +18,9 @@ from approvals.models import (
     Outcome,
     describe_validation_error,
 )
+from tests.unit.samples import ENVIRONMENT
 
 BASE: dict[str, Any] = {"title": "Deploy", "approvers": ["alice@example.com"], "requester": "ci@example.com"}
-ENVIRONMENT = {
-    "name": "environment",
-    "label": "Target environment",
-    "type": "choice",
-    "options": ["staging", "production"],
-    "required": True,
-}
 SPECS = [
     FieldSpec.model_validate(ENVIRONMENT),
     FieldSpec.model_validate({"name": "ticket", "label": "Ticket", "type": "text", "max_length": 12}),
