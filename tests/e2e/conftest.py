@@ -61,6 +61,16 @@ class RunningStack:
             timeout=60,
         )
 
+    def start(self, title: str, approvers: list[str], requester: str, **extra: Any) -> str:
+        """One approval, started with the AWS CLI as the README shows it."""
+        request = {"title": title, "approvers": approvers, "requester": requester, **extra}
+        started = self.aws(
+            "stepfunctions", "start-execution",
+            "--state-machine-arn", self.info.state_machine_arn,
+            "--input", json.dumps({"request": request}),
+        )  # fmt: skip
+        return str(started["executionArn"])
+
 
 # The modes of `approvals local`: the resources it provisions itself, or the product's own
 # synthesized template deployed into moto's CloudFormation (`--template`).

@@ -3,7 +3,6 @@ AWS CLI, as an operator and a new user meet it."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -29,13 +28,7 @@ def directory_rows(stack: RunningStack, *addresses: str) -> dict[str, list[str]]
 
 
 def start(stack: RunningStack, title: str, approvers: list[str]) -> str:
-    request = {"title": title, "approvers": approvers, "requester": "e2e@example.com"}
-    started = stack.aws(
-        "stepfunctions", "start-execution",
-        "--state-machine-arn", stack.info.state_machine_arn,
-        "--input", json.dumps({"request": request}),
-    )  # fmt: skip
-    return str(started["executionArn"])
+    return stack.start(title, approvers, requester="e2e@example.com")
 
 
 def test_a_request_naming_an_unknown_address_fails_at_once_and_added_approvers_succeed(

@@ -55,13 +55,7 @@ def shot(page: Page, name: str) -> None:
 
 
 def start(stack: RunningStack, title: str, approvers: list[str], **extra: object) -> str:
-    request = {"title": title, "approvers": approvers, "requester": "release-bot@example.com", **extra}
-    started = stack.aws(
-        "stepfunctions", "start-execution",
-        "--state-machine-arn", stack.info.state_machine_arn,
-        "--input", json.dumps({"request": request}),
-    )  # fmt: skip
-    return str(started["executionArn"])
+    return stack.start(title, approvers, requester="release-bot@example.com", **extra)
 
 
 def finished(stack: RunningStack, execution_arn: str, timeout: float = 30) -> dict[str, object]:

@@ -21,17 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 def start(stack: RunningStack, title: str, approvers: list[str], **extra: Any) -> str:
-    request = {"title": title, "approvers": approvers, "requester": "ops-bot@example.com", **extra}
-    return str(
-        stack.aws(
-            "stepfunctions",
-            "start-execution",
-            "--state-machine-arn",
-            stack.info.state_machine_arn,
-            "--input",
-            json.dumps({"request": request}),
-        )["executionArn"]
-    )
+    return stack.start(title, approvers, requester="ops-bot@example.com", **extra)
 
 
 def emails_about(stack: RunningStack, title: str) -> list[dict[str, Any]]:
