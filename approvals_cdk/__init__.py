@@ -2,13 +2,14 @@
 
 ``ApprovalService`` deploys the shared service (queue, worker, email topic, approval API,
 table); its ``approval_step`` method gives any state machine of yours a chainable state that
-waits for people's approval. ``ApprovalErrors`` names what that state can fail with.
+waits for people's approval (its keyword arguments typed as ``StepOptions``).
+``ApprovalErrors`` names what that state can fail with.
 """
 
 from importlib.metadata import version
 
 from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
-from approvals_cdk.step import ApprovalErrors
+from approvals_cdk.step import ApprovalErrors, StepOptions
 
-__all__ = ["ApprovalErrors", "ApprovalService", "ApprovalServiceProps", "__version__"]
+__all__ = ["ApprovalErrors", "ApprovalService", "ApprovalServiceProps", "StepOptions", "__version__"]
 __version__ = version("stepfunctions-approvals")

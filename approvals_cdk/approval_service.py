@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import aws_cdk as cdk
 from aws_cdk import (
@@ -53,11 +53,10 @@ from constructs import Construct, IConstruct
 
 from approvals import metrics, statemachine
 from approvals.local.resources import table_definition
-from approvals.models import FieldSpec
 from approvals.notify import APPROVER_ATTRIBUTE
 from approvals_cdk import packaging
 from approvals_cdk.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
-from approvals_cdk.step import approval_step
+from approvals_cdk.step import StepOptions, approval_step
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
 
@@ -420,25 +419,7 @@ class ApprovalService(Construct):
     # -- the step teams add to their own state machines ---------------------------------------
 
     def approval_step(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        title: Any,
-        approvers: Sequence[str] | Any,
-        requester: Any,
-        timeout: Duration | str,
-        policy: Any = None,
-        quorum: Any = None,
-        description: Any = None,
-        details: Mapping[str, Any] | Any = None,
-        fields: Sequence[FieldSpec | Mapping[str, Any]] | Any = None,
-        remind_every: Duration | Any = None,
-        query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
-        result_path: str | None = None,
-        outputs: Any = None,
-        assign: Mapping[str, Any] | None = None,
-        comment: str | None = None,
+        self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
     ) -> tasks.SqsSendMessage:
         """A chainable state that asks people for approval and waits for their decision.
 
@@ -459,8 +440,9 @@ class ApprovalService(Construct):
             scope: where the state is created (usually your stack).
             construct_id: the state's id, and its name in the definition.
             title: one line that says what is asked (at most 200 characters).
-            approvers: the approvers' email addresses (at most 50); each must be subscribed to
-                the service's topic (``ApprovalServiceProps.approvers``).
+            approvers: the approvers' email addresses (at most 50); each must be in the
+                service's approver directory (``ApprovalServiceProps.approvers``, or added
+                with ``approvals approvers add``), or the request fails at once.
             requester: who asks (an address or a pipeline's name), shown to approvers.
             timeout: how long the approvers have: a ``Duration`` from 1 second to a year, or a
                 JSONPath (``"$.timeout_seconds"``) / JSONata expression giving whole seconds.
@@ -483,26 +465,7 @@ class ApprovalService(Construct):
             assign: workflow variables to set from the decision.
             comment: the state's comment.
         """
-        return approval_step(
-            scope,
-            construct_id,
-            self.queue,
-            title=title,
-            approvers=approvers,
-            requester=requester,
-            timeout=timeout,
-            policy=policy,
-            quorum=quorum,
-            description=description,
-            details=details,
-            fields=fields,
-            remind_every=remind_every,
-            query_language=query_language,
-            result_path=result_path,
-            outputs=outputs,
-            assign=assign,
-            comment=comment,
-        )
+        return approval_step(scope, construct_id, self.queue, **options)
 
     def _run_child_executions(self, machine: sfn.StateMachine) -> None:
         """What a Distributed Map needs: start its own state machine for each item, and watch

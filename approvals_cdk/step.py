@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Required, TypedDict, Unpack
 
 from aws_cdk import Duration, Token
 from aws_cdk import aws_sqs as sqs
@@ -81,18 +81,33 @@ class _Timeout:
         return cls(sfn.Timeout.at(timeout), sfn.JsonPath.number_at(timeout))
 
 
-def _request(
-    *,
-    title: RequestField,
-    approvers: RequestField,
-    requester: RequestField,
-    policy: RequestField,
-    quorum: RequestField,
-    description: RequestField,
-    details: RequestField,
-    fields: RequestField,
-    remind_every: Duration | RequestField,
-) -> dict[str, Any]:
+class StepOptions(TypedDict, total=False):
+    """What the step asks and how it sits in the definition; each is described on
+    :meth:`approvals_cdk.ApprovalService.approval_step`."""
+
+    title: Required[RequestField]
+    approvers: Required[Sequence[str] | RequestField]
+    requester: Required[RequestField]
+    timeout: Required[Duration | str]
+    policy: RequestField
+    quorum: RequestField
+    description: RequestField
+    details: Mapping[str, Any] | RequestField
+    fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField
+    remind_every: Duration | RequestField
+    query_language: sfn.QueryLanguage
+    result_path: str | None
+    outputs: Any
+    assign: Mapping[str, Any] | None
+    comment: str | None
+
+
+def _request(options: StepOptions) -> dict[str, Any]:
+    policy = options.get("policy")
+    approvers = options["approvers"]
+    fields = options.get("fields")
+    remind_every = options.get("remind_every")
+    details = options.get("details")
     if isinstance(policy, str) and not policy.startswith(("$", "{%")):
         policy = Policy(policy).value  # a typo fails the synth, not the first execution
     if isinstance(approvers, list | tuple) and not Token.is_unresolved(list(approvers)):
@@ -111,12 +126,12 @@ def _request(
     if isinstance(remind_every, Duration):
         remind_every = int(remind_every.to_seconds())
     request = {
-        "title": title,
+        "title": options["title"],
         "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,
-        "requester": requester,
+        "requester": options["requester"],
         "policy": policy,
-        "quorum": quorum,
-        "description": description,
+        "quorum": options.get("quorum"),
+        "description": options.get("description"),
         "details": dict(details) if isinstance(details, Mapping) else details,
         "fields": fields,
         "remind_every_seconds": remind_every,
@@ -125,33 +140,18 @@ def _request(
 
 
 def approval_step(
-    scope: Construct,
-    construct_id: str,
-    queue: sqs.IQueue,
-    *,
-    title: RequestField,
-    approvers: Sequence[str] | RequestField,
-    requester: RequestField,
-    timeout: Duration | str,
-    policy: RequestField = None,
-    quorum: RequestField = None,
-    description: RequestField = None,
-    details: Mapping[str, Any] | RequestField = None,
-    fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField = None,
-    remind_every: Duration | RequestField = None,
-    query_language: sfn.QueryLanguage = sfn.QueryLanguage.JSON_PATH,
-    result_path: str | None = None,
-    outputs: Any = None,
-    assign: Mapping[str, Any] | None = None,
-    comment: str | None = None,
+    scope: Construct, construct_id: str, queue: sqs.IQueue, **options: Unpack[StepOptions]
 ) -> tasks.SqsSendMessage:
     """See :meth:`approvals_cdk.ApprovalService.approval_step`."""
+    query_language = options.get("query_language", sfn.QueryLanguage.JSON_PATH)
+    result_path, outputs = options.get("result_path"), options.get("outputs")
+    assign, comment = options.get("assign"), options.get("comment")
     jsonata = query_language == sfn.QueryLanguage.JSONATA
     if jsonata and result_path is not None:
         raise ValueError("result_path is JSONPath: with JSONata, shape the state's output with outputs=")
     if not jsonata and outputs is not None:
         raise ValueError("outputs is JSONata: with JSONPath, place the decision with result_path=")
-    limit = _Timeout.of(timeout, query_language)
+    limit = _Timeout.of(options["timeout"], query_language)
     context = (
         {
             "task_token": "{% $states.context.Task.Token %}",
@@ -168,17 +168,7 @@ def approval_step(
     body = sfn.TaskInput.from_object(
         {
             **context,
-            "request": _request(
-                title=title,
-                approvers=approvers,
-                requester=requester,
-                policy=policy,
-                quorum=quorum,
-                description=description,
-                details=details,
-                fields=fields,
-                remind_every=remind_every,
-            ),
+            "request": _request(options),
             "timeout_seconds": limit.message,
         }
     )
