@@ -1,0 +1,76 @@
+"""The approval's end: the decision delivered, the request expired or cancelled, approvers
+lost on the way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from botocore.exceptions import ClientError
+
+from approvals.models import Approval, Status
+from approvals.store.items import OPEN_ATTRIBUTE, Table, approval_from_item, epoch, failed_condition_item
+
+
+class CloseStore(Table):
+    def mark_delivery_failed(self, approval_id: str) -> None:
+        """The workflow did not take the decision (a transient fault): retry without waiting."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression="SET delivery_failed = :true",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
+
+    def confirm_delivery(self, approval_id: str) -> None:
+        """The workflow has the decision: the approval leaves the sweep's index."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self._key(approval_id),
+            UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
+        )
+
+    def close(self, approval_id: str, status: Status, now: datetime, was: Status = Status.PENDING) -> bool:
+        """Mark an approval expired or cancelled; False if it was no longer ``was``."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression=f"SET #status = :status, closed_at = :now REMOVE {OPEN_ATTRIBUTE}",
+                ConditionExpression="#status = :was",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":was": {"S": was.value},
+                    ":now": {"N": epoch(now)},
+                },
+            )
+        except ClientError as error:
+            failed_condition_item(error)
+            return False
+        return True
+
+    def mark_unreachable(self, approval: Approval, lost: dict[str, str], now: datetime) -> Approval | None:
+        """Note approvers who can no longer be emailed (for the timeline, and so reminders skip
+        them); the approval as stored after, or None once it is no longer pending."""
+        merged = {
+            who: {"M": {"at": {"N": epoch(mark.at)}, "why": {"S": mark.why}}}
+            for who, mark in approval.unreachable.items()
+        }
+        merged |= {who: {"M": {"at": {"N": epoch(now)}, "why": {"S": why}}} for who, why in lost.items()}
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval.approval_id),
+                UpdateExpression="SET unreachable = :unreachable",
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":unreachable": {"M": merged},
+                    ":pending": {"S": Status.PENDING.value},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            failed_condition_item(error)
+            return None
+        return approval_from_item(result["Attributes"])

@@ -1,0 +1,134 @@
+"""How an approval is written as a DynamoDB item, and read back: shared by every store module.
+
+Every write that matters is conditional, so a redelivered message or a double click is
+answered from the table's own state rather than from a read taken a moment earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from approvals.models import STORED, Approval, ApprovalRequest, Outcome, Status, Unreachable, Vote
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+
+# A sparse index of what the sweep must look at: pending approvals, and settled ones whose
+# decision has not yet reached the workflow. Everything else leaves it.
+OPEN_INDEX = "open"
+OPEN_ATTRIBUTE = "sweep"
+OPEN = {"S": "open"}
+EXECUTION_INDEX = "execution"
+
+
+def epoch(moment: datetime) -> str:
+    return str(int(moment.timestamp()))
+
+
+def from_epoch(value: str) -> datetime:
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def write_id() -> Item:
+    """A fresh id for one conditional write, stored with it.
+
+    The SDK sends a write again when its reply is lost (a read timeout, a dropped
+    connection); the copy then fails the condition the first one passed. Finding the id on
+    the item tells that the write is in after all, so it is not taken for someone else's.
+    """
+    return {"S": uuid.uuid4().hex}
+
+
+def vote_item(vote: Vote, write: Item) -> Item:
+    fields: Item = {
+        "outcome": {"S": vote.outcome.value},
+        "comment": {"S": vote.comment},
+        "at": {"N": epoch(vote.at)},
+        "write": write,
+    }
+    if vote.on_behalf_by:
+        fields["on_behalf_by"] = {"S": vote.on_behalf_by}
+    if vote.data:
+        fields["data"] = {"S": json.dumps(vote.data, ensure_ascii=False)}
+    return {"M": fields}
+
+
+def recurring_item(period: int, at: datetime) -> Item:
+    return {"M": {"period": {"N": str(period)}, "at": {"N": epoch(at)}}}
+
+
+def vote_from(approver: str, item: Item) -> Vote:
+    fields = item["M"]
+    return Vote(
+        approver=approver,
+        outcome=Outcome(fields["outcome"]["S"]),
+        comment=fields["comment"]["S"],
+        at=from_epoch(fields["at"]["N"]),
+        on_behalf_by=fields.get("on_behalf_by", {}).get("S"),
+        data=json.loads(fields.get("data", {}).get("S", "{}")),
+    )
+
+
+def epoch_map(item: Item, name: str) -> dict[str, datetime]:
+    return {key: from_epoch(value["N"]) for key, value in item.get(name, {}).get("M", {}).items()}
+
+
+def optional_time(item: Item, name: str) -> datetime | None:
+    return from_epoch(item[name]["N"]) if name in item else None
+
+
+def approval_from_item(item: Item) -> Approval:
+    return Approval(
+        approval_id=item["approval_id"]["S"],
+        task_token=item["task_token"]["S"],
+        execution=item["execution"]["S"],
+        state=item["state"]["S"],
+        request=ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED),
+        created_at=from_epoch(item["created_at"]["N"]),
+        expires_at=from_epoch(item["expires_at"]["N"]),
+        status=Status(item["status"]["S"]),
+        votes={a: vote_from(a, v) for a, v in item.get("votes", {}).get("M", {}).items()},
+        decided_at=optional_time(item, "decided_at"),
+        decided_by=item.get("decided_by", {}).get("S"),
+        emailed_at=optional_time(item, "emailed_at"),
+        delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
+        unconfirmed=OPEN_ATTRIBUTE in item and item["status"]["S"] in (Status.APPROVED, Status.REJECTED),
+        closed_at=optional_time(item, "closed_at"),
+        viewed=epoch_map(item, "viewed"),
+        reminded=epoch_map(item, "reminded"),
+        recurring_reminder=int(item.get("recurring", {}).get("M", {}).get("period", {}).get("N", "0")),
+        recurring_reminded_at=optional_time(item.get("recurring", {}).get("M", {}), "at"),
+        excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
+        unreachable={
+            who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
+            for who, lost in item.get("unreachable", {}).get("M", {}).items()
+        },
+    )
+
+
+class Table:
+    """The table and its client, which every part of the store writes through."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, retention_days: int = 90) -> None:
+        self._db = client
+        self._table = table_name
+        self._retention = timedelta(days=retention_days)
+
+    def _key(self, approval_id: str) -> Item:
+        return {"approval_id": {"S": approval_id}}
+
+
+def failed_condition_item(error: ClientError) -> Item:
+    """The item returned with a failed condition; any other error is raised again."""
+    if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        raise error
+    response: dict[str, Any] = dict(error.response)
+    item: Item = response.get("Item", {})
+    return item

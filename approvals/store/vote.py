@@ -1,0 +1,159 @@
+"""The approver's part: the page's read and the vote, one conditional update each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from approvals.models import Approval, Outcome, Status, Vote
+from approvals.store.items import (
+    Item,
+    Table,
+    approval_from_item,
+    epoch,
+    failed_condition_item,
+    vote_item,
+    write_id,
+)
+
+
+class VoteRejected(Exception):
+    """The table refused the vote; ``reason`` says why and ``approval`` is its state then."""
+
+    def __init__(self, reason: VoteRefusal, approval: Approval | None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.approval = approval
+
+
+class VoteRefusal(Enum):
+    UNKNOWN = "unknown approval"
+    NOT_ASKED = "this address was not asked"
+    EXCLUDED = "the requester may not decide on their own request"
+    ALREADY_VOTED = "this approver has already decided"
+    SETTLED = "the request is already settled"
+    EXPIRED = "the request has expired"
+    CANCELLED = "the request was cancelled"
+    UNANSWERED = "the request asks for answers the vote did not carry"
+
+
+class VoteStore(Table):
+    def view(self, approval_id: str, approver: str, now: datetime) -> Approval | None:
+        """The approval, for its page; the same call notes the approver's first view.
+
+        The note is audit only: nothing about the approval's outcome depends on it, so a
+        mail scanner opening the link changes nothing that matters.
+        """
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression="SET viewed.#approver = if_not_exists(viewed.#approver, :now)",
+                ConditionExpression="attribute_exists(approval_id)",
+                ExpressionAttributeNames={"#approver": approver},
+                ExpressionAttributeValues={":now": {"N": epoch(now)}},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            failed_condition_item(error)
+            return None
+        return approval_from_item(result["Attributes"])
+
+    def record_vote(self, approval_id: str, vote: Vote, *, answers_checked: bool = True) -> Approval:
+        """Record one approver's vote; the returned approval's ``decided_by`` tells whether
+        this vote settled it. A vote whose answers were not checked against the request's
+        fields (its form carried none) is taken only if the request has none.
+
+        One conditional update does it, with no read first: the vote that brings its
+        side's count to the threshold stored with the approval also writes the outcome,
+        and every later vote fails the condition. The settling form is tried first (it is
+        the only one for a single approver or a first-response policy); a refusal returns
+        the item, which tells which form applies.
+        """
+        approve = vote.outcome is Outcome.APPROVED
+        counter, last_open = ("approvals", "approve_last") if approve else ("rejections", "reject_last")
+        settling = True
+        write = write_id()
+        for _ in range(4):  # each retry follows a concurrent vote; counts only grow
+            try:
+                result = self._db.update_item(
+                    **self._vote_update(
+                        approval_id, vote, write, counter, last_open, settling, answers_checked
+                    )
+                )
+                return approval_from_item(result["Attributes"])
+            except ClientError as error:
+                old = failed_condition_item(error)
+            if not old:
+                raise VoteRejected(VoteRefusal.UNKNOWN, None)
+            stored_vote = old.get("votes", {}).get("M", {}).get(vote.approver, {})
+            if stored_vote.get("M", {}).get("write") == write:
+                return approval_from_item(old)  # this vote, sent again by the SDK: it is in
+            current = approval_from_item(old)
+            refusal = _refusal(current, vote)
+            if not refusal and not answers_checked and current.request.fields:
+                refusal = VoteRefusal.UNANSWERED
+            if refusal:
+                raise VoteRejected(refusal, current)
+            settling = old[counter]["N"] == old[last_open]["N"]
+        raise RuntimeError(f"vote on {approval_id} kept racing other votes")
+
+    def _vote_update(
+        self,
+        approval_id: str,
+        vote: Vote,
+        write: Item,
+        counter: str,
+        last_open: str,
+        settling: bool,
+        answers_checked: bool,
+    ) -> dict[str, Any]:
+        values: Item = {
+            ":vote": vote_item(vote, write),
+            ":pending": {"S": Status.PENDING.value},
+            ":now": {"N": epoch(vote.at)},
+            ":one": {"N": "1"},
+            ":approver": {"S": vote.approver},
+        }
+        update = f"SET votes.#approver = :vote, {counter} = {counter} + :one"
+        if settling:
+            # It stays in the sweep's index until a sweep confirms the workflow has it: the
+            # happy path spends no write on that, and a crash before SendTaskSuccess is caught.
+            update += ", #status = :outcome, decided_at = :now, decided_by = :approver"
+            values[":outcome"] = {"S": vote.outcome.value}
+        return {
+            "TableName": self._table,
+            "Key": self._key(approval_id),
+            "UpdateExpression": update,
+            "ConditionExpression": (
+                # An approval stored before voters were kept (in flight across an upgrade)
+                # has only the link's signature to go by, as then.
+                "(contains(voters, :approver) OR attribute_not_exists(voters))"
+                " AND attribute_not_exists(votes.#approver) AND #status = :pending"
+                f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+                + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
+            ),
+            "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+
+def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    if vote.approver not in current.request.approvers:
+        return VoteRefusal.NOT_ASKED
+    if vote.approver in current.excluded:
+        return VoteRefusal.EXCLUDED
+    if vote.approver in current.votes:
+        return VoteRefusal.ALREADY_VOTED
+    if current.status is Status.CANCELLED:
+        return VoteRefusal.CANCELLED
+    if current.is_expired(vote.at):
+        return VoteRefusal.EXPIRED
+    if current.status is not Status.PENDING:
+        return VoteRefusal.SETTLED
+    return None
