@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from constructs import IConstruct
 
-from approvals_cdk import app, approval_service
+from approvals_cdk import app, shared
 
 
 def _ignore(scope: IConstruct | None, rule: str, reason: str) -> None:
@@ -19,5 +19,5 @@ def _ignore(scope: IConstruct | None, rule: str, reason: str) -> None:
 
 
 if __name__ == "__main__":
-    approval_service.acknowledge = _ignore
+    shared.acknowledge = _ignore
     sys.exit(app.main())

@@ -18,7 +18,7 @@ from approvals.models import Approval, ApprovalRequest
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
 from approvals_cdk import packaging
-from approvals_cdk.approval_service import TTL_ATTRIBUTE
+from approvals_cdk.table import TTL_ATTRIBUTE
 from tests.infra.conftest import APPROVERS, RATE_LIMIT_PER_IP, Synthesis
 from tests.infra.lookup import HANDLERS, arn, email_topic, function, only, queues
 

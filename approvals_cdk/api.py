@@ -1,0 +1,205 @@
+"""`ApprovalApi`: the REST API the emailed links point at, and the function behind it.
+
+GET shows a request and changes nothing; POST records a decision. Each method is throttled
+on its own; an optional AWS WAF rule limits each address. With SnapStart, API Gateway calls
+an alias of the function's latest published version, which starts from a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import aws_cdk as cdk
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from approvals_cdk import shared
+
+# API Gateway access log fields. The query string is left out on purpose: it holds the
+# link's signature. $context.path is the path alone (no query string).
+APPROVAL_PATH = "/approvals/{approval_id}"
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integration.error",
+}
+# The alias API Gateway invokes when SnapStart is on: always the latest published version.
+LIVE_ALIAS = "live"
+
+
+class ApprovalApi:
+    """The approval function and the REST API in front of it (attributes ``function``,
+    ``api``, and ``alias`` when SnapStart is on)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        factory: shared.Factory,
+        table: dynamodb.Table,
+        *,
+        page_view_limits: tuple[float, int],
+        vote_limits: tuple[float, int],
+        rate_limit_per_ip: int | None,
+        snap_start: bool,
+    ) -> None:
+        self._scope = scope
+        self.function = factory.function(
+            "ApiFunction",
+            "approval_api.handler.lambda_handler",
+            "Approval pages and decisions (API Gateway)",
+            memory_mb=512,  # an approver waits on its cold start: more memory, more CPU
+            timeout=Duration.seconds(15),
+            snap_start=snap_start,
+        )
+        self.alias = self._live_alias() if snap_start else None
+        self.api = self._api(factory, page_view_limits, vote_limits, self.alias or self.function)
+        if rate_limit_per_ip is None:
+            shared.acknowledge(
+                self.api.deployment_stage,
+                "AwsSolutions-APIG3",
+                "No WAF unless -c rateLimitPerIp is given: every request must carry an HMAC-signed"
+                " link, each method is throttled, and a web ACL adds a fixed monthly cost.",
+            )
+        else:
+            self._rate_limit_per_ip(self.api.deployment_stage, rate_limit_per_ip)
+        # Read an approval for its page, record views and votes, answer the workflow.
+        shared.allow(self.function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table.table_arn])
+        shared.allow(self.function, ["states:SendTaskSuccess"], [shared.TASK_RESPONSE_RESOURCE])
+        shared.acknowledge(self.function.role, "AwsSolutions-IAM5[Resource::*]", shared.TASK_RESPONSE_REASON)
+
+    def _live_alias(self) -> lambda_.Alias:
+        """The latest published version: Lambda takes its snapshot when it is published."""
+        return lambda_.Alias(
+            self._scope, "ApiFunctionAlias", alias_name=LIVE_ALIAS, version=self.function.current_version
+        )
+
+    def _api(
+        self,
+        factory: shared.Factory,
+        page_view_limits: tuple[float, int],
+        vote_limits: tuple[float, int],
+        handler: lambda_.IFunction,
+    ) -> apigateway.RestApi:
+        access_logs = factory.log_group("ApiAccessLogs")
+        api = apigateway.RestApi(
+            self._scope,
+            "Api",
+            description="Approval links: GET shows a request, POST records a decision",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            # API Gateway writes access logs through the account's CloudWatch role; this
+            # creates it (one per account and region, shared by every REST API there), and
+            # keeps it on teardown, since other APIs may rely on it.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigateway.StageOptions(
+                stage_name="prod",
+                # Anything else (an unknown path) shares the page views' limits.
+                throttling_rate_limit=page_view_limits[0],
+                throttling_burst_limit=page_view_limits[1],
+                method_options={
+                    f"{APPROVAL_PATH}/{method}": apigateway.MethodDeploymentOptions(
+                        throttling_rate_limit=rate, throttling_burst_limit=burst
+                    )
+                    for method, (rate, burst) in (("GET", page_view_limits), ("POST", vote_limits))
+                },
+                access_log_destination=apigateway.LogGroupLogDestination(access_logs),
+                access_log_format=apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
+                # No execution logging and no data trace: both can record the request's query
+                # string, which holds the link's signature. Access logs (above) stand in.
+                data_trace_enabled=False,
+            ),
+        )
+        validator = api.add_request_validator(
+            "PathValidator", validate_request_parameters=True, validate_request_body=False
+        )
+        approval = api.root.resource_for_path(APPROVAL_PATH)
+        integration = apigateway.LambdaIntegration(handler, allow_test_invoke=False)
+        for method in ("GET", "POST"):
+            added = approval.add_method(
+                method,
+                integration,
+                request_validator=validator,
+                # The query string is not required here: a link missing a part must reach the
+                # function, which answers with a readable page rather than API Gateway's 400.
+                request_parameters={"method.request.path.approval_id": True},
+            )
+            shared.acknowledge(
+                added,
+                "AwsSolutions-APIG4",
+                "Approvers are people following an emailed link, not AWS principals or app users:"
+                " the function authorizes each request by the link's HMAC signature, expiry and approver.",
+            )
+            shared.acknowledge(
+                added,
+                "AwsSolutions-COG4",
+                "No Cognito user pool: approvers are authorized by the signed link they were emailed.",
+            )
+        shared.acknowledge(
+            api.node.default_child,
+            "AwsSolutions-APIG2",
+            "The path parameter is validated by API Gateway; the link's fields and the form are"
+            " validated by the function, which answers malformed input with a readable page.",
+        )
+        shared.acknowledge(
+            api.deployment_stage,
+            "AwsSolutions-APIG6",
+            "Execution logging is off on purpose: it can record the query string, which holds the"
+            " link's signature. Access logs, in a format without the query string, are on.",
+        )
+        shared.acknowledge(
+            api.node.find_child("CloudWatchRole"),
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The account-level role API Gateway needs to write access logs; AWS's managed policy"
+            " is the documented one for it, and it serves every REST API in the account.",
+        )
+        return api
+
+    def _rate_limit_per_ip(self, stage: apigateway.Stage, limit: int) -> None:
+        """A web ACL on the stage that blocks an address sending more than ``limit``
+        requests in 5 minutes: one client cannot starve the approvers."""
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{cdk.Stack.of(stage).stack_name}-approval-api")[:128]
+
+        def visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+            )
+
+        acl = wafv2.CfnWebACL(
+            self._scope,
+            "ApiWebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility(name),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RateLimitPerIp",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            aggregate_key_type="IP", limit=limit
+                        )
+                    ),
+                    visibility_config=visibility(f"{name}-rate-limit-per-ip"),
+                )
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self._scope, "ApiWebAclAssociation", resource_arn=stage.stage_arn, web_acl_arn=acl.attr_arn
+        )

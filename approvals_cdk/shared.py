@@ -1,0 +1,220 @@
+"""What the service's parts share: cdk-nag acknowledgements, IAM grants, and the factory of
+their log groups and functions.
+
+Every part adds its resources to the service's own scope rather than being a construct of
+its own: a construct in between would add a level to every construct path below it, and so
+change every logical ID, and CloudFormation replaces a resource whose logical ID changes
+(a new table, queue and topic; a new API URL and signing key, which break every link in
+flight). The parts are how the code reads; the construct tree stays what was deployed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import aws_cdk as cdk
+from aws_cdk import Duration, RemovalPolicy, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct, IConstruct
+
+from approvals_cdk import packaging
+from approvals_cdk.config import LOG_RETENTION_CHOICES
+
+# The task-token calls (states:SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat) cannot
+# be scoped to a resource: the Service Authorization Reference lists no resource type for
+# them, which means a policy must name "Resource": "*". (Naming the state machine's ARN is
+# undocumented; when the CDK team tried it, it worked for some integrations and was denied
+# for others, and a denied SendTaskSuccess would leave a decided approval undelivered.)
+# What limits these calls is the token itself: unguessable, made per task, and never leaving
+# the backend. So each function gets only the one call its code makes; none gets heartbeat.
+TASK_RESPONSE_RESOURCE = "*"
+TASK_RESPONSE_REASON = (
+    "states:SendTaskSuccess/SendTaskFailure support no resource-level permissions (the Service"
+    " Authorization Reference lists no resource type), so IAM requires Resource '*'. The action"
+    " is the only one this role gets and it needs the task token, which never leaves the backend."
+)
+
+HISTORY_REASON = (
+    "Executions are named when they start, so their ARNs end in a wildcard; the history read"
+    " is only of this stack's own state machines' executions."
+)
+
+_LOG_RETENTION = dict(
+    zip(
+        LOG_RETENTION_CHOICES,
+        (
+            logs.RetentionDays.ONE_DAY, logs.RetentionDays.THREE_DAYS, logs.RetentionDays.FIVE_DAYS,
+            logs.RetentionDays.ONE_WEEK, logs.RetentionDays.TWO_WEEKS, logs.RetentionDays.ONE_MONTH,
+            logs.RetentionDays.TWO_MONTHS, logs.RetentionDays.THREE_MONTHS, logs.RetentionDays.FOUR_MONTHS,
+            logs.RetentionDays.FIVE_MONTHS, logs.RetentionDays.SIX_MONTHS, logs.RetentionDays.ONE_YEAR,
+            logs.RetentionDays.THIRTEEN_MONTHS, logs.RetentionDays.EIGHTEEN_MONTHS,
+            logs.RetentionDays.TWO_YEARS, logs.RetentionDays.THREE_YEARS, logs.RetentionDays.FIVE_YEARS,
+            logs.RetentionDays.SIX_YEARS, logs.RetentionDays.SEVEN_YEARS, logs.RetentionDays.EIGHT_YEARS,
+            logs.RetentionDays.NINE_YEARS, logs.RetentionDays.TEN_YEARS,
+        ),
+        strict=True,
+    )
+)  # fmt: skip
+
+LAMBDA_RUNTIME = {
+    "3.11": lambda_.Runtime.PYTHON_3_11,
+    "3.12": lambda_.Runtime.PYTHON_3_12,
+    "3.13": lambda_.Runtime.PYTHON_3_13,
+}[packaging.LAMBDA_PYTHON_VERSION]
+LAMBDA_ARCHITECTURE = {
+    "x86_64": lambda_.Architecture.X86_64,
+    "aarch64": lambda_.Architecture.ARM_64,
+}[packaging.LAMBDA_ARCHITECTURE]
+
+
+def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding on ``scope`` (and what it contains), with the reason."""
+    if scope is None:
+        raise ValueError(f"nothing to acknowledge {rule} on")
+    Validations.of(scope).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+
+
+def allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
+    """One statement on the function's own role."""
+    function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+
+def grant_history(function: lambda_.Function, machines: Sequence[sfn.StateMachine]) -> None:
+    """Read the history of the machines' executions: when the service refuses a repeated
+    answer after the task may have timed out, it tells "taken" from "timed out"."""
+    stack = cdk.Stack.of(function)
+
+    def executions_of(machine: sfn.StateMachine) -> str:
+        return stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+    allow(function, ["states:GetExecutionHistory"], [executions_of(m) for m in machines])
+    for machine in machines:
+        # How cdk-nag names the ARN of the machine's executions.
+        logical_id = stack.get_logical_id(cast(cdk.CfnElement, machine.node.default_child))
+        executions = (
+            f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<{logical_id}.Name>:*"
+        )
+        acknowledge(function.role, f"AwsSolutions-IAM5[Resource::{executions}]", HISTORY_REASON)
+
+
+def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str]) -> None:
+    """A statement in ``owner``'s resource policy that lets only ``principals`` make the call,
+    whatever the account's identity policies allow."""
+    arn = owner.queue_arn if isinstance(owner, sqs.Queue) else owner.topic_arn
+    owner.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid=f"Only{action.split(':')[1]}ByTheseRoles",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=[action],
+            resources=[arn],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": list(principals)}},
+        )
+    )
+
+
+class Factory:
+    """Makes the service's log groups and functions, in the service's scope, with its settings:
+    every function gets its own role, log group, the table and the signing key's secret."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        asset: packaging.Asset,
+        log_retention_days: int,
+        removal_policy: RemovalPolicy,
+        retention_days: int,
+        table: dynamodb.Table,
+        signing_key: secretsmanager.Secret,
+    ) -> None:
+        self._scope = scope
+        self._asset = asset
+        self._log_retention = _LOG_RETENTION[log_retention_days]
+        self._removal_policy = removal_policy
+        self._retention_days = retention_days
+        self._table = table
+        self._signing_key = signing_key
+
+    def log_group(self, construct_id: str, name: str | None = None) -> logs.LogGroup:
+        return logs.LogGroup(
+            self._scope,
+            construct_id,
+            log_group_name=name,
+            retention=self._log_retention,
+            removal_policy=self._removal_policy,
+        )
+
+    def function(
+        self,
+        construct_id: str,
+        handler: str,
+        description: str,
+        *,
+        timeout: Duration,
+        memory_mb: int = 256,
+        environment: dict[str, str] | None = None,
+        snap_start: bool = False,
+    ) -> lambda_.Function:
+        """With ``snap_start``, each published version starts from a snapshot of its initialized
+        environment (``function.current_version`` publishes one)."""
+        log_group = self.log_group(f"{construct_id}Logs")
+        # A role of its own with no managed policy: it gets exactly the grants of its part.
+        role = iam.Role(
+            self._scope,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{construct_id}: only the calls its code makes",
+        )
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            self._scope,
+            construct_id,
+            description=description,
+            runtime=LAMBDA_RUNTIME,
+            architecture=LAMBDA_ARCHITECTURE,
+            handler=handler,
+            code=lambda_.Code.from_asset(
+                str(self._asset.path),
+                asset_hash=self._asset.key,
+                asset_hash_type=cdk.AssetHashType.CUSTOM,
+            ),
+            role=role,
+            log_group=log_group,
+            memory_size=memory_mb,
+            timeout=timeout,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
+            # A snapshot is charged for as long as its version exists: a replaced version is
+            # deleted, not kept.
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY)
+            if snap_start
+            else None,
+            environment={
+                "APPROVALS_TABLE": self._table.table_name,
+                # The secret's ARN, not its value: functions that need the key read it once.
+                "APPROVALS_SIGNING_SECRET": self._signing_key.secret_arn,
+                "APPROVALS_RETENTION_DAYS": str(self._retention_days),
+                **(environment or {}),
+            },
+        )
+        acknowledge(
+            function.node.default_child,
+            "AwsSolutions-L1",
+            f"Python {packaging.LAMBDA_PYTHON_VERSION} on purpose: the newest runtime whose asset the"
+            " build machines can prove by importing every handler with that Python version; no"
+            " newer interpreter is at hand (see approvals_cdk/packaging.py).",
+        )
+        return function

@@ -1,0 +1,116 @@
+"""`StateMachines`: the product's own workflows, one approval and a fan-out of many, from the
+very definitions the local stack runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, cast
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from approvals import statemachine
+from approvals_cdk import shared
+
+
+class StateMachines:
+    """``approval`` runs one request; ``fanout`` runs one child execution of it per item."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        factory: shared.Factory,
+        queue: sqs.Queue,
+        *,
+        default_timeout_seconds: int,
+        fanout_max_concurrency: int,
+    ) -> None:
+        self._scope = scope
+        self._factory = factory
+        self._queue = queue
+        # The deployment's default timeout is the one parameter of the definitions; the
+        # message carries the timeout applied, so the worker needs no copy of it.
+        self.approval = self._state_machine(
+            "ApprovalStateMachine", statemachine.approval_definition(default_timeout_seconds)
+        )
+        self.fanout = self._state_machine(
+            "FanoutStateMachine",
+            statemachine.fanout_definition(default_timeout_seconds, fanout_max_concurrency),
+        )
+        self._run_child_executions(self.fanout)
+
+    def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
+        log_group = self._factory.log_group(
+            f"{construct_id}Logs",
+            # Step Functions' log delivery adds a resource policy per log group; under the
+            # vendedlogs prefix one policy covers them all (AWS's advice). The stack name
+            # and the construct's path keep two deployments in one account apart.
+            name=re.sub(
+                r"[^A-Za-z0-9_/.#-]",
+                "-",
+                f"/aws/vendedlogs/states/{cdk.Stack.of(self._scope).stack_name}/{self._scope.node.path}/{construct_id}",
+            ),
+        )
+        machine = sfn.StateMachine(
+            self._scope,
+            construct_id,
+            # The very definition the local stack runs; only the queue URL is filled in.
+            definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
+            definition_substitutions={"QueueUrl": self._queue.queue_url},
+            state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
+            logs=sfn.LogOptions(
+                destination=log_group,
+                level=sfn.LogLevel.ALL,
+                # Execution data holds the task token and the request: it stays out of the logs.
+                include_execution_data=False,
+            ),
+            tracing_enabled=True,
+        )
+        machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self._queue.queue_arn])
+        )
+        shared.acknowledge(
+            machine.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Added by CDK for the state machine's logging and X-Ray tracing: CloudWatch Logs"
+            " log-delivery actions and X-Ray PutTraceSegments/PutTelemetryRecords/GetSampling*"
+            " support no resource-level permissions.",
+        )
+        return machine
+
+    def _run_child_executions(self, machine: sfn.StateMachine) -> None:
+        """What a Distributed Map needs: start its own state machine for each item, and watch
+        and stop those child executions. (CDK adds this itself for a DistributedMap construct;
+        this definition is written as ASL, shared with the local stack.)"""
+        stack = cdk.Stack.of(self._scope)
+        children = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        # A policy of its own, not the role's default one: the state machine depends on that,
+        # and this one names the state machine.
+        policy = iam.Policy(
+            self._scope,
+            f"{machine.node.id}DistributedMapPolicy",
+            roles=[machine.role],
+            statements=[
+                iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn]),
+                iam.PolicyStatement(
+                    actions=["states:DescribeExecution", "states:StopExecution"], resources=[children]
+                ),
+            ],
+        )
+        shared.acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"<{stack.resolve(cast(sfn.CfnStateMachine, machine.node.default_child).logical_id)}.Name>/*]",
+            "A Distributed Map's child executions are named by the service as they start: the"
+            " policy names every execution of this one state machine, as AWS's guide for"
+            " Distributed Map permissions does.",
+        )

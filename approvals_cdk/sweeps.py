@@ -1,0 +1,142 @@
+"""`Sweeps`: what runs without an approver: the scheduled sweep (expiry, reminders,
+redelivery) and the cancelling of approvals whose execution ended (failed, timed out, stopped)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import aws_cdk as cdk
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from approvals_cdk import shared
+from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
+from approvals_cdk.table import index_arns
+
+
+class Sweeps:
+    """The ``sweeper`` on its ``sweep_schedule``; the ``execution_ended_function`` on its
+    ``execution_ended_rule``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        factory: shared.Factory,
+        table: dynamodb.Table,
+        directory: ApproverDirectory,
+        machines: Sequence[sfn.StateMachine],
+        *,
+        api_url: str,
+        reminders: Sequence[str],
+        sweep_minutes: int,
+    ) -> None:
+        self._scope = scope
+        open_index, execution_index = index_arns(table)
+        topic_arn = directory.topic.topic_arn
+        self.sweeper = factory.function(
+            "SweeperFunction",
+            "worker.sweeper.lambda_handler",
+            "Scheduled sweep: expiry, reminders, redelivery of decisions",
+            timeout=Duration.minutes(2),
+            environment={
+                "APPROVALS_TOPIC_ARN": topic_arn,
+                "APPROVALS_API_URL": api_url,
+                "APPROVALS_REMINDERS": ",".join(reminders),  # empty: none
+            },
+        )
+        directory.grant_read(self.sweeper)  # who can still be emailed
+        shared.grant_history(self.sweeper, machines)
+        # Walk the open index, close / remind / redeliver.
+        shared.allow(self.sweeper, ["dynamodb:Query"], [open_index])
+        shared.allow(self.sweeper, ["dynamodb:UpdateItem"], [table.table_arn])
+        shared.allow(self.sweeper, ["sns:Publish"], [topic_arn])
+        # Success redelivers a decision; failure answers a task that outlived its links
+        # (Approval.Expired) or whose approvers can no longer be emailed (Approval.DeliveryFailed).
+        shared.allow(
+            self.sweeper,
+            ["states:SendTaskSuccess", "states:SendTaskFailure"],
+            [shared.TASK_RESPONSE_RESOURCE],
+        )
+        shared.acknowledge(
+            self.sweeper.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            f"{shared.TASK_RESPONSE_REASON} {DIRECTORY_READ_REASON}",
+        )
+
+        self.execution_ended_function = factory.function(
+            "ExecutionEndedFunction",
+            "worker.execution_ended.lambda_handler",
+            "Cancels the pending approvals of an execution that failed, timed out or was stopped",
+            timeout=Duration.seconds(30),
+        )
+        # Find the execution's approvals, close those still pending.
+        shared.allow(self.execution_ended_function, ["dynamodb:Query"], [execution_index])
+        shared.allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table.table_arn])
+
+        self.sweep_schedule = self._schedule_sweep(sweep_minutes)
+        self.execution_ended_rule = self._watch_executions()
+
+    def _schedule_sweep(self, sweep_minutes: int) -> scheduler.Schedule:
+        role = iam.Role(
+            self._scope,
+            "SweepScheduleRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                # Only schedules of this account may use the role (confused deputy).
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self._scope).account}},
+            ),
+            description="Lets EventBridge Scheduler invoke the sweeper, and nothing else",
+        )
+        schedule = scheduler.Schedule(
+            self._scope,
+            "SweepSchedule",
+            description="Runs the approvals sweep: expiry, reminders, redelivery",
+            schedule=scheduler.ScheduleExpression.rate(Duration.minutes(sweep_minutes)),
+            target=scheduler_targets.LambdaInvoke(
+                self.sweeper,
+                role=role,
+                input=scheduler.ScheduleTargetInput.from_object({}),
+                # A missed sweep is simply done by the next one.
+                retry_attempts=0,
+            ),
+        )
+        sweeper_function = cast(lambda_.CfnFunction, self.sweeper.node.default_child)
+        sweeper = cdk.Stack.of(self._scope).resolve(sweeper_function.logical_id)
+        shared.acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::<{sweeper}.Arn>:*]",
+            "CDK's Lambda target grants lambda:InvokeFunction on the sweeper and its versions"
+            " (<arn>:*); the role can invoke that one function and nothing else.",
+        )
+        return schedule
+
+    def _watch_executions(self) -> events.Rule:
+        return events.Rule(
+            self._scope,
+            "ExecutionEndedRule",
+            description="An execution failed, timed out or was stopped: cancel its pending approvals",
+            # Every state machine of the account and region: any of them may ask for approvals
+            # (the step, or a hand-written Task), and an execution that asked none costs one
+            # query of the execution index.
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
+            ),
+            targets=[
+                events_targets.LambdaFunction(
+                    self.execution_ended_function,
+                    retry_attempts=10,
+                    max_event_age=Duration.hours(24),
+                )
+            ],
+        )
