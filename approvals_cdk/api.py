@@ -84,6 +84,10 @@ class ApprovalApi:
 
     def _live_alias(self) -> lambda_.Alias:
         """The latest published version: Lambda takes its snapshot when it is published."""
+        cdk.Annotations.of(self.function).acknowledge_warning(
+            "@aws-cdk/aws-lambda:snapStartRequirePublish",
+            "The alias publishes the function's current version, and API Gateway invokes the alias.",
+        )
         return lambda_.Alias(
             self._scope, "ApiFunctionAlias", alias_name=LIVE_ALIAS, version=self.function.current_version
         )

@@ -137,6 +137,7 @@ class ApprovalService(Construct):
             snap_start=props.snap_start,
         )
         self.api_function, self.api = approval_api.function, approval_api.api
+        self.api_alias = approval_api.alias  # what API Gateway invokes with SnapStart (else None)
         queue_and_worker = QueueAndWorker(
             self,
             factory,

@@ -54,6 +54,7 @@ class DeployConfig:
     sender_roles: tuple[str, ...] = ()
     subscriber_roles: tuple[str, ...] = ()
     rate_limit_per_ip: int | None = None
+    snap_start: bool = False
 
 
 def _text(value: Any) -> str:
@@ -179,6 +180,7 @@ def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
+    "snapStart",
 )  # fmt: skip
 # What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
 RATE_LIMIT_RANGE = (10, 2_000_000_000)
@@ -235,6 +237,7 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         sender_roles=read("senderRoles", _roles("senderRoles"), ()),
         subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
+        snap_start=read("snapStart", _flag("snapStart"), False),
     )
     if problems:
         raise ConfigError("\n".join(problems))

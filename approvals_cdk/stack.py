@@ -39,6 +39,7 @@ class ApprovalsStack(cdk.Stack):
                 sender_roles=config.sender_roles,
                 subscriber_roles=config.subscriber_roles,
                 rate_limit_per_ip=config.rate_limit_per_ip,
+                snap_start=config.snap_start,
             ),
         )
         service = self.service

@@ -45,6 +45,9 @@ CONTEXT = {
     "senderRoles": TEAM_WORKFLOW_ROLE,
     "subscriberRoles": OPERATOR_ROLE,
     "rateLimitPerIp": str(RATE_LIMIT_PER_IP),
+    # On here, so that cdk-nag and cfn-lint check the alias and version it adds; the run
+    # without approvers has every default, SnapStart off.
+    "snapStart": "true",
 }
 MISSING_APPROVERS: dict[str, str] = {}
 # A malformed address and a misspelt parameter: both are reported, at once.

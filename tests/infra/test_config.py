@@ -119,6 +119,13 @@ def test_malformed_parameters_are_refused_by_name(name: str, value: str, message
         config(approvers="a@example.com", **{name: value})
 
 
+def test_snap_start_is_an_opt_in_flag() -> None:
+    assert config(approvers="a@example.com").snap_start is False
+    assert config(approvers="a@example.com", snapStart="TRUE").snap_start is True
+    with pytest.raises(ConfigError, match="snapStart: 'on' is not true or false"):
+        config(approvers="a@example.com", snapStart="on")
+
+
 def test_allow_self_approval_is_a_flag() -> None:
     assert config(approvers="a@example.com").allow_self_approval is False
     assert config(approvers="a@example.com", allowSelfApproval="true").allow_self_approval is True

@@ -272,7 +272,15 @@ def test_function_logs_are_kept_as_configured(synthesis: Synthesis) -> None:
 
 
 def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synthesis) -> None:
+    """To the function's live alias: the stack under test has SnapStart on (test_snap_start.py)."""
     api_function, _ = function(synthesis, "api")
+    alias, _ = only(
+        {
+            lid: r
+            for lid, r in synthesis.resources("AWS::Lambda::Alias").items()
+            if r["Properties"]["FunctionName"] == {"Ref": api_function}
+        }
+    )
     item, _ = only(
         {
             lid: r
@@ -290,7 +298,7 @@ def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synth
         # No IAM or Cognito authorizer: the link's HMAC signature authorizes (approvals.links).
         assert method["AuthorizationType"] == "NONE"
         assert method["Integration"]["Type"] == "AWS_PROXY"
-        assert arn(api_function) in method["Integration"]["Uri"]["Fn::Join"][1]
+        assert {"Ref": alias} in method["Integration"]["Uri"]["Fn::Join"][1]
 
 
 def _referenced(value: Any, resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
