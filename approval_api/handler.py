@@ -9,6 +9,8 @@ same page (or JSON) the API gives for any incomplete link, never Powertools' 422
 from __future__ import annotations
 
 import json
+import os
+import random
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -303,3 +305,18 @@ def not_found(_: Exception) -> Response[str]:
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+# With SnapStart (-c snapStart=true), Lambda snapshots the environment once this import is done
+# and restores the snapshot at each cold start: what the first request would otherwise make
+# (the AWS clients, the page templates) is made now, into the snapshot. Not the signing keys:
+# they are read at their first use, after the restore, so a snapshot never holds a key that a
+# later rotation retired. Nothing else is made at import (approvals.runtime, approvals.keys).
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+    from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]  # Lambda's
+
+    runtime.from_environment()
+    pages.load_templates()
+    # Restored environments would all draw the same pseudo-random numbers (botocore's retry
+    # jitter): each reseeds from the OS. Ids and keys come from os.urandom, unique after a restore.
+    register_after_restore(random.seed)

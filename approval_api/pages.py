@@ -56,6 +56,12 @@ def _environment() -> Environment:
     )
 
 
+def load_templates() -> None:
+    """Compile the page templates now rather than at the first page of each kind."""
+    for template in TEMPLATES.glob("*.html"):  # the pages and the base they extend
+        _environment().get_template(template.name)
+
+
 def humanize_until(moment: datetime, now: datetime) -> str:
     """'in 3 hours', in the approver's terms rather than a timestamp."""
     seconds = int((moment - now).total_seconds())
