@@ -1,9 +1,10 @@
 """What moto's CloudFormation (5.2.5, server mode) lacks to deploy a synthesized CDK
 template, added so that `approvals local --template` deploys the template itself.
 
-- Nine resource types are skipped with a log line (and a ``Ref`` to them resolves to
+- Ten resource types are skipped with a log line (and a ``Ref`` to them resolves to
   nothing): each is made here with its service's own API, against the same moto server,
   as CloudFormation would make it.
+- A Lambda version has no ``Fn::GetAtt`` attribute (an alias names its ``Version``): added.
 - A state machine's ``DefinitionSubstitutions`` are ignored: they are applied here.
 - State machines are created in the backend that does not execute them once execution
   is switched on: they go to the executing one (the backend the API serves).
@@ -29,6 +30,7 @@ import boto3
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 from moto.apigateway.models import Deployment
+from moto.awslambda.models import LambdaVersion
 from moto.cloudformation import parsing
 from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.core.common_models import CloudFormationModel
@@ -244,6 +246,20 @@ def _alarm(client: Callable[[str], Any], name: str, properties: Properties) -> t
     return alarm_name, {"Arn": arn}
 
 
+@_makes("AWS::Lambda::Alias")
+def _alias(client: Callable[[str], Any], _: str, properties: Properties) -> tuple[str, dict[str, str]]:
+    arn = client("lambda").create_alias(
+        **_pick(properties, "FunctionName", "Name", "FunctionVersion", "Description")
+    )["AliasArn"]
+    return arn, {"AliasArn": arn}
+
+
+def _version_number(version: LambdaVersion, attribute_name: str) -> str:
+    if attribute_name != "Version":
+        raise UnformattedGetAttTemplateException()
+    return str(version.version)
+
+
 def _substitute(definition: str, substitutions: Mapping[str, Any]) -> str:
     """``${Name}`` in a definition string, as Step Functions' DefinitionSubstitutions fill it."""
     return re.sub(r"\$\{([^}]+)\}", lambda m: str(substitutions.get(m.group(1), m.group(0))), definition)
@@ -295,6 +311,8 @@ def apply() -> None:
     parsing.ResourceMap.__getitem__ = create_dependencies_first  # type: ignore[method-assign]
     StateMachine.create_from_cloudformation_json = classmethod(_create_state_machine)  # type: ignore[assignment]
     Deployment.physical_resource_id = property(lambda self: self.id)  # type: ignore[attr-defined]
+    LambdaVersion.has_cfn_attr = classmethod(lambda cls, attribute: attribute == "Version")  # type: ignore[assignment]
+    LambdaVersion.get_cfn_attribute = _version_number  # type: ignore[attr-defined]
 
 
 def _refuse_what_cannot_run(template: str) -> None:

@@ -1,4 +1,4 @@
-"""`approvals local --template` on a small template of a team's own: each of the nine
+"""`approvals local --template` on a small template of a team's own: each of the ten
 resource types moto's CloudFormation skips, a substituted definition, a Ref to an API
 deployment, and every trigger the local stack plays for AWS (event source mapping, REST
 API integration, schedule, EventBridge rule on Step Functions status changes).
@@ -53,7 +53,7 @@ def wait_for_events(
 
 
 ROLE = {"Fn::GetAtt": ["Role", "Arn"]}
-LAMBDA_PATH = "2015-03-31/functions/${Page.Arn}/invocations"
+LAMBDA_PATH = "2015-03-31/functions/${PageLive}/invocations"  # the alias's ARN
 FUNCTION_ARN = {"Fn::GetAtt": ["Recorder", "Arn"]}
 POLICY = {
     "Version": "2012-10-17",
@@ -126,6 +126,16 @@ RESOURCES: dict[str, Any] = {
             "Runtime": "python3.11",
             "Role": ROLE,
             "Code": {"S3Bucket": "assets-of-cdk", "S3Key": "recorder.zip"},
+        },
+    },
+    # The API invokes an alias of its published version, as with SnapStart (-c snapStart=true).
+    "PageVersion": {"Type": "AWS::Lambda::Version", "Properties": {"FunctionName": {"Ref": "Page"}}},
+    "PageLive": {
+        "Type": "AWS::Lambda::Alias",
+        "Properties": {
+            "FunctionName": {"Ref": "Page"},
+            "FunctionVersion": {"Fn::GetAtt": ["PageVersion", "Version"]},
+            "Name": "live",
         },
     },
     "Mapping": {
@@ -246,7 +256,7 @@ RESOURCES: dict[str, Any] = {
 SKIPPED_BY_MOTO = {
     "AWS::SecretsManager::Secret", "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy",
     "AWS::ApiGateway::Stage", "AWS::ApiGateway::Account", "AWS::ApiGateway::RequestValidator",
-    "AWS::Scheduler::Schedule", "AWS::CloudWatch::Alarm",
+    "AWS::Scheduler::Schedule", "AWS::CloudWatch::Alarm", "AWS::Lambda::Alias",
 }  # fmt: skip
 
 
@@ -322,6 +332,9 @@ def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, bo
     # Over CloudFormation's 51,200 bytes for a TemplateBody: it went by TemplateURL, from S3.
     uploaded = client(deployed, "s3").get_object(Bucket=TEMPLATE_BUCKET, Key="TeamStack.template.json")
     assert uploaded["ContentLength"] > TEMPLATE_BODY_LIMIT
+    alias = client(deployed, "lambda").get_alias(FunctionName=ids["Page"], Name="live")
+    assert alias["AliasArn"] == ids["PageLive"]
+    assert alias["FunctionVersion"] == "1"  # the published version's GetAtt Version
     alarm = client(deployed, "cloudwatch").describe_alarms(AlarmNames=[ids["QueueAlarm"]])["MetricAlarms"][0]
     assert alarm["AlarmActions"] == [ids["Topic"]]
 
