@@ -2,7 +2,7 @@
 
 cdk-nag runs inside every synth (approvals_cdk/app.py): an unacknowledged finding fails `cdk synth`
 itself, so a synth that succeeded has none. Every acknowledgement carries its reason in the
-code (approvals_cdk/approval_service.py) and, through cdk-nag, in the template's metadata.
+code (approvals_cdk/, where the resource is made) and, through cdk-nag, in the template's metadata.
 """
 
 from __future__ import annotations
