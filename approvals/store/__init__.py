@@ -1,6 +1,7 @@
 """The approvals table (DynamoDB), behind a small interface, split along the approval's life:
-``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reminders`` and ``close``
-(delivery, expiry, cancellation). ``items`` says how an approval is stored.
+``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
+hands a place over), ``reminders`` and ``close`` (delivery, expiry, cancellation), ``tell``
+(the requester told the outcome). ``items`` says how an approval is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -19,25 +20,33 @@ from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
+    TELL_ATTRIBUTE,
+    TELL_INDEX,
     approval_from_item,
 )
+from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
 from approvals.store.reminders import ReminderStore
+from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore
 
 __all__ = [
     "EXECUTION_INDEX",
     "OPEN_ATTRIBUTE",
     "OPEN_INDEX",
+    "TELL_ATTRIBUTE",
+    "TELL_INDEX",
     "ApprovalStore",
     "Claim",
     "ClaimResult",
+    "ReassignRefusal",
+    "ReassignRejected",
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
 ]
 
 
-class ApprovalStore(ClaimStore, VoteStore, ReminderStore, CloseStore):
+class ApprovalStore(ClaimStore, VoteStore, ReassignStore, ReminderStore, CloseStore, TellStore):
     """Every operation on the table; the queries the sweep and operators read through."""
 
     def get(self, approval_id: str) -> Approval | None:
