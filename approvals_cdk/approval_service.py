@@ -577,7 +577,7 @@ class ApprovalService(Construct):
         def index(name: str) -> str:
             return f"{table}/index/{name}"
 
-        open_index, execution_index = (
+        open_index, execution_index, tell_index = (
             index(i["IndexName"]) for i in table_definition("unused")["GlobalSecondaryIndexes"]
         )
         # Only the functions that sign or verify links read the key (at its first use).
@@ -604,7 +604,7 @@ class ApprovalService(Construct):
                 finding = f"AwsSolutions-IAM5[Resource::{self._executions_finding(machine)}]"
                 acknowledge(function.role, finding, HISTORY_REASON)
         # Sweeper: walk the open index, close / remind / redeliver.
-        self._allow(self.sweeper, ["dynamodb:Query"], [open_index])
+        self._allow(self.sweeper, ["dynamodb:Query"], [open_index, tell_index])  # tell: the requester
         self._allow(self.sweeper, ["dynamodb:UpdateItem"], [table])
         self._allow(self.sweeper, ["sns:Publish"], [self.topic.topic_arn])
         # Success redelivers a decision; failure answers a task that outlived its links
