@@ -266,26 +266,32 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reassign(args: argparse.Namespace) -> int:
+def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approval:
+    """Reassign on the target and email the new approver their link (the operator's keys)."""
     from approvals import reassign
 
-    target = _target(args)
-    previous, approver = _addresses([args.from_approver, args.to_approver])
-    operator = args.operator or target.caller()
-    change = Reassignment.model_validate({"from": previous, "to": approver, "by": operator, "at": utcnow()})
-    lookup = directory.Directory(target.sns, target.topic_arn, max_age=timedelta(0))
+    lookup = directory.Directory(target.sns, target.topic_arn, max_age=timedelta(0))  # read it now
     try:
-        approval = reassign.reassign(target.store, lookup, args.approval_id, change)
+        approval = reassign.reassign(target.store, lookup, approval_id, change)
     except reassign.ReassignError as refused:
         raise TargetError(str(refused)) from None
     signing = keys.Keys(target.secrets, target.signing_secret_id).signing()
     if not reassign.email_new_approver(
-        target.sns, target.topic_arn, target.api_url, signing, approval, approver
+        target.sns, target.topic_arn, target.api_url, signing, approval, change.to
     ):
         raise TargetError(
-            f"{previous}'s place is {approver}'s, but the email with their link failed:"
+            f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
             " run the same command again to send it"
         )
+    return approval
+
+
+def cmd_reassign(args: argparse.Namespace) -> int:
+    target = _target(args)
+    previous, approver = _addresses([args.from_approver, args.to_approver])
+    operator = args.operator or target.caller()
+    change = Reassignment.model_validate({"from": previous, "to": approver, "by": operator, "at": utcnow()})
+    hand_over(target, args.approval_id, change)
     print(f"Reassigned {previous}'s place to {approver} (by {operator}); {approver} is emailed a link.")
     return 0
 
