@@ -20,6 +20,7 @@ from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
+    TELL,
     TELL_ATTRIBUTE,
     TELL_INDEX,
     approval_from_item,
@@ -61,6 +62,14 @@ class ApprovalStore(ClaimStore, VoteStore, ReassignStore, ReminderStore, CloseSt
             IndexName=OPEN_INDEX,
             KeyConditionExpression=f"{OPEN_ATTRIBUTE} = :open",
             ExpressionAttributeValues={":open": OPEN},
+        )
+
+    def to_tell(self) -> Iterator[Approval]:
+        """Approvals whose requester is still to be told the outcome (pending ones too: not yet)."""
+        yield from self._query(
+            IndexName=TELL_INDEX,
+            KeyConditionExpression=f"{TELL_ATTRIBUTE} = :tell",
+            ExpressionAttributeValues={":tell": TELL},
         )
 
     def for_execution(self, execution_arn: str) -> Iterator[Approval]:

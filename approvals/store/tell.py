@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from approvals.models import Approval, Status
-from approvals.store.items import (
-    TELL,
-    TELL_ATTRIBUTE,
-    TELL_INDEX,
-    Table,
-    approval_from_item,
-    epoch,
-    failed_condition_item,
-    write_id,
-)
+from approvals.models import Status
+from approvals.store.items import TELL, TELL_ATTRIBUTE, Table, epoch, failed_condition_item, write_id
 
 
 class TellStore(Table):
-    def to_tell(self) -> Iterator[Approval]:
-        """Approvals whose requester is still to be told (pending ones included: not yet)."""
-        for page in self._db.get_paginator("query").paginate(
-            TableName=self._table,
-            IndexName=TELL_INDEX,
-            KeyConditionExpression=f"{TELL_ATTRIBUTE} = :tell",
-            ExpressionAttributeValues={":tell": TELL},
-        ):
-            for item in page["Items"]:
-                yield approval_from_item(item)
-
     def claim_telling(self, approval_id: str, now: datetime) -> bool:
         """Claim the one email to the requester of an ended approval; False if another
         sweep has it."""
