@@ -98,10 +98,10 @@ def test_reassign_from_the_cli_then_the_stand_in_approves_and_the_old_link_is_cl
     assert approver.post_from_link(old_link, "approve").status == 410
 
     assert approver.submit(approver.open_link(email["links"][0]), "approve", "covering").status == 200
-    status = json.loads(local_stack.cli("status", arn).stdout)
-    while status["status"] == "RUNNING":
+    deadline = time.monotonic() + 30
+    while (status := json.loads(local_stack.cli("status", arn).stdout))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the execution did not end within 30 s"
         time.sleep(0.5)
-        status = json.loads(local_stack.cli("status", arn).stdout)
     assert status["final_state"] == "Approved"
     assert [v["approver"] for v in status["output"]["votes"]] == ["bob@example.com", STAND_IN]
     (change,) = status["output"]["reassigned"]
