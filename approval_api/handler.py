@@ -110,7 +110,10 @@ _REFUSALS = {
         "The link was altered or not issued for this approver, or the form came from another site."
     ),
     404: _problem("No such approval."),
-    410: _problem("The link expired, or the request expired, was cancelled or no longer waits."),
+    410: _problem(
+        "The link expired, or the request expired, was cancelled or no longer waits, or the"
+        " approver's place was reassigned to someone else."
+    ),
 }
 
 

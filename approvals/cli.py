@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from approvals.models import (
     Email,
     Outcome,
     QueueMessage,
+    Reassignment,
     Status,
     Vote,
     describe_validation_error,
@@ -265,6 +266,36 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approval:
+    """Reassign on the target and email the new approver their link (the operator's keys)."""
+    from approvals import reassign
+
+    lookup = directory.Directory(target.sns, target.topic_arn, max_age=timedelta(0))  # read it now
+    try:
+        approval = reassign.reassign(target.store, lookup, approval_id, change)
+    except reassign.ReassignError as refused:
+        raise TargetError(str(refused)) from None
+    signing = keys.Keys(target.secrets, target.signing_secret_id).signing()
+    if not reassign.email_new_approver(
+        target.sns, target.topic_arn, target.api_url, signing, approval, change.to
+    ):
+        raise TargetError(
+            f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
+            " run the same command again to send it"
+        )
+    return approval
+
+
+def cmd_reassign(args: argparse.Namespace) -> int:
+    target = _target(args)
+    previous, approver = _addresses([args.from_approver, args.to_approver])
+    operator = args.operator or target.caller()
+    change = Reassignment.model_validate({"from": previous, "to": approver, "by": operator, "at": utcnow()})
+    hand_over(target, args.approval_id, change)
+    print(f"Reassigned {previous}'s place to {approver} (by {operator}); {approver} is emailed a link.")
+    return 0
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     target = _target(args)
     if not target.signing_secret_id:
@@ -419,6 +450,13 @@ def parser() -> argparse.ArgumentParser:
     decide_cmd.add_argument("--comment", default="")
     decide_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
     decide_cmd.set_defaults(run=cmd_decide)
+
+    reassign_cmd = targeted("reassign", "hand an approver's place to someone else, who is emailed a link")
+    reassign_cmd.add_argument("approval_id")
+    reassign_cmd.add_argument("--from", dest="from_approver", required=True, metavar="APPROVER")
+    reassign_cmd.add_argument("--to", dest="to_approver", required=True, metavar="EMAIL")
+    reassign_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
+    reassign_cmd.set_defaults(run=cmd_reassign)
 
     rotate_cmd = targeted("rotate-key", "make a new link signing key; links of the current one keep working")
     rotate_cmd.set_defaults(run=cmd_rotate_key)

@@ -89,6 +89,20 @@ class Gone(Problem):
     status, title = 410, "This approval is closed"
 
 
+class Reassigned(Gone):
+    """The approver's place went to someone else: their link no longer works. Who it went to
+    is not said: the old link may be read by anyone the old mailbox reaches."""
+
+    title = "This request was reassigned"
+
+    def __init__(self, approval: Approval) -> None:
+        super().__init__(
+            "An operator handed your place on this request to another approver:"
+            " you no longer need to decide, and this link no longer works.",
+            approval,
+        )
+
+
 class TooLate(Gone):
     """The workflow stopped waiting before the decision reached it: recorded as expired."""
 
@@ -134,6 +148,8 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
     approval = services.store.view(approval_id, claims.approver, now)
     if approval is None:
         raise NotFound("There is no approval at this address.")
+    if approval.reassigned_away(claims.approver):
+        raise Reassigned(approval)
     if claims.approver not in approval.request.approvers:
         raise Forbidden(NOT_ASKED)
     return Viewing(approval, claims.approver)
@@ -251,6 +267,9 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
             return NotFound("There is no approval at this address.")
         case VoteRefusal.NOT_ASKED:
             return Forbidden(NOT_ASKED)
+        case VoteRefusal.REASSIGNED:
+            assert current is not None
+            return Reassigned(current)
         case VoteRefusal.EXCLUDED:
             return Forbidden("The requester may not decide on their own request.")
         case VoteRefusal.EXPIRED:

@@ -3,8 +3,9 @@
 The approvers are added to the directory first (email subscriptions on the topic); a
 request naming someone never added is refused at once. Then one request with two
 approvers that both approve, answering the questions it asks (their answers are in the
-decision), one that is rejected, and a fan-out of three requests
-decided three ways. Every email is read from the outbox, every click is
+decision), whose requester, in the directory too, is emailed the outcome; one whose
+approver is away, so an operator reassigns her place and the stand-in rejects it; and a
+fan-out of three requests decided three ways. Every email is read from the outbox, every click is
 an HTTP GET of the page followed by the POST its form makes, and each execution must end
 in the state its votes call for.
 """
@@ -18,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from approvals import directory, executions
+from approvals.cli import hand_over
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
-from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy
-from approvals.target import for_local
+from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy, Reassignment, utcnow
+from approvals.target import Target, for_local
 
 Say = Callable[[str], None]
+STAND_IN = "judy@example.com"
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,13 @@ def run(say: Say = print) -> bool:
                 ],
                 "Approved",
             ),
-            (
-                ApprovalRequest(
-                    title="Refund order 1187 (EUR 2,400)",
-                    approvers=["carol@example.com", "dan@example.com"],
-                    requester="support@example.com",
-                    details={"order": 1187, "amount": "EUR 2,400"},
-                ),
-                [Click("carol@example.com", "reject", "Over the limit without a manager's note")],
-                "Rejected",
-            ),
         ]
+        refund = ApprovalRequest(
+            title="Refund order 1187 (EUR 2,400)",
+            approvers=["carol@example.com", "dan@example.com"],
+            requester="support@example.com",
+            details={"order": 1187, "amount": "EUR 2,400"},
+        )
         fanout = [
             ApprovalRequest(
                 title="Delete customer archive 2019",
@@ -126,8 +125,10 @@ def run(say: Say = print) -> bool:
                 timeout_seconds=3,
             ),
         ]
+        # The deploy's requester is told the outcome: they are in the directory too.
         approvers = sorted(
-            {a for request in [*(r for r, _, _ in singles), *fanout] for a in request.approvers}
+            {a for request in [*(r for r, _, _ in singles), refund, *fanout] for a in request.approvers}
+            | {STAND_IN, singles[0][0].requester}
         )
         say(f"▶ Adding {len(approvers)} approvers: SNS email subscriptions, each filtered to its address")
         for address in approvers:
@@ -148,7 +149,16 @@ def run(say: Say = print) -> bool:
             arn = executions.start(target.sfn, target.state_machine_arn, request)
             for choice in clicks:
                 ok &= click(info, request.title, choice, say) == 200
-            ok &= show(say, executions.wait(target.sfn, arn), expected)
+            result = executions.wait(target.sfn, arn)
+            ok &= show(say, result, expected)
+            ok &= all(vote.get("data") for vote in (result.output or {}).get("votes", []))
+            told = wait_for_email(info, request.requester, request.title)
+            say(f"  ✉ to the requester {told['to']}: {told['subject']}")
+            for line in told["body"].splitlines():
+                say(f"  │ {line}")
+            say("")
+
+        ok &= reassigned(info, target, refund, say)
 
         say(f"▶ Fan-out of {len(fanout)} requests through one Map state")
         arn = executions.start_fanout(target.sfn, target.fanout_state_machine_arn, fanout)
@@ -175,8 +185,36 @@ def run(say: Say = print) -> bool:
     return ok
 
 
+def reassigned(info: LocalInfo, target: Target, request: ApprovalRequest, say: Say) -> bool:
+    """Carol is away: an operator hands her place to a stand-in, who decides; her link closes."""
+    say(f"▶ {request.title} ({request.policy.value}): Carol is away, so an operator reassigns her place")
+    arn = executions.start(target.sfn, target.state_machine_arn, request)
+    old_link = wait_for_email(info, "carol@example.com", request.title)["links"][0]
+    (approval,) = target.store.for_execution(arn)
+    change = Reassignment.model_validate(
+        {"from": "carol@example.com", "to": STAND_IN, "by": "oncall@example.com", "at": utcnow()}
+    )
+    hand_over(target, approval.approval_id, change)
+    say(f"  approvals reassign {approval.approval_id} --from carol@example.com --to {STAND_IN}")
+    closed = approver.open_link(old_link)
+    say(f"  → GET Carol's old link: {closed.status} (this request was reassigned)")
+    status = click(
+        info, request.title, Click(STAND_IN, "reject", "Over the limit without a manager's note"), say
+    )
+    return closed.status == 410 and status == 200 and show(say, executions.wait(target.sfn, arn), "Rejected")
+
+
 def show(say: Say, result: executions.ExecutionReport, expected_final: str) -> bool:
     say(f"  execution {result.status}, states: {' → '.join(result.states)}")
+    for vote in (result.output or {}).get("votes", []):
+        answers = ", ".join(f"{name}={value}" for name, value in vote.get("data", {}).items())
+        comment = f" “{vote['comment']}”" if vote["comment"] else ""
+        say(
+            f"  vote: {vote['approver']} {vote['outcome']}{comment}"
+            + (f", answers {answers}" if answers else "")
+        )
+    for change in (result.output or {}).get("reassigned", []):
+        say(f"  reassigned: {change['from']} → {change['to']} by {change['by']}")
     if result.output is not None:
         say(f"  output: {result.output}")
     good = result.final_state == expected_final

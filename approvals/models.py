@@ -200,6 +200,14 @@ class ApprovalRequest(Contract):
         description="What each approver answers with their vote; each vote's data holds the answers",
     )
 
+    @property
+    def requester_address(self) -> str | None:
+        """The requester as an email address, if it is one: then they are told the outcome."""
+        try:
+            return _email(self.requester)
+        except ValueError:
+            return None
+
     @model_validator(mode="before")
     @classmethod
     def _numbers_not_flags(cls, data: Any) -> Any:
@@ -283,6 +291,26 @@ class Vote(Contract):
     data: dict[str, Answer] = Field(default_factory=dict)  # the answers to the request's fields
 
 
+class Reassignment(Contract):
+    """An approver's place handed to someone else by an operator (``approvals reassign``)."""
+
+    # "from" is a Python keyword: the field is from_ here, "from" in JSON.
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+
+    from_: Email = Field(alias="from", description="The approver whose place was handed over")
+    to: Email = Field(description="Who was asked in their place")
+    by: str = Field(min_length=1, description="The operator who made the change")
+    at: datetime
+
+
+def handed_over(approvers: list[str], reassigned: list[Reassignment]) -> list[str]:
+    """The approvers after the reassignments, in order: each takes the place of the one before."""
+    current = list(approvers)
+    for change in reassigned:
+        current = [change.to if who == change.from_ else who for who in current]
+    return current
+
+
 class Decision(Contract):
     """The task output: what the workflow's Choice branches on."""
 
@@ -292,6 +320,10 @@ class Decision(Contract):
     outcome: Outcome
     votes: list[Vote]
     decided_at: datetime
+    # Absent unless an operator reassigned someone: a plain decision stays as it was.
+    reassigned: list[Reassignment] | None = Field(
+        default=None, description="Approvers' places handed to others, in order (absent if none)"
+    )
 
 
 class Status(StrEnum):
@@ -336,10 +368,24 @@ class Approval(Contract):
     recurring_reminded_at: datetime | None = None
     excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
     unreachable: dict[str, Unreachable] = Field(default_factory=dict)  # no longer emailable
+    # Places handed over, in order; ``request.approvers`` already names who holds each now.
+    reassigned: list[Reassignment] = Field(default_factory=list)
+    requester_told_at: datetime | None = None  # when the requester was emailed the outcome
 
     @property
     def emailed(self) -> bool:
         return self.emailed_at is not None
+
+    def first_asked(self) -> list[str]:
+        """The approvers the request named, before any reassignment."""
+        approvers = list(self.request.approvers)
+        for change in reversed(self.reassigned):
+            approvers = [change.from_ if who == change.to else who for who in approvers]
+        return approvers
+
+    def reassigned_away(self, approver: str) -> bool:
+        """Whether ``approver`` was asked, and an operator handed their place to someone else."""
+        return approver not in self.request.approvers and any(r.from_ == approver for r in self.reassigned)
 
     @property
     def workflow(self) -> str:
@@ -366,6 +412,7 @@ class Approval(Contract):
             outcome=Outcome(self.status.value),
             votes=votes,
             decided_at=self.decided_at,
+            reassigned=self.reassigned or None,
         )
 
     def needs_redelivery(self, now: datetime) -> bool:
@@ -397,8 +444,9 @@ class Approval(Contract):
 
 
 EventKind = Literal[
-    "requested", "emailed", "unreachable", "reminded", "viewed", "voted", "settled", "expired", "cancelled"
-]
+    "requested", "emailed", "reassigned", "unreachable", "reminded", "viewed", "voted", "settled",
+    "expired", "cancelled", "told",
+]  # fmt: skip
 EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second
 
 
@@ -421,9 +469,13 @@ def timeline(approval: Approval) -> list[Event]:
                 at=approval.emailed_at,
                 kind="emailed",
                 actor="system",
-                detail=", ".join(a for a in request.approvers if a not in approval.excluded),
+                detail=", ".join(a for a in approval.first_asked() if a not in approval.excluded),
             )
         )
+    events += [
+        Event(at=change.at, kind="reassigned", actor=change.by, detail=f"{change.from_} -> {change.to}")
+        for change in approval.reassigned
+    ]
     events += [
         Event(at=lost.at, kind="unreachable", actor=who, detail=f"cannot be emailed: {lost.why}")
         for who, lost in approval.unreachable.items()
@@ -459,6 +511,15 @@ def timeline(approval: Approval) -> list[Event]:
     if approval.closed_at and approval.status in (Status.EXPIRED, Status.CANCELLED):
         closed: EventKind = "expired" if approval.status is Status.EXPIRED else "cancelled"
         events.append(Event(at=approval.closed_at, kind=closed, actor="system"))
+    if approval.requester_told_at:
+        events.append(
+            Event(
+                at=approval.requester_told_at,
+                kind="told",
+                actor="system",
+                detail=f"emailed {request.requester}",
+            )
+        )
     return sorted(events, key=lambda e: (e.at, EVENT_ORDER[e.kind]))
 
 

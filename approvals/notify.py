@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from approvals.links import LinkClaims, SigningKey, link_for
-from approvals.models import Approval
+from approvals.models import Approval, Status
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -99,6 +99,49 @@ def reminder_email(approval: Approval, approver: str, link: str) -> Email:
         subject=_subject("Reminder", approval),
         body=f"A reminder: this request still waits for your decision.\n\n{first.body}",
     )
+
+
+def handed_over_email(approval: Approval, approver: str, link: str) -> Email:
+    """The approval email to one an operator asked in place of another (``approvals reassign``)."""
+    first = approval_email(approval, approver, link)
+    previous = next(change.from_ for change in reversed(approval.reassigned) if change.to == approver)
+    return Email(
+        to=approver,
+        subject=first.subject,
+        body=f"You are asked in place of {previous}, who no longer decides on this request.\n\n{first.body}",
+    )
+
+
+_ENDED = {
+    Status.APPROVED: "was approved",
+    Status.REJECTED: "was rejected",
+    Status.EXPIRED: "expired before it was settled",
+    Status.CANCELLED: "was cancelled: the workflow stopped waiting for it",
+}
+
+
+def outcome_email(approval: Approval, to: str) -> Email:
+    """The requester's one email once their request has ended: the outcome, the votes with
+    their comments and answers, and who was reassigned."""
+    request = approval.request
+    ended = _ENDED[approval.status]
+    if approval.status is Status.EXPIRED and approval.votes and approval.decided_at:
+        ended = "was decided too late: the workflow had stopped waiting"
+    lines = [f"Your request {ended}:", "", f"  {request.title}", ""]
+    if approval.decided_at:
+        lines.append(f"Decided {_when(approval.decided_at)}.")
+    lines.append("Votes:" if approval.votes else "Nobody voted.")
+    for vote in sorted(approval.votes.values(), key=lambda v: v.at):
+        by = f" (recorded by {vote.on_behalf_by})" if vote.on_behalf_by else ""
+        lines.append(f"- {vote.approver} {vote.outcome.value} at {_when(vote.at)}{by}")
+        if vote.comment:
+            lines.append(f"    “{vote.comment}”")
+        lines += [f"    {name}: {value}" for name, value in vote.data.items()]
+    for change in approval.reassigned:
+        lines.append(f"{change.from_}'s place went to {change.to} ({change.by}, {_when(change.at)}).")
+    lines += ["", f"Asked by the workflow {approval.workflow}, at its step {approval.state}."]
+    tag = approval.status.value.capitalize()
+    return Email(to=to, subject=_subject(tag, approval), body="\n".join(lines))
 
 
 def emails_for(

@@ -8,7 +8,9 @@
   and a request's recurring reminder once a period (``remind_every_seconds``);
 - delivers decisions whose first delivery failed (safe to repeat: one answer per token);
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
-  an EventBridge rule on execution status calls :func:`close_for_execution` instead).
+  an EventBridge rule on execution status calls :func:`close_for_execution` instead);
+- tells each requester who is in the approver directory how their ended request came out
+  (approvals.requester).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from approvals.decision import TooLate, deliver
 from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
 from approvals.policy import can_still_be_approved
+from approvals.requester import tell_requesters
 from approvals.runtime import Services
 from approvals.statemachine import DELIVERY_FAILED, EXPIRED
 from approvals.store import ApprovalStore
@@ -146,6 +149,8 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
             done[reach] += 1
         if reach != "ended unreachable":
             done["reminded"] += _remind(services, approval, now)
+    if told := tell_requesters(services, now):
+        done["requester told"] += told
     if done:
         log.info("sweep", extra=dict(done))
     return done

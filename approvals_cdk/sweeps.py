@@ -18,6 +18,7 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from approvals.store import EXECUTION_INDEX, OPEN_INDEX, TELL_INDEX
 from approvals_cdk import shared
 from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
 from approvals_cdk.table import index_arns
@@ -40,7 +41,7 @@ class Sweeps:
         sweep_minutes: int,
     ) -> None:
         self._scope = scope
-        open_index, execution_index = index_arns(table)
+        indexes = index_arns(table)
         topic_arn = directory.topic.topic_arn
         self.sweeper = factory.function(
             "SweeperFunction",
@@ -55,8 +56,8 @@ class Sweeps:
         )
         directory.grant_read(self.sweeper)  # who can still be emailed
         shared.grant_history(self.sweeper, machines)
-        # Walk the open index, close / remind / redeliver.
-        shared.allow(self.sweeper, ["dynamodb:Query"], [open_index])
+        # Walk the open index, close / remind / redeliver; the tell index: requesters to tell.
+        shared.allow(self.sweeper, ["dynamodb:Query"], [indexes[OPEN_INDEX], indexes[TELL_INDEX]])
         shared.allow(self.sweeper, ["dynamodb:UpdateItem"], [table.table_arn])
         shared.allow(self.sweeper, ["sns:Publish"], [topic_arn])
         # Success redelivers a decision; failure answers a task that outlived its links
@@ -79,7 +80,7 @@ class Sweeps:
             timeout=Duration.seconds(30),
         )
         # Find the execution's approvals, close those still pending.
-        shared.allow(self.execution_ended_function, ["dynamodb:Query"], [execution_index])
+        shared.allow(self.execution_ended_function, ["dynamodb:Query"], [indexes[EXECUTION_INDEX]])
         shared.allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table.table_arn])
 
         self.sweep_schedule = self._schedule_sweep(sweep_minutes)

@@ -48,10 +48,9 @@ def approvals_table(scope: Construct, removal_policy: RemovalPolicy) -> dynamodb
     return table
 
 
-def index_arns(table: dynamodb.Table) -> tuple[str, str]:
-    """The ARNs of the table's two indexes: (open approvals, approvals by execution)."""
-    open_index, execution_index = (
-        f"{table.table_arn}/index/{index['IndexName']}"
+def index_arns(table: dynamodb.Table) -> dict[str, str]:
+    """The ARN of each of the table's indexes, by name (``approvals.store``'s ``*_INDEX``)."""
+    return {
+        index["IndexName"]: f"{table.table_arn}/index/{index['IndexName']}"
         for index in table_definition("unused")["GlobalSecondaryIndexes"]
-    )
-    return open_index, execution_index
+    }

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 
 from approvals import statemachine
-from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX
+from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX, TELL_ATTRIBUTE, TELL_INDEX
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
 # How the local SNS (approvals.local.moto_fixes) treats the email topic, set as its tags:
@@ -86,12 +86,14 @@ def table_definition(table_name: str) -> dict[str, Any]:
                 (OPEN_ATTRIBUTE, "S"),
                 ("expires_at", "N"),
                 ("execution", "S"),
+                (TELL_ATTRIBUTE, "S"),
             )
         ],
         "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
             index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
             index(EXECUTION_INDEX, ("execution", "HASH")),
+            index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

@@ -1,6 +1,7 @@
 """The approvals table (DynamoDB), behind a small interface, split along the approval's life:
-``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reminders`` and ``close``
-(delivery, expiry, cancellation). ``items`` says how an approval is stored.
+``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
+hands a place over), ``reminders`` and ``close`` (delivery, expiry, cancellation), ``tell``
+(the requester told the outcome). ``items`` says how an approval is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -19,25 +20,34 @@ from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
+    TELL,
+    TELL_ATTRIBUTE,
+    TELL_INDEX,
     approval_from_item,
 )
+from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
 from approvals.store.reminders import ReminderStore
+from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore
 
 __all__ = [
     "EXECUTION_INDEX",
     "OPEN_ATTRIBUTE",
     "OPEN_INDEX",
+    "TELL_ATTRIBUTE",
+    "TELL_INDEX",
     "ApprovalStore",
     "Claim",
     "ClaimResult",
+    "ReassignRefusal",
+    "ReassignRejected",
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
 ]
 
 
-class ApprovalStore(ClaimStore, VoteStore, ReminderStore, CloseStore):
+class ApprovalStore(ClaimStore, VoteStore, ReassignStore, ReminderStore, CloseStore, TellStore):
     """Every operation on the table; the queries the sweep and operators read through."""
 
     def get(self, approval_id: str) -> Approval | None:
@@ -52,6 +62,14 @@ class ApprovalStore(ClaimStore, VoteStore, ReminderStore, CloseStore):
             IndexName=OPEN_INDEX,
             KeyConditionExpression=f"{OPEN_ATTRIBUTE} = :open",
             ExpressionAttributeValues={":open": OPEN},
+        )
+
+    def to_tell(self) -> Iterator[Approval]:
+        """Approvals whose requester is still to be told the outcome (pending ones too: not yet)."""
+        yield from self._query(
+            IndexName=TELL_INDEX,
+            KeyConditionExpression=f"{TELL_ATTRIBUTE} = :tell",
+            ExpressionAttributeValues={":tell": TELL},
         )
 
     def for_execution(self, execution_arn: str) -> Iterator[Approval]:

@@ -14,6 +14,8 @@ from approvals.policy import thresholds
 from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
+    TELL,
+    TELL_ATTRIBUTE,
     Item,
     Table,
     approval_from_item,
@@ -60,6 +62,7 @@ class ClaimStore(Table):
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.
             "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
             OPEN_ATTRIBUTE: OPEN,
+            **({TELL_ATTRIBUTE: TELL} if approval.request.requester_address else {}),
             # Lets a vote whose form carried no answers be refused without reading the request.
             **({"has_fields": {"BOOL": True}} if approval.request.fields else {}),
             "approvals": {"N": "0"},

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from approvals.models import STORED, Approval, ApprovalRequest, Outcome, Status, Unreachable, Vote
+from approvals.models import (
+    STORED,
+    Approval,
+    ApprovalRequest,
+    Outcome,
+    Reassignment,
+    Status,
+    Unreachable,
+    Vote,
+    handed_over,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,6 +36,12 @@ OPEN_INDEX = "open"
 OPEN_ATTRIBUTE = "sweep"
 OPEN = {"S": "open"}
 EXECUTION_INDEX = "execution"
+# A sparse index of approvals whose requester is to be told the outcome (an email address):
+# set when the approval is stored, removed once told. Apart from the open index, so that
+# telling does not hang on how a decision's delivery is confirmed.
+TELL_INDEX = "tell"
+TELL_ATTRIBUTE = "tell"
+TELL = {"S": "requester"}
 
 
 def epoch(moment: datetime) -> str:
@@ -84,13 +100,40 @@ def optional_time(item: Item, name: str) -> datetime | None:
     return from_epoch(item[name]["N"]) if name in item else None
 
 
+def reassignment_item(change: Reassignment, write: Item) -> Item:
+    return {
+        "M": {
+            "from": {"S": change.from_},
+            "to": {"S": change.to},
+            "by": {"S": change.by},
+            "at": {"N": epoch(change.at)},
+            "write": write,
+        }
+    }
+
+
+def reassignments(item: Item) -> list[Reassignment]:
+    return [
+        Reassignment.model_validate(
+            {"from": m["from"]["S"], "to": m["to"]["S"], "by": m["by"]["S"], "at": from_epoch(m["at"]["N"])}
+        )
+        for m in (change["M"] for change in item.get("reassigned", {}).get("L", []))
+    ]
+
+
 def approval_from_item(item: Item) -> Approval:
+    request = ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED)
+    reassigned = reassignments(item)
+    if reassigned:  # the request as it stands: each place held by whoever holds it now
+        request = request.model_copy(update={"approvers": handed_over(request.approvers, reassigned)})
     return Approval(
         approval_id=item["approval_id"]["S"],
         task_token=item["task_token"]["S"],
         execution=item["execution"]["S"],
         state=item["state"]["S"],
-        request=ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED),
+        request=request,
+        reassigned=reassigned,
+        requester_told_at=optional_time(item, "requester_told_at"),
         created_at=from_epoch(item["created_at"]["N"]),
         expires_at=from_epoch(item["expires_at"]["N"]),
         status=Status(item["status"]["S"]),

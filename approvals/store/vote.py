@@ -32,6 +32,7 @@ class VoteRejected(Exception):
 class VoteRefusal(Enum):
     UNKNOWN = "unknown approval"
     NOT_ASKED = "this address was not asked"
+    REASSIGNED = "this approver's place was handed to someone else"
     EXCLUDED = "the requester may not decide on their own request"
     ALREADY_VOTED = "this approver has already decided"
     SETTLED = "the request is already settled"
@@ -144,6 +145,8 @@ class VoteStore(Table):
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    if current.reassigned_away(vote.approver):
+        return VoteRefusal.REASSIGNED
     if vote.approver not in current.request.approvers:
         return VoteRefusal.NOT_ASKED
     if vote.approver in current.excluded:

@@ -46,6 +46,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     },
     "sweeper": {
         ("dynamodb:Query", "table/index/open"),
+        ("dynamodb:Query", "table/index/tell"),  # requesters still to be told the outcome
         ("dynamodb:UpdateItem", "table"),
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
@@ -141,7 +142,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
             ":*",
         ]
         names[json.dumps({"Fn::Join": ["", executions]})] = f"executions of {label}"
-    for index in ("open", "execution"):
+    for index in ("open", "execution", "tell"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )
