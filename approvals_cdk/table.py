@@ -6,15 +6,15 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
-from approvals.local.resources import table_definition
+from approvals.store.table import table_definition
 
 # The attribute ApprovalStore.claim writes: when DynamoDB may delete a settled approval.
 TTL_ATTRIBUTE = "ttl"
 
 
 def approvals_table(scope: Construct, removal_policy: RemovalPolicy) -> dynamodb.Table:
-    """The table the local stack creates (approvals.local.resources.table_definition),
-    so the key and the two indexes the code queries are the same in both places."""
+    """The table the local stack creates (approvals.store.table.table_definition), so
+    the key and the indexes the code queries are the same in both places."""
     definition = table_definition("unused")
     types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
     kinds = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 
 from approvals import statemachine
-from approvals.store import EXECUTION_INDEX, OPEN_ATTRIBUTE, OPEN_INDEX, TELL_ATTRIBUTE, TELL_INDEX
+from approvals.store.table import table_definition
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
 # How the local SNS (approvals.local.moto_fixes) treats the email topic, set as its tags:
@@ -65,38 +65,6 @@ class Resources:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def table_definition(table_name: str) -> dict[str, Any]:
-    """The approvals table: keyed by approval id, with the sweep's and the canceller's indexes."""
-
-    def index(name: str, *key: tuple[str, str]) -> dict[str, Any]:
-        return {
-            "IndexName": name,
-            "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in key],
-            "Projection": {"ProjectionType": "ALL"},
-        }
-
-    return {
-        "TableName": table_name,
-        "AttributeDefinitions": [
-            {"AttributeName": name, "AttributeType": kind}
-            for name, kind in (
-                ("approval_id", "S"),
-                (OPEN_ATTRIBUTE, "S"),
-                ("expires_at", "N"),
-                ("execution", "S"),
-                (TELL_ATTRIBUTE, "S"),
-            )
-        ],
-        "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
-        "GlobalSecondaryIndexes": [
-            index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
-            index(EXECUTION_INDEX, ("execution", "HASH")),
-            index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
-        ],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
 
 
 def provision(

@@ -13,10 +13,10 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from approvals import target
-from approvals.local.resources import table_definition
 from approvals.models import Approval, ApprovalRequest
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
+from approvals.store.table import table_definition
 from approvals_cdk import packaging
 from approvals_cdk.table import TTL_ATTRIBUTE
 from tests.infra.conftest import APPROVERS, RATE_LIMIT_PER_IP, Synthesis
