@@ -336,6 +336,8 @@ class Approval(Contract):
     recurring_reminded_at: datetime | None = None
     excluded: list[str] = Field(default_factory=list)  # approvers who may not vote (the requester)
     unreachable: dict[str, Unreachable] = Field(default_factory=dict)  # no longer emailable
+    # The short links emailed (approvals.shortlinks): SHA-256 of each token, and its approver.
+    short_links: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @property
     def emailed(self) -> bool:

@@ -14,11 +14,13 @@ from approvals.policy import thresholds
 from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
+    SHORT_LINKS,
     Item,
     Table,
     approval_from_item,
     epoch,
     failed_condition_item,
+    short_links_item,
     write_id,
 )
 
@@ -55,6 +57,7 @@ class ClaimStore(Table):
             "status": {"S": Status.PENDING.value},
             "votes": {"M": {}},
             "viewed": {"M": {}},
+            SHORT_LINKS: short_links_item(approval.short_links),
             "reminded": {"M": {}},
             "excluded": {"L": [{"S": who} for who in approval.excluded]},
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.
