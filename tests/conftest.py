@@ -33,7 +33,7 @@ import worker.dead_letter
 import worker.handler
 from approvals import directory, executions, runtime, shortlinks
 from approvals.answers import as_form
-from approvals.links import SigningKey, approval_id_for
+from approvals.links import LinkClaims, SigningKey, approval_id_for, link_for
 from approvals.local import moto_fixes
 from approvals.local.approver import FormReader, HttpResult, form_headers, replayed_form
 from approvals.local.http import proxy_event
@@ -304,6 +304,13 @@ class Stack:
     @property
     def signing_key(self) -> SigningKey:
         return runtime.from_environment().keys.signing()
+
+    def signed_link(self, link: str, approver: str) -> str:
+        """The signed link to the approval of ``link`` for ``approver``: what emails carried
+        before short links, which keeps working until it expires."""
+        approval = self.approval(approval_id_of(link))
+        claims = LinkClaims(approval.approval_id, approver, int(approval.expires_at.timestamp()))
+        return link_for(API_URL, self.signing_key, claims)
 
 
 def lambda_context(function_name: str) -> Any:
