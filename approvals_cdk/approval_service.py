@@ -17,6 +17,7 @@ resource is made, with the reason.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -112,14 +113,17 @@ _LOG_RETENTION = dict(
 # API Gateway access log fields. The query string is left out on purpose: it holds the
 # link's signature. $context.path is the path alone (no query string).
 APPROVAL_PATH = "/approvals/{approval_id}"
+SHORT_LINK_PATH = "/a/{token}"  # what emails link to (approvals.shortlinks)
+# Each route and its path parameter: signed links, and short links.
+ROUTES = ((APPROVAL_PATH, "approval_id"), (SHORT_LINK_PATH, "token"))
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
     "requestTime": "$context.requestTime",
     "ip": "$context.identity.sourceIp",
     "userAgent": "$context.identity.userAgent",
     "httpMethod": "$context.httpMethod",
+    # The resource path, not the path: a short link's path is its token, a credential.
     "resourcePath": "$context.resourcePath",
-    "path": "$context.path",
     "status": "$context.status",
     "protocol": "$context.protocol",
     "responseLength": "$context.responseLength",
@@ -688,9 +692,10 @@ class ApprovalService(Construct):
                 throttling_rate_limit=self._props.page_view_limits[0],
                 throttling_burst_limit=self._props.page_view_limits[1],
                 method_options={
-                    f"{APPROVAL_PATH}/{method}": apigateway.MethodDeploymentOptions(
+                    f"{path}/{method}": apigateway.MethodDeploymentOptions(
                         throttling_rate_limit=rate, throttling_burst_limit=burst
                     )
+                    for path, _ in ROUTES
                     for method, (rate, burst) in (
                         ("GET", self._props.page_view_limits),
                         ("POST", self._props.vote_limits),
@@ -706,27 +711,28 @@ class ApprovalService(Construct):
         validator = api.add_request_validator(
             "PathValidator", validate_request_parameters=True, validate_request_body=False
         )
-        approval = api.root.resource_for_path(APPROVAL_PATH)
         integration = apigateway.LambdaIntegration(self.api_function, allow_test_invoke=False)
-        for method in ("GET", "POST"):
-            added = approval.add_method(
+        for (path, parameter), method in itertools.product(ROUTES, ("GET", "POST")):
+            added = api.root.resource_for_path(path).add_method(
                 method,
                 integration,
                 request_validator=validator,
                 # The query string is not required here: a link missing a part must reach the
                 # function, which answers with a readable page rather than API Gateway's 400.
-                request_parameters={"method.request.path.approval_id": True},
+                request_parameters={f"method.request.path.{parameter}": True},
             )
             acknowledge(
                 added,
                 "AwsSolutions-APIG4",
                 "Approvers are people following an emailed link, not AWS principals or app users:"
-                " the function authorizes each request by the link's HMAC signature, expiry and approver.",
+                " the function authorizes each request by the link's HMAC signature, expiry and approver,"
+                " or by the short link's token, whose hash the table binds to one approver.",
             )
             acknowledge(
                 added,
                 "AwsSolutions-COG4",
-                "No Cognito user pool: approvers are authorized by the signed link they were emailed.",
+                "No Cognito user pool: approvers are authorized by the link (signed or short)"
+                " they were emailed.",
             )
         acknowledge(
             api.node.default_child,
