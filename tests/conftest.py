@@ -305,6 +305,12 @@ class Stack:
     def signing_key(self) -> SigningKey:
         return runtime.from_environment().keys.signing()
 
+    def bound_to(self, link: str) -> str | None:
+        """The approver the table binds a short link to, if any."""
+        token = shortlinks.token_in(link)
+        assert token is not None, f"not a short link: {link}"
+        return self.approval(approval_id_of(link)).short_links.get(shortlinks.token_hash(token))
+
     def signed_link(self, link: str, approver: str) -> str:
         """The signed link to the approval of ``link`` for ``approver``: what emails carried
         before short links, which keeps working until it expires."""
