@@ -273,7 +273,7 @@ def decide(
 )
 def decide_by_link(
     token: Annotated[str, Path(description=_TOKEN)],
-    approver: Annotated[str, Form(description=_SHORT_APPROVER)] = "",
+    approver: Annotated[str, Form(description=_SHORT_APPROVER)],
     decision_: Annotated[str, _DECISION] = "",
     comment: Annotated[str, _COMMENT] = "",
 ) -> Response[str]:
