@@ -104,7 +104,7 @@ def test_execution_that_ends_elsewhere_cancels_its_approval(local_stack: Running
     assert page.status == 200
     assert 'badge cancelled">cancelled<' in page.text
     assert page.buttons == [], "a cancelled request cannot be decided"
-    refused = approver.post_from_link(link, "approve")
+    refused = approver.post_from_link(link, "approve", approver="cat@example.com")
     assert refused.status == 410
     assert "This request was cancelled." in refused.text
     shown = local_stack.cli("show", approval_id_of(local_stack, title))
