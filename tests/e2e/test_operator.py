@@ -119,14 +119,22 @@ def test_operator_lists_shows_and_decides_on_behalf(local_stack: RunningStack) -
     assert title in pending.stdout
     assert "dee@example.com, eve@example.com" in pending.stdout
     approval_id = approval_id_of(local_stack, title)
+    eve_link = wait_for_email(local_stack.info, "eve@example.com", title)["links"][0]
 
     first = local_stack.cli(
         "decide", approval_id, "approve", "--as", "dee@example.com", "--operator", "oncall@example.com"
     )
     assert first.returncode == 0, first.stderr
     assert "request is pending" in first.stdout
+    not_hers = local_stack.cli("decide", eve_link, "approve", "--as", "dee@example.com")
+    assert not_hers.returncode == 2
+    assert (
+        not_hers.stderr.strip()
+        == "approvals: that link was emailed to eve@example.com, not to dee@example.com"
+    )
+    # Eve forwarded her email: her short link names the approval as well as its id does.
     second = local_stack.cli(
-        "decide", approval_id, "approve", "--as", "eve@example.com", "--comment", "by phone"
+        "decide", eve_link, "approve", "--as", "eve@example.com", "--comment", "by phone"
     )
     assert second.returncode == 0, second.stderr
     assert "the workflow has the decision" in second.stdout
