@@ -7,7 +7,6 @@ import json
 import subprocess
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -180,14 +179,13 @@ def test_start_and_wait_shows_progress_until_the_outcome(local_stack: RunningSta
 def test_rotate_key_keeps_the_links_in_flight(local_stack: RunningStack) -> None:
     title = "Across a key rotation"
     start(local_stack, title, ["rot@example.com"])
-    link = wait_for_email(local_stack.info, "rot@example.com", title)["links"][0]
-    old_key_id = dict(parse_qsl(urlsplit(link).query))["kid"]
+    link = wait_for_email(local_stack.info, "rot@example.com", title)["links"][0]  # a short link
     assert approver.open_link(link).status == 200  # the API holds the key of the day
 
     rotated = local_stack.cli("rotate-key")
     assert rotated.returncode == 0, rotated.stderr
-    assert f"links of key {old_key_id} keep working" in rotated.stdout
     new_key_id = rotated.stdout.split()[3]
+    old_key_id = rotated.stdout.split("links of key ")[1].split()[0]
     assert new_key_id != old_key_id
 
     page = approver.open_link(link)
