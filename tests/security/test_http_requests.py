@@ -894,7 +894,8 @@ def test_unicode_in_every_field_is_kept_and_shown(module_stack: Stack) -> None:
     assert stack.finish(arn).output["votes"][0]["comment"] == UNICODE["comment"]
 
 
-def test_a_short_link_of_an_expired_approval_is_gone_and_changes_nothing(stack: Stack) -> None:
+def test_a_short_link_of_an_expired_approval_is_gone_and_changes_nothing(module_stack: Stack) -> None:
+    stack = module_stack
     stack.start(ApprovalRequest(title="Expired short", approvers=[ALICE], requester="ci@example.com"))
     link = stack.email(ALICE, "Expired short").links[0]
     approval_id = approval_id_of(link)
