@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,13 +21,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Form, Query
+from aws_lambda_powertools.event_handler.openapi.params import Form, Path, Query
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, decision, links, runtime
-from approvals.decision import Delivery, Problem
+from approvals import answers, decision, links, runtime, shortlinks
+from approvals.decision import Delivery, Problem, Recorded, Viewing
 from approvals.models import utcnow
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ _APPROVER = "The approver the link was issued to (signed)."
 _EXPIRES = "When the link expires, in seconds since the epoch (signed)."
 _KID = "Which signing key signed the link (absent from links made before keys rotated)."
 _SIG = "HMAC-SHA256 of the approval id, the approver and the expiry (unpadded URL-safe base64)."
+_TOKEN = (
+    f"A short link's token: {shortlinks.TOKEN_LENGTH} URL-safe characters (the approval id, then"
+    " 128 secret bits); the table keeps only its SHA-256."
+)
+_SHORT_APPROVER = "The approver the page was shown to; the vote is taken only if the link is theirs."
 
 
 _STRING = {"type": "string"}
@@ -117,6 +123,23 @@ _REFUSALS = {
 }
 
 
+_DECISION_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: _recorded("The decision is recorded."),
+    202: _recorded("The decision is recorded; the workflow gets it by a retry."),
+    **_REFUSALS,
+    409: _problem("This approver has already decided, or the request is already settled."),
+}
+# The form's own fields, the same from either page.
+_DECISION = Form(
+    alias="decision",
+    description="approve or reject; anything else shows the form again",
+    json_schema_extra={"enum": ["approve", "reject"]},
+)
+_COMMENT = Form(
+    description=f"Optional; required to reject by default; at most {decision.COMMENT_BYTES:,} bytes of UTF-8."
+)
+
+
 def _wants_json() -> bool:
     return "application/json" in (app.current_event.headers or {}).get("accept", "").lower()
 
@@ -125,6 +148,15 @@ def _respond(status: int, html: str, payload: dict[str, Any]) -> Response[str]:
     if _wants_json():
         return Response(status, "application/json", json.dumps(payload), pages.SECURITY_HEADERS)
     return Response(status, "text/html; charset=utf-8", html, pages.SECURITY_HEADERS)
+
+
+def _last_segment() -> str:
+    """The approval id or short link token of the path: also the form's action, relative to its page."""
+    return app.current_event.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _short_link() -> bool:
+    return app.current_event.path.startswith(shortlinks.PATH_PREFIX)
 
 
 def _query() -> dict[str, str]:
@@ -178,15 +210,35 @@ def show(
 ) -> Response[str]:
     fields = {"approver": approver, "expires": expires, "kid": kid, "sig": sig}
     now = utcnow()
-    seen = decision.view(runtime.from_environment(), approval_id, fields, now)
+    return _page_response(decision.view(runtime.from_environment(), approval_id, fields, now), fields, now)
+
+
+@app.get(
+    "/a/<token>",
+    summary="The approval page of a short link",
+    description=(
+        "What an email links to: the same page, for the approver the link is bound to, with no"
+        " address or signature in the URL. Opening it changes nothing; it notes the first view."
+    ),
+    responses={200: _page("The approval page.", {"approval_id": _STRING, "status": _STATUS}), **_REFUSALS},
+)
+def show_by_link(token: Annotated[str, Path(description=_TOKEN)]) -> Response[str]:
+    now = utcnow()
+    seen = decision.view_by_link(runtime.from_environment(), token, now)
+    return _page_response(seen, {"approver": seen.approver}, now, action=token)
+
+
+def _page_response(seen: Viewing, fields: dict[str, str], now: datetime, action: str = "") -> Response[str]:
     html = pages.approval_page(
         seen.approval,
         seen.approver,
         fields,
         now,
         reason_required=runtime.from_environment().settings.reject_needs_reason,
+        action=action,
     )
-    return _respond(200, html, {"approval_id": approval_id, "status": seen.approval.status.value})
+    payload = {"approval_id": seen.approval.approval_id, "status": seen.approval.status.value}
+    return _respond(200, html, payload)
 
 
 @app.post(
@@ -198,12 +250,7 @@ def show(
         " Only from the page itself (its Origin is the API's host; Sec-Fetch-Site, if sent, same-origin),"
         " at most 16 KB."
     ),
-    responses={
-        200: _recorded("The decision is recorded."),
-        202: _recorded("The decision is recorded; the workflow gets it by a retry."),
-        **_REFUSALS,
-        409: _problem("This approver has already decided, or the request is already settled."),
-    },
+    responses=_DECISION_RESPONSES,
 )
 def decide(
     approval_id: str,
@@ -211,27 +258,37 @@ def decide(
     expires: Annotated[str, Form(description=_EXPIRES)],
     sig: Annotated[str, Form(description=_SIG)],
     kid: Annotated[str, Form(description=_KID)] = "",
-    decision_: Annotated[
-        str,
-        Form(
-            alias="decision",
-            description="approve or reject; anything else shows the form again",
-            json_schema_extra={"enum": ["approve", "reject"]},
-        ),
-    ] = "",
-    comment: Annotated[
-        str,
-        Form(
-            description="Optional; required to reject by default;"
-            f" at most {decision.COMMENT_BYTES:,} bytes of UTF-8."
-        ),
-    ] = "",
+    decision_: Annotated[str, _DECISION] = "",
+    comment: Annotated[str, _COMMENT] = "",
 ) -> Response[str]:
     # Powertools has checked that the signed fields are there; the form is read again,
     # strictly (origin, size, UTF-8), for what is recorded.
     now = utcnow()
-    recorded = decision.decide(runtime.from_environment(), approval_id, _form(), now)
+    return _recorded_response(decision.decide(runtime.from_environment(), approval_id, _form(), now), now)
+
+
+@app.post(
+    "/a/<token>",
+    summary="Record the decision sent from a short link's page",
+    description=(
+        "The form of a short link's page: the approver it was shown to, the decision, a comment and"
+        " `data.<name>` answers, under the same rules as the signed form (same origin, at most 16 KB)."
+    ),
+    responses=_DECISION_RESPONSES,
+)
+def decide_by_link(
+    token: Annotated[str, Path(description=_TOKEN)],
+    approver: Annotated[str, Form(description=_SHORT_APPROVER)],
+    decision_: Annotated[str, _DECISION] = "",
+    comment: Annotated[str, _COMMENT] = "",
+) -> Response[str]:
+    now = utcnow()
+    return _recorded_response(decision.decide_by_link(runtime.from_environment(), token, _form(), now), now)
+
+
+def _recorded_response(recorded: Recorded, now: datetime) -> Response[str]:
     heading, message = CONFIRMATIONS[recorded.delivery]
+    approval_id = recorded.approval.approval_id
     logger.info("vote recorded", approval_id=approval_id, outcome=recorded.vote.outcome.value)
     html = pages.message_page(heading, message, approval=recorded.approval, vote=recorded.vote, now=now)
     status = 202 if recorded.delivery is Delivery.PENDING else 200
@@ -265,11 +322,14 @@ def incomplete(error: Exception) -> Response[str]:
     answer the API's own checks give, in their order: the form's origin, type, size and
     encoding first, then the link's fields. Those checks refuse everything Powertools
     does, before anything is looked up or written."""
-    approval_id = app.current_event.path.rstrip("/").rsplit("/", 1)[-1]
+    last = _last_segment()
     now = utcnow()
     try:
         fields = _form() if app.current_event.http_method == "POST" else _query()
-        decision.check_link(runtime.from_environment(), approval_id, fields, now)
+        if _short_link():
+            decision.check_short_link(last)
+        else:
+            decision.check_link(runtime.from_environment(), last, fields, now)
     except Problem as refusal:
         return _problem_response(refusal)
     if isinstance(error, ValueError):
@@ -281,21 +341,26 @@ def incomplete(error: Exception) -> Response[str]:
 def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
     """Show the approval page again, with the message and what was typed."""
     services = runtime.from_environment()
-    approval = services.store.get(error.claims.approval_id)
-    if approval is None or _wants_json():
+    now = utcnow()
+    try:
+        approval = decision.form_again(services, error.voter, now)
+    except Problem as refusal:
+        return _problem_response(refusal)
+    if _wants_json():
         return _problem_response(error)
-    form = _form()  # its signed fields hold: the claims came from them
-    fields = {name: form.get(name, "") for name in links.LINK_FIELDS}
+    form = _form()  # its signed fields hold (or, by short link, form_again found it bound)
+    names = shortlinks.FORM_FIELDS if error.voter.token_hash else links.LINK_FIELDS
     html = pages.approval_page(
         approval,
-        error.claims.approver,
-        fields,
-        utcnow(),
+        error.voter.approver,
+        {name: form.get(name, "") for name in names},
+        now,
         reason_required=services.settings.reject_needs_reason,
         notice=error.message,
         comment=error.comment,
         typed=answers.typed(approval.request.fields, form),
         invalid_field=error.field,
+        action=_last_segment(),
     )
     return _respond(error.status, html, {})
 

@@ -104,9 +104,12 @@ def approval_page(
     comment: str = "",
     typed: dict[str, str] | None = None,
     invalid_field: str = "",
+    action: str = "",
 ) -> str:
-    """``typed`` and ``invalid_field``: the answers as sent, and the one to fix, when the
-    page is shown again after a refused form."""
+    """``fields`` go with the form (a signed link's, or a short link's approver); ``action``
+    is where it posts, relative to the page (the approval id by default, or a short link's
+    token). ``typed`` and ``invalid_field``: the answers as sent, and the one to fix, when
+    the page is shown again after a refused form."""
     status = approval.status_at(now)
     return (
         _environment()
@@ -126,7 +129,7 @@ def approval_page(
             approvers=[(person, approval.votes.get(person)) for person in approval.request.approvers],
             excluded=approval.excluded,
             can_decide=status is Status.PENDING and approver not in approval.votes,
-            action=approval.approval_id,
+            action=action or approval.approval_id,
             fields=fields,
             reason_required=reason_required,
             notice=notice,

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from approvals import decision, directory, executions, keys
+from approvals import decision, directory, executions, keys, shortlinks
 from approvals.decision import Delivery
 from approvals.models import (
     Approval,
@@ -33,6 +33,7 @@ from approvals.models import (
 from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+APPROVAL_REFERENCE = "the approval's id (`approvals list`), or an approver's short link from their email"
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -214,10 +215,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approval(target: Target, approval_id: str) -> Approval:
+def _approval(target: Target, reference: str) -> Approval:
+    """The approval an id names, or an approver's short link (pasted from a forwarded email)."""
+    token = shortlinks.token_in(reference)
+    try:
+        approval_id = shortlinks.parse(token).approval_id if token is not None else reference
+    except shortlinks.MalformedToken:
+        raise TargetError(f"{reference!r} is not a whole short link: copy all of it") from None
     approval = target.store.get(approval_id)
     if approval is None:
-        raise TargetError(f"no approval {approval_id!r}: `approvals list` shows the ids")
+        raise TargetError(f"no approval {reference!r}: `approvals list` shows the ids")
+    if token is not None and shortlinks.token_hash(token) not in approval.short_links:
+        raise TargetError(f"no approval {reference!r}: that link was not issued")
     return approval
 
 
@@ -247,6 +256,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
     target = _target(args)
     approval = _approval(target, args.approval_id)
     approver = args.as_approver.lower()
+    token = shortlinks.token_in(args.approval_id)
+    holder = approval.short_links.get(shortlinks.token_hash(token)) if token else approver
+    if holder != approver:
+        raise TargetError(f"that link was emailed to {holder}, not to {approver}")
     if approver in approval.excluded:
         raise TargetError(f"{approver} requested this approval and may not approve it")
     if approver not in approval.request.approvers:
@@ -440,11 +453,11 @@ def parser() -> argparse.ArgumentParser:
     list_cmd.set_defaults(run=cmd_list)
 
     show_cmd = targeted("show", "show one approval with its timeline")
-    show_cmd.add_argument("approval_id")
+    show_cmd.add_argument("approval_id", help=APPROVAL_REFERENCE)
     show_cmd.set_defaults(run=cmd_show)
 
     decide_cmd = targeted("decide", "record a decision on an approver's behalf (recorded as such)")
-    decide_cmd.add_argument("approval_id")
+    decide_cmd.add_argument("approval_id", help=APPROVAL_REFERENCE)
     decide_cmd.add_argument("decision", choices=["approve", "reject"])
     decide_cmd.add_argument("--as", dest="as_approver", required=True, metavar="APPROVER")
     decide_cmd.add_argument("--comment", default="")

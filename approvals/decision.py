@@ -2,7 +2,8 @@
 
 Showing changes nothing (mail scanners open every link). Deciding checks the signed
 fields, records the vote with one conditional update and, when that vote settles the
-request, answers the workflow exactly once.
+request, answers the workflow exactly once. A short link (approvals.shortlinks) takes the
+place of the signed fields: the same conditional update checks that it is bound to the voter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
 
-from approvals import answers, links
+from approvals import answers, links, shortlinks
 from approvals.models import Approval, FieldSpec, Outcome, Status, Vote, utcnow
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
@@ -37,6 +38,8 @@ APPROVAL_ID = re.compile(r"^[0-9a-f]{32}$")
 # the execution's 256 KiB state beside the request) and into the table's 400 KB item.
 COMMENT_BYTES = 1_000
 NOT_ASKED = "This link was not issued to an approver of this request."
+NO_APPROVAL = "There is no approval at this address."
+LINK_EXPIRED = "This link has expired; the request can no longer be decided."
 
 
 class Problem(Exception):
@@ -60,15 +63,9 @@ class FormIncomplete(Malformed):
 
     title = "Please complete the form"
 
-    def __init__(
-        self,
-        message: str,
-        claims: links.LinkClaims,
-        comment: str,
-        field: str = "",
-    ) -> None:
+    def __init__(self, message: str, voter: Voter, comment: str, field: str = "") -> None:
         super().__init__(message)
-        self.claims = claims
+        self.voter = voter
         self.comment = comment
         self.field = field  # the request's field to fix, if one
 
@@ -114,6 +111,15 @@ class Delivery(Enum):
 
 
 @dataclass(frozen=True)
+class Voter:
+    """Who decides on which approval, as their link (signed or short) names them."""
+
+    approval_id: str
+    approver: str
+    token_hash: str = ""  # of the short link, whose binding to the approver the table checks
+
+
+@dataclass(frozen=True)
 class Viewing:
     approval: Approval
     approver: str
@@ -130,7 +136,7 @@ def check_link(
     services: Services, approval_id: str, fields: dict[str, str], now: datetime
 ) -> links.LinkClaims:
     if not APPROVAL_ID.match(approval_id):
-        raise NotFound("There is no approval at this address.")
+        raise NotFound(NO_APPROVAL)
     try:
         return links.verify(services.keys.verifying(fields.get("kid", "")), approval_id, fields, now)
     except links.MalformedLink as error:
@@ -140,68 +146,136 @@ def check_link(
             "The link was altered or was not issued for you. Open the link from your email again."
         ) from None
     except links.ExpiredLink:
-        raise Gone("This link has expired; the request can no longer be decided.") from None
+        raise Gone(LINK_EXPIRED) from None
+
+
+def check_short_link(token: str) -> shortlinks.ShortLink:
+    try:
+        return shortlinks.parse(token)
+    except shortlinks.MalformedToken:
+        raise NotFound(
+            "This link is incomplete or mistyped. Open the link from your email again, all of it."
+        ) from None
 
 
 def view(services: Services, approval_id: str, fields: dict[str, str], now: datetime) -> Viewing:
     claims = check_link(services, approval_id, fields, now)
     approval = services.store.view(approval_id, claims.approver, now)
     if approval is None:
-        raise NotFound("There is no approval at this address.")
-    if approval.reassigned_away(claims.approver):
+        raise NotFound(NO_APPROVAL)
+    return _viewing(approval, claims.approver)
+
+
+def view_by_link(services: Services, token: str, now: datetime) -> Viewing:
+    """The page of a short link. An unknown link and a link to an approval that does not
+    hold it get the same answer: nothing tells whether the approval exists."""
+    link = check_short_link(token)
+    found = services.store.view_by_link(link.approval_id, link.token_hash, now)
+    if found is None:
+        raise NotFound(NO_APPROVAL)
+    approval, approver = found
+    if now >= approval.expires_at:
+        raise Gone(LINK_EXPIRED)
+    return _viewing(approval, approver)
+
+
+def _viewing(approval: Approval, approver: str) -> Viewing:
+    if approval.reassigned_away(approver):
         raise Reassigned(approval)
-    if claims.approver not in approval.request.approvers:
+    if approver not in approval.request.approvers:
         raise Forbidden(NOT_ASKED)
-    return Viewing(approval, claims.approver)
+    return Viewing(approval, approver)
 
 
 def decide(services: Services, approval_id: str, form: dict[str, str], now: datetime) -> Recorded:
     claims = check_link(services, approval_id, form, now)
+    return _decide(services, Voter(approval_id, claims.approver), form, now)
+
+
+def decide_by_link(services: Services, token: str, form: dict[str, str], now: datetime) -> Recorded:
+    """A vote from a short link's page: the form names the approver, and the vote's own
+    conditional update takes it only if the link is bound to that approver."""
+    link = check_short_link(token)
+    approver = form.get("approver", "")
+    if not approver:
+        raise Malformed("The form is incomplete. Open the link from your email again.")
+    return _decide(services, Voter(link.approval_id, approver, link.token_hash), form, now)
+
+
+def form_again(services: Services, voter: Voter, now: datetime) -> Approval:
+    """The approval whose page is shown again with a form to fix (one read). The form of a
+    short link is shown only as its page is: to the approver it is bound to, until expiry."""
+    approval = services.store.get(voter.approval_id)
+    if approval is None:
+        raise NotFound(NO_APPROVAL)
+    if voter.token_hash:
+        if approval.short_links.get(voter.token_hash) != voter.approver:
+            raise NotFound(NO_APPROVAL)
+        if now >= approval.expires_at:
+            raise Gone(LINK_EXPIRED)
+    return approval
+
+
+def _decide(services: Services, voter: Voter, form: dict[str, str], now: datetime) -> Recorded:
     choice = form.get("decision", "")
     comment = form.get("comment", "").strip()
     if choice not in ("approve", "reject"):
-        raise FormIncomplete("Choose Approve or Reject.", claims, comment)
+        raise FormIncomplete("Choose Approve or Reject.", voter, comment)
     if comment != _no_control(comment):
         raise FormIncomplete(
-            "The comment contains control characters; please retype it.", claims, _no_control(comment)
+            "The comment contains control characters; please retype it.", voter, _no_control(comment)
         )
     if len(comment.encode()) > COMMENT_BYTES:
         raise FormIncomplete(
             f"The comment is too long: at most {COMMENT_BYTES:,} bytes"
             " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
-            claims,
+            voter,
             comment.encode()[:COMMENT_BYTES].decode(errors="ignore"),
         )
     if choice == "reject" and not comment and services.settings.reject_needs_reason:
-        raise FormIncomplete("Say why you reject: a reason is required to reject.", claims, comment)
+        raise FormIncomplete("Say why you reject: a reason is required to reject.", voter, comment)
     outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
     # A form with no answers costs no read: the vote's condition then refuses it if the
     # request asks for some (the page always sends its fields, an unticked box as false).
     answered = any(key.startswith(answers.FORM_PREFIX) for key in form)
-    specs = _field_specs(services.store, approval_id) if answered else []
+    specs = _field_specs(services.store, voter.approval_id) if answered else []
     try:
         data = answers.read(specs, form, outcome)
     except answers.InvalidAnswer as invalid:
-        raise FormIncomplete(invalid.message, claims, comment, invalid.field) from None
-    vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now, data=data)
-    return record(services.store, services.sfn, approval_id, vote, answers_checked=answered)
+        raise FormIncomplete(invalid.message, voter, comment, invalid.field) from None
+    vote = Vote(approver=voter.approver, outcome=outcome, comment=comment, at=now, data=data)
+    return record(
+        services.store,
+        services.sfn,
+        voter.approval_id,
+        vote,
+        answers_checked=answered,
+        token_hash=voter.token_hash,
+    )
 
 
 def _field_specs(store: ApprovalStore, approval_id: str) -> list[FieldSpec]:
     approval = store.get(approval_id)
     if approval is None:
-        raise NotFound("There is no approval at this address.")
+        raise NotFound(NO_APPROVAL)
     return approval.request.fields
 
 
 def record(
-    store: ApprovalStore, sfn: SFNClient, approval_id: str, vote: Vote, *, answers_checked: bool = True
+    store: ApprovalStore,
+    sfn: SFNClient,
+    approval_id: str,
+    vote: Vote,
+    *,
+    answers_checked: bool = True,
+    token_hash: str = "",
 ) -> Recorded:
-    """Record a vote already authorised (by a signed link, or an operator) and settle."""
-    # No read first: the signature proves the approver was asked, and the stored
-    # thresholds let the conditional update settle the policy by itself.
+    """Record a vote already authorised (by a signed link, or an operator), or one whose
+    short link (``token_hash``) the update itself checks, and settle."""
+    # No read first: the signature (or the link's hash on the item) proves the approver
+    # was asked, and the stored thresholds let the conditional update settle the policy by itself.
     try:
-        updated = store.record_vote(approval_id, vote, answers_checked=answers_checked)
+        updated = store.record_vote(approval_id, vote, answers_checked=answers_checked, token_hash=token_hash)
     except VoteRejected as refused:
         raise _refusal_problem(store, sfn, refused) from None
     if updated.status is Status.PENDING:
@@ -264,12 +338,14 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
     current = refused.approval
     match refused.reason:
         case VoteRefusal.UNKNOWN:
-            return NotFound("There is no approval at this address.")
+            return NotFound(NO_APPROVAL)
         case VoteRefusal.NOT_ASKED:
             return Forbidden(NOT_ASKED)
         case VoteRefusal.REASSIGNED:
             assert current is not None
             return Reassigned(current)
+        case VoteRefusal.OTHER_APPROVER:
+            return Forbidden("The form was altered: this link was issued to another approver.")
         case VoteRefusal.EXCLUDED:
             return Forbidden("The requester may not decide on their own request.")
         case VoteRefusal.EXPIRED:

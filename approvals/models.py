@@ -371,6 +371,8 @@ class Approval(Contract):
     # Places handed over, in order; ``request.approvers`` already names who holds each now.
     reassigned: list[Reassignment] = Field(default_factory=list)
     requester_told_at: datetime | None = None  # when the requester was emailed the outcome
+    # The short links emailed (approvals.shortlinks): SHA-256 of each token, and its approver.
+    short_links: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @property
     def emailed(self) -> bool:

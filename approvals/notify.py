@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from approvals import shortlinks
 from approvals.links import LinkClaims, SigningKey, link_for
 from approvals.models import Approval, Status
 
@@ -151,17 +152,22 @@ def emails_for(
     skip: frozenset[str] = frozenset(),
     compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:
-    """One email per approver not in ``skip``, each with the approver's own signed link."""
-    expires = int(approval.expires_at.timestamp())
+    """One email per approver not in ``skip``, each with the approver's own link."""
     return [
-        compose(
-            approval,
-            approver,
-            link_for(api_url, key, LinkClaims(approval.approval_id, approver, expires)),
-        )
+        compose(approval, approver, approver_link(approval, approver, api_url, key))
         for approver in approval.request.approvers
         if approver not in skip
     ]
+
+
+def approver_link(approval: Approval, approver: str, api_url: str, key: SigningKey) -> str:
+    """The approver's short link, if the approval holds its hash; else a signed link (an
+    approval stored before short links, or whose links were made under a key since rotated)."""
+    token = shortlinks.token_for(key, approval.approval_id, approver)
+    if approval.short_links.get(shortlinks.token_hash(token)) == approver:
+        return shortlinks.short_link(api_url, token)
+    expires = int(approval.expires_at.timestamp())
+    return link_for(api_url, key, LinkClaims(approval.approval_id, approver, expires))
 
 
 def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from approvals import directory
+from approvals import directory, shortlinks
 from approvals.links import approval_id_for
 from approvals.models import (
     MAX_TASK_TOKEN,
@@ -128,6 +128,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     excluded = excluded_voters(request, services.settings.allow_self_approval)
     if problem := unreachable(request, excluded) or _too_often(request, services.settings.sweep_seconds):
         return _invalid(services, message.task_token, approval_id, problem)
+    voters = [a for a in request.approvers if a not in excluded]
     approval = Approval(
         approval_id=approval_id,
         task_token=message.task_token,
@@ -137,6 +138,8 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         created_at=sent_at,
         expires_at=sent_at + timedelta(seconds=request.timeout_seconds),
         excluded=excluded,
+        # Each voter's short link, stored as its hash (the requester gets no link).
+        short_links=shortlinks.bindings(services.keys.signing(), approval_id, voters),
     )
     settings = services.settings
     claim = services.store.claim(approval, now, settings.claim_seconds)
@@ -148,7 +151,6 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     # SNS drops, without a word, what no confirmed filtered subscription takes. Checked once
     # the claim says nothing was emailed yet: a duplicate of a request already emailed must
     # not fail it because an approver has left since (the sweep looks after that).
-    voters = [a for a in request.approvers if a not in excluded]
     if cannot_email := services.directory.unreachable(voters, now):
         return _cannot_email(services, approval, cannot_email, now)
     # Nobody gets a link they may not use: that also keeps the requester from voting.

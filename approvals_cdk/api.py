@@ -7,6 +7,7 @@ an alias of the function's latest published version, which starts from a snapsho
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -20,9 +21,12 @@ from constructs import Construct
 
 from approvals_cdk import shared
 
-# API Gateway access log fields. The query string is left out on purpose: it holds the
-# link's signature. $context.path is the path alone (no query string).
+# API Gateway access log fields. Neither the query string (a signed link's signature) nor the
+# path (a short link's token) is logged: both are credentials.
 APPROVAL_PATH = "/approvals/{approval_id}"
+SHORT_LINK_PATH = "/a/{token}"  # what emails link to (approvals.shortlinks)
+# Each route and its path parameter: signed links, and short links.
+ROUTES = ((APPROVAL_PATH, "approval_id"), (SHORT_LINK_PATH, "token"))
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
     "requestTime": "$context.requestTime",
@@ -30,7 +34,6 @@ ACCESS_LOG_FORMAT = {
     "userAgent": "$context.identity.userAgent",
     "httpMethod": "$context.httpMethod",
     "resourcePath": "$context.resourcePath",
-    "path": "$context.path",
     "status": "$context.status",
     "protocol": "$context.protocol",
     "responseLength": "$context.responseLength",
@@ -116,9 +119,10 @@ class ApprovalApi:
                 throttling_rate_limit=page_view_limits[0],
                 throttling_burst_limit=page_view_limits[1],
                 method_options={
-                    f"{APPROVAL_PATH}/{method}": apigateway.MethodDeploymentOptions(
+                    f"{path}/{method}": apigateway.MethodDeploymentOptions(
                         throttling_rate_limit=rate, throttling_burst_limit=burst
                     )
+                    for path, _ in ROUTES
                     for method, (rate, burst) in (("GET", page_view_limits), ("POST", vote_limits))
                 },
                 access_log_destination=apigateway.LogGroupLogDestination(access_logs),
@@ -131,27 +135,28 @@ class ApprovalApi:
         validator = api.add_request_validator(
             "PathValidator", validate_request_parameters=True, validate_request_body=False
         )
-        approval = api.root.resource_for_path(APPROVAL_PATH)
         integration = apigateway.LambdaIntegration(handler, allow_test_invoke=False)
-        for method in ("GET", "POST"):
-            added = approval.add_method(
+        for (path, parameter), method in itertools.product(ROUTES, ("GET", "POST")):
+            added = api.root.resource_for_path(path).add_method(
                 method,
                 integration,
                 request_validator=validator,
                 # The query string is not required here: a link missing a part must reach the
                 # function, which answers with a readable page rather than API Gateway's 400.
-                request_parameters={"method.request.path.approval_id": True},
+                request_parameters={f"method.request.path.{parameter}": True},
             )
             shared.acknowledge(
                 added,
                 "AwsSolutions-APIG4",
                 "Approvers are people following an emailed link, not AWS principals or app users:"
-                " the function authorizes each request by the link's HMAC signature, expiry and approver.",
+                " the function authorizes each request by the link's HMAC signature, expiry and approver,"
+                " or by the short link's token, whose hash the table binds to one approver.",
             )
             shared.acknowledge(
                 added,
                 "AwsSolutions-COG4",
-                "No Cognito user pool: approvers are authorized by the signed link they were emailed.",
+                "No Cognito user pool: approvers are authorized by the link (signed or short)"
+                " they were emailed.",
             )
         shared.acknowledge(
             api.node.default_child,

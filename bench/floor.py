@@ -114,8 +114,8 @@ def product(info: LocalInfo, total: int) -> float:
     problems: list[str] = []
     stop = threading.Event()
 
-    def click(link: str) -> None:
-        answer = approver.post_from_link(link, "approve", "bench")
+    def click(link: str, to: str) -> None:
+        answer = approver.post_from_link(link, "approve", "bench", approver=to)
         if answer.status != 200:
             problems.append(f"{link}: {answer.status}")
 
@@ -127,7 +127,7 @@ def product(info: LocalInfo, total: int) -> float:
                     to = str(email["to"])
                     if to.startswith("floor") and to not in clicked:
                         clicked.add(to)
-                        pool.submit(click, str(email["links"][0]))
+                        pool.submit(click, str(email["links"][0]), to)
 
     watcher = threading.Thread(target=clicker, name="clicker", daemon=True)
     watcher.start()

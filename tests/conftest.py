@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import boto3
 import moto
@@ -31,11 +31,11 @@ from pydantic import TypeAdapter, ValidationError
 import approval_api.handler
 import worker.dead_letter
 import worker.handler
-from approvals import directory, executions, runtime
+from approvals import directory, executions, runtime, shortlinks
 from approvals.answers import as_form
-from approvals.links import SigningKey, approval_id_for
+from approvals.links import LinkClaims, SigningKey, approval_id_for, link_for
 from approvals.local import moto_fixes
-from approvals.local.approver import FormReader, HttpResult, form_headers
+from approvals.local.approver import FormReader, HttpResult, form_headers, replayed_form
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
@@ -266,8 +266,10 @@ class Stack:
     def post_link(
         self, link: str, decision: str, comment: str = "", accept_json: bool = False
     ) -> ApiResponse:
-        """POST the link's own signed fields: a form replayed without opening the page."""
-        fields = dict(parse_qsl(urlsplit(link).query))
+        """POST the fields of the link's page form, replayed without opening the page: a
+        signed link's own, or the address a short link was emailed to."""
+        emailed_to = next((email.to for email in self.emails() if link in email.links), "")
+        fields = replayed_form(link, emailed_to)
         return self.post(link, {**fields, "decision": decision, "comment": comment}, accept_json)
 
     # The table -----------------------------------------------------------------------------
@@ -303,6 +305,19 @@ class Stack:
     def signing_key(self) -> SigningKey:
         return runtime.from_environment().keys.signing()
 
+    def bound_to(self, link: str) -> str | None:
+        """The approver the table binds a short link to, if any."""
+        token = shortlinks.token_in(link)
+        assert token is not None, f"not a short link: {link}"
+        return self.approval(approval_id_of(link)).short_links.get(shortlinks.token_hash(token))
+
+    def signed_link(self, link: str, approver: str) -> str:
+        """The signed link to the approval of ``link`` for ``approver``: what emails carried
+        before short links, which keeps working until it expires."""
+        approval = self.approval(approval_id_of(link))
+        claims = LinkClaims(approval.approval_id, approver, int(approval.expires_at.timestamp()))
+        return link_for(API_URL, self.signing_key, claims)
+
 
 def lambda_context(function_name: str) -> Any:
     """The context the Lambda runtime hands a function (the local stack's stand-in)."""
@@ -310,7 +325,9 @@ def lambda_context(function_name: str) -> Any:
 
 
 def approval_id_of(link: str) -> str:
-    return urlsplit(link).path.rsplit("/", 1)[-1]
+    """The approval a link names: in its path, or inside a short link's token."""
+    token = shortlinks.token_in(link)
+    return shortlinks.parse(token).approval_id if token else urlsplit(link).path.rsplit("/", 1)[-1]
 
 
 def token_of(message: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from approvals.answers import as_form
+from approvals.shortlinks import token_in
 
 
 class FormReader(HTMLParser):
@@ -86,12 +87,23 @@ def open_link(link: str) -> HttpResult:
     return request(link)
 
 
-def post_from_link(link: str, decision: str, comment: str = "", accept_json: bool = False) -> HttpResult:
-    """POST a decision with the signed fields taken straight from a link, as a replayed or
-    scripted request would, without opening the page first."""
-    address, _, query = link.partition("?")
-    fields = {**dict(parse_qsl(query)), "decision": decision, "comment": comment}
+def post_from_link(
+    link: str, decision: str, comment: str = "", accept_json: bool = False, approver: str = ""
+) -> HttpResult:
+    """POST a decision with the fields of the link's page form, as a replayed or scripted
+    request would, without opening the page first: a signed link's own fields, or, for a
+    short link, the ``approver`` it was emailed to (what its page's form carries)."""
+    address = link.partition("?")[0]
+    fields = {**replayed_form(link, approver), "decision": decision, "comment": comment}
     return request(address, urlencode(fields).encode(), form_headers(address, accept_json), "POST")
+
+
+def replayed_form(link: str, approver: str = "") -> dict[str, str]:
+    """The fields the page of ``link`` puts in its form: a signed link's query, or the
+    approver a short link was emailed to."""
+    if token_in(link) is not None:
+        return {"approver": approver}
+    return dict(parse_qsl(urlsplit(link).query))
 
 
 def submit(

@@ -14,6 +14,7 @@ from approvals.policy import thresholds
 from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
+    SHORT_LINKS,
     TELL,
     TELL_ATTRIBUTE,
     Item,
@@ -21,6 +22,7 @@ from approvals.store.items import (
     approval_from_item,
     epoch,
     failed_condition_item,
+    short_links_item,
     write_id,
 )
 
@@ -57,6 +59,7 @@ class ClaimStore(Table):
             "status": {"S": Status.PENDING.value},
             "votes": {"M": {}},
             "viewed": {"M": {}},
+            SHORT_LINKS: short_links_item(approval.short_links),
             "reminded": {"M": {}},
             "excluded": {"L": [{"S": who} for who in approval.excluded]},
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.

@@ -121,6 +121,23 @@ def reassignments(item: Item) -> list[Reassignment]:
     ]
 
 
+SHORT_LINKS = "short_links"  # token hash: {approver, viewed (the link's first view)}
+
+
+def short_links_item(bindings: dict[str, str]) -> Item:
+    return {"M": {token_hash: {"M": {"approver": {"S": who}}} for token_hash, who in bindings.items()}}
+
+
+def _viewed(item: Item) -> dict[str, datetime]:
+    """Each approver's first view, by signed link (``viewed``) or by short link."""
+    viewed = epoch_map(item, "viewed")
+    for link in item.get(SHORT_LINKS, {}).get("M", {}).values():
+        if "viewed" in link["M"]:
+            who, at = link["M"]["approver"]["S"], from_epoch(link["M"]["viewed"]["N"])
+            viewed[who] = min(viewed.get(who, at), at)
+    return viewed
+
+
 def approval_from_item(item: Item) -> Approval:
     request = ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED)
     reassigned = reassignments(item)
@@ -144,7 +161,7 @@ def approval_from_item(item: Item) -> Approval:
         delivery_failed=item.get("delivery_failed", {}).get("BOOL", False),
         unconfirmed=OPEN_ATTRIBUTE in item and item["status"]["S"] in (Status.APPROVED, Status.REJECTED),
         closed_at=optional_time(item, "closed_at"),
-        viewed=epoch_map(item, "viewed"),
+        viewed=_viewed(item),
         reminded=epoch_map(item, "reminded"),
         recurring_reminder=int(item.get("recurring", {}).get("M", {}).get("period", {}).get("N", "0")),
         recurring_reminded_at=optional_time(item.get("recurring", {}).get("M", {}), "at"),
@@ -152,6 +169,10 @@ def approval_from_item(item: Item) -> Approval:
         unreachable={
             who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
             for who, lost in item.get("unreachable", {}).get("M", {}).items()
+        },
+        short_links={
+            token_hash: link["M"]["approver"]["S"]
+            for token_hash, link in item.get(SHORT_LINKS, {}).get("M", {}).items()
         },
     )
 

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from approvals.models import Approval, Outcome, Status, Vote
 from approvals.store.items import (
+    SHORT_LINKS,
     Item,
     Table,
     approval_from_item,
@@ -39,6 +40,10 @@ class VoteRefusal(Enum):
     EXPIRED = "the request has expired"
     CANCELLED = "the request was cancelled"
     UNANSWERED = "the request asks for answers the vote did not carry"
+    OTHER_APPROVER = "the short link was issued to another approver"
+
+
+VIEWED = f"{SHORT_LINKS}.#link.viewed"  # a short link's first view
 
 
 class VoteStore(Table):
@@ -63,10 +68,40 @@ class VoteStore(Table):
             return None
         return approval_from_item(result["Attributes"])
 
-    def record_vote(self, approval_id: str, vote: Vote, *, answers_checked: bool = True) -> Approval:
+    def view_by_link(self, approval_id: str, token_hash: str, now: datetime) -> tuple[Approval, str] | None:
+        """The approval and the approver a short link is bound to, for its page; None if no
+        approval holds that link. The same call notes the link's first view (audit only),
+        unless the approval has expired: that approval is returned as it is.
+
+        The link is found by its hash, as a key of the item's map, in the condition: no
+        read before, and no comparison of secrets in this process.
+        """
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(approval_id),
+                UpdateExpression=f"SET {VIEWED} = if_not_exists({VIEWED}, :now)",
+                ConditionExpression=f"attribute_exists({SHORT_LINKS}.#link) AND expires_at > :now",
+                ExpressionAttributeNames={"#link": token_hash},
+                ExpressionAttributeValues={":now": {"N": epoch(now)}},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            item = result["Attributes"]
+        except ClientError as error:
+            item = failed_condition_item(error)
+        approval = approval_from_item(item) if item else None
+        if approval is None or token_hash not in approval.short_links:
+            return None
+        return approval, approval.short_links[token_hash]
+
+    def record_vote(
+        self, approval_id: str, vote: Vote, *, answers_checked: bool = True, token_hash: str = ""
+    ) -> Approval:
         """Record one approver's vote; the returned approval's ``decided_by`` tells whether
         this vote settled it. A vote whose answers were not checked against the request's
-        fields (its form carried none) is taken only if the request has none.
+        fields (its form carried none) is taken only if the request has none. A vote by
+        short link (``token_hash``) is taken only if that link is bound to the voter.
 
         One conditional update does it, with no read first: the vote that brings its
         side's count to the threshold stored with the approval also writes the outcome,
@@ -82,7 +117,7 @@ class VoteStore(Table):
             try:
                 result = self._db.update_item(
                     **self._vote_update(
-                        approval_id, vote, write, counter, last_open, settling, answers_checked
+                        approval_id, vote, write, counter, last_open, settling, answers_checked, token_hash
                     )
                 )
                 return approval_from_item(result["Attributes"])
@@ -94,7 +129,7 @@ class VoteStore(Table):
             if stored_vote.get("M", {}).get("write") == write:
                 return approval_from_item(old)  # this vote, sent again by the SDK: it is in
             current = approval_from_item(old)
-            refusal = _refusal(current, vote)
+            refusal = _link_refusal(current, vote, token_hash) or _refusal(current, vote)
             if not refusal and not answers_checked and current.request.fields:
                 refusal = VoteRefusal.UNANSWERED
             if refusal:
@@ -111,6 +146,7 @@ class VoteStore(Table):
         last_open: str,
         settling: bool,
         answers_checked: bool,
+        token_hash: str,
     ) -> dict[str, Any]:
         values: Item = {
             ":vote": vote_item(vote, write),
@@ -136,12 +172,28 @@ class VoteStore(Table):
                 " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
                 + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
+                + (f" AND {SHORT_LINKS}.#link.approver = :approver" if token_hash else "")
             ),
-            "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
+            "ExpressionAttributeNames": {
+                "#approver": vote.approver,
+                "#status": "status",
+                **({"#link": token_hash} if token_hash else {}),
+            },
             "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
+
+
+def _link_refusal(current: Approval, vote: Vote, token_hash: str) -> VoteRefusal | None:
+    """Checked first: a short link that does not hold tells nothing of the approval's state."""
+    if not token_hash:
+        return None
+    if token_hash not in current.short_links:
+        return VoteRefusal.UNKNOWN
+    if current.short_links[token_hash] != vote.approver:
+        return VoteRefusal.OTHER_APPROVER
+    return None
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:

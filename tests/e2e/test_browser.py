@@ -4,6 +4,7 @@ by Playwright against `approvals local`. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -85,6 +86,9 @@ def test_approve_from_the_outbox_link(page: Page, local_stack: RunningStack) -> 
         details={"service": "checkout", "version": "2.4.0", "change": "CHG-1042"},
     )  # fmt: skip
     open_from_outbox(page, local_stack, "alice@example.com", title)
+    # The emailed short link: nothing personal in the address bar, and none in the history.
+    expect(page).to_have_url(re.compile(r"/a/[A-Za-z0-9_-]{43}$"))
+    expect(page.get_by_text("you are alice@example.com")).to_be_visible()
     expect(page.get_by_text("Requested by release-bot@example.com")).to_be_visible()
     expect(page.get_by_role("row", name="version 2.4.0")).to_be_visible()
     expect(page.get_by_role("row", name="bob@example.com not yet decided")).to_be_visible()

@@ -6,6 +6,7 @@ names, substitutions, outputs)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from typing import Any
@@ -55,7 +56,11 @@ def test_execution_started_with_the_aws_cli_is_approved_by_clicking(local_stack:
     )  # fmt: skip
     email = wait_for_email(local_stack.info, "ops@example.com", request["title"])
     assert "task_token" not in email["body"]
-    link = email["links"][0]
+    # Only a short link, with no address or signature: {api}/a/<43 characters>.
+    (link,) = email["links"]
+    assert re.fullmatch(re.escape(local_stack.info.api_url.rstrip("/")) + r"/a/[A-Za-z0-9_-]{43}", link)
+    assert "sig=" not in email["body"]
+    assert "approver=" not in email["body"]
     page = approver.open_link(link)
     assert page.status == 200
     assert "E2E deploy &lt;b&gt;now&lt;/b&gt;" in page.text

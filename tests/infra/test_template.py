@@ -271,8 +271,10 @@ def test_function_logs_are_kept_as_configured(synthesis: Synthesis) -> None:
 # -- API -------------------------------------------------------------------------------------
 
 
-def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synthesis) -> None:
-    """To the function's live alias: the stack under test has SnapStart on (test_snap_start.py)."""
+@pytest.mark.parametrize("path_part", ["{approval_id}", "{token}"])
+def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synthesis, path_part: str) -> None:
+    """Both kinds of link, signed (/approvals/{approval_id}) and short (/a/{token}), to the
+    function's live alias: the stack under test has SnapStart on (test_snap_start.py)."""
     api_function, _ = function(synthesis, "api")
     alias, _ = only(
         {
@@ -285,7 +287,7 @@ def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synth
         {
             lid: r
             for lid, r in synthesis.resources("AWS::ApiGateway::Resource").items()
-            if r["Properties"]["PathPart"] == "{approval_id}"
+            if r["Properties"]["PathPart"] == path_part
         }
     )
     methods = {
@@ -307,7 +309,15 @@ def _referenced(value: Any, resources: dict[str, dict[str, Any]]) -> dict[str, d
     return {lid: r for lid, r in resources.items() if f'"{lid}"' in text}
 
 
-FORBIDDEN_IN_ACCESS_LOGS = ("querystring", "requestoverride", "$input", "$method.request", "$request")
+# The query string holds a signed link's signature; the path, a short link's token.
+FORBIDDEN_IN_ACCESS_LOGS = (
+    "querystring",
+    "requestoverride",
+    "$input",
+    "$method.request",
+    "$request",
+    '"$context.path"',
+)
 
 
 def test_api_stage_is_throttled_and_logs_access_without_query_strings(
@@ -326,6 +336,8 @@ def test_api_stage_is_throttled_and_logs_access_without_query_strings(
         ("/*", "*"),
         ("/~1approvals~1{approval_id}", "GET"),
         ("/~1approvals~1{approval_id}", "POST"),
+        ("/~1a~1{token}", "GET"),
+        ("/~1a~1{token}", "POST"),
     }
     assert all(rate > 0 and burst > 0 for rate, burst in throttling.values())
     access = properties["AccessLogSetting"]

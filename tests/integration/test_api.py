@@ -1,4 +1,7 @@
-"""The approval API against moto: what each kind of click gets, and what it leaves behind."""
+"""The approval API against moto: what each kind of click gets, and what it leaves behind.
+
+These go by signed links, which keep working beside the short links emails now carry
+(tests/integration/test_short_links.py), with the same answers."""
 
 from __future__ import annotations
 
@@ -17,11 +20,11 @@ DECISION_KEYS = ("status", "votes", "approvals", "rejections", "decided_at")
 
 
 def started(stack: Stack, title: str, approvers: list[str] | None = None, **fields: Any) -> tuple[str, str]:
-    """An execution waiting on ``title``, and Alice's link."""
+    """An execution waiting on ``title``, and Alice's signed link."""
     arn = stack.start(
         ApprovalRequest(title=title, approvers=approvers or [ALICE], requester="ci@example.com", **fields)
     )
-    return arn, stack.email(ALICE, title).links[0]
+    return arn, stack.signed_link(stack.email(ALICE, title).links[0], ALICE)
 
 
 def with_query(link: str, **changes: str) -> str:
@@ -164,24 +167,14 @@ def test_link_for_another_approval_is_forbidden(stack: Stack) -> None:
 def test_signed_link_for_someone_not_asked_is_forbidden(stack: Stack) -> None:
     """Only a key holder could make this link; even so it gives no vote."""
     _, link = started(stack, "Not asked")
-    claims = LinkClaims(
-        approval_id_of(link), "mallory@example.com", int(urlsplit(link).query.split("expires=")[1][:10])
-    )
-    outsider = link_for(API_URL, stack.signing_key, claims)
+    outsider = stack.signed_link(link, "mallory@example.com")  # validly signed, as a leaked key would allow
     assert_error(stack.get(outsider), 403, "not issued to an approver")
-
-
-def signed_link(stack: Stack, link: str, approver: str) -> str:
-    """A link to the same approval, validly signed for ``approver``: what a leaked key or a
-    signing bug would give."""
-    expires = int(dict(parse_qsl(urlsplit(link).query))["expires"])
-    return link_for(API_URL, stack.signing_key, LinkClaims(approval_id_of(link), approver, expires))
 
 
 def test_a_vote_signed_for_someone_not_asked_is_refused_by_the_table(stack: Stack) -> None:
     """The vote's conditional update checks who may vote; a valid signature is not enough."""
     arn, link = started(stack, "Outsider vote")
-    response = stack.post_link(signed_link(stack, link, "mallory@example.com"), "approve")
+    response = stack.post_link(stack.signed_link(link, "mallory@example.com"), "approve")
     assert_error(response, 403, "not issued to an approver")
     assert stack.approval(approval_id_of(link)).votes == {}
     stack.assert_running(arn)
@@ -223,7 +216,7 @@ def test_an_approval_stored_under_the_older_character_caps_is_still_shown_and_de
 def test_a_vote_signed_for_the_excluded_requester_is_refused_by_the_table(stack: Stack) -> None:
     arn = stack.start(ApprovalRequest(title="Self vote", approvers=[ALICE, BOB], requester=BOB))
     link = stack.email(ALICE, "Self vote").links[0]
-    response = stack.post_link(signed_link(stack, link, BOB), "approve")
+    response = stack.post_link(stack.signed_link(link, BOB), "approve")
     assert_error(response, 403, "may not decide on their own request")
     assert stack.approval(approval_id_of(link)).votes == {}
     stack.assert_running(arn)

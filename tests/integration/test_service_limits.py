@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
 from approvals import runtime
 from approvals.decision import COMMENT_BYTES
+from approvals.local.approver import replayed_form
 from approvals.models import DATA_BYTES, MAX_APPROVERS, REQUEST_BYTES, ApprovalRequest, FieldSpec, Policy
 from tests.integration.conftest import Stack, eventually
 
@@ -105,7 +105,7 @@ def test_the_largest_request_and_decision_the_caps_allow_fit_every_limit(stack: 
     answer = '"\\' * ((DATA_BYTES - len('{"note": ""}')) // 4)  # each pair escapes to four bytes
     assert len(json.dumps({"note": answer}).encode()) == DATA_BYTES
     for who in approvers:
-        form = {**dict(parse_qsl(urlsplit(links[who]).query)), "decision": "approve", "comment": comment}
+        form = {**replayed_form(links[who], who), "decision": "approve", "comment": comment}
         assert stack.post(links[who], {**form, "data.note": answer}).status == 200
     report = stack.finish(arn, timeout=30)
     assert report.status == "SUCCEEDED", report.cause

@@ -11,18 +11,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 import approval_api.handler
-from approvals import decision, directory, executions, runtime
+from approvals import decision, directory, executions, runtime, shortlinks
 from approvals.local import approver
 from approvals.local.outbox import SentEmail
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest, Outcome, Policy, Status, utcnow
 from approvals.target import Target, for_local
-from tests.conftest import approval_id_of, eventually
+from tests.conftest import eventually
 from tests.reliability.faults import (
     Hooks,
     Response,
@@ -132,7 +131,7 @@ def test_an_entry_sns_failed_is_sent_on_the_retry(local: LocalStack, target: Tar
     links = links_for(local, "Local partial failure", approvers)
     assert failed_once == ["bob@example.com"]
     for who in approvers:
-        assert approver.post_from_link(links[who], "approve").status == 200
+        assert approver.post_from_link(links[who], "approve", approver=who).status == 200
     report = ended(target, arn)
     assert report.output["outcome"] == "approved"
     assert Counter(e.to for e in emails_about(local, "Local partial failure")) == Counter(approvers)
@@ -169,17 +168,19 @@ def test_a_decision_sendtasksuccess_failed_is_delivered_by_the_sweeper(
 Answer = tuple[int, dict[str, Any]]  # HTTP status, and the JSON answer to a recorded vote
 
 
-def post_over_http(link: str, choice: str, comment: str) -> Answer:
-    result = approver.post_from_link(link, choice, comment, accept_json=True)
+def post_over_http(link: str, who: str, choice: str, comment: str) -> Answer:
+    result = approver.post_from_link(link, choice, comment, accept_json=True, approver=who)
     return result.status, result.json() if result.status == 200 else {}
 
 
-def decide_in_a_thread(link: str, choice: str, comment: str) -> Answer:
+def decide_in_a_thread(link: str, who: str, choice: str, comment: str) -> Answer:
     """As one of many Lambda environments would: the API's domain call, in a thread of its
     own (the local API runs its handler one event at a time, as one environment)."""
-    fields = {**dict(parse_qsl(urlsplit(link).query)), "decision": choice, "comment": comment}
+    token = shortlinks.token_in(link)
+    assert token is not None, "emails carry short links"
+    fields = {"approver": who, "decision": choice, "comment": comment}
     try:
-        recorded = decision.decide(runtime.from_environment(), approval_id_of(link), fields, utcnow())
+        recorded = decision.decide_by_link(runtime.from_environment(), token, fields, utcnow())
     except decision.Problem as problem:
         return problem.status, {}
     return 200, {
@@ -191,12 +192,13 @@ def decide_in_a_thread(link: str, choice: str, comment: str) -> Answer:
 
 @pytest.mark.parametrize("send", [post_over_http, decide_in_a_thread], ids=["over HTTP", "in fifty threads"])
 def test_fifty_racing_decisions_settle_the_request_once(
-    local: LocalStack, target: Target, send: Callable[[str, str, str], Answer]
+    local: LocalStack, target: Target, send: Callable[[str, str, str, str], Answer]
 ) -> None:
     """Five approvers (three of five to approve) each send ten decisions at once, approve and
     reject mixed: one vote per approver at most, the workflow is answered once with the
     votes recorded, no answer is a 5xx, and each vote recorded is answered 200. Over HTTP
-    they race to the API; in threads, their conditional writes race in DynamoDB."""
+    they race to the API; in threads, their conditional writes race in DynamoDB. Each goes
+    through the approver's short link, whose binding the same conditional write checks."""
     title = f"Racing decisions {send.__name__}"
     approvers = [f"racer{i}@example.com" for i in range(5)]
     arn = start(target, title, approvers, policy=Policy.QUORUM, quorum=3)
@@ -207,7 +209,7 @@ def test_fifty_racing_decisions_settle_the_request_once(
     def post(click: tuple[str, str]) -> tuple[str, Answer]:
         who, choice = click
         ready.wait()
-        return who, send(links[who], choice, f"{choice} from {who}")
+        return who, send(links[who], who, choice, f"{choice} from {who}")
 
     with ThreadPoolExecutor(len(posts)) as pool:
         answers = list(pool.map(post, posts))
@@ -253,7 +255,7 @@ def test_two_clicks_at_once_are_each_recorded_on_their_own_request(
 
     monkeypatch.setattr(approval_api.handler, "_form", form_after_the_other)
     with ThreadPoolExecutor(2) as pool:
-        sent = pool.map(lambda who: post_over_http(links[who], "approve", who), titles)
+        sent = pool.map(lambda who: post_over_http(links[who], who, "approve", who), titles)
         answers = dict(zip(titles, sent, strict=True))
 
     assert {who: status for who, (status, _) in answers.items()} == dict.fromkeys(titles, 200)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from approvals import request as worker_logic
+from approvals import shortlinks
 from approvals.links import KeyRing, LinkClaims, LinkError, SigningKey, approval_id_for, link_for, verify
 from approvals.models import MAX_APPROVERS, ApprovalRequest, Policy, describe_validation_error
 from approvals.statemachine import MAX_TIMEOUT_SECONDS
@@ -86,10 +87,18 @@ def test_no_near_miss_of_a_real_link_verifies(data: Any, target: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pending_link(module_stack: Stack) -> str:
+def pending_short_link(module_stack: Stack) -> str:
     module_stack.start(ApprovalRequest(title="Fuzzed", approvers=["alice@example.com"], requester="ci"))
     link = module_stack.email("alice@example.com", "Fuzzed").links[0]
     assert module_stack.get(link).status == 200  # the first view is noted now
+    return link
+
+
+@pytest.fixture(scope="module")
+def pending_link(module_stack: Stack, pending_short_link: str) -> str:
+    """The signed link of the same approval (as emailed before short links)."""
+    link = module_stack.signed_link(pending_short_link, "alice@example.com")
+    assert module_stack.get(link).status == 200
     return link
 
 
@@ -120,6 +129,31 @@ def test_no_near_miss_of_a_real_link_gets_past_the_api(
         response = module_stack.call("POST", url, headers, urlencode({**changed, "decision": "approve"}))
     event(f"{method} {target}: {response.status}")
     assert response.status in (400, 403, 404), response.body
+    assert set(response.json()) == {"error", "message", "status"}
+    assert module_stack.raw_item(approval_id) == before
+
+
+@given(data=st.data(), method=st.sampled_from(["GET", "POST"]))
+@settings(max_examples=80, deadline=None)
+def test_no_near_miss_of_a_real_short_link_gets_past_the_api(
+    module_stack: Stack, pending_short_link: str, data: Any, method: str
+) -> None:
+    token = shortlinks.token_in(pending_short_link)
+    assert token is not None
+    near = data.draw(nudged(token))
+    if near == token:
+        return
+    approval_id = approval_id_of(pending_short_link)
+    before = module_stack.raw_item(approval_id)
+    url = f"{API_URL}/a/{quote(near, safe='') or '%20'}"
+    if method == "GET":
+        response = module_stack.call("GET", url, {"Accept": "application/json"})
+    else:
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        form = {"approver": "alice@example.com", "decision": "approve"}
+        response = module_stack.call("POST", url, headers, urlencode(form))
+    event(f"{method}: {response.status}")
+    assert response.status == 404, response.body
     assert set(response.json()) == {"error", "message", "status"}
     assert module_stack.raw_item(approval_id) == before
 

@@ -40,6 +40,7 @@ CROSS_SITE = "Decisions can only be sent from the approval page itself."
 NOT_A_FORM = "Send the decision as a form (application/x-www-form-urlencoded)."
 CLOSED = "This approval is closed"
 EXPIRED_LINK = "This link has expired; the request can no longer be decided."
+MISTYPED = "This link is incomplete or mistyped. Open the link from your email again, all of it."
 COMPLETE_IT = "Please complete the form"
 
 
@@ -47,13 +48,19 @@ COMPLETE_IT = "Please complete the form"
 class Site:
     """One request waiting on Alice and Bob (both must approve), one already approved."""
 
-    pending: dict[str, str]  # approver: link
+    pending: dict[str, str]  # approver: signed link (what emails carried before short links)
     settled: dict[str, str]
+    short: dict[str, str]  # approver: the short link emailed, of the pending request
+    short_settled: dict[str, str]
     executions: list[str]
 
     @property
     def alice(self) -> str:
         return self.pending[ALICE]
+
+    @property
+    def alice_short(self) -> str:
+        return self.short[ALICE]
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +74,15 @@ def site(module_stack: Stack) -> Site:
     settled_arn = stack.start(
         ApprovalRequest(title="Already settled", approvers=[ALICE, BOB], requester="ci@example.com")
     )
-    pending = {who: stack.email(who, "Security table").links[0] for who in (ALICE, BOB)}
-    settled = {who: stack.email(who, "Already settled").links[0] for who in (ALICE, BOB)}
+    short = {who: stack.email(who, "Security table").links[0] for who in (ALICE, BOB)}
+    short_settled = {who: stack.email(who, "Already settled").links[0] for who in (ALICE, BOB)}
+    pending = {who: stack.signed_link(link, who) for who, link in short.items()}
+    settled = {who: stack.signed_link(link, who) for who, link in short_settled.items()}
     assert stack.click(settled[ALICE], "approve").status == 200
     assert stack.finish(settled_arn).output["outcome"] == "approved"
-    for link in (*pending.values(), *settled.values()):
+    for link in (*pending.values(), *settled.values(), *short.values(), *short_settled.values()):
         assert stack.get(link).status == 200  # first views noted now: later ones change nothing
-    return Site(pending, settled, [pending_arn, settled_arn])
+    return Site(pending, settled, short, short_settled, [pending_arn, settled_arn])
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,19 @@ def post(
     """A form post of the link's signed fields and ``extra`` (a decision by default)."""
     form = {**fields_of(link), **(extra if extra is not None else {"decision": "approve"})}
     return Call("POST", address(link), {**FORM, **(headers or {})}, urlencode(form))
+
+
+def post_short(
+    link: str, extra: dict[str, str] | None = None, headers: Mapping[str, str | None] | None = None
+) -> Call:
+    """A form post to a short link, as its page sends it for Alice, with ``extra``."""
+    form = {"approver": ALICE, **(extra if extra is not None else {"decision": "approve"})}
+    return Call("POST", link, {**FORM, **(headers or {})}, urlencode(form))
+
+
+def spliced(site: Site) -> str:
+    """The pending request's id with the secret half of another approval's short link."""
+    return site.alice_short[:-21] + site.short_settled[ALICE][-21:]
 
 
 def signed(approval_id: str, approver: str, expires: datetime) -> Callable[[Stack], str]:
@@ -527,6 +549,169 @@ REFUSALS = [
         ALTERED,
     ),
     Refusal(
+        "short link one character short",
+        lambda site, stack: get(site.alice_short[:-1]),
+        404,
+        NOT_FOUND,
+        MISTYPED,
+    ),
+    Refusal(
+        "short link one character long",
+        lambda site, stack: get(site.alice_short + "A"),
+        404,
+        NOT_FOUND,
+        MISTYPED,
+    ),
+    Refusal(
+        "short link with a character outside its alphabet",
+        lambda site, stack: get(site.alice_short[:-1] + "~"),
+        404,
+        NOT_FOUND,
+        MISTYPED,
+    ),
+    Refusal(
+        "short link in standard base64 (+)",
+        lambda site, stack: get(site.alice_short[:-1] + "%2B"),
+        404,
+        NOT_FOUND,
+        MISTYPED,
+    ),
+    Refusal(
+        "short link, malformed, POST",
+        lambda site, stack: post_short(site.alice_short[:-1]),
+        404,
+        NOT_FOUND,
+        MISTYPED,
+    ),
+    Refusal(
+        "short link with a made-up secret",
+        lambda site, stack: get(
+            site.alice_short[:-6] + ("AAAAAA" if site.alice_short[-6:] != "AAAAAA" else "BBBBBB")
+        ),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link with the secret of another approval's link",
+        lambda site, stack: get(spliced(site)),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link with the secret of another approval's link, POST",
+        lambda site, stack: post_short(spliced(site)),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link with the secret of another approval's link, a form to fix",
+        lambda site, stack: post_short(spliced(site), {"decision": "maybe"}),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link of an unknown approval",
+        lambda site, stack: get(f"{API_URL}/a/{'A' * 22}{site.alice_short[-21:]}"),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link POST naming another approver",
+        lambda site, stack: post_short(site.alice_short, {"approver": BOB, "decision": "approve"}),
+        403,
+        NOT_VALID,
+        "The form was altered: this link was issued to another approver.",
+    ),
+    Refusal(
+        "short link POST naming another approver, a form to fix",
+        lambda site, stack: post_short(site.alice_short, {"approver": BOB, "decision": "maybe"}),
+        404,
+        NOT_FOUND,
+        NO_APPROVAL,
+    ),
+    Refusal(
+        "short link POST without the approver",
+        lambda site, stack: Call("POST", site.alice_short, FORM, "decision=approve"),
+        400,
+        INCOMPLETE,
+        "The link or form is incomplete.",
+    ),
+    Refusal(
+        "short link POST with an empty approver",
+        lambda site, stack: post_short(site.alice_short, {"approver": "", "decision": "approve"}),
+        400,
+        INCOMPLETE,
+        "The form is incomplete. Open the link from your email again.",
+    ),
+    Refusal(
+        "short link POST with the signed fields of the same approver",
+        lambda site, stack: Call(
+            "POST",
+            site.alice_short,
+            FORM,
+            urlencode({**fields_of(site.alice), "approver": "", "decision": "approve"}),
+        ),
+        400,
+        INCOMPLETE,
+        "The form is incomplete. Open the link from your email again.",
+    ),
+    Refusal(
+        "short link POST from a foreign origin",
+        lambda site, stack: post_short(
+            site.alice_short, headers={"Origin": "https://evil.example", "Host": HOST}
+        ),
+        403,
+        NOT_VALID,
+        CROSS_SITE,
+    ),
+    Refusal(
+        "short link POST from another site (Sec-Fetch-Site)",
+        lambda site, stack: post_short(site.alice_short, headers={"Sec-Fetch-Site": "cross-site"}),
+        403,
+        NOT_VALID,
+        CROSS_SITE,
+    ),
+    Refusal(
+        "short link POST as JSON",
+        lambda site, stack: Call(
+            "POST", site.alice_short, {"Content-Type": "application/json"}, json.dumps({"approver": ALICE})
+        ),
+        400,
+        INCOMPLETE,
+        NOT_A_FORM,
+    ),
+    Refusal(
+        "short link replay after settlement",
+        lambda site, stack: post_short(site.short_settled[ALICE]),
+        409,
+        "Already decided",
+        "You have already decided on this request.",
+    ),
+    Refusal(
+        "short link of another approver after settlement",
+        lambda site, stack: Call(
+            "POST",
+            site.short_settled[BOB],
+            FORM,
+            urlencode({"approver": BOB, "decision": "reject", "comment": "no"}),
+        ),
+        409,
+        "Already decided",
+        "This request is already approved.",
+    ),
+    Refusal(
+        "a path below a short link",
+        lambda site, stack: get(f"{site.alice_short}/votes"),
+        404,
+        NOT_FOUND,
+        NOTHING_HERE,
+    ),
+    Refusal(
         "header injection in the Origin",
         lambda site, stack: post(
             site.alice, headers={"Origin": "https://evil.example\r\nSet-Cookie: a=b", "Host": HOST}
@@ -707,3 +892,33 @@ def test_unicode_in_every_field_is_kept_and_shown(module_stack: Stack) -> None:
     assert done.json()["recorded"]["comment"] == UNICODE["comment"]
     assert UNICODE["comment"] in unescape(stack.get(email.links[0]).body)
     assert stack.finish(arn).output["votes"][0]["comment"] == UNICODE["comment"]
+
+
+def test_a_short_link_of_an_expired_approval_is_gone_and_changes_nothing(module_stack: Stack) -> None:
+    stack = module_stack
+    stack.start(ApprovalRequest(title="Expired short", approvers=[ALICE], requester="ci@example.com"))
+    link = stack.email(ALICE, "Expired short").links[0]
+    approval_id = approval_id_of(link)
+    past = int((datetime.now(UTC) - timedelta(seconds=1)).timestamp())
+    stack.dynamodb.update_item(  # its time has run out, as it would have a day later
+        TableName=stack.resources.table_name,
+        Key={"approval_id": {"S": approval_id}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(past)}},
+    )
+    before = stack.raw_item(approval_id)
+    page = stack.get(link)
+    assert page.status == 410
+    assert read(page) == (CLOSED, EXPIRED_LINK)
+    assert stack.get(link, accept_json=True).json() == {
+        "error": CLOSED,
+        "message": EXPIRED_LINK,
+        "status": 410,
+    }
+    vote = stack.post_link(link, "approve", accept_json=True)
+    assert vote.json() == {
+        "error": CLOSED,
+        "message": "This request expired before it was decided.",
+        "status": 410,
+    }
+    assert stack.raw_item(approval_id) == before

@@ -33,15 +33,24 @@ def test_approvals_openapi_prints_it(capsys: pytest.CaptureFixture[str]) -> None
 def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
     spec = document()
     operations = {(method, path) for path, ops in spec["paths"].items() for method in ops}
-    assert operations == {("get", "/approvals/{approval_id}"), ("post", "/approvals/{approval_id}")}
-    answers = {method: set(ops[method]["responses"]) for ops in spec["paths"].values() for method in ops}
-    assert answers == {
-        "get": {"200", "400", "403", "404", "410"},
-        "post": {"200", "202", "400", "403", "404", "409", "410"},
+    assert operations == {
+        ("get", "/approvals/{approval_id}"),
+        ("post", "/approvals/{approval_id}"),
+        ("get", "/a/{token}"),
+        ("post", "/a/{token}"),
     }
-    form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
-    assert form["required"] == ["approver", "expires", "sig"]
-    assert form["properties"]["decision"]["enum"] == ["approve", "reject"]
+    for path in ("/approvals/{approval_id}", "/a/{token}"):
+        answers = {method: set(ops["responses"]) for method, ops in spec["paths"][path].items()}
+        assert answers == {
+            "get": {"200", "400", "403", "404", "410"},
+            "post": {"200", "202", "400", "403", "404", "409", "410"},
+        }
+    signed_form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
+    assert signed_form["required"] == ["approver", "expires", "sig"]
+    short_form = spec["components"]["schemas"]["Body_decide_by_link_a__token__post"]
+    assert short_form["required"] == ["approver"]
+    for form in (signed_form, short_form):
+        assert form["properties"]["decision"]["enum"] == ["approve", "reject"]
     assert "HTTPValidationError" not in json.dumps(spec)
 
 
