@@ -284,11 +284,11 @@ def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approva
     from approvals import reassign
 
     lookup = directory.Directory(target.sns, target.topic_arn, max_age=timedelta(0))  # read it now
+    signing = keys.Keys(target.secrets, target.signing_secret_id).signing()
     try:
-        approval = reassign.reassign(target.store, lookup, approval_id, change)
+        approval = reassign.reassign(target.store, lookup, signing, approval_id, change)
     except reassign.ReassignError as refused:
         raise TargetError(str(refused)) from None
-    signing = keys.Keys(target.secrets, target.signing_secret_id).signing()
     if not reassign.email_new_approver(
         target.sns, target.topic_arn, target.api_url, signing, approval, change.to
     ):

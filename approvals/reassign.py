@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from approvals import shortlinks
 from approvals.directory import Directory
 from approvals.links import SigningKey
 from approvals.models import Approval, Reassignment, Status
@@ -66,8 +67,11 @@ def _already_made(approval: Approval, change: Reassignment) -> bool:
     )
 
 
-def reassign(store: ApprovalStore, directory: Directory, approval_id: str, change: Reassignment) -> Approval:
-    """Hand ``change.from_``'s place to ``change.to``; the approval as it stands after."""
+def reassign(
+    store: ApprovalStore, directory: Directory, key: SigningKey, approval_id: str, change: Reassignment
+) -> Approval:
+    """Hand ``change.from_``'s place to ``change.to``, with a short link of their own (made
+    with ``key``); the approval as it stands after."""
     current = store.get(approval_id)
     if current is None:
         raise _refused(ReassignRefusal.UNKNOWN, None, change)
@@ -82,7 +86,8 @@ def reassign(store: ApprovalStore, directory: Directory, approval_id: str, chang
             f" `approvals approvers add {change.to}` first",
         )
     try:
-        return store.reassign(approval_id, change)
+        link = shortlinks.token_for(key, approval_id, change.to)
+        return store.reassign(approval_id, change, shortlinks.token_hash(link))
     except ReassignRejected as refused:  # changed since it was read: a vote, or another change
         raise _refused(refused.reason, refused.approval, change) from None
 

@@ -8,12 +8,14 @@ from botocore.exceptions import ClientError
 
 from approvals.models import Approval, Reassignment, Status
 from approvals.store.items import (
+    SHORT_LINKS,
     Item,
     Table,
     approval_from_item,
     epoch,
     failed_condition_item,
     reassignment_item,
+    short_links_item,
     write_id,
 )
 
@@ -60,7 +62,7 @@ def reassign_refusal(current: Approval, change: Reassignment) -> ReassignRefusal
 
 
 class ReassignStore(Table):
-    def reassign(self, approval_id: str, change: Reassignment) -> Approval:
+    def reassign(self, approval_id: str, change: Reassignment, link_hash: str | None = None) -> Approval:
         """Hand ``change.from_``'s place to ``change.to``; the approval as stored after.
 
         The update replaces the one in ``voters`` (what the vote's condition checks, so the
@@ -68,7 +70,7 @@ class ReassignStore(Table):
         the page, the policy's waiting list and the decision read the approvers). Its
         condition requires ``voters`` as read, so it cannot interleave with a vote by the
         one handed over, nor with another change to who may vote: a lost race is read again
-        and judged again.
+        and judged again. ``link_hash`` binds the new approver's short link in the same write.
         """
         write = write_id()
         for _ in range(4):
@@ -94,15 +96,27 @@ class ReassignStore(Table):
             }
             if voters:
                 values[":before"] = voters
+            update = (
+                "SET voters = :voters, reassigned = list_append(if_not_exists(reassigned, :none), :change)"
+            )
+            names = {"#from": change.from_, "#status": "status"}
+            if link_hash:
+                binding = short_links_item({link_hash: change.to})
+                if SHORT_LINKS in item:  # a path into the map: the others' first views stay as they are
+                    update += f", {SHORT_LINKS}.#link = :link"
+                    names["#link"] = link_hash
+                    values[":link"] = binding["M"][link_hash]
+                else:
+                    update += f", {SHORT_LINKS} = :links"
+                    values[":links"] = binding
             try:
                 result = self._db.update_item(
                     TableName=self._table,
                     Key=self._key(approval_id),
-                    UpdateExpression="SET voters = :voters,"
-                    " reassigned = list_append(if_not_exists(reassigned, :none), :change)",
+                    UpdateExpression=update,
                     ConditionExpression=("voters = :before" if voters else "attribute_not_exists(voters)")
                     + " AND attribute_not_exists(votes.#from) AND #status = :pending AND expires_at > :now",
-                    ExpressionAttributeNames={"#from": change.from_, "#status": "status"},
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from approvals import reassign, runtime
+from approvals import reassign, runtime, shortlinks
 from approvals.models import ApprovalRequest, Policy, Reassignment, timeline, utcnow
 from tests.integration.conftest import Stack, approval_id_of
 
@@ -27,7 +27,9 @@ def waiting(stack: Stack, title: str, approvers: list[str], **extra: object) -> 
 
 def hand_over(stack: Stack, approval_id: str, from_: str, to: str) -> None:
     services = runtime.from_environment()
-    approval = reassign.reassign(services.store, services.directory, approval_id, change(from_, to))
+    approval = reassign.reassign(
+        services.store, services.directory, services.keys.signing(), approval_id, change(from_, to)
+    )
     sent = reassign.email_new_approver(
         services.sns,
         services.settings.topic_arn,
@@ -48,6 +50,7 @@ def test_the_new_approver_decides_and_the_old_link_says_it_was_reassigned(stack:
 
     email = stack.email(CAROL, "Hand over")
     assert f"in place of {ALICE}" in email.body
+    assert shortlinks.token_in(email.links[0])  # a short link of their own, bound in the same write
     for answer in (stack.get(old_link), stack.post_link(old_link, "approve")):
         assert answer.status == 410
         assert "This request was reassigned" in answer.body
@@ -96,7 +99,9 @@ def test_each_refusal_names_its_cause_and_changes_nothing(
     before = stack.raw_item(approval_id)
 
     with pytest.raises(reassign.ReassignError) as refused:
-        reassign.reassign(services.store, services.directory, approval_id, change(from_, to))
+        reassign.reassign(
+            services.store, services.directory, services.keys.signing(), approval_id, change(from_, to)
+        )
     assert refused.value.reason == reason
     assert message in str(refused.value)
     assert stack.raw_item(approval_id) == before
@@ -106,19 +111,23 @@ def test_unknown_settled_and_expired_requests_are_refused(stack: Stack) -> None:
     services = runtime.from_environment()
     stack.add_approvers([CAROL])
     with pytest.raises(reassign.ReassignError, match="no such approval") as unknown:
-        reassign.reassign(services.store, services.directory, "0" * 32, change(ALICE, CAROL))
+        reassign.reassign(
+            services.store, services.directory, services.keys.signing(), "0" * 32, change(ALICE, CAROL)
+        )
     assert unknown.value.reason == "UNKNOWN"
 
     _, approval_id = waiting(stack, "Settled", [ALICE, BOB])
     assert stack.click(stack.email(BOB, "Settled").links[0], "approve").status == 200
     with pytest.raises(reassign.ReassignError, match="already settled: nothing is left") as settled:
-        reassign.reassign(services.store, services.directory, approval_id, change(ALICE, CAROL))
+        reassign.reassign(
+            services.store, services.directory, services.keys.signing(), approval_id, change(ALICE, CAROL)
+        )
     assert settled.value.reason == "SETTLED"
 
     _, approval_id = waiting(stack, "Expired", [ALICE], timeout_seconds=60)
     late = change(ALICE, CAROL).model_copy(update={"at": utcnow() + timedelta(seconds=61)})
     with pytest.raises(reassign.ReassignError, match="the request has expired") as expired:
-        reassign.reassign(services.store, services.directory, approval_id, late)
+        reassign.reassign(services.store, services.directory, services.keys.signing(), approval_id, late)
     assert expired.value.reason == "EXPIRED"
     assert stack.approval(approval_id).reassigned == []
 

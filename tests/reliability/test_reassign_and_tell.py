@@ -10,11 +10,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from approvals import decision, reassign
+from approvals import decision, reassign, shortlinks
+from approvals.local.approver import replayed_form
 from approvals.models import ApprovalRequest, Reassignment, utcnow
 from approvals.runtime import Services
 from approvals.store import ReassignRejected
@@ -40,7 +40,15 @@ def email_new_approver(services: Services, approval_id: str, approver: str) -> N
     )  # fmt: skip
 
 
-def race(services: Services, approval_id: str, vote: dict[str, str]) -> tuple[list[str], list[str]]:
+def alice_approves(services: Services, link: str) -> decision.Recorded:
+    """Alice's approval through her emailed short link, as its page's form posts it."""
+    token = shortlinks.token_in(link)
+    assert token is not None
+    form = {**replayed_form(link, ALICE), "decision": "approve"}
+    return decision.decide_by_link(services, token, form, utcnow())
+
+
+def race(services: Services, approval_id: str, link: str) -> tuple[list[str], list[str]]:
     """Alice's vote and the handing of her place to Carol, each in half the threads at once:
     how each attempt of each ended."""
     ready = threading.Barrier(THREADS, timeout=30)
@@ -52,7 +60,7 @@ def race(services: Services, approval_id: str, vote: dict[str, str]) -> tuple[li
         time.sleep(random.uniform(0, 0.05))  # noqa: S311 (a spread, not a secret)
         try:
             if i % 2:
-                decision.decide(services, approval_id, vote, utcnow())
+                alice_approves(services, link)
                 return "voted"
             services.store.reassign(approval_id, change(ALICE, CAROL))
             return "reassigned"
@@ -76,9 +84,7 @@ def test_a_reassignment_racing_the_approvers_own_vote_lets_one_win(stack: Stack,
         arn = stack.start(ApprovalRequest(title=title, approvers=[ALICE, BOB], requester="ci@example.com"))
         link = stack.email(ALICE, title).links[0]
         approval_id = approval_id_of(link)
-        votes, changes = race(
-            services, approval_id, {**dict(parse_qsl(urlsplit(link).query)), "decision": "approve"}
-        )
+        votes, changes = race(services, approval_id, link)
         approval = stack.approval(approval_id)
         if ALICE in approval.votes:  # her vote won
             assert approval.reassigned == []
@@ -106,12 +112,11 @@ def test_a_vote_between_the_reassignments_read_and_write_makes_it_refused(
     arn = stack.start(ApprovalRequest(title=title, approvers=[ALICE, BOB], requester="ci@example.com"))
     link = stack.email(ALICE, title).links[0]
     approval_id = approval_id_of(link)
-    vote = {**dict(parse_qsl(urlsplit(link).query)), "decision": "approve"}
     voted: list[str] = []
 
     def vote_once(**_: object) -> None:
         if not voted:
-            voted.append(decision.decide(services, approval_id, vote, utcnow()).approval.status.value)
+            voted.append(alice_approves(services, link).approval.status.value)
 
     hooks.on(services.store._db, "after-call.dynamodb.GetItem", vote_once)
     with pytest.raises(ReassignRejected) as refused:
@@ -130,7 +135,9 @@ def test_a_reassignment_sent_twice_is_recorded_once(stack: Stack, services: Serv
     lost = LostReplies(
         hooks, services.store._db, "UpdateItem", lambda body: "reassigned" in body.get("UpdateExpression", "")
     )
-    approval = reassign.reassign(services.store, services.directory, approval_id, change(ALICE, CAROL))
+    approval = reassign.reassign(
+        services.store, services.directory, services.keys.signing(), approval_id, change(ALICE, CAROL)
+    )
     assert lost.lost == 1
     assert approval.request.approvers == [CAROL]
     assert len(stack.approval(approval_id).reassigned) == 1
