@@ -392,9 +392,9 @@ class ApprovalService(Construct):
         machine = sfn.StateMachine(
             self,
             construct_id,
-            # The very definition the local stack runs; only the queue URL is filled in.
+            # The very definition the local stack runs; only the queue URL and table are filled in.
             definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
-            definition_substitutions={"QueueUrl": self.queue.queue_url},
+            definition_substitutions={"QueueUrl": self.queue.queue_url, "TableName": self.table.table_name},
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,
@@ -406,6 +406,10 @@ class ApprovalService(Construct):
         )
         machine.add_to_role_policy(
             iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.queue.queue_arn])
+        )
+        # The ConfirmDelivery state's one write (approvals.statemachine).
+        machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self.table.table_arn])
         )
         acknowledge(
             machine.role,
