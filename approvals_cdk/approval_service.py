@@ -56,7 +56,7 @@ from approvals.local.resources import table_definition
 from approvals.notify import APPROVER_ATTRIBUTE
 from approvals_cdk import packaging
 from approvals_cdk.config import DEFAULT_REMINDERS, LOG_RETENTION_CHOICES
-from approvals_cdk.step import StepOptions, approval_step
+from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
 
@@ -470,6 +470,16 @@ class ApprovalService(Construct):
             comment: the state's comment.
         """
         return approval_step(scope, construct_id, self.queue, **options)
+
+    def confirmation_step(
+        self, scope: Construct, construct_id: str, decision_path: str = "$"
+    ) -> DeliveryConfirmation:
+        """The state to chain right after an approval step (JSONPath): it tells the service
+        the workflow has the decision (one conditional write on the table, which attaching
+        it grants), so that the sweep need not confirm it with two calls a minute later.
+        ``decision_path`` is the step's ``result_path``. Its failure never fails the workflow.
+        """
+        return DeliveryConfirmation(scope, construct_id, self.table, decision_path)
 
     def _run_child_executions(self, machine: sfn.StateMachine) -> None:
         """What a Distributed Map needs: start its own state machine for each item, and watch
