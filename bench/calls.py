@@ -19,11 +19,12 @@ import sys
 import time
 from collections import Counter
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import boto3
 import moto
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import approval_api.handler
 import worker.handler
@@ -76,7 +77,7 @@ def decide(link: str) -> int:
     body = urlencode({**dict(parse_qsl(query)), "decision": "approve", "comment": ""}).encode()
     headers = {"Host": urlsplit(API_URL).netloc, **form_headers(address, accept_json=True)}
     response = approval_api.handler.lambda_handler(
-        proxy_event("POST", path, headers, body, "198.51.100.7"), Context()
+        proxy_event("POST", path, headers, body, "198.51.100.7"), cast(LambdaContext, Context())
     )
     status: int = response["statusCode"]
     return status

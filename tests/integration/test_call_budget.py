@@ -27,31 +27,11 @@ counts the cold read and the refreshes).
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
-from botocore.client import BaseClient
-
 from approvals import runtime
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
 from approvals.sweep import sweep
+from bench.calls import CallCounter, workflow_calls
 from tests.integration.conftest import Stack
-
-
-class CallCounter:
-    """Counts every API call made through the given clients (botocore ``before-call``)."""
-
-    def __init__(self, *clients: BaseClient) -> None:
-        self.calls: Counter[str] = Counter()
-        for client in clients:
-            client.meta.events.register("before-call", self._count)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.calls[model.name] += 1
-
-    def take(self) -> dict[str, int]:
-        calls, self.calls = dict(self.calls), Counter()
-        return calls
 
 
 def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
@@ -73,22 +53,12 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
 
     assert stack.finish(arn).output["outcome"] == "approved"
     assert counter.take() == {}
-    assert workflow_calls(stack, arn) == ["sqs:sendMessage.waitForTaskToken", "dynamodb:updateItem"]
+    assert workflow_calls(stack.sfn, arn) == {"dynamodb:updateItem": 1}  # the queue message aside
 
     # The sweep's one query serves every open approval at once; this one is no longer among them.
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}
     assert counter.take() == {"Query": 1}
     assert runtime.from_environment() is services  # nothing was rebuilt along the way
-
-
-def workflow_calls(stack: Stack, execution_arn: str) -> list[str]:
-    """The calls the execution itself made (its service integrations), in order."""
-    events = stack.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
-    return [
-        f"{event['taskScheduledEventDetails']['resourceType']}:{event['taskScheduledEventDetails']['resource']}"
-        for event in events
-        if event["type"] == "TaskScheduled"
-    ]
 
 
 def test_a_duplicate_delivery_costs_one_conditional_write(stack: Stack) -> None:

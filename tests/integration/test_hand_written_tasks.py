@@ -14,8 +14,8 @@ from approvals import runtime
 from approvals.local.resources import LOCAL_ROLE
 from approvals.models import REDELIVERY_GRACE, Status, utcnow
 from approvals.sweep import sweep
+from bench.calls import CallCounter
 from tests.integration.conftest import Stack
-from tests.integration.test_call_budget import CallCounter
 
 ALICE = "alice@example.com"
 REQUEST = {"title": "Hand-written", "approvers": [ALICE], "requester": "ci@example.com"}
