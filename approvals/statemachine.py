@@ -7,6 +7,7 @@ what is deployed. The queue URL and the table name are placeholders (``${QueueUr
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -134,7 +135,7 @@ def _approval_states(
             "Parameters": {
                 "TableName": TABLE_NAME_PLACEHOLDER,
                 "Key": {"approval_id": {"S.$": "$.decision.approval_id"}},
-                **CONFIRM_DELIVERY,
+                **copy.deepcopy(CONFIRM_DELIVERY),  # each definition its own, as the rest of it
             },
             "ResultPath": None,
             "Retry": [

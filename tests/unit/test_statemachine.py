@@ -222,7 +222,9 @@ def test_render_fills_the_queue_url_and_table_name_everywhere() -> None:
 def test_definitions_are_fresh_each_call() -> None:
     first = approval_definition()
     first["States"]["Outcome"]["Default"] = "Approved"
+    first["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"].clear()
     assert approval_definition()["States"]["Outcome"]["Default"] == "Rejected"
+    assert approval_definition()["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"]
     assert statemachine.MAX_TIMEOUT_SECONDS == 31_536_000
 
 
