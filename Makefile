@@ -60,3 +60,4 @@ bench: $(STAMP)
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.floor --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.worker_batch
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.calls --requests 100

@@ -42,7 +42,7 @@ from approvals_cdk.config import DEFAULT_REMINDERS
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.queue_worker import QueueAndWorker
 from approvals_cdk.state_machines import StateMachines
-from approvals_cdk.step import StepOptions, approval_step
+from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
 from approvals_cdk.sweeps import Sweeps
 from approvals_cdk.table import approvals_table
 
@@ -156,6 +156,7 @@ class ApprovalService(Construct):
             self,
             factory,
             self.queue,
+            self.table,
             default_timeout_seconds=props.default_timeout_seconds,
             fanout_max_concurrency=props.fanout_max_concurrency,
         )
@@ -248,3 +249,13 @@ class ApprovalService(Construct):
             comment: the state's comment.
         """
         return approval_step(scope, construct_id, self.queue, **options)
+
+    def confirmation_step(
+        self, scope: Construct, construct_id: str, decision_path: str = "$"
+    ) -> DeliveryConfirmation:
+        """The state to chain right after an approval step (JSONPath): it tells the service
+        the workflow has the decision (one conditional write on the table, which attaching
+        it grants), so that the sweep need not confirm it with two calls a minute later.
+        ``decision_path`` is the step's ``result_path``. Its failure never fails the workflow.
+        """
+        return DeliveryConfirmation(scope, construct_id, self.table, decision_path)

@@ -8,6 +8,7 @@ import re
 from typing import Any, cast
 
 import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
@@ -25,6 +26,7 @@ class StateMachines:
         scope: Construct,
         factory: shared.Factory,
         queue: sqs.Queue,
+        table: dynamodb.Table,
         *,
         default_timeout_seconds: int,
         fanout_max_concurrency: int,
@@ -32,6 +34,7 @@ class StateMachines:
         self._scope = scope
         self._factory = factory
         self._queue = queue
+        self._table = table
         # The deployment's default timeout is the one parameter of the definitions; the
         # message carries the timeout applied, so the worker needs no copy of it.
         self.approval = self._state_machine(
@@ -58,9 +61,9 @@ class StateMachines:
         machine = sfn.StateMachine(
             self._scope,
             construct_id,
-            # The very definition the local stack runs; only the queue URL is filled in.
+            # The very definition the local stack runs; only the queue URL and table are filled in.
             definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
-            definition_substitutions={"QueueUrl": self._queue.queue_url},
+            definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,
@@ -72,6 +75,10 @@ class StateMachines:
         )
         machine.add_to_role_policy(
             iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self._queue.queue_arn])
+        )
+        # The ConfirmDelivery state's one write (approvals.statemachine).
+        machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self._table.table_arn])
         )
         shared.acknowledge(
             machine.role,

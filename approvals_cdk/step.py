@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Required, TypedDict, Unpack
 
 from aws_cdk import Duration, Token
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -22,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from approvals import statemachine
 from approvals.models import MAX_APPROVERS, MAX_FIELDS, Email, FieldSpec, Policy, describe_validation_error
+from approvals.store.close import CONFIRM_DELIVERY
 
 # Approvers and fields named at synth time are checked as the worker will check them.
 _APPROVERS = TypeAdapter(Annotated[list[Email], Limit(min_length=1, max_length=MAX_APPROVERS)])
@@ -183,3 +185,52 @@ def approval_step(
     if jsonata:
         return tasks.SqsSendMessage.jsonata(scope, construct_id, outputs=outputs, **common)
     return tasks.SqsSendMessage(scope, construct_id, result_path=result_path, **common)
+
+
+class DeliveryConfirmation(sfn.StateMachineFragment):
+    """The state after an approval step that tells the service the workflow has the
+    decision: the same conditional ``dynamodb:updateItem`` as the product's own state
+    machines' ``ConfirmDelivery`` (approvals.statemachine). Without it the sweep confirms
+    each decision a minute later with two calls of its own; a write that fails after its
+    retries is left to the sweep the same way, and the workflow goes on (JSONPath only)."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, table: dynamodb.ITable, decision_path: str = "$"
+    ) -> None:
+        super().__init__(scope, construct_id)
+        values = CONFIRM_DELIVERY["ExpressionAttributeValues"]
+        confirm = tasks.DynamoUpdateItem(
+            self,
+            "Confirm",
+            state_name=construct_id,
+            comment="Tells the approval service the workflow has the decision (stepfunctions-approvals)",
+            table=table,
+            key={
+                "approval_id": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at(f"{decision_path.rstrip('.')}.approval_id")
+                )
+            },
+            update_expression=CONFIRM_DELIVERY["UpdateExpression"],
+            condition_expression=CONFIRM_DELIVERY["ConditionExpression"],
+            expression_attribute_names=CONFIRM_DELIVERY["ExpressionAttributeNames"],
+            expression_attribute_values={
+                name: tasks.DynamoAttributeValue.from_string(value["S"]) for name, value in values.items()
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        confirm.add_retry(errors=[statemachine.CONFIRM_REFUSED], max_attempts=0)
+        confirm.add_retry(
+            errors=[sfn.Errors.ALL], interval=Duration.seconds(1), max_attempts=2, backoff_rate=2
+        )
+        left_to_sweep = sfn.Pass(self, "LeftToSweep", state_name=f"{construct_id}LeftToSweep")
+        confirm.add_catch(left_to_sweep, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
+        self._start = confirm
+        self._ends: list[sfn.INextable] = [confirm, left_to_sweep]
+
+    @property
+    def start_state(self) -> sfn.State:
+        return self._start
+
+    @property
+    def end_states(self) -> list[sfn.INextable]:
+        return self._ends

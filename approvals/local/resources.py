@@ -103,7 +103,8 @@ def provision(
     topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
     outbox_queue_url = mailbox(sqs, sns, [topic_arn], f"{name}-outbox", confirm_subscriptions)
 
-    dynamodb.create_table(**table_definition(f"{name}-table"))
+    table_name = f"{name}-table"
+    dynamodb.create_table(**table_definition(table_name))
     secret_arn = secretsmanager.create_secret(
         Name=f"{name}-signing-key", SecretString=secrets.token_urlsafe(48)
     )["ARN"]
@@ -111,7 +112,7 @@ def provision(
     def state_machine(suffix: str, definition: dict[str, Any]) -> str:
         return sfn.create_state_machine(
             name=f"{name}-{suffix}",
-            definition=statemachine.render(definition, queue_url),
+            definition=statemachine.render(definition, queue_url, table_name),
             roleArn=LOCAL_ROLE,
         )["stateMachineArn"]
 
@@ -120,7 +121,7 @@ def provision(
         queue_url=queue_url,
         dlq_url=dlq_url,
         outbox_queue_url=outbox_queue_url,
-        table_name=f"{name}-table",
+        table_name=table_name,
         topic_arn=topic_arn,
         signing_secret_arn=secret_arn,
         state_machine_arn=state_machine("approval", statemachine.approval_definition()),

@@ -8,7 +8,29 @@ from datetime import datetime
 from botocore.exceptions import ClientError
 
 from approvals.models import Approval, Status
-from approvals.store.items import OPEN_ATTRIBUTE, Table, approval_from_item, epoch, failed_condition_item
+from approvals.store.items import (
+    OPEN_ATTRIBUTE,
+    Item,
+    Table,
+    approval_from_item,
+    epoch,
+    failed_condition_item,
+)
+
+# The workflow has the decision: the approval leaves the sweep's index. One update, written
+# by the workflow itself (approvals.statemachine's ConfirmDelivery state, right after the
+# task takes the decision) or, as a fallback, by the sweep once a repeated answer shows the
+# workflow has it. The condition keeps the workflow's write from creating an item that is
+# not there (UpdateItem would) and from touching an approval not settled.
+CONFIRM_DELIVERY: Item = {
+    "UpdateExpression": f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
+    "ConditionExpression": "#status IN (:approved, :rejected)",
+    "ExpressionAttributeNames": {"#status": "status"},
+    "ExpressionAttributeValues": {
+        ":approved": {"S": Status.APPROVED.value},
+        ":rejected": {"S": Status.REJECTED.value},
+    },
+}
 
 
 class CloseStore(Table):
@@ -23,11 +45,10 @@ class CloseStore(Table):
 
     def confirm_delivery(self, approval_id: str) -> None:
         """The workflow has the decision: the approval leaves the sweep's index."""
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression=f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
-        )
+        try:
+            self._db.update_item(TableName=self._table, Key=self._key(approval_id), **CONFIRM_DELIVERY)
+        except ClientError as error:
+            failed_condition_item(error)  # no longer settled: closed meanwhile, nothing to confirm
 
     def close(self, approval_id: str, status: Status, now: datetime, was: Status = Status.PENDING) -> bool:
         """Mark an approval expired or cancelled; False if it was no longer ``was``."""

@@ -59,7 +59,10 @@ class DeployGateStack(cdk.Stack):
             self,
             "Pipeline",
             definition_body=sfn.DefinitionBody.from_chainable(
-                gate.next(sfn.Choice(self, "Approved?").when(approved, deploy).otherwise(rejected))
+                gate.next(
+                    # Tells the service the workflow has the decision: saves the sweep two calls.
+                    service.confirmation_step(self, "ConfirmApproval", decision_path="$.approval")
+                ).next(sfn.Choice(self, "Approved?").when(approved, deploy).otherwise(rejected))
             ),
         )
 

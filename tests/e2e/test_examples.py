@@ -31,7 +31,8 @@ def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) 
     """The app's state machine on the local stack, its approvers added as an operator does."""
     added = stack.cli("approvers", "add", *RELEASE_MANAGERS, *FINANCE)
     assert added.returncode == 0, added.stderr
-    definition = state_machine_definition(template, machine, {"ApprovalsRequestQueue": stack.info.queue_url})
+    refs = {"ApprovalsRequestQueue": stack.info.queue_url, "ApprovalsTable": stack.info.table_name}
+    definition = state_machine_definition(template, machine, refs)
     sfn = for_local(stack.info).sfn
     return sfn.create_state_machine(
         name=f"{machine}-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition), roleArn=LOCAL_ROLE
@@ -81,6 +82,9 @@ def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(
     described = wait_status(local_stack, approved)
     assert described["status"] == "SUCCEEDED"
     assert json.loads(str(described["output"])) == {"deployed": release}
+    # The workflow confirmed the decision itself (confirmation_step): nothing left for the sweep.
+    (approval,) = [a for a in for_local(local_stack.info).store.all() if a.execution == approved]
+    assert (approval.status.value, approval.unconfirmed) == ("approved", False)
 
     rejected = start(local_stack, machine, {"title": "Deploy checkout 2.5.0", "release": release})
     click(links(local_stack, "Deploy checkout 2.5.0", len(RELEASE_MANAGERS))[RELEASE_MANAGERS[0]], "reject")

@@ -80,9 +80,10 @@ def test_execution_that_ends_elsewhere_cancels_its_approval(local_stack: Running
             }
         },
     }
+    definition = render(workflow, local_stack.info.queue_url, local_stack.info.table_name)
     machine = local_stack.aws(
         "stepfunctions", "create-state-machine", "--name", "team-workflow",
-        "--role-arn", LOCAL_ROLE, "--definition", render(workflow, local_stack.info.queue_url),
+        "--role-arn", LOCAL_ROLE, "--definition", definition,
     )["stateMachineArn"]  # fmt: skip
     title = "Cancel check"
     request = {"title": title, "approvers": ["cat@example.com"], "requester": "ops-bot@example.com"}

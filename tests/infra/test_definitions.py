@@ -9,7 +9,7 @@ import pytest
 
 from approvals import statemachine
 from tests.infra.conftest import DEFAULT_TIMEOUT, Synthesis
-from tests.infra.lookup import function, queues
+from tests.infra.lookup import function, only, queues
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -36,18 +36,25 @@ def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: 
     assert isinstance(properties["DefinitionString"], str)
     assert json.loads(properties["DefinitionString"]) == DEFINITIONS[kind](DEFAULT_TIMEOUT)
     request, _ = queues(synthesis)
-    assert properties["DefinitionSubstitutions"] == {"QueueUrl": {"Ref": request}}
+    table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
+    assert properties["DefinitionSubstitutions"] == {
+        "QueueUrl": {"Ref": request},
+        "TableName": {"Ref": table},
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(DEFINITIONS))
 def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synthesis, kind: str) -> None:
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/approvals-requests"
-    in_aws = deployed(synthesis)[kind]["DefinitionString"].replace(
-        statemachine.QUEUE_URL_PLACEHOLDER, queue_url
+    table_name = "approvals-table"
+    in_aws = (
+        deployed(synthesis)[kind]["DefinitionString"]
+        .replace(statemachine.QUEUE_URL_PLACEHOLDER, queue_url)
+        .replace(statemachine.TABLE_NAME_PLACEHOLDER, table_name)
     )
     # approvals.local.resources.provision creates each machine from exactly this rendering.
     assert json.loads(in_aws) == json.loads(
-        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url)
+        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url, table_name)
     )
 
 

@@ -15,7 +15,7 @@ from tests.cdk_templates import request_queue, role_statements, state_machine_de
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-REFS = {"ApprovalsRequestQueue": "QUEUE"}
+REFS = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,11 @@ def test_deploy_gate_asks_both_release_managers_with_title_and_details_from_the_
     }
     assert task["TimeoutSeconds"] == body["timeout_seconds"] == 4 * 3600
     assert task["ResultPath"] == "$.approval"
-    assert task["Next"] == "Approved?"
+    # The workflow tells the service it has the decision, then branches on it.
+    assert task["Next"] == "ConfirmApproval"
+    confirm = states["ConfirmApproval"]
+    assert confirm["Parameters"]["Key"] == {"approval_id": {"S.$": "$.approval.approval_id"}}
+    assert confirm["Next"] == states["ConfirmApprovalLeftToSweep"]["Next"] == "Approved?"
     choice = states["Approved?"]
     assert choice["Choices"] == [
         {"Variable": "$.approval.outcome", "StringEquals": "approved", "Next": "Deploy"}
@@ -57,14 +61,22 @@ def test_deploy_gate_asks_both_release_managers_with_title_and_details_from_the_
     }
 
 
-def test_deploy_gate_may_only_send_to_the_request_queue(templates: dict[str, dict[str, Any]]) -> None:
+def test_deploy_gate_may_only_send_to_the_request_queue_and_confirm(
+    templates: dict[str, dict[str, Any]],
+) -> None:
     template = templates["deploy"]
+    (table,) = (lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
+    the_table = [
+        "arn:", {"Ref": "AWS::Partition"}, ":dynamodb:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, ":table/", {"Ref": table},
+    ]  # fmt: skip
     assert role_statements(template, "PipelineRole") == [
         {
             "Action": "sqs:SendMessage",
             "Effect": "Allow",
             "Resource": {"Fn::GetAtt": [request_queue(template), "Arn"]},
-        }
+        },
+        {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::Join": ["", the_table]}},
     ]
 
 

@@ -188,16 +188,19 @@ def test_only_calls_without_resource_level_permissions_name_every_resource(synth
                 assert set(_as_list(statement["Action"])) <= STAR_ONLY, (role, statement["Action"])
 
 
-def test_state_machines_can_only_send_to_the_request_queue_and_run_their_own_children(
+def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their_own_children(
     synthesis: Synthesis,
 ) -> None:
     request, _ = queues(synthesis)
+    table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     send = {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
+    # The ConfirmDelivery state's one write: the approval leaves the sweep's index.
+    confirm = {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::GetAtt": [table, "Arn"]}}
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
         if '"Map"' not in machine["Properties"]["DefinitionString"]:
-            assert scoped == [send]
+            assert scoped == [send, confirm]
             continue
         # The fan-out's Distributed Map starts a child execution of itself per request.
         children = {
@@ -212,6 +215,7 @@ def test_state_machines_can_only_send_to_the_request_queue_and_run_their_own_chi
         assert sorted(scoped, key=str) == sorted(
             [
                 send,
+                confirm,
                 {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": lid}},
                 {
                     "Action": ["states:DescribeExecution", "states:StopExecution"],

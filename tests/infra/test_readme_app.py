@@ -47,10 +47,11 @@ def test_the_readme_app_synthesizes_in_an_empty_directory(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     template = json.loads((outdir / "ReleaseStack.template.json").read_text())
-    states = state_machine_definition(template, "ReleasePipeline", {"ApprovalsRequestQueue": "QUEUE"})[
-        "States"
-    ]
+    refs = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
+    states = state_machine_definition(template, "ReleasePipeline", refs)["States"]
     task = states["ManagerApproval"]
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     assert task["TimeoutSeconds"] == task["Parameters"]["MessageBody"]["timeout_seconds"] == 4 * 3600
+    assert task["Next"] == "ConfirmApproval"
+    assert states["ConfirmApproval"]["Parameters"]["TableName"] == "TABLE"
     assert states["Approved?"]["Type"] == "Choice"

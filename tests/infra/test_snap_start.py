@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from approvals_cdk.api import LIVE_ALIAS
+from approvals_cdk.api import LIVE_ALIAS, ROUTES
 from tests.infra.conftest import Synthesis
 from tests.infra.lookup import arn, function, only
 
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.xdist_group("infra")
 
 
 def _invoked(synthesis: Synthesis) -> list[Any]:
-    """What each approval method's integration and each API Gateway permission names."""
+    """What each approval method's integration and each API Gateway permission names (two
+    for each of GET and POST on each route: the integration's URI and its permission)."""
     uris = [
         method["Properties"]["Integration"]["Uri"]["Fn::Join"][1]
         for method in synthesis.resources("AWS::ApiGateway::Method").values()
@@ -37,8 +38,8 @@ def _invoked(synthesis: Synthesis) -> list[Any]:
         for p in synthesis.resources("AWS::Lambda::Permission").values()
         if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
     ]
-    assert len(uris) == 2
-    assert len(permissions) == 2
+    assert len(uris) == 2 * len(ROUTES)  # GET and POST on each kind of link
+    assert len(permissions) == len(uris)
     return [*named, *permissions]
 
 
@@ -48,7 +49,7 @@ def test_snap_start_is_off_by_default(synth_runs: dict[str, Synthesis]) -> None:
     assert run.resources("AWS::Lambda::Version") == {}
     assert run.resources("AWS::Lambda::Alias") == {}
     api_function, _ = function(run, "api")
-    assert _invoked(run) == [arn(api_function)] * 4
+    assert _invoked(run) == [arn(api_function)] * 4 * len(ROUTES)
 
 
 def test_only_the_api_function_starts_from_a_snapshot(synthesis: Synthesis) -> None:
@@ -71,7 +72,7 @@ def test_api_gateway_invokes_the_alias_of_the_published_version(synthesis: Synth
         "FunctionVersion": {"Fn::GetAtt": [version, "Version"]},
         "Name": LIVE_ALIAS,
     }
-    assert _invoked(synthesis) == [{"Ref": alias}] * 4
+    assert _invoked(synthesis) == [{"Ref": alias}] * 4 * len(ROUTES)
 
 
 def test_a_replaced_version_is_deleted_since_its_snapshot_is_charged_while_it_exists(

@@ -11,6 +11,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 
+from approvals import statemachine
 from approvals.models import QueueMessage
 from approvals_cdk import ApprovalErrors, ApprovalService, ApprovalServiceProps
 from approvals_cdk.packaging import build
@@ -72,6 +73,23 @@ def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
         "Jsonata",
         definition_body=sfn.DefinitionBody.from_chainable(jsonata),
         query_language=sfn.QueryLanguage.JSONATA,
+    )
+    confirmed = service.approval_step(
+        stack,
+        "ConfirmedApproval",
+        approvers=[ALICE],
+        title="Deploy",
+        requester="pipeline",
+        timeout=Duration.hours(1),
+        result_path="$.approval",
+    )
+    confirmation = service.confirmation_step(stack, "ConfirmApproval", decision_path="$.approval")
+    sfn.StateMachine(
+        stack,
+        "Confirmed",
+        definition_body=sfn.DefinitionBody.from_chainable(
+            confirmed.next(confirmation).next(sfn.Succeed(stack, "Done"))
+        ),
     )
 
 
@@ -201,3 +219,41 @@ def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any]
     }
     with pytest.raises(ValueError, match=problem):
         approval_step(stack, "Step", sqs.Queue(stack, "Queue"), **fields)  # the step needs only a queue
+
+
+def test_the_confirmation_step_makes_the_write_of_the_products_own_state_machines(
+    template: dict[str, Any],
+) -> None:
+    states = state_machine_definition(
+        template, "Confirmed", {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
+    )["States"]
+    assert states["ConfirmedApproval"]["Next"] == "ConfirmApproval"
+    confirm = states["ConfirmApproval"]
+    own = statemachine.approval_definition()["States"]["ConfirmDelivery"]
+    assert confirm["Resource"].endswith(":states:::dynamodb:updateItem")
+    assert confirm["Parameters"] == {
+        **own["Parameters"],
+        "TableName": "TABLE",
+        "Key": {"approval_id": {"S.$": "$.approval.approval_id"}},  # where the step put the decision
+    }
+    assert confirm["ResultPath"] is None
+    assert [r["ErrorEquals"] for r in confirm["Retry"]] == [r["ErrorEquals"] for r in own["Retry"]]
+    assert confirm["Retry"][0]["MaxAttempts"] == 0
+    # A failed write goes on to the next state all the same: the sweep confirms instead.
+    (catch,) = confirm["Catch"]
+    assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "ConfirmApprovalLeftToSweep"}
+    assert confirm["Next"] == states["ConfirmApprovalLeftToSweep"]["Next"] == "Done"
+
+
+def test_attaching_the_confirmation_step_grants_update_item_on_the_table_and_nothing_else(
+    template: dict[str, Any],
+) -> None:
+    (table,) = (lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
+    statements = role_statements(template, "ConfirmedRole")
+    the_table = [
+        "arn:", {"Ref": "AWS::Partition"}, ":dynamodb:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, ":table/", {"Ref": table},
+    ]  # fmt: skip
+    assert [s for s in statements if s["Action"] != "sqs:SendMessage"] == [
+        {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::Join": ["", the_table]}}
+    ]

@@ -1,13 +1,24 @@
-"""The cost budget: the AWS calls the functions make for one request with one approver.
+"""The cost budget: the AWS calls made for one request with one approver, sweep included.
 
 The design's budget is one conditional write and one publish in the worker, one read for the
-page, one conditional update and one SendTaskSuccess for the vote. Two deliberate deviations
-are pinned here, so that any further one is a decision rather than an accident:
+page, one conditional update and one SendTaskSuccess for the vote. Pinned here, per stage:
 
-- the worker also marks the approval as emailed (one UpdateItem), so that a redelivery can
-  tell "stored" from "emailed" and never loses an email after a crash between the two;
-- the page read is one UpdateItem instead of a GetItem: the same single call returns the
-  approval and notes the approver's first view for the audit trail.
+- worker, 3: the claim (PutItem), the emails (PublishBatch), and the "emailed" mark
+  (UpdateItem). The mark is a deliberate deviation: it is what tells a redelivery after a
+  crash between claim and publish (send the emails) from a duplicate after a publish (send
+  nothing); nothing else written after the publish could tell them apart;
+- page, 1: an UpdateItem instead of a GetItem: the same single call returns the approval and
+  notes the approver's first view for the audit trail (page views are aside from the total);
+- vote, 2: one conditional update that records the vote and settles the policy, and one
+  SendTaskSuccess: the approver's click waits on nothing else;
+- the workflow, 1: its ConfirmDelivery state (approvals.statemachine) removes the approval
+  from the sweep's index, conditional on it being settled, as soon as it takes the decision;
+- the sweep, 0 per approval: it finds nothing left to confirm. (Without the workflow's write
+  it would repeat SendTaskSuccess, refused, and write the removal itself: 2 calls, which is
+  what a hand-written Task without the state still costs, tests/integration/test_hand_written_tasks.py.)
+
+In all 6, of which 5 by the product's functions, and 1 answer to the token (the sweep's
+repeat, which doubled the answers against the account's Step Functions quota, is gone).
 
 The worker's read of the approver directory (the topic's subscriptions) is kept for the
 container: a warm worker makes no SNS call but the publish (tests/integration/test_directory.py
@@ -16,30 +27,11 @@ counts the cold read and the refreshes).
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
-from botocore.client import BaseClient
-
 from approvals import runtime
-from approvals.models import ApprovalRequest, utcnow
+from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
+from approvals.sweep import sweep
+from bench.calls import CallCounter, workflow_calls
 from tests.integration.conftest import Stack
-
-
-class CallCounter:
-    """Counts every API call made through the given clients (botocore ``before-call``)."""
-
-    def __init__(self, *clients: BaseClient) -> None:
-        self.calls: Counter[str] = Counter()
-        for client in clients:
-            client.meta.events.register("before-call", self._count)
-
-    def _count(self, model: Any, **_: Any) -> None:
-        self.calls[model.name] += 1
-
-    def take(self) -> dict[str, int]:
-        calls, self.calls = dict(self.calls), Counter()
-        return calls
 
 
 def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
@@ -61,6 +53,12 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
 
     assert stack.finish(arn).output["outcome"] == "approved"
     assert counter.take() == {}
+    assert workflow_calls(stack.sfn, arn) == {"dynamodb:updateItem": 1}  # the queue message aside
+
+    # The sweep's queries serve every approval at once (the open index, and the tell index of
+    # requesters to tell of an outcome); this one is no longer in either.
+    assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}
+    assert counter.take() == {"Query": 2}
     assert runtime.from_environment() is services  # nothing was rebuilt along the way
 
 

@@ -13,8 +13,8 @@ from approvals import directory, runtime, sweep
 from approvals.directory import Directory, DirectoryError, Reach
 from approvals.local.resources import CONFIRM_AT_ONCE_TAG
 from approvals.models import ApprovalRequest, Policy, Status, timeline, utcnow
+from bench.calls import CallCounter
 from tests.integration.conftest import Stack, approval_id_of
-from tests.integration.test_call_budget import CallCounter
 
 ALICE, BOB, NOBODY = "alice@example.com", "bob@example.com", "nobody@example.com"
 

@@ -42,6 +42,7 @@ def test_approved(stack: Stack) -> None:
         "ReadTimeout",
         "CheckTimeoutRange",
         "RequestApproval",
+        "ConfirmDelivery",
         "Outcome",
         "Approved",
     ]

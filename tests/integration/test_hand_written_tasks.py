@@ -12,8 +12,9 @@ import pytest
 
 from approvals import runtime
 from approvals.local.resources import LOCAL_ROLE
-from approvals.models import Status
+from approvals.models import REDELIVERY_GRACE, Status, utcnow
 from approvals.sweep import sweep
+from bench.calls import CallCounter
 from tests.integration.conftest import Stack
 
 ALICE = "alice@example.com"
@@ -117,3 +118,28 @@ def test_the_sweep_leaves_a_task_that_has_its_links(stack: Stack) -> None:
 
     assert sweep(runtime.from_environment(), approval.expires_at - timedelta(seconds=1))["expired"] == 0
     stack.assert_running(arn)
+
+
+def test_a_task_without_the_confirmation_state_is_confirmed_by_the_sweep(stack: Stack) -> None:
+    """The product's state machines confirm delivery themselves (ConfirmDelivery); a Task
+    written by hand does not, so the sweep, once the grace is over, repeats the answer (the
+    service refuses it: the workflow has it) and takes the approval off its index: two
+    calls, once."""
+    machine = hand_written_machine(stack, {"request": REQUEST, "timeout_seconds": 3600}, task_timeout=3600)
+    arn = run(stack, machine)
+    link = stack.email(ALICE, "Hand-written").links[0]
+    assert stack.click(link, "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+    (approval,) = stack.approvals()
+    assert approval.unconfirmed
+
+    services = runtime.from_environment()
+    counter = CallCounter(services.store._db, services.sfn)
+    assert sweep(services, utcnow()) == {}  # within the grace
+    assert sweep(services, utcnow() + REDELIVERY_GRACE) == {"redelivered": 1}
+    # Each sweep queries the open and the tell index: 2 sweeps, 4 queries. One UpdateItem
+    # takes the approval off the open index; one off the tell index, as its requester is not
+    # in the approver directory (nobody to tell).
+    assert counter.take() == {"Query": 4, "SendTaskSuccess": 1, "UpdateItem": 2}
+    assert not stack.approval(approval.approval_id).unconfirmed
+    assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}

@@ -115,9 +115,14 @@ def hooks() -> Iterator[Hooks]:
 
 
 def task_succeeded_events(sfn: Any, arn: str) -> int:
-    """How many answers the execution took: the service takes one per token."""
+    """How many answers the execution took: the service takes one per token. (The workflow's
+    own confirmation write, a DynamoDB task, succeeds too: it is no answer.)"""
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return sum(1 for event in events if event["type"] == "TaskSucceeded")
+    return sum(
+        1
+        for event in events
+        if event["type"] == "TaskSucceeded" and event["taskSucceededEventDetails"]["resourceType"] == "sqs"
+    )
 
 
 def refusal(code: str, message: str) -> AWSResponse:

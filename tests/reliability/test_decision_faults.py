@@ -10,11 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from moto.dynamodb.exceptions import DynamodbException
+from moto.dynamodb.models import DynamoDBBackend
 
 from approvals import sweep
 from approvals.decision import Delivery, deliver
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, Policy, Status, timeline, utcnow
 from approvals.runtime import Services
+from approvals.store.close import CONFIRM_DELIVERY
 from tests.conftest import Stack, approval_id_of, eventually
 from tests.reliability.faults import Hooks, Response, error, task_succeeded_events
 
@@ -224,3 +227,36 @@ def test_a_repeat_refused_after_the_expiry_is_confirmed_by_the_workflows_history
     assert deliver(services.store, services.sfn, at_expiry, repeat=True) is Delivery.DELIVERED
     confirmed = stack.approval(settled.approval_id)
     assert (confirmed.status, confirmed.unconfirmed) == (Status.APPROVED, False)
+
+
+def test_a_confirmation_the_workflow_could_not_write_is_made_by_the_sweep(
+    stack: Stack, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow took the decision but its ConfirmDelivery write keeps failing (throttled
+    through its retries): the workflow goes on with the decision all the same, and the
+    sweep, once the grace is over, confirms it with a repeated answer the service refuses,
+    never a second answer."""
+    arn, links = started(stack, "Confirmation throttled", [ALICE])
+    refused: list[str] = []
+    update_item = DynamoDBBackend.update_item
+
+    def throttled(backend: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("update_expression") == CONFIRM_DELIVERY["UpdateExpression"]:
+            refused.append("throttled")
+            raise DynamodbException("ProvisionedThroughputExceededException", "injected throttle")
+        return update_item(backend, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DynamoDBBackend, "update_item", throttled)
+        assert stack.post_link(links[ALICE], "approve").status == 200
+        report = stack.finish(arn, timeout=20)
+    assert (report.status, report.output["outcome"]) == ("SUCCEEDED", "approved")
+    assert refused == ["throttled"] * 3  # the write and its two retries
+    approval = stack.approval(approval_id_of(links[ALICE]))
+    assert approval.unconfirmed
+
+    assert sweep.sweep(services, utcnow()) == {}  # within the grace: the workflow may yet write
+    assert sweep.sweep(services, utcnow() + REDELIVERY_GRACE) == {"redelivered": 1}
+    assert not stack.approval(approval.approval_id).unconfirmed
+    assert sweep.sweep(services, utcnow() + REDELIVERY_GRACE) == {}
+    assert task_succeeded_events(stack.sfn, arn) == 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from approvals import statemachine
-from approvals.models import QueueMessage
+from approvals.models import Decision, QueueMessage
 from approvals.statemachine import (
     DEFAULT_TIMEOUT_SECONDS,
     DELIVERY_FAILED,
@@ -16,13 +16,16 @@ from approvals.statemachine import (
     INVALID_REQUEST,
     MAX_TIMEOUT_SECONDS,
     QUEUE_URL_PLACEHOLDER,
+    TABLE_NAME_PLACEHOLDER,
     TIMEOUT,
     approval_definition,
     fanout_definition,
     render,
 )
+from approvals.store import OPEN_ATTRIBUTE
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/approvals-requests"
+TABLE_NAME = "approvals-table"
 
 
 def item_states() -> dict[str, Any]:
@@ -67,7 +70,33 @@ def test_approval_task(states: dict[str, Any]) -> None:
     assert "TimeoutSeconds" not in task
     assert "HeartbeatSeconds" not in task
     assert task["ResultPath"] == "$.decision"  # the request stays beside the decision
-    assert task["Next"] == "Outcome"
+    assert task["Next"] == "ConfirmDelivery"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_the_workflow_confirms_it_has_the_decision_with_one_conditional_write(states: dict[str, Any]) -> None:
+    confirm = states["ConfirmDelivery"]
+    assert confirm["Resource"] == "arn:aws:states:::dynamodb:updateItem"
+    parameters = confirm["Parameters"]
+    assert parameters["TableName"] == TABLE_NAME_PLACEHOLDER
+    assert "approval_id" in Decision.model_fields  # the task's result names its approval
+    assert parameters["Key"] == {"approval_id": {"S.$": "$.decision.approval_id"}}
+    # The approval leaves the sweep's index, and only if it is there, settled: an update
+    # would otherwise create an item for a key the table does not hold.
+    assert parameters["UpdateExpression"] == f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}"
+    assert parameters["ConditionExpression"] == "#status IN (:approved, :rejected)"
+    assert parameters["ExpressionAttributeValues"] == {
+        ":approved": {"S": "approved"},
+        ":rejected": {"S": "rejected"},
+    }
+    # The state's input goes on untouched, whether the write passes or fails: a failed
+    # confirmation leaves the approval to the sweep and never fails the workflow.
+    assert confirm["ResultPath"] is None
+    assert confirm["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Outcome"}]
+    refused, other = confirm["Retry"]
+    assert refused == {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "MaxAttempts": 0}
+    assert other["ErrorEquals"] == ["States.ALL"]
+    assert confirm["Next"] == "Outcome"
 
 
 @pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
@@ -180,20 +209,22 @@ def test_fanout_items_never_fail_the_batch() -> None:
     assert states["Undelivered"]["Parameters"] == {"outcome": "undelivered", "error.$": "$.error.Cause"}
 
 
-def test_render_fills_the_queue_url_everywhere() -> None:
+def test_render_fills_the_queue_url_and_table_name_everywhere() -> None:
     for definition in (approval_definition(), fanout_definition()):
-        rendered = render(definition, QUEUE_URL)
-        assert QUEUE_URL_PLACEHOLDER not in rendered
+        rendered = render(definition, QUEUE_URL, TABLE_NAME)
         assert "${" not in rendered
         parsed = json.loads(rendered)
         text = json.dumps(parsed)
         assert text.count(QUEUE_URL) == 1
+        assert text.count(f'"TableName": "{TABLE_NAME}"') == 1
 
 
 def test_definitions_are_fresh_each_call() -> None:
     first = approval_definition()
     first["States"]["Outcome"]["Default"] = "Approved"
+    first["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"].clear()
     assert approval_definition()["States"]["Outcome"]["Default"] == "Rejected"
+    assert approval_definition()["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"]
     assert statemachine.MAX_TIMEOUT_SECONDS == 31_536_000
 
 
