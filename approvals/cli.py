@@ -248,10 +248,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     approver = args.as_approver.lower()
     if approver in approval.excluded:
         raise TargetError(f"{approver} requested this approval and may not approve it")
-    if approver not in approval.request.approvers:
-        raise TargetError(
-            f"{approver} is not an approver of this request ({', '.join(approval.request.approvers)})"
-        )
+    if approver not in approval.asked:
+        raise TargetError(f"{approver} is not an approver of this request ({', '.join(approval.asked)})")
     operator = args.operator or target.caller()
     outcome = Outcome.APPROVED if args.decision == "approve" else Outcome.REJECTED
     vote = Vote(approver=approver, outcome=outcome, comment=args.comment, at=utcnow(), on_behalf_by=operator)

@@ -134,7 +134,7 @@ def view(services: Services, approval_id: str, fields: dict[str, str], now: date
     approval = services.store.view(approval_id, claims.approver, now)
     if approval is None:
         raise NotFound("There is no approval at this address.")
-    if claims.approver not in approval.request.approvers:
+    if claims.approver not in approval.asked:
         raise Forbidden(NOT_ASKED)
     return Viewing(approval, claims.approver)
 
@@ -268,4 +268,11 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
             return too_late
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
+    if refused.reason is VoteRefusal.NOT_YOUR_TURN:
+        before = ", ".join(current.waiting_on(utcnow()))
+        return Conflict(
+            f"It is not your turn yet: the approvers decide in order, and {before} decides before you."
+            " You will get an email when it is your turn.",
+            current,
+        )
     return Conflict(f"This request is already {current.status.value}.", current)

@@ -69,7 +69,7 @@ def _subject(tag: str, approval: Approval) -> str:
 def approval_email(approval: Approval, approver: str, link: str) -> Email:
     request = approval.request
     subject = _subject("Approval needed", approval)
-    others = [a for a in request.approvers if a != approver]
+    others = [a for a in approval.asked if a != approver]
     lines = [
         f"{request.requester} asks for your approval:",
         "",
@@ -108,7 +108,8 @@ def emails_for(
     skip: frozenset[str] = frozenset(),
     compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:
-    """One email per approver not in ``skip``, each with the approver's own signed link."""
+    """One email per approver asked (backups who joined included) not in ``skip``, each
+    with the approver's own signed link."""
     expires = int(approval.expires_at.timestamp())
     return [
         compose(
@@ -116,7 +117,7 @@ def emails_for(
             approver,
             link_for(api_url, key, LinkClaims(approval.approval_id, approver, expires)),
         )
-        for approver in approval.request.approvers
+        for approver in approval.asked
         if approver not in skip
     ]
 

@@ -38,6 +38,7 @@ class VoteRefusal(Enum):
     EXPIRED = "the request has expired"
     CANCELLED = "the request was cancelled"
     UNANSWERED = "the request asks for answers the vote did not carry"
+    NOT_YOUR_TURN = "an approver listed earlier has not yet approved"
 
 
 class VoteStore(Table):
@@ -134,6 +135,8 @@ class VoteStore(Table):
                 "(contains(voters, :approver) OR attribute_not_exists(voters))"
                 " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+                # A sequence's voter's place is the count of approvals before them.
+                " AND (attribute_not_exists(turns) OR turns.#approver = approvals)"
                 + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
             ),
             "ExpressionAttributeNames": {"#approver": vote.approver, "#status": "status"},
@@ -144,7 +147,7 @@ class VoteStore(Table):
 
 
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
-    if vote.approver not in current.request.approvers:
+    if vote.approver not in current.asked:
         return VoteRefusal.NOT_ASKED
     if vote.approver in current.excluded:
         return VoteRefusal.EXCLUDED
@@ -156,4 +159,6 @@ def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
         return VoteRefusal.EXPIRED
     if current.status is not Status.PENDING:
         return VoteRefusal.SETTLED
+    if vote.approver not in current.waiting_on(vote.at):
+        return VoteRefusal.NOT_YOUR_TURN
     return None

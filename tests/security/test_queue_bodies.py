@@ -71,7 +71,7 @@ BAD_REQUESTS = [
     BadRequest(
         "unknown policy",
         good(policy="majority"),
-        "request.policy: Input should be 'first_response', 'all' or 'quorum'",
+        "request.policy: Input should be 'first_response', 'all', 'quorum' or 'sequence'",
     ),
     BadRequest(
         "quorum above the number of approvers",
