@@ -35,9 +35,8 @@ def escalating(
     request = ApprovalRequest(title=title, requester="ci@example.com", timeout_seconds=3600, **fields)
     arn = stack.start(request)
     approval_id = approval_id_of(stack.email(request.approvers[0], title).links[0])
-    created = eventually(
-        lambda: (approval := stack.approval(approval_id)).emailed and approval.created_at, what="the worker"
-    )
+    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
+    created = stack.approval(approval_id).created_at
     due = created + timedelta(seconds=AFTER)
     eventually(lambda: utcnow() >= due, what="the escalation to fall due")
     return arn, approval_id, due
