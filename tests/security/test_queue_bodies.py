@@ -204,7 +204,8 @@ BAD_REQUESTS = [
         "the requester as the only approver",
         good(approvers=["ci@example.com"]),
         "request.approvers: the requester cannot approve their own request, and nobody else is asked",
-    ),  # Escalation and sequence (see the README's "Escalation" and "Sequence").
+    ),
+    # Escalation and sequence (see the README's "Escalation" and "Sequence").
     BadRequest(
         "an escalation step at zero seconds",
         good(escalation=[{"after_seconds": 0, "approvers": ["lead@example.com"]}]),
