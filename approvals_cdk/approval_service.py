@@ -448,7 +448,7 @@ class ApprovalService(Construct):
                 JSONPath (``"$.timeout_seconds"``) / JSONata expression giving whole seconds.
                 The task times out after it and the message carries the same value, so the
                 links expire with the task.
-            policy: ``"first_response"`` (default), ``"all"`` or ``"quorum"``.
+            policy: ``"first_response"`` (default), ``"all"``, ``"quorum"`` or ``"sequence"``.
             quorum: with ``policy="quorum"``, how many approvals settle it.
             description: longer text for the page (plain text, at most 10,000 characters).
             details: key-value pairs shown to approvers as a table.
@@ -458,6 +458,8 @@ class ApprovalService(Construct):
                 ``data`` in the decision holds the answers.
             remind_every: remind those who have not decided this often (a ``Duration``, or
                 whole seconds read from the state), no oftener than the sweep runs.
+            escalation: backups asked while the request stays unsettled (``Escalation`` or its
+                dict: ``{"after_seconds": 3600, "approvers": ["lead@example.com"]}``).
             query_language: JSONPATH (default) or JSONATA, as your state machine uses.
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).

@@ -201,3 +201,30 @@ def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any]
     }
     with pytest.raises(ValueError, match=problem):
         approval_step(stack, "Step", sqs.Queue(stack, "Queue"), **fields)  # the step needs only a queue
+
+
+def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it() -> None:
+    stack = cdk.Stack(cdk.App(), "Escalating")
+    step = approval_step(
+        stack,
+        "Step",
+        sqs.Queue(stack, "Queue"),
+        title="t",
+        approvers=[ALICE],
+        requester="r",
+        timeout=Duration.hours(4),
+        escalation=[{"after_seconds": 3600, "approvers": ["Lead@Example.com"]}],
+    )
+    body = stack.resolve(step.to_state_json())["Parameters"]["MessageBody"]
+    assert body["request"]["escalation"] == [{"after_seconds": 3600, "approvers": ["lead@example.com"]}]
+    with pytest.raises(ValueError, match=r"escalation\.0\.approvers: List should have at least 1 item"):
+        approval_step(
+            stack,
+            "Refused",
+            sqs.Queue(stack, "Other"),
+            title="t",
+            approvers=[ALICE],
+            requester="r",
+            timeout=Duration.hours(4),
+            escalation=[{"after_seconds": 3600, "approvers": []}],
+        )
