@@ -16,7 +16,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
 
 from approvals import answers, links
-from approvals.models import Approval, FieldSpec, Outcome, Status, Vote, utcnow
+from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote, utcnow
+from approvals.owed import send_owed_links
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import TaskGone, succeed, took_answer
@@ -168,7 +169,21 @@ def decide(services: Services, approval_id: str, form: dict[str, str], now: date
     except answers.InvalidAnswer as invalid:
         raise FormIncomplete(invalid.message, claims, comment, invalid.field) from None
     vote = Vote(approver=claims.approver, outcome=outcome, comment=comment, at=now, data=data)
-    return record(services.store, services.sfn, approval_id, vote, answers_checked=answered)
+    recorded = record(services.store, services.sfn, approval_id, vote, answers_checked=answered)
+    if recorded.delivery is Delivery.NOT_SETTLED and recorded.approval.request.policy is Policy.SEQUENCE:
+        _email_next(services, recorded.approval, now)
+    return recorded
+
+
+def _email_next(services: Services, approval: Approval, now: datetime) -> None:
+    """A sequence's next voter is emailed as soon as their turn comes (a claim and a publish
+    on the click's path); if that fails, the sweep sends it. The claim makes it go once."""
+    try:
+        send_owed_links(services, approval, now)
+    except Exception:
+        log.exception(
+            "next approver not emailed; the sweep will", extra={"approval_id": approval.approval_id}
+        )
 
 
 def _field_specs(store: ApprovalStore, approval_id: str) -> list[FieldSpec]:

@@ -389,6 +389,9 @@ class Approval(Contract):
     escalated: dict[int, datetime] = Field(default_factory=dict)  # escalation step: when its backups joined
     # Who got their link after the request was emailed (a backup, a sequence's next voter), and when.
     notified: dict[str, datetime] = Field(default_factory=dict)
+    # A sequence: the API's URL the worker linked to, for the approval API to email the next
+    # voter (it cannot know its own URL at deploy time).
+    link_base: str = ""
 
     @property
     def emailed(self) -> bool:

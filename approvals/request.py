@@ -22,6 +22,7 @@ from approvals.models import (
     MAX_TASK_TOKEN,
     Approval,
     ApprovalRequest,
+    Policy,
     QueueMessage,
     Status,
     describe_validation_error,
@@ -158,6 +159,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         created_at=sent_at,
         expires_at=sent_at + timedelta(seconds=request.timeout_seconds),
         excluded=excluded,
+        link_base=settings.api_url if request.policy is Policy.SEQUENCE else "",
     )
     claim = services.store.claim(approval, now, settings.claim_seconds)
     if claim.claim is Claim.DONE:

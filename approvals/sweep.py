@@ -7,8 +7,8 @@
 - sends each reminder once to the approvers who have not decided (and can be emailed),
   and a request's recurring reminder once a period (``remind_every_seconds``);
 - escalates: once a step's ``after_seconds`` have passed, its backups join the voters, and
-  each is emailed their link once; a sequence's next voter gets theirs when their turn comes
-  (the approval API does not send email: it would cost the click a publish);
+  each is emailed their link once; a sequence's next voter gets theirs here if the approval
+  API could not send it right after the vote;
 - delivers decisions whose first delivery failed (safe to repeat: one answer per token);
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead).
@@ -25,6 +25,7 @@ from approvals import directory
 from approvals.decision import TooLate, deliver
 from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
+from approvals.owed import send_owed_links
 from approvals.policy import can_still_be_approved
 from approvals.runtime import Services
 from approvals.statemachine import DELIVERY_FAILED, EXPIRED
@@ -116,20 +117,6 @@ def _escalate(services: Services, approval: Approval, now: datetime) -> tuple[Ap
     return joined, len(steps)
 
 
-def _send_owed_links(services: Services, approval: Approval, now: datetime) -> int:
-    """Email their link to those awaited who have not had it (backups who joined, a
-    sequence's next voter), each once; a failed email is given back for the next sweep."""
-    owed = approval.owed_link(now)
-    if not owed or not services.store.claim_notices(approval.approval_id, owed, now):
-        return 0
-    skip = frozenset(approval.asked) - frozenset(owed)
-    emails = emails_for(approval, services.settings.api_url, services.keys.signing(), skip=skip)
-    sent, failed = publish(services.sns, services.settings.topic_arn, emails)
-    if failed:
-        services.store.release_notices(approval.approval_id, failed)
-    return len(sent)
-
-
 def _expire_task(sfn: SFNClient, approval: Approval) -> None:
     """Nothing waits past its links: a task still waiting once they expired is answered."""
     try:
@@ -179,7 +166,7 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
         if reach:
             done[reach] += 1
         if reach != "ended unreachable":
-            done["emailed"] += _send_owed_links(services, approval, now)
+            done["emailed"] += send_owed_links(services, approval, now)
             done["reminded"] += _remind(services, approval, now)
     if done:
         log.info("sweep", extra=dict(done))

@@ -268,6 +268,9 @@ class ApprovalService(Construct):
             "Approval pages and decisions (API Gateway)",
             memory_mb=512,  # an approver waits on its cold start: more memory, more CPU
             timeout=Duration.seconds(15),
+            # A sequence's next voter is emailed right after the vote (its link's URL is
+            # stored with the approval: the API cannot name its own URL here, a cycle).
+            environment={"APPROVALS_TOPIC_ARN": self.topic.topic_arn},
         )
         self.api = self._api()
         api_url = self.api.url
@@ -597,6 +600,7 @@ class ApprovalService(Construct):
         # API: read an approval for its page, record views and votes, answer the workflow.
         self._allow(self.api_function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
         self._allow(self.api_function, ["states:SendTaskSuccess"], [TASK_RESPONSE_RESOURCE])
+        self._allow(self.api_function, ["sns:Publish"], [self.topic.topic_arn])  # a sequence's next voter
         # When the service refuses a repeated answer after the task may have timed out, the
         # API and the sweeper read the execution's history to tell "taken" from "timed out".
         machines = [self.state_machine, self.fanout_state_machine]
@@ -643,7 +647,9 @@ class ApprovalService(Construct):
             if isinstance(deployment, cdk.DefaultStackSynthesizer)
             else []
         )
-        function_roles = [fn.role.role_arn for fn in (self.worker, self.sweeper) if fn.role is not None]
+        function_roles = [
+            fn.role.role_arn for fn in (self.worker, self.sweeper, self.api_function) if fn.role is not None
+        ]
         rules: list[tuple[sqs.Queue | sns.Topic, str, str, list[str]]] = [
             (
                 self.queue,

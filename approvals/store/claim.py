@@ -71,6 +71,7 @@ class ClaimStore(Table):
                 if approval.request.policy is Policy.SEQUENCE
                 else {}
             ),
+            **({"link_base": {"S": approval.link_base}} if approval.link_base else {}),
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
             # The count at which the next vote of each kind settles the request.

@@ -108,6 +108,7 @@ def approval_from_item(item: Item) -> Approval:
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
         escalated={int(step): at for step, at in epoch_map(item, "escalated").items()},
         notified=epoch_map(item, "notified"),
+        link_base=item.get("link_base", {}).get("S", ""),
         unreachable={
             who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
             for who, lost in item.get("unreachable", {}).get("M", {}).items()

@@ -1,12 +1,15 @@
 """Policy "sequence" against moto: the approvers decide in the listed order, each emailed
-when the one before has approved (by the sweep, once); a vote out of turn is refused by
-the store's condition; any rejection rejects; reminders go to whoever's turn it is."""
+once when the one before has approved (by the approval API right after the vote, or by the
+sweep if that failed); a vote out of turn is refused by the store's condition; any
+rejection rejects; reminders go to whoever's turn it is."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, NoReturn
 
 import pytest
+from botocore.exceptions import ClientError
 
 from approvals import runtime
 from approvals.links import LinkClaims, link_for
@@ -51,21 +54,39 @@ def test_each_approver_is_emailed_when_the_one_before_has_approved(stack: Stack)
     assert sweep(services, utcnow())["emailed"] == 0  # Bob waits for Alice
 
     stack.click(stack.email(ALICE, title).links[0], "approve", "staging is green")
-    assert sweep(services, utcnow())["emailed"] == 1
+    assert emailed(stack, title) == [ALICE, BOB]  # by the API, right after the vote
     assert sweep(services, utcnow())["emailed"] == 0  # once
-    assert emailed(stack, title) == [ALICE, BOB]
 
     bob_page = stack.get(stack.email(BOB, title).links[0])
     assert "staging is green" in bob_page.body  # who came before, and what they said
     assert "deciding now" in bob_page.body
     stack.click(stack.email(BOB, title).links[0], "approve")
-    sweep(services, utcnow())
     stack.click(stack.email(CAROL, title).links[0], "approve")
     report = stack.finish(arn)
     assert (report.status, report.output["outcome"]) == ("SUCCEEDED", "approved")
     assert [v["approver"] for v in report.output["votes"]] == [ALICE, BOB, CAROL]
     emails = [(e.kind, e.detail) for e in timeline(stack.approval(approval_id)) if e.kind == "emailed"]
     assert emails == [("emailed", ALICE), ("emailed", BOB), ("emailed", CAROL)]
+
+
+def test_the_sweep_emails_the_next_approver_when_the_api_could_not(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    title = "Next by the sweep"
+    _, approval_id = in_sequence(stack, title, [ALICE, BOB])
+    services = runtime.from_environment()
+    with monkeypatch.context() as failing:
+        failing.setattr(services.sns, "publish_batch", _throttled)
+        assert stack.click(stack.email(ALICE, title).links[0], "approve").status == 200  # the vote stands
+    assert emailed(stack, title) == [ALICE]
+    assert BOB not in stack.approval(approval_id).notified  # given back
+    assert sweep(services, utcnow())["emailed"] == 1
+    assert sweep(services, utcnow())["emailed"] == 0
+    assert emailed(stack, title) == [ALICE, BOB]
+
+
+def _throttled(**_: Any) -> NoReturn:
+    raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "PublishBatch")
 
 
 def test_a_rejection_ends_the_sequence_and_nobody_after_is_asked(stack: Stack) -> None:
