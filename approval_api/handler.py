@@ -197,7 +197,10 @@ def show(
         200: _recorded("The decision is recorded."),
         202: _recorded("The decision is recorded; the workflow gets it by a retry."),
         **_REFUSALS,
-        409: _problem("This approver has already decided, or the request is already settled."),
+        409: _problem(
+            "This approver has already decided, the request is already settled, or (policy sequence)"
+            " an approver listed earlier has not yet approved."
+        ),
     },
 )
 def decide(
