@@ -493,8 +493,8 @@ class Approval(Contract):
 
 EventKind = Literal[
     "requested",
+    "escalated",  # before "emailed": the backups' emails follow the escalation at the same second
     "emailed",
-    "escalated",
     "unreachable",
     "reminded",
     "viewed",
