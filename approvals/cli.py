@@ -189,7 +189,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             args.settled and status not in (Status.APPROVED, Status.REJECTED)
         ):
             continue
-        if args.approver and args.approver.lower() not in approval.request.approvers:
+        if args.approver and args.approver.lower() not in approval.asked:
             continue
         if args.workflow and args.workflow not in (approval.workflow, approval.state_machine_arn):
             continue
@@ -229,7 +229,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("id", approval.approval_id),
         ("status", approval.status.value),
         ("requester", request.requester),
-        ("approvers", f"{', '.join(request.approvers)} ({policy})"),
+        ("approvers", f"{', '.join(approval.asked)} ({policy})"),
         ("workflow", approval.state_machine_arn or approval.workflow),
         ("execution", approval.execution),
         ("step", approval.state),
