@@ -452,6 +452,12 @@ class Approval(Contract):
         return self.request.approvers + [a for i in sorted(self.escalated) for a in steps[i].approvers]
 
     @property
+    def first_asked(self) -> list[str]:
+        """Those the worker emails: every approver who may vote, or a sequence's first."""
+        voters = [a for a in self.request.approvers if a not in self.excluded]
+        return voters[:1] if self.request.policy is Policy.SEQUENCE else voters
+
+    @property
     def voters(self) -> list[str]:
         """Those who may vote now: everyone asked but the excluded."""
         return [a for a in self.asked if a not in self.excluded]
@@ -473,11 +479,10 @@ class Approval(Contract):
         a sequence's next voter (the worker emails the first asked, once)."""
         if not self.emailed:
             return []  # the worker's own retry sends the first emails
-        first = self.voters[:1] if self.request.policy is Policy.SEQUENCE else self.request.approvers
         return [
             a
             for a in self.waiting_on(now)
-            if a not in first and a not in self.notified and a not in self.unreachable
+            if a not in self.first_asked and a not in self.notified and a not in self.unreachable
         ]
 
     def escalations_due(self, now: datetime) -> list[int]:
@@ -519,15 +524,13 @@ def timeline(approval: Approval) -> list[Event]:
     """Every event of an approval in order, derived from what the store keeps."""
     request = approval.request
     events = [Event(at=approval.created_at, kind="requested", actor=request.requester, detail=request.title)]
-    # A sequence emails its first voter only; the others as their turns come.
-    first_asked = approval.voters[:1] if request.policy is Policy.SEQUENCE else request.approvers
     if approval.emailed_at:
         events.append(
             Event(
                 at=approval.emailed_at,
                 kind="emailed",
                 actor="system",
-                detail=", ".join(a for a in first_asked if a not in approval.excluded),
+                detail=", ".join(approval.first_asked),
             )
         )
     events += [
