@@ -1,6 +1,6 @@
 """End to end on the local stack (its sweep runs every 2 seconds): an escalation that a
 backup approves, and a sequence whose second approver is emailed only once the first
-has approved, or never when the first rejects."""
+has approved (also on the synthesized template), or never when the first rejects."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import BOTH_MODES, RunningStack
 from tests.e2e.test_local_stack import wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -59,6 +59,7 @@ def test_an_escalation_that_a_backup_approves(local_stack: RunningStack) -> None
     assert emailed(local_stack, title) == ["gina@example.com", "hank@example.com"]  # one each
 
 
+@BOTH_MODES
 def test_a_sequence_emails_the_second_only_after_the_first_approves(local_stack: RunningStack) -> None:
     title = "E2E sequence of two"
     arn = local_stack.start(title, ["ann@example.com", "ben@example.com"], REQUESTER, policy="sequence")
