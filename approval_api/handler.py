@@ -127,7 +127,10 @@ _DECISION_RESPONSES: dict[int, OpenAPIResponse] = {
     200: _recorded("The decision is recorded."),
     202: _recorded("The decision is recorded; the workflow gets it by a retry."),
     **_REFUSALS,
-    409: _problem("This approver has already decided, or the request is already settled."),
+    409: _problem(
+        "This approver has already decided, the request is already settled, or (policy sequence)"
+        " an approver listed earlier has not yet approved."
+    ),
 }
 # The form's own fields, the same from either page.
 _DECISION = Form(

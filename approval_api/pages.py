@@ -84,9 +84,11 @@ def policy_text(approval: Approval) -> str:
             return "every approver must approve; any rejection rejects"
         case Policy.QUORUM:
             return (
-                f"{request.quorum} of {len(request.approvers)} approvals needed;"
+                f"{request.quorum} of {len(approval.voters)} approvals needed;"
                 " rejected once that cannot be reached"
             )
+        case Policy.SEQUENCE:
+            return "each approver decides in turn, in the order listed; any rejection rejects"
 
 
 def _detail_text(value: Any) -> str:
@@ -126,9 +128,13 @@ def approval_page(
             expires_at=approval.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
             details=[(key, _detail_text(value)) for key, value in approval.request.details.items()],
             policy_text=policy_text(approval),
-            approvers=[(person, approval.votes.get(person)) for person in approval.request.approvers],
+            approvers=[(person, approval.votes.get(person)) for person in approval.asked],
             excluded=approval.excluded,
-            can_decide=status is Status.PENDING and approver not in approval.votes,
+            backups=_backups_joined(approval),
+            sequence=approval.request.policy is Policy.SEQUENCE,
+            waiting_on=approval.waiting_on(now),
+            can_decide=approver in approval.waiting_on(now),
+            awaiting_turn=approver in approval.undecided(now) and approver not in approval.waiting_on(now),
             action=action or approval.approval_id,
             fields=fields,
             reason_required=reason_required,
@@ -140,6 +146,15 @@ def approval_page(
             form_prefix=FORM_PREFIX,
         )
     )
+
+
+def _backups_joined(approval: Approval) -> dict[str, str]:
+    """Each backup who joined, and the escalation step that asked them, in words."""
+    return {
+        backup: f"backup, asked {approval.escalated[step].strftime('%Y-%m-%d %H:%M UTC')} (escalation)"
+        for step in sorted(approval.escalated)
+        for backup in approval.request.escalation[step].approvers
+    }
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             args.settled and status not in (Status.APPROVED, Status.REJECTED)
         ):
             continue
-        if args.approver and args.approver.lower() not in approval.request.approvers:
+        if args.approver and args.approver.lower() not in approval.asked:
             continue
         if args.workflow and args.workflow not in (approval.workflow, approval.state_machine_arn):
             continue
@@ -239,7 +239,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("id", approval.approval_id),
         ("status", approval.status.value),
         ("requester", request.requester),
-        ("approvers", f"{', '.join(request.approvers)} ({policy})"),
+        ("approvers", f"{', '.join(approval.asked)} ({policy})"),
         ("workflow", approval.state_machine_arn or approval.workflow),
         ("execution", approval.execution),
         ("step", approval.state),
@@ -262,10 +262,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
         raise TargetError(f"that link was emailed to {holder}, not to {approver}")
     if approver in approval.excluded:
         raise TargetError(f"{approver} requested this approval and may not approve it")
-    if approver not in approval.request.approvers:
-        raise TargetError(
-            f"{approver} is not an approver of this request ({', '.join(approval.request.approvers)})"
-        )
+    if approver not in approval.asked:
+        raise TargetError(f"{approver} is not an approver of this request ({', '.join(approval.asked)})")
     operator = args.operator or target.caller()
     outcome = Outcome.APPROVED if args.decision == "approve" else Outcome.REJECTED
     vote = Vote(approver=approver, outcome=outcome, comment=args.comment, at=utcnow(), on_behalf_by=operator)

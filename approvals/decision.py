@@ -17,7 +17,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
 
 from approvals import answers, links, shortlinks
-from approvals.models import Approval, FieldSpec, Outcome, Status, Vote, utcnow
+from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote, utcnow
+from approvals.owed import send_owed_links
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import TaskGone, succeed, took_answer
@@ -182,7 +183,7 @@ def view_by_link(services: Services, token: str, now: datetime) -> Viewing:
 def _viewing(approval: Approval, approver: str) -> Viewing:
     if approval.reassigned_away(approver):
         raise Reassigned(approval)
-    if approver not in approval.request.approvers:
+    if approver not in approval.asked:
         raise Forbidden(NOT_ASKED)
     return Viewing(approval, approver)
 
@@ -244,7 +245,7 @@ def _decide(services: Services, voter: Voter, form: dict[str, str], now: datetim
     except answers.InvalidAnswer as invalid:
         raise FormIncomplete(invalid.message, voter, comment, invalid.field) from None
     vote = Vote(approver=voter.approver, outcome=outcome, comment=comment, at=now, data=data)
-    return record(
+    recorded = record(
         services.store,
         services.sfn,
         voter.approval_id,
@@ -252,6 +253,20 @@ def _decide(services: Services, voter: Voter, form: dict[str, str], now: datetim
         answers_checked=answered,
         token_hash=voter.token_hash,
     )
+    if recorded.delivery is Delivery.NOT_SETTLED and recorded.approval.request.policy is Policy.SEQUENCE:
+        _email_next(services, recorded.approval, now)
+    return recorded
+
+
+def _email_next(services: Services, approval: Approval, now: datetime) -> None:
+    """A sequence's next voter is emailed as soon as their turn comes (a claim and a publish
+    on the click's path); if that fails, the sweep sends it. The claim makes it go once."""
+    try:
+        send_owed_links(services, approval, now)
+    except Exception:
+        log.exception(
+            "next approver not emailed; the sweep will", extra={"approval_id": approval.approval_id}
+        )
 
 
 def _field_specs(store: ApprovalStore, approval_id: str) -> list[FieldSpec]:
@@ -363,4 +378,11 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
             return too_late
     if refused.reason is VoteRefusal.ALREADY_VOTED:
         return Conflict("You have already decided on this request.", current)
+    if refused.reason is VoteRefusal.NOT_YOUR_TURN:
+        before = ", ".join(current.waiting_on(utcnow()))
+        return Conflict(
+            f"It is not your turn yet: the approvers decide in order, and {before} decides before you."
+            " You will get an email when it is your turn.",
+            current,
+        )
     return Conflict(f"This request is already {current.status.value}.", current)

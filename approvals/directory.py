@@ -177,9 +177,9 @@ def reasons(unreachable: dict[str, str]) -> str:
     return "; ".join(f"{address} ({why})" for address, why in unreachable.items())
 
 
-def describe(unreachable: dict[str, str]) -> str:
-    """The cause of ``Approval.InvalidRequest`` for a request naming such addresses."""
-    return f"request.approvers: cannot be emailed: {reasons(unreachable)}"
+def describe(unreachable: dict[str, str], field: str = "request.approvers") -> str:
+    """The cause of ``Approval.InvalidRequest`` for a request naming such addresses in ``field``."""
+    return f"{field}: cannot be emailed: {reasons(unreachable)}"
 
 
 # -- managing the directory (the `approvals approvers` commands) ------------------------------

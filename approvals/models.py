@@ -7,6 +7,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import pairwise
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -166,6 +167,21 @@ class Policy(StrEnum):
     FIRST_RESPONSE = "first_response"
     ALL = "all"
     QUORUM = "quorum"
+    SEQUENCE = "sequence"  # every approver, one after another in the listed order
+
+
+MAX_ESCALATIONS = 5
+
+
+class Escalation(Contract):
+    """Backups asked when the request is still unsettled this long after it was queued."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_seconds: int = Field(gt=0, strict=True, description="From when the request was queued")
+    approvers: list[Email] = Field(
+        min_length=1, max_length=MAX_APPROVERS, description="Emailed then, and may vote from then on"
+    )
 
 
 class Outcome(StrEnum):
@@ -199,6 +215,12 @@ class ApprovalRequest(Contract):
         max_length=MAX_FIELDS,
         description="What each approver answers with their vote; each vote's data holds the answers",
     )
+    escalation: list[Escalation] = Field(
+        default_factory=list,
+        max_length=MAX_ESCALATIONS,
+        description="Backups asked, step by step, while the request stays unsettled"
+        " (each step later than the last, before timeout_seconds; not with policy sequence)",
+    )
 
     @property
     def requester_address(self) -> str | None:
@@ -225,6 +247,7 @@ class ApprovalRequest(Contract):
             raise ValueError("remind_every_seconds: must be shorter than timeout_seconds, or it never fires")
         if len({spec.name for spec in self.fields}) != len(self.fields):
             raise ValueError("fields: each field name may be used once")
+        self._check_escalation()
         if self.policy is Policy.QUORUM:
             if self.quorum is None:
                 raise ValueError("quorum: required when policy is quorum")
@@ -236,6 +259,33 @@ class ApprovalRequest(Contract):
         if size > REQUEST_BYTES:
             raise ValueError(f"at most {REQUEST_BYTES:,} bytes as JSON, not {size:,}")
         return self
+
+    def _check_escalation(self) -> None:
+        if not self.escalation:
+            return
+        if self.policy is Policy.SEQUENCE:
+            # A backup has no place in an order the requester chose: refused, not guessed.
+            raise ValueError("escalation: not allowed with policy sequence, whose order is the listed one")
+        times = [step.after_seconds for step in self.escalation]
+        if any(later <= earlier for earlier, later in pairwise(times)):
+            raise ValueError("escalation: each step's after_seconds must be later than the one before")
+        if times[-1] >= self.timeout_seconds:
+            raise ValueError(
+                f"escalation: after_seconds {times[-1]} must be shorter than timeout_seconds,"
+                " or it never fires"
+            )
+        backups = self.backups
+        if len(set(backups)) != len(backups):
+            raise ValueError("escalation: each backup may be listed once")
+        if already := sorted(set(backups) & set(self.approvers)):
+            raise ValueError(f"escalation: already approvers: {', '.join(already)}")
+        if len(self.approvers) + len(backups) > MAX_APPROVERS:
+            raise ValueError(f"escalation: at most {MAX_APPROVERS} approvers and backups in all")
+
+    @property
+    def backups(self) -> list[str]:
+        """Everyone the escalation steps may ask, in order."""
+        return [backup for step in self.escalation for backup in step.approvers]
 
 
 class QueueMessage(Contract):
@@ -373,12 +423,18 @@ class Approval(Contract):
     requester_told_at: datetime | None = None  # when the requester was emailed the outcome
     # The short links emailed (approvals.shortlinks): SHA-256 of each token, and its approver.
     short_links: dict[str, str] = Field(default_factory=dict, repr=False)
+    escalated: dict[int, datetime] = Field(default_factory=dict)  # escalation step: when its backups joined
+    # Who got their link after the request was emailed (a backup, a sequence's next voter), and when.
+    notified: dict[str, datetime] = Field(default_factory=dict)
+    # A sequence: the API's URL the worker linked to, for the approval API to email the next
+    # voter (it cannot know its own URL at deploy time).
+    link_base: str = ""
 
     @property
     def emailed(self) -> bool:
         return self.emailed_at is not None
 
-    def first_asked(self) -> list[str]:
+    def originally_asked(self) -> list[str]:
         """The approvers the request named, before any reassignment."""
         approvers = list(self.request.approvers)
         for change in reversed(self.reassigned):
@@ -438,17 +494,79 @@ class Approval(Contract):
         the sweep has written it down."""
         return Status.EXPIRED if self.is_expired(now) else self.status
 
-    def waiting_on(self, now: datetime) -> list[str]:
-        """The approvers whose decision is still awaited."""
+    @property
+    def asked(self) -> list[str]:
+        """Everyone asked so far: the approvers, then the backups of each escalation step taken."""
+        steps = self.request.escalation
+        return self.request.approvers + [a for i in sorted(self.escalated) for a in steps[i].approvers]
+
+    @property
+    def first_asked(self) -> list[str]:
+        """Those the worker emails: every approver who may vote, or a sequence's first (who
+        holds each place now: an operator's reassignment emails the new holder itself)."""
+        return self._first_of(self.request.approvers)
+
+    def emailed_first(self) -> list[str]:
+        """Those the worker did email: as :attr:`first_asked`, before any reassignment."""
+        return self._first_of(self.originally_asked())
+
+    def _first_of(self, approvers: list[str]) -> list[str]:
+        voters = [a for a in approvers if a not in self.excluded]
+        return voters[:1] if self.request.policy is Policy.SEQUENCE else voters
+
+    @property
+    def voters(self) -> list[str]:
+        """Those who may vote now: everyone asked but the excluded."""
+        return [a for a in self.asked if a not in self.excluded]
+
+    def undecided(self, now: datetime) -> list[str]:
+        """The voters who have not decided, while the request is pending."""
         if self.status_at(now) is not Status.PENDING:
             return []
-        return [a for a in self.request.approvers if a not in self.votes and a not in self.excluded]
+        return [a for a in self.voters if a not in self.votes]
+
+    def waiting_on(self, now: datetime) -> list[str]:
+        """The approvers whose decision is awaited now: in a sequence, only the one whose
+        turn it is."""
+        undecided = self.undecided(now)
+        return undecided[:1] if self.request.policy is Policy.SEQUENCE else undecided
+
+    def owed_link(self, now: datetime) -> list[str]:
+        """Those awaited now whom no email has yet brought their link: backups just joined,
+        a sequence's next voter (the worker emails the first asked, once)."""
+        if not self.emailed:
+            return []  # the worker's own retry sends the first emails
+        return [
+            a
+            for a in self.waiting_on(now)
+            if a not in self.first_asked and a not in self.notified and a not in self.unreachable
+        ]
+
+    def escalations_due(self, now: datetime) -> list[int]:
+        """The escalation steps whose time has come and whose backups have not yet joined."""
+        if self.status_at(now) is not Status.PENDING:
+            return []
+        return [
+            i
+            for i, step in enumerate(self.request.escalation)
+            if i not in self.escalated and self.created_at + timedelta(seconds=step.after_seconds) <= now
+        ]
 
 
 EventKind = Literal[
-    "requested", "emailed", "reassigned", "unreachable", "reminded", "viewed", "voted", "settled",
-    "expired", "cancelled", "told",
-]  # fmt: skip
+    "requested",
+    "escalated",  # before "emailed": the backups' emails follow the escalation at the same second
+    "emailed",
+    "reassigned",
+    "unreachable",
+    "reminded",
+    "viewed",
+    "voted",
+    "settled",
+    "expired",
+    "cancelled",
+    "told",
+]
 EVENT_ORDER = {kind: i for i, kind in enumerate(get_args(EventKind))}  # ties at the same second
 
 
@@ -471,12 +589,24 @@ def timeline(approval: Approval) -> list[Event]:
                 at=approval.emailed_at,
                 kind="emailed",
                 actor="system",
-                detail=", ".join(a for a in approval.first_asked() if a not in approval.excluded),
+                detail=", ".join(approval.emailed_first()),
             )
         )
     events += [
         Event(at=change.at, kind="reassigned", actor=change.by, detail=f"{change.from_} -> {change.to}")
         for change in approval.reassigned
+    ]
+    events += [
+        Event(
+            at=at,
+            kind="escalated",
+            actor="system",
+            detail=f"step {step + 1}: asked {', '.join(request.escalation[step].approvers)}",
+        )
+        for step, at in approval.escalated.items()
+    ]
+    events += [
+        Event(at=at, kind="emailed", actor="system", detail=who) for who, at in approval.notified.items()
     ]
     events += [
         Event(at=lost.at, kind="unreachable", actor=who, detail=f"cannot be emailed: {lost.why}")

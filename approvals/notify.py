@@ -70,7 +70,7 @@ def _subject(tag: str, approval: Approval) -> str:
 def approval_email(approval: Approval, approver: str, link: str) -> Email:
     request = approval.request
     subject = _subject("Approval needed", approval)
-    others = [a for a in request.approvers if a != approver]
+    others = [a for a in approval.asked if a != approver]
     lines = [
         f"{request.requester} asks for your approval:",
         "",
@@ -152,10 +152,11 @@ def emails_for(
     skip: frozenset[str] = frozenset(),
     compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:
-    """One email per approver not in ``skip``, each with the approver's own link."""
+    """One email per approver asked (backups who joined included) not in ``skip``, each
+    with the approver's own link."""
     return [
         compose(approval, approver, approver_link(approval, approver, api_url, key))
-        for approver in approval.request.approvers
+        for approver in approval.asked
         if approver not in skip
     ]
 

@@ -31,13 +31,15 @@ class Thresholds:
         return self.approve_at if outcome is Outcome.APPROVED else self.reject_at
 
 
-def thresholds(request: ApprovalRequest, excluded: Collection[str] = ()) -> Thresholds:
-    """The thresholds over those who may vote (the approvers less ``excluded``)."""
-    approvers = len(request.approvers) - len(excluded)
+def thresholds(request: ApprovalRequest, excluded: Collection[str] = (), backups: int = 0) -> Thresholds:
+    """The thresholds over those who may vote: the approvers less ``excluded``, and the
+    ``backups`` that escalation steps have added so far. Counting over who may vote now
+    keeps a quorum reachable and makes "all" mean everyone asked."""
+    approvers = len(request.approvers) + backups - len(excluded)
     match request.policy:
         case Policy.FIRST_RESPONSE:
             return Thresholds(approve_at=1, reject_at=1)
-        case Policy.ALL:
+        case Policy.ALL | Policy.SEQUENCE:
             return Thresholds(approve_at=approvers, reject_at=1)
         case Policy.QUORUM:
             assert request.quorum is not None  # the model requires it for this policy
@@ -60,19 +62,28 @@ def unreachable(request: ApprovalRequest, excluded: Collection[str]) -> str | No
     voters = len(request.approvers) - len(excluded)
     if voters == 0:
         return f"request.approvers: {why}, and nobody else is asked"
-    if request.policy is Policy.ALL:
-        return f"request.approvers: policy 'all' needs every approver, but {why}"
+    if request.policy in (Policy.ALL, Policy.SEQUENCE):
+        return f"request.approvers: policy '{request.policy.value}' needs every approver, but {why}"
     if request.policy is Policy.QUORUM and request.quorum is not None and request.quorum > voters:
         return f"request.quorum: {request.quorum} approvals cannot be reached: {why}"
     return None
 
 
+def approval_thresholds(approval: Approval) -> Thresholds:
+    """The thresholds of a stored approval, over everyone who may vote on it now."""
+    return thresholds(
+        approval.request, approval.excluded, len(approval.asked) - len(approval.request.approvers)
+    )
+
+
 def can_still_be_approved(approval: Approval, now: datetime) -> bool:
-    """Whether enough approvers can still approve: those who did, and those awaited who can
-    still be emailed."""
+    """Whether enough approvers can still approve: those who did, and those undecided who
+    can still be emailed. An escalation step still to come may bring more: it waits for them."""
+    if len(approval.escalated) < len(approval.request.escalation):
+        return True
     approved = sum(1 for vote in approval.votes.values() if vote.outcome is Outcome.APPROVED)
-    reachable = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
-    return approved + len(reachable) >= thresholds(approval.request, approval.excluded).approve_at
+    reachable = [a for a in approval.undecided(now) if a not in approval.unreachable]
+    return approved + len(reachable) >= approval_thresholds(approval).approve_at
 
 
 def settle(request: ApprovalRequest, outcomes: Iterable[Outcome]) -> Outcome | None:

@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import datetime, timedelta
 from enum import Enum
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from approvals.models import (
     MAX_TASK_TOKEN,
     Approval,
     ApprovalRequest,
+    Policy,
     QueueMessage,
     Status,
     describe_validation_error,
@@ -93,12 +95,27 @@ def _timeout_mismatch(request: ApprovalRequest, message: QueueMessage) -> str | 
 
 def _too_often(request: ApprovalRequest, sweep_seconds: int) -> str | None:
     every = request.remind_every_seconds
-    if every is None or every >= sweep_seconds:
+    if every is not None and every < sweep_seconds:
+        return (
+            f"request.remind_every_seconds: at least {sweep_seconds} here, not {every}:"
+            f" the sweep that sends reminders runs every {sweep_seconds} seconds"
+        )
+    # Each escalation step must fall in a sweep of its own, or two would come as one.
+    times = [0] + [step.after_seconds for step in request.escalation]
+    for step, (earlier, later) in enumerate(pairwise(times)):
+        if later - earlier < sweep_seconds:
+            return (
+                f"request.escalation.{step}.after_seconds: at least {sweep_seconds} after the step before"
+                f" (or the request), not {later - earlier}: the sweep that escalates runs every"
+                f" {sweep_seconds} seconds"
+            )
+    return None
+
+
+def _backup_is_requester(request: ApprovalRequest, allow_self_approval: bool) -> str | None:
+    if allow_self_approval or request.requester.strip().lower() not in request.backups:
         return None
-    return (
-        f"request.remind_every_seconds: at least {sweep_seconds} here, not {every}:"
-        f" the sweep that sends reminders runs every {sweep_seconds} seconds"
-    )
+    return "request.escalation: the requester cannot approve their own request, so cannot be its backup"
 
 
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
@@ -125,8 +142,13 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     if problem := _timeout_mismatch(request, message):
         return _invalid(services, message.task_token, approval_id, problem)
 
-    excluded = excluded_voters(request, services.settings.allow_self_approval)
-    if problem := unreachable(request, excluded) or _too_often(request, services.settings.sweep_seconds):
+    settings = services.settings
+    excluded = excluded_voters(request, settings.allow_self_approval)
+    if problem := (
+        unreachable(request, excluded)
+        or _backup_is_requester(request, settings.allow_self_approval)
+        or _too_often(request, settings.sweep_seconds)
+    ):
         return _invalid(services, message.task_token, approval_id, problem)
     voters = [a for a in request.approvers if a not in excluded]
     approval = Approval(
@@ -138,10 +160,11 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         created_at=sent_at,
         expires_at=sent_at + timedelta(seconds=request.timeout_seconds),
         excluded=excluded,
-        # Each voter's short link, stored as its hash (the requester gets no link).
-        short_links=shortlinks.bindings(services.keys.signing(), approval_id, voters),
+        # Each voter's short link, stored as its hash (the requester gets no link); the
+        # backups' too, for the escalation that may come (only joining lets them vote).
+        short_links=shortlinks.bindings(services.keys.signing(), approval_id, voters + request.backups),
+        link_base=settings.api_url if request.policy is Policy.SEQUENCE else "",
     )
-    settings = services.settings
     claim = services.store.claim(approval, now, settings.claim_seconds)
     if claim.claim is Claim.DONE:
         return Handled.DUPLICATE
@@ -150,11 +173,13 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
     approval = claim.stored or approval  # a retry keeps the expiry first stored
     # SNS drops, without a word, what no confirmed filtered subscription takes. Checked once
     # the claim says nothing was emailed yet: a duplicate of a request already emailed must
-    # not fail it because an approver has left since (the sweep looks after that).
-    if cannot_email := services.directory.unreachable(voters, now):
+    # not fail it because an approver has left since (the sweep looks after that). Backups
+    # too: an escalation must not find, hours later, that nobody can receive it.
+    if cannot_email := services.directory.unreachable(approval.voters + request.backups, now):
         return _cannot_email(services, approval, cannot_email, now)
-    # Nobody gets a link they may not use: that also keeps the requester from voting.
-    skip = claim.sent_to | frozenset(approval.excluded)
+    # Nobody gets a link they may not use (that also keeps the requester from voting), nor
+    # before their turn: a sequence emails its first voter only.
+    skip = claim.sent_to | (frozenset(approval.asked) - frozenset(approval.first_asked))
     emails = emails_for(approval, settings.api_url, services.keys.signing(), skip=skip)
     sent, failed = publish(services.sns, settings.topic_arn, emails)
     if failed:
@@ -172,7 +197,12 @@ def _cannot_email(
     """Refuse a request naming approvers SNS cannot email; its record says who and why."""
     if services.store.mark_unreachable(approval, cannot_email, now):
         services.store.close(approval.approval_id, Status.CANCELLED, now)
-    cause = directory.describe(cannot_email)
+    backups = set(approval.request.backups)
+    by_field = {
+        "request.approvers": {a: why for a, why in cannot_email.items() if a not in backups},
+        "request.escalation": {a: why for a, why in cannot_email.items() if a in backups},
+    }
+    cause = "; ".join(directory.describe(lost, field) for field, lost in by_field.items() if lost)
     return _invalid(services, approval.task_token, approval.approval_id, cause)
 
 

@@ -6,6 +6,9 @@
   can then no longer be met, ends the request with ``Approval.DeliveryFailed``;
 - sends each reminder once to the approvers who have not decided (and can be emailed),
   and a request's recurring reminder once a period (``remind_every_seconds``);
+- escalates: once a step's ``after_seconds`` have passed, its backups join the voters, and
+  each is emailed their link once; a sequence's next voter gets theirs here if the approval
+  API could not send it right after the vote;
 - delivers decisions whose first delivery failed (safe to repeat: one answer per token);
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead);
@@ -24,6 +27,7 @@ from approvals import directory
 from approvals.decision import TooLate, deliver
 from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
 from approvals.notify import emails_for, publish, reminder_email
+from approvals.owed import send_owed_links
 from approvals.policy import can_still_be_approved
 from approvals.requester import tell_requesters
 from approvals.runtime import Services
@@ -51,7 +55,9 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
 def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple[Approval, str | None]:
     """Note the approvers awaited who can no longer be emailed; end the request when its
     policy can then no longer be met. Returns the approval and what was done, if anything."""
-    awaited = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
+    # Everyone undecided, not only those whose turn it is: a sequence whose third voter
+    # has left can never be approved.
+    awaited = [a for a in approval.undecided(now) if a not in approval.unreachable]
     lost = services.directory.unreachable(awaited, now) if awaited else {}
     if not lost:
         return approval, None
@@ -91,7 +97,7 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
         approval,
         services.settings.api_url,
         services.keys.signing(),
-        skip=frozenset(approval.request.approvers) - waiting,
+        skip=frozenset(approval.asked) - waiting,
         compose=reminder_email,
     )
     _, failed = publish(services.sns, services.settings.topic_arn, emails)
@@ -99,6 +105,19 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
         services.store.release_reminders(approval, due, recurring)
         return 0
     return len(emails)
+
+
+def _escalate(services: Services, approval: Approval, now: datetime) -> tuple[Approval, int]:
+    """Let the backups of every escalation step now due join the voters (claimed once);
+    returns the approval and how many steps this sweep took."""
+    steps = approval.escalations_due(now)
+    if not steps:
+        return approval, 0
+    joined = services.store.escalate(approval, steps, now)
+    if joined is None:
+        return approval, 0
+    log.info("escalated", extra={"approval_id": approval.approval_id, "steps": steps})
+    return joined, len(steps)
 
 
 def _expire_task(sfn: SFNClient, approval: Approval) -> None:
@@ -144,10 +163,13 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
             if store.close(approval.approval_id, Status.EXPIRED, now):
                 done["expired"] += 1
             continue
+        approval, steps = _escalate(services, approval, now)
+        done["escalated"] += steps
         approval, reach = _check_reach(services, approval, now)
         if reach:
             done[reach] += 1
         if reach != "ended unreachable":
+            done["emailed"] += send_owed_links(services, approval, now)
             done["reminded"] += _remind(services, approval, now)
     if told := tell_requesters(services, now):
         done["requester told"] += told

@@ -54,6 +54,7 @@ class ApprovalApi:
         scope: Construct,
         factory: shared.Factory,
         table: dynamodb.Table,
+        topic_arn: str,
         *,
         page_view_limits: tuple[float, int],
         vote_limits: tuple[float, int],
@@ -68,6 +69,9 @@ class ApprovalApi:
             memory_mb=512,  # an approver waits on its cold start: more memory, more CPU
             timeout=Duration.seconds(15),
             snap_start=snap_start,
+            # A sequence's next voter is emailed right after the vote (its link's URL is
+            # stored with the approval: the API cannot name its own URL here, a cycle).
+            environment={"APPROVALS_TOPIC_ARN": topic_arn},
         )
         self.alias = self._live_alias() if snap_start else None
         self.api = self._api(factory, page_view_limits, vote_limits, self.alias or self.function)
@@ -83,6 +87,7 @@ class ApprovalApi:
         # Read an approval for its page, record views and votes, answer the workflow.
         shared.allow(self.function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table.table_arn])
         shared.allow(self.function, ["states:SendTaskSuccess"], [shared.TASK_RESPONSE_RESOURCE])
+        shared.allow(self.function, ["sns:Publish"], [topic_arn])  # a sequence's next voter
         shared.acknowledge(self.function.role, "AwsSolutions-IAM5[Resource::*]", shared.TASK_RESPONSE_REASON)
 
     def _live_alias(self) -> lambda_.Alias:

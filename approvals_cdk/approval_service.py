@@ -131,6 +131,7 @@ class ApprovalService(Construct):
             self,
             factory,
             self.table,
+            self.topic.topic_arn,
             page_view_limits=props.page_view_limits,
             vote_limits=props.vote_limits,
             rate_limit_per_ip=props.rate_limit_per_ip,
@@ -185,7 +186,9 @@ class ApprovalService(Construct):
         queue_and_worker.restrict_senders(
             [machines.approval.role.role_arn, machines.fanout.role.role_arn, *props.sender_roles]
         )
-        directory.restrict(publishers=[self.worker, self.sweeper], subscriber_roles=props.subscriber_roles)
+        directory.restrict(
+            publishers=[self.worker, self.sweeper, self.api_function], subscriber_roles=props.subscriber_roles
+        )
 
         alarms = Alarms(
             self,
@@ -231,7 +234,7 @@ class ApprovalService(Construct):
                 JSONPath (``"$.timeout_seconds"``) / JSONata expression giving whole seconds.
                 The task times out after it and the message carries the same value, so the
                 links expire with the task.
-            policy: ``"first_response"`` (default), ``"all"`` or ``"quorum"``.
+            policy: ``"first_response"`` (default), ``"all"``, ``"quorum"`` or ``"sequence"``.
             quorum: with ``policy="quorum"``, how many approvals settle it.
             description: longer text for the page (plain text, at most 10,000 characters).
             details: key-value pairs shown to approvers as a table.
@@ -241,6 +244,8 @@ class ApprovalService(Construct):
                 ``data`` in the decision holds the answers.
             remind_every: remind those who have not decided this often (a ``Duration``, or
                 whole seconds read from the state), no oftener than the sweep runs.
+            escalation: backups asked while the request stays unsettled (``Escalation`` or its
+                dict: ``{"after_seconds": 3600, "approvers": ["lead@example.com"]}``).
             query_language: JSONPATH (default) or JSONATA, as your state machine uses.
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).

@@ -22,12 +22,23 @@ from pydantic import Field as Limit
 from pydantic import TypeAdapter, ValidationError
 
 from approvals import statemachine
-from approvals.models import MAX_APPROVERS, MAX_FIELDS, Email, FieldSpec, Policy, describe_validation_error
+from approvals.models import (
+    MAX_APPROVERS,
+    MAX_ESCALATIONS,
+    MAX_FIELDS,
+    Email,
+    Escalation,
+    FieldSpec,
+    Policy,
+    describe_validation_error,
+)
 from approvals.store.close import CONFIRM_DELIVERY
 
-# Approvers and fields named at synth time are checked as the worker will check them.
+# Approvers, fields and escalation steps named at synth time are checked as the worker will
+# check them.
 _APPROVERS = TypeAdapter(Annotated[list[Email], Limit(min_length=1, max_length=MAX_APPROVERS)])
 _FIELDS = TypeAdapter(Annotated[list[FieldSpec], Limit(max_length=MAX_FIELDS)])
+_ESCALATION = TypeAdapter(Annotated[list[Escalation], Limit(max_length=MAX_ESCALATIONS)])
 
 
 class ApprovalErrors:
@@ -97,6 +108,7 @@ class StepOptions(TypedDict, total=False):
     details: Mapping[str, Any] | RequestField
     fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField
     remind_every: Duration | RequestField
+    escalation: Sequence[Escalation | Mapping[str, Any]] | RequestField
     query_language: sfn.QueryLanguage
     result_path: str | None
     outputs: Any
@@ -127,6 +139,15 @@ def _request(options: StepOptions) -> dict[str, Any]:
         fields = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
     if isinstance(remind_every, Duration):
         remind_every = int(remind_every.to_seconds())
+    escalation = options.get("escalation")
+    if isinstance(escalation, list | tuple) and not Token.is_unresolved(list(escalation)):
+        try:
+            steps = _ESCALATION.validate_python(
+                [s.model_dump() if isinstance(s, Escalation) else s for s in escalation]
+            )
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, prefix="escalation")) from None
+        escalation = [step.model_dump(mode="json") for step in steps]
     request = {
         "title": options["title"],
         "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,
@@ -137,6 +158,7 @@ def _request(options: StepOptions) -> dict[str, Any]:
         "details": dict(details) if isinstance(details, Mapping) else details,
         "fields": fields,
         "remind_every_seconds": remind_every,
+        "escalation": escalation,
     }
     return {name: value for name, value in request.items() if value is not None}
 

@@ -124,7 +124,7 @@ class Stack:
 
     def start(self, request: ApprovalRequest, add_approvers: bool = True) -> str:
         if add_approvers:
-            self.add_approvers(request.approvers)
+            self.add_approvers([*request.approvers, *request.backups])
         return executions.start(self.sfn, self.resources.state_machine_arn, request)
 
     def start_raw(self, request: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """The approvals table (DynamoDB), behind a small interface, split along the approval's life:
 ``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
-hands a place over), ``reminders`` and ``close`` (delivery, expiry, cancellation), ``tell``
-(the requester told the outcome). ``items`` says how an approval is stored.
+hands a place over), ``reminders`` and ``escalation`` (while it waits: reminding, asking more
+people), ``close`` (delivery, expiry, cancellation), ``tell`` (the requester told the
+outcome). ``items`` says how an approval is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -15,6 +16,7 @@ from typing import Any
 from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
+from approvals.store.escalation import EscalationStore
 from approvals.store.items import (
     EXECUTION_INDEX,
     OPEN,
@@ -47,7 +49,9 @@ __all__ = [
 ]
 
 
-class ApprovalStore(ClaimStore, VoteStore, ReassignStore, ReminderStore, CloseStore, TellStore):
+class ApprovalStore(
+    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore
+):
     """Every operation on the table; the queries the sweep and operators read through."""
 
     def get(self, approval_id: str) -> Approval | None:

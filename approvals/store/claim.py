@@ -9,8 +9,8 @@ from enum import Enum
 
 from botocore.exceptions import ClientError
 
-from approvals.models import Approval, Status
-from approvals.policy import thresholds
+from approvals.models import Approval, Policy, Status
+from approvals.policy import approval_thresholds
 from approvals.store.items import (
     OPEN,
     OPEN_ATTRIBUTE,
@@ -46,7 +46,7 @@ class ClaimResult:
 class ClaimStore(Table):
     def claim(self, approval: Approval, now: datetime, claim_seconds: int) -> ClaimResult:
         """Store a new approval, or tell what an earlier delivery of it left behind."""
-        limits = thresholds(approval.request, approval.excluded)
+        limits = approval_thresholds(approval)
         write = write_id()
         item: Item = {
             **self._key(approval.approval_id),
@@ -63,11 +63,21 @@ class ClaimStore(Table):
             "reminded": {"M": {}},
             "excluded": {"L": [{"S": who} for who in approval.excluded]},
             # Who may vote, for the vote's condition: a link's signature is not trusted alone.
-            "voters": {"SS": [a for a in approval.request.approvers if a not in approval.excluded]},
+            "voters": {"SS": approval.voters},
+            "escalated": {"M": {}},
+            "notified": {"M": {}},
             OPEN_ATTRIBUTE: OPEN,
             **({TELL_ATTRIBUTE: TELL} if approval.request.requester_address else {}),
             # Lets a vote whose form carried no answers be refused without reading the request.
             **({"has_fields": {"BOOL": True}} if approval.request.fields else {}),
+            # A sequence's turn order, for the vote's condition: each voter's place equals the
+            # approvals in before them (any rejection settles it).
+            **(
+                {"turns": {"M": {who: {"N": str(place)} for place, who in enumerate(approval.voters)}}}
+                if approval.request.policy is Policy.SEQUENCE
+                else {}
+            ),
+            **({"link_base": {"S": approval.link_base}} if approval.link_base else {}),
             "approvals": {"N": "0"},
             "rejections": {"N": "0"},
             # The count at which the next vote of each kind settles the request.

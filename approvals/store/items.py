@@ -166,6 +166,9 @@ def approval_from_item(item: Item) -> Approval:
         recurring_reminder=int(item.get("recurring", {}).get("M", {}).get("period", {}).get("N", "0")),
         recurring_reminded_at=optional_time(item.get("recurring", {}).get("M", {}), "at"),
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
+        escalated={int(step): at for step, at in epoch_map(item, "escalated").items()},
+        notified=epoch_map(item, "notified"),
+        link_base=item.get("link_base", {}).get("S", ""),
         unreachable={
             who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])
             for who, lost in item.get("unreachable", {}).get("M", {}).items()

@@ -41,6 +41,7 @@ class VoteRefusal(Enum):
     CANCELLED = "the request was cancelled"
     UNANSWERED = "the request asks for answers the vote did not carry"
     OTHER_APPROVER = "the short link was issued to another approver"
+    NOT_YOUR_TURN = "an approver listed earlier has not yet approved"
 
 
 VIEWED = f"{SHORT_LINKS}.#link.viewed"  # a short link's first view
@@ -171,6 +172,8 @@ class VoteStore(Table):
                 "(contains(voters, :approver) OR attribute_not_exists(voters))"
                 " AND attribute_not_exists(votes.#approver) AND #status = :pending"
                 f" AND expires_at > :now AND {counter} {'=' if settling else '<'} {last_open}"
+                # A sequence's voter's place is the count of approvals before them.
+                " AND (attribute_not_exists(turns) OR turns.#approver = approvals)"
                 + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
                 + (f" AND {SHORT_LINKS}.#link.approver = :approver" if token_hash else "")
             ),
@@ -199,7 +202,7 @@ def _link_refusal(current: Approval, vote: Vote, token_hash: str) -> VoteRefusal
 def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
     if current.reassigned_away(vote.approver):
         return VoteRefusal.REASSIGNED
-    if vote.approver not in current.request.approvers:
+    if vote.approver not in current.asked:
         return VoteRefusal.NOT_ASKED
     if vote.approver in current.excluded:
         return VoteRefusal.EXCLUDED
@@ -211,4 +214,6 @@ def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
         return VoteRefusal.EXPIRED
     if current.status is not Status.PENDING:
         return VoteRefusal.SETTLED
+    if vote.approver not in current.waiting_on(vote.at):
+        return VoteRefusal.NOT_YOUR_TURN
     return None

@@ -42,6 +42,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "table"),
         ("dynamodb:UpdateItem", "table"),
         ("states:SendTaskSuccess", "*"),
+        ("sns:Publish", "topic"),  # a sequence's next voter, right after the vote
         *READ_HISTORY,
     },
     "sweeper": {
@@ -294,7 +295,7 @@ def test_only_the_mailing_functions_publish_and_only_the_deployment_and_operator
         for p in synthesis.resources("AWS::SNS::TopicPolicy").values()
         if {"Ref": topic} in p["Properties"]["Topics"]
     ]
-    senders = [function(synthesis, name)[1]["Properties"]["Role"] for name in ("worker", "sweeper")]
+    senders = [function(synthesis, name)[1]["Properties"]["Role"] for name in ("worker", "sweeper", "api")]
     assert deny_unless(policy, "sns:Publish") == senders
     subscribers = deny_unless(policy, "sns:Subscribe")
     assert subscribers[1:] == [OPERATOR_ROLE]

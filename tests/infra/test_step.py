@@ -257,3 +257,30 @@ def test_attaching_the_confirmation_step_grants_update_item_on_the_table_and_not
     assert [s for s in statements if s["Action"] != "sqs:SendMessage"] == [
         {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::Join": ["", the_table]}}
     ]
+
+
+def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it() -> None:
+    stack = cdk.Stack(cdk.App(), "Escalating")
+    step = approval_step(
+        stack,
+        "Step",
+        sqs.Queue(stack, "Queue"),
+        title="t",
+        approvers=[ALICE],
+        requester="r",
+        timeout=Duration.hours(4),
+        escalation=[{"after_seconds": 3600, "approvers": ["Lead@Example.com"]}],
+    )
+    body = stack.resolve(step.to_state_json())["Parameters"]["MessageBody"]
+    assert body["request"]["escalation"] == [{"after_seconds": 3600, "approvers": ["lead@example.com"]}]
+    with pytest.raises(ValueError, match=r"escalation\.0\.approvers: List should have at least 1 item"):
+        approval_step(
+            stack,
+            "Refused",
+            sqs.Queue(stack, "Other"),
+            title="t",
+            approvers=[ALICE],
+            requester="r",
+            timeout=Duration.hours(4),
+            escalation=[{"after_seconds": 3600, "approvers": []}],
+        )

@@ -255,6 +255,8 @@ def test_each_function_has_every_setting_it_reads(synthesis: Synthesis, name: st
     if name in ("worker", "sweeper"):  # the two that send email with links
         assert settings.topic_arn
         assert settings.api_url
+    if name == "api":  # emails a sequence's next approver, to the URL stored with the approval
+        assert settings.topic_arn
     if name == "worker":  # the one that decides who gets a link
         assert settings.allow_self_approval  # -c allowSelfApproval=true
     if name == "sweeper":

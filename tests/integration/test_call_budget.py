@@ -92,3 +92,23 @@ def test_a_vote_that_does_not_settle_costs_one_update(stack: Stack) -> None:
     # The settling form is tried first and refused; the refusal returns the item, so the
     # second (counting) form needs no read.
     assert counter.take() == {"UpdateItem": 2}
+
+
+def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approver(stack: Stack) -> None:
+    """The one deviation of policy sequence: the click that passes the turn on claims the
+    next approver's link and publishes it (the sweep's fallback costs the click nothing).
+    The vote itself is two tries, as any vote that does not settle: the settling form first."""
+    services = runtime.from_environment()
+    approvers = ["alice@example.com", "bob@example.com"]
+    stack.add_approvers(approvers)
+    services.directory.unreachable(approvers, utcnow())
+    counter = CallCounter(services.store._db, services.sns, services.sfn)
+    request = ApprovalRequest(title="In turn", approvers=approvers, policy="sequence", requester="ci")
+    stack.start(request)
+    link = stack.email("alice@example.com", "In turn").links[0]
+    page = stack.get(link)
+    counter.take()
+
+    assert stack.submit(page, "approve").status == 200
+    assert counter.take() == {"UpdateItem": 2 + 1, "PublishBatch": 1}
+    assert stack.email("bob@example.com", "In turn")

@@ -153,4 +153,4 @@ def test_a_place_handed_on_twice_follows_each_change(stack: Stack) -> None:
         (ALICE, CAROL),
         (CAROL, "dave@example.com"),
     ]
-    assert stack.approval(approval_id).first_asked() == [ALICE]
+    assert stack.approval(approval_id).originally_asked() == [ALICE]

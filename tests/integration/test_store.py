@@ -24,7 +24,8 @@ def votings(draw: st.DrawFn) -> tuple[ApprovalRequest, list[tuple[str, Outcome]]
     policy = draw(st.sampled_from(Policy))
     quorum = draw(st.integers(min_value=1, max_value=size)) if policy is Policy.QUORUM else None
     request = ApprovalRequest(title="t", approvers=approvers, policy=policy, quorum=quorum, requester="r")
-    order = draw(st.permutations(approvers))
+    # A sequence's order is the listed one (votes out of turn: tests/integration/test_sequence.py).
+    order = approvers if policy is Policy.SEQUENCE else draw(st.permutations(approvers))
     voters = order[: draw(st.integers(min_value=0, max_value=size))]
     return request, [(who, draw(st.sampled_from(Outcome))) for who in voters]
 

@@ -71,7 +71,7 @@ BAD_REQUESTS = [
     BadRequest(
         "unknown policy",
         good(policy="majority"),
-        "request.policy: Input should be 'first_response', 'all' or 'quorum'",
+        "request.policy: Input should be 'first_response', 'all', 'quorum' or 'sequence'",
     ),
     BadRequest(
         "quorum above the number of approvers",
@@ -117,7 +117,7 @@ BAD_REQUESTS = [
     BadRequest(
         "a request over 64 KiB as JSON (large details)",
         good(details={f"field{i}": "v" * 2_000 for i in range(40)}),
-        "request: at most 65,536 bytes as JSON, not 80,724",  # with the new keys at their defaults
+        "request: at most 65,536 bytes as JSON, not 80,740",  # with the new keys at their defaults
     ),
     BadRequest(
         "a bell in the title", good(title="Deploy\x07"), "request.title: must not contain control characters"
@@ -204,6 +204,105 @@ BAD_REQUESTS = [
         "the requester as the only approver",
         good(approvers=["ci@example.com"]),
         "request.approvers: the requester cannot approve their own request, and nobody else is asked",
+    ),
+    # Escalation and sequence (see the README's "Escalation" and "Sequence").
+    BadRequest(
+        "an escalation step at zero seconds",
+        good(escalation=[{"after_seconds": 0, "approvers": ["lead@example.com"]}]),
+        "request.escalation.0.after_seconds: Input should be greater than 0",
+    ),
+    BadRequest(
+        "an escalation step after true seconds",
+        good(escalation=[{"after_seconds": True, "approvers": ["lead@example.com"]}]),
+        "request.escalation.0.after_seconds: Input should be a valid integer",
+    ),
+    BadRequest(
+        "an escalation step with nobody",
+        good(escalation=[{"after_seconds": 3600, "approvers": []}]),
+        "request.escalation.0.approvers: List should have at least 1 item after validation, not 0",
+    ),
+    BadRequest(
+        "an escalation backup that is no address",
+        good(escalation=[{"after_seconds": 3600, "approvers": ["the lead"]}]),
+        "request.escalation.0.approvers.0: not a valid email address",
+    ),
+    BadRequest(
+        "escalation steps out of order",
+        good(
+            escalation=[
+                {"after_seconds": 7200, "approvers": ["lead@example.com"]},
+                {"after_seconds": 3600, "approvers": ["boss@example.com"]},
+            ]
+        ),
+        "request.escalation: each step's after_seconds must be later than the one before",
+    ),
+    BadRequest(
+        "an escalation after the timeout",
+        good(timeout_seconds=3600, escalation=[{"after_seconds": 3600, "approvers": ["lead@example.com"]}]),
+        "request.escalation: after_seconds 3600 must be shorter than timeout_seconds, or it never fires",
+    ),
+    BadRequest(
+        "an approver as their own backup",
+        good(escalation=[{"after_seconds": 3600, "approvers": ["alice@example.com"]}]),
+        "request.escalation: already approvers: alice@example.com",
+    ),
+    BadRequest(
+        "a backup listed twice",
+        good(
+            escalation=[
+                {"after_seconds": 3600, "approvers": ["lead@example.com"]},
+                {"after_seconds": 7200, "approvers": ["lead@example.com"]},
+            ]
+        ),
+        "request.escalation: each backup may be listed once",
+    ),
+    BadRequest(
+        "six escalation steps",
+        good(
+            escalation=[
+                {"after_seconds": 3600 * (i + 1), "approvers": [f"b{i}@example.com"]} for i in range(6)
+            ]
+        ),
+        "request.escalation: List should have at most 5 items after validation, not 6",
+    ),
+    BadRequest(
+        "more than 50 approvers and backups",
+        good(
+            approvers=[f"a{i}@example.com" for i in range(40)],
+            escalation=[{"after_seconds": 3600, "approvers": [f"b{i}@example.com" for i in range(11)]}],
+        ),
+        "request.escalation: at most 50 approvers and backups in all",
+    ),
+    BadRequest(
+        "escalation steps closer than the sweep runs",
+        good(
+            escalation=[
+                {"after_seconds": 3600, "approvers": ["lead@example.com"]},
+                {"after_seconds": 3660, "approvers": ["boss@example.com"]},
+            ]
+        ),
+        "request.escalation.1.after_seconds: at least 300 after the step before (or the request), not 60:"
+        " the sweep that escalates runs every 300 seconds",
+    ),
+    BadRequest(
+        "the requester as a backup",
+        good(escalation=[{"after_seconds": 3600, "approvers": ["ci@example.com"]}]),
+        "request.escalation: the requester cannot approve their own request, so cannot be its backup",
+    ),
+    BadRequest(
+        "a sequence with escalation",
+        good(
+            approvers=["alice@example.com", "bob@example.com"],
+            policy="sequence",
+            escalation=[{"after_seconds": 3600, "approvers": ["lead@example.com"]}],
+        ),
+        "request.escalation: not allowed with policy sequence, whose order is the listed one",
+    ),
+    BadRequest(
+        "a sequence that includes the requester",
+        good(approvers=["alice@example.com", "ci@example.com"], policy="sequence"),
+        "request.approvers: policy 'sequence' needs every approver, but the requester cannot approve"
+        " their own request",
     ),
 ]
 

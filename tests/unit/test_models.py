@@ -103,7 +103,7 @@ def test_emails_are_stripped_and_lowercased() -> None:
             "request.approvers",
             "at most 50",
         ),
-        ({"policy": "majority"}, "request.policy", "'first_response', 'all' or 'quorum'"),
+        ({"policy": "majority"}, "request.policy", "'first_response', 'all', 'quorum' or 'sequence'"),
         ({"policy": "quorum"}, "request.quorum", "required when policy is quorum"),
         ({"policy": "quorum", "quorum": 3}, "request.quorum", "cannot exceed the number of approvers"),
         ({"policy": "quorum", "quorum": 0}, "request.quorum", "greater than or equal to 1"),

@@ -76,7 +76,7 @@ def rule(request: ApprovalRequest, votes: list[Outcome]) -> Outcome | None:
     match request.policy:
         case Policy.FIRST_RESPONSE:
             return first_response_rule(votes)
-        case Policy.ALL:
+        case Policy.ALL | Policy.SEQUENCE:  # the store keeps a sequence's order
             return all_rule(len(request.approvers), votes)
         case Policy.QUORUM:
             assert request.quorum is not None

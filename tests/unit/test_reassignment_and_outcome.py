@@ -24,7 +24,7 @@ def test_each_change_hands_on_the_place_as_it_stands() -> None:
     changes = [change(ALICE, CAROL), change(CAROL, DAVE, 2)]
     assert handed_over([ALICE, BOB], changes) == [DAVE, BOB]
     approval = sample_approval(NOW, timedelta(hours=1), {"approvers": [DAVE, BOB]}, reassigned=changes)
-    assert approval.first_asked() == [ALICE, BOB]
+    assert approval.originally_asked() == [ALICE, BOB]
     assert [approval.reassigned_away(who) for who in (ALICE, BOB, CAROL, DAVE)] == [True, False, True, False]
 
 

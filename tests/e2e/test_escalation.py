@@ -1,0 +1,88 @@
+"""End to end on the local stack (its sweep runs every 2 seconds): an escalation that a
+backup approves, and a sequence whose second approver is emailed only once the first
+has approved (also on the synthesized template), or never when the first rejects."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from approvals.demo import wait_for_email
+from approvals.local import approver
+from tests.e2e.conftest import BOTH_MODES, RunningStack
+from tests.e2e.test_local_stack import wait_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+REQUESTER = "e2e@example.com"
+
+
+def emailed(stack: RunningStack, title: str) -> list[str]:
+    emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
+    return sorted(email["to"] for email in emails if title in email["subject"])
+
+
+def quiet_sweeps(stack: RunningStack) -> None:
+    """Let a few of the local stack's sweeps run (each 2 seconds apart)."""
+    time.sleep(3 * 2)
+
+
+def outcome(stack: RunningStack, execution_arn: str) -> Any:
+    described = wait_status(stack, execution_arn)
+    assert described["status"] == "SUCCEEDED", described
+    return json.loads(str(described["output"]))
+
+
+def test_an_escalation_that_a_backup_approves(local_stack: RunningStack) -> None:
+    title = "E2E escalate to Gina"
+    arn = local_stack.start(
+        title,
+        ["hank@example.com"],
+        REQUESTER,
+        escalation=[{"after_seconds": 2, "approvers": ["gina@example.com"]}],
+    )
+    wait_for_email(local_stack.info, "hank@example.com", title)
+    backup = wait_for_email(local_stack.info, "gina@example.com", title)
+    page = approver.open_link(backup["links"][0])
+    assert page.status == 200
+    assert "(escalation)" in page.text
+    assert approver.submit(page, "approve", "covering for Hank").status == 200
+
+    decision = outcome(local_stack, arn)
+    assert decision["outcome"] == "approved"
+    assert [(v["approver"], v["comment"]) for v in decision["votes"]] == [
+        ("gina@example.com", "covering for Hank")
+    ]
+    assert emailed(local_stack, title) == ["gina@example.com", "hank@example.com"]  # one each
+
+
+@BOTH_MODES
+def test_a_sequence_emails_the_second_only_after_the_first_approves(local_stack: RunningStack) -> None:
+    title = "E2E sequence of two"
+    arn = local_stack.start(title, ["ann@example.com", "ben@example.com"], REQUESTER, policy="sequence")
+    first = wait_for_email(local_stack.info, "ann@example.com", title)
+    quiet_sweeps(local_stack)
+    assert emailed(local_stack, title) == ["ann@example.com"]
+
+    assert approver.submit(approver.open_link(first["links"][0]), "approve", "first look ok").status == 200
+    second = wait_for_email(local_stack.info, "ben@example.com", title)
+    page = approver.open_link(second["links"][0])
+    assert "first look ok" in page.text  # who came before, and what they said
+    assert approver.submit(page, "approve").status == 200
+
+    decision = outcome(local_stack, arn)
+    assert decision["outcome"] == "approved"
+    assert [v["approver"] for v in decision["votes"]] == ["ann@example.com", "ben@example.com"]
+
+
+def test_a_sequence_ends_when_the_first_rejects(local_stack: RunningStack) -> None:
+    title = "E2E sequence rejected"
+    arn = local_stack.start(title, ["cat@example.com", "dee@example.com"], REQUESTER, policy="sequence")
+    first = wait_for_email(local_stack.info, "cat@example.com", title)
+    assert approver.submit(approver.open_link(first["links"][0]), "reject", "not this week").status == 200
+    assert outcome(local_stack, arn)["outcome"] == "rejected"
+    quiet_sweeps(local_stack)
+    assert emailed(local_stack, title) == ["cat@example.com"]
