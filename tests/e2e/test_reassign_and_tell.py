@@ -95,7 +95,7 @@ def test_reassign_from_the_cli_then_the_stand_in_approves_and_the_old_link_is_cl
     assert "This request was reassigned" in old.text
     assert STAND_IN not in old.text
     assert old.buttons == []
-    assert approver.post_from_link(old_link, "approve").status == 410
+    assert approver.post_from_link(old_link, "approve", approver="alice@example.com").status == 410
 
     assert approver.submit(approver.open_link(email["links"][0]), "approve", "covering").status == 200
     deadline = time.monotonic() + 30
