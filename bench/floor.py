@@ -24,10 +24,11 @@ import boto3
 
 from approvals import directory, executions
 from approvals.local import approver
+from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
-from bench.results import record
+from bench.results import name, record
 
 STARTERS = 8  # threads starting executions, on both sides alike
 CLICKERS = 8  # approvers clicking at once
@@ -149,8 +150,10 @@ def product(info: LocalInfo, total: int) -> float:
     return seconds
 
 
-def run(total: int) -> FloorReport:
-    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60)
+def run(total: int, concurrency: int = DEFAULT_CONCURRENCY) -> FloorReport:
+    stack = LocalStack(
+        moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60, concurrency=concurrency
+    )
     info = stack.start()
     try:
         return FloorReport(total, floor(info, total), product(info, total))
@@ -163,15 +166,23 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=100)
-    report = run(parser.parse_args().requests)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="environments per function (0: in process)",
+    )
+    args = parser.parse_args()
+    report = run(args.requests, args.concurrency)
     print(f"requests         {report.requests}")
     print(f"engine floor     {report.floor_seconds:.1f} s")
     print(f"product          {report.product_seconds:.1f} s")
     print(f"ratio            {report.ratio:.2f}x the floor")
     record(
-        f"floor_{report.requests}",
+        name(f"floor_{report.requests}", args.concurrency),
         {
             "requests": report.requests,
+            "concurrency": args.concurrency,
             "floor_seconds": round(report.floor_seconds, 2),
             "product_seconds": round(report.product_seconds, 2),
             "ratio": round(report.ratio, 2),
