@@ -10,8 +10,9 @@ environment: what a test needs that hooks the very clients the handlers use
 (``runtime.from_environment()``), or reads what a handler of its own recorded.
 
 The parent and an environment speak JSON lines over the environment's stdin and its own
-copy of stdout: ``{"event", "request_id"}`` in, ``{"result"}`` or ``{"error"}`` out, as
-Lambda's runtime API carries JSON both ways. The handler's own output (log lines, prints)
+copy of stdout: ``{}`` out once initialized, then ``{"event", "request_id"}`` in and
+``{"result"}`` or ``{"error"}`` out for each event, as Lambda's runtime API carries JSON
+both ways. The handler's own output (log lines, prints)
 goes to the local stack's stderr.
 """
 
@@ -21,6 +22,7 @@ import importlib
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -76,14 +78,26 @@ class _Environment:
         self._requests: IO[bytes] = self.process.stdin
         self._replies: IO[bytes] = self.process.stdout
 
-    def invoke(self, event: dict[str, Any], request_id: str) -> dict[str, Any]:
+    def initialized(self) -> bool:
+        """Waits for the end of the environment's init (the handler's import), which the
+        function's timeout does not count, as Lambda's does not; False if it ended instead."""
+        return bool(self._replies.readline())
+
+    def invoke(self, event: dict[str, Any], request_id: str, timeout: float) -> dict[str, Any]:
+        """The function's answer; TimeoutError once ``timeout`` seconds have gone without one."""
         self._requests.write(json.dumps({"event": event, "request_id": request_id}).encode() + b"\n")
         self._requests.flush()
+        if not select.select([self._replies], [], [], timeout)[0]:
+            raise TimeoutError
         reply = self._replies.readline()
         if not reply:
             raise EOFError(f"the environment (pid {self.process.pid}) ended")
         answer: dict[str, Any] = json.loads(reply)
         return answer
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.stop()
 
     def stop(self) -> None:
         self._requests.close()  # the environment ends at the end of its input
@@ -99,7 +113,11 @@ class ProcessEnvironments:
     """A function's environments: each event goes to an idle one, or to a new one while
     there are fewer than ``concurrency``; otherwise it waits for one to be free (Lambda
     would throttle; the local stack queues, as the API's clients and the pollers retry).
-    ``environment`` is the whole of each process's environment variables."""
+    ``environment`` is the whole of each process's environment variables.
+
+    As Lambda, an invocation that runs past the function's ``timeout`` (seconds) is an
+    error and its environment is ended: a worker held up past its queue's visibility
+    timeout must not go on to email a request that another environment now handles."""
 
     def __init__(
         self,
@@ -107,9 +125,11 @@ class ProcessEnvironments:
         handler: str,
         environment: Mapping[str, str],
         concurrency: int,
+        timeout: float,
         code_path: Path | None = None,
     ) -> None:
         self.function_name = function_name
+        self.timeout = timeout
         self._handler = handler
         self._environment = dict(environment)
         self._code_path = code_path
@@ -126,9 +146,14 @@ class ProcessEnvironments:
             except Empty:
                 environment = self._start()
             try:
-                answer = environment.invoke(event, context.aws_request_id)
+                answer = environment.invoke(event, context.aws_request_id, self.timeout)
+            except TimeoutError:
+                self._discard(environment, environment.kill)
+                raise FunctionError(
+                    self.function_name, "Sandbox.Timedout", f"Task timed out after {self.timeout:.2f} seconds"
+                ) from None
             except (OSError, EOFError, ValueError) as died:  # as in Lambda, a new one takes the next event
-                self._discard(environment)
+                self._discard(environment, environment.stop)
                 raise FunctionError(self.function_name, "Runtime.ExitError", str(died)) from None
             self._idle.put(environment)
         if "error" in answer:
@@ -139,15 +164,20 @@ class ProcessEnvironments:
 
     def _start(self) -> _Environment:
         environment = _Environment(self.function_name, self._handler, self._environment, self._code_path)
+        if not environment.initialized():
+            environment.stop()
+            raise FunctionError(
+                self.function_name, "Runtime.ExitError", "the environment ended during its init"
+            )
         with self._lock:
             self._running.append(environment)
             self.pids.add(environment.process.pid)
         return environment
 
-    def _discard(self, environment: _Environment) -> None:
+    def _discard(self, environment: _Environment, end: Callable[[], None]) -> None:
         with self._lock:
             self._running.remove(environment)
-        environment.stop()
+        end()
 
     def stop(self) -> None:
         """Ends every environment; call once nothing invokes the function any more."""
@@ -191,6 +221,8 @@ def main(function_name: str, handler: str, code_path: str | None = None) -> None
         file=sys.stderr,
         flush=True,
     )
+    replies.write(b"{}\n")  # initialized
+    replies.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         context = LambdaContext(function_name, aws_request_id=request["request_id"])

@@ -36,6 +36,7 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
+API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,13 @@ class LocalStack:
             raise
         return self.info
 
-    def _function(self, name: str, handler: str) -> Handler:
+    def _function(self, name: str, handler: str, timeout: float) -> Handler:
         """The project's function ``handler`` in its environments, with this process's
-        environment variables (the provisioned stack's settings)."""
+        environment variables (the provisioned stack's settings) and ``timeout``."""
         if self.concurrency == IN_PROCESS:
             return environments.one_at_a_time(environments.entry_point(handler, None))
         processes = self.processes[name] = ProcessEnvironments(
-            name, handler, dict(os.environ), self.concurrency
+            name, handler, dict(os.environ), self.concurrency, timeout
         )
         return processes
 
@@ -227,10 +228,16 @@ class LocalStack:
         os.environ["APPROVALS_SWEEP_SECONDS"] = str(math.ceil(self.sweep_interval))
         runtime.reset()
         runtime.from_environment()  # built here, before any thread of the stack asks for it
-        api_function = self._function("approval-api", "approval_api.handler.lambda_handler")
+        api_function = self._function("approval-api", "approval_api.handler.lambda_handler", API_TIMEOUT)
+        # As AWS requires of a queue's functions: their timeout is no longer than the
+        # queue's visibility timeout (the worker's claim lasts as long).
         pollers = [
             QueuePoller(
-                sqs, queue_url, self._function(name, handler), name, concurrency=self.pollers_per_queue
+                sqs,
+                queue_url,
+                self._function(name, handler, self.visibility_timeout),
+                name,
+                concurrency=self.pollers_per_queue,
             )
             for queue_url, handler, name in (
                 (resources.queue_url, "worker.handler.lambda_handler", "approval-worker"),

@@ -49,12 +49,18 @@ class LocalFunction:
     handler: str  # "module.function", as the template names it
     environment: dict[str, str]
     code_path: Path | None = None  # the function's asset, for code this process cannot import
+    timeout: float = 3  # seconds, Lambda's default
     processes: ProcessEnvironments | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run_in_processes(self, concurrency: int) -> ProcessEnvironments:
         self.processes = ProcessEnvironments(
-            self.name, self.handler, {**os.environ, **self.environment}, concurrency, self.code_path
+            self.name,
+            self.handler,
+            {**os.environ, **self.environment},
+            concurrency,
+            self.timeout,
+            self.code_path,
         )
         return self.processes
 
@@ -139,6 +145,7 @@ class DeployedTemplate:
                     "AWS_LAMBDA_FUNCTION_NAME": configuration["FunctionName"],
                 },
                 code_path=template_path.parent / asset if asset else None,
+                timeout=configuration.get("Timeout", 3),
             )
 
     def function(self, arn: str) -> LocalFunction | None:
