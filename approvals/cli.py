@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from approvals import decision, directory, executions, keys, shortlinks
 from approvals.decision import Delivery
+from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.models import (
     Approval,
     ApprovalRequest,
@@ -49,6 +50,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         template=args.template,
         confirm_subscriptions=not args.pending_subscriptions,
+        concurrency=args.concurrency,
     )
     try:
         info = stack.start()
@@ -408,6 +410,13 @@ def parser() -> argparse.ArgumentParser:
         "--pending-subscriptions",
         action="store_true",
         help="leave approvers' subscriptions pending, with a confirmation email in the outbox",
+    )
+    local_cmd.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="execution environments per function, each a process taking one event at a time"
+        " (0: one environment inside this process)",
     )
     local_cmd.set_defaults(run=cmd_local)
 

@@ -25,10 +25,11 @@ from datetime import datetime
 
 from approvals import directory, executions
 from approvals.local import approver
+from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
-from bench.results import record
+from bench.results import name, record
 
 Say = Callable[[str], None]
 
@@ -68,8 +69,16 @@ def _expected(index: int) -> str:
     return "rejected" if index % 3 == 0 else "approved"
 
 
-def run(total: int, map_size: int = 25, clickers: int = 16, say: Say = print) -> LoadReport:
-    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60)
+def run(
+    total: int,
+    map_size: int = 25,
+    clickers: int = 16,
+    say: Say = print,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> LoadReport:
+    stack = LocalStack(
+        moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60, concurrency=concurrency
+    )
     info = stack.start()
     target = for_local(info)
     sfn = target.sfn
@@ -172,8 +181,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--map-size", type=int, default=25)
     parser.add_argument("--clickers", type=int, default=16, help="concurrent approvers clicking")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="environments per function (0: in process)",
+    )
     args = parser.parse_args()
-    report = run(args.requests, args.map_size, args.clickers)
+    report = run(args.requests, args.map_size, args.clickers, concurrency=args.concurrency)
     print(f"\nrequests         {report.requests}")
     print(f"outcomes         {dict(sorted(report.outcomes.items()))}")
     print(f"throughput       {report.requests / report.seconds:.1f} requests/s end to end")
@@ -187,9 +202,10 @@ def main() -> int:
     for problem in report.problems[:20]:
         print(f"  - {problem}")
     record(
-        f"load_{report.requests}",
+        name(f"load_{report.requests}", args.concurrency),
         {
             "requests": report.requests,
+            "concurrency": args.concurrency,
             "clickers": args.clickers,
             "requests_per_second": round(report.requests / report.seconds, 2),
             "start_to_email_ms": _cuts_ms(report.email_latency),

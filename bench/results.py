@@ -28,3 +28,8 @@ def record(benchmark: str, figures: dict[str, Any]) -> None:
         "figures": figures,
     }
     file.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def name(benchmark: str, concurrency: int) -> str:
+    """A local stack benchmark's entry: one per environments setting, to compare them."""
+    return f"{benchmark}_concurrency_{concurrency}"

@@ -123,11 +123,6 @@ class LocalApi:
         sns: SNSClient,
     ) -> None:
         api = self
-        # One Lambda execution environment takes one event at a time, and the handler keeps
-        # the event in module globals meanwhile (Powertools' resolver does): two requests
-        # served at once in this process would read each other's form. Requests arrive and
-        # wait concurrently; the function runs them one by one.
-        one_at_a_time = threading.Lock()
 
         class RequestHandler(BaseHTTPRequestHandler):
             server_version = "approvals-local"
@@ -152,8 +147,9 @@ class LocalApi:
                 event = proxy_event(
                     self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
                 )
-                with one_at_a_time:
-                    response = handler(event, LambdaContext("approval-api"))
+                # Requests arrive at once; the handler's environments take them one each
+                # (approvals/local/environments.py).
+                response = handler(event, LambdaContext("approval-api"))
                 payload = response.get("body") or ""
                 data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
                 headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}

@@ -23,6 +23,9 @@ behave as the services do.
 - DynamoDB refuses an item over 400 KB. moto checks an item written whole, not one that an
   update grows through a nested path (``SET votes.#approver = :vote``): such an update is
   refused and undone, as the service refuses it.
+- SNS delivers a message to every subscription of its topic; moto delivers it to the first
+  100 only (one page of its listing), so that the 101st approver on the product's one topic
+  would get no email. Every subscription gets it, as in the service.
 - Step Functions' 256 KiB state payload moto enforces itself (``States.DataLimitExceeded``).
 - SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
   attributes); moto checks only each message alone. A larger batch is refused whole with
@@ -267,7 +270,31 @@ def _apply_sns() -> None:
                 return ActionResult({"SubscriptionArn": subscription.arn})
         raise SNSInvalidParameter("Invalid token")
 
+    def publish_to_every_subscription(
+        self: Topic,
+        message: str,
+        subject: str | None = None,
+        message_attributes: dict[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        message_structure: str | None = None,
+    ) -> str:
+        message_id = str(uuid.uuid4())
+        for subscription in self.sns_backend._get_topic_subscriptions(self):  # not one page of them
+            subscription.publish(
+                message,
+                message_id,
+                subject=subject,
+                message_attributes=message_attributes,
+                group_id=group_id,
+                deduplication_id=deduplication_id,
+                message_structure=message_structure,
+            )
+        self.sent_notifications.append((message_id, message, subject, message_attributes, group_id))
+        return message_id
+
     serve_subscribe = SNSResponse.subscribe
+    Topic.publish = publish_to_every_subscription  # type: ignore[method-assign]
     SNSBackend.subscribe = subscribe_pending  # type: ignore[method-assign]
     Subscription.publish = publish_delivered  # type: ignore[method-assign,assignment]
     SNSResponse.subscribe = subscribe_response  # type: ignore[method-assign]

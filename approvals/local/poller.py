@@ -59,8 +59,18 @@ def sqs_event(messages: Sequence[Mapping[str, Any]], queue_arn: str) -> dict[str
 
 
 class QueuePoller:
+    """``concurrency`` pollers on one queue, each invoking the handler with its batch and
+    waiting for the answer, as the event source mapping scales its pollers with the
+    function's environments."""
+
     def __init__(
-        self, sqs: SQSClient, queue_url: str, handler: Handler, function_name: str, batch_size: int = 10
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        handler: Handler,
+        function_name: str,
+        batch_size: int = 10,
+        concurrency: int = 1,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -71,7 +81,10 @@ class QueuePoller:
             "Attributes"
         ]["QueueArn"]
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads = [
+            threading.Thread(target=self._run, name=f"poller-{function_name}-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
 
     def poll_once(self, wait_seconds: int = 0) -> int:
         """Receive and handle one batch; returns how many messages it held."""
@@ -108,10 +121,11 @@ class QueuePoller:
                     self._stop.wait(1)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"poller-{self._function_name}", daemon=True)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from approvals.local import moto_fixes
+from approvals.local import environments, moto_fixes
+from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.outbox import Outbox
 from approvals.local.periodic import Periodic
 from approvals.local.resources import SNS_PAGES_TAG, Resources, mailbox, provision
@@ -35,6 +36,7 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
+API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class LocalStack:
         sweep_interval: float = 2.0,
         template: Path | None = None,
         confirm_subscriptions: bool = True,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.host = host
         self.moto_port = moto_port
@@ -112,6 +115,12 @@ class LocalStack:
         # Nobody reads the local mail: approvers are confirmed as they are added, unless
         # asked to leave them pending (their confirmation email is then in the outbox).
         self.confirm_subscriptions = confirm_subscriptions
+        # Each function's execution environments at once: processes of their own, or with
+        # IN_PROCESS one environment in this process (approvals/local/environments.py).
+        if concurrency < 0:
+            raise ValueError(f"concurrency is a number of environments, not {concurrency}")
+        self.concurrency = concurrency
+        self.processes: dict[str, ProcessEnvironments] = {}  # by function name
         self._stoppers: list[Any] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
@@ -161,6 +170,20 @@ class LocalStack:
             raise
         return self.info
 
+    def _function(self, name: str, handler: str, timeout: float) -> Handler:
+        """The project's function ``handler`` in its environments, with this process's
+        environment variables (the provisioned stack's settings) and ``timeout``."""
+        if self.concurrency == IN_PROCESS:
+            return environments.one_at_a_time(environments.entry_point(handler, None))
+        processes = self.processes[name] = ProcessEnvironments(
+            name, handler, dict(os.environ), self.concurrency, timeout
+        )
+        return processes
+
+    @property
+    def pollers_per_queue(self) -> int:
+        return max(1, self.concurrency)
+
     def _run(self, api: LocalApi, pollers: list[QueuePoller], timers: list[Periodic]) -> None:
         api.start()
         self._stoppers.append(api.stop)
@@ -183,12 +206,12 @@ class LocalStack:
 
         sqs = session.client("sqs")
         self.outbox = Outbox(sqs, resources.outbox_queue_url)
-        from approval_api.handler import lambda_handler as api_handler
         from approvals import runtime
 
         sns = session.client("sns")
         api = LocalApi(
-            api_handler,
+            # The function is made below: its environment names the API's URL, known once bound.
+            lambda event, context: api_function(event, context),
             self.outbox,
             lambda: list(runtime.from_environment().store.all()),
             self.host,
@@ -205,17 +228,20 @@ class LocalStack:
         os.environ["APPROVALS_SWEEP_SECONDS"] = str(math.ceil(self.sweep_interval))
         runtime.reset()
         runtime.from_environment()  # built here, before any thread of the stack asks for it
-
-        from worker.dead_letter import lambda_handler as dead_letter_handler
-        from worker.handler import lambda_handler as worker_handler
-
-        # One poller per function, each one execution environment: the handlers keep a
-        # batch's state in module globals (Powertools' batch processor), as Lambda allows.
+        api_function = self._function("approval-api", "approval_api.handler.lambda_handler", API_TIMEOUT)
+        # As AWS requires of a queue's functions: their timeout is no longer than the
+        # queue's visibility timeout (the worker's claim lasts as long).
         pollers = [
-            QueuePoller(sqs, queue_url, handler, name)
+            QueuePoller(
+                sqs,
+                queue_url,
+                self._function(name, handler, self.visibility_timeout),
+                name,
+                concurrency=self.pollers_per_queue,
+            )
             for queue_url, handler, name in (
-                (resources.queue_url, worker_handler, "approval-worker"),
-                (resources.dlq_url, dead_letter_handler, "approval-dead-letter"),
+                (resources.queue_url, "worker.handler.lambda_handler", "approval-worker"),
+                (resources.dlq_url, "worker.dead_letter.lambda_handler", "approval-dead-letter"),
             )
         ]
         self._run(api, pollers, [sweeper(self.sweep_interval)])
@@ -268,10 +294,13 @@ class LocalStack:
         for topic_arn in email_topics:
             sns.tag_resource(ResourceArn=topic_arn, Tags=[{"Key": SNS_PAGES_TAG, "Value": api.url}])
         deployed.serve_api_at(stage_urls, api.url)
+        if self.concurrency != IN_PROCESS:
+            for function in set(deployed.functions.values()):
+                self.processes[function.name] = function.run_in_processes(self.concurrency)
         self._stoppers.append(serve_invocations(deployed.functions))
 
         pollers = [
-            QueuePoller(sqs, queue_url, function, function.name, batch_size)
+            QueuePoller(sqs, queue_url, function, function.name, batch_size, self.pollers_per_queue)
             for queue_url, function, batch_size in deployed.queue_triggers()
         ]
         timers = [
@@ -298,6 +327,9 @@ class LocalStack:
         for stop in self._stoppers:
             stop()
         self._stoppers.clear()
+        for processes in self.processes.values():  # once nothing invokes them any more
+            processes.stop()
+        self.processes.clear()
         if self._saved_environment is not None:
             _restore_environment(self._saved_environment)
             self._saved_environment = None

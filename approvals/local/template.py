@@ -12,11 +12,10 @@ events nowhere: a watcher sends them to the rules).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+import os
 import re
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -30,9 +29,11 @@ from moto.awslambda.models import LambdaBackend
 from moto.events.models import EventPattern
 
 from approvals import runtime
+from approvals.local import environments
 from approvals.local.cloudformation import TemplateError
+from approvals.local.environments import ProcessEnvironments
 from approvals.local.periodic import Periodic
-from approvals.local.poller import Handler, LambdaContext
+from approvals.local.poller import LambdaContext
 
 log = logging.getLogger(__name__)
 INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(arn:[^/]+)/invocations$")
@@ -40,33 +41,38 @@ INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(arn:[^/]+)/inv
 
 @dataclass(eq=False)  # one function is one object: a set of them holds each once
 class LocalFunction:
-    """A function of the template, run in this process with its own environment. It takes
-    one event at a time, as one Lambda execution environment does."""
+    """A function of the template, with the environment the template gives it: in
+    ``processes`` once :meth:`run_in_processes` has started them, else in this process,
+    one event at a time, as one Lambda execution environment takes them."""
 
     name: str
     handler: str  # "module.function", as the template names it
     environment: dict[str, str]
     code_path: Path | None = None  # the function's asset, for code this process cannot import
+    timeout: float = 3  # seconds, Lambda's default
+    processes: ProcessEnvironments | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def _entry_point(self) -> Handler:
-        module_name, _, attribute = self.handler.rpartition(".")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            if self.code_path is None or str(self.code_path) in sys.path:
-                raise
-            sys.path.append(str(self.code_path))  # after the project's own packages
-            module = importlib.import_module(module_name)
-        entry_point: Handler = getattr(module, attribute)
-        return entry_point
+    def run_in_processes(self, concurrency: int) -> ProcessEnvironments:
+        self.processes = ProcessEnvironments(
+            self.name,
+            self.handler,
+            {**os.environ, **self.environment},
+            concurrency,
+            self.timeout,
+            self.code_path,
+        )
+        return self.processes
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
-        entry_point = self._entry_point()
+        context = context or LambdaContext(self.name)
+        if self.processes is not None:
+            return self.processes(event, context)
+        entry_point = environments.entry_point(self.handler, self.code_path)
         token = runtime.function_environment.set(self.environment)
         try:
             with self._lock:
-                return entry_point(event, context or LambdaContext(self.name))
+                return entry_point(event, context)
         finally:
             runtime.function_environment.reset(token)
 
@@ -139,6 +145,7 @@ class DeployedTemplate:
                     "AWS_LAMBDA_FUNCTION_NAME": configuration["FunctionName"],
                 },
                 code_path=template_path.parent / asset if asset else None,
+                timeout=configuration.get("Timeout", 3),
             )
 
     def function(self, arn: str) -> LocalFunction | None:

@@ -114,6 +114,15 @@ def test_the_outbox_holds_only_what_each_subscription_takes(stack: Stack) -> Non
         assert stack.bound_to(email.links[0]) == email.to
 
 
+def test_a_topic_with_more_than_a_hundred_approvers_mails_each_of_them(stack: Stack) -> None:
+    """SNS delivers to every subscription of a topic; moto delivered to the first page of
+    100 only, so that the 101st approver of the one shared topic never got an email."""
+    approvers = [f"approver{i}@example.com" for i in range(120)]
+    stack.add_approvers(approvers)
+    stack.start(request(approvers[-1], title="The 120th"), add_approvers=False)
+    assert stack.email(approvers[-1], "The 120th").to == approvers[-1]
+
+
 def test_a_warm_worker_reads_the_directory_once_and_a_miss_refreshes(stack: Stack) -> None:
     services = runtime.from_environment()
     counter = CallCounter(services.sns)

@@ -22,6 +22,7 @@ import pytest
 
 from approvals import cli, runtime
 from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_BUCKET
+from approvals.local.environments import IN_PROCESS
 from approvals.local.stack import LocalInfo, LocalStack
 from tests.conftest import eventually
 
@@ -284,7 +285,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalIn
     (path.parent / "asset.team").mkdir()
     (path.parent / "asset.team" / "team_pages.py").write_text(TEAM_PAGES)
     path.write_text(json.dumps(team_template(padding=TEMPLATE_BODY_LIMIT)))
-    stack = LocalStack(moto_port=0, api_port=0, sweep_interval=0.5, template=path)
+    # In this process: the tests read what the template's functions recorded here.
+    stack = LocalStack(moto_port=0, api_port=0, sweep_interval=0.5, template=path, concurrency=IN_PROCESS)
     info = stack.start()
     try:
         session = boto3.Session(

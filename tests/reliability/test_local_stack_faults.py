@@ -17,6 +17,7 @@ import pytest
 import approval_api.handler
 from approvals import decision, directory, executions, runtime, shortlinks
 from approvals.local import approver
+from approvals.local.environments import IN_PROCESS
 from approvals.local.outbox import SentEmail
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest, Outcome, Policy, Status, utcnow
@@ -45,6 +46,8 @@ def local() -> Iterator[LocalStack]:
         visibility_timeout=VISIBILITY_TIMEOUT,
         max_receives=MAX_RECEIVES,
         sweep_interval=0.5,
+        # The faults are hooked on this process's clients: the handlers must use them.
+        concurrency=IN_PROCESS,
     )
     try:
         stack.start()
