@@ -16,8 +16,9 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
@@ -106,14 +107,19 @@ def floor(info: LocalInfo, total: int) -> float:
     return seconds
 
 
+def add_approvers(info: LocalInfo, total: int) -> None:
+    """The product's directory, as an operator fills it before any request."""
+    target = for_local(info)
+    for i in range(total):
+        directory.add(target.sns, target.topic_arn, f"floor{i}@bench.example")
+
+
 def product(info: LocalInfo, outbox: Outbox, total: int) -> float:
-    """Seconds for ``total`` one-approver requests, each clicked as soon as its email appears.
+    """Seconds for ``total`` one-approver requests, each clicked as soon as its email appears,
+    once ``add_approvers`` has added their approvers.
     The outbox is read here rather than over HTTP: its JSON, re-sent whole 20 times a second,
     grew with every email and slowed the stack under test more than the product did."""
-    target = for_local(info)
-    sfn = target.sfn
-    for i in range(total):  # the directory first, as an operator adds approvers
-        directory.add(target.sns, target.topic_arn, f"floor{i}@bench.example")
+    sfn = for_local(info).sfn
     clicked: set[str] = set()
     problems: list[str] = []
     stop = threading.Event()
@@ -151,16 +157,25 @@ def product(info: LocalInfo, outbox: Outbox, total: int) -> float:
     return seconds
 
 
-def run(total: int, concurrency: int = DEFAULT_CONCURRENCY) -> FloorReport:
+@contextmanager
+def local_stack(concurrency: int) -> Iterator[tuple[LocalInfo, Outbox]]:
+    """The local stack both sides run on, on free ports, stopped afterwards."""
     stack = LocalStack(
         moto_port=0, api_port=0, visibility_timeout=30, sweep_interval=60, concurrency=concurrency
     )
     info = stack.start()
     try:
         assert stack.outbox is not None
-        return FloorReport(total, floor(info, total), product(info, stack.outbox, total))
+        yield info, stack.outbox
     finally:
         stack.stop()
+
+
+def run(total: int, concurrency: int = DEFAULT_CONCURRENCY) -> FloorReport:
+    with local_stack(concurrency) as (info, outbox):
+        floor_seconds = floor(info, total)
+        add_approvers(info, total)
+        return FloorReport(total, floor_seconds, product(info, outbox, total))
 
 
 def main() -> int:

@@ -1,0 +1,48 @@
+"""bench.profile_floor's attribution of a sampled stack to a component, innermost frame first."""
+
+from bench.profile_floor import OTHER, component, moto_module, role
+
+
+def test_the_innermost_frame_that_belongs_to_a_component_decides() -> None:
+    # moto's handler, called by werkzeug's server thread: moto's work, not werkzeug's.
+    stack = ["moto.sqs.models", "moto.core.responses", "werkzeug.serving", "socketserver", "threading"]
+    assert component(stack) == "moto"
+    assert component(list(reversed(stack))) == "http.server/socketserver"
+
+
+def test_a_standard_library_frame_is_charged_to_its_caller() -> None:
+    assert component(["json.decoder", "botocore.parsers", "approvals.tasks"]) == "botocore/boto3"
+    assert component(["re", "pydantic.main", "worker.handler"]) == "pydantic"
+
+
+def test_the_local_stack_is_told_apart_from_the_handlers() -> None:
+    assert component(["approvals.local.poller", "threading"]) == "local stack (approvals.local)"
+    assert component(["approvals.tasks", "approvals.local.poller"]) == (
+        "handlers (approvals/worker/approval_api)"
+    )
+    assert component(["approval_api.handler"]) == "handlers (approvals/worker/approval_api)"
+
+
+def test_a_package_is_matched_whole_not_by_prefix() -> None:
+    assert component(["motor.core", "werkzeugs", "threading"]) == OTHER
+    assert component([]) == OTHER
+
+
+def test_moto_module_names_moto_innermost_part_only_when_moto_is_the_component() -> None:
+    stack = ["jsonpath_ng.parser", "moto.stepfunctions.parser.asl.utils.json_path", "moto.backends"]
+    assert moto_module(stack) == "moto.stepfunctions.parser.asl.utils.json_path"
+    # The SDK called from moto's Step Functions interpreter is the SDK's work.
+    assert moto_module(["botocore.endpoint", "moto.stepfunctions.parser.asl"]) is None
+    assert moto_module(["approvals.tasks"]) is None
+
+
+def test_role_is_whose_work_a_stack_does_wherever_on_it_the_package_is() -> None:
+    # http.server's parsing under moto's werkzeug server is the moto server's work.
+    moto_request = ["http.server", "werkzeug.serving", "socketserver", "threading"]
+    assert role(moto_request) == "moto server (requests, Step Functions executions)"
+    api_request = ["botocore.parsers", "approval_api.handler", "approvals.local.http", "socketserver"]
+    assert role(api_request) == "local API (approval API handler behind http.server)"
+    assert (
+        role(["worker.handler", "approvals.local.poller"]) == "functions invoked by the pollers (worker...)"
+    )
+    assert role(["threading"]) == OTHER
