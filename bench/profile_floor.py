@@ -53,8 +53,9 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("moto server (requests, Step Functions executions)", ("moto", "werkzeug")),
     ("local API (approval API handler behind http.server)", ("approvals.local.http",)),
-    ("functions invoked by the pollers (worker...)", ("approvals.local.poller",)),
     ("benchmark (starters, clickers, floor consumer)", ("bench",)),
+    # The pollers' threads and the worker's own pool threads for a batch's records.
+    ("functions invoked by the pollers (worker...)", ("approvals", "worker")),
 )
 OTHER = "other"
 MOTO_LINES = 8  # moto's modules shown, costliest first
