@@ -10,8 +10,10 @@ poll, sleep, lock, socket) spent no CPU and is charged nothing, so waiting shows
 the CPU does not fill. CPU of threads that start and end between two samples is not seen: the
 table shows it as "unattributed" (the process's CPU less what the samples charged).
 
-Every AWS SDK call made in this process is counted by type (the functions', the pollers'
-standing in for Lambda's event source mappings, the benchmark's own), on each side.
+Every AWS SDK call made in this process is counted by type and by whose it is (the
+functions', the pollers' standing in for Lambda's event source mappings, the benchmark's, or
+Step Functions' own service integrations inside moto), on each side; CPU is shown by whose
+work it is as well.
 
     .venv/bin/python -m bench.profile_floor --requests 100
 """
@@ -49,13 +51,16 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("handlers (approvals/worker/approval_api)", ("approvals", "worker", "approval_api")),
     ("benchmark driver (bench)", ("bench",)),
 )
-# On whose behalf a thread works, by a package anywhere on its stack, in this order.
+# On whose behalf a thread works, by a package anywhere on its stack, in this order: the
+# moto server (its request threads and Step Functions executions, whose service integrations
+# call the SDK inside moto), the local API Gateway running the approval API's handler, the
+# benchmark's own threads (starters, clickers, the floor's consumer), and the functions the
+# pollers invoke (the worker, with its own pool threads for a batch's records).
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("moto server (requests, Step Functions executions)", ("moto", "werkzeug")),
-    ("local API (approval API handler behind http.server)", ("approvals.local.http",)),
-    ("benchmark (starters, clickers, floor consumer)", ("bench",)),
-    # The pollers' threads and the worker's own pool threads for a batch's records.
-    ("functions invoked by the pollers (worker...)", ("approvals", "worker")),
+    ("moto server", ("moto", "werkzeug")),
+    ("local API", ("approvals.local.http",)),
+    ("benchmark", ("bench",)),
+    ("functions", ("approvals", "worker")),  # approvals.local.poller among them
 )
 OTHER = "other"
 MOTO_LINES = 8  # moto's modules shown, costliest first
@@ -174,14 +179,13 @@ class CpuSampler:
 
 @contextmanager
 def counted_calls(calls: Counter[str]) -> Iterator[None]:
-    """Count every AWS SDK call made in this process, by ``service:Operation``: a client's
-    (the product's, the pollers', the benchmark's), or the engine's (moto's Step Functions
-    calling a service integration)."""
+    """Count every AWS SDK call made in this process, by its caller's role (ROLES: the moto
+    server's calls are Step Functions' service integrations) and ``service:Operation``."""
     make_api_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 (botocore's private method)
 
     def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        caller = "engine" if any(_belongs(m, "moto") for m in _modules(sys._getframe())) else "client"
-        calls[f"{caller} {client.meta.service_model.service_name}:{operation}"] += 1
+        caller = role(_modules(sys._getframe()))
+        calls[f"{caller}: {client.meta.service_model.service_name}:{operation}"] += 1
         return make_api_call(client, operation, params)
 
     setattr(BaseClient, "_make_api_call", counting)  # noqa: B010

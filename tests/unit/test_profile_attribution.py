@@ -39,10 +39,12 @@ def test_moto_module_names_moto_innermost_part_only_when_moto_is_the_component()
 def test_role_is_whose_work_a_stack_does_wherever_on_it_the_package_is() -> None:
     # http.server's parsing under moto's werkzeug server is the moto server's work.
     moto_request = ["http.server", "werkzeug.serving", "socketserver", "threading"]
-    assert role(moto_request) == "moto server (requests, Step Functions executions)"
+    assert role(moto_request) == "moto server"
     api_request = ["botocore.parsers", "approval_api.handler", "approvals.local.http", "socketserver"]
-    assert role(api_request) == "local API (approval API handler behind http.server)"
-    assert (
-        role(["worker.handler", "approvals.local.poller"]) == "functions invoked by the pollers (worker...)"
-    )
+    assert role(api_request) == "local API"
+    assert role(["worker.handler", "approvals.local.poller"]) == "functions"
     assert role(["threading"]) == OTHER
+    # The worker's pool threads for a batch's records: no poller on their stacks.
+    assert role(["botocore.endpoint", "approvals.request", "concurrent.futures.thread"]) == "functions"
+    # The clicker posts through approvals.local.approver, on the benchmark's behalf.
+    assert role(["urllib.request", "approvals.local.approver", "bench.floor"]) == "benchmark"
