@@ -54,8 +54,9 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # On whose behalf a thread works, by a package anywhere on its stack, in this order: the
 # moto server (its request threads and Step Functions executions, whose service integrations
 # call the SDK inside moto), the local API Gateway running the approval API's handler, the
-# benchmark's own threads (starters, clickers, the floor's consumer), and the functions the
-# pollers invoke (the worker, with its own pool threads for a batch's records).
+# benchmark's own threads (starters, the floor's consumer, clickers reading the outbox queue
+# that stands in for the approvers' inboxes), and the functions the pollers invoke (the
+# worker, with its own pool threads for a batch's records).
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("moto server", ("moto", "werkzeug")),
     ("local API", ("approvals.local.http",)),
@@ -103,8 +104,12 @@ def moto_module(modules: Iterable[str]) -> str | None:
 
 
 def _modules(frame: FrameType | None) -> Iterator[str]:
+    """The modules of a stack's frames, innermost first, but this one's (the call counter's
+    frame sits in every SDK call)."""
     while frame is not None:
-        yield frame.f_globals.get("__name__", "")
+        module = frame.f_globals.get("__name__", "")
+        if module != __name__:
+            yield module
         frame = frame.f_back
 
 

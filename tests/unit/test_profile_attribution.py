@@ -1,6 +1,11 @@
 """bench.profile_floor's attribution of a sampled stack to a component, innermost frame first."""
 
-from bench.profile_floor import OTHER, component, moto_module, role
+from collections import Counter
+
+import boto3
+from botocore.stub import Stubber
+
+from bench.profile_floor import OTHER, component, counted_calls, moto_module, role
 
 
 def test_the_innermost_frame_that_belongs_to_a_component_decides() -> None:
@@ -48,3 +53,18 @@ def test_role_is_whose_work_a_stack_does_wherever_on_it_the_package_is() -> None
     assert role(["botocore.endpoint", "approvals.request", "concurrent.futures.thread"]) == "functions"
     # The clicker posts through approvals.local.approver, on the benchmark's behalf.
     assert role(["urllib.request", "approvals.local.approver", "bench.floor"]) == "benchmark"
+
+
+def test_a_call_is_counted_by_its_callers_role_not_the_counters_own() -> None:
+    client = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    calls: Counter[str] = Counter()
+    with Stubber(client) as stubber, counted_calls(calls):
+        stubber.add_response("list_queues", {})
+        client.list_queues()
+    # This test is no role's: were the counter's own frame (in bench.*) seen, "benchmark".
+    assert calls == Counter({f"{OTHER}: sqs:ListQueues": 1})
+    # The patch is undone: a later call is not counted.
+    with Stubber(client) as stubber:
+        stubber.add_response("list_queues", {})
+        client.list_queues()
+    assert sum(calls.values()) == 1
