@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.cold_start
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.floor --requests 100
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.floor --requests 1000
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.profile_floor --requests 100
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.worker_batch
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.calls --requests 100
