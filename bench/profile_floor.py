@@ -115,7 +115,7 @@ def _modules(frame: FrameType | None) -> Iterator[str]:
 
 @dataclass
 class Profile:
-    """One side's figures: CPU seconds by component and by moto package, calls by type."""
+    """One side's figures: CPU seconds by component, by moto module and by role; calls."""
 
     cpu: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     moto: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
