@@ -38,6 +38,7 @@ from bench.floor import add_approvers, floor, local_stack, product
 from bench.results import record
 
 SDK = "botocore/boto3"
+MOTO_SERVER = "moto server"
 # Top-level packages by component, matched in this order on each frame's module.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("moto", ("moto",)),
@@ -58,13 +59,14 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # that stands in for the approvers' inboxes), and the functions the pollers invoke (the
 # worker, with its own pool threads for a batch's records).
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("moto server", ("moto", "werkzeug")),
+    (MOTO_SERVER, ("moto", "werkzeug")),
     ("local API", ("approvals.local.http",)),
     ("benchmark", ("bench",)),
     ("functions", ("approvals", "worker")),  # approvals.local.poller among them
 )
 OTHER = "other"
 MOTO_LINES = 8  # moto's modules shown, costliest first
+OPERATION_LINES = 12  # the moto server's operations shown, costliest first
 UNATTRIBUTED = "unattributed"
 
 
@@ -103,23 +105,62 @@ def moto_module(modules: Iterable[str]) -> str | None:
     return None
 
 
-def _modules(frame: FrameType | None) -> Iterator[str]:
-    """The modules of a stack's frames, innermost first, but this one's (the call counter's
-    frame sits in every SDK call)."""
+# A frame of a stack: its module, and the moto operation it dispatches if it is moto's
+# ``call_action`` (``sqs:receive_message``), read from its locals.
+Frame = tuple[str, str | None]
+
+
+def moto_operation(frames: Iterable[Frame]) -> str:
+    """Which operation a stack of the moto server serves, given its frames innermost first:
+    the outermost ``call_action`` names it (service and action: the action's own code, and
+    the response's serialization, are inside it). Without one, a Step Functions execution's
+    thread is the interpreter's, and the rest is the server's own handling of a request
+    outside any operation (HTTP, routing, parsing the request)."""
+    operation = None
+    modules = []
+    for module, dispatched in frames:
+        modules.append(module)
+        operation = dispatched or operation
+    if operation is not None:
+        return operation
+    if any(_belongs(module, "moto.stepfunctions.parser") for module in modules):
+        return "stepfunctions: executions (the interpreter)"
+    return "server, outside any operation"
+
+
+def _dispatched(frame: FrameType, module: str) -> str | None:
+    if frame.f_code.co_name != "call_action" or not _belongs(module, "moto"):
+        return None
+    local = frame.f_locals
+    owner = type(local.get("self")).__module__.split(".")  # moto.<service>.responses
+    if owner[0] != "moto":
+        return None
+    return f"{owner[1]}:{local.get('action') or '(before its action is known)'}"
+
+
+def _frames(frame: FrameType | None) -> Iterator[Frame]:
+    """A stack's frames, innermost first, but this module's (the call counter's frame sits
+    in every SDK call)."""
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module != __name__:
-            yield module
+            yield module, _dispatched(frame, module)
         frame = frame.f_back
+
+
+def _modules(frame: FrameType | None) -> Iterator[str]:
+    return (module for module, _ in _frames(frame))
 
 
 @dataclass
 class Profile:
-    """One side's figures: CPU seconds by component, by moto module and by role; calls."""
+    """One side's figures: CPU seconds by component, by moto module, by role and by the moto
+    server's operation; calls."""
 
     cpu: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     moto: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     roles: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    moto_operations: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
     process_cpu_seconds: float = 0.0
@@ -153,10 +194,14 @@ class CpuSampler:
             self._seen[clock] = cpu
             if spent <= 0:
                 continue
-            modules = list(_modules(frame))
+            frames = list(_frames(frame))
+            modules = [module for module, _ in frames]
             name = component(modules)
             self.profile.cpu[name] += spent
-            self.profile.roles[role(modules)] += spent
+            whose = role(modules)
+            self.profile.roles[whose] += spent
+            if whose == MOTO_SERVER:
+                self.profile.moto_operations[moto_operation(frames)] += spent
             service = moto_module(modules)
             if service is not None:
                 self.profile.moto[service] += spent
@@ -269,6 +314,23 @@ def _roles_table(product_side: Profile, floor_side: Profile) -> list[str]:
     ]
 
 
+def _operations_table(product_side: Profile, floor_side: Profile) -> list[str]:
+    total = sum(product_side.roles.values())
+    return [
+        _row("the moto server's CPU seconds, by operation", "product", "share", "floor", "extra"),
+        *(
+            _row(
+                "  " + operation,
+                f"{seconds:.2f}",
+                f"{seconds / total:.1%}",
+                f"{floor_side.moto_operations[operation]:.2f}",
+                f"{seconds - floor_side.moto_operations[operation]:+.2f}",
+            )
+            for operation, seconds in _costliest(product_side.moto_operations)[:OPERATION_LINES]
+        ),
+    ]
+
+
 def _calls_table(product_side: Profile, floor_side: Profile, total: int) -> list[str]:
     def row(label: str, ours: int, theirs: int) -> str:
         return _row(label, f"{ours}", f"{ours / total:.2f}", f"{theirs}", f"{theirs / total:.2f}")
@@ -297,6 +359,9 @@ def _figures(profile: Profile, total: int) -> dict[str, Any]:
         "sdk_in_moto_cpu_seconds": round(profile.sdk_in_moto, 2),
         "cpu_seconds_by_component": {k: round(v, 2) for k, v in _costliest(profile.cpu)},
         "cpu_seconds_by_role": {k: round(v, 2) for k, v in _costliest(profile.roles)},
+        "moto_server_cpu_seconds_by_operation": {
+            k: round(v, 2) for k, v in _costliest(profile.moto_operations)
+        },
         "moto_cpu_seconds_by_module": {k: round(v, 2) for k, v in _costliest(profile.moto)},
         "calls_per_request": {k: round(v / total, 2) for k, v in profile.calls.most_common()},
     }
@@ -324,6 +389,7 @@ def main() -> int:
         + _time_lines("floor  ", floor_side)
         + _cpu_table(product_side, floor_side)
         + _roles_table(product_side, floor_side)
+        + _operations_table(product_side, floor_side)
         + _calls_table(product_side, floor_side, args.requests)
     ):
         print(line)

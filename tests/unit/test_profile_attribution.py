@@ -5,7 +5,7 @@ from collections import Counter
 import boto3
 from botocore.stub import Stubber
 
-from bench.profile_floor import OTHER, component, counted_calls, moto_module, role
+from bench.profile_floor import OTHER, component, counted_calls, moto_module, moto_operation, role
 
 
 def test_the_innermost_frame_that_belongs_to_a_component_decides() -> None:
@@ -68,3 +68,30 @@ def test_a_call_is_counted_by_its_callers_role_not_the_counters_own() -> None:
         stubber.add_response("list_queues", {})
         client.list_queues()
     assert sum(calls.values()) == 1
+
+
+def test_moto_operation_is_the_outermost_call_action() -> None:
+    request = [
+        ("moto.sqs.models", None),
+        ("moto.core.responses", "sqs:receive_message"),  # the base class's call_action
+        ("moto.sqs.responses", "sqs:receive_message"),  # a service's own, around it
+        ("werkzeug.serving", None),
+    ]
+    assert moto_operation(request) == "sqs:receive_message"
+    before = [("moto.core.responses", "dynamodb:(before its action is known)"), ("werkzeug.serving", None)]
+    assert moto_operation(before) == "dynamodb:(before its action is known)"
+
+
+def test_moto_work_outside_an_operation_is_the_interpreters_or_the_servers() -> None:
+    execution = [
+        ("botocore.serialize", None),
+        ("moto.stepfunctions.parser.asl.component.state.exec.execute_state", None),
+    ]
+    assert moto_operation(execution) == "stepfunctions: executions (the interpreter)"
+    # The interpreter's DynamoDB integration, once moto's DynamoDB serves it.
+    assert (
+        moto_operation([("moto.core.responses", "dynamodb:update_item"), *execution])
+        == "dynamodb:update_item"
+    )
+    parsing = [("http.server", None), ("werkzeug.serving", None), ("moto.core.responses", None)]
+    assert moto_operation(parsing) == "server, outside any operation"
