@@ -112,6 +112,8 @@ def test_every_parameter_is_read() -> None:
         ("logRetentionDays", "10", "logRetentionDays: '10' is not one CloudWatch Logs accepts"),
         ("removalPolicy", "snapshot", "removalPolicy: 'snapshot' is not one of retain, destroy"),
         ("reminders", "soon", "reminders: reminder 'soon'"),
+        ("sweepMinutes", "0", "sweepMinutes: '0' is not a whole number of minutes from 1 to 60"),
+        ("sweepMinutes", "0.5", "sweepMinutes: '0.5' is not a whole number of minutes"),
     ],
 )
 def test_malformed_parameters_are_refused_by_name(name: str, value: str, message: str) -> None:
@@ -124,6 +126,12 @@ def test_snap_start_is_an_opt_in_flag() -> None:
     assert config(approvers="a@example.com", snapStart="TRUE").snap_start is True
     with pytest.raises(ConfigError, match="snapStart: 'on' is not true or false"):
         config(approvers="a@example.com", snapStart="on")
+
+
+def test_sweep_minutes_default_to_five() -> None:
+    assert config(approvers="a@example.com").sweep_minutes == 5
+    assert config(approvers="a@example.com", sweepMinutes="1").sweep_minutes == 1
+    assert config(approvers="a@example.com", sweepMinutes=60).sweep_minutes == 60  # cdk.json
 
 
 def test_allow_self_approval_is_a_flag() -> None:
