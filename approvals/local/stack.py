@@ -304,7 +304,9 @@ class LocalStack:
             for queue_url, function, batch_size in deployed.queue_triggers()
         ]
         timers = [
-            schedule_player(deployed.schedules(), self.sweep_interval),
+            # At the template's own rates, as in AWS: its worker refuses reminders and
+            # escalation steps closer together than its sweep runs.
+            *(schedule_player(schedule) for schedule in deployed.schedules()),
             execution_events_player(session, deployed.rules(), self.sweep_interval),
         ]
         self._run(api, pollers, timers)
