@@ -79,14 +79,19 @@ TEMPLATE = "template"
 BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
 
 
-@pytest.fixture(scope="session")
-def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The product's template as `make synth` writes it (the real CDK CLI, two approvers)."""
+def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str) -> Path:
+    """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
+    with these `-c` parameters besides."""
     outdir = tmp_path_factory.mktemp("cdk")
-    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com"})
+    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com", **context})
     output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
     assert synth.returncode == 0, f"cdk synth failed:\n{output}"
     return outdir / f"{STACK}.template.json"
+
+
+@pytest.fixture(scope="session")
+def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize_template(tmp_path_factory)
 
 
 @contextmanager
@@ -140,7 +145,14 @@ def local_stack(
     options = []
     if mode == TEMPLATE:
         options = ["--template", str(request.getfixturevalue("product_template"))]
-    with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+    with stack_with_approvers(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        yield stack
+
+
+@contextmanager
+def stack_with_approvers(workdir: Path, *options: str) -> Iterator[RunningStack]:
+    """`approvals local`, with everyone the tests ask added to its directory."""
+    with running_local_stack(workdir, *options) as stack:
         added = stack.cli("approvers", "add", *APPROVERS)
         assert added.returncode == 0, added.stderr
         yield stack
