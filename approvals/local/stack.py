@@ -36,6 +36,7 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
+SWEEP_INTERVAL = 2.0  # seconds between the provisioned stack's sweeps
 API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
 
 
@@ -100,7 +101,7 @@ class LocalStack:
         api_port: int = DEFAULT_API_PORT,
         visibility_timeout: int = 5,
         max_receives: int = 3,
-        sweep_interval: float = 2.0,
+        sweep_interval: float = SWEEP_INTERVAL,
         template: Path | None = None,
         confirm_subscriptions: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from approvals.local.stack import LocalInfo
+from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
@@ -38,6 +38,7 @@ class RunningStack:
     workdir: Path
     process: subprocess.Popen[str]
     env: dict[str, str]
+    sweep_seconds: float = SWEEP_INTERVAL  # how often its sweep runs
 
     def aws(self, *args: str) -> Any:
         """The AWS CLI against the local stack, as the README shows it."""
@@ -77,6 +78,16 @@ class RunningStack:
 PROVISIONED = "provisioned"
 TEMPLATE = "template"
 BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
+# The template again, synthesized with `-c sweepMinutes=1`: the local stack runs its sweep at
+# that rate, so what the sweep does on the template (reminders, escalation, the requester
+# told on expiry) shows within a couple of minutes. Tests in this mode wait that long: a
+# group of their own runs them beside the other end-to-end tests.
+ONE_MINUTE_SWEEP = "template-sweep-1m"
+SWEEP_MODES = pytest.mark.parametrize(
+    "local_stack",
+    [PROVISIONED, pytest.param(ONE_MINUTE_SWEEP, marks=pytest.mark.xdist_group("e2e-template-sweep"))],
+    indirect=True,
+)
 
 
 def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str) -> Path:
@@ -92,6 +103,11 @@ def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str
 @pytest.fixture(scope="session")
 def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize_template(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize_template(tmp_path_factory, sweepMinutes="1")
 
 
 @contextmanager
@@ -145,7 +161,11 @@ def local_stack(
     options = []
     if mode == TEMPLATE:
         options = ["--template", str(request.getfixturevalue("product_template"))]
+    if mode == ONE_MINUTE_SWEEP:
+        options = ["--template", str(request.getfixturevalue("one_minute_sweep_template"))]
     with stack_with_approvers(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        if mode == ONE_MINUTE_SWEEP:
+            stack.sweep_seconds = 60
         yield stack
 
 
