@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
 
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk.config import ConfigError, DeployConfig, from_context, parse_approvers
+from approvals_cdk.stack import ApprovalsStack
+from tests.cdk_templates import synthesize
 from tests.infra.conftest import STACK, Synthesis
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -132,6 +135,19 @@ def test_sweep_minutes_default_to_five() -> None:
     assert config(approvers="a@example.com").sweep_minutes == 5
     assert config(approvers="a@example.com", sweepMinutes="1").sweep_minutes == 1
     assert config(approvers="a@example.com", sweepMinutes=60).sweep_minutes == 60  # cdk.json
+
+
+def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows() -> None:
+    stack = ApprovalsStack(cdk.App(), "Sweep", config(approvers="a@example.com", sweepMinutes="1"))
+    template = synthesize(stack)
+    (schedule,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule")
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    environments = [
+        r["Properties"].get("Environment", {}).get("Variables", {})
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert {e["APPROVALS_SWEEP_SECONDS"] for e in environments if "APPROVALS_SWEEP_SECONDS" in e} == {"60"}
 
 
 def test_allow_self_approval_is_a_flag() -> None:
