@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
+from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
@@ -88,6 +89,8 @@ SWEEP_MODES = pytest.mark.parametrize(
     [PROVISIONED, pytest.param(ONE_MINUTE_SWEEP, marks=pytest.mark.xdist_group("e2e-template-sweep"))],
     indirect=True,
 )
+# How often each mode's sweep runs: the local stack's own, or the template's schedule.
+SWEEP_SECONDS = {PROVISIONED: SWEEP_INTERVAL, TEMPLATE: DEFAULT_SWEEP_MINUTES * 60.0, ONE_MINUTE_SWEEP: 60.0}
 
 
 def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str) -> Path:
@@ -163,16 +166,8 @@ def local_stack(
         options = ["--template", str(request.getfixturevalue("product_template"))]
     if mode == ONE_MINUTE_SWEEP:
         options = ["--template", str(request.getfixturevalue("one_minute_sweep_template"))]
-    with stack_with_approvers(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
-        if mode == ONE_MINUTE_SWEEP:
-            stack.sweep_seconds = 60
-        yield stack
-
-
-@contextmanager
-def stack_with_approvers(workdir: Path, *options: str) -> Iterator[RunningStack]:
-    """`approvals local`, with everyone the tests ask added to its directory."""
-    with running_local_stack(workdir, *options) as stack:
+    with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        stack.sweep_seconds = SWEEP_SECONDS[mode]
         added = stack.cli("approvers", "add", *APPROVERS)
         assert added.returncode == 0, added.stderr
         yield stack
