@@ -38,7 +38,7 @@ from approvals import statemachine
 from approvals_cdk import packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
-from approvals_cdk.config import DEFAULT_REMINDERS
+from approvals_cdk.config import DEFAULT_REMINDERS, DEFAULT_SWEEP_MINUTES
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.queue_worker import QueueAndWorker
 from approvals_cdk.state_machines import StateMachines
@@ -67,7 +67,7 @@ class ApprovalServiceProps:
     # operators who manage approvers).
     subscriber_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
-    sweep_minutes: int = 5  # reminders and expiry are as precise as this
+    sweep_minutes: int = DEFAULT_SWEEP_MINUTES  # reminders and expiry are as precise as this
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
     # Requests per second (steady, burst), per method: each method has a bucket of its own,
     # so a flood of page views cannot use up the votes'.

@@ -22,6 +22,10 @@ DEFAULT_STACK_NAME = "Approvals"
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_LOG_RETENTION_DAYS = 90
 DEFAULT_REMINDERS = ("50%", "1h")
+DEFAULT_SWEEP_MINUTES = 5
+# EventBridge Scheduler's shortest rate is a minute; past an hour reminders and escalation
+# would come too late to be worth having.
+SWEEP_MINUTES_RANGE = (1, 60)
 EXAMPLE = "-c approvers=alice@example.com,bob@example.com"
 # The retention periods CloudWatch Logs accepts, in days.
 LOG_RETENTION_CHOICES = (
@@ -55,6 +59,7 @@ class DeployConfig:
     subscriber_roles: tuple[str, ...] = ()
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
+    sweep_minutes: int = DEFAULT_SWEEP_MINUTES
 
 
 def _text(value: Any) -> str:
@@ -180,7 +185,7 @@ def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
-    "snapStart",
+    "snapStart", "sweepMinutes",
 )  # fmt: skip
 # What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
 RATE_LIMIT_RANGE = (10, 2_000_000_000)
@@ -238,6 +243,11 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
         snap_start=read("snapStart", _flag("snapStart"), False),
+        sweep_minutes=read(
+            "sweepMinutes",
+            lambda v: _whole_number("sweepMinutes", v, *SWEEP_MINUTES_RANGE, "minutes"),
+            DEFAULT_SWEEP_MINUTES,
+        ),
     )
     if problems:
         raise ConfigError("\n".join(problems))

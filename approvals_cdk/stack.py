@@ -40,6 +40,7 @@ class ApprovalsStack(cdk.Stack):
                 subscriber_roles=config.subscriber_roles,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
+                sweep_minutes=config.sweep_minutes,
             ),
         )
         service = self.service

@@ -10,21 +10,29 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """A daemon thread that calls ``tick`` every ``interval`` seconds until stopped; a
-    failing tick is logged and the next one runs all the same."""
+    """A daemon thread that calls ``tick`` every ``interval`` seconds until stopped (first
+    at once if ``at_start``); a failing tick is logged and the next one runs all the same."""
 
-    def __init__(self, name: str, interval: float, tick: Callable[[], object]) -> None:
+    def __init__(
+        self, name: str, interval: float, tick: Callable[[], object], *, at_start: bool = False
+    ) -> None:
         self._interval = interval
         self._tick = tick
+        self._at_start = at_start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
+        if self._at_start:
+            self._call()
         while not self._stop.wait(self._interval):
-            try:
-                self._tick()
-            except Exception:
-                log.exception("%s failed", self._thread.name)
+            self._call()
+
+    def _call(self) -> None:
+        try:
+            self._tick()
+        except Exception:
+            log.exception("%s failed", self._thread.name)
 
     def start(self) -> None:
         self._thread.start()

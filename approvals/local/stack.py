@@ -36,6 +36,7 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
+SWEEP_INTERVAL = 2.0  # seconds between the provisioned stack's sweeps
 API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
 
 
@@ -100,7 +101,7 @@ class LocalStack:
         api_port: int = DEFAULT_API_PORT,
         visibility_timeout: int = 5,
         max_receives: int = 3,
-        sweep_interval: float = 2.0,
+        sweep_interval: float = SWEEP_INTERVAL,
         template: Path | None = None,
         confirm_subscriptions: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -304,7 +305,9 @@ class LocalStack:
             for queue_url, function, batch_size in deployed.queue_triggers()
         ]
         timers = [
-            schedule_player(deployed.schedules(), self.sweep_interval),
+            # At the template's own rates, as in AWS: its worker refuses reminders and
+            # escalation steps closer together than its sweep runs.
+            *(schedule_player(schedule) for schedule in deployed.schedules()),
             execution_events_player(session, deployed.rules(), self.sweep_interval),
         ]
         self._run(api, pollers, timers)

@@ -37,6 +37,9 @@ from approvals.local.poller import LambdaContext
 
 log = logging.getLogger(__name__)
 INTEGRATION_FUNCTION = re.compile(r":lambda:path/[^/]+/functions/(arn:[^/]+)/invocations$")
+# EventBridge Scheduler's rate expressions: "rate(1 minute)", "rate(5 minutes)", ...
+RATE = re.compile(r"rate\((?P<value>[1-9][0-9]*) (?P<unit>minute|hour|day)s?\)")
+UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass(eq=False)  # one function is one object: a set of them holds each once
@@ -204,8 +207,8 @@ class DeployedTemplate:
             triggers.append((queue_url, function, int(mapping.get("BatchSize", 10))))
         return triggers
 
-    def schedules(self) -> list[tuple[LocalFunction, dict[str, Any]]]:
-        """Each enabled schedule whose target is a function of the template, with its input."""
+    def schedules(self) -> list[Schedule]:
+        """Each enabled schedule whose target is a function of the template."""
         scheduler = self._session.client("scheduler")
         found = []
         for listed in _pages(scheduler, "list_schedules", "Schedules"):
@@ -214,7 +217,14 @@ class DeployedTemplate:
             )
             function = self.function(schedule["Target"]["Arn"])
             if function is not None and schedule.get("State", "ENABLED") == "ENABLED":
-                found.append((function, json.loads(schedule["Target"].get("Input") or "{}")))
+                found.append(
+                    Schedule(
+                        schedule["Name"],
+                        function,
+                        json.loads(schedule["Target"].get("Input") or "{}"),
+                        rate_seconds(schedule["Name"], schedule["ScheduleExpression"]),
+                    )
+                )
         return found
 
     def rules(self) -> list[tuple[EventPattern, list[LocalFunction]]]:
@@ -243,15 +253,36 @@ class DeployedTemplate:
         return topics | (named - {""})
 
 
-def schedule_player(schedules: list[tuple[LocalFunction, dict[str, Any]]], interval: float) -> Periodic:
-    """Fires every schedule each ``interval`` seconds (locally faster than its rate, so that
-    expiry and reminders show within a test)."""
+@dataclass(frozen=True)
+class Schedule:
+    """An EventBridge Scheduler schedule of the template: its target function, the input it
+    sends and its rate."""
 
-    def fire() -> None:
-        for function, event in schedules:
-            function(dict(event))
+    name: str
+    function: LocalFunction
+    event: dict[str, Any]
+    every_seconds: int
 
-    return Periodic("schedules", interval, fire)
+
+def rate_seconds(name: str, expression: str) -> int:
+    """The seconds between a rate schedule's invocations."""
+    match = RATE.fullmatch(expression.strip())
+    if match is None:
+        raise TemplateError(
+            f"schedule {name}: the local stack plays rate schedules, e.g. rate(5 minutes), not {expression!r}"
+        )
+    return int(match["value"]) * UNIT_SECONDS[match["unit"]]
+
+
+def schedule_player(schedule: Schedule) -> Periodic:
+    """Invokes the schedule's function at once and then at the schedule's own rate, as
+    EventBridge Scheduler does with a rate schedule that names no start date."""
+    return Periodic(
+        f"schedule {schedule.name}",
+        schedule.every_seconds,
+        lambda: schedule.function(dict(schedule.event)),
+        at_start=True,
+    )
 
 
 def status_change_event(execution: Mapping[str, Any], region: str) -> dict[str, Any]:

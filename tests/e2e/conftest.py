@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from approvals.local.stack import LocalInfo
+from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
+from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
@@ -38,6 +39,7 @@ class RunningStack:
     workdir: Path
     process: subprocess.Popen[str]
     env: dict[str, str]
+    sweep_seconds: float = SWEEP_INTERVAL  # how often its sweep runs
 
     def aws(self, *args: str) -> Any:
         """The AWS CLI against the local stack, as the README shows it."""
@@ -77,16 +79,38 @@ class RunningStack:
 PROVISIONED = "provisioned"
 TEMPLATE = "template"
 BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
+# The template again, synthesized with `-c sweepMinutes=1`: the local stack runs its sweep at
+# that rate, so what the sweep does on the template (reminders, escalation, the requester
+# told on expiry) shows within a couple of minutes. Tests in this mode wait that long: a
+# group of their own runs them beside the other end-to-end tests.
+ONE_MINUTE_SWEEP = "template-sweep-1m"
+SWEEP_MODES = pytest.mark.parametrize(
+    "local_stack",
+    [PROVISIONED, pytest.param(ONE_MINUTE_SWEEP, marks=pytest.mark.xdist_group("e2e-template-sweep"))],
+    indirect=True,
+)
+# How often each mode's sweep runs: the local stack's own, or the template's schedule.
+SWEEP_SECONDS = {PROVISIONED: SWEEP_INTERVAL, TEMPLATE: DEFAULT_SWEEP_MINUTES * 60.0, ONE_MINUTE_SWEEP: 60.0}
+
+
+def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str) -> Path:
+    """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
+    with these `-c` parameters besides."""
+    outdir = tmp_path_factory.mktemp("cdk")
+    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com", **context})
+    output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
+    assert synth.returncode == 0, f"cdk synth failed:\n{output}"
+    return outdir / f"{STACK}.template.json"
 
 
 @pytest.fixture(scope="session")
 def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The product's template as `make synth` writes it (the real CDK CLI, two approvers)."""
-    outdir = tmp_path_factory.mktemp("cdk")
-    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com"})
-    output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
-    assert synth.returncode == 0, f"cdk synth failed:\n{output}"
-    return outdir / f"{STACK}.template.json"
+    return synthesize_template(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize_template(tmp_path_factory, sweepMinutes="1")
 
 
 @contextmanager
@@ -140,7 +164,10 @@ def local_stack(
     options = []
     if mode == TEMPLATE:
         options = ["--template", str(request.getfixturevalue("product_template"))]
+    if mode == ONE_MINUTE_SWEEP:
+        options = ["--template", str(request.getfixturevalue("one_minute_sweep_template"))]
     with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        stack.sweep_seconds = SWEEP_SECONDS[mode]
         added = stack.cli("approvers", "add", *APPROVERS)
         assert added.returncode == 0, added.stderr
         yield stack

@@ -1,6 +1,7 @@
-"""End to end on the local stack (its sweep runs every 2 seconds): an escalation that a
-backup approves, and a sequence whose second approver is emailed only once the first
-has approved (also on the synthesized template), or never when the first rejects."""
+"""End to end on the local stack (its sweep runs every 2 seconds), and on the synthesized
+template with its sweep every minute: an escalation that a backup approves, and a sequence
+whose second approver is emailed only once the first has approved; on the local stack, a
+sequence whose second approver is never emailed when the first rejects."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
-from tests.e2e.conftest import BOTH_MODES, RunningStack
+from tests.e2e.conftest import SWEEP_MODES, RunningStack
 from tests.e2e.test_local_stack import wait_status
+from tests.e2e.test_operator import approval_id_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -26,8 +28,8 @@ def emailed(stack: RunningStack, title: str) -> list[str]:
 
 
 def quiet_sweeps(stack: RunningStack) -> None:
-    """Let a few of the local stack's sweeps run (each 2 seconds apart)."""
-    time.sleep(3 * 2)
+    """Let a sweep or more run (nothing they do may email anyone)."""
+    time.sleep(stack.sweep_seconds + 2)
 
 
 def outcome(stack: RunningStack, execution_arn: str) -> Any:
@@ -36,16 +38,23 @@ def outcome(stack: RunningStack, execution_arn: str) -> Any:
     return json.loads(str(described["output"]))
 
 
+@SWEEP_MODES
 def test_an_escalation_that_a_backup_approves(local_stack: RunningStack) -> None:
     title = "E2E escalate to Gina"
+    # The soonest step the worker takes: one no closer to the request than the sweep runs.
+    after_seconds = int(local_stack.sweep_seconds)
     arn = local_stack.start(
         title,
         ["hank@example.com"],
         REQUESTER,
-        escalation=[{"after_seconds": 2, "approvers": ["gina@example.com"]}],
+        escalation=[{"after_seconds": after_seconds, "approvers": ["gina@example.com"]}],
     )
     wait_for_email(local_stack.info, "hank@example.com", title)
-    backup = wait_for_email(local_stack.info, "gina@example.com", title)
+    # Hank does not answer. The sweep runs at its own pace from the stack's start: the first
+    # one after the step is due asks Gina, up to a sweep later (two minutes on the template).
+    backup = wait_for_email(
+        local_stack.info, "gina@example.com", title, timeout=after_seconds + local_stack.sweep_seconds + 30
+    )
     page = approver.open_link(backup["links"][0])
     assert page.status == 200
     assert "(escalation)" in page.text
@@ -57,9 +66,12 @@ def test_an_escalation_that_a_backup_approves(local_stack: RunningStack) -> None
         ("gina@example.com", "covering for Hank")
     ]
     assert emailed(local_stack, title) == ["gina@example.com", "hank@example.com"]  # one each
+    shown = local_stack.cli("show", approval_id_of(local_stack, title))
+    assert shown.returncode == 0, shown.stderr
+    assert "step 1: asked gina@example.com" in shown.stdout
 
 
-@BOTH_MODES
+@SWEEP_MODES
 def test_a_sequence_emails_the_second_only_after_the_first_approves(local_stack: RunningStack) -> None:
     title = "E2E sequence of two"
     arn = local_stack.start(title, ["ann@example.com", "ben@example.com"], REQUESTER, policy="sequence")

@@ -14,7 +14,7 @@ from approvals.demo import wait_for_email
 from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from approvals.statemachine import approval_definition, render
-from tests.e2e.conftest import BIN, BOTH_MODES, RunningStack
+from tests.e2e.conftest import BIN, SWEEP_MODES, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -35,19 +35,27 @@ def approval_id_of(stack: RunningStack, title: str) -> str:
     return line.split()[0]
 
 
-@BOTH_MODES  # the template's sweep schedule, played by the local stack
+@SWEEP_MODES  # the template's sweep schedule, played by the local stack at its rate
 def test_reminder_reaches_only_who_has_not_decided_and_only_once(local_stack: RunningStack) -> None:
     title = "Reminder check"
-    # The local stack reminds at half the time allowed ("50%"); "1h" before expiry is
-    # before this short request began, so it is skipped.
-    start(local_stack, title, ["ann@example.com", "ben@example.com"], policy="all", timeout_seconds=8)
+    # The local stack reminds at half the time allowed ("50%"), which a sweep falls in
+    # before the request expires; "1h" before expiry is before this short request began,
+    # so it is skipped.
+    timeout_seconds = int(2 * local_stack.sweep_seconds) + 4
+    start(
+        local_stack,
+        title,
+        ["ann@example.com", "ben@example.com"],
+        policy="all",
+        timeout_seconds=timeout_seconds,
+    )
     page = approver.open_link(wait_for_email(local_stack.info, "ann@example.com", title)["links"][0])
     assert approver.submit(page, "approve").status == 200
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout_seconds + 7
     while not [e for e in emails_about(local_stack, title) if e["subject"].startswith("[Reminder]")]:
-        assert time.monotonic() < deadline, "no reminder within 15 s"
+        assert time.monotonic() < deadline, f"no reminder within {timeout_seconds + 7} s"
         time.sleep(0.5)
-    time.sleep(4)  # more sweeps pass; none may send it again
+    time.sleep(local_stack.sweep_seconds + 2)  # more sweeps pass; none may send it again
     reminders = [e for e in emails_about(local_stack, title) if e["subject"].startswith("[Reminder]")]
     assert [e["to"] for e in reminders] == ["ben@example.com"]
     assert "still waits for your decision" in reminders[0]["body"]

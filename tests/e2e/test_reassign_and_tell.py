@@ -12,7 +12,7 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
-from tests.e2e.conftest import BOTH_MODES, RunningStack
+from tests.e2e.conftest import SWEEP_MODES, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -34,14 +34,15 @@ def refused(stack: RunningStack, *args: str) -> str:
     return result.stderr.strip()
 
 
-def wait_for_outcome_email(stack: RunningStack, title: str, timeout: float = 30) -> dict[str, Any]:
+def wait_for_outcome_email(stack: RunningStack, title: str) -> dict[str, Any]:
     """The requester's email about ``title`` (sent by the sweep once the request ends)."""
+    timeout = stack.sweep_seconds + 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
         told = [e for e in emails if e["to"] == REQUESTER and title in e["subject"]]
         if told:
-            time.sleep(2.5)  # a sweep more: it must not send a second one
+            time.sleep(stack.sweep_seconds + 0.5)  # a sweep more: it must not send a second one
             emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
             (email,) = [e for e in emails if e["to"] == REQUESTER and title in e["subject"]]
             return dict(email)
@@ -122,7 +123,7 @@ def test_reassign_from_the_cli_then_the_stand_in_approves_and_the_old_link_is_cl
     assert f"alice@example.com's place went to {STAND_IN} (oncall," in told["body"]
 
 
-@BOTH_MODES  # the tell index and the sweep's rights come from the synthesized template too
+@SWEEP_MODES  # the tell index and the sweep's rights come from the synthesized template too
 def test_the_requester_is_told_once_when_nobody_decides_in_time(local_stack: RunningStack) -> None:
     added = local_stack.cli("approvers", "add", REQUESTER)
     assert added.returncode == 0, added.stderr

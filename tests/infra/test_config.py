@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
 
 from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk.config import ConfigError, DeployConfig, from_context, parse_approvers
+from approvals_cdk.stack import ApprovalsStack
+from tests.cdk_templates import synthesize
 from tests.infra.conftest import STACK, Synthesis
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -112,6 +115,8 @@ def test_every_parameter_is_read() -> None:
         ("logRetentionDays", "10", "logRetentionDays: '10' is not one CloudWatch Logs accepts"),
         ("removalPolicy", "snapshot", "removalPolicy: 'snapshot' is not one of retain, destroy"),
         ("reminders", "soon", "reminders: reminder 'soon'"),
+        ("sweepMinutes", "0", "sweepMinutes: '0' is not a whole number of minutes from 1 to 60"),
+        ("sweepMinutes", "0.5", "sweepMinutes: '0.5' is not a whole number of minutes"),
     ],
 )
 def test_malformed_parameters_are_refused_by_name(name: str, value: str, message: str) -> None:
@@ -124,6 +129,25 @@ def test_snap_start_is_an_opt_in_flag() -> None:
     assert config(approvers="a@example.com", snapStart="TRUE").snap_start is True
     with pytest.raises(ConfigError, match="snapStart: 'on' is not true or false"):
         config(approvers="a@example.com", snapStart="on")
+
+
+def test_sweep_minutes_default_to_five() -> None:
+    assert config(approvers="a@example.com").sweep_minutes == 5
+    assert config(approvers="a@example.com", sweepMinutes="1").sweep_minutes == 1
+    assert config(approvers="a@example.com", sweepMinutes=60).sweep_minutes == 60  # cdk.json
+
+
+def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows() -> None:
+    stack = ApprovalsStack(cdk.App(), "Sweep", config(approvers="a@example.com", sweepMinutes="1"))
+    template = synthesize(stack)
+    (schedule,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule")
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    environments = [
+        r["Properties"].get("Environment", {}).get("Variables", {})
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert {e["APPROVALS_SWEEP_SECONDS"] for e in environments if "APPROVALS_SWEEP_SECONDS" in e} == {"60"}
 
 
 def test_allow_self_approval_is_a_flag() -> None:

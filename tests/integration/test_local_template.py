@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +22,10 @@ import boto3
 import pytest
 
 from approvals import cli, runtime
-from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_BUCKET
+from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_BUCKET, TemplateError
 from approvals.local.environments import IN_PROCESS
 from approvals.local.stack import LocalInfo, LocalStack
+from approvals.local.template import rate_seconds
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.xdist_group("local-template")
@@ -374,6 +376,29 @@ def test_function_runs_with_the_environment_the_template_gives_it(
     assert environment["QUEUE"] == ids["Queue"]
     assert environment["API"] == f"{info.api_url}/", "the stage's URL is the local API's"
     assert environment["AWS_REGION"] == "us-east-1"
+
+
+def test_a_schedule_fires_at_once_then_at_its_own_rate(deployed: tuple[LocalInfo, boto3.Session]) -> None:
+    """As EventBridge Scheduler runs a rate schedule that names no start date: invoked at
+    once, then every 5 minutes (the template's rate), not at the pace of the stack's own
+    timers (every 0.5 s here)."""
+    wait_for_events(lambda e: e == {"tick": True}, what="the schedule to fire")
+    time.sleep(4 * 0.5)  # four of the stack's timer periods: a schedule played at that pace fires again
+    assert len(events_where(lambda e: e == {"tick": True})) == 1
+
+
+@pytest.mark.parametrize(
+    ("expression", "seconds"),
+    [("rate(1 minute)", 60), ("rate(5 minutes)", 300), ("rate(2 hours)", 7200), ("rate(1 day)", 86400)],
+)
+def test_a_rate_is_read_from_its_expression(expression: str, seconds: int) -> None:
+    assert rate_seconds("Sweep", expression) == seconds
+
+
+@pytest.mark.parametrize("expression", ["cron(0/5 * * * ? *)", "rate(0 minutes)", "rate(5 seconds)"])
+def test_a_schedule_the_local_stack_cannot_play_is_refused_by_name(expression: str) -> None:
+    with pytest.raises(TemplateError, match=r"schedule Sweep: the local stack plays rate schedules"):
+        rate_seconds("Sweep", expression)
 
 
 def test_a_state_machine_invokes_the_function_here(deployed: tuple[LocalInfo, boto3.Session]) -> None:
