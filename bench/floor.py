@@ -30,7 +30,7 @@ from approvals.local.outbox import Outbox
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
-from bench.results import name, record
+from bench.results import add_concurrency_option, name, record
 
 STARTERS = 8  # threads starting executions, on both sides alike
 CLICKERS = 8  # approvers clicking at once
@@ -183,12 +183,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help="environments per function (0: in process)",
-    )
+    add_concurrency_option(parser)
     args = parser.parse_args()
     report = run(args.requests, args.concurrency)
     print(f"requests         {report.requests}")

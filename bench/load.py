@@ -29,7 +29,7 @@ from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
-from bench.results import name, record
+from bench.results import add_concurrency_option, name, record
 
 Say = Callable[[str], None]
 
@@ -181,12 +181,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--map-size", type=int, default=25)
     parser.add_argument("--clickers", type=int, default=16, help="concurrent approvers clicking")
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help="environments per function (0: in process)",
-    )
+    add_concurrency_option(parser)
     args = parser.parse_args()
     report = run(args.requests, args.map_size, args.clickers, concurrency=args.concurrency)
     print(f"\nrequests         {report.requests}")

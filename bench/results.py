@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from approvals.local.environments import DEFAULT_CONCURRENCY
 
 DEFAULT_RESULTS = Path(__file__).with_name("results.json")
 
@@ -33,3 +36,13 @@ def record(benchmark: str, figures: dict[str, Any]) -> None:
 def name(benchmark: str, concurrency: int) -> str:
     """A local stack benchmark's entry: one per environments setting, to compare them."""
     return f"{benchmark}_concurrency_{concurrency}"
+
+
+def add_concurrency_option(parser: argparse.ArgumentParser) -> None:
+    """``--concurrency``: the local stack's environments per function, as ``name`` records it."""
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="environments per function (0: in process)",
+    )
