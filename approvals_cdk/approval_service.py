@@ -32,7 +32,6 @@ from typing import Unpack
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from approvals import statemachine
@@ -49,7 +48,7 @@ from approvals_cdk.config import (
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.queue_worker import QueueAndWorker
 from approvals_cdk.state_machines import StateMachines
-from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
+from approvals_cdk.step import ApprovalTask, DeliveryConfirmation, StepOptions
 from approvals_cdk.sweeps import Sweeps
 from approvals_cdk.table import approvals_table
 
@@ -236,7 +235,7 @@ class ApprovalService(Construct):
 
     def approval_step(
         self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
-    ) -> tasks.SqsSendMessage:
+    ) -> ApprovalTask:
         """A chainable state that asks people for approval and waits for their decision.
 
         Put it anywhere in your own state machine's definition; attaching it grants the
@@ -280,10 +279,19 @@ class ApprovalService(Construct):
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).
             outputs: JSONata only: the state's output (default: the decision).
+            result_selector, input_path, output_path: JSONPath only, as on any Task.
             assign: workflow variables to set from the decision.
             comment: the state's comment.
+            state_name: the state's name in the definition (default: ``construct_id``).
+            heartbeat_timeout: the service sends no heartbeats: the step fails with
+                ``States.HeartbeatTimeout`` once this passes undecided (leave it unset).
+            credentials: a role the state machine assumes to send the request (another
+                account's workflow; that role needs the grant).
+
+        A misspelt keyword is a TypeError. ``ApprovalTask.json_path`` / ``.jsonata`` make
+        the same state from a queue, typed for one query language.
         """
-        return approval_step(scope, construct_id, self.queue, **options)
+        return ApprovalTask(scope, construct_id, queue=self.queue, **options)
 
     def confirmation_step(
         self, scope: Construct, construct_id: str, decision_path: str = "$"
