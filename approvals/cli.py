@@ -31,7 +31,7 @@ from approvals.models import (
     timeline,
     utcnow,
 )
-from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local
+from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local, without_local_extra
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 APPROVAL_REFERENCE = "the approval's id (`approvals list`), or an approver's short link from their email"
@@ -509,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"approvals: {error}", file=sys.stderr)
     except ValidationError as error:
         print(f"approvals: invalid request: {describe_validation_error(error)}", file=sys.stderr)
+    except ModuleNotFoundError as missing:
+        print(f"approvals: {without_local_extra(missing)}", file=sys.stderr)
     except Exception as error:  # one clear line, never a traceback, for anything AWS says
         print(f"approvals: {type(error).__name__}: {error}", file=sys.stderr)
     return 2
