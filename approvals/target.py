@@ -76,6 +76,19 @@ class Target:
     def store(self) -> ApprovalStore:
         return ApprovalStore(self.client("dynamodb"), self.table_name)
 
+    def approval_state_machine(self) -> str:
+        """The product's approval state machine, which `approvals start` starts; a template
+        of a team's own app has none of its own outputs, so this says what to start instead."""
+        if self.state_machine_arn:
+            return self.state_machine_arn
+        pages = self.sfn.get_paginator("list_state_machines").paginate()
+        theirs = [machine["stateMachineArn"] for page in pages for machine in page["stateMachines"]]
+        raise TargetError(
+            f"this stack has no {OUTPUT_STATE_MACHINE} output, so no state machine of the product's"
+            " to start: start one of its own with its own input, `aws stepfunctions start-execution"
+            " --state-machine-arn ARN --input '{...}'`, ARN one of: " + (", ".join(theirs) or "(none)")
+        )
+
     def caller(self) -> str:
         """Who is acting, as AWS knows them: recorded with an operator's decision."""
         return str(self.client("sts").get_caller_identity()["Arn"])
