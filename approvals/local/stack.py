@@ -84,7 +84,8 @@ def banner(info: LocalInfo, template: Path | None = None) -> str:
         machines = [
             ("state machine", m["stateMachineArn"]) for p in pages.paginate() for m in p["stateMachines"]
         ]
-    held = directory.read(session.client("sns", endpoint_url=info.endpoint_url), info.topic_arn)
+    sns = session.client("sns", endpoint_url=info.endpoint_url)
+    held = directory.read(sns, info.topic_arn) if info.topic_arn else {}  # a template may have none
     confirmed = sorted(address for address, s in held.items() if s.reach is directory.Reach.CONFIRMED)
     cli = {"AWS_ENDPOINT_URL": info.endpoint_url, **LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": info.region}
     return "\n".join(
