@@ -23,6 +23,8 @@ from tests.unit.samples import ENVIRONMENT
 pytestmark = pytest.mark.xdist_group("infra")
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
+# What a step must ask, for the tests about something else.
+ASKED: dict[str, Any] = {"title": "t", "approvers": [ALICE], "requester": "r", "timeout": Duration.hours(1)}
 
 
 def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
@@ -296,16 +298,10 @@ def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it
 def test_a_misspelt_option_is_a_type_error_not_ignored() -> None:
     stack = cdk.Stack(cdk.App(), "Misspelt")
     service = ApprovalService(stack, "Approvals", ApprovalServiceProps(approvers=[ALICE], asset=build()))
-    asked: dict[str, Any] = {
-        "title": "t",
-        "approvers": [ALICE],
-        "requester": "r",
-        "timeout": Duration.hours(1),
-    }
     with pytest.raises(TypeError, match="reslt_path"):
-        service.approval_step(stack, "Step", reslt_path="$.approval", **asked)  # type: ignore[call-arg]
+        service.approval_step(stack, "Step", reslt_path="$.approval", **ASKED)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="reslt_path"):
-        ApprovalTask.json_path(stack, "Other", service.queue, reslt_path="$.approval", **asked)  # type: ignore[call-arg]
+        ApprovalTask.json_path(stack, "Other", service.queue, reslt_path="$.approval", **ASKED)  # type: ignore[call-arg]
 
 
 def test_the_state_options_reach_the_state() -> None:
@@ -316,10 +312,7 @@ def test_the_state_options_reach_the_state() -> None:
         stack,
         "Step",
         queue,
-        title="t",
-        approvers=[ALICE],
-        requester="r",
-        timeout=Duration.hours(1),
+        **ASKED,
         state_name="Approve the release",
         result_path="$.approval",
         result_selector={"outcome.$": "$.outcome"},
@@ -342,10 +335,7 @@ def test_the_jsonata_factory_makes_a_jsonata_state() -> None:
         stack,
         "Step",
         sqs.Queue(stack, "Queue"),
-        title="{% $states.input.title %}",
-        approvers=[ALICE],
-        requester="r",
-        timeout=Duration.hours(1),
+        **{**ASKED, "title": "{% $states.input.title %}"},
         outputs={"approval": "{% $states.result %}"},
     )
     state = stack.resolve(step.to_state_json())
