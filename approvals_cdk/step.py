@@ -1,9 +1,9 @@
 """The approval step: a Task for a team's own state machine, served by a deployed ApprovalService.
 
-The Task sends the queue message of docs/queue-message.schema.json with
-``sqs:sendMessage.waitForTaskToken`` and waits for the decision. It always sets its own
-timeout and puts the same number of seconds in the message, so the links, the reminders,
-the page and the task expire together.
+``ApprovalTask`` is that Task (an ``SqsSendMessage`` whose body it builds). It sends the
+queue message of docs/queue-message.schema.json with ``sqs:sendMessage.waitForTaskToken``
+and waits for the decision. It always sets its own timeout and puts the same number of
+seconds in the message, so the links, the reminders, the page and the task expire together.
 """
 
 from __future__ import annotations
