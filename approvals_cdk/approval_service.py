@@ -26,23 +26,29 @@ resource is made, with the reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Unpack
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from approvals import statemachine
-from approvals_cdk import packaging, shared
+from approvals_cdk import config, packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
-from approvals_cdk.config import DEFAULT_REMINDERS, DEFAULT_SWEEP_MINUTES
+from approvals_cdk.config import (
+    DEFAULT_LOG_RETENTION_DAYS,
+    DEFAULT_REMINDERS,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_SWEEP_MINUTES,
+    LOG_RETENTION,
+)
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.queue_worker import QueueAndWorker
 from approvals_cdk.state_machines import StateMachines
-from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
+from approvals_cdk.step import ApprovalTask, DeliveryConfirmation, StepOptions
 from approvals_cdk.sweeps import Sweeps
 from approvals_cdk.table import approvals_table
 
@@ -53,10 +59,14 @@ class ApprovalServiceProps:
     (each confirms it once); more are added without a deploy by `approvals approvers add`. A
     request may only name approvers in that directory."""
 
-    approvers: Sequence[str] = ()  # email addresses, as the worker normalizes them (lowercase)
-    default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
-    retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
-    log_retention_days: int = 90  # one of approvals_cdk.config.LOG_RETENTION_CHOICES
+    approvers: Sequence[str] = ()  # email addresses (lowercased, as the worker compares them)
+    # How long a request that names no timeout waits: whole seconds, at most a year.
+    default_timeout: Duration = field(
+        default_factory=lambda: Duration.seconds(statemachine.DEFAULT_TIMEOUT_SECONDS)
+    )
+    # How long an approval is kept after it expires (table TTL): whole days, at most 3650.
+    approval_retention: Duration = field(default_factory=lambda: Duration.days(DEFAULT_RETENTION_DAYS))
+    log_retention: logs.RetentionDays = LOG_RETENTION[DEFAULT_LOG_RETENTION_DAYS]
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given
@@ -67,7 +77,8 @@ class ApprovalServiceProps:
     # operators who manage approvers).
     subscriber_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
-    sweep_minutes: int = DEFAULT_SWEEP_MINUTES  # reminders and expiry are as precise as this
+    # Reminders and expiry are as precise as this: whole minutes, from 1 to 60.
+    sweep_interval: Duration = field(default_factory=lambda: Duration.minutes(DEFAULT_SWEEP_MINUTES))
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
     # Requests per second (steady, burst), per method: each method has a bucket of its own,
     # so a flood of page views cannot use up the votes'.
@@ -84,6 +95,23 @@ class ApprovalServiceProps:
     fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
 
 
+def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
+    """The props as the service uses them (addresses lowercased, as the worker compares
+    them), or one ConfigError naming every prop that is wrong: the checks of `-c` context."""
+    problems = config.Problems()
+    approvers = problems.check(config.parse_approvers, props.approvers, '["alice@example.com"]', default=())
+    for name, (unit, bounds) in config.DURATION_PROPS.items():
+        problems.check(config.whole_duration, name, getattr(props, name), unit, *bounds)
+    problems.check(config.log_retention, "log_retention", props.log_retention)
+    reminders = problems.check(config.parse_reminders, props.reminders, default=())
+    alarm_email = props.alarm_email and problems.check(config.email, "alarm_email", props.alarm_email)
+    for name, (unit, bounds) in config.COUNT_PROPS.items():
+        if getattr(props, name) is not None:
+            problems.check(config.in_range, name, getattr(props, name), *bounds, unit)
+    problems.raise_any()
+    return replace(props, approvers=approvers, reminders=reminders, alarm_email=alarm_email)
+
+
 class ApprovalService(Construct):
     """The approval gate's resources (see the module docstring for the wiring).
 
@@ -95,6 +123,7 @@ class ApprovalService(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:
         super().__init__(scope, construct_id)
+        props = _checked(props)
         self.lambda_runtime = shared.LAMBDA_RUNTIME
         self.lambda_architecture = shared.LAMBDA_ARCHITECTURE
 
@@ -118,9 +147,9 @@ class ApprovalService(Construct):
         factory = shared.Factory(
             self,
             asset=props.asset or packaging.build(),
-            log_retention_days=props.log_retention_days,
+            log_retention=props.log_retention,
             removal_policy=props.removal_policy,
-            retention_days=props.retention_days,
+            retention_days=int(props.approval_retention.to_days()),
             table=self.table,
             signing_key=self.signing_key,
         )
@@ -148,7 +177,7 @@ class ApprovalService(Construct):
             worker_timeout=props.worker_timeout,
             max_receive_count=props.max_receive_count,
             allow_self_approval=props.allow_self_approval,
-            sweep_seconds=props.sweep_minutes * 60,
+            sweep_seconds=int(props.sweep_interval.to_seconds()),
         )
         self.queue, self.dead_letter_queue = queue_and_worker.queue, queue_and_worker.dead_letter_queue
         self.worker = queue_and_worker.worker
@@ -158,7 +187,7 @@ class ApprovalService(Construct):
             factory,
             self.queue,
             self.table,
-            default_timeout_seconds=props.default_timeout_seconds,
+            default_timeout_seconds=int(props.default_timeout.to_seconds()),
             fanout_max_concurrency=props.fanout_max_concurrency,
         )
         self.state_machine, self.fanout_state_machine = machines.approval, machines.fanout
@@ -170,7 +199,7 @@ class ApprovalService(Construct):
             [machines.approval, machines.fanout],
             api_url=self.api.url,
             reminders=props.reminders,
-            sweep_minutes=props.sweep_minutes,
+            sweep_minutes=int(props.sweep_interval.to_minutes()),
         )
         self.sweeper, self.sweep_schedule = sweeps.sweeper, sweeps.sweep_schedule
         self.execution_ended_function = sweeps.execution_ended_function
@@ -206,7 +235,7 @@ class ApprovalService(Construct):
 
     def approval_step(
         self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
-    ) -> tasks.SqsSendMessage:
+    ) -> ApprovalTask:
         """A chainable state that asks people for approval and waits for their decision.
 
         Put it anywhere in your own state machine's definition; attaching it grants the
@@ -250,10 +279,19 @@ class ApprovalService(Construct):
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).
             outputs: JSONata only: the state's output (default: the decision).
+            result_selector, input_path, output_path: JSONPath only, as on any Task.
             assign: workflow variables to set from the decision.
             comment: the state's comment.
+            state_name: the state's name in the definition (default: ``construct_id``).
+            heartbeat_timeout: the service sends no heartbeats: the step fails with
+                ``States.HeartbeatTimeout`` once this passes undecided (leave it unset).
+            credentials: a role the state machine assumes to send the request (another
+                account's workflow; that role needs the grant).
+
+        A misspelt keyword is a TypeError. ``ApprovalTask.json_path`` / ``.jsonata`` make
+        the same state from a queue, typed for one query language.
         """
-        return approval_step(scope, construct_id, self.queue, **options)
+        return ApprovalTask(scope, construct_id, queue=self.queue, **options)
 
     def confirmation_step(
         self, scope: Construct, construct_id: str, decision_path: str = "$"
