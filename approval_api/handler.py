@@ -29,6 +29,7 @@ from approval_api import pages
 from approvals import answers, decision, links, runtime, shortlinks
 from approvals.decision import Delivery, Problem, Recorded, Viewing
 from approvals.models import utcnow
+from approvals.store import UnreadableItem
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -314,6 +315,12 @@ def _problem_response(error: Problem) -> Response[str]:
     html = pages.message_page(error.title, error.message, kind="error", approval=error.approval, now=utcnow())
     payload = {"error": error.title, "message": error.message, "status": error.status}
     return _respond(error.status, html, payload)
+
+
+@app.exception_handler(UnreadableItem)  # type: ignore[untyped-decorator]
+def unreadable(error: UnreadableItem) -> Response[str]:
+    logger.error("approval unreadable", approval_id=error.approval_id, problem=error.problem)
+    return _problem_response(decision.Unreadable())
 
 
 # Powertools reads the body before the route runs, and lets a ValueError out of its own

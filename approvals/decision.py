@@ -87,6 +87,18 @@ class Gone(Problem):
     status, title = 410, "This approval is closed"
 
 
+class Unreadable(Problem):
+    """The approval's record no longer reads: a fault on our side, said plainly."""
+
+    status, title = 500, "This request cannot be shown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Its record cannot be read: a fault on our side, which the operators have been told of."
+            " The requester can ask them about it."
+        )
+
+
 class Reassigned(Gone):
     """The approver's place went to someone else: their link no longer works. Who it went to
     is not said: the old link may be read by anyone the old mailbox reaches."""

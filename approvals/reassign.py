@@ -53,6 +53,9 @@ def _refused(refusal: ReassignRefusal, approval: Approval | None, change: Reassi
             return say(
                 f"{change.from_} has already decided ({outcome}): their place can no longer be handed over"
             )
+        case ReassignRefusal.BACKUP:
+            step = next(i for i, s in enumerate(approval.request.escalation, 1) if change.to in s.approvers)
+            return say(f"{change.to} is a backup of this request (escalation step {step})")
         case _:  # ALREADY_ASKED
             return say(f"{change.to} is already an approver of this request")
 

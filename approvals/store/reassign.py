@@ -29,6 +29,7 @@ class ReassignRefusal(Enum):
     REQUESTER = "the requester may not decide on their own request"
     ALREADY_VOTED = "has already decided"
     ALREADY_ASKED = "is already an approver of this request"
+    BACKUP = "is a backup of this request"
 
 
 class ReassignRejected(Exception):
@@ -54,8 +55,12 @@ def reassign_refusal(current: Approval, change: Reassignment) -> ReassignRefusal
         return ReassignRefusal.REQUESTER  # the requester's own place: they never had a vote to hand
     if change.from_ in current.votes:
         return ReassignRefusal.ALREADY_VOTED
-    if change.to in current.request.approvers:
+    # Whoever may vote or has voted already, a backup who joined included: one person
+    # holding two places would count twice, and the item's request would no longer read.
+    if change.to in current.asked or change.to in current.votes:
         return ReassignRefusal.ALREADY_ASKED
+    if change.to in current.request.backups:  # to be asked later: the same, once their step comes
+        return ReassignRefusal.BACKUP
     if change.to == current.request.requester.strip().lower():
         return ReassignRefusal.REQUESTER
     return None
