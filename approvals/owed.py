@@ -23,8 +23,7 @@ def send_owed_links(services: Services, approval: Approval, now: datetime) -> in
     if not owed or not services.settings.topic_arn or not api_url:
         return 0
     # Written before the claim: once claimed, only a failed publish gives the links back.
-    skip = frozenset(approval.asked) - frozenset(owed)
-    emails = emails_for(approval, api_url, services.keys.signing(), skip=skip)
+    emails = emails_for(approval, api_url, services.keys.signing(), to=owed)
     if not services.store.claim_notices(approval.approval_id, owed, now):
         return 0
     sent, failed = publish(services.sns, services.settings.topic_arn, emails)

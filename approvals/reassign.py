@@ -99,12 +99,6 @@ def email_new_approver(
     sns: SNSClient, topic_arn: str, api_url: str, key: SigningKey, approval: Approval, approver: str
 ) -> bool:
     """Email the new approver their own link; False if SNS did not take it."""
-    emails = emails_for(
-        approval,
-        api_url,
-        key,
-        skip=frozenset(approval.request.approvers) - {approver},
-        compose=handed_over_email,
-    )
+    emails = emails_for(approval, api_url, key, to=[approver], compose=handed_over_email)
     _, failed = publish(sns, topic_arn, emails)
     return not failed

@@ -83,7 +83,7 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     """Send the approvers still awaited one reminder for whatever reminder points, and
     recurring period, fell due since the last sweep (a late sweep sends one reminder, not
     a burst)."""
-    waiting = frozenset(a for a in approval.waiting_on(now) if a not in approval.unreachable)
+    waiting = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
     due = [
         spec
         for spec in services.settings.reminders
@@ -93,15 +93,11 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     recurring = recurring_reminder_due(approval, now)
     if not (due or recurring) or not waiting:
         return 0
+    # Written before the claim: once claimed, only a failed publish gives it back.
+    key = services.keys.signing()
+    emails = emails_for(approval, services.settings.api_url, key, to=waiting, compose=reminder_email)
     if not services.store.claim_reminders(approval.approval_id, due, now, recurring):
         return 0
-    emails = emails_for(
-        approval,
-        services.settings.api_url,
-        services.keys.signing(),
-        skip=frozenset(approval.asked) - waiting,
-        compose=reminder_email,
-    )
     _, failed = publish(services.sns, services.settings.topic_arn, emails)
     if failed:
         services.store.release_reminders(approval, due, recurring)

@@ -213,6 +213,27 @@ def test_a_backup_cannot_take_a_place_whether_or_not_their_step_has_come(
     stack.approval(approval_id)
 
 
+def test_the_new_approver_is_emailed_after_an_escalation_and_the_request_settles(stack: Stack) -> None:
+    title = "Reassigned after escalating"
+    arn, approval_id = escalating(stack, title)
+    created = stack.approval(approval_id).created_at
+    assert sweep(runtime.from_environment(), created + timedelta(seconds=HOUR))["emailed"] == 1  # the lead
+
+    hand_over(stack, approval_id, ALICE, CAROL)
+
+    email = stack.email(CAROL, title)
+    assert f"in place of {ALICE}" in email.body
+    assert [e.to for e in stack.emails() if title in e.subject].count(
+        LEAD
+    ) == 1  # the lead is not emailed again
+    for who in (CAROL, BOB, LEAD):  # policy all: everyone asked, the lead included
+        link = stack.email(who, title).links[0]
+        assert stack.click(link, "approve").status == 200
+    output = stack.finish(arn).output
+    assert output["outcome"] == "approved"
+    assert [v["approver"] for v in output["votes"]] == [CAROL, BOB, LEAD]
+
+
 def poison(stack: Stack, approval_id: str, backup: str) -> None:
     """The write a reassignment to a backup made before it was refused: the item no longer reads."""
     stack.dynamodb.update_item(
