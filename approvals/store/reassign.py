@@ -101,19 +101,25 @@ class ReassignStore(Table):
             }
             if voters:
                 values[":before"] = voters
-            update = (
-                "SET voters = :voters, reassigned = list_append(if_not_exists(reassigned, :none), :change)"
-            )
+            sets = ["voters = :voters", "reassigned = list_append(if_not_exists(reassigned, :none), :change)"]
+            removes = []
             names = {"#from": change.from_, "#status": "status"}
+            if change.from_ in item.get("turns", {}).get("M", {}):
+                # A sequence: the place keeps its turn, for the vote's condition to find it
+                # under the new approver (the condition on voters keeps the two together).
+                sets.append("turns.#to = turns.#from")
+                removes.append("turns.#from")
+                names["#to"] = change.to
             if link_hash:
                 binding = short_links_item({link_hash: change.to})
                 if SHORT_LINKS in item:  # a path into the map: the others' first views stay as they are
-                    update += f", {SHORT_LINKS}.#link = :link"
+                    sets.append(f"{SHORT_LINKS}.#link = :link")
                     names["#link"] = link_hash
                     values[":link"] = binding["M"][link_hash]
                 else:
-                    update += f", {SHORT_LINKS} = :links"
+                    sets.append(f"{SHORT_LINKS} = :links")
                     values[":links"] = binding
+            update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
             try:
                 result = self._db.update_item(
                     TableName=self._table,
