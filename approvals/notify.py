@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from approvals import shortlinks
 from approvals.links import LinkClaims, SigningKey, link_for
@@ -192,9 +192,9 @@ def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[s
                     for entry_id, email in by_id.items()
                 ],
             )
-        except ClientError:
-            # Throttled or down after the client's own retries: this batch is to be retried,
-            # but what earlier batches sent must still be remembered.
+        except (ClientError, BotoCoreError):
+            # Throttled, down or out of reach after the client's own retries: this batch is
+            # to be retried, but what earlier batches sent must still be remembered.
             failed += [email.to for email in batch]
             continue
         sent += [by_id[ok["Id"]].to for ok in response.get("Successful", [])]
