@@ -186,7 +186,7 @@ def escalating(stack: Stack, title: str, **extra: object) -> tuple[str, str]:
 
 @pytest.mark.parametrize(("to", "joined"), [(LEAD, False), (BOSS, False), (LEAD, True)])
 def test_a_backup_cannot_take_a_place_whether_or_not_their_step_has_come(
-    stack: Stack, to: str, joined: bool
+    stack: Stack, capsys: pytest.CaptureFixture[str], to: str, joined: bool
 ) -> None:
     _, approval_id = escalating(stack, f"Backup {to} {joined}")
     services = runtime.from_environment()
@@ -209,6 +209,10 @@ def test_a_backup_cannot_take_a_place_whether_or_not_their_step_has_come(
     with pytest.raises(ReassignRejected) as rejected:
         services.store.reassign(approval_id, change(ALICE, to))
     assert rejected.value.reason is (ReassignRefusal.ALREADY_ASKED if joined else ReassignRefusal.BACKUP)
+    deploy_outputs(stack)
+    command = ["reassign", approval_id, "--from", ALICE, "--to", to, "--operator", OPERATOR]
+    assert cli.main([*command, "--stack-name", "Approvals", "--region", "us-east-1"]) == 2
+    assert capsys.readouterr().err == f"approvals: {refused.value}\n"  # one line
     assert stack.raw_item(approval_id) == before
     stack.approval(approval_id)
 
@@ -275,6 +279,8 @@ def test_an_unreadable_item_stops_neither_a_sweep_nor_a_listing_and_its_pages_sa
     assert f"{bad_id}  unreadable" in listed
     assert good_id in listed
     assert secret_title not in listed
+    assert cli.main(["show", bad_id, "--stack-name", "Approvals", "--region", "us-east-1"]) == 2
+    assert capsys.readouterr().err.startswith(f"approvals: approval {bad_id} cannot be read: request: ")
 
     link = stack.email(ALICE, secret_title).links[0]
     expires = int(stack.raw_item(bad_id)["expires_at"]["N"])  # type: ignore[index]
