@@ -35,6 +35,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from approvals import statemachine
+from approvals.models import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk import packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
@@ -54,7 +55,7 @@ class ApprovalServiceProps:
     request may only name approvers in that directory."""
 
     approvers: Sequence[str] = ()  # email addresses, as the worker normalizes them (lowercase)
-    default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
+    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
     log_retention_days: int = 90  # one of approvals_cdk.config.LOG_RETENTION_CHOICES
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups

@@ -15,8 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from approvals.models import Email, reminder_time
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from approvals.models import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Email, reminder_time
 
 DEFAULT_STACK_NAME = "Approvals"
 DEFAULT_RETENTION_DAYS = 90

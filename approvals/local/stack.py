@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from approvals import stack_outputs
 from approvals.local import environments, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.outbox import Outbox
@@ -261,7 +262,6 @@ class LocalStack:
         )
 
     def _run_template(self, session: boto3.Session, endpoint_url: str, template: Path) -> LocalInfo:
-        from approvals import target
         from approvals.local import cloudformation
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
@@ -289,7 +289,7 @@ class LocalStack:
                 moto_fixes.confirm_pending_emails(topic_arn)
         self.outbox = Outbox(sqs, outbox_queue_url)
         environment = {k: v for f in deployed.functions.values() for k, v in f.environment.items()}
-        table_name = outputs.get(target.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
+        table_name = outputs.get(stack_outputs.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
         store = ApprovalStore(session.client("dynamodb"), table_name)
         api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port, sns)
         for topic_arn in email_topics:
@@ -314,15 +314,15 @@ class LocalStack:
         return LocalInfo(
             endpoint_url=endpoint_url,
             region=deployed.region,
-            state_machine_arn=outputs.get(target.OUTPUT_STATE_MACHINE, ""),
-            fanout_state_machine_arn=outputs.get(target.OUTPUT_FANOUT_STATE_MACHINE, ""),
+            state_machine_arn=outputs.get(stack_outputs.OUTPUT_STATE_MACHINE, ""),
+            fanout_state_machine_arn=outputs.get(stack_outputs.OUTPUT_FANOUT_STATE_MACHINE, ""),
             api_url=api.url,
             outbox_url=f"{api.url}/outbox",
-            queue_url=outputs.get(target.OUTPUT_QUEUE_URL, ""),
-            dlq_url=outputs.get(target.OUTPUT_DEAD_LETTER_QUEUE, ""),
+            queue_url=outputs.get(stack_outputs.OUTPUT_QUEUE_URL, ""),
+            dlq_url=outputs.get(stack_outputs.OUTPUT_DEAD_LETTER_QUEUE, ""),
             table_name=table_name,
-            topic_arn=outputs.get(target.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
-            signing_secret_arn=outputs.get(target.OUTPUT_SIGNING_KEY)
+            topic_arn=outputs.get(stack_outputs.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
+            signing_secret_arn=outputs.get(stack_outputs.OUTPUT_SIGNING_KEY)
             or environment.get("APPROVALS_SIGNING_SECRET", ""),
         )
 

@@ -10,7 +10,7 @@ import boto3
 import moto
 import pytest
 
-from approvals import cli, keys, target
+from approvals import cli, keys, stack_outputs
 from approvals.keys import Keys, fetch, rotate
 from approvals.links import LinkClaims, WeakKey, link_for
 from approvals.models import ApprovalRequest
@@ -144,11 +144,11 @@ def _deployed_stack(outputs: dict[str, str]) -> None:
 
 
 CLI_OUTPUTS = {
-    target.OUTPUT_API_URL: API_URL,
-    target.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
-    target.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
-    target.OUTPUT_TABLE: "approvals",
-    target.OUTPUT_TOPIC: "arn:aws:sns:us-east-1:123456789012:approvals-emails",
+    stack_outputs.OUTPUT_API_URL: API_URL,
+    stack_outputs.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
+    stack_outputs.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
+    stack_outputs.OUTPUT_TABLE: "approvals",
+    stack_outputs.OUTPUT_TOPIC: "arn:aws:sns:us-east-1:123456789012:approvals-emails",
 }
 
 
@@ -158,7 +158,7 @@ def test_rotate_key_on_a_deployed_stack_rotates_the_secret_its_output_names(
     client, _ = secrets
     before = fetch(client, SECRET).current
     arn = client.describe_secret(SecretId=SECRET)["ARN"]
-    _deployed_stack({**CLI_OUTPUTS, target.OUTPUT_SIGNING_KEY: arn})
+    _deployed_stack({**CLI_OUTPUTS, stack_outputs.OUTPUT_SIGNING_KEY: arn})
     assert cli.main(["rotate-key", "--stack-name", "Approvals", "--region", "us-east-1"]) == 0
     after = fetch(client, SECRET)
     assert after.previous == before
