@@ -10,9 +10,9 @@ import boto3
 import moto
 import pytest
 
-from approvals import cli, keys, stack_outputs
+from approvals import cli, keys, shortlinks, stack_outputs
 from approvals.keys import Keys, fetch, rotate
-from approvals.links import LinkClaims, WeakKey, link_for
+from approvals.links import ForgedLink, KeyRing, LinkClaims, WeakKey, link_for, sign, verify
 from approvals.models import ApprovalRequest
 from tests.integration.conftest import API_URL, Stack, approval_id_of
 
@@ -99,6 +99,56 @@ def test_a_warm_container_signs_with_the_new_key_once_its_ring_is_old(
     assert container.signing() == first  # kept: still accepted as the previous key
     clock.now += 1
     assert container.signing() == new_key
+
+
+def test_two_rotations_revoke_both_kinds_of_link_in_a_warm_container_once_its_ring_is_old(
+    secrets: tuple[SecretsManagerClient, list[str]],
+) -> None:
+    """A container that read the keys before two rotations takes the retired key's links
+    until its ring is ``MAX_AGE_SECONDS`` old, then reads the keys again and refuses them."""
+    client, _ = secrets
+    clock = Clock()
+    container = Keys(client, SECRET, clock)
+    retired = container.signing()
+    claims = LinkClaims("ab" * 16, ALICE, 4_000_000_000)
+    fields = {
+        "approver": ALICE,
+        "expires": str(claims.expires),
+        "kid": retired.key_id,
+        "sig": sign(retired, claims),
+    }
+    token = shortlinks.token_for(retired, claims.approval_id, ALICE)
+    rotate(client, SECRET)
+    rotate(client, SECRET)
+
+    clock.now += keys.MAX_AGE_SECONDS - 1
+    assert verify(container.verifying(retired.key_id), claims.approval_id, fields) == claims
+    assert shortlinks.made_by(container.holding(lambda _: True), token, ALICE)
+    clock.now += 1
+    with pytest.raises(ForgedLink):
+        verify(container.verifying(retired.key_id), claims.approval_id, fields)
+    assert not shortlinks.made_by(container.holding(lambda _: True), token, ALICE)
+
+
+def test_a_short_link_of_a_newer_key_rereads_the_ring_at_most_every_refresh_interval(
+    secrets: tuple[SecretsManagerClient, list[str]],
+) -> None:
+    client, reads = secrets
+    clock = Clock()
+    container = Keys(client, SECRET, clock)
+    container.signing()
+    token = shortlinks.token_for(rotate(client, SECRET).current, "ab" * 16, ALICE)  # another container's
+    reads.clear()
+
+    def holds(ring: KeyRing) -> bool:
+        return shortlinks.made_by(ring, token, ALICE)
+
+    clock.now += 1
+    assert not holds(container.holding(holds))
+    assert reads == []
+    clock.now += keys.REFRESH_SECONDS
+    assert holds(container.holding(holds))
+    assert reads == ["AWSCURRENT", "AWSPREVIOUS"]
 
 
 @pytest.mark.parametrize("value", ["short", "x" * 31])
