@@ -44,7 +44,7 @@ def _target(args: argparse.Namespace) -> Target:
 
 def cmd_local(args: argparse.Namespace) -> int:
     from approvals.local.cloudformation import TemplateError
-    from approvals.local.stack import LocalStack
+    from approvals.local.stack import LocalStack, PortInUse
 
     stack = LocalStack(
         moto_port=args.moto_port,
@@ -57,6 +57,14 @@ def cmd_local(args: argparse.Namespace) -> int:
         info = stack.start()
     except TemplateError as error:
         print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
+        return 2
+    except PortInUse as taken:
+        option = "--moto-port" if taken.port == args.moto_port else "--api-port"
+        print(
+            f"approvals: {taken}, perhaps by another `approvals local`:"
+            f" stop that one, or pass {option} with another port (0: any free port)",
+            file=sys.stderr,
+        )
         return 2
     info.write()
     print(

@@ -10,10 +10,12 @@ CloudFormation, and each function runs with the environment the template gives i
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,32 @@ DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
 SWEEP_INTERVAL = 2.0  # seconds between the provisioned stack's sweeps
 API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
+
+
+class PortInUse(Exception):
+    """A port the stack was given is taken: most likely by another local stack."""
+
+    def __init__(self, port: int, serves: str) -> None:
+        super().__init__(f"port {port} ({serves}) is in use")
+        self.port = port
+        self.serves = serves
+
+
+def _ensure_free(host: str, port: int, serves: str) -> None:
+    """Refuse a taken port before anything starts: moto's server thread, failing to bind,
+    would leave ``ThreadedMotoServer.start`` waiting for it forever."""
+    if port == 0:
+        return
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As both servers bind: a port left in TIME_WAIT by a stack just stopped is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUse(port, serves) from None
+            raise
 
 
 @dataclass(frozen=True)
@@ -138,6 +166,8 @@ class LocalStack:
             raise TemplateError(
                 f"no template at {self.template} (`cdk synth` writes cdk.out/STACK.template.json)"
             )
+        _ensure_free(self.host, self.moto_port, "the AWS endpoint")
+        _ensure_free(self.host, self.api_port, "the approval API")
         _quiet_libraries()
         moto_fixes.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
