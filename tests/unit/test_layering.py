@@ -8,13 +8,16 @@ a function that dodges a cycle at load time is still a cycle in the design.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("approvals", "approvals_cdk", "worker", "approval_api", "bench", "examples")
 # Only the command line starts or finds a local stack (CONTRIBUTING.md).
-COMMAND_LINE = {"approvals.cli", "approvals.demo", "approvals.target"}
-OUTSIDE_THE_DOMAIN = ("approvals_cdk", "approvals.local")
+COMMAND_LINE = ("approvals.cli", "approvals.demo", "approvals.target")
+LOCAL_STACK = "approvals.local"
+CONSTRUCTS = "approvals_cdk"
+HANDLERS = ("worker", "approval_api")
 
 
 def module_files(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -100,20 +103,33 @@ def test_the_packages_import_graph_has_no_cycle() -> None:
     assert cycles(import_graph(module_files())) == []
 
 
-def test_the_domain_uses_neither_the_constructs_nor_the_local_stack() -> None:
+def within(name: str, packages: Iterable[str]) -> bool:
+    return any(name == package or name.startswith(f"{package}.") for package in packages)
+
+
+def imports_from(importers: Callable[[str], bool], imported: Iterable[str]) -> dict[str, list[str]]:
+    """Each of the importing modules and what it imports from ``imported``, where it does."""
     modules = module_files()
-    offenders = {
-        module: sorted(
-            name
-            for name in imported_names(module, path, modules)
-            if any(name == outside or name.startswith(f"{outside}.") for outside in OUTSIDE_THE_DOMAIN)
-        )
+    found = {
+        module: sorted(name for name in imported_names(module, path, modules) if within(name, imported))
         for module, path in modules.items()
-        if module.split(".")[0] == "approvals"
-        and not module.startswith("approvals.local")
-        and module not in COMMAND_LINE
+        if importers(module)
     }
-    assert {module: names for module, names in offenders.items() if names} == {}
+    return {module: names for module, names in found.items() if names}
+
+
+def test_the_domain_uses_neither_the_constructs_nor_the_local_stack() -> None:
+    def domain(module: str) -> bool:
+        return within(module, ["approvals"]) and not within(module, [LOCAL_STACK, *COMMAND_LINE])
+
+    assert imports_from(domain, [CONSTRUCTS, LOCAL_STACK]) == {}
+
+
+def test_the_handlers_and_the_constructs_use_neither_the_local_stack_nor_the_command_line() -> None:
+    def handler_or_construct(module: str) -> bool:
+        return within(module, [CONSTRUCTS, *HANDLERS])
+
+    assert imports_from(handler_or_construct, [LOCAL_STACK, *COMMAND_LINE]) == {}
 
 
 def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
