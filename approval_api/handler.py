@@ -114,7 +114,8 @@ def _recorded(description: str) -> OpenAPIResponse:
 _REFUSALS = {
     400: _problem("The link or form is incomplete or malformed; a fixable form shows the page again."),
     403: _problem(
-        "The link was altered or not issued for this approver, or the form came from another site."
+        "The link was altered, not issued for this approver, or made under a key that two"
+        " rotations retired; or the form came from another site."
     ),
     404: _problem("No such approval."),
     410: _problem(

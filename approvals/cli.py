@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ from approvals.models import (
     timeline,
     utcnow,
 )
+from approvals.stack_outputs import OUTPUT_SIGNING_KEY
 from approvals.store import UnreadableItem
-from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local, without_local_extra
+from approvals.target import Target, TargetError, deployed, local, without_local_extra
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 APPROVAL_REFERENCE = "the approval's id (`approvals list`), or an approver's short link from their email"
@@ -45,7 +46,7 @@ def _target(args: argparse.Namespace) -> Target:
 
 def cmd_local(args: argparse.Namespace) -> int:
     from approvals.local.cloudformation import TemplateError
-    from approvals.local.stack import LocalStack, banner
+    from approvals.local.stack import LocalStack, PortInUse, banner
 
     stack = LocalStack(
         moto_port=args.moto_port,
@@ -58,6 +59,14 @@ def cmd_local(args: argparse.Namespace) -> int:
         info = stack.start()
     except TemplateError as error:
         print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
+        return 2
+    except PortInUse as taken:
+        option = "--moto-port" if taken.port == args.moto_port else "--api-port"
+        print(
+            f"approvals: {taken}, perhaps by another `approvals local`:"
+            f" stop that one, or pass {option} with another port (0: any free port)",
+            file=sys.stderr,
+        )
         return 2
     info.write()
     print(banner(info, args.template), flush=True)
@@ -287,32 +296,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approval:
-    """Reassign on the target and email the new approver their link (the operator's keys)."""
-    from approvals import reassign
-
-    lookup = directory.Directory(target.sns, target.topic_arn, max_age=timedelta(0))  # read it now
-    signing = keys.Keys(target.secrets, target.signing_secret_id).signing()
-    try:
-        approval = reassign.reassign(target.store, lookup, signing, approval_id, change)
-    except reassign.ReassignError as refused:
-        raise TargetError(str(refused)) from None
-    if not reassign.email_new_approver(
-        target.sns, target.topic_arn, target.api_url, signing, approval, change.to
-    ):
-        raise TargetError(
-            f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
-            " run the same command again to send it"
-        )
-    return approval
-
-
 def cmd_reassign(args: argparse.Namespace) -> int:
     target = _target(args)
     previous, approver = _addresses([args.from_approver, args.to_approver])
     operator = args.operator or target.caller()
     change = Reassignment.model_validate({"from": previous, "to": approver, "by": operator, "at": utcnow()})
-    hand_over(target, args.approval_id, change)
+    target.hand_over(args.approval_id, change)
     print(f"Reassigned {previous}'s place to {approver} (by {operator}); {approver} is emailed a link.")
     return 0
 

@@ -41,6 +41,10 @@ COMMENT_BYTES = 1_000
 NOT_ASKED = "This link was not issued to an approver of this request."
 NO_APPROVAL = "There is no approval at this address."
 LINK_EXPIRED = "This link has expired; the request can no longer be decided."
+LINK_REVOKED = (
+    "This link no longer works: the keys that made it were retired."
+    " Open the link in the newest email about this request."
+)
 
 
 class Problem(Exception):
@@ -187,9 +191,19 @@ def view_by_link(services: Services, token: str, now: datetime) -> Viewing:
     if found is None:
         raise NotFound(NO_APPROVAL)
     approval, approver = found
+    if not _made_by_a_current_key(services, token, approver):
+        raise Forbidden(LINK_REVOKED)
     if now >= approval.expires_at:
         raise Gone(LINK_EXPIRED)
     return _viewing(approval, approver)
+
+
+def _made_by_a_current_key(services: Services, token: str, approver: str) -> bool:
+    """A short link works while the current or the previous key makes it for its approver,
+    as a signed link works while one of them verifies it: two rotations revoke it."""
+    return shortlinks.made_by(
+        services.keys.holding(lambda ring: shortlinks.made_by(ring, token, approver)), token, approver
+    )
 
 
 def _viewing(approval: Approval, approver: str) -> Viewing:
@@ -214,7 +228,14 @@ def decide_by_link(services: Services, token: str, form: dict[str, str], now: da
     approver = email_address(form.get("approver", ""))
     if approver is None:
         raise Malformed("The form is incomplete. Open the link from your email again.")
-    return _decide(services, Voter(link.approval_id, approver, link.token_hash), form, now)
+    voter = Voter(link.approval_id, approver, link.token_hash)
+    if not _made_by_a_current_key(services, token, approver):
+        # Revoked if the table binds it to this approver; anything else the vote's own
+        # condition refuses as it always did (a read only on this path, never on a vote).
+        approval = services.store.get(link.approval_id)
+        if approval is not None and approval.short_links.get(link.token_hash) == approver:
+            raise Forbidden(LINK_REVOKED)
+    return _decide(services, voter, form, now)
 
 
 def form_again(services: Services, voter: Voter, now: datetime) -> Approval:

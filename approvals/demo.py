@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from approvals import directory, executions
-from approvals.cli import hand_over
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy, Reassignment, utcnow
@@ -194,7 +193,7 @@ def reassigned(info: LocalInfo, target: Target, request: ApprovalRequest, say: S
     change = Reassignment.model_validate(
         {"from": "carol@example.com", "to": STAND_IN, "by": "oncall@example.com", "at": utcnow()}
     )
-    hand_over(target, approval.approval_id, change)
+    target.hand_over(approval.approval_id, change)
     say(f"  approvals reassign {approval.approval_id} --from carol@example.com --to {STAND_IN}")
     closed = approver.open_link(old_link)
     say(f"  → GET Carol's old link: {closed.status} (this request was reassigned)")

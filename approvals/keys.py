@@ -2,14 +2,14 @@
 
 The secret's versions are the key ring: ``AWSCURRENT`` signs, ``AWSPREVIOUS`` still
 verifies. Writing a new value (:func:`rotate`) makes it current and the old one previous,
-so every link in flight keeps working through one rotation; a second rotation retires the
-key before it (the way to revoke every older link).
+so every link in flight, signed or short, keeps working through one rotation; a second
+rotation retires the key before it (the way to revoke every older link of either kind).
 
-A container keeps the ring it read. It reads it again when a link names a key it does not
+A container keeps the ring it read. It reads it again when a link needs a key it does not
 hold (another container may already sign with a newer key), at most once per
-``REFRESH_SECONDS`` so made-up key ids cannot turn every request into a Secrets Manager
-call; and, to sign, when the ring is older than ``MAX_AGE_SECONDS``, so a warm container
-stops signing with a key that a later rotation retires.
+``REFRESH_SECONDS`` so made-up links cannot turn every request into a Secrets Manager
+call; and when the ring is older than ``MAX_AGE_SECONDS``, so a warm container stops
+signing with a key that a later rotation retires, and stops taking that key's links.
 """
 
 from __future__ import annotations
@@ -77,7 +77,11 @@ class Keys:
         return self._read(lambda _, age: age >= MAX_AGE_SECONDS).current
 
     def verifying(self, key_id: str) -> KeyRing:
-        """The keys to check a link naming ``key_id`` against ("" for a link without one)."""
+        """The keys to check a signed link naming ``key_id`` against ("" for one without)."""
+        return self.holding(lambda ring: not key_id or ring.knows(key_id))
+
+    def holding(self, holds: Callable[[KeyRing], bool]) -> KeyRing:
+        """The keys to check a link against; ``holds`` tells whether a ring has the link's key."""
         return self._read(
-            lambda ring, age: bool(key_id) and not ring.knows(key_id) and age >= REFRESH_SECONDS
+            lambda ring, age: age >= MAX_AGE_SECONDS or (not holds(ring) and age >= REFRESH_SECONDS)
         )

@@ -20,12 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
-
 # Deliberately simple: one @, no spaces or angle brackets, a dot in the domain. SES and SNS
 # reject anything stranger, and the address also ends up in a message attribute.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MAX_APPROVERS = 50
+DEFAULT_TIMEOUT_SECONDS = 86_400
+MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 # Longer than the approval API function may run: by then a settling request has delivered
 # its decision or failed trying.
 REDELIVERY_GRACE = timedelta(seconds=60)

@@ -16,8 +16,12 @@ Why the secret part is derived rather than drawn at random: the worker may email
 after a crash, and every reminder carries a link; deriving the same token for the same
 approver means nothing new is stored for either. A token the key can no longer derive
 (the key rotated since the approval was stored) is simply not emailed: the signed link
-goes instead (:func:`approvals.notify.emails_for`), and the tokens already sent keep
-working, since only their hashes are checked.
+goes instead (:func:`approvals.notify.emails_for`).
+
+Why a token is checked against the keys as well as by its hash: rotation revokes links.
+A token works while the current or the previous key makes it for its approver, as a signed
+link works while one of them verifies it, so the tokens already sent keep working through
+one rotation and a second rotation revokes them (:func:`made_by`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from approvals.links import SigningKey
+from approvals.links import KeyRing, SigningKey
 
 PATH_PREFIX = "/a/"
 ID_BYTES = 16  # the approval id, 32 hex digits
@@ -59,10 +63,16 @@ def token_hash(token: str) -> str:
 
 
 def token_for(key: SigningKey, approval_id: str, approver: str) -> str:
-    secret = hmac.new(
-        key.secret, f"approvals short link\n{approval_id}\n{approver}".encode(), hashlib.sha256
-    ).digest()[:SECRET_BYTES]
+    # surrogatepass: a lone surrogate in a hand-made form must fail the check, not raise.
+    message = f"approvals short link\n{approval_id}\n{approver}".encode("utf-8", "surrogatepass")
+    secret = hmac.new(key.secret, message, hashlib.sha256).digest()[:SECRET_BYTES]
     return base64.urlsafe_b64encode(bytes.fromhex(approval_id) + secret).rstrip(b"=").decode()
+
+
+def made_by(keys: KeyRing, token: str, approver: str) -> bool:
+    """Whether one of the keys makes this well-formed token for the approver."""
+    approval_id = parse(token).approval_id
+    return any(hmac.compare_digest(token_for(key, approval_id, approver), token) for key in keys)
 
 
 def bindings(key: SigningKey, approval_id: str, approvers: Iterable[str]) -> dict[str, str]:

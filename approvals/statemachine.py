@@ -11,10 +11,11 @@ import copy
 import json
 from typing import Any
 
+from approvals.models import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from approvals.store.close import CONFIRM_DELIVERY
+
 QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
 TABLE_NAME_PLACEHOLDER = "${TableName}"
-DEFAULT_TIMEOUT_SECONDS = 86_400
-MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 # A Distributed Map runs at most this many child executions at once (an inline Map, 40).
 MAX_FANOUT_CONCURRENCY = 10_000
 
@@ -48,10 +49,6 @@ def _approval_states(
     is queued.
     """
     given = "$.request.timeout_seconds"
-    # Here, not at the top: approvals.models (which the store imports) takes its limits from
-    # this module.
-    from approvals.store.close import CONFIRM_DELIVERY
-
     seconds, text = f"{TIMEOUT_PATH}.seconds", f"{TIMEOUT_PATH}.text"
     return {
         "CheckTimeout": {

@@ -7,11 +7,22 @@ command acts on it, so that a ``[cdk]`` installation's commands on a deployed st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from approvals import directory, keys, reassign
+from approvals.models import Approval, Reassignment
+from approvals.stack_outputs import (
+    OUTPUT_API_URL,
+    OUTPUT_FANOUT_STATE_MACHINE,
+    OUTPUT_SIGNING_KEY,
+    OUTPUT_STATE_MACHINE,
+    OUTPUT_TABLE,
+    OUTPUT_TOPIC,
+)
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
@@ -20,16 +31,6 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from approvals.local.stack import LocalInfo
-
-# The stack's output names; approvals_cdk/stack.py declares the outputs under these names.
-OUTPUT_API_URL = "ApiUrl"
-OUTPUT_STATE_MACHINE = "StateMachineArn"
-OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
-OUTPUT_QUEUE_URL = "QueueUrl"
-OUTPUT_TABLE = "TableName"
-OUTPUT_SIGNING_KEY = "SigningKeySecretArn"
-OUTPUT_TOPIC = "TopicArn"
-OUTPUT_DEAD_LETTER_QUEUE = "DeadLetterQueueUrl"
 
 
 class TargetError(Exception):
@@ -92,6 +93,23 @@ class Target:
     def caller(self) -> str:
         """Who is acting, as AWS knows them: recorded with an operator's decision."""
         return str(self.client("sts").get_caller_identity()["Arn"])
+
+    def hand_over(self, approval_id: str, change: Reassignment) -> Approval:
+        """Reassign here and email the new approver their link (the operator's keys)."""
+        lookup = directory.Directory(self.sns, self.topic_arn, max_age=timedelta(0))  # read it now
+        signing = keys.Keys(self.secrets, self.signing_secret_id).signing()
+        try:
+            approval = reassign.reassign(self.store, lookup, signing, approval_id, change)
+        except reassign.ReassignError as refused:
+            raise TargetError(str(refused)) from None
+        if not reassign.email_new_approver(
+            self.sns, self.topic_arn, self.api_url, signing, approval, change.to
+        ):
+            raise TargetError(
+                f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
+                " run the same command again to send it"
+            )
+        return approval
 
 
 def local(state_file: Path | None = None) -> Target:

@@ -35,6 +35,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from approvals import statemachine
+from approvals.models import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk import config, packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
@@ -61,9 +62,7 @@ class ApprovalServiceProps:
 
     approvers: Sequence[str] = ()  # email addresses (lowercased, as the worker compares them)
     # How long a request that names no timeout waits: whole seconds, at most a year.
-    default_timeout: Duration = field(
-        default_factory=lambda: Duration.seconds(statemachine.DEFAULT_TIMEOUT_SECONDS)
-    )
+    default_timeout: Duration = field(default_factory=lambda: Duration.seconds(DEFAULT_TIMEOUT_SECONDS))
     # How long an approval is kept after it expires (table TTL): whole days, at most 3650.
     approval_retention: Duration = field(default_factory=lambda: Duration.days(DEFAULT_RETENTION_DAYS))
     log_retention: logs.RetentionDays = LOG_RETENTION[DEFAULT_LOG_RETENTION_DAYS]

@@ -19,8 +19,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_logs as logs
 from pydantic import TypeAdapter, ValidationError
 
-from approvals.models import Email, reminder_time
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_FANOUT_CONCURRENCY, MAX_TIMEOUT_SECONDS
+from approvals.models import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Email, reminder_time
+from approvals.statemachine import MAX_FANOUT_CONCURRENCY
 
 DEFAULT_STACK_NAME = "Approvals"
 DEFAULT_RETENTION_DAYS = 90

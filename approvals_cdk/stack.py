@@ -8,7 +8,7 @@ import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy
 from constructs import Construct
 
-from approvals import target
+from approvals import stack_outputs
 from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
 from approvals_cdk.config import LOG_RETENTION, DeployConfig
 
@@ -44,31 +44,34 @@ class ApprovalsStack(cdk.Stack):
             ),
         )
         service = self.service
-        # Output ids are what approvals.target reads from a deployed stack: keep them in step.
+        # The CLI (approvals.target) finds a deployed stack's parts by these outputs.
         outputs = {
-            target.OUTPUT_API_URL: (service.api.url, "Base URL of the approval API (the links' host)"),
-            target.OUTPUT_STATE_MACHINE: (
+            stack_outputs.OUTPUT_API_URL: (service.api.url, "Base URL of the approval API (the links' host)"),
+            stack_outputs.OUTPUT_STATE_MACHINE: (
                 service.state_machine.state_machine_arn,
                 'One approval: start an execution with {"request": {...}}',
             ),
-            target.OUTPUT_FANOUT_STATE_MACHINE: (
+            stack_outputs.OUTPUT_FANOUT_STATE_MACHINE: (
                 service.fanout_state_machine.state_machine_arn,
                 'Many approvals at once: {"requests": [...]}',
             ),
-            target.OUTPUT_QUEUE_URL: (
+            stack_outputs.OUTPUT_QUEUE_URL: (
                 service.queue.queue_url,
                 "The request queue an approval Task sends to (sqs:sendMessage.waitForTaskToken)",
             ),
-            target.OUTPUT_TABLE: (service.table.table_name, "The approvals table (state and audit trail)"),
-            target.OUTPUT_SIGNING_KEY: (
+            stack_outputs.OUTPUT_TABLE: (
+                service.table.table_name,
+                "The approvals table (state and audit trail)",
+            ),
+            stack_outputs.OUTPUT_SIGNING_KEY: (
                 service.signing_key.secret_arn,
                 "The link signing key's secret (its ARN, not the key): `approvals rotate-key` rotates it",
             ),
-            target.OUTPUT_DEAD_LETTER_QUEUE: (
+            stack_outputs.OUTPUT_DEAD_LETTER_QUEUE: (
                 service.dead_letter_queue.queue_url,
                 "Requests that could not be delivered (their executions are failed)",
             ),
-            target.OUTPUT_TOPIC: (
+            stack_outputs.OUTPUT_TOPIC: (
                 service.topic.topic_arn,
                 "The email topic; one filtered subscription per approver",
             ),

@@ -26,6 +26,7 @@ from approvals.models import (
     MAX_APPROVERS,
     MAX_ESCALATIONS,
     MAX_FIELDS,
+    MAX_TIMEOUT_SECONDS,
     ApprovalRequest,
     Email,
     Escalation,
@@ -78,10 +79,10 @@ class _Timeout:
     def of(cls, timeout: Duration | str, language: sfn.QueryLanguage) -> _Timeout:
         if isinstance(timeout, Duration):
             seconds = int(timeout.to_seconds())
-            if not 1 <= seconds <= statemachine.MAX_TIMEOUT_SECONDS:
+            if not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
                 raise ValueError(
                     f"timeout: {seconds} seconds is not from 1 second to the service's one year"
-                    f" ({statemachine.MAX_TIMEOUT_SECONDS} seconds)"
+                    f" ({MAX_TIMEOUT_SECONDS} seconds)"
                 )
             return cls(sfn.Timeout.duration(timeout), seconds)
         if language == sfn.QueryLanguage.JSONATA:

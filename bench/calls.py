@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import boto3
 import moto
@@ -30,7 +30,7 @@ import approval_api.handler
 import worker.handler
 from approvals import directory, executions, runtime
 from approvals.local import moto_fixes
-from approvals.local.approver import form_headers
+from approvals.local.approver import form_headers, replayed_form
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox
 from approvals.local.poller import QueuePoller
@@ -70,11 +70,12 @@ class CallCounter:
         return calls
 
 
-def decide(link: str) -> int:
-    """POST the decision with the link's signed fields, as the approval page's form does."""
-    address, _, query = link.partition("?")
+def decide(link: str, approver: str) -> int:
+    """POST the decision with the fields the link's page puts in its form (a short link's:
+    the approver it was emailed to), as the approver's browser does."""
+    address = link.partition("?")[0]
     path = urlsplit(address).path.removeprefix(urlsplit(API_URL).path)
-    body = urlencode({**dict(parse_qsl(query)), "decision": "approve", "comment": ""}).encode()
+    body = urlencode({**replayed_form(link, approver), "decision": "approve", "comment": ""}).encode()
     headers = {"Host": urlsplit(API_URL).netloc, **form_headers(address, accept_json=True)}
     response = approval_api.handler.lambda_handler(
         proxy_event("POST", path, headers, body, "198.51.100.7"), cast(LambdaContext, Context())
@@ -120,7 +121,7 @@ def measure(requests: int) -> dict[str, Counter[str]]:
     until(lambda: poller.poll_once() == 0 and len(outbox.emails()) >= requests, "every email")
     stages = {"worker": counter.take()}
 
-    refused = [status for email in outbox.emails() if (status := decide(email.links[0])) != 200]
+    refused = [status for email in outbox.emails() if (status := decide(email.links[0], email.to)) != 200]
     if refused:
         raise RuntimeError(f"decisions refused: {Counter(refused)}")
     stages["vote"] = counter.take()

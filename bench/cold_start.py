@@ -13,6 +13,7 @@ interleaved rounds; the figures are medians.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -73,6 +74,9 @@ def import_seconds(module: str, asset: Path, runtime_site: Path, then: str = "")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help="interleaved rounds (the figures are medians)")
+    args = parser.parse_args()
     this_machine = packaging.LambdaTarget(
         python_version=f"{sys.version_info.major}.{sys.version_info.minor}", architecture=platform.machine()
     )
@@ -81,14 +85,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         runtime_site = packaging.runtime_site(Path(scratch) / "runtime")
         # Interleaved rounds, so that a busy moment of the machine weighs on every module alike.
-        for _ in range(RUNS):
+        for _ in range(args.runs):
             for name, module in MODULES.items():
                 samples[name].append(import_seconds(module, asset, runtime_site))
             first_page = import_seconds("approval_api.handler", asset, runtime_site, THEN_FIRST_PAGE)
             samples[FIRST_PAGE].append(first_page)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     baseline = medians["boto3 alone"]
-    print(f"{'module':<26} {'import (median of ' + str(RUNS) + ')':>22} {'vs boto3':>9}")
+    print(f"{'module':<26} {'import (median of ' + str(args.runs) + ')':>22} {'vs boto3':>9}")
     for name, seconds in medians.items():
         print(f"{name:<26} {seconds * 1000:>19.0f} ms {seconds / baseline:>8.2f}x")
     record(

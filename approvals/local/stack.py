@@ -10,17 +10,19 @@ CloudFormation, and each function runs with the environment the template gives i
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from approvals import directory
+from approvals import directory, stack_outputs
 from approvals.local import environments, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.outbox import Outbox
@@ -39,6 +41,32 @@ DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
 SWEEP_INTERVAL = 2.0  # seconds between the provisioned stack's sweeps
 API_TIMEOUT = 29  # seconds: API Gateway's own integration timeout, which Lambda's cannot outlast
+
+
+class PortInUse(Exception):
+    """A port the stack was given is taken: most likely by another local stack."""
+
+    def __init__(self, port: int, serves: str) -> None:
+        super().__init__(f"port {port} ({serves}) is in use")
+        self.port = port
+        self.serves = serves
+
+
+def _ensure_free(host: str, port: int, serves: str) -> None:
+    """Refuse a taken port before anything starts: moto's server thread, failing to bind,
+    would leave ``ThreadedMotoServer.start`` waiting for it forever."""
+    if port == 0:
+        return
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As both servers bind: a port left in TIME_WAIT by a stack just stopped is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUse(port, serves) from None
+            raise
 
 
 @dataclass(frozen=True)
@@ -176,6 +204,8 @@ class LocalStack:
             raise TemplateError(
                 f"no template at {self.template} (`cdk synth` writes cdk.out/STACK.template.json)"
             )
+        _ensure_free(self.host, self.moto_port, "the AWS endpoint")
+        _ensure_free(self.host, self.api_port, "the approval API")
         _quiet_libraries()
         moto_fixes.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
@@ -300,7 +330,6 @@ class LocalStack:
         )
 
     def _run_template(self, session: boto3.Session, endpoint_url: str, template: Path) -> LocalInfo:
-        from approvals import target
         from approvals.local import cloudformation
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
@@ -328,7 +357,7 @@ class LocalStack:
                 moto_fixes.confirm_pending_emails(topic_arn)
         self.outbox = Outbox(sqs, outbox_queue_url)
         environment = {k: v for f in deployed.functions.values() for k, v in f.environment.items()}
-        table_name = outputs.get(target.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
+        table_name = outputs.get(stack_outputs.OUTPUT_TABLE) or environment.get("APPROVALS_TABLE", "")
         store = ApprovalStore(session.client("dynamodb"), table_name)
         api = LocalApi(api_function, self.outbox, lambda: list(store.all()), self.host, self.api_port, sns)
         for topic_arn in email_topics:
@@ -353,15 +382,15 @@ class LocalStack:
         return LocalInfo(
             endpoint_url=endpoint_url,
             region=deployed.region,
-            state_machine_arn=outputs.get(target.OUTPUT_STATE_MACHINE, ""),
-            fanout_state_machine_arn=outputs.get(target.OUTPUT_FANOUT_STATE_MACHINE, ""),
+            state_machine_arn=outputs.get(stack_outputs.OUTPUT_STATE_MACHINE, ""),
+            fanout_state_machine_arn=outputs.get(stack_outputs.OUTPUT_FANOUT_STATE_MACHINE, ""),
             api_url=api.url,
             outbox_url=f"{api.url}/outbox",
-            queue_url=outputs.get(target.OUTPUT_QUEUE_URL, ""),
-            dlq_url=outputs.get(target.OUTPUT_DEAD_LETTER_QUEUE, ""),
+            queue_url=outputs.get(stack_outputs.OUTPUT_QUEUE_URL, ""),
+            dlq_url=outputs.get(stack_outputs.OUTPUT_DEAD_LETTER_QUEUE, ""),
             table_name=table_name,
-            topic_arn=outputs.get(target.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
-            signing_secret_arn=outputs.get(target.OUTPUT_SIGNING_KEY)
+            topic_arn=outputs.get(stack_outputs.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
+            signing_secret_arn=outputs.get(stack_outputs.OUTPUT_SIGNING_KEY)
             or environment.get("APPROVALS_SIGNING_SECRET", ""),
         )
 

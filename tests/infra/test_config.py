@@ -10,7 +10,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS
+from approvals.models import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk.config import ConfigError, DeployConfig, from_context, parse_approvers
 from approvals_cdk.stack import ApprovalsStack
 from tests.cdk_templates import synthesize

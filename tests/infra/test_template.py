@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from approvals import target
+from approvals import stack_outputs
 from approvals.models import Approval, ApprovalRequest
 from approvals.settings import Settings
 from approvals.store import ApprovalStore
@@ -489,18 +489,18 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     request, _ = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     machines = synthesis.resources("AWS::StepFunctions::StateMachine")
-    assert outputs[target.OUTPUT_QUEUE_URL]["Value"] == {"Ref": request}
-    assert outputs[target.OUTPUT_TABLE]["Value"] == {"Ref": table}
+    assert outputs[stack_outputs.OUTPUT_QUEUE_URL]["Value"] == {"Ref": request}
+    assert outputs[stack_outputs.OUTPUT_TABLE]["Value"] == {"Ref": table}
     secret, _ = only(synthesis.resources("AWS::SecretsManager::Secret"))
-    assert outputs[target.OUTPUT_SIGNING_KEY]["Value"] == {"Ref": secret}
+    assert outputs[stack_outputs.OUTPUT_SIGNING_KEY]["Value"] == {"Ref": secret}
     arns = {
         outputs[name]["Value"]["Ref"]
-        for name in (target.OUTPUT_STATE_MACHINE, target.OUTPUT_FANOUT_STATE_MACHINE)
+        for name in (stack_outputs.OUTPUT_STATE_MACHINE, stack_outputs.OUTPUT_FANOUT_STATE_MACHINE)
     }
     assert arns == set(machines)
-    assert "execute-api" in json.dumps(outputs[target.OUTPUT_API_URL]["Value"])
+    assert "execute-api" in json.dumps(outputs[stack_outputs.OUTPUT_API_URL]["Value"])
     topic, _ = email_topic(synthesis)
-    assert outputs[target.OUTPUT_TOPIC]["Value"] == {"Ref": topic}
+    assert outputs[stack_outputs.OUTPUT_TOPIC]["Value"] == {"Ref": topic}
 
 
 def test_every_alarm_notifies_the_alarm_topic_which_mails_the_alarm_email(synthesis: Synthesis) -> None:

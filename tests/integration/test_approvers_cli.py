@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 
-from approvals import cli, directory, target
+from approvals import cli, directory, stack_outputs
 from approvals.local.resources import CONFIRM_AT_ONCE_TAG
 from tests.integration.conftest import Stack
 
@@ -19,12 +19,12 @@ def deploy_outputs(stack: Stack) -> None:
     """A CloudFormation stack named Approvals whose outputs are the ones `--stack-name` reads."""
     resources = stack.resources
     outputs = {
-        target.OUTPUT_STATE_MACHINE: resources.state_machine_arn,
-        target.OUTPUT_FANOUT_STATE_MACHINE: resources.fanout_state_machine_arn,
-        target.OUTPUT_TABLE: resources.table_name,
-        target.OUTPUT_API_URL: "https://approvals.example.test/prod/",
-        target.OUTPUT_TOPIC: resources.topic_arn,
-        target.OUTPUT_SIGNING_KEY: resources.signing_secret_arn,
+        stack_outputs.OUTPUT_STATE_MACHINE: resources.state_machine_arn,
+        stack_outputs.OUTPUT_FANOUT_STATE_MACHINE: resources.fanout_state_machine_arn,
+        stack_outputs.OUTPUT_TABLE: resources.table_name,
+        stack_outputs.OUTPUT_API_URL: "https://approvals.example.test/prod/",
+        stack_outputs.OUTPUT_TOPIC: resources.topic_arn,
+        stack_outputs.OUTPUT_SIGNING_KEY: resources.signing_secret_arn,
     }
     template = {
         "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},

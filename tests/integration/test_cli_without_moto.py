@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from approvals import target
+from approvals import stack_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 WITHOUT_MOTO = """
@@ -74,14 +74,18 @@ def test_help_works_without_moto(endpoint: str, tmp_path: Path) -> None:
 def test_a_command_on_a_deployed_stack_works_without_moto(endpoint: str, tmp_path: Path) -> None:
     outputs = {
         name: {"Value": "unused"}
-        for name in (target.OUTPUT_STATE_MACHINE, target.OUTPUT_FANOUT_STATE_MACHINE, target.OUTPUT_TABLE)
+        for name in (
+            stack_outputs.OUTPUT_STATE_MACHINE,
+            stack_outputs.OUTPUT_FANOUT_STATE_MACHINE,
+            stack_outputs.OUTPUT_TABLE,
+        )
     }
     template = {
         "Resources": {"Emails": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {
             **outputs,
-            target.OUTPUT_API_URL: {"Value": "https://example.com/prod/"},
-            target.OUTPUT_TOPIC: {"Value": {"Ref": "Emails"}},
+            stack_outputs.OUTPUT_API_URL: {"Value": "https://example.com/prod/"},
+            stack_outputs.OUTPUT_TOPIC: {"Value": {"Ref": "Emails"}},
         },
     }
     boto3.client(

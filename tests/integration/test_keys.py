@@ -10,9 +10,9 @@ import boto3
 import moto
 import pytest
 
-from approvals import cli, keys, target
+from approvals import cli, keys, shortlinks, stack_outputs
 from approvals.keys import Keys, fetch, rotate
-from approvals.links import LinkClaims, WeakKey, link_for
+from approvals.links import ForgedLink, KeyRing, LinkClaims, WeakKey, link_for, sign, verify
 from approvals.models import ApprovalRequest
 from tests.integration.conftest import API_URL, Stack, approval_id_of
 
@@ -67,7 +67,7 @@ def test_rotation_makes_a_new_current_key_and_keeps_the_old_one(
     assert not again.knows(before.current.key_id)  # retired by the second rotation
 
 
-def test_an_unknown_key_id_rereads_the_ring_at_most_every_refresh_interval(
+def test_a_link_of_an_unknown_key_rereads_the_ring_at_most_every_refresh_interval(
     secrets: tuple[SecretsManagerClient, list[str]],
 ) -> None:
     client, reads = secrets
@@ -75,15 +75,22 @@ def test_an_unknown_key_id_rereads_the_ring_at_most_every_refresh_interval(
     container = Keys(client, SECRET, clock)
     container.verifying("")
     new_key = rotate(client, SECRET).current  # another container signs with it from now on
+    token = shortlinks.token_for(new_key, "ab" * 16, ALICE)
+
+    def makes_token(ring: KeyRing) -> bool:
+        return shortlinks.made_by(ring, token, ALICE)
+
     reads.clear()
     clock.now += 1
-    for _ in range(50):  # made-up key ids, as fast as anyone can send them
+    for _ in range(50):  # made-up key ids and tokens, as fast as anyone can send them
         assert not container.verifying("deadbeef").knows(new_key.key_id)
+        assert not makes_token(container.holding(makes_token))
     assert reads == []
     clock.now += keys.REFRESH_SECONDS
     assert container.verifying(new_key.key_id).knows(new_key.key_id)
     assert reads == ["AWSCURRENT", "AWSPREVIOUS"]
     assert container.verifying(new_key.key_id).knows(new_key.key_id)  # known now: no more reads
+    assert makes_token(container.holding(makes_token))
     assert len(reads) == 2
 
 
@@ -99,6 +106,35 @@ def test_a_warm_container_signs_with_the_new_key_once_its_ring_is_old(
     assert container.signing() == first  # kept: still accepted as the previous key
     clock.now += 1
     assert container.signing() == new_key
+
+
+def test_two_rotations_revoke_both_kinds_of_link_in_a_warm_container_once_its_ring_is_old(
+    secrets: tuple[SecretsManagerClient, list[str]],
+) -> None:
+    """A container that read the keys before two rotations takes the retired key's links
+    until its ring is ``MAX_AGE_SECONDS`` old, then reads the keys again and refuses them."""
+    client, _ = secrets
+    clock = Clock()
+    container = Keys(client, SECRET, clock)
+    retired = container.signing()
+    claims = LinkClaims("ab" * 16, ALICE, 4_000_000_000)
+    fields = {
+        "approver": ALICE,
+        "expires": str(claims.expires),
+        "kid": retired.key_id,
+        "sig": sign(retired, claims),
+    }
+    token = shortlinks.token_for(retired, claims.approval_id, ALICE)
+    rotate(client, SECRET)
+    rotate(client, SECRET)
+
+    clock.now += keys.MAX_AGE_SECONDS - 1
+    assert verify(container.verifying(retired.key_id), claims.approval_id, fields) == claims
+    assert shortlinks.made_by(container.holding(lambda _: True), token, ALICE)
+    clock.now += 1
+    with pytest.raises(ForgedLink):
+        verify(container.verifying(retired.key_id), claims.approval_id, fields)
+    assert not shortlinks.made_by(container.holding(lambda _: True), token, ALICE)
 
 
 @pytest.mark.parametrize("value", ["short", "x" * 31])
@@ -144,11 +180,11 @@ def _deployed_stack(outputs: dict[str, str]) -> None:
 
 
 CLI_OUTPUTS = {
-    target.OUTPUT_API_URL: API_URL,
-    target.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
-    target.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
-    target.OUTPUT_TABLE: "approvals",
-    target.OUTPUT_TOPIC: "arn:aws:sns:us-east-1:123456789012:approvals-emails",
+    stack_outputs.OUTPUT_API_URL: API_URL,
+    stack_outputs.OUTPUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:approval",
+    stack_outputs.OUTPUT_FANOUT_STATE_MACHINE: "arn:aws:states:us-east-1:123456789012:stateMachine:fanout",
+    stack_outputs.OUTPUT_TABLE: "approvals",
+    stack_outputs.OUTPUT_TOPIC: "arn:aws:sns:us-east-1:123456789012:approvals-emails",
 }
 
 
@@ -158,7 +194,7 @@ def test_rotate_key_on_a_deployed_stack_rotates_the_secret_its_output_names(
     client, _ = secrets
     before = fetch(client, SECRET).current
     arn = client.describe_secret(SecretId=SECRET)["ARN"]
-    _deployed_stack({**CLI_OUTPUTS, target.OUTPUT_SIGNING_KEY: arn})
+    _deployed_stack({**CLI_OUTPUTS, stack_outputs.OUTPUT_SIGNING_KEY: arn})
     assert cli.main(["rotate-key", "--stack-name", "Approvals", "--region", "us-east-1"]) == 0
     after = fetch(client, SECRET)
     assert after.previous == before

@@ -137,8 +137,8 @@ def test_a_reminder_carries_the_same_short_link(stack: Stack) -> None:
 def test_after_a_key_rotation_the_short_link_works_and_reminders_carry_a_signed_link(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The table checks the token's hash, not the key: a rotation breaks no short link. A
-    reminder cannot derive the old token under the new key, so it carries a signed link."""
+    """One rotation breaks no short link: the previous key still makes its token. A reminder
+    cannot derive the old token under the new key, so it carries a signed link."""
     monkeypatch.setattr(keys, "MAX_AGE_SECONDS", 0.0)  # the sweep reads the new key at once
     arn, link = started(stack, "Rotated", [ALICE, BOB], policy=Policy.ALL, timeout_seconds=4 * 3600)
     services = runtime.from_environment()
@@ -150,4 +150,58 @@ def test_after_a_key_rotation_the_short_link_works_and_reminders_carry_a_signed_
     assert "sig=" in reminded[BOB]
     assert stack.click(link, "approve").status == 200
     assert stack.click(reminded[BOB], "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
+def test_two_key_rotations_revoke_the_short_link_and_a_reminder_brings_one_that_works(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with signed links: the previous key still makes the link after one rotation; the
+    second retires it, and the link is refused (page and vote) with nothing recorded. The
+    request stays open: the next reminder carries a link under the new key."""
+    monkeypatch.setattr(keys, "MAX_AGE_SECONDS", 0.0)  # every container reads the keys again at once
+    arn, link = started(stack, "Revoked", timeout_seconds=4 * 3600)
+    approval_id = approval_id_of(link)
+    secretsmanager = boto3.client("secretsmanager", region_name="us-east-1")
+    keys.rotate(secretsmanager, stack.resources.signing_secret_arn)
+    assert stack.get(link).status == 200
+    keys.rotate(secretsmanager, stack.resources.signing_secret_arn)
+    before = stack.raw_item(approval_id)
+
+    page = stack.get(link)
+    assert page.status == 403
+    assert "no longer works" in page.body
+    assert "newest email" in page.body
+    vote = stack.post_link(link, "approve")
+    assert vote.status == 403
+    assert "no longer works" in vote.body
+    assert stack.post_link(link, "maybe").status == 403  # not even a form to fix
+    assert stack.raw_item(approval_id) == before
+
+    approval = stack.approval(approval_id)
+    assert (
+        sweep(runtime.from_environment(), approval.created_at + timedelta(hours=2, seconds=1))["reminded"]
+        == 1
+    )
+    (reminder,) = (e for e in stack.emails() if e.subject.startswith("[Reminder]"))
+    assert "sig=" in reminder.links[0]
+    assert stack.click(reminder.links[0], "approve").status == 200
+    assert stack.finish(arn).output["outcome"] == "approved"
+
+
+def test_a_short_link_made_under_a_key_newer_than_the_apis_is_honoured(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker signs with a key the API's warm container has not read yet: the API reads
+    the keys again rather than refusing the link."""
+    monkeypatch.setattr(keys, "REFRESH_SECONDS", 0.0)  # the rotation happens within the test's second
+    services = runtime.from_environment()
+    services.keys.signing()  # the ring is read now, before the rotation
+    keys.rotate(boto3.client("secretsmanager", region_name="us-east-1"), stack.resources.signing_secret_arn)
+    new_key = keys.fetch(
+        boto3.client("secretsmanager", region_name="us-east-1"), stack.resources.signing_secret_arn
+    ).current
+    monkeypatch.setattr(services.keys, "signing", lambda: new_key)  # the worker's cold container
+    arn, link = started(stack, "Newer key")
+    assert stack.click(link, "approve").status == 200
     assert stack.finish(arn).output["outcome"] == "approved"

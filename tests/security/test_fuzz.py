@@ -21,8 +21,13 @@ from pydantic import ValidationError
 from approvals import request as worker_logic
 from approvals import shortlinks
 from approvals.links import KeyRing, LinkClaims, LinkError, SigningKey, approval_id_for, link_for, verify
-from approvals.models import MAX_APPROVERS, ApprovalRequest, Policy, describe_validation_error
-from approvals.statemachine import MAX_TIMEOUT_SECONDS
+from approvals.models import (
+    MAX_APPROVERS,
+    MAX_TIMEOUT_SECONDS,
+    ApprovalRequest,
+    Policy,
+    describe_validation_error,
+)
 from tests.conftest import API_URL, Stack, approval_id_of
 
 KEY = SigningKey(b"k" * 64)

@@ -12,8 +12,10 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from approvals.models import (
+    DEFAULT_TIMEOUT_SECONDS,
     DESCRIPTION_BYTES,
     MAX_APPROVERS,
+    MAX_TIMEOUT_SECONDS,
     REQUEST_BYTES,
     Approval,
     ApprovalRequest,
@@ -27,7 +29,6 @@ from approvals.models import (
     recurring_reminder_due,
     timeline,
 )
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from tests.unit.samples import sample_approval
 
 VALID: dict[str, Any] = {

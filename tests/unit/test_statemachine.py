@@ -7,14 +7,11 @@ from typing import Any
 
 import pytest
 
-from approvals import statemachine
-from approvals.models import Decision, QueueMessage
+from approvals.models import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Decision, QueueMessage
 from approvals.statemachine import (
-    DEFAULT_TIMEOUT_SECONDS,
     DELIVERY_FAILED,
     EXPIRED,
     INVALID_REQUEST,
-    MAX_TIMEOUT_SECONDS,
     QUEUE_URL_PLACEHOLDER,
     TABLE_NAME_PLACEHOLDER,
     TIMEOUT,
@@ -225,7 +222,7 @@ def test_definitions_are_fresh_each_call() -> None:
     first["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"].clear()
     assert approval_definition()["States"]["Outcome"]["Default"] == "Rejected"
     assert approval_definition()["States"]["ConfirmDelivery"]["Parameters"]["ExpressionAttributeValues"]
-    assert statemachine.MAX_TIMEOUT_SECONDS == 31_536_000
+    assert MAX_TIMEOUT_SECONDS == 31_536_000
 
 
 def test_the_default_timeout_is_the_definitions_one_parameter() -> None:
