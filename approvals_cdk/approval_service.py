@@ -128,11 +128,10 @@ class ApprovalService(ApprovalServiceBase):
         queue_arn: str,
         table_arn: str,
         queue_key_arn: str | None = None,
-        execution_events_bus_arn: str | None = None,
     ) -> IApprovalService:
         """A service deployed by another stack, app or account, named by its stack's outputs
-        (``QueueArn``, ``TableArn``, ``ExecutionEventsBusArn``; in the same account and region
-        ``cdk.Fn.import_value`` reads their exports). The step, the grants and the metrics work
+        (``QueueArn``, ``TableArn``; in the same account and region ``cdk.Fn.import_value``
+        reads their exports). The step, the grants and the metrics work
         as on a service of your own; the service's stack must let your roles send
         (``sender_roles``, or ``allowed_accounts`` for another account). ``queue_key_arn``
         only if the queue is encrypted with a KMS key (the service's own uses SSE-SQS)."""
@@ -142,7 +141,6 @@ class ApprovalService(ApprovalServiceBase):
             queue_arn=queue_arn,
             table_arn=table_arn,
             queue_key_arn=queue_key_arn,
-            execution_events_bus_arn=execution_events_bus_arn,
         )
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:

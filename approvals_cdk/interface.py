@@ -180,9 +180,8 @@ class ImportedApprovalService(ApprovalServiceBase):
 
     Attaching a step grants your state machine's role only its own side: the service's
     stack must let it send (``sender_roles`` by name in the same account, or
-    ``allowed_accounts`` for another account). ``execution_events_bus_arn``, when the
-    service has one, is where another account forwards its executions' ends
-    (``ForwardExecutionEnds``), so that a stopped execution's approvals are cancelled.
+    ``allowed_accounts`` for another account, which forwards its executions' ends to the
+    service's ``ExecutionEventsBusArn`` with ``ForwardExecutionEnds``).
     """
 
     def __init__(
@@ -193,7 +192,6 @@ class ImportedApprovalService(ApprovalServiceBase):
         queue_arn: str,
         table_arn: str,
         queue_key_arn: str | None = None,
-        execution_events_bus_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.queue = sqs.Queue.from_queue_attributes(
@@ -206,4 +204,3 @@ class ImportedApprovalService(ApprovalServiceBase):
         self.table = dynamodb.Table.from_table_attributes(
             self, "Table", table_arn=table_arn, grant_index_permissions=True
         )
-        self.execution_events_bus_arn = execution_events_bus_arn

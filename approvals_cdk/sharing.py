@@ -62,14 +62,16 @@ def sender_arn(service: Construct, sender: Sender) -> str:
     if theirs is ours or _environments_differ(theirs, ours):
         # Across environments the CDK names the role itself (role_name or GENERATE_IF_NEEDED).
         return role_arn
-    name = getattr(principal, "physical_name", None)
-    if not isinstance(name, str) or Token.is_unresolved(name):
+    # The role's own resource: a role imported by name has none, and its ARN is a string.
+    resource = cast(Construct, principal).node.default_child
+    name = resource.role_name if isinstance(resource, iam.CfnRole) else None
+    if name is None or Token.is_unresolved(name):
         raise ValueError(
             f"sender_roles: the role {cast(Construct, principal).node.path} is in stack {theirs.stack_name}:"
             " naming it here would make this stack depend on that one, which sends to this one's queue"
             " (a cycle). Give the role a role_name, or pass its ARN as a string."
         )
-    path = cast(iam.CfnRole, cast(Construct, principal).node.default_child).path or "/"
+    path = cast(iam.CfnRole, resource).path or "/"
     return theirs.format_arn(
         service="iam", region="", resource="role", resource_name=f"{path.lstrip('/')}{name}"
     )
