@@ -85,6 +85,8 @@ def _environments_differ(one: cdk.Stack, other: cdk.Stack) -> bool:
 
 
 def check_accounts(service: Construct, accounts: Sequence[str]) -> None:
+    """Refuse what is not an account id, and the service's own account: exempting it would
+    undo the Deny for every principal of the account."""
     own = cdk.Stack.of(service).account
     for account in accounts:
         if not _ACCOUNT_ID.fullmatch(account):
