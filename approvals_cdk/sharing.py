@@ -10,7 +10,6 @@ Another account's Step Functions events stay on that account's default bus: it f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from enum import Enum
 from typing import cast
@@ -26,11 +25,12 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from approvals_cdk.config import ACCOUNT_ID
+
 # A sender: a role's ARN, or a role (or what has one: a state machine) of any stack.
 Sender = str | iam.IGrantable
 
 ENDED_STATUSES = ["FAILED", "TIMED_OUT", "ABORTED"]
-_ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 
 class WatchExecutions(Enum):
@@ -89,7 +89,7 @@ def check_accounts(service: Construct, accounts: Sequence[str]) -> None:
     undo the Deny for every principal of the account."""
     own = cdk.Stack.of(service).account
     for account in accounts:
-        if not _ACCOUNT_ID.fullmatch(account):
+        if not ACCOUNT_ID.fullmatch(account):
             raise ValueError(f"allowed_accounts: {account!r} is not a 12-digit AWS account id")
         if account == own:
             raise ValueError(

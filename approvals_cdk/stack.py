@@ -40,6 +40,7 @@ class ApprovalsStack(cdk.Stack):
                 allow_self_approval=config.allow_self_approval,
                 sender_roles=config.sender_roles,
                 subscriber_roles=config.subscriber_roles,
+                allowed_accounts=config.allowed_accounts,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
                 sweep_minutes=config.sweep_minutes,
