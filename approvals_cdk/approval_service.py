@@ -230,6 +230,7 @@ class ApprovalService(ApprovalServiceBase):
             sweep_minutes=props.sweep_minutes,
             watch_executions=props.watch_executions,
         )
+        self.watch_executions = props.watch_executions
         self.sweeper, self.sweep_schedule = sweeps.sweeper, sweeps.sweep_schedule
         self.execution_ended_function = sweeps.execution_ended_function
         self.execution_ended_rule = sweeps.execution_ended_rule

@@ -7,6 +7,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 
 from approvals_cdk.approval_service import ApprovalService
+from approvals_cdk.sharing import WatchExecutions
 
 QUEUE_ARN = "QueueArn"
 TABLE_ARN = "TableArn"
@@ -22,6 +23,13 @@ def add_sharing_outputs(stack: cdk.Stack, service: ApprovalService, export_prefi
     """The ARNs ``from_attributes`` takes, as outputs of ``stack`` (their ids are the output
     keys), exported. An exported value cannot change while another stack imports it; these
     are the ARNs of resources a deploy never replaces."""
+    if service.watch_executions is WatchExecutions.STACK:
+        cdk.Annotations.of(service).add_warning_v2(
+            "stepfunctions-approvals:sharedButWatchesItsStack",
+            "This service is shared with other stacks, but cancels the approvals of its own"
+            " stack's executions only: give it watch_executions=WatchExecutions.ACCOUNT, or the"
+            " approvals of other stacks' stopped executions stay pending until they expire.",
+        )
     outputs = {
         QUEUE_ARN: (service.queue.queue_arn, "The request queue's ARN: from_attributes(queue_arn=...)"),
         TABLE_ARN: (service.table.table_arn, "The approvals table's ARN: from_attributes(table_arn=...)"),

@@ -8,13 +8,14 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk import Duration
+from aws_cdk import Duration, assertions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 
 from approvals import metrics
 from approvals_cdk import ApprovalService, ApprovalServiceProps, IApprovalService, WatchExecutions
+from approvals_cdk.outputs import add_sharing_outputs
 from approvals_cdk.packaging import build
 from tests.cdk_templates import request_queue, role_statements, synthesize
 
@@ -214,3 +215,11 @@ def test_the_metrics_are_the_counts_the_functions_write(
         assert json.loads(dimension)[0]["Value"] == {"Ref": table}
     else:
         assert json.loads(dimension)[0]["Value"] == "approvals"
+
+
+def test_sharing_a_service_that_watches_only_its_own_stack_warns_at_synth() -> None:
+    """Exported for other stacks, it would leave their stopped executions' approvals pending."""
+    stack = cdk.Stack(cdk.App(), "Ours")
+    add_sharing_outputs(stack, service(stack), export_prefix="Ours")
+    warnings = assertions.Annotations.from_stack(stack).find_warning("*", assertions.Match.any_value())
+    assert ["WatchExecutions.ACCOUNT" in str(w.entry.data) for w in warnings] == [True]
