@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ from approvals.models import (
     timeline,
     utcnow,
 )
-from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local
+from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local, without_local_extra
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 APPROVAL_REFERENCE = "the approval's id (`approvals list`), or an approver's short link from their email"
@@ -43,7 +44,7 @@ def _target(args: argparse.Namespace) -> Target:
 
 def cmd_local(args: argparse.Namespace) -> int:
     from approvals.local.cloudformation import TemplateError
-    from approvals.local.stack import LocalStack
+    from approvals.local.stack import LocalStack, banner
 
     stack = LocalStack(
         moto_port=args.moto_port,
@@ -58,23 +59,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
         return 2
     info.write()
-    print(
-        f"Local stack running (state in .approvals/local.json)\n"
-        f"  AWS endpoint  {info.endpoint_url}   (aws --endpoint-url {info.endpoint_url} ...)\n"
-        f"  approval API  {info.api_url}\n"
-        f"  outbox        {info.outbox_url}\n"
-        f"  state machine {info.state_machine_arn}\n"
-        f"  fan-out       {info.fanout_state_machine_arn}\n"
-        + (
-            f"  template      {args.template} (deployed into moto's CloudFormation)\n"
-            if args.template
-            else ""
-        )
-        + "Add approvers first (a request naming anyone else is refused):"
-        " approvals approvers add EMAIL...\n"
-        "Press Ctrl-C to stop.",
-        flush=True,
-    )
+    print(banner(info, args.template), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -121,7 +106,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     }
     request = ApprovalRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     target = _target(args)
-    arn = executions.start(target.sfn, target.state_machine_arn, request)
+    arn = executions.start(target.sfn, target.approval_state_machine(), request)
     print(arn, flush=True)
     if args.wait:
         return _follow(target, arn)
@@ -184,6 +169,16 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
+def _asked_by(workflow: str, approval: Approval) -> bool:
+    """Whether the state machine named (its name, its ARN, or the construct id of a CDK app's,
+    whose name CloudFormation made of the logical id, e.g. ReleasePipelineA1B2C3D4-x1Y2z3)
+    asked for the approval."""
+    cdk_name = rf"(?:[A-Za-z][A-Za-z0-9-]*-)?[A-Za-z0-9]*{re.escape(workflow)}[0-9A-F]{{8}}-[A-Za-z0-9]+"
+    return workflow in (approval.workflow, approval.state_machine_arn) or bool(
+        re.fullmatch(cdk_name, approval.workflow)
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
     rows = []
@@ -195,7 +190,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         if args.approver and args.approver.lower() not in approval.asked:
             continue
-        if args.workflow and args.workflow not in (approval.workflow, approval.state_machine_arn):
+        if args.workflow and not _asked_by(args.workflow, approval):
             continue
         rows.append((approval.created_at, [
             approval.approval_id, status.value, approval.request.title[:40], approval.workflow[:30],
@@ -456,7 +451,9 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--pending", action="store_true", help="only those still waiting")
     which.add_argument("--settled", action="store_true", help="only approved or rejected ones")
     list_cmd.add_argument("--approver", help="only those that asked this approver")
-    list_cmd.add_argument("--workflow", help="only those a state machine asked (its name or ARN)")
+    list_cmd.add_argument(
+        "--workflow", help="only those a state machine asked (its name, its ARN, or its id in a CDK app)"
+    )
     list_cmd.set_defaults(run=cmd_list)
 
     show_cmd = targeted("show", "show one approval with its timeline")
@@ -509,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"approvals: {error}", file=sys.stderr)
     except ValidationError as error:
         print(f"approvals: invalid request: {describe_validation_error(error)}", file=sys.stderr)
+    except ModuleNotFoundError as missing:
+        print(f"approvals: {without_local_extra(missing)}", file=sys.stderr)
     except Exception as error:  # one clear line, never a traceback, for anything AWS says
         print(f"approvals: {type(error).__name__}: {error}", file=sys.stderr)
     return 2

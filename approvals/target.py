@@ -1,5 +1,8 @@
 """Where the CLI acts: the local stack (from its state file) or a deployed stack (from its
-CloudFormation outputs, with the caller's AWS credentials)."""
+CloudFormation outputs, with the caller's AWS credentials).
+
+The local stack runs on moto, which only the ``local`` extra installs: it is imported when a
+command acts on it, so that a ``[cdk]`` installation's commands on a deployed stack work."""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from approvals.local.stack import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
+
+    from approvals.local.stack import LocalInfo
 
 # The stack's output names; approvals_cdk/stack.py declares the outputs under these names.
 OUTPUT_API_URL = "ApiUrl"
@@ -30,6 +34,16 @@ OUTPUT_DEAD_LETTER_QUEUE = "DeadLetterQueueUrl"
 
 class TargetError(Exception):
     """The CLI cannot find what to act on; the message says what to do."""
+
+
+def without_local_extra(missing: ModuleNotFoundError) -> str:
+    """What to say when a command needs a module this installation lacks."""
+    if (missing.name or "").split(".")[0] == "moto":
+        return (
+            "the local stack runs on moto, which is not installed:"
+            " pip install 'stepfunctions-approvals[local]' (or name a deployed stack with --stack-name)"
+        )
+    return f"{type(missing).__name__}: {missing}"
 
 
 @dataclass(frozen=True)
@@ -62,18 +76,36 @@ class Target:
     def store(self) -> ApprovalStore:
         return ApprovalStore(self.client("dynamodb"), self.table_name)
 
+    def approval_state_machine(self) -> str:
+        """The product's approval state machine, which `approvals start` starts; a template
+        of a team's own app has none of its own outputs, so this says what to start instead."""
+        if self.state_machine_arn:
+            return self.state_machine_arn
+        pages = self.sfn.get_paginator("list_state_machines").paginate()
+        theirs = [machine["stateMachineArn"] for page in pages for machine in page["stateMachines"]]
+        raise TargetError(
+            f"this stack has no {OUTPUT_STATE_MACHINE} output, so no state machine of the product's"
+            " to start: start one of its own with its own input, `aws stepfunctions start-execution"
+            " --state-machine-arn ARN --input '{...}'`, ARN one of: " + (", ".join(theirs) or "(none)")
+        )
+
     def caller(self) -> str:
         """Who is acting, as AWS knows them: recorded with an operator's decision."""
         return str(self.client("sts").get_caller_identity()["Arn"])
 
 
-def local(state_file: Path = STATE_FILE) -> Target:
+def local(state_file: Path | None = None) -> Target:
+    from approvals.local.stack import STATE_FILE, LocalInfo
+
+    state_file = state_file or STATE_FILE
     if not state_file.exists():
         raise TargetError(f"no local stack: {state_file} is missing. Start one with `approvals local`.")
     return for_local(LocalInfo.read(state_file))
 
 
 def for_local(info: LocalInfo) -> Target:
+    from approvals.local.stack import LOCAL_CREDENTIALS
+
     session = boto3.Session(
         region_name=info.region,
         aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],

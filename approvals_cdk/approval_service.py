@@ -30,21 +30,28 @@ resource is made, with the reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from approvals import statemachine
-from approvals_cdk import packaging, shared
+from approvals_cdk import config, packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
-from approvals_cdk.config import DEFAULT_REMINDERS, DEFAULT_SWEEP_MINUTES
+from approvals_cdk.config import (
+    DEFAULT_LOG_RETENTION_DAYS,
+    DEFAULT_REMINDERS,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_SWEEP_MINUTES,
+    LOG_RETENTION,
+)
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.interface import ApprovalServiceBase, IApprovalService, ImportedApprovalService
 from approvals_cdk.queue_worker import QueueAndWorker
@@ -60,10 +67,14 @@ class ApprovalServiceProps:
     (each confirms it once); more are added without a deploy by `approvals approvers add`. A
     request may only name approvers in that directory."""
 
-    approvers: Sequence[str] = ()  # email addresses, as the worker normalizes them (lowercase)
-    default_timeout_seconds: int = statemachine.DEFAULT_TIMEOUT_SECONDS
-    retention_days: int = 90  # how long an approval is kept after it expires (table TTL)
-    log_retention_days: int = 90  # one of approvals_cdk.config.LOG_RETENTION_CHOICES
+    approvers: Sequence[str] = ()  # email addresses (lowercased, as the worker compares them)
+    # How long a request that names no timeout waits: whole seconds, at most a year.
+    default_timeout: Duration = field(
+        default_factory=lambda: Duration.seconds(statemachine.DEFAULT_TIMEOUT_SECONDS)
+    )
+    # How long an approval is kept after it expires (table TTL): whole days, at most 3650.
+    approval_retention: Duration = field(default_factory=lambda: Duration.days(DEFAULT_RETENTION_DAYS))
+    log_retention: logs.RetentionDays = LOG_RETENTION[DEFAULT_LOG_RETENTION_DAYS]
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given
@@ -89,7 +100,8 @@ class ApprovalServiceProps:
     # operators who manage approvers).
     subscriber_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
-    sweep_minutes: int = DEFAULT_SWEEP_MINUTES  # reminders and expiry are as precise as this
+    # Reminders and expiry are as precise as this: whole minutes, from 1 to 60.
+    sweep_interval: Duration = field(default_factory=lambda: Duration.minutes(DEFAULT_SWEEP_MINUTES))
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
     # Requests per second (steady, burst), per method: each method has a bucket of its own,
     # so a flood of page views cannot use up the votes'.
@@ -104,6 +116,23 @@ class ApprovalServiceProps:
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
     # Approvals of one fan-out in flight at once (a Distributed Map's child executions).
     fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
+
+
+def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
+    """The props as the service uses them (addresses lowercased, as the worker compares
+    them), or one ConfigError naming every prop that is wrong: the checks of `-c` context."""
+    problems = config.Problems()
+    approvers = problems.check(config.parse_approvers, props.approvers, '["alice@example.com"]', default=())
+    for name, (unit, bounds) in config.DURATION_PROPS.items():
+        problems.check(config.whole_duration, name, getattr(props, name), unit, *bounds)
+    problems.check(config.log_retention, "log_retention", props.log_retention)
+    reminders = problems.check(config.parse_reminders, props.reminders, default=())
+    alarm_email = props.alarm_email and problems.check(config.email, "alarm_email", props.alarm_email)
+    for name, (unit, bounds) in config.COUNT_PROPS.items():
+        if getattr(props, name) is not None:
+            problems.check(config.in_range, name, getattr(props, name), *bounds, unit)
+    problems.raise_any()
+    return replace(props, approvers=approvers, reminders=reminders, alarm_email=alarm_email)
 
 
 class ApprovalService(ApprovalServiceBase):
@@ -145,6 +174,7 @@ class ApprovalService(ApprovalServiceBase):
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:
         super().__init__(scope, construct_id)
+        props = _checked(props)
         check_accounts(self, props.allowed_accounts)
         if props.alarm_email and (props.alarm_topic or not props.create_alarms):
             raise ValueError(
@@ -174,9 +204,9 @@ class ApprovalService(ApprovalServiceBase):
         factory = shared.Factory(
             self,
             asset=props.asset or packaging.build(),
-            log_retention_days=props.log_retention_days,
+            log_retention=props.log_retention,
             removal_policy=props.removal_policy,
-            retention_days=props.retention_days,
+            retention_days=int(props.approval_retention.to_days()),
             table=self.table,
             signing_key=self.signing_key,
         )
@@ -205,7 +235,7 @@ class ApprovalService(ApprovalServiceBase):
             worker_timeout=props.worker_timeout,
             max_receive_count=props.max_receive_count,
             allow_self_approval=props.allow_self_approval,
-            sweep_seconds=props.sweep_minutes * 60,
+            sweep_seconds=int(props.sweep_interval.to_seconds()),
         )
         self.queue, self.dead_letter_queue = queue_and_worker.queue, queue_and_worker.dead_letter_queue
         self.worker = queue_and_worker.worker
@@ -215,7 +245,7 @@ class ApprovalService(ApprovalServiceBase):
             factory,
             self.queue,
             self.table,
-            default_timeout_seconds=props.default_timeout_seconds,
+            default_timeout_seconds=int(props.default_timeout.to_seconds()),
             fanout_max_concurrency=props.fanout_max_concurrency,
         )
         self.state_machine, self.fanout_state_machine = machines.approval, machines.fanout
@@ -227,7 +257,7 @@ class ApprovalService(ApprovalServiceBase):
             [machines.approval, machines.fanout],
             api_url=self.api.url,
             reminders=props.reminders,
-            sweep_minutes=props.sweep_minutes,
+            sweep_minutes=int(props.sweep_interval.to_minutes()),
             watch_executions=props.watch_executions,
         )
         self.watch_executions = props.watch_executions

@@ -1,22 +1,26 @@
 """The deploy-time choices, read from CDK context (`cdk deploy -c name=value`) and checked.
 
 Every problem is reported at synth time, in one message that names the parameter, so a
-`cdk deploy` with a missing or malformed value stops before anything reaches AWS.
+`cdk deploy` with a missing or malformed value stops before anything reaches AWS. The
+checks here are also those of ``ApprovalServiceProps`` (approval_service.py), which name the
+prop instead: the context's text is parsed first, then checked the same way.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_cdk import Duration
+from aws_cdk import aws_logs as logs
 from pydantic import TypeAdapter, ValidationError
 
 from approvals.models import Email, reminder_time
-from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from approvals.statemachine import DEFAULT_TIMEOUT_SECONDS, MAX_FANOUT_CONCURRENCY, MAX_TIMEOUT_SECONDS
 
 DEFAULT_STACK_NAME = "Approvals"
 DEFAULT_RETENTION_DAYS = 90
@@ -26,10 +30,44 @@ DEFAULT_SWEEP_MINUTES = 5
 # EventBridge Scheduler's shortest rate is a minute; past an hour reminders and escalation
 # would come too late to be worth having.
 SWEEP_MINUTES_RANGE = (1, 60)
+TIMEOUT_SECONDS_RANGE = (1, MAX_TIMEOUT_SECONDS)
+RETENTION_DAYS_RANGE = (1, 3650)
+MAX_RECEIVE_COUNT_RANGE = (1, 1000)  # what SQS takes as a redrive policy's maxReceiveCount
+FANOUT_CONCURRENCY_RANGE = (1, MAX_FANOUT_CONCURRENCY)
+# What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
+RATE_LIMIT_RANGE = (10, 2_000_000_000)
+# ApprovalServiceProps' durations (whole units) and counts, with their bounds.
+DURATION_PROPS = {
+    "default_timeout": ("seconds", TIMEOUT_SECONDS_RANGE),
+    "approval_retention": ("days", RETENTION_DAYS_RANGE),
+    "sweep_interval": ("minutes", SWEEP_MINUTES_RANGE),
+}
+COUNT_PROPS = {
+    "max_receive_count": ("receives", MAX_RECEIVE_COUNT_RANGE),
+    "rate_limit_per_ip": ("requests per 5 minutes", RATE_LIMIT_RANGE),
+    "fanout_max_concurrency": ("executions", FANOUT_CONCURRENCY_RANGE),
+}
 EXAMPLE = "-c approvers=alice@example.com,bob@example.com"
 # The retention periods CloudWatch Logs accepts, in days.
 LOG_RETENTION_CHOICES = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+# The same periods as the CDK names them.
+LOG_RETENTION = dict(
+    zip(
+        LOG_RETENTION_CHOICES,
+        (
+            logs.RetentionDays.ONE_DAY, logs.RetentionDays.THREE_DAYS, logs.RetentionDays.FIVE_DAYS,
+            logs.RetentionDays.ONE_WEEK, logs.RetentionDays.TWO_WEEKS, logs.RetentionDays.ONE_MONTH,
+            logs.RetentionDays.TWO_MONTHS, logs.RetentionDays.THREE_MONTHS, logs.RetentionDays.FOUR_MONTHS,
+            logs.RetentionDays.FIVE_MONTHS, logs.RetentionDays.SIX_MONTHS, logs.RetentionDays.ONE_YEAR,
+            logs.RetentionDays.THIRTEEN_MONTHS, logs.RetentionDays.EIGHTEEN_MONTHS,
+            logs.RetentionDays.TWO_YEARS, logs.RetentionDays.THREE_YEARS, logs.RetentionDays.FIVE_YEARS,
+            logs.RetentionDays.SIX_YEARS, logs.RetentionDays.SEVEN_YEARS, logs.RetentionDays.EIGHT_YEARS,
+            logs.RetentionDays.NINE_YEARS, logs.RetentionDays.TEN_YEARS,
+        ),
+        strict=True,
+    )
 )  # fmt: skip
 REMOVAL_POLICIES = ("retain", "destroy")
 STACK_NAME_PATTERN = "letters, digits and hyphens, starting with a letter, at most 128 characters"
@@ -67,8 +105,9 @@ def _text(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
 
 
-def parse_approvers(value: Any) -> tuple[str, ...]:
-    """Comma-separated addresses (or a list, from cdk.json), normalized, duplicates dropped.
+def parse_approvers(value: Any, example: str = EXAMPLE) -> tuple[str, ...]:
+    """Comma-separated addresses (or a list, from cdk.json or the props), normalized,
+    duplicates dropped.
 
     None or blank is no address: approvers can be added after the deploy, with `approvals
     approvers add`."""
@@ -89,10 +128,14 @@ def parse_approvers(value: Any) -> tuple[str, ...]:
         if address not in approvers:
             approvers.append(address)
     if problems:
-        raise ConfigError(
-            f"approvers: {'; '.join(problems)}. Expected comma-separated email addresses, e.g. {EXAMPLE}"
-        )
+        raise ConfigError(f"approvers: {'; '.join(problems)}. Expected email addresses, e.g. {example}")
     return tuple(approvers)
+
+
+def in_range(name: str, number: Any, low: int, high: int, unit: str) -> int:
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ConfigError(f"{name}: {number!r} is not a whole number of {unit} from {low} to {high}")
+    return number
 
 
 def _whole_number(name: str, value: Any, low: int, high: int, unit: str) -> int:
@@ -102,7 +145,30 @@ def _whole_number(name: str, value: Any, low: int, high: int, unit: str) -> int:
     return int(text)
 
 
-def _reminders(value: Any) -> tuple[str, ...]:
+_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "days": 86_400}
+
+
+def whole_duration(name: str, value: Any, unit: str, low: int, high: int) -> int:
+    """A ``Duration`` prop as a whole number of ``unit`` (seconds, minutes or days) in range."""
+    if not isinstance(value, Duration):
+        raise ConfigError(f"{name}: {value!r} is not a Duration (Duration.{unit}({value!r}))")
+    count, rest = divmod(value.to_seconds(), _UNIT_SECONDS[unit])
+    if rest or not low <= count <= high:
+        raise ConfigError(
+            f"{name}: {value.to_human_string()} is not a whole number of {unit} from {low} to {high}"
+        )
+    return int(count)
+
+
+def log_retention(name: str, value: Any) -> logs.RetentionDays:
+    if not isinstance(value, logs.RetentionDays):
+        raise ConfigError(
+            f"{name}: {value!r} is not a logs.RetentionDays (for example logs.RetentionDays.THREE_MONTHS)"
+        )
+    return value
+
+
+def parse_reminders(value: Any) -> tuple[str, ...]:
     text = _text(value).strip()
     if text.lower() in ("", "none"):
         return ()
@@ -116,11 +182,11 @@ def _reminders(value: Any) -> tuple[str, ...]:
     return specs
 
 
-def _alarm_email(value: Any) -> str:
+def email(name: str, value: Any) -> str:
     try:
         return str(_EMAIL.validate_python(_text(value).strip()))
     except ValidationError:
-        raise ConfigError(f"alarmEmail: {_text(value)!r} is not a valid email address") from None
+        raise ConfigError(f"{name}: {_text(value)!r} is not a valid email address") from None
 
 
 def _stack_name(value: Any) -> str:
@@ -200,8 +266,6 @@ PARAMETERS = (
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
     "snapStart", "sweepMinutes", "allowedAccounts",
 )  # fmt: skip
-# What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
-RATE_LIMIT_RANGE = (10, 2_000_000_000)
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
@@ -215,42 +279,50 @@ def _unknown(context: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+class Problems:
+    """Collects what is wrong, so that one error names every parameter (or prop) at once."""
+
+    def __init__(self, found: Sequence[str] = ()) -> None:
+        self.found = list(found)
+
+    def check(self, parse: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """What ``parse(*args)`` makes of a value, or ``default`` with its problem noted."""
+        try:
+            return parse(*args)
+        except ConfigError as error:
+            self.found.append(str(error))
+            return default
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError("\n".join(self.found))
+
+
 def from_context(context: Mapping[str, Any]) -> DeployConfig:
     """The configuration from the app's whole context (``app.node.get_all_context()``)."""
-    problems = _unknown(context)
+    problems = Problems(_unknown(context))
 
     def read(name: str, parse: Callable[[Any], Any], default: Any) -> Any:
         value = context.get(name)
-        if value is None:
-            return default
-        try:
-            return parse(value)
-        except ConfigError as error:
-            problems.append(str(error))
-            return default
+        return default if value is None else problems.check(parse, value, default=default)
 
-    try:
-        approvers = parse_approvers(context.get("approvers"))
-    except ConfigError as error:
-        problems.append(str(error))
-        approvers = ()
     config = DeployConfig(
-        approvers=approvers,
+        approvers=problems.check(parse_approvers, context.get("approvers"), default=()),
         stack_name=read("stackName", _stack_name, DEFAULT_STACK_NAME),
         default_timeout_seconds=read(
             "defaultTimeout",
-            lambda v: _whole_number("defaultTimeout", v, 1, MAX_TIMEOUT_SECONDS, "seconds"),
+            lambda v: _whole_number("defaultTimeout", v, *TIMEOUT_SECONDS_RANGE, "seconds"),
             DEFAULT_TIMEOUT_SECONDS,
         ),
         retention_days=read(
             "retentionDays",
-            lambda v: _whole_number("retentionDays", v, 1, 3650, "days"),
+            lambda v: _whole_number("retentionDays", v, *RETENTION_DAYS_RANGE, "days"),
             DEFAULT_RETENTION_DAYS,
         ),
         log_retention_days=read("logRetentionDays", _log_retention, DEFAULT_LOG_RETENTION_DAYS),
         removal_policy=read("removalPolicy", _removal_policy, "retain"),
-        reminders=read("reminders", _reminders, DEFAULT_REMINDERS),
-        alarm_email=read("alarmEmail", _alarm_email, None),
+        reminders=read("reminders", parse_reminders, DEFAULT_REMINDERS),
+        alarm_email=read("alarmEmail", lambda v: email("alarmEmail", v), None),
         allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
         sender_roles=read("senderRoles", _roles("senderRoles"), ()),
         subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
@@ -263,6 +335,5 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
             DEFAULT_SWEEP_MINUTES,
         ),
     )
-    if problems:
-        raise ConfigError("\n".join(problems))
+    problems.raise_any()
     return config

@@ -16,11 +16,10 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from approvals import metrics
-from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
+from approvals_cdk.step import ApprovalTask, DeliveryConfirmation, StepOptions
 
 METRIC_PERIOD = Duration.minutes(5)
 
@@ -54,7 +53,7 @@ class IApprovalService(Protocol):
 
     def approval_step(
         self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
-    ) -> tasks.SqsSendMessage: ...
+    ) -> ApprovalTask: ...
 
     def confirmation_step(
         self, scope: Construct, construct_id: str, decision_path: str = "$"
@@ -83,7 +82,7 @@ class ApprovalServiceBase(Construct):
 
     def approval_step(
         self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
-    ) -> tasks.SqsSendMessage:
+    ) -> ApprovalTask:
         """A chainable state that asks people for approval and waits for their decision.
 
         Put it anywhere in your own state machine's definition; attaching it grants the
@@ -127,10 +126,19 @@ class ApprovalServiceBase(Construct):
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).
             outputs: JSONata only: the state's output (default: the decision).
+            result_selector, input_path, output_path: JSONPath only, as on any Task.
             assign: workflow variables to set from the decision.
             comment: the state's comment.
+            state_name: the state's name in the definition (default: ``construct_id``).
+            heartbeat_timeout: the service sends no heartbeats: the step fails with
+                ``States.HeartbeatTimeout`` once this passes undecided (leave it unset).
+            credentials: a role the state machine assumes to send the request (another
+                account's workflow; that role needs the grant).
+
+        A misspelt keyword is a TypeError. ``ApprovalTask.json_path`` / ``.jsonata`` make
+        the same state from a queue, typed for one query language.
         """
-        return approval_step(scope, construct_id, self.queue, **options)
+        return ApprovalTask(scope, construct_id, queue=self.queue, **options)
 
     def confirmation_step(
         self, scope: Construct, construct_id: str, decision_path: str = "$"

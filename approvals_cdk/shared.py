@@ -26,7 +26,6 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from approvals_cdk import packaging
-from approvals_cdk.config import LOG_RETENTION_CHOICES
 
 # The task-token calls (states:SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat) cannot
 # be scoped to a resource: the Service Authorization Reference lists no resource type for
@@ -46,23 +45,6 @@ HISTORY_REASON = (
     "Executions are named when they start, so their ARNs end in a wildcard; the history read"
     " is only of this stack's own state machines' executions."
 )
-
-_LOG_RETENTION = dict(
-    zip(
-        LOG_RETENTION_CHOICES,
-        (
-            logs.RetentionDays.ONE_DAY, logs.RetentionDays.THREE_DAYS, logs.RetentionDays.FIVE_DAYS,
-            logs.RetentionDays.ONE_WEEK, logs.RetentionDays.TWO_WEEKS, logs.RetentionDays.ONE_MONTH,
-            logs.RetentionDays.TWO_MONTHS, logs.RetentionDays.THREE_MONTHS, logs.RetentionDays.FOUR_MONTHS,
-            logs.RetentionDays.FIVE_MONTHS, logs.RetentionDays.SIX_MONTHS, logs.RetentionDays.ONE_YEAR,
-            logs.RetentionDays.THIRTEEN_MONTHS, logs.RetentionDays.EIGHTEEN_MONTHS,
-            logs.RetentionDays.TWO_YEARS, logs.RetentionDays.THREE_YEARS, logs.RetentionDays.FIVE_YEARS,
-            logs.RetentionDays.SIX_YEARS, logs.RetentionDays.SEVEN_YEARS, logs.RetentionDays.EIGHT_YEARS,
-            logs.RetentionDays.NINE_YEARS, logs.RetentionDays.TEN_YEARS,
-        ),
-        strict=True,
-    )
-)  # fmt: skip
 
 LAMBDA_RUNTIME = {
     "3.11": lambda_.Runtime.PYTHON_3_11,
@@ -142,7 +124,7 @@ class Factory:
         scope: Construct,
         *,
         asset: packaging.Asset,
-        log_retention_days: int,
+        log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         retention_days: int,
         table: dynamodb.Table,
@@ -150,7 +132,7 @@ class Factory:
     ) -> None:
         self._scope = scope
         self._asset = asset
-        self._log_retention = _LOG_RETENTION[log_retention_days]
+        self._log_retention = log_retention
         self._removal_policy = removal_policy
         self._retention_days = retention_days
         self._table = table

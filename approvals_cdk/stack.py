@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from constructs import Construct
 
 from approvals import target
 from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
-from approvals_cdk.config import DeployConfig
+from approvals_cdk.config import LOG_RETENTION, DeployConfig
 from approvals_cdk.outputs import add_sharing_outputs
 from approvals_cdk.sharing import WatchExecutions
 
@@ -29,9 +29,9 @@ class ApprovalsStack(cdk.Stack):
             "Service",
             ApprovalServiceProps(
                 approvers=config.approvers,
-                default_timeout_seconds=config.default_timeout_seconds,
-                retention_days=config.retention_days,
-                log_retention_days=config.log_retention_days,
+                default_timeout=Duration.seconds(config.default_timeout_seconds),
+                approval_retention=Duration.days(config.retention_days),
+                log_retention=LOG_RETENTION[config.log_retention_days],
                 removal_policy=RemovalPolicy.DESTROY
                 if config.removal_policy == "destroy"
                 else RemovalPolicy.RETAIN,
@@ -43,7 +43,7 @@ class ApprovalsStack(cdk.Stack):
                 allowed_accounts=config.allowed_accounts,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
-                sweep_minutes=config.sweep_minutes,
+                sweep_interval=Duration.minutes(config.sweep_minutes),
                 # The product's deploy is the account's one shared service, in a fresh account
                 # as well: it watches every state machine, and sets the account's API Gateway
                 # CloudWatch role (which cdk.json's feature flag would leave unset).

@@ -1,9 +1,9 @@
 """The approval step: a Task for a team's own state machine, served by a deployed ApprovalService.
 
-The Task sends the queue message of docs/queue-message.schema.json with
-``sqs:sendMessage.waitForTaskToken`` and waits for the decision. It always sets its own
-timeout and puts the same number of seconds in the message, so the links, the reminders,
-the page and the task expire together.
+``ApprovalTask`` is that Task (an ``SqsSendMessage`` whose body it builds). It sends the
+queue message of docs/queue-message.schema.json with ``sqs:sendMessage.waitForTaskToken``
+and waits for the decision. It always sets its own timeout and puts the same number of
+seconds in the message, so the links, the reminders, the page and the task expire together.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from approvals.models import (
     MAX_APPROVERS,
     MAX_ESCALATIONS,
     MAX_FIELDS,
+    ApprovalRequest,
     Email,
     Escalation,
     FieldSpec,
@@ -94,8 +95,9 @@ class _Timeout:
         return cls(sfn.Timeout.at(timeout), sfn.JsonPath.number_at(timeout))
 
 
-class StepOptions(TypedDict, total=False):
-    """What the step asks and how it sits in the definition; each is described on
+class TaskOptions(TypedDict, total=False):
+    """What the step asks and how it sits in the definition: the keyword arguments of
+    ``ApprovalTask.json_path`` and ``.jsonata``, each described on
     :meth:`approvals_cdk.ApprovalService.approval_step`."""
 
     title: Required[RequestField]
@@ -109,14 +111,53 @@ class StepOptions(TypedDict, total=False):
     fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField
     remind_every: Duration | RequestField
     escalation: Sequence[Escalation | Mapping[str, Any]] | RequestField
-    query_language: sfn.QueryLanguage
     result_path: str | None
+    result_selector: Mapping[str, Any] | None
+    input_path: str | None
+    output_path: str | None
     outputs: Any
     assign: Mapping[str, Any] | None
     comment: str | None
+    state_name: str | None
+    heartbeat_timeout: sfn.Timeout | None
+    credentials: sfn.Credentials | None
 
 
-def _request(options: StepOptions) -> dict[str, Any]:
+class StepOptions(TaskOptions, total=False):
+    """The keyword arguments of :class:`ApprovalTask` and ``ApprovalService.approval_step``."""
+
+    query_language: sfn.QueryLanguage
+
+
+def _static(value: Any) -> bool:
+    """Whether a request field is fixed at synth time (not read from the state)."""
+    if isinstance(value, str):
+        return not value.startswith(("$", "{%")) and not Token.is_unresolved(value)
+    if isinstance(value, list | tuple):
+        return not Token.is_unresolved(list(value))
+    return value is None or isinstance(value, int)
+
+
+def _check_policy(approvers: Any, policy: Any, quorum: Any) -> None:
+    """The request model's own rules on the policy and its quorum, once all three are fixed
+    at synth time: a quorum above the number of approvers fails the synth, not the request."""
+    if not (_static(approvers) and _static(policy) and _static(quorum)):
+        return
+    try:
+        ApprovalRequest.model_validate(
+            {
+                "title": "-",
+                "requester": "-",
+                "approvers": approvers,
+                "policy": policy or Policy.FIRST_RESPONSE,
+            }
+            | ({} if quorum is None else {"quorum": quorum})
+        )
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error)) from None
+
+
+def _request(options: Mapping[str, Any]) -> dict[str, Any]:
     policy = options.get("policy")
     approvers = options["approvers"]
     fields = options.get("fields")
@@ -129,6 +170,7 @@ def _request(options: StepOptions) -> dict[str, Any]:
             approvers = _APPROVERS.validate_python(list(approvers))
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, prefix="approvers")) from None
+    _check_policy(approvers, policy, options.get("quorum"))
     if isinstance(fields, list | tuple) and not Token.is_unresolved(list(fields)):
         try:
             specs = _FIELDS.validate_python(
@@ -163,50 +205,122 @@ def _request(options: StepOptions) -> dict[str, Any]:
     return {name: value for name, value in request.items() if value is not None}
 
 
-def approval_step(
-    scope: Construct, construct_id: str, queue: sqs.IQueue, **options: Unpack[StepOptions]
-) -> tasks.SqsSendMessage:
-    """See :meth:`approvals_cdk.ApprovalService.approval_step`."""
-    query_language = options.get("query_language", sfn.QueryLanguage.JSON_PATH)
-    result_path, outputs = options.get("result_path"), options.get("outputs")
-    assign, comment = options.get("assign"), options.get("comment")
-    jsonata = query_language == sfn.QueryLanguage.JSONATA
-    if jsonata and result_path is not None:
-        raise ValueError("result_path is JSONPath: with JSONata, shape the state's output with outputs=")
-    if not jsonata and outputs is not None:
-        raise ValueError("outputs is JSONata: with JSONPath, place the decision with result_path=")
-    limit = _Timeout.of(options["timeout"], query_language)
-    context = (
-        {
-            "task_token": "{% $states.context.Task.Token %}",
-            "execution": "{% $states.context.Execution.Id %}",
-            "state": "{% $states.context.State.Name %}",
-        }
-        if jsonata
-        else {
-            "task_token": sfn.JsonPath.task_token,
-            "execution": sfn.JsonPath.execution_id,
-            "state": sfn.JsonPath.string_at("$$.State.Name"),
-        }
-    )
-    body = sfn.TaskInput.from_object(
-        {
-            **context,
-            "request": _request(options),
-            "timeout_seconds": limit.message,
-        }
-    )
-    common: dict[str, Any] = {
-        "queue": queue,
-        "message_body": body,
-        "integration_pattern": sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-        "task_timeout": limit.task,
-        "comment": comment or "Waits for people's approval (stepfunctions-approvals)",
-        "assign": dict(assign) if assign else None,
-    }
-    if jsonata:
-        return tasks.SqsSendMessage.jsonata(scope, construct_id, outputs=outputs, **common)
-    return tasks.SqsSendMessage(scope, construct_id, result_path=result_path, **common)
+class ApprovalTask(tasks.SqsSendMessage):
+    """A state that asks people for approval and waits for their decision: the request
+    queue's ``sqs:sendMessage.waitForTaskToken`` Task, with the message of
+    docs/queue-message.schema.json. ``ApprovalTask.json_path(...)`` and
+    ``ApprovalTask.jsonata(...)`` make one for a state machine of that query language;
+    ``ApprovalService.approval_step(...)`` makes one for the service's own queue. Every
+    keyword argument is explicit (a misspelt one is a TypeError) and described on
+    :meth:`approvals_cdk.ApprovalService.approval_step`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        queue: sqs.IQueue,
+        title: RequestField,
+        approvers: Sequence[str] | RequestField,
+        requester: RequestField,
+        timeout: Duration | str,
+        policy: RequestField = None,
+        quorum: RequestField = None,
+        description: RequestField = None,
+        details: Mapping[str, Any] | RequestField = None,
+        fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField = None,
+        remind_every: Duration | RequestField = None,
+        escalation: Sequence[Escalation | Mapping[str, Any]] | RequestField = None,
+        query_language: sfn.QueryLanguage | None = None,
+        result_path: str | None = None,
+        result_selector: Mapping[str, Any] | None = None,
+        input_path: str | None = None,
+        output_path: str | None = None,
+        outputs: Any = None,
+        assign: Mapping[str, Any] | None = None,
+        comment: str | None = None,
+        state_name: str | None = None,
+        heartbeat_timeout: sfn.Timeout | None = None,
+        credentials: sfn.Credentials | None = None,
+    ) -> None:
+        jsonata = query_language == sfn.QueryLanguage.JSONATA
+        for name, value in (
+            ("result_path", result_path),
+            ("result_selector", result_selector),
+            ("input_path", input_path),
+            ("output_path", output_path),
+        ):
+            if jsonata and value is not None:
+                raise ValueError(f"{name} is JSONPath: with JSONata, shape the state's output with outputs=")
+        if not jsonata and outputs is not None:
+            raise ValueError("outputs is JSONata: with JSONPath, place the decision with result_path=")
+        limit = _Timeout.of(timeout, query_language or sfn.QueryLanguage.JSON_PATH)
+        context = (
+            {
+                "task_token": "{% $states.context.Task.Token %}",
+                "execution": "{% $states.context.Execution.Id %}",
+                "state": "{% $states.context.State.Name %}",
+            }
+            if jsonata
+            else {
+                "task_token": sfn.JsonPath.task_token,
+                "execution": sfn.JsonPath.execution_id,
+                "state": sfn.JsonPath.string_at("$$.State.Name"),
+            }
+        )
+        request = _request(
+            {
+                "title": title,
+                "approvers": approvers,
+                "requester": requester,
+                "policy": policy,
+                "quorum": quorum,
+                "description": description,
+                "details": details,
+                "fields": fields,
+                "remind_every": remind_every,
+                "escalation": escalation,
+            }
+        )
+        super().__init__(
+            scope,
+            construct_id,
+            queue=queue,
+            message_body=sfn.TaskInput.from_object(
+                {**context, "request": request, "timeout_seconds": limit.message}
+            ),
+            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            task_timeout=limit.task,
+            query_language=query_language,
+            result_path=result_path,
+            result_selector=dict(result_selector) if result_selector else None,
+            input_path=input_path,
+            output_path=output_path,
+            outputs=outputs,
+            assign=dict(assign) if assign else None,
+            comment=comment or "Waits for people's approval (stepfunctions-approvals)",
+            state_name=state_name,
+            heartbeat_timeout=heartbeat_timeout,
+            credentials=credentials,
+        )
+
+    # These replace SqsSendMessage's own factories, which take a message body: an approval
+    # task's body is the request it builds.
+    @classmethod
+    def json_path(  # type: ignore[override]
+        cls, scope: Construct, construct_id: str, queue: sqs.IQueue, **options: Unpack[TaskOptions]
+    ) -> ApprovalTask:
+        """The step in a JSONPath state machine (the default query language)."""
+        return cls(scope, construct_id, queue=queue, query_language=sfn.QueryLanguage.JSON_PATH, **options)
+
+    @classmethod
+    def jsonata(  # type: ignore[override]
+        cls, scope: Construct, construct_id: str, queue: sqs.IQueue, **options: Unpack[TaskOptions]
+    ) -> ApprovalTask:
+        """The step in a JSONata state machine: request fields are ``"{% ... %}"``
+        expressions, and ``outputs`` shapes the state's output. (The local stack's engine,
+        moto's, cannot run JSONata: test such a workflow on AWS.)"""
+        return cls(scope, construct_id, queue=queue, query_language=sfn.QueryLanguage.JSONATA, **options)
 
 
 class DeliveryConfirmation(sfn.StateMachineFragment):

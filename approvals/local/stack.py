@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from approvals import directory
 from approvals.local import environments, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.outbox import Outbox
@@ -63,6 +64,44 @@ class LocalInfo:
     @classmethod
     def read(cls, path: Path = STATE_FILE) -> LocalInfo:
         return cls(**json.loads(path.read_text()))
+
+
+def banner(info: LocalInfo, template: Path | None = None) -> str:
+    """What `approvals local` prints once the stack runs: where everything is, the line that
+    points the AWS CLI at it, the state machines there are to start (a template's own, by
+    whatever names CloudFormation gave them) and who can be asked already."""
+    session = boto3.Session(
+        region_name=info.region,
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    if info.state_machine_arn:
+        machines = [("state machine", info.state_machine_arn), ("fan-out", info.fanout_state_machine_arn)]
+    else:  # a template without the product's outputs (a team's own app): each of its own
+        pages = session.client("stepfunctions", endpoint_url=info.endpoint_url).get_paginator(
+            "list_state_machines"
+        )
+        machines = [
+            ("state machine", m["stateMachineArn"]) for p in pages.paginate() for m in p["stateMachines"]
+        ]
+    sns = session.client("sns", endpoint_url=info.endpoint_url)
+    held = directory.read(sns, info.topic_arn) if info.topic_arn else {}  # a template may have none
+    confirmed = sorted(address for address, s in held.items() if s.reach is directory.Reach.CONFIRMED)
+    cli = {"AWS_ENDPOINT_URL": info.endpoint_url, **LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": info.region}
+    return "\n".join(
+        [
+            f"Local stack running (state in {STATE_FILE})",
+            f"  AWS endpoint  {info.endpoint_url}",
+            f"  AWS CLI       export {' '.join(f'{name}={value}' for name, value in cli.items())}",
+            f"  approval API  {info.api_url}",
+            f"  outbox        {info.outbox_url}",
+            *(f"  {label:<13} {arn}" for label, arn in machines),
+            *([f"  template      {template} (deployed into moto's CloudFormation)"] if template else []),
+            (f"Approvers: {', '.join(confirmed)}; add others" if confirmed else "Add approvers first")
+            + " with `approvals approvers add EMAIL...` (a request naming anyone else is refused)",
+            "Press Ctrl-C to stop.",
+        ]
+    )
 
 
 def sweeper(interval: float) -> Periodic:

@@ -8,6 +8,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 
@@ -15,13 +16,15 @@ from approvals import statemachine
 from approvals.models import QueueMessage
 from approvals_cdk import ApprovalErrors, ApprovalService, ApprovalServiceProps
 from approvals_cdk.packaging import build
-from approvals_cdk.step import approval_step
+from approvals_cdk.step import ApprovalTask
 from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
 from tests.unit.samples import ENVIRONMENT
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
+# What a step must ask, for the tests about something else.
+ASKED: dict[str, Any] = {"title": "t", "approvers": [ALICE], "requester": "r", "timeout": Duration.hours(1)}
 
 
 def _steps(stack: cdk.Stack, service: ApprovalService) -> None:
@@ -198,6 +201,9 @@ def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
         ({"approvers": [ALICE, "bob-at-example.com"]}, "approvers.1: not a valid email address"),
         ({"result_path": "$.x", "query_language": sfn.QueryLanguage.JSONATA}, "result_path is JSONPath"),
         ({"fields": [{**ENVIRONMENT, "options": None}]}, "fields.0.options: a choice field needs options"),
+        ({"policy": "quorum", "quorum": 2}, "quorum: cannot exceed the number of approvers"),
+        ({"policy": "quorum"}, "quorum: required when policy is quorum"),
+        ({"outputs": {"a": 1}}, "outputs is JSONata"),
     ],
     ids=[
         "timeout over a year",
@@ -206,6 +212,9 @@ def test_attaching_the_step_grants_send_message_on_the_queue_and_nothing_else(
         "bad approver",
         "result_path with JSONata",
         "choice without options",
+        "quorum above the approvers",
+        "quorum missing",
+        "outputs with JSONPath",
     ],
 )
 def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any], problem: str) -> None:
@@ -218,7 +227,7 @@ def test_a_step_the_service_would_refuse_fails_the_synth(changes: dict[str, Any]
         **changes,
     }
     with pytest.raises(ValueError, match=problem):
-        approval_step(stack, "Step", sqs.Queue(stack, "Queue"), **fields)  # the step needs only a queue
+        ApprovalTask(stack, "Step", queue=sqs.Queue(stack, "Queue"), **fields)  # the step needs only a queue
 
 
 def test_the_confirmation_step_makes_the_write_of_the_products_own_state_machines(
@@ -261,7 +270,7 @@ def test_attaching_the_confirmation_step_grants_update_item_on_the_table_and_not
 
 def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it() -> None:
     stack = cdk.Stack(cdk.App(), "Escalating")
-    step = approval_step(
+    step = ApprovalTask.json_path(
         stack,
         "Step",
         sqs.Queue(stack, "Queue"),
@@ -274,7 +283,7 @@ def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it
     body = stack.resolve(step.to_state_json())["Parameters"]["MessageBody"]
     assert body["request"]["escalation"] == [{"after_seconds": 3600, "approvers": ["lead@example.com"]}]
     with pytest.raises(ValueError, match=r"escalation\.0\.approvers: List should have at least 1 item"):
-        approval_step(
+        ApprovalTask.json_path(
             stack,
             "Refused",
             sqs.Queue(stack, "Other"),
@@ -284,3 +293,52 @@ def test_an_escalation_named_at_synth_is_checked_and_sent_as_the_worker_reads_it
             timeout=Duration.hours(4),
             escalation=[{"after_seconds": 3600, "approvers": []}],
         )
+
+
+def test_a_misspelt_option_is_a_type_error_not_ignored() -> None:
+    stack = cdk.Stack(cdk.App(), "Misspelt")
+    service = ApprovalService(stack, "Approvals", ApprovalServiceProps(approvers=[ALICE], asset=build()))
+    with pytest.raises(TypeError, match="reslt_path"):
+        service.approval_step(stack, "Step", reslt_path="$.approval", **ASKED)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="reslt_path"):
+        ApprovalTask.json_path(stack, "Other", service.queue, reslt_path="$.approval", **ASKED)  # type: ignore[call-arg]
+
+
+def test_the_state_options_reach_the_state() -> None:
+    stack = cdk.Stack(cdk.App(), "Options")
+    queue = sqs.Queue(stack, "Queue")
+    role = iam.Role(stack, "Other", assumed_by=iam.AccountRootPrincipal())
+    step = ApprovalTask.json_path(
+        stack,
+        "Step",
+        queue,
+        **ASKED,
+        state_name="Approve the release",
+        result_path="$.approval",
+        result_selector={"outcome.$": "$.outcome"},
+        heartbeat_timeout=sfn.Timeout.duration(Duration.minutes(90)),
+        credentials=sfn.Credentials(role=sfn.TaskRole.from_role(role)),
+    )
+    assert isinstance(step, sfn.TaskStateBase)
+    assert step.state_id == "Approve the release"
+    state = stack.resolve(step.to_state_json())
+    assert state["ResultPath"] == "$.approval"
+    assert state["ResultSelector"] == {"outcome.$": "$.outcome"}
+    assert state["HeartbeatSeconds"] == 5400
+    assert state["TimeoutSeconds"] == 3600
+    assert state["Credentials"] == {"RoleArn": stack.resolve(role.role_arn)}
+
+
+def test_the_jsonata_factory_makes_a_jsonata_state() -> None:
+    stack = cdk.Stack(cdk.App(), "Jsonata")
+    step = ApprovalTask.jsonata(
+        stack,
+        "Step",
+        sqs.Queue(stack, "Queue"),
+        **{**ASKED, "title": "{% $states.input.title %}"},
+        outputs={"approval": "{% $states.result %}"},
+    )
+    state = stack.resolve(step.to_state_json())
+    assert state["QueryLanguage"] == "JSONata"
+    assert state["Arguments"]["MessageBody"]["request"]["title"] == "{% $states.input.title %}"
+    assert state["Output"] == {"approval": "{% $states.result %}"}
