@@ -29,6 +29,7 @@ from approval_api import pages
 from approvals import answers, decision, links, runtime, shortlinks
 from approvals.decision import Delivery, Problem, Recorded, Viewing
 from approvals.models import utcnow
+from approvals.store import UnreadableItem
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -316,6 +317,16 @@ def _problem_response(error: Problem) -> Response[str]:
     return _respond(error.status, html, payload)
 
 
+@app.exception_handler(UnreadableItem)  # type: ignore[untyped-decorator]
+def unreadable(error: UnreadableItem) -> Response[str]:
+    return _unreadable_response(error)
+
+
+def _unreadable_response(error: UnreadableItem) -> Response[str]:
+    logger.error("approval unreadable", approval_id=error.approval_id, problem=error.problem)
+    return _problem_response(decision.Unreadable())
+
+
 # Powertools reads the body before the route runs, and lets a ValueError out of its own
 # parsing (a multipart body without a boundary, or not UTF-8): those requests are refused
 # here as well. A ValueError from a request the API's checks accept is a fault: it is raised.
@@ -349,6 +360,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
         approval = decision.form_again(services, error.voter, now)
     except Problem as refusal:
         return _problem_response(refusal)
+    except UnreadableItem as broken:  # raised in a handler: no other handler takes it
+        return _unreadable_response(broken)
     if _wants_json():
         return _problem_response(error)
     form = _form()  # its signed fields hold (or, by short link, form_again found it bound)

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from approvals.models import (
     timeline,
     utcnow,
 )
+from approvals.store import UnreadableItem
 from approvals.target import OUTPUT_SIGNING_KEY, Target, TargetError, deployed, local, without_local_extra
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
@@ -119,7 +120,9 @@ def _follow(target: Target, execution_arn: str, interval: float = 2.0) -> int:
     while (status := target.sfn.describe_execution(executionArn=execution_arn)["status"]) == "RUNNING":
         now = utcnow()
         lines = [
-            (
+            "unreadable: `approvals list` names it"
+            if isinstance(a, UnreadableItem)
+            else (
                 f"{a.status_at(now).value}: {len(a.votes)} vote(s),"
                 f" waiting on {', '.join(a.waiting_on(now)) or '-'}"
             )
@@ -182,7 +185,12 @@ def _asked_by(workflow: str, approval: Approval) -> bool:
 def cmd_list(args: argparse.Namespace) -> int:
     now = utcnow()
     rows = []
-    for approval in _target(args).store.all():
+    unreadable = []
+    for approval in _target(args).store.every_item():
+        if isinstance(approval, UnreadableItem):  # whatever the filters: it is to be mended
+            unreadable.append(approval)
+            rows.append((datetime.max.replace(tzinfo=UTC), [approval.approval_id, "unreadable", *[""] * 6]))
+            continue
         status = approval.status_at(now)
         if (args.pending and status is not Status.PENDING) or (
             args.settled and status not in (Status.APPROVED, Status.REJECTED)
@@ -209,6 +217,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         "WAITING ON",
     ]
     print(_table([row for _, row in rows], header) if rows else "No approvals match.")
+    for item in unreadable:
+        print(f"approvals: {item}", file=sys.stderr)
     return 0
 
 
@@ -219,7 +229,10 @@ def _approval(target: Target, reference: str) -> Approval:
         approval_id = shortlinks.parse(token).approval_id if token is not None else reference
     except shortlinks.MalformedToken:
         raise TargetError(f"{reference!r} is not a whole short link: copy all of it") from None
-    approval = target.store.get(approval_id)
+    try:
+        approval = target.store.get(approval_id)
+    except UnreadableItem as unreadable:
+        raise TargetError(str(unreadable)) from None
     if approval is None:
         raise TargetError(f"no approval {reference!r}: `approvals list` shows the ids")
     if token is not None and shortlinks.token_hash(token) not in approval.short_links:

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
 
 from approvals import answers, links, shortlinks
-from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote, utcnow
+from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote, email_address, utcnow
 from approvals.owed import send_owed_links
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
@@ -85,6 +85,18 @@ class Conflict(Problem):
 
 class Gone(Problem):
     status, title = 410, "This approval is closed"
+
+
+class Unreadable(Problem):
+    """The approval's record no longer reads: a fault on our side, said plainly."""
+
+    status, title = 500, "This request cannot be shown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Its record cannot be read: a fault on our side, which the operators have been told of."
+            " The requester can ask them about it."
+        )
 
 
 class Reassigned(Gone):
@@ -197,8 +209,10 @@ def decide_by_link(services: Services, token: str, form: dict[str, str], now: da
     """A vote from a short link's page: the form names the approver, and the vote's own
     conditional update takes it only if the link is bound to that approver."""
     link = check_short_link(token)
-    approver = form.get("approver", "")
-    if not approver:
+    # Anyone can post any form to a made-up link: the approver it names must be an address
+    # before it is taken for a voter (and the vote's own model would refuse it with a fault).
+    approver = email_address(form.get("approver", ""))
+    if approver is None:
         raise Malformed("The form is incomplete. Open the link from your email again.")
     return _decide(services, Voter(link.approval_id, approver, link.token_hash), form, now)
 

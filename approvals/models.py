@@ -52,6 +52,14 @@ def _email(value: str) -> str:
     return value
 
 
+def email_address(value: str) -> str | None:
+    """``value`` as an email address (trimmed, lower case), or None if it is none."""
+    try:
+        return _email(value)
+    except ValueError:
+        return None
+
+
 def _no_control_characters(value: str) -> str:
     # Newlines and tabs are fine in prose; other control characters only hide things.
     if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in value):
@@ -225,10 +233,7 @@ class ApprovalRequest(Contract):
     @property
     def requester_address(self) -> str | None:
         """The requester as an email address, if it is one: then they are told the outcome."""
-        try:
-            return _email(self.requester)
-        except ValueError:
-            return None
+        return email_address(self.requester)
 
     @model_validator(mode="before")
     @classmethod

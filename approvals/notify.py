@@ -7,12 +7,12 @@ Emails are plain text, so nothing a requester wrote can turn into markup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from approvals import shortlinks
 from approvals.links import LinkClaims, SigningKey, link_for
@@ -149,15 +149,15 @@ def emails_for(
     approval: Approval,
     api_url: str,
     key: SigningKey,
-    skip: frozenset[str] = frozenset(),
+    to: Sequence[str] | None = None,
     compose: Callable[[Approval, str, str], Email] = approval_email,
 ) -> list[Email]:
-    """One email per approver asked (backups who joined included) not in ``skip``, each
-    with the approver's own link."""
+    """One email to each of ``to`` (by default everyone asked, backups who joined included),
+    each with the approver's own link. Named, not left over from a list of those to skip: a
+    list of the others misses whoever joined since (a backup), and they would be emailed too."""
     return [
         compose(approval, approver, approver_link(approval, approver, api_url, key))
-        for approver in approval.asked
-        if approver not in skip
+        for approver in (approval.asked if to is None else to)
     ]
 
 
@@ -192,9 +192,9 @@ def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[s
                     for entry_id, email in by_id.items()
                 ],
             )
-        except ClientError:
-            # Throttled or down after the client's own retries: this batch is to be retried,
-            # but what earlier batches sent must still be remembered.
+        except (ClientError, BotoCoreError):
+            # Throttled, down or out of reach after the client's own retries: this batch is
+            # to be retried, but what earlier batches sent must still be remembered.
             failed += [email.to for email in batch]
             continue
         sent += [by_id[ok["Id"]].to for ok in response.get("Successful", [])]

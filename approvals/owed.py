@@ -23,11 +23,15 @@ def send_owed_links(services: Services, approval: Approval, now: datetime) -> in
     if not owed or not services.settings.topic_arn or not api_url:
         return 0
     # Written before the claim: once claimed, only a failed publish gives the links back.
-    skip = frozenset(approval.asked) - frozenset(owed)
-    emails = emails_for(approval, api_url, services.keys.signing(), skip=skip)
+    emails = emails_for(approval, api_url, services.keys.signing(), to=owed)
     if not services.store.claim_notices(approval.approval_id, owed, now):
         return 0
-    sent, failed = publish(services.sns, services.settings.topic_arn, emails)
+    try:
+        sent, failed = publish(services.sns, services.settings.topic_arn, emails)
+    except BaseException:
+        # Whatever stopped it, nobody may be left owed a link that a claim says went out.
+        services.store.release_notices(approval.approval_id, owed)
+        raise
     if failed:
         services.store.release_notices(approval.approval_id, failed)
         log.warning("links not emailed; the sweep retries", extra={"approval_id": approval.approval_id})

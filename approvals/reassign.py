@@ -53,6 +53,9 @@ def _refused(refusal: ReassignRefusal, approval: Approval | None, change: Reassi
             return say(
                 f"{change.from_} has already decided ({outcome}): their place can no longer be handed over"
             )
+        case ReassignRefusal.BACKUP:
+            step = next(i for i, s in enumerate(approval.request.escalation, 1) if change.to in s.approvers)
+            return say(f"{change.to} is a backup of this request (escalation step {step})")
         case _:  # ALREADY_ASKED
             return say(f"{change.to} is already an approver of this request")
 
@@ -96,12 +99,6 @@ def email_new_approver(
     sns: SNSClient, topic_arn: str, api_url: str, key: SigningKey, approval: Approval, approver: str
 ) -> bool:
     """Email the new approver their own link; False if SNS did not take it."""
-    emails = emails_for(
-        approval,
-        api_url,
-        key,
-        skip=frozenset(approval.request.approvers) - {approver},
-        compose=handed_over_email,
-    )
+    emails = emails_for(approval, api_url, key, to=[approver], compose=handed_over_email)
     _, failed = publish(sns, topic_arn, emails)
     return not failed

@@ -179,8 +179,8 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         return _cannot_email(services, approval, cannot_email, now)
     # Nobody gets a link they may not use (that also keeps the requester from voting), nor
     # before their turn: a sequence emails its first voter only.
-    skip = claim.sent_to | (frozenset(approval.asked) - frozenset(approval.first_asked))
-    emails = emails_for(approval, settings.api_url, services.keys.signing(), skip=skip)
+    to = [a for a in approval.first_asked if a not in claim.sent_to]
+    emails = emails_for(approval, settings.api_url, services.keys.signing(), to=to)
     sent, failed = publish(services.sns, settings.topic_arn, emails)
     if failed:
         if sent:

@@ -14,6 +14,7 @@ from datetime import datetime
 from approvals.models import Status
 from approvals.notify import outcome_email, publish
 from approvals.runtime import Services
+from approvals.store import UnreadableItem
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def tell_requesters(services: Services, now: datetime) -> int:
     store = services.store
     told = 0
     for approval in store.to_tell():
+        if isinstance(approval, UnreadableItem):
+            log.error("approval unreadable: requester not told", extra={"approval_id": approval.approval_id})
+            continue
         address = approval.request.requester_address
         if approval.status is Status.PENDING or address is None:
             continue  # not ended yet (expiry is written by the sweep first)

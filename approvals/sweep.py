@@ -32,7 +32,7 @@ from approvals.policy import can_still_be_approved
 from approvals.requester import tell_requesters
 from approvals.runtime import Services
 from approvals.statemachine import DELIVERY_FAILED, EXPIRED
-from approvals.store import ApprovalStore
+from approvals.store import ApprovalStore, UnreadableItem
 from approvals.tasks import TaskGone, fail
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
     """The execution ended: its approvals still pending are expired or cancelled."""
     closed: Counter[str] = Counter()
     for approval in store.for_execution(execution_arn):
-        if approval.status is Status.PENDING:
+        if isinstance(approval, UnreadableItem):
+            log_unreadable(approval)
+        elif approval.status is Status.PENDING:
             status = Status.EXPIRED if now >= approval.expires_at else Status.CANCELLED
             if store.close(approval.approval_id, status, now):
                 closed[status.value] += 1
@@ -81,7 +83,7 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     """Send the approvers still awaited one reminder for whatever reminder points, and
     recurring period, fell due since the last sweep (a late sweep sends one reminder, not
     a burst)."""
-    waiting = frozenset(a for a in approval.waiting_on(now) if a not in approval.unreachable)
+    waiting = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
     due = [
         spec
         for spec in services.settings.reminders
@@ -91,15 +93,11 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     recurring = recurring_reminder_due(approval, now)
     if not (due or recurring) or not waiting:
         return 0
+    # Written before the claim: once claimed, only a failed publish gives it back.
+    key = services.keys.signing()
+    emails = emails_for(approval, services.settings.api_url, key, to=waiting, compose=reminder_email)
     if not services.store.claim_reminders(approval.approval_id, due, now, recurring):
         return 0
-    emails = emails_for(
-        approval,
-        services.settings.api_url,
-        services.keys.signing(),
-        skip=frozenset(approval.asked) - waiting,
-        compose=reminder_email,
-    )
     _, failed = publish(services.sns, services.settings.topic_arn, emails)
     if failed:
         services.store.release_reminders(approval, due, recurring)
@@ -141,38 +139,66 @@ def _execution_running(sfn: SFNClient, execution_arn: str) -> bool:
 def sweep(services: Services, now: datetime, *, check_executions: bool = False) -> Counter[str]:
     """One pass over the open approvals; returns what it did, by kind."""
     done: Counter[str] = Counter()
-    store = services.store
     running: dict[str, bool] = {}
-    for approval in store.open_approvals():
-        if approval.status is not Status.PENDING:
-            if approval.needs_redelivery(now):
-                try:
-                    deliver(store, services.sfn, approval, repeat=True)
-                    done["redelivered"] += 1
-                except TooLate:
-                    done["too late"] += 1
+    for approval in services.store.open_approvals():
+        if isinstance(approval, UnreadableItem):
+            log_unreadable(approval)
+            done["unreadable"] += 1
             continue
-        if check_executions:
-            if approval.execution not in running:
-                running[approval.execution] = _execution_running(services.sfn, approval.execution)
-            if not running[approval.execution]:
-                done.update(close_for_execution(store, approval.execution, now))
-                continue
-        if now >= approval.expires_at:
-            _expire_task(services.sfn, approval)
-            if store.close(approval.approval_id, Status.EXPIRED, now):
-                done["expired"] += 1
-            continue
-        approval, steps = _escalate(services, approval, now)
-        done["escalated"] += steps
-        approval, reach = _check_reach(services, approval, now)
-        if reach:
-            done[reach] += 1
-        if reach != "ended unreachable":
-            done["emailed"] += send_owed_links(services, approval, now)
-            done["reminded"] += _remind(services, approval, now)
+        try:
+            _sweep_one(services, approval, now, done, running if check_executions else None)
+        except Exception:
+            # One approval's fault (a call still failing after the SDK's retries, a bug) must
+            # not keep the others from being swept: the next sweep tries it again.
+            log.exception(
+                "approval not swept; the next sweep retries", extra={"approval_id": approval.approval_id}
+            )
+            done["failed"] += 1
     if told := tell_requesters(services, now):
         done["requester told"] += told
     if done:
         log.info("sweep", extra=dict(done))
     return done
+
+
+def log_unreadable(unreadable: UnreadableItem) -> None:
+    """Say which item cannot be read and why, for an operator to mend; never what it holds."""
+    log.error(
+        "approval unreadable: left as it is",
+        extra={"approval_id": unreadable.approval_id, "problem": unreadable.problem},
+    )
+
+
+def _sweep_one(
+    services: Services, approval: Approval, now: datetime, done: Counter[str], running: dict[str, bool] | None
+) -> None:
+    """Whatever one open approval needs now; ``running`` (the executions' status, read once
+    each) when the sweep checks executions."""
+    store = services.store
+    if approval.status is not Status.PENDING:
+        if approval.needs_redelivery(now):
+            try:
+                deliver(store, services.sfn, approval, repeat=True)
+                done["redelivered"] += 1
+            except TooLate:
+                done["too late"] += 1
+        return
+    if running is not None:
+        if approval.execution not in running:
+            running[approval.execution] = _execution_running(services.sfn, approval.execution)
+        if not running[approval.execution]:
+            done.update(close_for_execution(store, approval.execution, now))
+            return
+    if now >= approval.expires_at:
+        _expire_task(services.sfn, approval)
+        if store.close(approval.approval_id, Status.EXPIRED, now):
+            done["expired"] += 1
+        return
+    approval, steps = _escalate(services, approval, now)
+    done["escalated"] += steps
+    approval, reach = _check_reach(services, approval, now)
+    if reach:
+        done[reach] += 1
+    if reach != "ended unreachable":
+        done["emailed"] += send_owed_links(services, approval, now)
+        done["reminded"] += _remind(services, approval, now)

@@ -25,6 +25,7 @@ from approvals.store.items import (
     TELL,
     TELL_ATTRIBUTE,
     TELL_INDEX,
+    UnreadableItem,
     approval_from_item,
 )
 from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
@@ -43,6 +44,7 @@ __all__ = [
     "ClaimResult",
     "ReassignRefusal",
     "ReassignRejected",
+    "UnreadableItem",
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
@@ -52,7 +54,11 @@ __all__ = [
 class ApprovalStore(
     ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore
 ):
-    """Every operation on the table; the queries the sweep and operators read through."""
+    """Every operation on the table; the queries the sweep and operators read through.
+
+    The queries yield an item that no longer reads as an approval as an UnreadableItem, in
+    its place: one bad item must not stop a sweep or a listing of all the others.
+    """
 
     def get(self, approval_id: str) -> Approval | None:
         item = self._db.get_item(TableName=self._table, Key=self._key(approval_id), ConsistentRead=True).get(
@@ -60,7 +66,7 @@ class ApprovalStore(
         )
         return approval_from_item(item) if item else None
 
-    def open_approvals(self) -> Iterator[Approval]:
+    def open_approvals(self) -> Iterator[Approval | UnreadableItem]:
         """Pending approvals and undelivered decisions: what the sweep looks after."""
         yield from self._query(
             IndexName=OPEN_INDEX,
@@ -68,7 +74,7 @@ class ApprovalStore(
             ExpressionAttributeValues={":open": OPEN},
         )
 
-    def to_tell(self) -> Iterator[Approval]:
+    def to_tell(self) -> Iterator[Approval | UnreadableItem]:
         """Approvals whose requester is still to be told the outcome (pending ones too: not yet)."""
         yield from self._query(
             IndexName=TELL_INDEX,
@@ -76,21 +82,33 @@ class ApprovalStore(
             ExpressionAttributeValues={":tell": TELL},
         )
 
-    def for_execution(self, execution_arn: str) -> Iterator[Approval]:
+    def for_execution(self, execution_arn: str) -> Iterator[Approval | UnreadableItem]:
         yield from self._query(
             IndexName=EXECUTION_INDEX,
             KeyConditionExpression="execution = :arn",
             ExpressionAttributeValues={":arn": {"S": execution_arn}},
         )
 
-    def all(self) -> Iterator[Approval]:
+    def every_item(self) -> Iterator[Approval | UnreadableItem]:
         """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
         for page in self._db.get_paginator("scan").paginate(TableName=self._table):
-            for item in page["Items"]:
-                yield approval_from_item(item)
+            yield from _read(page["Items"])
 
-    def _query(self, **query: Any) -> Iterator[Approval]:
+    def all(self) -> Iterator[Approval]:
+        """Every approval kept that reads (for pages that show approvals: the local outbox)."""
+        for read in self.every_item():
+            if isinstance(read, Approval):
+                yield read
+
+    def _query(self, **query: Any) -> Iterator[Approval | UnreadableItem]:
         # Index reads may lag a moment; every action taken on them is a conditional write.
         for page in self._db.get_paginator("query").paginate(TableName=self._table, **query):
-            for item in page["Items"]:
-                yield approval_from_item(item)
+            yield from _read(page["Items"])
+
+
+def _read(items: list[dict[str, Any]]) -> Iterator[Approval | UnreadableItem]:
+    for item in items:
+        try:
+            yield approval_from_item(item)
+        except UnreadableItem as unreadable:
+            yield unreadable

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from approvals.models import (
     STORED,
@@ -138,7 +139,29 @@ def _viewed(item: Item) -> dict[str, datetime]:
     return viewed
 
 
+class UnreadableItem(Exception):
+    """An item that no longer reads as an approval. What it says names the item and what
+    failed, never the request's text nor its token: it goes into logs and onto pages."""
+
+    def __init__(self, approval_id: str, problem: str) -> None:
+        super().__init__(f"approval {approval_id} cannot be read: {problem}")
+        self.approval_id = approval_id
+        self.problem = problem
+
+
 def approval_from_item(item: Item) -> Approval:
+    """The approval an item holds; UnreadableItem if it holds none."""
+    try:
+        return _approval(item)
+    except ValidationError as error:  # its own text would quote the input: the request, the token
+        problems = error.errors(include_url=False, include_context=False, include_input=False)
+        problem = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'item'}: {p['msg']}" for p in problems)
+    except (KeyError, ValueError, TypeError) as error:  # a missing or mistyped attribute
+        problem = f"{type(error).__name__} {error}"
+    raise UnreadableItem(item.get("approval_id", {}).get("S", "?"), problem) from None
+
+
+def _approval(item: Item) -> Approval:
     request = ApprovalRequest.model_validate_json(item["request"]["S"], context=STORED)
     reassigned = reassignments(item)
     if reassigned:  # the request as it stands: each place held by whoever holds it now

@@ -29,6 +29,7 @@ class ReassignRefusal(Enum):
     REQUESTER = "the requester may not decide on their own request"
     ALREADY_VOTED = "has already decided"
     ALREADY_ASKED = "is already an approver of this request"
+    BACKUP = "is a backup of this request"
 
 
 class ReassignRejected(Exception):
@@ -54,8 +55,12 @@ def reassign_refusal(current: Approval, change: Reassignment) -> ReassignRefusal
         return ReassignRefusal.REQUESTER  # the requester's own place: they never had a vote to hand
     if change.from_ in current.votes:
         return ReassignRefusal.ALREADY_VOTED
-    if change.to in current.request.approvers:
+    # Whoever may vote or has voted already, a backup who joined included: one person
+    # holding two places would count twice, and the item's request would no longer read.
+    if change.to in current.asked or change.to in current.votes:
         return ReassignRefusal.ALREADY_ASKED
+    if change.to in current.request.backups:  # to be asked later: the same, once their step comes
+        return ReassignRefusal.BACKUP
     if change.to == current.request.requester.strip().lower():
         return ReassignRefusal.REQUESTER
     return None
@@ -96,19 +101,25 @@ class ReassignStore(Table):
             }
             if voters:
                 values[":before"] = voters
-            update = (
-                "SET voters = :voters, reassigned = list_append(if_not_exists(reassigned, :none), :change)"
-            )
+            sets = ["voters = :voters", "reassigned = list_append(if_not_exists(reassigned, :none), :change)"]
+            removes = []
             names = {"#from": change.from_, "#status": "status"}
+            if change.from_ in item.get("turns", {}).get("M", {}):
+                # A sequence: the place keeps its turn, for the vote's condition to find it
+                # under the new approver (the condition on voters keeps the two together).
+                sets.append("turns.#to = turns.#from")
+                removes.append("turns.#from")
+                names["#to"] = change.to
             if link_hash:
                 binding = short_links_item({link_hash: change.to})
                 if SHORT_LINKS in item:  # a path into the map: the others' first views stay as they are
-                    update += f", {SHORT_LINKS}.#link = :link"
+                    sets.append(f"{SHORT_LINKS}.#link = :link")
                     names["#link"] = link_hash
                     values[":link"] = binding["M"][link_hash]
                 else:
-                    update += f", {SHORT_LINKS} = :links"
+                    sets.append(f"{SHORT_LINKS} = :links")
                     values[":links"] = binding
+            update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
             try:
                 result = self._db.update_item(
                     TableName=self._table,

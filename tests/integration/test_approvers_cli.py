@@ -24,6 +24,7 @@ def deploy_outputs(stack: Stack) -> None:
         target.OUTPUT_TABLE: resources.table_name,
         target.OUTPUT_API_URL: "https://approvals.example.test/prod/",
         target.OUTPUT_TOPIC: resources.topic_arn,
+        target.OUTPUT_SIGNING_KEY: resources.signing_secret_arn,
     }
     template = {
         "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},

@@ -3,13 +3,20 @@ new approver gets a link, the old link stops working, the decision records the c
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 
 import pytest
 
-from approvals import reassign, runtime, shortlinks
-from approvals.models import ApprovalRequest, Policy, Reassignment, timeline, utcnow
-from tests.integration.conftest import Stack, approval_id_of
+from approvals import cli, reassign, runtime, shortlinks
+from approvals.links import LinkClaims, link_for
+from approvals.models import ApprovalRequest, Escalation, Policy, Reassignment, Status, timeline, utcnow
+from approvals.store import ReassignRefusal, ReassignRejected
+from approvals.store.items import UnreadableItem, reassignment_item, write_id
+from approvals.sweep import sweep
+from tests.integration.conftest import API_URL, Stack, approval_id_of
+from tests.integration.test_approvers_cli import deploy_outputs
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 OPERATOR = "oncall@example.com"
@@ -154,3 +161,137 @@ def test_a_place_handed_on_twice_follows_each_change(stack: Stack) -> None:
         (CAROL, "dave@example.com"),
     ]
     assert stack.approval(approval_id).originally_asked() == [ALICE]
+
+
+LEAD, BOSS = "lead@example.com", "boss@example.com"
+HOUR = 3600
+
+
+def escalating(stack: Stack, title: str, **extra: object) -> tuple[str, str]:
+    """Alice and Bob must both approve; the lead is asked after an hour, the boss after two."""
+    stack.add_approvers([CAROL])
+    return waiting(
+        stack,
+        title,
+        [ALICE, BOB],
+        policy=Policy.ALL,
+        timeout_seconds=4 * HOUR,
+        escalation=[
+            Escalation(after_seconds=HOUR, approvers=[LEAD]),
+            Escalation(after_seconds=2 * HOUR, approvers=[BOSS]),
+        ],
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(("to", "joined"), [(LEAD, False), (BOSS, False), (LEAD, True)])
+def test_a_backup_cannot_take_a_place_whether_or_not_their_step_has_come(
+    stack: Stack, capsys: pytest.CaptureFixture[str], to: str, joined: bool
+) -> None:
+    _, approval_id = escalating(stack, f"Backup {to} {joined}")
+    services = runtime.from_environment()
+    if joined:
+        assert sweep(services, stack.approval(approval_id).created_at + timedelta(seconds=HOUR))["escalated"]
+    before = stack.raw_item(approval_id)
+
+    with pytest.raises(reassign.ReassignError) as refused:
+        reassign.reassign(
+            services.store, services.directory, services.keys.signing(), approval_id, change(ALICE, to)
+        )
+    if joined:
+        assert refused.value.reason == "ALREADY_ASKED"
+        assert str(refused.value) == f"{to} is already an approver of this request"
+    else:
+        assert refused.value.reason == "BACKUP"
+        step = 1 if to == LEAD else 2
+        assert str(refused.value) == f"{to} is a backup of this request (escalation step {step})"
+    # The store refuses it too, whoever calls it: the item must stay readable.
+    with pytest.raises(ReassignRejected) as rejected:
+        services.store.reassign(approval_id, change(ALICE, to))
+    assert rejected.value.reason is (ReassignRefusal.ALREADY_ASKED if joined else ReassignRefusal.BACKUP)
+    deploy_outputs(stack)
+    command = ["reassign", approval_id, "--from", ALICE, "--to", to, "--operator", OPERATOR]
+    assert cli.main([*command, "--stack-name", "Approvals", "--region", "us-east-1"]) == 2
+    assert capsys.readouterr().err == f"approvals: {refused.value}\n"  # one line
+    assert stack.raw_item(approval_id) == before
+    stack.approval(approval_id)
+
+
+def test_the_new_approver_is_emailed_after_an_escalation_and_the_request_settles(stack: Stack) -> None:
+    title = "Reassigned after escalating"
+    arn, approval_id = escalating(stack, title)
+    created = stack.approval(approval_id).created_at
+    assert sweep(runtime.from_environment(), created + timedelta(seconds=HOUR))["emailed"] == 1  # the lead
+
+    hand_over(stack, approval_id, ALICE, CAROL)
+
+    email = stack.email(CAROL, title)
+    assert f"in place of {ALICE}" in email.body
+    assert [e.to for e in stack.emails() if title in e.subject].count(
+        LEAD
+    ) == 1  # the lead is not emailed again
+    for who in (CAROL, BOB, LEAD):  # policy all: everyone asked, the lead included
+        link = stack.email(who, title).links[0]
+        assert stack.click(link, "approve").status == 200
+    output = stack.finish(arn).output
+    assert output["outcome"] == "approved"
+    assert [v["approver"] for v in output["votes"]] == [CAROL, BOB, LEAD]
+
+
+def poison(stack: Stack, approval_id: str, backup: str) -> None:
+    """The write a reassignment to a backup made before it was refused: the item no longer reads."""
+    stack.dynamodb.update_item(
+        TableName=stack.resources.table_name,
+        Key={"approval_id": {"S": approval_id}},
+        UpdateExpression="SET reassigned = :change",
+        ExpressionAttributeValues={":change": {"L": [reassignment_item(change(ALICE, backup), write_id())]}},
+    )
+
+
+def test_an_unreadable_item_stops_neither_a_sweep_nor_a_listing_and_its_pages_say_so(
+    stack: Stack, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret_title = "Payroll for the Lisbon office"
+    # The unreadable one expires first, so the sweep (in order of expiry) meets it first.
+    _, bad_id = escalating(stack, secret_title, description="nobody may read this in a log")
+    stack.add_approvers([LEAD])
+    poison(stack, bad_id, LEAD)
+    with pytest.raises(UnreadableItem):
+        stack.approval(bad_id)
+    _, good_id = waiting(stack, "Readable", [ALICE], timeout_seconds=5 * HOUR)
+    caplog.set_level(logging.INFO, logger="approvals")
+    caplog.clear()
+
+    done = sweep(runtime.from_environment(), utcnow() + timedelta(seconds=5 * HOUR + 1))
+
+    assert (done["unreadable"], done["expired"]) == (1, 1)
+    assert stack.approval(good_id).status is Status.EXPIRED  # the item after it was still swept
+    named = [r for r in caplog.records if getattr(r, "approval_id", None) == bad_id]
+    assert {(r.name, r.levelno) for r in named} >= {("approvals.sweep", logging.ERROR)}
+    logged = caplog.text + json.dumps([r.__dict__ for r in named], default=str)
+    token = stack.raw_item(bad_id)["task_token"]["S"]  # type: ignore[index]
+    for secret in (secret_title, "nobody may read", token):
+        assert secret not in logged
+
+    deploy_outputs(stack)
+    assert cli.main(["list", "--stack-name", "Approvals", "--region", "us-east-1"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{bad_id}  unreadable" in listed
+    assert good_id in listed
+    assert secret_title not in listed
+    assert cli.main(["show", bad_id, "--stack-name", "Approvals", "--region", "us-east-1"]) == 2
+    assert capsys.readouterr().err.startswith(f"approvals: approval {bad_id} cannot be read: request: ")
+
+    link = stack.email(ALICE, secret_title).links[0]
+    expires = int(stack.raw_item(bad_id)["expires_at"]["N"])  # type: ignore[index]
+    signed = link_for(API_URL, stack.signing_key, LinkClaims(bad_id, BOB, expires))
+    pages = (
+        stack.get(link),
+        stack.post_link(link, "approve"),
+        stack.post_link(link, "maybe"),
+        stack.get(signed),
+    )
+    for answer in pages:
+        assert answer.status == 500
+        assert "This request cannot be shown" in answer.body
+        assert secret_title not in answer.body

@@ -11,12 +11,13 @@ from typing import Any, NoReturn
 import pytest
 from botocore.exceptions import ClientError
 
-from approvals import runtime
+from approvals import cli, reassign, runtime
 from approvals.links import LinkClaims, link_for
-from approvals.models import ApprovalRequest, Outcome, Policy, Status, Vote, timeline, utcnow
+from approvals.models import ApprovalRequest, Outcome, Policy, Reassignment, Status, Vote, timeline, utcnow
 from approvals.store import VoteRefusal, VoteRejected
 from approvals.sweep import sweep
 from tests.conftest import API_URL, Stack, approval_id_of, eventually
+from tests.integration.test_approvers_cli import deploy_outputs
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 
@@ -134,3 +135,59 @@ def test_reminders_go_only_to_the_approver_whose_turn_it_is(stack: Stack) -> Non
     )
     assert [e.to for e in stack.emails() if e.subject.startswith("[Reminder]")] == [ALICE]
     assert stack.approval(approval_id).status is Status.PENDING
+
+
+DAVE = "dave@example.com"
+
+
+def reassigned(stack: Stack, approval_id: str, from_: str, to: str) -> None:
+    """An operator hands ``from_``'s place to ``to``, who is emailed their link."""
+    stack.add_approvers([to])
+    services = runtime.from_environment()
+    change = Reassignment.model_validate(
+        {"from": from_, "to": to, "by": "oncall@example.com", "at": utcnow()}
+    )
+    approval = reassign.reassign(
+        services.store, services.directory, services.keys.signing(), approval_id, change
+    )
+    key = services.keys.signing()
+    assert reassign.email_new_approver(
+        services.sns, services.settings.topic_arn, services.settings.api_url, key, approval, to
+    )
+
+
+def test_a_reassigned_place_keeps_its_turn_and_those_after_still_decide(stack: Stack) -> None:
+    title = "Hand over mid-sequence"
+    arn, approval_id = in_sequence(stack, title, [ALICE, BOB, CAROL])
+    assert stack.click(stack.email(ALICE, title).links[0], "approve").status == 200
+    reassigned(stack, approval_id, BOB, DAVE)  # Bob's turn, handed to Dave
+
+    assert stack.click(stack.email(DAVE, title).links[0], "approve").status == 200
+    assert CAROL in emailed(stack, title)  # her turn came
+    assert stack.click(stack.email(CAROL, title).links[0], "approve").status == 200
+    report = stack.finish(arn)
+    assert (report.status, report.output["outcome"]) == ("SUCCEEDED", "approved")
+    assert [v["approver"] for v in report.output["votes"]] == [ALICE, DAVE, CAROL]
+
+
+def test_a_place_handed_over_before_its_turn_is_decided_in_that_turn_and_by_approvals_decide(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    title = "Hand over ahead"
+    arn, approval_id = in_sequence(stack, title, [ALICE, BOB])
+    reassigned(stack, approval_id, BOB, DAVE)  # not his turn yet
+    with pytest.raises(VoteRejected) as early:
+        runtime.from_environment().store.record_vote(
+            approval_id, Vote(approver=DAVE, outcome=Outcome.APPROVED, at=utcnow())
+        )
+    assert early.value.reason is VoteRefusal.NOT_YOUR_TURN
+    reassigned(stack, approval_id, ALICE, CAROL)  # the first place, whose turn it is
+    deploy_outputs(stack)
+
+    for who in (CAROL, DAVE):
+        deployed = ["--stack-name", "Approvals", "--region", "us-east-1"]
+        code = cli.main(["decide", approval_id, "approve", "--as", who, "--operator", "oncall", *deployed])
+        assert code == 0, capsys.readouterr().err
+    report = stack.finish(arn)
+    assert (report.status, report.output["outcome"]) == ("SUCCEEDED", "approved")
+    assert [v["approver"] for v in report.output["votes"]] == [CAROL, DAVE]

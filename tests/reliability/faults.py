@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import EndpointConnectionError
 
 import worker.dead_letter
 from approvals.notify import APPROVER_ATTRIBUTE
@@ -48,6 +49,10 @@ def error(code: str, status: int, message: str = "injected fault") -> Response:
 def ok(parsed: dict[str, Any]) -> Response:
     parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0})
     return AWSResponse("https://fault.invalid/", 200, HTTPHeaders(), _Raw(b"")), parsed
+
+
+# What botocore raises once its retries of a call that never reached the service are spent.
+CONNECTION_LOST = EndpointConnectionError(endpoint_url="https://sns.us-east-1.amazonaws.com/")
 
 
 class Hooks:
@@ -182,13 +187,15 @@ class SnsFaults:
     """PublishBatch calls of one SNS client, failed as ``decide`` says.
 
     ``decide(call, approvers)`` is asked before each call (``call`` counts from 0) and
-    returns either the code of an error that fails the whole call (a throttle, a 5xx), or a
-    mapping of the approvers whose entries fail to the entry's error code. The entries that
+    returns either the code of an error that fails the whole call (a throttle, a 5xx), an
+    exception the call raises (what the SDK raises once its retries are spent, such as
+    :data:`CONNECTION_LOST`), or a mapping of the approvers whose entries fail to the
+    entry's error code. The entries that
     do not fail are published for real, by a twin client without the hook, and the answer
     lists both, as SNS's own partial answer does.
     """
 
-    decide: Callable[[int, list[str]], str | dict[str, str]]
+    decide: Callable[[int, list[str]], str | Exception | dict[str, str]]
     calls: list[PublishCall] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -210,10 +217,12 @@ class SnsFaults:
         approvers = [e["MessageAttributes"][APPROVER_ATTRIBUTE]["StringValue"] for e in entries]
         with self.lock:
             verdict = self.decide(len(self.calls), approvers)
-            if isinstance(verdict, str):
-                self.calls.append(PublishCall(approvers, {}, raised=verdict))
+            if isinstance(verdict, str | Exception):
+                self.calls.append(PublishCall(approvers, {}, raised=str(verdict)))
             else:
                 self.calls.append(PublishCall(approvers, dict(verdict)))
+        if isinstance(verdict, Exception):
+            raise verdict
         if isinstance(verdict, str):
             return error(verdict, 400 if "Throttl" in verdict else 500, "Rate exceeded")
         failing = {e["Id"]: verdict[who] for e, who in zip(entries, approvers, strict=True) if who in verdict}

@@ -139,6 +139,16 @@ def signed(approval_id: str, approver: str, expires: datetime) -> Callable[[Stac
     return build
 
 
+def posted_as(link: str, approver: str, decision: str) -> Callable[[Site, Stack], Call]:
+    """A short link's form naming ``approver``, posted to Alice's link or to a made-up one."""
+
+    def build(site: Site, _: Stack) -> Call:
+        url = f"{API_URL}/a/{'B' * 43}" if link == "made-up" else site.alice_short
+        return post_short(url, {"approver": approver, "decision": decision})
+
+    return build
+
+
 @dataclass(frozen=True)
 class Refusal:
     name: str
@@ -647,6 +657,22 @@ REFUSALS = [
         400,
         INCOMPLETE,
         "The form is incomplete. Open the link from your email again.",
+    ),
+    *(
+        Refusal(
+            f"{link} short link POST with an approver that is no address: {approver!r}",
+            posted_as(link, approver, decision),
+            400,
+            INCOMPLETE,
+            "The form is incomplete. Open the link from your email again.",
+        )
+        for link, approver, decision in [
+            ("made-up", "not-an-email", "approve"),
+            ("made-up", "a\x00@example.com", "approve"),
+            ("made-up", "a" * 300 + "@example.com", "reject"),
+            ("real", "not-an-email", "approve"),
+            ("real", "not-an-email", "maybe"),  # a form to fix, for nobody
+        ]
     ),
     Refusal(
         "short link POST with the signed fields of the same approver",

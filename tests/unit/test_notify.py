@@ -41,8 +41,8 @@ def test_one_email_per_approver_each_with_their_own_link() -> None:
         assert links[0].startswith(f"{API_URL}/approvals/{approval_id}?")
 
 
-def test_skip_leaves_out_those_already_sent() -> None:
-    emails = emails_for(approval(), API_URL, KEY, skip=frozenset({"alice@example.com"}))
+def test_only_those_named_are_emailed() -> None:
+    emails = emails_for(approval(), API_URL, KEY, to=["bob@example.com"])
     assert [e.to for e in emails] == ["bob@example.com"]
 
 

@@ -1,0 +1,74 @@
+"""An email claimed before it is sent (a backup's link, a sequence's next approver's) that
+fails, however it fails, is given back for the next sweep, and the timeline does not say it
+went; one failing email never stops a sweep. The failure here is the one the SDK raises
+once its retries are spent: the connection could not be made."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from approvals import sweep
+from approvals.models import ApprovalRequest, Escalation, Policy, timeline, utcnow
+from approvals.runtime import Services
+from tests.conftest import Stack, approval_id_of, eventually
+from tests.reliability.faults import CONNECTION_LOST, Hooks, SnsFaults
+from tests.reliability.test_escalation_races import AFTER, emails_to, escalating
+
+ALICE, BOB, LEAD, BOSS = "alice@example.com", "bob@example.com", "lead@example.com", "boss@example.com"
+
+
+def emailed_in_timeline(stack: Stack, approval_id: str) -> list[str]:
+    return [e.detail for e in timeline(stack.approval(approval_id)) if e.kind == "emailed"]
+
+
+def test_a_backups_email_lost_to_the_connection_is_given_back_and_the_sweep_goes_on(
+    stack: Stack, services: Services, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backups = {}
+    for backup in (LEAD, BOSS):  # two requests, each escalating to its own backup
+        _, approval_id, due = escalating(
+            stack,
+            services,
+            monkeypatch,
+            f"Escalate to {backup}",
+            approvers=[ALICE],
+            escalation=[Escalation(after_seconds=AFTER, approvers=[backup])],
+        )
+        backups[backup] = approval_id
+    sns = SnsFaults(lambda call, _: CONNECTION_LOST if call == 0 else {}).install(hooks, services.sns)
+
+    first = sweep.sweep(services, due)
+
+    assert (first["escalated"], first["emailed"]) == (2, 1)  # the other request was swept all the same
+    (lost,) = sns.calls[0].approvers
+    (reached,) = {LEAD, BOSS} - {lost}
+    assert lost not in stack.approval(backups[lost]).notified  # given back
+    assert emailed_in_timeline(stack, backups[lost]) == [ALICE]  # the first email only
+    assert emailed_in_timeline(stack, backups[reached]) == [ALICE, reached]
+    assert sweep.sweep(services, due + timedelta(seconds=1))["emailed"] == 1
+    assert emails_to(stack, f"Escalate to {lost}", lost) == 1
+    assert emailed_in_timeline(stack, backups[lost]) == [ALICE, lost]
+
+
+def test_the_next_approvers_email_lost_to_the_connection_is_sent_by_the_sweep(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    title = "Next in line, connection lost"
+    request = ApprovalRequest(
+        title=title, approvers=[ALICE, BOB], policy=Policy.SEQUENCE, requester="ci@example.com"
+    )
+    stack.start(request)
+    link = stack.email(ALICE, title).links[0]
+    approval_id = approval_id_of(link)
+    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
+    SnsFaults(lambda call, _: CONNECTION_LOST if call == 0 else {}).install(hooks, services.sns)
+
+    assert stack.click(link, "approve").status == 200  # the vote stands
+
+    assert BOB not in stack.approval(approval_id).notified  # given back
+    assert emailed_in_timeline(stack, approval_id) == [ALICE]
+    assert sweep.sweep(services, utcnow())["emailed"] == 1
+    assert emails_to(stack, title, BOB) == 1
+    assert emailed_in_timeline(stack, approval_id) == [ALICE, BOB]
