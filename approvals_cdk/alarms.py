@@ -13,13 +13,15 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from approvals import metrics
+from approvals_cdk.interface import service_metric
 from approvals_cdk.queue_worker import QueueAndWorker
 
 FIVE_MINUTES = Duration.minutes(5)
 
 
 class Alarms:
-    """``topic``, where every alarm notifies, and the ``alarms``."""
+    """``topic``, where every alarm notifies (``topic`` if given, else a topic of its own),
+    and the ``alarms``."""
 
     def __init__(
         self,
@@ -32,20 +34,16 @@ class Alarms:
         fanout: sfn.StateMachine,
         alarm_email: str | None,
         removal_policy: RemovalPolicy,
+        topic: sns.ITopic | None,
     ) -> None:
         self._scope = scope
-        self.topic = self._alarm_topic(alarm_email, removal_policy)
+        # A team's own topic (its pager or chat already on it), else one of the service's.
+        self.topic = topic or self._alarm_topic(alarm_email, removal_policy)
         self._notify = cloudwatch_actions.SnsAction(self.topic)
 
         def counted(name: str) -> cloudwatch.Metric:
             """A count the functions write for the requests of every workflow using the service."""
-            return cloudwatch.Metric(
-                namespace=metrics.NAMESPACE,
-                metric_name=name,
-                dimensions_map={metrics.DIMENSION: table_name},
-                period=FIVE_MINUTES,
-                statistic="Sum",
-            )
+            return service_metric(table_name, name, period=FIVE_MINUTES)
 
         alarm = self._alarm
         self.alarms = [

@@ -41,6 +41,8 @@ ACCESS_LOG_FORMAT = {
     "integrationLatency": "$context.integrationLatency",
     "integrationError": "$context.integration.error",
 }
+# The CDK's feature flag that keeps a RestApi from making the account's CloudWatch role.
+DISABLE_CLOUDWATCH_ROLE = "@aws-cdk/aws-apigateway:disableCloudWatchRole"
 # The alias API Gateway invokes when SnapStart is on: always the latest published version.
 LIVE_ALIAS = "live"
 
@@ -60,8 +62,16 @@ class ApprovalApi:
         vote_limits: tuple[float, int],
         rate_limit_per_ip: int | None,
         snap_start: bool,
+        cloud_watch_role: bool | None,
     ) -> None:
         self._scope = scope
+        # None: as the CDK's RestApi would do by itself, so that the flag of `cdk init`'s
+        # cdk.json is followed as for any other API of the app.
+        self._cloud_watch_role = (
+            cloud_watch_role
+            if cloud_watch_role is not None
+            else not cdk.FeatureFlags.of(scope).is_enabled(DISABLE_CLOUDWATCH_ROLE)
+        )
         self.function = factory.function(
             "ApiFunction",
             "approval_api.handler.lambda_handler",
@@ -113,11 +123,12 @@ class ApprovalApi:
             "Api",
             description="Approval links: GET shows a request, POST records a decision",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
-            # API Gateway writes access logs through the account's CloudWatch role; this
-            # creates it (one per account and region, shared by every REST API there), and
-            # keeps it on teardown, since other APIs may rely on it.
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            # API Gateway writes access logs through the account's CloudWatch role (one per
+            # account and region, shared by every REST API there): made and set here, or left
+            # to whoever manages it. A role made is kept on teardown, since other APIs may
+            # rely on it.
+            cloud_watch_role=self._cloud_watch_role,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if self._cloud_watch_role else None,
             deploy_options=apigateway.StageOptions(
                 stage_name="prod",
                 # Anything else (an unknown path) shares the page views' limits.
@@ -175,13 +186,15 @@ class ApprovalApi:
             "Execution logging is off on purpose: it can record the query string, which holds the"
             " link's signature. Access logs, in a format without the query string, are on.",
         )
-        shared.acknowledge(
-            api.node.find_child("CloudWatchRole"),
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AmazonAPIGatewayPushToCloudWatchLogs]",
-            "The account-level role API Gateway needs to write access logs; AWS's managed policy"
-            " is the documented one for it, and it serves every REST API in the account.",
-        )
+        account_role = api.node.try_find_child("CloudWatchRole")
+        if account_role is not None:
+            shared.acknowledge(
+                account_role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                "The account-level role API Gateway needs to write access logs; AWS's managed policy"
+                " is the documented one for it, and it serves every REST API in the account.",
+            )
         return api
 
     def _rate_limit_per_ip(self, stage: apigateway.Stage, limit: int) -> None:

@@ -2,7 +2,8 @@
 
 The product's stack (approvals_cdk/stack.py) instantiates it once; a team can put the same
 construct into its own CDK app, and give any state machine the step that uses it
-(:meth:`ApprovalService.approval_step`). The wiring, one part per module:
+(:meth:`ApprovalService.approval_step`), or use one deployed elsewhere
+(:meth:`ApprovalService.from_attributes`). The wiring, one part per module:
 
     state machine --sqs:SendMessage.waitForTaskToken--> request queue --> worker λ --> SNS (email,
     one filtered subscription per approver) ... approver --> REST API --> approval λ --> SendTaskSuccess
@@ -17,6 +18,9 @@ construct into its own CDK app, and give any state machine the step that uses it
     sweeps.py        Sweeps: the scheduled sweep and the execution-ended rule
     alarms.py        Alarms: the alarm topic and the alarms
     shared.py        the function factory, grants and cdk-nag acknowledgements they share
+    interface.py     IApprovalService: the step, grants and metrics, for this service or one
+                     deployed elsewhere (from_attributes)
+    sharing.py       senders of other stacks and accounts, whose executions are watched
 
 IAM is least privilege: each function has its own role holding only the calls its code
 makes, on its own resources. Every cdk-nag finding that remains is acknowledged where the
@@ -27,11 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Unpack
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from approvals import statemachine
@@ -47,9 +54,10 @@ from approvals_cdk.config import (
     LOG_RETENTION,
 )
 from approvals_cdk.directory import ApproverDirectory
+from approvals_cdk.interface import ApprovalServiceBase, IApprovalService, ImportedApprovalService
 from approvals_cdk.queue_worker import QueueAndWorker
+from approvals_cdk.sharing import ExecutionEventsBus, Sender, WatchExecutions, check_accounts, sender_arn
 from approvals_cdk.state_machines import StateMachines
-from approvals_cdk.step import ApprovalTask, DeliveryConfirmation, StepOptions
 from approvals_cdk.sweeps import Sweeps
 from approvals_cdk.table import approvals_table
 
@@ -69,9 +77,24 @@ class ApprovalServiceProps:
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # for the table and the log groups
     reminders: Sequence[str] = DEFAULT_REMINDERS
     alarm_email: str | None = None  # subscribed to the alarm topic, if given
-    # Besides the service's own state machines, the roles (ARNs) of workflows that send
-    # approval requests to the queue.
-    sender_roles: Sequence[str] = ()
+    # Besides the service's own state machines, the roles of workflows that send approval
+    # requests to the queue: ARNs, or roles (state machines) of any stack; a role of another
+    # stack needs a role_name (approvals_cdk.sharing.sender_arn says why).
+    sender_roles: Sequence[Sender] = ()
+    # Other accounts whose workflows may send requests (as their own IAM policies allow);
+    # they forward their executions' ends to the service's execution events bus.
+    allowed_accounts: Sequence[str] = ()
+    # Whose ended executions cancel their approvals: the stack's state machines (one service
+    # per stack), the account's (one shared service), or none.
+    watch_executions: WatchExecutions = WatchExecutions.STACK
+    # The account's API Gateway CloudWatch role, which access logs need: True makes and sets
+    # it, False leaves it to another stack, None follows the CDK's feature flag
+    # @aws-cdk/aws-apigateway:disableCloudWatchRole (absent: made).
+    api_gateway_cloud_watch_role: bool | None = None
+    # Where the alarms notify: a topic of your own, else one the service makes (and mails
+    # alarm_email); no alarms at all with create_alarms=False.
+    alarm_topic: sns.ITopic | None = None
+    create_alarms: bool = True
     # Besides the deployment itself, the roles that may subscribe to the email topic (the
     # operators who manage approvers).
     subscriber_roles: Sequence[str] = ()
@@ -111,18 +134,52 @@ def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
     return replace(props, approvers=approvers, reminders=reminders, alarm_email=alarm_email)
 
 
-class ApprovalService(Construct):
+class ApprovalService(ApprovalServiceBase):
     """The approval gate's resources (see the module docstring for the wiring).
 
-    One serves every workflow of an account and region: give each an :meth:`approval_step`. Its
-    attributes expose what a team may wire further: ``queue`` (the request queue a
-    hand-written Task sends to), ``api`` (the links' host), ``table``, ``topic``,
-    ``alarm_topic``, and the product's own ``state_machine`` and ``fanout_state_machine``.
+    One serves the workflows of its stack, or of every stack and account it is shared with
+    (``from_attributes`` in theirs): give each an :meth:`approval_step`. Its attributes
+    expose what a team may wire further: ``queue`` (the request queue a hand-written Task
+    sends to), ``api`` (the links' host), ``table``, ``topic``, ``alarm_topic`` (None without
+    alarms), ``execution_events_bus`` (with ``allowed_accounts``), and the product's own
+    ``state_machine`` and ``fanout_state_machine``.
     """
+
+    queue: sqs.Queue
+    table: dynamodb.Table
+
+    @staticmethod
+    def from_attributes(
+        scope: Construct,
+        construct_id: str,
+        *,
+        queue_arn: str,
+        table_arn: str,
+        queue_key_arn: str | None = None,
+    ) -> IApprovalService:
+        """A service deployed by another stack, app or account, named by its stack's outputs
+        (``QueueArn``, ``TableArn``; in the same account and region ``cdk.Fn.import_value``
+        reads their exports). The step, the grants and the metrics work
+        as on a service of your own; the service's stack must let your roles send
+        (``sender_roles``, or ``allowed_accounts`` for another account). ``queue_key_arn``
+        only if the queue is encrypted with a KMS key (the service's own uses SSE-SQS)."""
+        return ImportedApprovalService(
+            scope,
+            construct_id,
+            queue_arn=queue_arn,
+            table_arn=table_arn,
+            queue_key_arn=queue_key_arn,
+        )
 
     def __init__(self, scope: Construct, construct_id: str, props: ApprovalServiceProps) -> None:
         super().__init__(scope, construct_id)
         props = _checked(props)
+        check_accounts(self, props.allowed_accounts)
+        if props.alarm_email and (props.alarm_topic or not props.create_alarms):
+            raise ValueError(
+                "alarm_email is subscribed to the service's own alarm topic: with alarm_topic"
+                " (subscribe to yours) or create_alarms=False there is none"
+            )
         self.lambda_runtime = shared.LAMBDA_RUNTIME
         self.lambda_architecture = shared.LAMBDA_ARCHITECTURE
 
@@ -164,6 +221,7 @@ class ApprovalService(Construct):
             vote_limits=props.vote_limits,
             rate_limit_per_ip=props.rate_limit_per_ip,
             snap_start=props.snap_start,
+            cloud_watch_role=props.api_gateway_cloud_watch_role,
         )
         self.api_function, self.api = approval_api.function, approval_api.api
         self.api_alias = approval_api.alias  # what API Gateway invokes with SnapStart (else None)
@@ -199,10 +257,20 @@ class ApprovalService(Construct):
             api_url=self.api.url,
             reminders=props.reminders,
             sweep_minutes=int(props.sweep_interval.to_minutes()),
+            watch_executions=props.watch_executions,
         )
+        self.watch_executions = props.watch_executions
         self.sweeper, self.sweep_schedule = sweeps.sweeper, sweeps.sweep_schedule
         self.execution_ended_function = sweeps.execution_ended_function
         self.execution_ended_rule = sweeps.execution_ended_rule
+        # Other accounts' executions' ends reach this account on a bus of the service's own.
+        self.execution_events_bus = (
+            ExecutionEventsBus(
+                self, "ExecutionEvents", self.execution_ended_function, props.allowed_accounts
+            ).bus
+            if props.allowed_accounts
+            else None
+        )
 
         # Grants that span the parts. The API reads the history of the state machines' executions
         # (which need the queue, whose worker needs the API's URL, so they come after the API).
@@ -212,92 +280,29 @@ class ApprovalService(Construct):
             shared.allow(function, ["secretsmanager:GetSecretValue"], [self.signing_key.secret_arn])
         # Resource policies that hold whatever the account's identity policies allow.
         queue_and_worker.restrict_senders(
-            [machines.approval.role.role_arn, machines.fanout.role.role_arn, *props.sender_roles]
+            [
+                machines.approval.role.role_arn,
+                machines.fanout.role.role_arn,
+                *(sender_arn(self, sender) for sender in props.sender_roles),
+            ],
+            props.allowed_accounts,
         )
         directory.restrict(
             publishers=[self.worker, self.sweeper, self.api_function], subscriber_roles=props.subscriber_roles
         )
 
-        alarms = Alarms(
-            self,
-            table_name=self.table.table_name,
-            queue_and_worker=queue_and_worker,
-            email_topic=self.topic,
-            approval=machines.approval,
-            fanout=machines.fanout,
-            alarm_email=props.alarm_email,
-            removal_policy=props.removal_policy,
-        )
-        self.alarm_topic, self.alarms = alarms.topic, alarms.alarms
-
-    # -- the step teams add to their own state machines ---------------------------------------
-
-    def approval_step(
-        self, scope: Construct, construct_id: str, **options: Unpack[StepOptions]
-    ) -> ApprovalTask:
-        """A chainable state that asks people for approval and waits for their decision.
-
-        Put it anywhere in your own state machine's definition; attaching it grants the
-        state machine's role ``sqs:SendMessage`` on this service's request queue, and nothing
-        else. It succeeds with the decision, ``{"outcome": "approved" | "rejected", "votes":
-        [...], "decided_at": ...}`` (at ``result_path``, JSONPath; as ``$states.result``,
-        JSONata), and fails with the errors of :class:`ApprovalErrors`, which
-        ``.add_catch(handler, errors=[...])`` takes.
-
-        Each request field is fixed at synth time (``title="Deploy"``) or read from the
-        execution's state: with JSONPath, ``sfn.JsonPath.string_at("$.title")`` (``list_at``
-        for ``approvers``, ``number_at`` for ``quorum``, ``object_at`` for ``details``); with
-        ``query_language=sfn.QueryLanguage.JSONATA``, a ``"{% $states.input.title %}"``
-        expression.
-
-        Args:
-            scope: where the state is created (usually your stack).
-            construct_id: the state's id, and its name in the definition.
-            title: one line that says what is asked (at most 200 characters).
-            approvers: the approvers' email addresses (at most 50); each must be in the
-                service's approver directory (``ApprovalServiceProps.approvers``, or added
-                with ``approvals approvers add``), or the request fails at once.
-            requester: who asks (an address or a pipeline's name), shown to approvers.
-            timeout: how long the approvers have: a ``Duration`` from 1 second to a year, or a
-                JSONPath (``"$.timeout_seconds"``) / JSONata expression giving whole seconds.
-                The task times out after it and the message carries the same value, so the
-                links expire with the task.
-            policy: ``"first_response"`` (default), ``"all"``, ``"quorum"`` or ``"sequence"``.
-            quorum: with ``policy="quorum"``, how many approvals settle it.
-            description: longer text for the page (plain text, at most 10,000 characters).
-            details: key-value pairs shown to approvers as a table.
-            fields: what each approver answers with their vote (``FieldSpec`` or its dict:
-                ``{"name": "environment", "label": "Target environment", "type": "choice",
-                "options": ["staging", "production"], "required": True}``); each vote's
-                ``data`` in the decision holds the answers.
-            remind_every: remind those who have not decided this often (a ``Duration``, or
-                whole seconds read from the state), no oftener than the sweep runs.
-            escalation: backups asked while the request stays unsettled (``Escalation`` or its
-                dict: ``{"after_seconds": 3600, "approvers": ["lead@example.com"]}``).
-            query_language: JSONPATH (default) or JSONATA, as your state machine uses.
-            result_path: JSONPath only: where the decision goes in the state (default: it
-                replaces the state's input).
-            outputs: JSONata only: the state's output (default: the decision).
-            result_selector, input_path, output_path: JSONPath only, as on any Task.
-            assign: workflow variables to set from the decision.
-            comment: the state's comment.
-            state_name: the state's name in the definition (default: ``construct_id``).
-            heartbeat_timeout: the service sends no heartbeats: the step fails with
-                ``States.HeartbeatTimeout`` once this passes undecided (leave it unset).
-            credentials: a role the state machine assumes to send the request (another
-                account's workflow; that role needs the grant).
-
-        A misspelt keyword is a TypeError. ``ApprovalTask.json_path`` / ``.jsonata`` make
-        the same state from a queue, typed for one query language.
-        """
-        return ApprovalTask(scope, construct_id, queue=self.queue, **options)
-
-    def confirmation_step(
-        self, scope: Construct, construct_id: str, decision_path: str = "$"
-    ) -> DeliveryConfirmation:
-        """The state to chain right after an approval step (JSONPath): it tells the service
-        the workflow has the decision (one conditional write on the table, which attaching
-        it grants), so that the sweep need not confirm it with two calls a minute later.
-        ``decision_path`` is the step's ``result_path``. Its failure never fails the workflow.
-        """
-        return DeliveryConfirmation(scope, construct_id, self.table, decision_path)
+        self.alarm_topic: sns.ITopic | None = None
+        self.alarms: list[cloudwatch.Alarm] = []
+        if props.create_alarms:
+            alarms = Alarms(
+                self,
+                table_name=self.table.table_name,
+                queue_and_worker=queue_and_worker,
+                email_topic=self.topic,
+                approval=machines.approval,
+                fanout=machines.fanout,
+                alarm_email=props.alarm_email,
+                removal_policy=props.removal_policy,
+                topic=props.alarm_topic,
+            )
+            self.alarm_topic, self.alarms = alarms.topic, alarms.alarms

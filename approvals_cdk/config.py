@@ -95,6 +95,7 @@ class DeployConfig:
     allow_self_approval: bool = False
     sender_roles: tuple[str, ...] = ()
     subscriber_roles: tuple[str, ...] = ()
+    allowed_accounts: tuple[str, ...] = ()
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
@@ -245,13 +246,25 @@ def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
     return parse
 
 
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+
+
+def _accounts(value: Any) -> tuple[str, ...]:
+    accounts = tuple(entry.strip() for entry in _text(value).split(",") if entry.strip())
+    wrong = [account for account in accounts if not ACCOUNT_ID.fullmatch(account)]
+    if wrong:
+        listed = ", ".join(map(repr, wrong))
+        raise ConfigError(f"allowedAccounts: {listed} is not a 12-digit AWS account id (comma-separated)")
+    return accounts
+
+
 # The app's own parameters. The CDK's context also holds its feature flags ("@aws-cdk/..."),
 # its own settings ("aws:cdk:...", "cli-telemetry") and cached lookups ("ami:account=..."):
 # none of those is a plain word, so a plain word that is not a parameter is a mistake.
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
-    "snapStart", "sweepMinutes",
+    "snapStart", "sweepMinutes", "allowedAccounts",
 )  # fmt: skip
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
@@ -313,6 +326,7 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
         sender_roles=read("senderRoles", _roles("senderRoles"), ()),
         subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
+        allowed_accounts=read("allowedAccounts", _accounts, ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
         snap_start=read("snapStart", _flag("snapStart"), False),
         sweep_minutes=read(

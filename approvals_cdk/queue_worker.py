@@ -13,6 +13,7 @@ from constructs import Construct
 
 from approvals_cdk import shared
 from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
+from approvals_cdk.sharing import allow_accounts
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
 
@@ -106,8 +107,10 @@ class QueueAndWorker:
             self.dead_letter_function.role, "AwsSolutions-IAM5[Resource::*]", shared.TASK_RESPONSE_REASON
         )
 
-    def restrict_senders(self, roles: Sequence[str]) -> None:
-        """Only these roles send requests: a wildcard ``sqs:SendMessage`` elsewhere in the
-        account would otherwise let a principal make the genuine sender email real approvers
-        with its own text."""
-        shared.deny_all_but(self.queue, "sqs:SendMessage", roles)
+    def restrict_senders(self, roles: Sequence[str], accounts: Sequence[str]) -> None:
+        """Only these roles send requests, and the principals of these other accounts: a
+        wildcard ``sqs:SendMessage`` elsewhere in the account would otherwise let a principal
+        make the genuine sender email real approvers with its own text."""
+        shared.deny_all_but(self.queue, "sqs:SendMessage", roles, accounts)
+        if accounts:
+            allow_accounts(self.queue, accounts)

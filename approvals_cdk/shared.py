@@ -92,10 +92,17 @@ def grant_history(function: lambda_.Function, machines: Sequence[sfn.StateMachin
         acknowledge(function.role, f"AwsSolutions-IAM5[Resource::{executions}]", HISTORY_REASON)
 
 
-def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str]) -> None:
+def deny_all_but(
+    owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str], accounts: Sequence[str] = ()
+) -> None:
     """A statement in ``owner``'s resource policy that lets only ``principals`` make the call,
-    whatever the account's identity policies allow."""
+    whatever the account's identity policies allow; and the principals of other ``accounts``,
+    as far as their own account's policies allow (a Deny applies only when all its
+    conditions hold)."""
     arn = owner.queue_arn if isinstance(owner, sqs.Queue) else owner.topic_arn
+    conditions: dict[str, dict[str, list[str]]] = {"ArnNotEquals": {"aws:PrincipalArn": list(principals)}}
+    if accounts:
+        conditions["StringNotEquals"] = {"aws:PrincipalAccount": list(accounts)}
     owner.add_to_resource_policy(
         iam.PolicyStatement(
             sid=f"Only{action.split(':')[1]}ByTheseRoles",
@@ -103,7 +110,7 @@ def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence
             principals=[iam.AnyPrincipal()],
             actions=[action],
             resources=[arn],
-            conditions={"ArnNotEquals": {"aws:PrincipalArn": list(principals)}},
+            conditions=conditions,
         )
     )
 

@@ -11,6 +11,8 @@ from constructs import Construct
 from approvals import stack_outputs
 from approvals_cdk.approval_service import ApprovalService, ApprovalServiceProps
 from approvals_cdk.config import LOG_RETENTION, DeployConfig
+from approvals_cdk.outputs import add_sharing_outputs
+from approvals_cdk.sharing import WatchExecutions
 
 
 class ApprovalsStack(cdk.Stack):
@@ -38,9 +40,15 @@ class ApprovalsStack(cdk.Stack):
                 allow_self_approval=config.allow_self_approval,
                 sender_roles=config.sender_roles,
                 subscriber_roles=config.subscriber_roles,
+                allowed_accounts=config.allowed_accounts,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
                 sweep_interval=Duration.minutes(config.sweep_minutes),
+                # The product's deploy is the account's one shared service, in a fresh account
+                # as well: it watches every state machine, and sets the account's API Gateway
+                # CloudWatch role (which cdk.json's feature flag would leave unset).
+                watch_executions=WatchExecutions.ACCOUNT,
+                api_gateway_cloud_watch_role=True,
             ),
         )
         service = self.service
@@ -75,7 +83,13 @@ class ApprovalsStack(cdk.Stack):
                 service.topic.topic_arn,
                 "The email topic; one filtered subscription per approver",
             ),
-            "AlarmTopicArn": (service.alarm_topic.topic_arn, "Every alarm notifies here: subscribe a pager"),
         }
+        if service.alarm_topic is not None:
+            outputs["AlarmTopicArn"] = (
+                service.alarm_topic.topic_arn,
+                "Every alarm notifies here: subscribe a pager",
+            )
         for output_id, (value, description) in outputs.items():
             cdk.CfnOutput(self, output_id, value=value, description=description)
+        # What other stacks and accounts name the service by (ApprovalService.from_attributes).
+        add_sharing_outputs(self, service, export_prefix=self.stack_name)

@@ -10,7 +10,6 @@ import aws_cdk as cdk
 from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
@@ -21,12 +20,13 @@ from constructs import Construct
 from approvals.store import EXECUTION_INDEX, OPEN_INDEX, TELL_INDEX
 from approvals_cdk import shared
 from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
+from approvals_cdk.sharing import WatchExecutions, cancel_target, ended_executions, watched_state_machines
 from approvals_cdk.table import index_arns
 
 
 class Sweeps:
     """The ``sweeper`` on its ``sweep_schedule``; the ``execution_ended_function`` on its
-    ``execution_ended_rule``."""
+    ``execution_ended_rule`` (None with ``WatchExecutions.NONE``)."""
 
     def __init__(
         self,
@@ -39,6 +39,7 @@ class Sweeps:
         api_url: str,
         reminders: Sequence[str],
         sweep_minutes: int,
+        watch_executions: WatchExecutions,
     ) -> None:
         self._scope = scope
         indexes = index_arns(table)
@@ -84,7 +85,9 @@ class Sweeps:
         shared.allow(self.execution_ended_function, ["dynamodb:UpdateItem"], [table.table_arn])
 
         self.sweep_schedule = self._schedule_sweep(sweep_minutes)
-        self.execution_ended_rule = self._watch_executions()
+        self.execution_ended_rule = (
+            None if watch_executions is WatchExecutions.NONE else self._watch_executions(watch_executions)
+        )
 
     def _schedule_sweep(self, sweep_minutes: int) -> scheduler.Schedule:
         role = iam.Role(
@@ -120,24 +123,14 @@ class Sweeps:
         )
         return schedule
 
-    def _watch_executions(self) -> events.Rule:
+    def _watch_executions(self, watch: WatchExecutions) -> events.Rule:
         return events.Rule(
             self._scope,
             "ExecutionEndedRule",
             description="An execution failed, timed out or was stopped: cancel its pending approvals",
-            # Every state machine of the account and region: any of them may ask for approvals
-            # (the step, or a hand-written Task), and an execution that asked none costs one
-            # query of the execution index.
-            event_pattern=events.EventPattern(
-                source=["aws.states"],
-                detail_type=["Step Functions Execution Status Change"],
-                detail={"status": ["FAILED", "TIMED_OUT", "ABORTED"]},
-            ),
-            targets=[
-                events_targets.LambdaFunction(
-                    self.execution_ended_function,
-                    retry_attempts=10,
-                    max_event_age=Duration.hours(24),
-                )
-            ],
+            # The state machines of this stack (the step, or a hand-written Task, may be in any
+            # of them), or of the whole account and region for a shared service: an execution
+            # that asked none costs one query of the execution index.
+            event_pattern=ended_executions(watched_state_machines(self._scope, watch)),
+            targets=[cancel_target(self.execution_ended_function)],
         )

@@ -9,6 +9,8 @@ template, added so that `approvals local --template` deploys the template itself
 - State machines are created in the backend that does not execute them once execution
   is switched on: they go to the executing one (the backend the API serves).
 - A ``Ref`` to an API Gateway deployment resolves to the deployment object: it is its id.
+  So does one to an event bus (a rule on the bus of a service shared with other accounts):
+  it is the bus's name.
 - A resource that another one refers to is created when the reference is met, before what
   it ``DependsOn`` (an API deployment before its methods, which fails): its dependencies
   are created first.
@@ -34,6 +36,7 @@ from moto.awslambda.models import LambdaVersion
 from moto.cloudformation import parsing
 from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.core.common_models import CloudFormationModel
+from moto.events.models import EventBus
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.responses import get_backend as stepfunctions_backend
 
@@ -311,6 +314,7 @@ def apply() -> None:
     parsing.ResourceMap.__getitem__ = create_dependencies_first  # type: ignore[method-assign]
     StateMachine.create_from_cloudformation_json = classmethod(_create_state_machine)  # type: ignore[assignment]
     Deployment.physical_resource_id = property(lambda self: self.id)  # type: ignore[attr-defined]
+    EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
     LambdaVersion.has_cfn_attr = classmethod(lambda cls, attribute: attribute == "Version")  # type: ignore[assignment]
     LambdaVersion.get_cfn_attribute = _version_number  # type: ignore[attr-defined]
 

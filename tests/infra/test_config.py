@@ -191,6 +191,22 @@ def test_sender_and_subscriber_roles_are_role_arns() -> None:
         config(approvers="a@example.com", senderRoles="arn:aws:iam::123456789012:user/bob")
 
 
+def test_allowed_accounts_are_account_ids() -> None:
+    read = config(approvers="a@example.com", allowedAccounts=" 222222222222, 333333333333 ")
+    assert read.allowed_accounts == ("222222222222", "333333333333")
+    assert config(approvers="a@example.com").allowed_accounts == ()
+    with pytest.raises(ConfigError, match=r"allowedAccounts: '2222' is not a 12-digit AWS account id"):
+        config(approvers="a@example.com", allowedAccounts="2222")
+
+
+def test_the_products_stack_shared_with_other_accounts_exports_its_execution_events_bus() -> None:
+    stack = ApprovalsStack(
+        cdk.App(), STACK, DeployConfig(approvers=("a@example.com",), allowed_accounts=("222222222222",))
+    )
+    outputs = synthesize(stack)["Outputs"]
+    assert outputs["ExecutionEventsBusArn"]["Export"] == {"Name": "Approvals-ExecutionEventsBusArn"}
+
+
 def test_rate_limit_per_ip_is_off_by_default_and_within_what_waf_takes() -> None:
     assert config(approvers="a@example.com").rate_limit_per_ip is None
     assert config(approvers="a@example.com", rateLimitPerIp="none").rate_limit_per_ip is None

@@ -501,6 +501,14 @@ def test_outputs_are_the_ones_the_cli_reads(synthesis: Synthesis) -> None:
     assert "execute-api" in json.dumps(outputs[stack_outputs.OUTPUT_API_URL]["Value"])
     topic, _ = email_topic(synthesis)
     assert outputs[stack_outputs.OUTPUT_TOPIC]["Value"] == {"Ref": topic}
+    # What other stacks name the service by (ApprovalService.from_attributes), exported.
+    assert outputs["QueueArn"] == {
+        "Description": outputs["QueueArn"]["Description"],
+        "Value": {"Fn::GetAtt": [request, "Arn"]},
+        "Export": {"Name": "Approvals-QueueArn"},
+    }
+    assert outputs["TableArn"]["Value"] == {"Fn::GetAtt": [table, "Arn"]}
+    assert outputs["TableArn"]["Export"] == {"Name": "Approvals-TableArn"}
 
 
 def test_every_alarm_notifies_the_alarm_topic_which_mails_the_alarm_email(synthesis: Synthesis) -> None:
