@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from approvals import shortlinks
-from approvals.links import SigningKey, approval_id_for
+from approvals.links import KeyRing, SigningKey, approval_id_for
 from approvals.shortlinks import MalformedToken, bindings, parse, short_link, token_for, token_hash, token_in
 
 KEY = SigningKey(b"k" * 64)
@@ -32,6 +32,15 @@ def test_the_token_names_the_approval_and_its_hash_is_what_is_looked_up() -> Non
     token = token_for(KEY, APPROVAL_ID, ALICE)
     assert parse(token) == shortlinks.ShortLink(APPROVAL_ID, hashlib.sha256(token.encode()).hexdigest())
     assert re.fullmatch(r"[0-9a-f]{64}", token_hash(token))
+
+
+def test_a_token_is_made_by_its_key_in_either_place_of_the_ring_for_its_approver_only() -> None:
+    token = token_for(KEY, APPROVAL_ID, ALICE)
+    assert shortlinks.made_by(KeyRing(KEY), token, ALICE)
+    assert shortlinks.made_by(KeyRing(OTHER_KEY, KEY), token, ALICE)  # one rotation later
+    assert not shortlinks.made_by(KeyRing(OTHER_KEY), token, ALICE)  # retired
+    assert not shortlinks.made_by(KeyRing(KEY), token, BOB)
+    assert not shortlinks.made_by(KeyRing(KEY), token, "\udcff@example.com")  # refused, not raised
 
 
 def test_each_approver_and_each_key_gets_another_secret() -> None:
