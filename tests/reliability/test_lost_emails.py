@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 
 from approvals import reassign, sweep
-from approvals.models import ApprovalRequest, Escalation, Policy, Reassignment, timeline, utcnow
+from approvals.models import Escalation, Reassignment, timeline, utcnow
 from approvals.runtime import Services
-from tests.conftest import Stack, approval_id_of, eventually
+from tests.conftest import Stack
+from tests.integration.test_sequence import in_sequence
 from tests.reliability.faults import CONNECTION_LOST, Hooks, SnsFaults
 from tests.reliability.test_escalation_races import AFTER, emails_to, escalating
 
@@ -57,13 +58,8 @@ def test_the_next_approvers_email_lost_to_the_connection_is_sent_by_the_sweep(
     stack: Stack, services: Services, hooks: Hooks
 ) -> None:
     title = "Next in line, connection lost"
-    request = ApprovalRequest(
-        title=title, approvers=[ALICE, BOB], policy=Policy.SEQUENCE, requester="ci@example.com"
-    )
-    stack.start(request)
+    _, approval_id = in_sequence(stack, title, [ALICE, BOB])
     link = stack.email(ALICE, title).links[0]
-    approval_id = approval_id_of(link)
-    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
     SnsFaults(lambda call, _: CONNECTION_LOST if call == 0 else {}).install(hooks, services.sns)
 
     assert stack.click(link, "approve").status == 200  # the vote stands
@@ -81,13 +77,8 @@ def test_a_handed_over_turns_email_that_failed_is_sent_by_the_sweep(
     """Bob's turn, handed to Dave: the change notes Dave's link as sent (the sweep must not
     send it twice), and gives that back when the email fails, for the sweep to send."""
     title = "Handed over, email lost"
-    request = ApprovalRequest(
-        title=title, approvers=[ALICE, BOB], policy=Policy.SEQUENCE, requester="ci@example.com"
-    )
-    stack.start(request)
+    _, approval_id = in_sequence(stack, title, [ALICE, BOB])
     link = stack.email(ALICE, title).links[0]
-    approval_id = approval_id_of(link)
-    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
     assert stack.click(link, "approve").status == 200
     assert emails_to(stack, title, BOB) == 1
     stack.add_approvers([DAVE])
