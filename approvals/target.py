@@ -103,7 +103,7 @@ class Target:
         except reassign.ReassignError as refused:
             raise TargetError(str(refused)) from None
         if not reassign.email_new_approver(
-            self.sns, self.topic_arn, self.api_url, signing, approval, change.to
+            self.store, self.sns, self.topic_arn, self.api_url, signing, approval, change.to
         ):
             raise TargetError(
                 f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
