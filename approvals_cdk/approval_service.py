@@ -63,9 +63,11 @@ class ApprovalServiceProps:
     # Besides the service's own state machines, the roles (ARNs) of workflows that send
     # approval requests to the queue.
     sender_roles: Sequence[str] = ()
-    # Besides the deployment itself, the roles that may subscribe to the email topic (the
-    # operators who manage approvers).
-    subscriber_roles: Sequence[str] = ()
+    # The operators' roles (ARNs): besides the deployment itself, the only ones that may
+    # subscribe to the email topic (`approvals approvers add`), and besides the service's own
+    # functions, the only ones that may publish to it (`approvals reassign` emails the new
+    # approver with the operator's credentials).
+    operator_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES  # reminders and expiry are as precise as this
     max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
@@ -187,7 +189,7 @@ class ApprovalService(Construct):
             [machines.approval.role.role_arn, machines.fanout.role.role_arn, *props.sender_roles]
         )
         directory.restrict(
-            publishers=[self.worker, self.sweeper, self.api_function], subscriber_roles=props.subscriber_roles
+            publishers=[self.worker, self.sweeper, self.api_function], operator_roles=props.operator_roles
         )
 
         alarms = Alarms(

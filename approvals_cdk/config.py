@@ -56,7 +56,7 @@ class DeployConfig:
     alarm_email: str | None = None
     allow_self_approval: bool = False
     sender_roles: tuple[str, ...] = ()
-    subscriber_roles: tuple[str, ...] = ()
+    operator_roles: tuple[str, ...] = ()
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
@@ -184,7 +184,7 @@ def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
 # none of those is a plain word, so a plain word that is not a parameter is a mistake.
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
-    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
+    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "operatorRoles", "rateLimitPerIp",
     "snapStart", "sweepMinutes",
 )  # fmt: skip
 # What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
@@ -240,7 +240,7 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         alarm_email=read("alarmEmail", _alarm_email, None),
         allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
         sender_roles=read("senderRoles", _roles("senderRoles"), ()),
-        subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
+        operator_roles=read("operatorRoles", _roles("operatorRoles"), ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
         snap_start=read("snapStart", _flag("snapStart"), False),
         sweep_minutes=read(

@@ -56,10 +56,11 @@ class ApproverDirectory:
         shared.allow(function, ["sns:ListSubscriptionsByTopic"], [self.topic.topic_arn])
         shared.allow(function, ["sns:GetSubscriptionAttributes"], ["*"])
 
-    def restrict(self, publishers: Sequence[lambda_.Function], subscriber_roles: Sequence[str]) -> None:
-        """Only these functions publish, and only the deployment and these roles subscribe: a
-        wildcard ``sns:Subscribe`` elsewhere in the account would otherwise let a principal add
-        an unfiltered subscription and receive every approver's link."""
+    def restrict(self, publishers: Sequence[lambda_.Function], operator_roles: Sequence[str]) -> None:
+        """Only these functions and the operators publish, and only the deployment and the
+        operators subscribe: a wildcard ``sns:Subscribe`` elsewhere in the account would
+        otherwise let a principal add an unfiltered subscription and receive every approver's
+        link, and a wildcard ``sns:Publish`` let it email approvers text of its choosing."""
         deployment = cdk.Stack.of(self.topic).synthesizer
         # CloudFormation creates the approvers' subscriptions with the bootstrap's execution
         # role; its ARN holds ${AWS::AccountId}-style placeholders, for Fn::Sub to fill in.
@@ -69,5 +70,5 @@ class ApproverDirectory:
             else []
         )
         roles = [function.role.role_arn for function in publishers if function.role is not None]
-        shared.deny_all_but(self.topic, "sns:Publish", roles)
-        shared.deny_all_but(self.topic, "sns:Subscribe", [*deployer, *subscriber_roles])
+        shared.deny_all_but(self.topic, "sns:Publish", [*roles, *operator_roles])
+        shared.deny_all_but(self.topic, "sns:Subscribe", [*deployer, *operator_roles])

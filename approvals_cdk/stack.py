@@ -37,7 +37,7 @@ class ApprovalsStack(cdk.Stack):
                 alarm_email=config.alarm_email,
                 allow_self_approval=config.allow_self_approval,
                 sender_roles=config.sender_roles,
-                subscriber_roles=config.subscriber_roles,
+                operator_roles=config.operator_roles,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
                 sweep_minutes=config.sweep_minutes,

@@ -58,3 +58,27 @@ def test_cloudwatch_of_this_account_may_publish_to_the_alarm_topic(template: dic
             "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
         }
     ]
+
+
+OPERATORS = "arn:aws:iam::123456789012:role/approvals-operators"
+
+
+def _deny_exempts(statements: list[dict[str, Any]], action: str) -> list[Any]:
+    (deny,) = [
+        s
+        for s in statements
+        if s["Effect"] == "Deny" and s["Action"] == action and "ArnNotEquals" in s.get("Condition", {})
+    ]
+    exempt = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    return exempt if isinstance(exempt, list) else [exempt]
+
+
+def test_operators_may_add_approvers_and_email_the_one_a_reassignment_names() -> None:
+    """`approvals approvers add` subscribes and `approvals reassign` publishes the new
+    approver's email, both with the operator's own credentials: the email topic's Denies
+    must exempt the operators' roles from both, or either command is refused on AWS."""
+    template = _service(ApprovalServiceProps(approvers=[ALICE], operator_roles=[OPERATORS], asset=build()))
+    (topic,) = (lid for lid in _resources(template, "AWS::SNS::Topic") if "EmailTopic" in lid)
+    statements = _topic_policy(template, topic)
+    assert OPERATORS in _deny_exempts(statements, "sns:Subscribe")
+    assert OPERATORS in _deny_exempts(statements, "sns:Publish")
