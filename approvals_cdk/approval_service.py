@@ -38,9 +38,9 @@ from approvals import statemachine
 from approvals_cdk import packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
-from approvals_cdk.config import DEFAULT_REMINDERS, DEFAULT_SWEEP_MINUTES
+from approvals_cdk.config import DEFAULT_REMINDERS, DEFAULT_SWEEP_MINUTES, DEFAULT_WORKER_MAX_CONCURRENCY
 from approvals_cdk.directory import ApproverDirectory
-from approvals_cdk.queue_worker import QueueAndWorker
+from approvals_cdk.queue_worker import MAX_RECEIVE_COUNT, QueueAndWorker
 from approvals_cdk.state_machines import StateMachines
 from approvals_cdk.step import DeliveryConfirmation, StepOptions, approval_step
 from approvals_cdk.sweeps import Sweeps
@@ -70,7 +70,10 @@ class ApprovalServiceProps:
     operator_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES  # reminders and expiry are as precise as this
-    max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
+    max_receive_count: int = MAX_RECEIVE_COUNT  # deliveries of a request before it is dead-lettered
+    # The worker's invocations at once (2 to 1,000): a burst waits in the queue beyond it.
+    # The default fits a new account's concurrency quota of 10; see docs/scaling.md.
+    worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
     # Requests per second (steady, burst), per method: each method has a bucket of its own,
     # so a flood of page views cannot use up the votes'.
     page_view_limits: tuple[float, int] = (10, 20)
@@ -149,6 +152,7 @@ class ApprovalService(Construct):
             api_url=self.api.url,
             worker_timeout=props.worker_timeout,
             max_receive_count=props.max_receive_count,
+            max_concurrency=props.worker_max_concurrency,
             allow_self_approval=props.allow_self_approval,
             sweep_seconds=props.sweep_minutes * 60,
         )

@@ -26,6 +26,10 @@ DEFAULT_SWEEP_MINUTES = 5
 # EventBridge Scheduler's shortest rate is a minute; past an hour reminders and escalation
 # would come too late to be worth having.
 SWEEP_MINUTES_RANGE = (1, 60)
+# The worker's invocations at once. Half a new account's concurrency quota (10), so the
+# approval API and the other functions keep the rest; a burst waits in the queue, unreceived.
+DEFAULT_WORKER_MAX_CONCURRENCY = 5
+WORKER_MAX_CONCURRENCY_RANGE = (2, 1000)  # what an SQS event source mapping accepts
 EXAMPLE = "-c approvers=alice@example.com,bob@example.com"
 # The retention periods CloudWatch Logs accepts, in days.
 LOG_RETENTION_CHOICES = (
@@ -60,6 +64,7 @@ class DeployConfig:
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
+    worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
 
 
 def _text(value: Any) -> str:
@@ -185,7 +190,7 @@ def _roles(name: str) -> Callable[[Any], tuple[str, ...]]:
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "operatorRoles", "rateLimitPerIp",
-    "snapStart", "sweepMinutes",
+    "snapStart", "sweepMinutes", "workerMaxConcurrency",
 )  # fmt: skip
 # What AWS WAF takes as a rate-based rule's limit (requests per 5 minutes per address).
 RATE_LIMIT_RANGE = (10, 2_000_000_000)
@@ -247,6 +252,11 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
             "sweepMinutes",
             lambda v: _whole_number("sweepMinutes", v, *SWEEP_MINUTES_RANGE, "minutes"),
             DEFAULT_SWEEP_MINUTES,
+        ),
+        worker_max_concurrency=read(
+            "workerMaxConcurrency",
+            lambda v: _whole_number("workerMaxConcurrency", v, *WORKER_MAX_CONCURRENCY_RANGE, "invocations"),
+            DEFAULT_WORKER_MAX_CONCURRENCY,
         ),
     )
     if problems:

@@ -41,6 +41,7 @@ class ApprovalsStack(cdk.Stack):
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
                 sweep_minutes=config.sweep_minutes,
+                worker_max_concurrency=config.worker_max_concurrency,
             ),
         )
         service = self.service

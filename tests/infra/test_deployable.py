@@ -4,12 +4,14 @@ requests, and names that let a stack be deployed again after it was destroyed.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
 
 from approvals_cdk import ApprovalService, ApprovalServiceProps
+from approvals_cdk.config import DEFAULT_WORKER_MAX_CONCURRENCY, ConfigError, from_context
 from approvals_cdk.packaging import build
 from tests.cdk_templates import synthesize
 
@@ -82,3 +84,38 @@ def test_operators_may_add_approvers_and_email_the_one_a_reassignment_names() ->
     statements = _topic_policy(template, topic)
     assert OPERATORS in _deny_exempts(statements, "sns:Subscribe")
     assert OPERATORS in _deny_exempts(statements, "sns:Publish")
+
+
+def test_a_burst_waits_in_the_queue_instead_of_using_up_its_receives(template: dict[str, Any]) -> None:
+    """A fan-out may queue 10,000 requests at once. Uncapped, the mapping scales past a new
+    account's concurrency quota (10), throttled invocations return their batches, and each
+    return is a receive: after 3, good requests were dead-lettered. Capped, the rest wait
+    unreceived; and AWS's guidance for SQS with Lambda is 5 receives or more."""
+    (queue,) = (
+        r
+        for lid, r in _resources(template, "AWS::SQS::Queue").items()
+        if lid.startswith("ApprovalsRequestQueue")
+    )
+    assert queue["Properties"]["RedrivePolicy"]["maxReceiveCount"] >= 5
+    (worker,) = (
+        r
+        for r in _resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if "RequestQueue" in json.dumps(r["Properties"]["EventSourceArn"])
+    )
+    assert worker["Properties"]["ScalingConfig"] == {"MaximumConcurrency": DEFAULT_WORKER_MAX_CONCURRENCY}
+    assert (
+        2 <= DEFAULT_WORKER_MAX_CONCURRENCY <= 10 // 2
+    )  # half a new account's quota, the least a mapping takes
+
+
+def test_the_worker_s_concurrency_is_a_setting() -> None:
+    assert from_context({"workerMaxConcurrency": "50"}).worker_max_concurrency == 50
+    with pytest.raises(ConfigError, match="workerMaxConcurrency: '1' is not a whole number of invocations"):
+        from_context({"workerMaxConcurrency": "1"})
+    template = _service(ApprovalServiceProps(worker_max_concurrency=50, asset=build()))
+    (worker,) = (
+        r
+        for r in _resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if "RequestQueue" in json.dumps(r["Properties"]["EventSourceArn"])
+    )
+    assert worker["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 50}
