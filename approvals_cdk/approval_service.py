@@ -173,7 +173,6 @@ class ApprovalService(Construct):
             factory,
             self.table,
             directory,
-            [machines.approval, machines.fanout],
             api_url=self.api.url,
             reminders=props.reminders,
             sweep_minutes=props.sweep_minutes,
@@ -182,9 +181,8 @@ class ApprovalService(Construct):
         self.execution_ended_function = sweeps.execution_ended_function
         self.execution_ended_rule = sweeps.execution_ended_rule
 
-        # Grants that span the parts. The API reads the history of the state machines' executions
-        # (which need the queue, whose worker needs the API's URL, so they come after the API).
-        shared.grant_history(self.api_function, [machines.approval, machines.fanout])
+        # Grants that span the parts. The API reads the history of the executions that ask.
+        shared.grant_history(self.api_function)
         # Only the functions that sign or verify links read the key (at its first use).
         for function in (self.worker, self.api_function, self.sweeper):
             shared.allow(function, ["secretsmanager:GetSecretValue"], [self.signing_key.secret_arn])

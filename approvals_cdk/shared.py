@@ -11,7 +11,6 @@ flight). The parts are how the code reads; the construct tree stays what was dep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy, Validations
@@ -22,7 +21,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from approvals_cdk import packaging
@@ -43,8 +41,9 @@ TASK_RESPONSE_REASON = (
 )
 
 HISTORY_REASON = (
-    "Executions are named when they start, so their ARNs end in a wildcard; the history read"
-    " is only of this stack's own state machines' executions."
+    "The executions that ask for approval are those of any workflow of the account and region"
+    " (teams' own state machines, Distributed Map children), named when they start: the history"
+    " read names every execution of this account and region, and no other action."
 )
 
 _LOG_RETENTION = dict(
@@ -87,27 +86,23 @@ def allow(function: lambda_.Function, actions: list[str], resources: list[str]) 
     function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
 
 
-def grant_history(function: lambda_.Function, machines: Sequence[sfn.StateMachine]) -> None:
-    """Read the history of the machines' executions: when the service refuses a repeated
-    answer after the task may have timed out, it tells "taken" from "timed out"."""
-    stack = cdk.Stack.of(function)
-
-    def executions_of(machine: sfn.StateMachine) -> str:
-        return stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{machine.state_machine_name}:*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-
-    allow(function, ["states:GetExecutionHistory"], [executions_of(m) for m in machines])
-    for machine in machines:
-        # How cdk-nag names the ARN of the machine's executions.
-        logical_id = stack.get_logical_id(cast(cdk.CfnElement, machine.node.default_child))
-        executions = (
-            f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<{logical_id}.Name>:*"
-        )
-        acknowledge(function.role, f"AwsSolutions-IAM5[Resource::{executions}]", HISTORY_REASON)
+def grant_history(function: lambda_.Function) -> None:
+    """Read the history of the executions that ask for approval: when the service refuses a
+    repeated answer after the task may have timed out, it tells "taken" from "timed out".
+    Any workflow of the account may ask (the step, a hand-written Task, a Distributed Map's
+    child, ``execution:Machine/MapRun:child``), so the grant names every execution here."""
+    executions = cdk.Stack.of(function).format_arn(
+        service="states",
+        resource="execution",
+        resource_name="*",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    )
+    allow(function, ["states:GetExecutionHistory"], [executions])
+    acknowledge(
+        function.role,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:*]",
+        HISTORY_REASON,
+    )
 
 
 def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str]) -> None:

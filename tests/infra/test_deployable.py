@@ -119,3 +119,26 @@ def test_the_worker_s_concurrency_is_a_setting() -> None:
         if "RequestQueue" in json.dumps(r["Properties"]["EventSourceArn"])
     )
     assert worker["Properties"]["ScalingConfig"] == {"MaximumConcurrency": 50}
+
+
+def _statements_of(template: dict[str, Any], role_prefix: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in _resources(template, "AWS::IAM::Policy").values()
+        if any(role["Ref"].startswith(role_prefix) for role in policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+@pytest.mark.parametrize("role", ["ApprovalsApiFunctionRole", "ApprovalsSweeperFunctionRole"])
+def test_the_history_of_any_workflow_that_asks_may_be_read(template: dict[str, Any], role: str) -> None:
+    """A repeat decision refused near the expiry is judged by the execution's history. The
+    executions that ask are mostly teams' own workflows and Distributed Map children
+    (``execution:Machine/MapRun:child``), not the product's two state machines: the grant
+    names every execution of the account and region."""
+    (read,) = [s for s in _statements_of(template, role) if s["Action"] == "states:GetExecutionHistory"]
+    every_execution = [
+        "arn:", {"Ref": "AWS::Partition"}, ":states:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, ":execution:*",
+    ]  # fmt: skip
+    assert read["Resource"] == {"Fn::Join": ["", every_execution]}

@@ -21,10 +21,9 @@ RECEIVE = {
 }
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
-# Whether a refused repeat of an answer was taken or timed out: the execution's history.
-READ_HISTORY = {
-    ("states:GetExecutionHistory", f"executions of {machine}") for machine in ("approval", "fan-out")
-}
+# Whether a refused repeat of an answer was taken or timed out: the history of the execution,
+# any workflow's of the account and region (teams' own, Distributed Map children).
+READ_HISTORY = {("states:GetExecutionHistory", "every execution")}
 
 # (action, resource) per function; resources by role: "table", "table/index/<name>",
 # "topic", "secret", "queue", "dead-letter-queue", "own-logs", or "*".
@@ -123,26 +122,11 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         json.dumps({"Fn::GetAtt": [own_logs, "Arn"]}): "own-logs",
         json.dumps("*"): "*",
     }
-    for machine, label in (("ApprovalStateMachine", "approval"), ("FanoutStateMachine", "fan-out")):
-        logical_id, _ = only(
-            {
-                lid: r
-                for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
-                if machine in lid
-            }
-        )
-        executions = [
-            "arn:",
-            {"Ref": "AWS::Partition"},
-            ":states:",
-            {"Ref": "AWS::Region"},
-            ":",
-            {"Ref": "AWS::AccountId"},
-            ":execution:",
-            {"Fn::GetAtt": [logical_id, "Name"]},
-            ":*",
-        ]
-        names[json.dumps({"Fn::Join": ["", executions]})] = f"executions of {label}"
+    every_execution = [
+        "arn:", {"Ref": "AWS::Partition"}, ":states:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, ":execution:*",
+    ]  # fmt: skip
+    names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
     for index in ("open", "execution", "tell"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
