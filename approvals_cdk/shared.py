@@ -23,6 +23,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
+from approvals.store.close import CONFIRM_DELIVERY_ATTRIBUTES
 from approvals_cdk import packaging
 from approvals_cdk.config import LOG_RETENTION_CHOICES
 
@@ -102,6 +103,20 @@ def grant_history(function: lambda_.Function) -> None:
         function.role,
         "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:*]",
         HISTORY_REASON,
+    )
+
+
+def confirm_delivery(table: dynamodb.ITable) -> iam.PolicyStatement:
+    """The ConfirmDelivery write (approvals.store.close), and nothing else a changed definition
+    might do with ``dynamodb:UpdateItem``: no attribute but the confirmation's own (not the
+    votes, approvers or task token), and nothing returned (a task token read back)."""
+    return iam.PolicyStatement(
+        actions=["dynamodb:UpdateItem"],
+        resources=[table.table_arn],
+        conditions={
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(CONFIRM_DELIVERY_ATTRIBUTES)},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+        },
     )
 
 

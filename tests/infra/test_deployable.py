@@ -10,6 +10,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 
+from approvals.store.close import CONFIRM_DELIVERY
 from approvals_cdk import ApprovalService, ApprovalServiceProps
 from approvals_cdk.config import DEFAULT_WORKER_MAX_CONCURRENCY, ConfigError, from_context
 from approvals_cdk.packaging import build
@@ -142,3 +143,27 @@ def test_the_history_of_any_workflow_that_asks_may_be_read(template: dict[str, A
         {"Ref": "AWS::AccountId"}, ":execution:*",
     ]  # fmt: skip
     assert read["Resource"] == {"Fn::Join": ["", every_execution]}
+
+
+def _attributes_written_by_the_confirmation() -> set[str]:
+    """Every top-level attribute the ConfirmDelivery write names: its key, the attributes its
+    update removes, and those its condition reads."""
+    update = CONFIRM_DELIVERY["UpdateExpression"]
+    assert update.startswith("REMOVE ")
+    removed = {name.strip() for name in update.removeprefix("REMOVE ").split(",")}
+    return {"approval_id", *removed, *CONFIRM_DELIVERY["ExpressionAttributeNames"].values()}
+
+
+def test_the_state_machines_confirmation_may_write_only_its_own_attributes_and_read_nothing(
+    template: dict[str, Any],
+) -> None:
+    """The ConfirmDelivery state's UpdateItem: a changed definition must not be able to read
+    task tokens back (ReturnValues) or rewrite votes and approvers with the same grant."""
+    for machine in ("ApprovalsApprovalStateMachineRole", "ApprovalsFanoutStateMachineRole"):
+        (write,) = [s for s in _statements_of(template, machine) if s["Action"] == "dynamodb:UpdateItem"]
+        assert write["Condition"] == {
+            "ForAllValues:StringEquals": {
+                "dynamodb:Attributes": sorted(_attributes_written_by_the_confirmation())
+            },
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+        }

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from approvals.store.close import CONFIRM_DELIVERY_ATTRIBUTES
 from tests.infra.conftest import OPERATOR_ROLE, TEAM_WORKFLOW_ROLE, Synthesis
 from tests.infra.lookup import HANDLERS, email_topic, function, only, queues
 
@@ -180,7 +181,15 @@ def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     send = {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
     # The ConfirmDelivery state's one write: the approval leaves the sweep's index.
-    confirm = {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::GetAtt": [table, "Arn"]}}
+    confirm = {
+        "Action": "dynamodb:UpdateItem",
+        "Condition": {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(CONFIRM_DELIVERY_ATTRIBUTES)},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+        },
+        "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [table, "Arn"]},
+    }
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
