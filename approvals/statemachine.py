@@ -1,8 +1,9 @@
 """The approval state machines, as Amazon States Language.
 
 One definition serves the CDK stack and the local stack, so what is tested locally is
-what is deployed. The queue URL and the table name are placeholders (``${QueueUrl}``,
-``${TableName}``) filled by CDK's definition substitutions or by :func:`render` locally.
+what is deployed. The queue URL, the table name and the partition in the integrations' ARNs
+are placeholders (``${QueueUrl}``, ``${TableName}``, ``${Partition}``) filled by CDK's
+definition substitutions or by :func:`render` locally.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
 TABLE_NAME_PLACEHOLDER = "${TableName}"
+PARTITION_PLACEHOLDER = "${Partition}"  # aws, aws-cn, aws-us-gov: the stack's
+LOCAL_PARTITION = "aws"  # what moto runs
 DEFAULT_TIMEOUT_SECONDS = 86_400
 MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 # A Distributed Map runs at most this many child executions at once (an inline Map, 40).
@@ -104,7 +107,7 @@ def _approval_states(
         },
         "RequestApproval": {
             "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::sqs:sendMessage.waitForTaskToken",
             "Parameters": {
                 "QueueUrl": QUEUE_URL_PLACEHOLDER,
                 "MessageBody": {
@@ -131,7 +134,7 @@ def _approval_states(
         # state (a hand-written Task, or one whose write fails) is confirmed by the sweep.
         "ConfirmDelivery": {
             "Type": "Task",
-            "Resource": "arn:aws:states:::dynamodb:updateItem",
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::dynamodb:updateItem",
             "Parameters": {
                 "TableName": TABLE_NAME_PLACEHOLDER,
                 "Key": {"approval_id": {"S.$": "$.decision.approval_id"}},
@@ -232,10 +235,11 @@ def fanout_definition(
 
 
 def render(definition: dict[str, Any], queue_url: str, table_name: str) -> str:
-    """The definition as JSON with the queue URL and table name filled in, as CDK's
-    substitutions do."""
+    """The definition as JSON with the queue URL, table name and (moto's) partition filled
+    in, as CDK's substitutions do."""
     return (
         json.dumps(definition)
         .replace(QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(TABLE_NAME_PLACEHOLDER, table_name)
+        .replace(PARTITION_PLACEHOLDER, LOCAL_PARTITION)
     )

@@ -61,9 +61,14 @@ class StateMachines:
         machine = sfn.StateMachine(
             self._scope,
             construct_id,
-            # The very definition the local stack runs; only the queue URL and table are filled in.
+            # The very definition the local stack runs; only the queue URL, the table and the
+            # partition are filled in.
             definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
-            definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
+            definition_substitutions={
+                "QueueUrl": self._queue.queue_url,
+                "TableName": self._table.table_name,
+                "Partition": cdk.Stack.of(self._scope).partition,
+            },
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,

@@ -40,6 +40,7 @@ def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: 
     assert properties["DefinitionSubstitutions"] == {
         "QueueUrl": {"Ref": request},
         "TableName": {"Ref": table},
+        "Partition": {"Ref": "AWS::Partition"},
     }
 
 
@@ -51,6 +52,7 @@ def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synth
         deployed(synthesis)[kind]["DefinitionString"]
         .replace(statemachine.QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(statemachine.TABLE_NAME_PLACEHOLDER, table_name)
+        .replace(statemachine.PARTITION_PLACEHOLDER, "aws")
     )
     # approvals.local.resources.provision creates each machine from exactly this rendering.
     assert json.loads(in_aws) == json.loads(

@@ -167,3 +167,12 @@ def test_the_state_machines_confirmation_may_write_only_its_own_attributes_and_r
             },
             "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
         }
+
+
+def test_the_definitions_name_the_stack_s_partition(template: dict[str, Any]) -> None:
+    """A service integration's ARN names the partition: `arn:aws:` fails in China and GovCloud."""
+    for machine in _resources(template, "AWS::StepFunctions::StateMachine").values():
+        properties = machine["Properties"]
+        assert "arn:aws:" not in properties["DefinitionString"]
+        assert '"arn:${Partition}:states:::' in properties["DefinitionString"]
+        assert properties["DefinitionSubstitutions"]["Partition"] == {"Ref": "AWS::Partition"}

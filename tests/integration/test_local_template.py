@@ -211,7 +211,8 @@ RESOURCES: dict[str, Any] = {
                     "States": {
                         "Build": {
                             "Type": "Task",
-                            "Resource": "arn:aws:states:::lambda:invoke",
+                            # The partition as a CDK stack's definitions name it.
+                            "Resource": "arn:${Partition}:states:::lambda:invoke",
                             "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
                             "OutputPath": "$.Payload",
                             "End": True,
@@ -219,7 +220,7 @@ RESOURCES: dict[str, Any] = {
                     },
                 }
             ),
-            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
+            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN, "Partition": {"Ref": "AWS::Partition"}},
         },
     },
     "WorkflowFailed": {
