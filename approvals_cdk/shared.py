@@ -11,6 +11,7 @@ flight). The parts are how the code reads; the construct tree stays what was dep
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy, Validations
@@ -120,10 +121,21 @@ def confirm_delivery(table: dynamodb.ITable) -> iam.PolicyStatement:
     )
 
 
-def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str]) -> None:
-    """A statement in ``owner``'s resource policy that lets only ``principals`` make the call,
-    whatever the account's identity policies allow."""
+def deny_all_but(
+    owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str], *, called_via: str | None = None
+) -> None:
+    """A statement in ``owner``'s resource policy that lets only ``principals`` make the call
+    (and, with ``called_via``, calls that service makes for whoever uses it), whatever the
+    account's identity policies allow."""
     arn = owner.queue_arn if isinstance(owner, sqs.Queue) else owner.topic_arn
+    conditions: dict[str, dict[str, Any]] = {}
+    if principals:
+        conditions["ArnNotEquals"] = {"aws:PrincipalArn": list(principals)}
+    if called_via:
+        # Absent on a direct call, so the Deny holds there (ForAllValues of nothing is true).
+        conditions["ForAllValues:StringNotEquals"] = {"aws:CalledVia": called_via}
+    if not conditions:
+        raise ValueError(f"{action} would be denied to everyone")
     owner.add_to_resource_policy(
         iam.PolicyStatement(
             sid=f"Only{action.split(':')[1]}ByTheseRoles",
@@ -131,7 +143,7 @@ def deny_all_but(owner: sqs.Queue | sns.Topic, action: str, principals: Sequence
             principals=[iam.AnyPrincipal()],
             actions=[action],
             resources=[arn],
-            conditions={"ArnNotEquals": {"aws:PrincipalArn": list(principals)}},
+            conditions=conditions,
         )
     )
 

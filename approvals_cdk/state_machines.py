@@ -47,16 +47,19 @@ class StateMachines:
         self._run_child_executions(self.fanout)
 
     def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
+        stack = cdk.Stack.of(self._scope)
+        # Step Functions' log delivery adds a resource policy per log group; under the
+        # vendedlogs prefix one policy covers them all (AWS's advice), so the group is named.
+        # The stack name and the construct's path keep two deployments in one account apart;
+        # the stack's own id (the last part of its ARN, new for each stack created) keeps a
+        # group retained after a destroy from blocking the next deploy ("already exists").
+        path = re.sub(
+            r"[^A-Za-z0-9_/.#-]",
+            "-",
+            f"/aws/vendedlogs/states/{stack.stack_name}/{self._scope.node.path}/{construct_id}",
+        )
         log_group = self._factory.log_group(
-            f"{construct_id}Logs",
-            # Step Functions' log delivery adds a resource policy per log group; under the
-            # vendedlogs prefix one policy covers them all (AWS's advice). The stack name
-            # and the construct's path keep two deployments in one account apart.
-            name=re.sub(
-                r"[^A-Za-z0-9_/.#-]",
-                "-",
-                f"/aws/vendedlogs/states/{cdk.Stack.of(self._scope).stack_name}/{self._scope.node.path}/{construct_id}",
-            ),
+            f"{construct_id}Logs", name=f"{path}-{cdk.Fn.select(2, cdk.Fn.split('/', stack.stack_id))}"
         )
         machine = sfn.StateMachine(
             self._scope,

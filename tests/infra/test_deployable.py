@@ -176,3 +176,56 @@ def test_the_definitions_name_the_stack_s_partition(template: dict[str, Any]) ->
         assert "arn:aws:" not in properties["DefinitionString"]
         assert '"arn:${Partition}:states:::' in properties["DefinitionString"]
         assert properties["DefinitionSubstitutions"]["Partition"] == {"Ref": "AWS::Partition"}
+
+
+def test_a_destroyed_stack_can_be_deployed_again(template: dict[str, Any]) -> None:
+    """Log groups are retained when the stack is destroyed: one with a fixed name would make
+    the next deploy fail ("already exists"). A named one carries the stack's own id, which
+    a new stack does not share."""
+    for lid, group in _resources(template, "AWS::Logs::LogGroup").items():
+        assert group["DeletionPolicy"] == "Retain", lid
+        name = group["Properties"].get("LogGroupName")
+        assert name is None or '{"Ref": "AWS::StackId"}' in json.dumps(name), (lid, name)
+
+
+def _subscribe_deny(template: dict[str, Any]) -> dict[str, Any]:
+    (topic,) = (lid for lid in _resources(template, "AWS::SNS::Topic") if "EmailTopic" in lid)
+    (deny,) = [
+        s for s in _topic_policy(template, topic) if s["Effect"] == "Deny" and s["Action"] == "sns:Subscribe"
+    ]
+    return deny
+
+
+def test_the_deployment_s_own_subscriptions_are_let_through_whatever_the_synthesizer() -> None:
+    """The approvers named at deploy time are subscribed by CloudFormation: with the default
+    synthesizer as its execution role; with a synthesizer that has none (CLI credentials,
+    legacy) as whoever deploys, whose calls CloudFormation makes (aws:CalledVia)."""
+    own = _service(ApprovalServiceProps(approvers=[ALICE], asset=build()))
+    assert "cdk-hnb659fds-cfn-exec-role" in json.dumps(_subscribe_deny(own)["Condition"]["ArnNotEquals"])
+    # A synthesizer passed to the stack is bound as a copy whose role ARN Python cannot read
+    # (jsii): the execution roles of the bootstrap, any qualifier, are named by pattern.
+    qualified = _service(
+        ApprovalServiceProps(approvers=[ALICE], asset=build()), cdk.DefaultStackSynthesizer(qualifier="team1")
+    )
+    assert _subscribe_deny(qualified)["Condition"] == {
+        "ArnNotEquals": {
+            "aws:PrincipalArn": [
+                {
+                    "Fn::Join": [
+                        "",
+                        [
+                            "arn:", {"Ref": "AWS::Partition"}, ":iam::", {"Ref": "AWS::AccountId"},
+                            ":role/cdk-*-cfn-exec-role-", {"Ref": "AWS::AccountId"},
+                            "-", {"Ref": "AWS::Region"},
+                        ],
+                    ]
+                }
+            ]
+        }
+    }  # fmt: skip
+    cli = _service(
+        ApprovalServiceProps(approvers=[ALICE], asset=build()), cdk.CliCredentialsStackSynthesizer()
+    )
+    assert _subscribe_deny(cli)["Condition"] == {
+        "ForAllValues:StringNotEquals": {"aws:CalledVia": "cloudformation.amazonaws.com"},
+    }
