@@ -2,8 +2,8 @@
 
 One definition serves the CDK stack and the local stack, so what is tested locally is
 what is deployed. The queue URL, the table name and the partition in the integrations' ARNs
-are placeholders (``${QueueUrl}``, ``${TableName}``, ``${Partition}``) filled by CDK's
-definition substitutions or by :func:`render` locally.
+are placeholders (``${QueueUrl}``, ``${TableName}``, ``${Partition}``) filled by CDK (the
+stack's partition, and definition substitutions) or by :func:`render` locally.
 """
 
 from __future__ import annotations

@@ -65,13 +65,12 @@ class StateMachines:
             self._scope,
             construct_id,
             # The very definition the local stack runs; only the queue URL, the table and the
-            # partition are filled in.
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
-            definition_substitutions={
-                "QueueUrl": self._queue.queue_url,
-                "TableName": self._table.table_name,
-                "Partition": cdk.Stack.of(self._scope).partition,
-            },
+            # partition are filled in. The partition is joined in (not a substitution), so
+            # that cfn-lint, which applies no substitutions, can check the integrations' ARNs.
+            definition_body=sfn.DefinitionBody.from_string(
+                json.dumps(definition).replace(statemachine.PARTITION_PLACEHOLDER, stack.partition)
+            ),
+            definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,

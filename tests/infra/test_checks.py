@@ -76,7 +76,7 @@ def test_only_the_reviewed_findings_are_acknowledged(synthesis: Synthesis) -> No
     fanout = next(
         lid
         for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
-        if '"Map"' in r["Properties"]["DefinitionString"]
+        if "ItemProcessor" in json.dumps(r["Properties"]["DefinitionString"])
     )
     ids = {rule["id"] for rules in acknowledgements(synthesis.template).values() for rule in rules}
     assert ids == ACKNOWLEDGED | {

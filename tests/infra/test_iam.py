@@ -193,7 +193,7 @@ def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
-        if '"Map"' not in machine["Properties"]["DefinitionString"]:
+        if "ItemProcessor" not in json.dumps(machine["Properties"]["DefinitionString"]):
             assert scoped == [send, confirm]
             continue
         # The fan-out's Distributed Map starts a child execution of itself per request.

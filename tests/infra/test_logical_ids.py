@@ -41,7 +41,7 @@ def _state_machine(kind: str) -> Callable[[Synthesis], str]:
             {
                 lid: r
                 for lid, r in machines.items()
-                if ('"Map"' in r["Properties"]["DefinitionString"]) == (kind == "fan-out")
+                if ("ItemProcessor" in json.dumps(r["Properties"]["DefinitionString"])) == (kind == "fan-out")
             }
         )[0]
 

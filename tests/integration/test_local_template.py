@@ -211,8 +211,7 @@ RESOURCES: dict[str, Any] = {
                     "States": {
                         "Build": {
                             "Type": "Task",
-                            # The partition as a CDK stack's definitions name it.
-                            "Resource": "arn:${Partition}:states:::lambda:invoke",
+                            "Resource": "arn:aws:states:::lambda:invoke",
                             "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
                             "OutputPath": "$.Payload",
                             "End": True,
@@ -220,7 +219,7 @@ RESOURCES: dict[str, Any] = {
                     },
                 }
             ),
-            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN, "Partition": {"Ref": "AWS::Partition"}},
+            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
         },
     },
     "WorkflowFailed": {
