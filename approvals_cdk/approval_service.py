@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Unpack
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -84,6 +85,10 @@ class ApprovalServiceProps:
     # published version, which starts from a snapshot instead of importing the handler.
     snap_start: bool = False
     asset: packaging.Asset | None = None  # the Lambda code; built (or reused) if not given
+    # Every function's code, built your own way (from your own lock file, in CI): it must hold
+    # the project's packages and their dependencies for the functions' runtime and
+    # architecture (ApprovalService.lambda_runtime / lambda_architecture). Nothing is built then.
+    code: lambda_.Code | None = None
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
     # Approvals of one fan-out in flight at once (a Distributed Map's child executions).
     fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
@@ -122,7 +127,7 @@ class ApprovalService(Construct):
         self.table = approvals_table(self, props.removal_policy)
         factory = shared.Factory(
             self,
-            asset=props.asset or packaging.build(),
+            code=props.code or shared.asset_code(props.asset or packaging.build()),
             log_retention_days=props.log_retention_days,
             removal_policy=props.removal_policy,
             retention_days=props.retention_days,

@@ -76,6 +76,13 @@ LAMBDA_ARCHITECTURE = {
 }[packaging.LAMBDA_ARCHITECTURE]
 
 
+def asset_code(asset: packaging.Asset) -> lambda_.Code:
+    """The functions' code from a built asset, under the asset's own content hash."""
+    return lambda_.Code.from_asset(
+        str(asset.path), asset_hash=asset.key, asset_hash_type=cdk.AssetHashType.CUSTOM
+    )
+
+
 def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding on ``scope`` (and what it contains), with the reason."""
     if scope is None:
@@ -156,7 +163,7 @@ class Factory:
         self,
         scope: Construct,
         *,
-        asset: packaging.Asset,
+        code: lambda_.Code,
         log_retention_days: int,
         removal_policy: RemovalPolicy,
         retention_days: int,
@@ -164,7 +171,7 @@ class Factory:
         signing_key: secretsmanager.Secret,
     ) -> None:
         self._scope = scope
-        self._asset = asset
+        self._code = code
         self._log_retention = _LOG_RETENTION[log_retention_days]
         self._removal_policy = removal_policy
         self._retention_days = retention_days
@@ -209,11 +216,7 @@ class Factory:
             runtime=LAMBDA_RUNTIME,
             architecture=LAMBDA_ARCHITECTURE,
             handler=handler,
-            code=lambda_.Code.from_asset(
-                str(self._asset.path),
-                asset_hash=self._asset.key,
-                asset_hash_type=cdk.AssetHashType.CUSTOM,
-            ),
+            code=self._code,
             role=role,
             log_group=log_group,
             memory_size=memory_mb,

@@ -5,13 +5,15 @@ requests, and names that let a stack be deployed again after it was destroyed.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_lambda as lambda_
 
 from approvals.store.close import CONFIRM_DELIVERY
-from approvals_cdk import ApprovalService, ApprovalServiceProps
+from approvals_cdk import ApprovalService, ApprovalServiceProps, packaging
 from approvals_cdk.config import DEFAULT_WORKER_MAX_CONCURRENCY, ConfigError, from_context
 from approvals_cdk.packaging import build
 from tests.cdk_templates import synthesize
@@ -172,10 +174,15 @@ def test_the_state_machines_confirmation_may_write_only_its_own_attributes_and_r
 def test_the_definitions_name_the_stack_s_partition(template: dict[str, Any]) -> None:
     """A service integration's ARN names the partition: `arn:aws:` fails in China and GovCloud."""
     for machine in _resources(template, "AWS::StepFunctions::StateMachine").values():
-        properties = machine["Properties"]
-        assert "arn:aws:" not in properties["DefinitionString"]
-        assert '"arn:${Partition}:states:::' in properties["DefinitionString"]
-        assert properties["DefinitionSubstitutions"]["Partition"] == {"Ref": "AWS::Partition"}
+        parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+        assert not any(
+            "arn:aws:" in part or "${Partition}" in part for part in parts if isinstance(part, str)
+        )
+        partitions = [i for i, part in enumerate(parts) if part == {"Ref": "AWS::Partition"}]
+        assert partitions
+        assert all(
+            parts[i - 1].endswith('"arn:') and parts[i + 1].startswith(":states:::") for i in partitions
+        )
 
 
 def test_a_destroyed_stack_can_be_deployed_again(template: dict[str, Any]) -> None:
@@ -229,3 +236,18 @@ def test_the_deployment_s_own_subscriptions_are_let_through_whatever_the_synthes
     assert _subscribe_deny(cli)["Condition"] == {
         "ForAllValues:StringNotEquals": {"aws:CalledVia": "cloudformation.amazonaws.com"},
     }
+
+
+def test_a_team_may_bring_its_own_lambda_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team that builds the functions' package its own way (in CI, from its own lock file)
+    passes it as any `lambda_.Code`: nothing is then built, nor is pip run."""
+
+    def no_build(*_: Any, **__: Any) -> packaging.Asset:
+        raise AssertionError("built although code was given")
+
+    monkeypatch.setattr(packaging, "build", no_build)
+    (tmp_path / "handler.py").write_text("# the team's own build\n")
+    code = lambda_.Code.from_asset(str(tmp_path))
+    template = _service(ApprovalServiceProps(approvers=[ALICE], code=code))
+    keys = {f["Properties"]["Code"]["S3Key"] for f in _resources(template, "AWS::Lambda::Function").values()}
+    assert len(keys) == 1  # one asset, the team's: every function runs it

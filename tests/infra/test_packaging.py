@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,4 +60,44 @@ def test_a_built_asset_is_reused(tmp_path: Path) -> None:
     key = packaging.cache_key(packaging.LambdaTarget(), packaging.requirements())
     (cache / key).mkdir(parents=True)  # as a previous build left it
     asset = packaging.build(cache_root=cache)
-    assert asset == packaging.Asset(cache / key, key)
+    assert asset == packaging.Asset(cache / key, packaging.content_hash(cache / key))
+
+
+def test_the_asset_hash_follows_what_was_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds from the same inputs can differ: an indirect dependency released in between
+    (only the direct ones are pinned), or bytecode from another interpreter. CDK deploys an
+    asset only when its hash changes, so the hash is the built directory's, not the inputs'."""
+    release = ["1.0"]
+
+    def fetched(target: packaging.LambdaTarget, pinned: list[str], into: Path) -> None:
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "indirect.py").write_text(f"VERSION = {release[0]!r}\n")
+
+    monkeypatch.setattr(packaging, "_pip_install", fetched)
+    first = packaging.build(cache_root=tmp_path / "one")
+    release[0] = "1.1"
+    second = packaging.build(cache_root=tmp_path / "two")
+    assert first.path.name == second.path.name  # the same inputs
+    assert first.key != second.key
+    assert packaging.build(cache_root=tmp_path / "one") == first  # reused, and the same hash
+
+
+def test_an_environment_that_runs_the_target_builds_without_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Linux machine with the functions' Python and architecture, the dependencies are
+    copied from the distributions installed here (what the tests ran against): no registry,
+    no network, no pip."""
+
+    def no_pip(*_: object) -> None:
+        raise AssertionError("pip was run")
+
+    monkeypatch.setattr(packaging, "_pip_install", no_pip)
+    here = packaging.LambdaTarget(
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}", architecture=platform.machine()
+    )
+    asset = packaging.build(here, cache_root=tmp_path)
+    top = {path.name for path in asset.path.iterdir()}
+    assert {"pydantic", "pydantic_core", "aws_lambda_powertools", "jinja2", "markupsafe", "worker"} <= top
+    assert not {"boto3", "botocore", "bin"} & top  # the runtime's own; no console scripts
+    assert list(asset.path.glob("pydantic_core/*.so"))  # the native extension, as installed here
