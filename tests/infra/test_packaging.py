@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,23 @@ def test_an_environment_that_runs_the_target_builds_without_pip(
     assert {"pydantic", "pydantic_core", "aws_lambda_powertools", "jinja2", "markupsafe", "worker"} <= top
     assert not {"boto3", "botocore", "bin"} & top  # the runtime's own; no console scripts
     assert list(asset.path.glob("pydantic_core/*.so"))  # the native extension, as installed here
+
+
+PYPROJECT = tomllib.loads((packaging.PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_the_distribution_ships_its_license_and_is_classified() -> None:
+    """setuptools puts LICENSE* files into every distribution it builds (license_files)."""
+    license_text = (packaging.PROJECT_ROOT / "LICENSE").read_text()
+    assert license_text.split()[:3] == ["Apache", "License", "Version"]
+    assert PYPROJECT["license"] == {"text": "Apache-2.0"}
+    assert "License :: OSI Approved :: Apache Software License" in PYPROJECT["classifiers"]
+
+
+def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
+    """Teams on cdk-nag v2 (or none) can install the construct: the checks are opt-in, and
+    the product's own app runs them when cdk-nag is installed."""
+    extras = PYPROJECT["optional-dependencies"]
+    assert not [r for r in extras["cdk"] if r.startswith("cdk-nag")]
+    assert [r for r in extras["nag"] if r.startswith("cdk-nag")]
+    assert "stepfunctions-approvals[nag]" in " ".join(extras["dev"])  # the tests run the checks
