@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import platform
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -122,3 +125,27 @@ def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
     assert not [r for r in extras["cdk"] if r.startswith("cdk-nag")]
     assert [r for r in extras["nag"] if r.startswith("cdk-nag")]
     assert "stepfunctions-approvals[nag]" in " ".join(extras["dev"])  # the tests run the checks
+
+
+def test_the_product_s_app_synthesizes_without_cdk_nag(tmp_path: Path) -> None:
+    """`pip install ".[cdk]"` alone: the app says it skips the checks and synthesizes."""
+    script = (
+        "import runpy, sys; sys.modules['cdk_nag'] = None;"  # as if not installed
+        " runpy.run_module('approvals_cdk.app', run_name='__main__')"
+    )
+    environment = {
+        **os.environ,
+        "CDK_OUTDIR": str(tmp_path),
+        "CDK_CONTEXT_JSON": json.dumps({"approvers": "alice@example.com"}),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=packaging.PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cdk-nag is not installed: synthesizing without its checks" in done.stderr
+    assert (tmp_path / "ApprovalsStack.template.json").is_file()
