@@ -294,7 +294,7 @@ def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approva
     ):
         raise TargetError(
             f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"
-            " run the same command again to send it (on AWS, as a role in the stack's operatorRoles)"
+            " run the same command again to send it"
         )
     return approval
 
