@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local,dev,cdk]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev,cdk,nag]'
 	touch $@
 
 setup: $(STAMP)

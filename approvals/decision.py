@@ -21,7 +21,7 @@ from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote,
 from approvals.owed import send_owed_links
 from approvals.runtime import Services
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
-from approvals.tasks import TaskGone, succeed, took_answer
+from approvals.tasks import HistoryDenied, TaskGone, succeed, took_answer
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -355,8 +355,7 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
         except TaskGone as gone:
             refused_at = utcnow()
             taken = (repeat or gone.resent) and (
-                not approval.may_have_timed_out(refused_at)
-                or took_answer(sfn, approval.execution, approval.approval_id)
+                not approval.may_have_timed_out(refused_at) or _history_says_taken(sfn, approval)
             )
             if not taken:
                 _too_late(store, approval, refused_at)
@@ -370,6 +369,21 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     if repeat:
         store.confirm_delivery(approval.approval_id)
     return Delivery.DELIVERED
+
+
+def _history_says_taken(sfn: SFNClient, approval: Approval) -> bool:
+    """Whether the execution's history holds this approval's answer. Where it may not be
+    read (asking again would not change that, and the approval would stay in the sweep's
+    index for good), the store's record decides: a decision whose delivery never failed
+    was taken, one whose delivery failed was not."""
+    try:
+        return took_answer(sfn, approval.execution, approval.approval_id)
+    except HistoryDenied:
+        log.warning(
+            "execution history not readable: judged by the delivery record",
+            extra={"approval_id": approval.approval_id, "delivery_failed": approval.delivery_failed},
+        )
+        return not approval.delivery_failed
 
 
 def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) -> NoReturn:

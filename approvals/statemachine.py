@@ -1,8 +1,9 @@
 """The approval state machines, as Amazon States Language.
 
 One definition serves the CDK stack and the local stack, so what is tested locally is
-what is deployed. The queue URL and the table name are placeholders (``${QueueUrl}``,
-``${TableName}``) filled by CDK's definition substitutions or by :func:`render` locally.
+what is deployed. The queue URL, the table name and the partition in the integrations' ARNs
+are placeholders (``${QueueUrl}``, ``${TableName}``, ``${Partition}``) filled by CDK (the
+stack's partition, and definition substitutions) or by :func:`render` locally.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from approvals.store.close import CONFIRM_DELIVERY
 
 QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
 TABLE_NAME_PLACEHOLDER = "${TableName}"
+PARTITION_PLACEHOLDER = "${Partition}"  # aws, aws-cn, aws-us-gov: the stack's
+LOCAL_PARTITION = "aws"  # what moto runs
 # A Distributed Map runs at most this many child executions at once (an inline Map, 40).
 MAX_FANOUT_CONCURRENCY = 10_000
 
@@ -101,7 +104,7 @@ def _approval_states(
         },
         "RequestApproval": {
             "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::sqs:sendMessage.waitForTaskToken",
             "Parameters": {
                 "QueueUrl": QUEUE_URL_PLACEHOLDER,
                 "MessageBody": {
@@ -128,7 +131,7 @@ def _approval_states(
         # state (a hand-written Task, or one whose write fails) is confirmed by the sweep.
         "ConfirmDelivery": {
             "Type": "Task",
-            "Resource": "arn:aws:states:::dynamodb:updateItem",
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::dynamodb:updateItem",
             "Parameters": {
                 "TableName": TABLE_NAME_PLACEHOLDER,
                 "Key": {"approval_id": {"S.$": "$.decision.approval_id"}},
@@ -229,10 +232,11 @@ def fanout_definition(
 
 
 def render(definition: dict[str, Any], queue_url: str, table_name: str) -> str:
-    """The definition as JSON with the queue URL and table name filled in, as CDK's
-    substitutions do."""
+    """The definition as JSON with the queue URL, table name and (moto's) partition filled
+    in, as CDK's substitutions do."""
     return (
         json.dumps(definition)
         .replace(QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(TABLE_NAME_PLACEHOLDER, table_name)
+        .replace(PARTITION_PLACEHOLDER, LOCAL_PARTITION)
     )

@@ -21,6 +21,16 @@ CAUSE_LIMIT = 32_768
 GONE = {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
 
 
+# What the service says to a caller not allowed to read an execution's history: another
+# account's execution, or a policy that names only some state machines. Asking again
+# cannot change it.
+HISTORY_DENIED = {"AccessDeniedException", "AccessDenied"}
+
+
+class HistoryDenied(Exception):
+    """The execution's history may not be read by this caller."""
+
+
 class TaskGone(Exception):
     """The workflow no longer waits on this token.
 
@@ -47,13 +57,19 @@ def _call(action, **kwargs: str) -> None:  # type: ignore[no-untyped-def]
 def took_answer(sfn: SFNClient, execution_arn: str, approval_id: str) -> bool:
     """Whether the execution took this approval's answer: its history holds a
     ``TaskSucceeded`` whose output names the approval. The service refuses a second answer
-    and an answer after the task timed out alike; the history tells them apart."""
+    and an answer after the task timed out alike; the history tells them apart. Raises
+    :class:`HistoryDenied` if this caller may not read it."""
     pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn, reverseOrder=True)
-    for page in pages:
-        for event in page["events"]:
-            output = event.get("taskSucceededEventDetails", {}).get("output")
-            if output and json.loads(output).get("approval_id") == approval_id:
-                return True
+    try:
+        for page in pages:
+            for event in page["events"]:
+                output = event.get("taskSucceededEventDetails", {}).get("output")
+                if output and json.loads(output).get("approval_id") == approval_id:
+                    return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code", "") in HISTORY_DENIED:
+            raise HistoryDenied(execution_arn) from None
+        raise
     return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -125,6 +126,17 @@ class Alarms:
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         topic = sns.Topic(
             self._scope, "AlarmTopic", display_name="Approvals alarms", enforce_ssl=True, master_key=key
+        )
+        # The topic's policy (enforce_ssl makes one) replaces SNS's default: CloudWatch needs
+        # its own Allow, limited to this account's alarms (confused deputy).
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self._scope).account}},
+            )
         )
         if alarm_email:
             topic.add_subscription(subscriptions.EmailSubscription(alarm_email))

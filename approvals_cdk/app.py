@@ -3,8 +3,8 @@ repository root.
 
 cdk.json runs this module (`python -m approvals_cdk.app`) with the project's virtual
 environment. Context parameters are described in approvals_cdk/config.py and the README's
-"Deploy to AWS" section. cdk-nag's AWS Solutions pack checks the app on every synth: an
-unacknowledged finding fails it.
+"Deploy to AWS" section. cdk-nag's AWS Solutions pack, when installed (the `nag` extra),
+checks the app on every synth: an unacknowledged finding fails it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 import sys
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
 
 from approvals_cdk.config import ConfigError, from_context
 from approvals_cdk.stack import ApprovalsStack
+
+try:
+    from cdk_nag import AwsSolutionsChecks
+except ModuleNotFoundError:  # optional: `pip install ".[cdk,nag]"` for the checks
+    AwsSolutionsChecks = None  # type: ignore[assignment,misc]
 
 
 def main() -> int:
@@ -30,7 +34,12 @@ def main() -> int:
     # The AWS Solutions checks fail the synth on any finding not acknowledged in the code;
     # the acknowledgements and their reasons are also written into the template's metadata,
     # where a reviewer (and tests/infra) can read them.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
+    if AwsSolutionsChecks is None:
+        print("cdk-nag is not installed: synthesizing without its checks", file=sys.stderr)
+    else:
+        cdk.Validations.of(app).add_plugins(
+            AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True)
+        )
     app.synth()
     return 0
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
@@ -51,11 +52,12 @@ from approvals_cdk.config import (
     DEFAULT_REMINDERS,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SWEEP_MINUTES,
+    DEFAULT_WORKER_MAX_CONCURRENCY,
     LOG_RETENTION,
 )
 from approvals_cdk.directory import ApproverDirectory
 from approvals_cdk.interface import ApprovalServiceBase, IApprovalService, ImportedApprovalService
-from approvals_cdk.queue_worker import QueueAndWorker
+from approvals_cdk.queue_worker import MAX_RECEIVE_COUNT, QueueAndWorker
 from approvals_cdk.sharing import ExecutionEventsBus, Sender, WatchExecutions, check_accounts, sender_arn
 from approvals_cdk.state_machines import StateMachines
 from approvals_cdk.sweeps import Sweeps
@@ -95,13 +97,18 @@ class ApprovalServiceProps:
     # alarm_email); no alarms at all with create_alarms=False.
     alarm_topic: sns.ITopic | None = None
     create_alarms: bool = True
-    # Besides the deployment itself, the roles that may subscribe to the email topic (the
-    # operators who manage approvers).
-    subscriber_roles: Sequence[str] = ()
+    # The operators' roles (ARNs): besides the deployment itself, the only ones that may
+    # subscribe to the email topic (`approvals approvers add`), and besides the service's own
+    # functions, the only ones that may publish to it (`approvals reassign` emails the new
+    # approver with the operator's credentials).
+    operator_roles: Sequence[str] = ()
     allow_self_approval: bool = False  # a requester listed as an approver may approve
     # Reminders and expiry are as precise as this: whole minutes, from 1 to 60.
     sweep_interval: Duration = field(default_factory=lambda: Duration.minutes(DEFAULT_SWEEP_MINUTES))
-    max_receive_count: int = 3  # deliveries of a request before it is dead-lettered
+    max_receive_count: int = MAX_RECEIVE_COUNT  # deliveries of a request before it is dead-lettered
+    # The worker's invocations at once (2 to 1,000): a burst waits in the queue beyond it.
+    # The default fits a new account's concurrency quota of 10; see docs/scaling.md.
+    worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
     # Requests per second (steady, burst), per method: each method has a bucket of its own,
     # so a flood of page views cannot use up the votes'.
     page_view_limits: tuple[float, int] = (10, 20)
@@ -112,6 +119,10 @@ class ApprovalServiceProps:
     # published version, which starts from a snapshot instead of importing the handler.
     snap_start: bool = False
     asset: packaging.Asset | None = None  # the Lambda code; built (or reused) if not given
+    # Every function's code, built your own way (from your own lock file, in CI): it must hold
+    # the project's packages and their dependencies for the functions' runtime and
+    # architecture (ApprovalService.lambda_runtime / lambda_architecture). Nothing is built then.
+    code: lambda_.Code | None = None
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
     # Approvals of one fan-out in flight at once (a Distributed Map's child executions).
     fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
@@ -202,7 +213,7 @@ class ApprovalService(ApprovalServiceBase):
         self.table = approvals_table(self, props.removal_policy)
         factory = shared.Factory(
             self,
-            asset=props.asset or packaging.build(),
+            code=props.code or shared.asset_code(props.asset or packaging.build()),
             log_retention=props.log_retention,
             removal_policy=props.removal_policy,
             retention_days=int(props.approval_retention.to_days()),
@@ -233,6 +244,7 @@ class ApprovalService(ApprovalServiceBase):
             api_url=self.api.url,
             worker_timeout=props.worker_timeout,
             max_receive_count=props.max_receive_count,
+            max_concurrency=props.worker_max_concurrency,
             allow_self_approval=props.allow_self_approval,
             sweep_seconds=int(props.sweep_interval.to_seconds()),
         )
@@ -253,7 +265,6 @@ class ApprovalService(ApprovalServiceBase):
             factory,
             self.table,
             directory,
-            [machines.approval, machines.fanout],
             api_url=self.api.url,
             reminders=props.reminders,
             sweep_minutes=int(props.sweep_interval.to_minutes()),
@@ -272,9 +283,8 @@ class ApprovalService(ApprovalServiceBase):
             else None
         )
 
-        # Grants that span the parts. The API reads the history of the state machines' executions
-        # (which need the queue, whose worker needs the API's URL, so they come after the API).
-        shared.grant_history(self.api_function, [machines.approval, machines.fanout])
+        # Grants that span the parts. The API reads the history of the executions that ask.
+        shared.grant_history(self.api_function)
         # Only the functions that sign or verify links read the key (at its first use).
         for function in (self.worker, self.api_function, self.sweeper):
             shared.allow(function, ["secretsmanager:GetSecretValue"], [self.signing_key.secret_arn])
@@ -288,7 +298,7 @@ class ApprovalService(ApprovalServiceBase):
             props.allowed_accounts,
         )
         directory.restrict(
-            publishers=[self.worker, self.sweeper, self.api_function], subscriber_roles=props.subscriber_roles
+            publishers=[self.worker, self.sweeper, self.api_function], operator_roles=props.operator_roles
         )
 
         self.alarm_topic: sns.ITopic | None = None

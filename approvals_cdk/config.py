@@ -42,10 +42,15 @@ DURATION_PROPS = {
     "approval_retention": ("days", RETENTION_DAYS_RANGE),
     "sweep_interval": ("minutes", SWEEP_MINUTES_RANGE),
 }
+# The worker's invocations at once. Half a new account's concurrency quota (10), so the
+# approval API and the other functions keep the rest; a burst waits in the queue, unreceived.
+DEFAULT_WORKER_MAX_CONCURRENCY = 5
+WORKER_MAX_CONCURRENCY_RANGE = (2, 1000)  # what an SQS event source mapping accepts
 COUNT_PROPS = {
     "max_receive_count": ("receives", MAX_RECEIVE_COUNT_RANGE),
     "rate_limit_per_ip": ("requests per 5 minutes", RATE_LIMIT_RANGE),
     "fanout_max_concurrency": ("executions", FANOUT_CONCURRENCY_RANGE),
+    "worker_max_concurrency": ("invocations", WORKER_MAX_CONCURRENCY_RANGE),
 }
 EXAMPLE = "-c approvers=alice@example.com,bob@example.com"
 # The retention periods CloudWatch Logs accepts, in days.
@@ -94,11 +99,12 @@ class DeployConfig:
     alarm_email: str | None = None
     allow_self_approval: bool = False
     sender_roles: tuple[str, ...] = ()
-    subscriber_roles: tuple[str, ...] = ()
+    operator_roles: tuple[str, ...] = ()
     allowed_accounts: tuple[str, ...] = ()
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
+    worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
 
 
 def _text(value: Any) -> str:
@@ -263,8 +269,8 @@ def _accounts(value: Any) -> tuple[str, ...]:
 # none of those is a plain word, so a plain word that is not a parameter is a mistake.
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
-    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "subscriberRoles", "rateLimitPerIp",
-    "snapStart", "sweepMinutes", "allowedAccounts",
+    "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "operatorRoles", "rateLimitPerIp",
+    "snapStart", "sweepMinutes", "allowedAccounts", "workerMaxConcurrency",
 )  # fmt: skip
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
@@ -325,7 +331,7 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         alarm_email=read("alarmEmail", lambda v: email("alarmEmail", v), None),
         allow_self_approval=read("allowSelfApproval", _flag("allowSelfApproval"), False),
         sender_roles=read("senderRoles", _roles("senderRoles"), ()),
-        subscriber_roles=read("subscriberRoles", _roles("subscriberRoles"), ()),
+        operator_roles=read("operatorRoles", _roles("operatorRoles"), ()),
         allowed_accounts=read("allowedAccounts", _accounts, ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
         snap_start=read("snapStart", _flag("snapStart"), False),
@@ -333,6 +339,11 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
             "sweepMinutes",
             lambda v: _whole_number("sweepMinutes", v, *SWEEP_MINUTES_RANGE, "minutes"),
             DEFAULT_SWEEP_MINUTES,
+        ),
+        worker_max_concurrency=read(
+            "workerMaxConcurrency",
+            lambda v: _whole_number("workerMaxConcurrency", v, *WORKER_MAX_CONCURRENCY_RANGE, "invocations"),
+            DEFAULT_WORKER_MAX_CONCURRENCY,
         ),
     )
     problems.raise_any()

@@ -4,6 +4,7 @@ publish to it or subscribe to it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import aws_cdk as cdk
 from aws_cdk import aws_kms as kms
@@ -24,6 +25,25 @@ DIRECTORY_READ_REASON = (
     " not an IAM resource type), so IAM requires Resource '*'; it reads a subscription's filter"
     " policy and protection, which the approver directory needs."
 )
+
+
+def _execution_role(stack: cdk.Stack) -> str:
+    """The ARN of the role CloudFormation deploys ``stack`` with (DefaultStackSynthesizer)."""
+    try:
+        # Its ARN holds ${AWS::AccountId}-style placeholders, for Fn::Sub to fill in.
+        return cdk.Fn.sub(
+            cast(cdk.DefaultStackSynthesizer, stack.synthesizer).cloud_formation_execution_role_arn
+        )
+    except RuntimeError:
+        # A synthesizer passed to the stack is bound as a copy that jsii hands Python as the
+        # unbound original, whose getter refuses: name the bootstrap's execution roles of
+        # any qualifier instead (IAM's ARN conditions take wildcards).
+        return stack.format_arn(
+            service="iam",
+            region="",
+            resource="role",
+            resource_name=f"cdk-*-cfn-exec-role-{stack.account}-{stack.region}",
+        )
 
 
 class ApproverDirectory:
@@ -56,18 +76,22 @@ class ApproverDirectory:
         shared.allow(function, ["sns:ListSubscriptionsByTopic"], [self.topic.topic_arn])
         shared.allow(function, ["sns:GetSubscriptionAttributes"], ["*"])
 
-    def restrict(self, publishers: Sequence[lambda_.Function], subscriber_roles: Sequence[str]) -> None:
-        """Only these functions publish, and only the deployment and these roles subscribe: a
-        wildcard ``sns:Subscribe`` elsewhere in the account would otherwise let a principal add
-        an unfiltered subscription and receive every approver's link."""
-        deployment = cdk.Stack.of(self.topic).synthesizer
-        # CloudFormation creates the approvers' subscriptions with the bootstrap's execution
-        # role; its ARN holds ${AWS::AccountId}-style placeholders, for Fn::Sub to fill in.
-        deployer = (
-            [cdk.Fn.sub(deployment.cloud_formation_execution_role_arn)]
-            if isinstance(deployment, cdk.DefaultStackSynthesizer)
-            else []
-        )
+    def restrict(self, publishers: Sequence[lambda_.Function], operator_roles: Sequence[str]) -> None:
+        """Only these functions and the operators publish, and only the deployment and the
+        operators subscribe: a wildcard ``sns:Subscribe`` elsewhere in the account would
+        otherwise let a principal add an unfiltered subscription and receive every approver's
+        link, and a wildcard ``sns:Publish`` let it email approvers text of its choosing."""
         roles = [function.role.role_arn for function in publishers if function.role is not None]
-        shared.deny_all_but(self.topic, "sns:Publish", roles)
-        shared.deny_all_but(self.topic, "sns:Subscribe", [*deployer, *subscriber_roles])
+        shared.deny_all_but(self.topic, "sns:Publish", [*roles, *operator_roles])
+        stack = cdk.Stack.of(self.topic)
+        deployment = stack.synthesizer
+        if isinstance(deployment, cdk.DefaultStackSynthesizer):
+            # CloudFormation creates the approvers' subscriptions with the synthesizer's
+            # execution role.
+            shared.deny_all_but(self.topic, "sns:Subscribe", [_execution_role(stack), *operator_roles])
+        else:
+            # A synthesizer without an execution role (CLI credentials, legacy): CloudFormation
+            # subscribes as whoever deploys, unknown here, so what it calls is let through.
+            shared.deny_all_but(
+                self.topic, "sns:Subscribe", operator_roles, called_via="cloudformation.amazonaws.com"
+            )

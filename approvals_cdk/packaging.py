@@ -7,7 +7,10 @@ whatever machine runs `cdk synth`. The project's own packages are copied beside 
 
 The directory is cached under ``build/lambda/<key>``, where the key hashes everything that
 goes into it (the target runtime, the pinned requirements, the project's source files), so
-a repeated synth reuses it and any change builds a new one.
+a repeated synth reuses it and any change builds a new one. The asset's hash, which decides
+whether CDK deploys it again, is the hash of the built directory itself: the same inputs can
+build different bytes (an indirect dependency released in between, bytecode of another
+interpreter), and the functions must change whenever their code does.
 
 Why Python 3.13 on arm64: Graviton functions cost about 20% less, and python3.13 runs on
 Amazon Linux 2023 until mid-2029 (python3.11 is deprecated in mid-2027). pip fetches wheels
@@ -68,6 +71,8 @@ EXCLUDED_PATHS = (Path("approvals") / "local",)
 # asset test puts the interpreter's own copies on the path, as Lambda does).
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 RUNTIME_PROVIDED_DISTRIBUTIONS = ("boto3", "botocore")
+# What those need, also in the runtime: left out when the dependencies are gathered here.
+_RUNTIME_PROVIDED_DEPENDENCIES = ("s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a requirement's distribution name
 
 
@@ -158,6 +163,69 @@ def cache_key(target: LambdaTarget, pinned: list[str], root: Path = PROJECT_ROOT
     return digest.hexdigest()[:32]
 
 
+def _fits(tag: str, target: LambdaTarget) -> bool:
+    """Whether a wheel tag (``interpreter-abi-platform``) runs on the target runtime."""
+    interpreter, abi, platform = tag.split("-")
+    cpython = f"cp{target.python_version.replace('.', '')}"
+    return (
+        interpreter in ("py3", cpython)
+        and abi in ("none", "abi3", cpython)
+        and (platform == "any" or platform in target.platforms)
+    )
+
+
+def _installed_closure(pinned: list[str]) -> list[importlib.metadata.Distribution] | None:
+    """The installed distributions of the pinned requirements and of everything they need
+    (their extras aside), or None if one is missing."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [line for line in pinned]
+    while todo:
+        line = todo.pop()
+        name = _NAME.match(line)
+        if name is None or "extra ==" in line:
+            continue
+        key = name.group(0).lower().replace("_", "-")
+        if key in found or key in RUNTIME_PROVIDED_DISTRIBUTIONS or key in _RUNTIME_PROVIDED_DEPENDENCIES:
+            continue
+        try:
+            found[key] = importlib.metadata.distribution(name.group(0))
+        except importlib.metadata.PackageNotFoundError:
+            if ";" in line:  # a marker (another Python or platform): not needed here
+                continue
+            return None
+        todo += found[key].requires or []
+    return list(found.values())
+
+
+def _install_from_environment(target: LambdaTarget, pinned: list[str], into: Path) -> bool:
+    """Copy the dependencies from this environment instead of fetching them, if it runs the
+    target (Linux, same Python and architecture) and every installed wheel fits the runtime.
+    No network, no pip: what was tested is what is deployed."""
+    if not (
+        sys.platform == "linux"
+        and target.matches_this_interpreter
+        and os.uname().machine == target.architecture
+    ):
+        return False
+    distributions = _installed_closure(pinned)
+    if distributions is None:
+        return False
+    for distribution in distributions:
+        wheel = distribution.read_text("WHEEL") or ""
+        tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+        if not any(_fits(tag, target) for tag in tags) or distribution.files is None:
+            return False  # built on this machine, or for another platform: pip fetches it
+    for distribution in distributions:
+        for file in distribution.files or []:
+            relative = Path(file)
+            if ".." in relative.parts or "__pycache__" in relative.parts:
+                continue  # console scripts (bin/), and bytecode: compiled afresh
+            destination = into / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(str(distribution.locate_file(file))), destination)
+    return True
+
+
 def _pip_install(target: LambdaTarget, pinned: list[str], into: Path) -> None:
     command = [
         sys.executable, "-m", "pip", "install",
@@ -212,10 +280,20 @@ def _prune(cache_root: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def content_hash(directory: Path) -> str:
+    """The hash of every file in the directory, by relative path and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class Asset:
     path: Path
-    key: str  # the content hash: CDK uses it as the asset hash
+    key: str  # the built directory's content hash: CDK uses it as the asset hash
 
 
 def build(
@@ -228,12 +306,14 @@ def build(
     final = cache_root / key
     if final.is_dir():
         os.utime(final)  # most recently used: kept by the pruning
-        return Asset(final, key)
+        return Asset(final, content_hash(final))
     cache_root.mkdir(parents=True, exist_ok=True)
     staging = cache_root / f".building-{key}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _pip_install(target, pinned, staging)
+        staging.mkdir()
+        if not _install_from_environment(target, pinned, staging):
+            _pip_install(target, pinned, staging)
         shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: nothing runs them
         _copy_project(root, staging)
         if target.matches_this_interpreter:  # bytecode is specific to the Python version
@@ -246,4 +326,4 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _prune(cache_root, keep=final)
-    return Asset(final, key)
+    return Asset(final, content_hash(final))

@@ -16,6 +16,9 @@ from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
 from approvals_cdk.sharing import allow_accounts
 
 DEAD_LETTER_TIMEOUT = Duration.seconds(30)
+# Receives of a request before it is dead-lettered: AWS's guidance for an SQS event source
+# is 5 or more, so that throttling and slow downstream calls do not fail good requests.
+MAX_RECEIVE_COUNT = 5
 
 
 class QueueAndWorker:
@@ -31,6 +34,7 @@ class QueueAndWorker:
         api_url: str,
         worker_timeout: Duration,
         max_receive_count: int,
+        max_concurrency: int,
         allow_self_approval: bool,
         sweep_seconds: int,
     ) -> None:
@@ -76,6 +80,9 @@ class QueueAndWorker:
                 batch_size=10,
                 max_batching_window=Duration.seconds(1),
                 report_batch_item_failures=True,
+                # Without a cap the mapping scales past the account's quota, and each throttled
+                # batch goes back to the queue: a receive used up.
+                max_concurrency=max_concurrency,
             )
         )
         # Store the approval (conditional put, then updates), email, and answer an invalid

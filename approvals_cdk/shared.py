@@ -11,7 +11,7 @@ flight). The parts are how the code reads; the construct tree stays what was dep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy, Validations
@@ -22,9 +22,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
+from approvals.store.close import CONFIRM_DELIVERY_ATTRIBUTES
 from approvals_cdk import packaging
 
 # The task-token calls (states:SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat) cannot
@@ -42,8 +42,9 @@ TASK_RESPONSE_REASON = (
 )
 
 HISTORY_REASON = (
-    "Executions are named when they start, so their ARNs end in a wildcard; the history read"
-    " is only of this stack's own state machines' executions."
+    "The executions that ask for approval are those of any workflow of the account and region"
+    " (teams' own state machines, Distributed Map children), named when they start: the history"
+    " read names every execution of this account and region, and no other action."
 )
 
 LAMBDA_RUNTIME = {
@@ -55,6 +56,13 @@ LAMBDA_ARCHITECTURE = {
     "x86_64": lambda_.Architecture.X86_64,
     "aarch64": lambda_.Architecture.ARM_64,
 }[packaging.LAMBDA_ARCHITECTURE]
+
+
+def asset_code(asset: packaging.Asset) -> lambda_.Code:
+    """The functions' code from a built asset, under the asset's own content hash."""
+    return lambda_.Code.from_asset(
+        str(asset.path), asset_hash=asset.key, asset_hash_type=cdk.AssetHashType.CUSTOM
+    )
 
 
 def acknowledge(scope: IConstruct | None, rule: str, reason: str) -> None:
@@ -69,40 +77,62 @@ def allow(function: lambda_.Function, actions: list[str], resources: list[str]) 
     function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
 
 
-def grant_history(function: lambda_.Function, machines: Sequence[sfn.StateMachine]) -> None:
-    """Read the history of the machines' executions: when the service refuses a repeated
-    answer after the task may have timed out, it tells "taken" from "timed out"."""
-    stack = cdk.Stack.of(function)
+def grant_history(function: lambda_.Function) -> None:
+    """Read the history of the executions that ask for approval: when the service refuses a
+    repeated answer after the task may have timed out, it tells "taken" from "timed out".
+    Any workflow of the account may ask (the step, a hand-written Task, a Distributed Map's
+    child, ``execution:Machine/MapRun:child``), so the grant names every execution here."""
+    executions = cdk.Stack.of(function).format_arn(
+        service="states",
+        resource="execution",
+        resource_name="*",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    )
+    allow(function, ["states:GetExecutionHistory"], [executions])
+    acknowledge(
+        function.role,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:*]",
+        HISTORY_REASON,
+    )
 
-    def executions_of(machine: sfn.StateMachine) -> str:
-        return stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{machine.state_machine_name}:*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
 
-    allow(function, ["states:GetExecutionHistory"], [executions_of(m) for m in machines])
-    for machine in machines:
-        # How cdk-nag names the ARN of the machine's executions.
-        logical_id = stack.get_logical_id(cast(cdk.CfnElement, machine.node.default_child))
-        executions = (
-            f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<{logical_id}.Name>:*"
-        )
-        acknowledge(function.role, f"AwsSolutions-IAM5[Resource::{executions}]", HISTORY_REASON)
+def confirm_delivery(table: dynamodb.ITable) -> iam.PolicyStatement:
+    """The ConfirmDelivery write (approvals.store.close), and nothing else a changed definition
+    might do with ``dynamodb:UpdateItem``: no attribute but the confirmation's own (not the
+    votes, approvers or task token), and nothing returned (a task token read back)."""
+    return iam.PolicyStatement(
+        actions=["dynamodb:UpdateItem"],
+        resources=[table.table_arn],
+        conditions={
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(CONFIRM_DELIVERY_ATTRIBUTES)},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+        },
+    )
 
 
 def deny_all_but(
-    owner: sqs.Queue | sns.Topic, action: str, principals: Sequence[str], accounts: Sequence[str] = ()
+    owner: sqs.Queue | sns.Topic,
+    action: str,
+    principals: Sequence[str],
+    accounts: Sequence[str] = (),
+    *,
+    called_via: str | None = None,
 ) -> None:
     """A statement in ``owner``'s resource policy that lets only ``principals`` make the call,
     whatever the account's identity policies allow; and the principals of other ``accounts``,
     as far as their own account's policies allow (a Deny applies only when all its
-    conditions hold)."""
+    conditions hold); with ``called_via``, calls that service makes for whoever uses it."""
     arn = owner.queue_arn if isinstance(owner, sqs.Queue) else owner.topic_arn
-    conditions: dict[str, dict[str, list[str]]] = {"ArnNotEquals": {"aws:PrincipalArn": list(principals)}}
+    conditions: dict[str, dict[str, Any]] = {}
+    if principals:
+        conditions["ArnNotEquals"] = {"aws:PrincipalArn": list(principals)}
     if accounts:
         conditions["StringNotEquals"] = {"aws:PrincipalAccount": list(accounts)}
+    if called_via:
+        # Absent on a direct call, so the Deny holds there (ForAllValues of nothing is true).
+        conditions["ForAllValues:StringNotEquals"] = {"aws:CalledVia": called_via}
+    if not conditions:
+        raise ValueError(f"{action} would be denied to everyone")
     owner.add_to_resource_policy(
         iam.PolicyStatement(
             sid=f"Only{action.split(':')[1]}ByTheseRoles",
@@ -123,7 +153,7 @@ class Factory:
         self,
         scope: Construct,
         *,
-        asset: packaging.Asset,
+        code: lambda_.Code,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         retention_days: int,
@@ -131,7 +161,7 @@ class Factory:
         signing_key: secretsmanager.Secret,
     ) -> None:
         self._scope = scope
-        self._asset = asset
+        self._code = code
         self._log_retention = log_retention
         self._removal_policy = removal_policy
         self._retention_days = retention_days
@@ -176,11 +206,7 @@ class Factory:
             runtime=LAMBDA_RUNTIME,
             architecture=LAMBDA_ARCHITECTURE,
             handler=handler,
-            code=lambda_.Code.from_asset(
-                str(self._asset.path),
-                asset_hash=self._asset.key,
-                asset_hash_type=cdk.AssetHashType.CUSTOM,
-            ),
+            code=self._code,
             role=role,
             log_group=log_group,
             memory_size=memory_mb,

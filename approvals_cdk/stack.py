@@ -39,10 +39,11 @@ class ApprovalsStack(cdk.Stack):
                 alarm_email=config.alarm_email,
                 allow_self_approval=config.allow_self_approval,
                 sender_roles=config.sender_roles,
-                subscriber_roles=config.subscriber_roles,
+                operator_roles=config.operator_roles,
                 allowed_accounts=config.allowed_accounts,
                 rate_limit_per_ip=config.rate_limit_per_ip,
                 snap_start=config.snap_start,
+                worker_max_concurrency=config.worker_max_concurrency,
                 sweep_interval=Duration.minutes(config.sweep_minutes),
                 # The product's deploy is the account's one shared service, in a fresh account
                 # as well: it watches every state machine, and sets the account's API Gateway

@@ -47,22 +47,29 @@ class StateMachines:
         self._run_child_executions(self.fanout)
 
     def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
+        stack = cdk.Stack.of(self._scope)
+        # Step Functions' log delivery adds a resource policy per log group; under the
+        # vendedlogs prefix one policy covers them all (AWS's advice), so the group is named.
+        # The stack name and the construct's path keep two deployments in one account apart;
+        # the stack's own id (the last part of its ARN, new for each stack created) keeps a
+        # group retained after a destroy from blocking the next deploy ("already exists").
+        path = re.sub(
+            r"[^A-Za-z0-9_/.#-]",
+            "-",
+            f"/aws/vendedlogs/states/{stack.stack_name}/{self._scope.node.path}/{construct_id}",
+        )
         log_group = self._factory.log_group(
-            f"{construct_id}Logs",
-            # Step Functions' log delivery adds a resource policy per log group; under the
-            # vendedlogs prefix one policy covers them all (AWS's advice). The stack name
-            # and the construct's path keep two deployments in one account apart.
-            name=re.sub(
-                r"[^A-Za-z0-9_/.#-]",
-                "-",
-                f"/aws/vendedlogs/states/{cdk.Stack.of(self._scope).stack_name}/{self._scope.node.path}/{construct_id}",
-            ),
+            f"{construct_id}Logs", name=f"{path}-{cdk.Fn.select(2, cdk.Fn.split('/', stack.stack_id))}"
         )
         machine = sfn.StateMachine(
             self._scope,
             construct_id,
-            # The very definition the local stack runs; only the queue URL and table are filled in.
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
+            # The very definition the local stack runs; only the queue URL, the table and the
+            # partition are filled in. The partition is joined in (not a substitution), so
+            # that cfn-lint, which applies no substitutions, can check the integrations' ARNs.
+            definition_body=sfn.DefinitionBody.from_string(
+                json.dumps(definition).replace(statemachine.PARTITION_PLACEHOLDER, stack.partition)
+            ),
             definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
@@ -76,10 +83,8 @@ class StateMachines:
         machine.add_to_role_policy(
             iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self._queue.queue_arn])
         )
-        # The ConfirmDelivery state's one write (approvals.statemachine).
-        machine.add_to_role_policy(
-            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self._table.table_arn])
-        )
+        # The ConfirmDelivery state's one write (approvals.statemachine), and no other.
+        machine.add_to_role_policy(shared.confirm_delivery(self._table))
         shared.acknowledge(
             machine.role,
             "AwsSolutions-IAM5[Resource::*]",

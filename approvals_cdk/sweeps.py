@@ -14,7 +14,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from approvals.store import EXECUTION_INDEX, OPEN_INDEX, TELL_INDEX
@@ -34,7 +33,6 @@ class Sweeps:
         factory: shared.Factory,
         table: dynamodb.Table,
         directory: ApproverDirectory,
-        machines: Sequence[sfn.StateMachine],
         *,
         api_url: str,
         reminders: Sequence[str],
@@ -56,7 +54,7 @@ class Sweeps:
             },
         )
         directory.grant_read(self.sweeper)  # who can still be emailed
-        shared.grant_history(self.sweeper, machines)
+        shared.grant_history(self.sweeper)
         # Walk the open index, close / remind / redeliver; the tell index: requesters to tell.
         shared.allow(self.sweeper, ["dynamodb:Query"], [indexes[OPEN_INDEX], indexes[TELL_INDEX]])
         shared.allow(self.sweeper, ["dynamodb:UpdateItem"], [table.table_arn])

@@ -32,6 +32,10 @@ CONFIRM_DELIVERY: Item = {
     },
 }
 
+# Every top-level attribute that write names (its key, what it removes, what its condition
+# reads): the only ones IAM lets a workflow's confirmation touch (dynamodb:Attributes).
+CONFIRM_DELIVERY_ATTRIBUTES = ("approval_id", "delivery_failed", "status", OPEN_ATTRIBUTE)
+
 
 class CloseStore(Table):
     def mark_delivery_failed(self, approval_id: str) -> None:

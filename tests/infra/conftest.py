@@ -43,7 +43,7 @@ CONTEXT = {
     "logRetentionDays": "30",
     "allowSelfApproval": "true",
     "senderRoles": TEAM_WORKFLOW_ROLE,
-    "subscriberRoles": OPERATOR_ROLE,
+    "operatorRoles": OPERATOR_ROLE,
     "rateLimitPerIp": str(RATE_LIMIT_PER_IP),
     # On here, so that cdk-nag and cfn-lint check the alias and version it adds; the run
     # without approvers has every default, SnapStart off.

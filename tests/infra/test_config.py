@@ -183,10 +183,10 @@ def test_the_cdks_own_context_is_not_a_parameter() -> None:
     assert config(approvers="a@example.com", **cdk_own) == config(approvers="a@example.com")
 
 
-def test_sender_and_subscriber_roles_are_role_arns() -> None:
+def test_sender_and_operator_roles_are_role_arns() -> None:
     role = "arn:aws:iam::123456789012:role/path/team-workflow"
-    read = config(approvers="a@example.com", senderRoles=f" {role}, ", subscriberRoles=role)
-    assert (read.sender_roles, read.subscriber_roles) == ((role,), (role,))
+    read = config(approvers="a@example.com", senderRoles=f" {role}, ", operatorRoles=role)
+    assert (read.sender_roles, read.operator_roles) == ((role,), (role,))
     with pytest.raises(ConfigError, match=r"senderRoles: '.*user/bob' is not an IAM role ARN"):
         config(approvers="a@example.com", senderRoles="arn:aws:iam::123456789012:user/bob")
 

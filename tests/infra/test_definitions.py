@@ -19,12 +19,20 @@ DEFINITIONS = {
 }
 
 
+def definition_text(properties: dict[str, Any]) -> str:
+    """The definition as deployed, with the stack's partition joined in (as in ``aws``): the
+    one part CloudFormation fills in besides the substitutions."""
+    separator, parts = properties["DefinitionString"]["Fn::Join"]
+    assert all(part == {"Ref": "AWS::Partition"} for part in parts if not isinstance(part, str))
+    return str(separator).join(part if isinstance(part, str) else "aws" for part in parts)
+
+
 def deployed(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
     """The synthesized state machines, by which definition they carry (Map: fan-out)."""
     found = {}
     for machine in synthesis.resources("AWS::StepFunctions::StateMachine").values():
         properties = machine["Properties"]
-        kind = "fanout" if '"Map"' in properties["DefinitionString"] else "approval"
+        kind = "fanout" if '"Map"' in definition_text(properties) else "approval"
         found[kind] = properties
     return found
 
@@ -32,9 +40,10 @@ def deployed(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("kind", sorted(DEFINITIONS))
 def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: Synthesis, kind: str) -> None:
     properties = deployed(synthesis)[kind]
-    # A plain string, not a Fn::Join: nothing but the substitution is filled in at deploy time.
-    assert isinstance(properties["DefinitionString"], str)
-    assert json.loads(properties["DefinitionString"]) == DEFINITIONS[kind](DEFAULT_TIMEOUT)
+    # Nothing but the partition and the substitutions is filled in at deploy time.
+    assert json.loads(definition_text(properties)) == json.loads(
+        json.dumps(DEFINITIONS[kind](DEFAULT_TIMEOUT)).replace(statemachine.PARTITION_PLACEHOLDER, "aws")
+    )
     request, _ = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     assert properties["DefinitionSubstitutions"] == {
@@ -48,7 +57,7 @@ def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synth
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/approvals-requests"
     table_name = "approvals-table"
     in_aws = (
-        deployed(synthesis)[kind]["DefinitionString"]
+        definition_text(deployed(synthesis)[kind])
         .replace(statemachine.QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(statemachine.TABLE_NAME_PLACEHOLDER, table_name)
     )
@@ -61,7 +70,7 @@ def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synth
 def test_deployed_definitions_apply_the_deployments_default_timeout(synthesis: Synthesis) -> None:
     """The one parameter of the definitions; the worker learns it from each message."""
     for kind, properties in deployed(synthesis).items():
-        definition = json.loads(properties["DefinitionString"])
+        definition = json.loads(definition_text(properties))
         states = definition["States"]
         if kind == "fanout":
             states = states["ApproveEach"]["ItemProcessor"]["States"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from approvals.store.close import CONFIRM_DELIVERY_ATTRIBUTES
 from tests.infra.conftest import OPERATOR_ROLE, TEAM_WORKFLOW_ROLE, Synthesis
 from tests.infra.lookup import HANDLERS, email_topic, function, only, queues
 
@@ -21,10 +22,9 @@ RECEIVE = {
 }
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
-# Whether a refused repeat of an answer was taken or timed out: the execution's history.
-READ_HISTORY = {
-    ("states:GetExecutionHistory", f"executions of {machine}") for machine in ("approval", "fan-out")
-}
+# Whether a refused repeat of an answer was taken or timed out: the history of the execution,
+# any workflow's of the account and region (teams' own, Distributed Map children).
+READ_HISTORY = {("states:GetExecutionHistory", "every execution")}
 
 # (action, resource) per function; resources by role: "table", "table/index/<name>",
 # "topic", "secret", "queue", "dead-letter-queue", "own-logs", or "*".
@@ -123,26 +123,11 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         json.dumps({"Fn::GetAtt": [own_logs, "Arn"]}): "own-logs",
         json.dumps("*"): "*",
     }
-    for machine, label in (("ApprovalStateMachine", "approval"), ("FanoutStateMachine", "fan-out")):
-        logical_id, _ = only(
-            {
-                lid: r
-                for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
-                if machine in lid
-            }
-        )
-        executions = [
-            "arn:",
-            {"Ref": "AWS::Partition"},
-            ":states:",
-            {"Ref": "AWS::Region"},
-            ":",
-            {"Ref": "AWS::AccountId"},
-            ":execution:",
-            {"Fn::GetAtt": [logical_id, "Name"]},
-            ":*",
-        ]
-        names[json.dumps({"Fn::Join": ["", executions]})] = f"executions of {label}"
+    every_execution = [
+        "arn:", {"Ref": "AWS::Partition"}, ":states:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, ":execution:*",
+    ]  # fmt: skip
+    names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
     for index in ("open", "execution", "tell"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
@@ -196,11 +181,19 @@ def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     send = {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
     # The ConfirmDelivery state's one write: the approval leaves the sweep's index.
-    confirm = {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::GetAtt": [table, "Arn"]}}
+    confirm = {
+        "Action": "dynamodb:UpdateItem",
+        "Condition": {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(CONFIRM_DELIVERY_ATTRIBUTES)},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+        },
+        "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [table, "Arn"]},
+    }
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
-        if '"Map"' not in machine["Properties"]["DefinitionString"]:
+        if "ItemProcessor" not in json.dumps(machine["Properties"]["DefinitionString"]):
             assert scoped == [send, confirm]
             continue
         # The fan-out's Distributed Map starts a child execution of itself per request.
@@ -284,7 +277,7 @@ def test_only_the_state_machines_and_named_workflows_may_send_to_the_queue(synth
     )
 
 
-def test_only_the_mailing_functions_publish_and_only_the_deployment_and_operators_subscribe(
+def test_only_the_mailing_functions_and_operators_publish_and_only_the_deployment_and_operators_subscribe(
     synthesis: Synthesis,
 ) -> None:
     """A wildcard sns:Subscribe elsewhere must not add an unfiltered subscription that
@@ -296,7 +289,7 @@ def test_only_the_mailing_functions_publish_and_only_the_deployment_and_operator
         if {"Ref": topic} in p["Properties"]["Topics"]
     ]
     senders = [function(synthesis, name)[1]["Properties"]["Role"] for name in ("worker", "sweeper", "api")]
-    assert deny_unless(policy, "sns:Publish") == senders
+    assert deny_unless(policy, "sns:Publish") == [*senders, OPERATOR_ROLE]  # operators: a reassignment
     subscribers = deny_unless(policy, "sns:Subscribe")
     assert subscribers[1:] == [OPERATOR_ROLE]
     assert "cfn-exec-role" in json.dumps(subscribers[0])  # the bootstrap role CloudFormation deploys with

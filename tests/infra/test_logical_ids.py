@@ -8,6 +8,7 @@ split into parts; a refactoring that moves a construct must keep them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -40,7 +41,7 @@ def _state_machine(kind: str) -> Callable[[Synthesis], str]:
             {
                 lid: r
                 for lid, r in machines.items()
-                if ('"Map"' in r["Properties"]["DefinitionString"]) == (kind == "fan-out")
+                if ("ItemProcessor" in json.dumps(r["Properties"]["DefinitionString"])) == (kind == "fan-out")
             }
         )[0]
 
@@ -71,10 +72,23 @@ def test_stateful_resources_keep_their_logical_ids(
 
 
 def test_named_log_groups_keep_their_names(synthesis: Synthesis) -> None:
-    """The state machines' log groups are named after the construct path: a new name would
-    leave the old group (retained) behind, and the same name under a new ID fails the deploy."""
-    names = {r["Properties"].get("LogGroupName") for r in synthesis.resources("AWS::Logs::LogGroup").values()}
-    assert {
-        "/aws/vendedlogs/states/Approvals/ApprovalsStack/Service/ApprovalStateMachine",
-        "/aws/vendedlogs/states/Approvals/ApprovalsStack/Service/FanoutStateMachine",
-    } <= names
+    """The state machines' log groups are named after the construct path and the stack's id:
+    a new name would leave the old group (retained) behind, and the same name under a new ID
+    fails the deploy. The stack's id stays the same across updates."""
+    names = [
+        json.dumps(r["Properties"]["LogGroupName"])
+        for r in synthesis.resources("AWS::Logs::LogGroup").values()
+        if "LogGroupName" in r["Properties"]
+    ]
+    stack_id = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+    assert sorted(names) == [
+        json.dumps(
+            {
+                "Fn::Join": [
+                    "",
+                    [f"/aws/vendedlogs/states/Approvals/ApprovalsStack/Service/{machine}-", stack_id],
+                ]
+            }
+        )
+        for machine in ("ApprovalStateMachine", "FanoutStateMachine")
+    ]

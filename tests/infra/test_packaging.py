@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -58,4 +64,88 @@ def test_a_built_asset_is_reused(tmp_path: Path) -> None:
     key = packaging.cache_key(packaging.LambdaTarget(), packaging.requirements())
     (cache / key).mkdir(parents=True)  # as a previous build left it
     asset = packaging.build(cache_root=cache)
-    assert asset == packaging.Asset(cache / key, key)
+    assert asset == packaging.Asset(cache / key, packaging.content_hash(cache / key))
+
+
+def test_the_asset_hash_follows_what_was_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds from the same inputs can differ: an indirect dependency released in between
+    (only the direct ones are pinned), or bytecode from another interpreter. CDK deploys an
+    asset only when its hash changes, so the hash is the built directory's, not the inputs'."""
+    release = ["1.0"]
+
+    def fetched(target: packaging.LambdaTarget, pinned: list[str], into: Path) -> None:
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "indirect.py").write_text(f"VERSION = {release[0]!r}\n")
+
+    monkeypatch.setattr(packaging, "_pip_install", fetched)
+    first = packaging.build(cache_root=tmp_path / "one")
+    release[0] = "1.1"
+    second = packaging.build(cache_root=tmp_path / "two")
+    assert first.path.name == second.path.name  # the same inputs
+    assert first.key != second.key
+    assert packaging.build(cache_root=tmp_path / "one") == first  # reused, and the same hash
+
+
+def test_an_environment_that_runs_the_target_builds_without_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Linux machine with the functions' Python and architecture, the dependencies are
+    copied from the distributions installed here (what the tests ran against): no registry,
+    no network, no pip."""
+
+    def no_pip(*_: object) -> None:
+        raise AssertionError("pip was run")
+
+    monkeypatch.setattr(packaging, "_pip_install", no_pip)
+    here = packaging.LambdaTarget(
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}", architecture=platform.machine()
+    )
+    asset = packaging.build(here, cache_root=tmp_path)
+    top = {path.name for path in asset.path.iterdir()}
+    assert {"pydantic", "pydantic_core", "aws_lambda_powertools", "jinja2", "markupsafe", "worker"} <= top
+    assert not {"boto3", "botocore", "bin"} & top  # the runtime's own; no console scripts
+    assert list(asset.path.glob("pydantic_core/*.so"))  # the native extension, as installed here
+
+
+PYPROJECT = tomllib.loads((packaging.PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_the_distribution_ships_its_license_and_is_classified() -> None:
+    """setuptools puts LICENSE* files into every distribution it builds (license_files)."""
+    license_text = (packaging.PROJECT_ROOT / "LICENSE").read_text()
+    assert license_text.split()[:3] == ["Apache", "License", "Version"]
+    assert PYPROJECT["license"] == {"text": "Apache-2.0"}
+    assert "License :: OSI Approved :: Apache Software License" in PYPROJECT["classifiers"]
+
+
+def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
+    """Teams on cdk-nag v2 (or none) can install the construct: the checks are opt-in, and
+    the product's own app runs them when cdk-nag is installed."""
+    extras = PYPROJECT["optional-dependencies"]
+    assert not [r for r in extras["cdk"] if r.startswith("cdk-nag")]
+    assert [r for r in extras["nag"] if r.startswith("cdk-nag")]
+    assert "stepfunctions-approvals[nag]" in " ".join(extras["dev"])  # the tests run the checks
+
+
+def test_the_product_s_app_synthesizes_without_cdk_nag(tmp_path: Path) -> None:
+    """`pip install ".[cdk]"` alone: the app says it skips the checks and synthesizes."""
+    script = (
+        "import runpy, sys; sys.modules['cdk_nag'] = None;"  # as if not installed
+        " runpy.run_module('approvals_cdk.app', run_name='__main__')"
+    )
+    environment = {
+        **os.environ,
+        "CDK_OUTDIR": str(tmp_path),
+        "CDK_CONTEXT_JSON": json.dumps({"approvers": "alice@example.com"}),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=packaging.PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cdk-nag is not installed: synthesizing without its checks" in done.stderr
+    assert (tmp_path / "ApprovalsStack.template.json").is_file()

@@ -39,7 +39,7 @@ def test_request_queue_is_encrypted_and_redrives_after_a_few_receives(
     request, dead_letter = queues(synthesis)
     properties = synthesis.template["Resources"][request]["Properties"]
     assert properties["SqsManagedSseEnabled"] is True
-    assert properties["RedrivePolicy"] == {"deadLetterTargetArn": arn(dead_letter), "maxReceiveCount": 3}
+    assert properties["RedrivePolicy"] == {"deadLetterTargetArn": arn(dead_letter), "maxReceiveCount": 5}
 
 
 def test_dead_letter_queue_is_encrypted_and_keeps_messages_longest(synthesis: Synthesis) -> None:

@@ -12,6 +12,7 @@ from approvals.statemachine import (
     DELIVERY_FAILED,
     EXPIRED,
     INVALID_REQUEST,
+    PARTITION_PLACEHOLDER,
     QUEUE_URL_PLACEHOLDER,
     TABLE_NAME_PLACEHOLDER,
     TIMEOUT,
@@ -54,7 +55,7 @@ def reachable(states: dict[str, Any], start: str) -> set[str]:
 def test_approval_task(states: dict[str, Any]) -> None:
     task = states["RequestApproval"]
     assert task["Type"] == "Task"
-    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["Resource"] == f"arn:{PARTITION_PLACEHOLDER}:states:::sqs:sendMessage.waitForTaskToken"
     assert task["Parameters"]["QueueUrl"] == QUEUE_URL_PLACEHOLDER
     body = task["Parameters"]["MessageBody"]
     # Every field of the worker's contract, each taken from the execution by a path.
@@ -73,7 +74,7 @@ def test_approval_task(states: dict[str, Any]) -> None:
 @pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
 def test_the_workflow_confirms_it_has_the_decision_with_one_conditional_write(states: dict[str, Any]) -> None:
     confirm = states["ConfirmDelivery"]
-    assert confirm["Resource"] == "arn:aws:states:::dynamodb:updateItem"
+    assert confirm["Resource"] == f"arn:{PARTITION_PLACEHOLDER}:states:::dynamodb:updateItem"
     parameters = confirm["Parameters"]
     assert parameters["TableName"] == TABLE_NAME_PLACEHOLDER
     assert "approval_id" in Decision.model_fields  # the task's result names its approval
