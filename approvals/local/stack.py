@@ -206,6 +206,12 @@ class LocalStack:
                 raise cloudformation.TemplateError(
                     f"no template at {template} (`cdk synth` writes cdk.out/STACK.template.json)"
                 )
+        # Each stack is named after its template's file, as `cdk synth` names the file.
+        stacks = {template.name.split(".")[0]: template for template in self.templates}
+        if len(stacks) < len(self.templates):
+            raise cloudformation.TemplateError(
+                "two templates of one stack name (each stack is named after its file)"
+            )
         account, region = cloudformation.environment(self.templates)
         _ensure_free(self.host, self.moto_port, "the AWS endpoint")
         _ensure_free(self.host, self.api_port, "the approval API")
@@ -237,7 +243,7 @@ class LocalStack:
         ).raise_for_status()
         try:
             if self.templates:
-                self.info = self._run_templates(session, endpoint_url, self.templates)
+                self.info = self._run_templates(session, endpoint_url, stacks)
             else:
                 self.info = self._run_provisioned(session, endpoint_url)
         except BaseException:
@@ -334,7 +340,7 @@ class LocalStack:
             signing_secret_arn=resources.signing_secret_arn,
         )
 
-    def _run_templates(self, session: boto3.Session, endpoint_url: str, templates: list[Path]) -> LocalInfo:
+    def _run_templates(self, session: boto3.Session, endpoint_url: str, stacks: dict[str, Path]) -> LocalInfo:
         from approvals.local import cloudformation
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
@@ -349,7 +355,6 @@ class LocalStack:
         # The functions run in this process from the project's packages: moto need not find
         # their code packages in S3 (the CDK CLI would have uploaded them).
         os.environ["VALIDATE_LAMBDA_S3"] = "false"
-        stacks = {template.name.split(".")[0]: template for template in templates}
         outputs: dict[str, str] = {}
         for stack_name, template in stacks.items():  # in order: a consumer imports what a service exports
             outputs.update(cloudformation.deploy(session, template.read_text(), stack_name))

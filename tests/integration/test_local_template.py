@@ -499,3 +499,9 @@ def test_templates_for_two_environments_are_refused_in_one_line(
         " region; the templates differ: Service.template.json for 111111111111 in eu-west-1,"
         " Other.template.json for 222222222222 in eu-west-1\n"
     )
+    twice = ["--template", paths[1], "--template", paths[1]]
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", *twice]) == 2
+    assert capsys.readouterr().err == (
+        f"approvals: cannot run {paths[1]}, {paths[1]} locally: two templates of one stack name"
+        " (each stack is named after its file)\n"
+    )
