@@ -51,14 +51,14 @@ def cmd_local(args: argparse.Namespace) -> int:
     stack = LocalStack(
         moto_port=args.moto_port,
         api_port=args.api_port,
-        template=args.template,
+        templates=args.template or (),
         confirm_subscriptions=not args.pending_subscriptions,
         concurrency=args.concurrency,
     )
     try:
         info = stack.start()
     except TemplateError as error:
-        print(f"approvals: cannot run {args.template} locally: {error}", file=sys.stderr)
+        print(f"approvals: cannot run {', '.join(map(str, args.template))} locally: {error}", file=sys.stderr)
         return 2
     except PortInUse as taken:
         option = "--moto-port" if taken.port == args.moto_port else "--api-port"
@@ -69,7 +69,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         )
         return 2
     info.write()
-    print(banner(info, args.template), flush=True)
+    print(banner(info, args.template or ()), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -401,7 +401,9 @@ def parser() -> argparse.ArgumentParser:
     local_cmd.add_argument(
         "--template",
         type=Path,
-        help="deploy this synthesized template (cdk.out/STACK.template.json) instead of the built-in stack",
+        action="append",
+        help="deploy this synthesized template (cdk.out/STACK.template.json) instead of the built-in stack;"
+        " repeated, the templates in order (a shared service's first, then the stacks that import it)",
     )
     local_cmd.add_argument(
         "--pending-subscriptions",

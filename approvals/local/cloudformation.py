@@ -16,16 +16,21 @@ template, added so that `approvals local --template` deploys the template itself
   are created first.
 
 Large templates (over 51,200 bytes) are deployed by ``TemplateURL``, from a bucket in
-moto's S3, as the CDK CLI does with its staging bucket.
+moto's S3, as the CDK CLI does with its staging bucket. Several templates (a shared service's
+and its consumers', which import its exports: moto resolves ``Fn::ImportValue``) are deployed
+in the order given, into the account and region they were synthesized for, as `cdk deploy`
+does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import boto3
@@ -319,6 +324,43 @@ def apply() -> None:
     LambdaVersion.get_cfn_attribute = _version_number  # type: ignore[attr-defined]
 
 
+# How a cloud assembly's manifest names an environment-agnostic stack's account and region.
+UNKNOWN_ACCOUNT, UNKNOWN_REGION = "unknown-account", "unknown-region"
+
+
+def _synthesized_for(template: Path) -> tuple[str | None, str | None]:
+    """The account and region the CDK synthesized ``template`` for, as the manifest beside it
+    (cdk.out/manifest.json) names them: None where the stack names none (or no manifest)."""
+    try:
+        artifacts = json.loads((template.parent / "manifest.json").read_text())["artifacts"]
+    except (OSError, ValueError, KeyError):
+        return None, None
+    for artifact in artifacts.values():
+        if artifact.get("properties", {}).get("templateFile") == template.name:
+            account, region = artifact.get("environment", "aws:///").removeprefix("aws://").split("/")
+            return (
+                None if account == UNKNOWN_ACCOUNT else account or None,
+                None if region == UNKNOWN_REGION else region or None,
+            )
+    return None, None
+
+
+def environment(templates: Sequence[Path]) -> tuple[str | None, str | None]:
+    """The one account and region that ``templates`` were synthesized for (None: any), which
+    the local stack runs: their ARNs name them (a queue policy naming a role of another stack,
+    an API's stage URL), as a stack deployed elsewhere would not find them."""
+    named = {template: _synthesized_for(template) for template in templates}
+    accounts = {account for account, _ in named.values() if account}
+    regions = {region for _, region in named.values() if region}
+    if len(accounts) > 1 or len(regions) > 1:
+        described = ", ".join(
+            f"{template.name} for {account or 'any account'} in {region or 'any region'}"
+            for template, (account, region) in named.items()
+        )
+        raise TemplateError(f"the local stack runs one account and region; the templates differ: {described}")
+    return next(iter(accounts), None), next(iter(regions), None)
+
+
 def _refuse_what_cannot_run(template: str) -> None:
     try:
         resources = json.loads(template)["Resources"]
@@ -348,7 +390,13 @@ def deploy(session: boto3.Session, template: str, stack_name: str, timeout: floa
         source = {"TemplateBody": template}
     else:
         s3 = session.client("s3")
-        s3.create_bucket(Bucket=TEMPLATE_BUCKET)
+        region = session.region_name or "us-east-1"
+        # S3 takes no location constraint in its first region, and requires one in the others.
+        where: dict[str, Any] = (
+            {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # made for an earlier template
+            s3.create_bucket(Bucket=TEMPLATE_BUCKET, **where)
         key = f"{stack_name}.template.json"
         s3.put_object(Bucket=TEMPLATE_BUCKET, Key=key, Body=template.encode())
         source = {"TemplateURL": f"https://s3.{session.region_name}.amazonaws.com/{TEMPLATE_BUCKET}/{key}"}

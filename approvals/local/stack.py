@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,7 @@ class LocalInfo:
         return cls(**json.loads(path.read_text()))
 
 
-def banner(info: LocalInfo, template: Path | None = None) -> str:
+def banner(info: LocalInfo, templates: Sequence[Path] = ()) -> str:
     """What `approvals local` prints once the stack runs: where everything is, the line that
     points the AWS CLI at it, the state machines there are to start (a template's own, by
     whatever names CloudFormation gave them) and who can be asked already."""
@@ -124,7 +125,7 @@ def banner(info: LocalInfo, template: Path | None = None) -> str:
             f"  approval API  {info.api_url}",
             f"  outbox        {info.outbox_url}",
             *(f"  {label:<13} {arn}" for label, arn in machines),
-            *([f"  template      {template} (deployed into moto's CloudFormation)"] if template else []),
+            *(f"  template      {template} (deployed into moto's CloudFormation)" for template in templates),
             (f"Approvers: {', '.join(confirmed)}; add others" if confirmed else "Add approvers first")
             + " with `approvals approvers add EMAIL...` (a request naming anyone else is refused)",
             "Press Ctrl-C to stop.",
@@ -159,7 +160,7 @@ def _quiet_libraries() -> None:
 
 class LocalStack:
     """The local stack: the product's resources provisioned here (by default), or a
-    synthesized template deployed into moto's CloudFormation (``template``)."""
+    synthesized templates deployed into moto's CloudFormation (``templates``, in order)."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class LocalStack:
         visibility_timeout: int = 5,
         max_receives: int = 3,
         sweep_interval: float = SWEEP_INTERVAL,
-        template: Path | None = None,
+        templates: Sequence[Path] = (),
         confirm_subscriptions: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
@@ -179,7 +180,7 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.sweep_interval = sweep_interval
-        self.template = template
+        self.templates = list(templates)
         # Nobody reads the local mail: approvers are confirmed as they are added, unless
         # asked to leave them pending (their confirmation email is then in the outbox).
         self.confirm_subscriptions = confirm_subscriptions
@@ -198,12 +199,20 @@ class LocalStack:
     def start(self) -> LocalInfo:
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-        from approvals.local.cloudformation import TemplateError
+        from approvals.local import cloudformation
 
-        if self.template is not None and not self.template.is_file():
-            raise TemplateError(
-                f"no template at {self.template} (`cdk synth` writes cdk.out/STACK.template.json)"
+        for template in self.templates:
+            if not template.is_file():
+                raise cloudformation.TemplateError(
+                    f"no template at {template} (`cdk synth` writes cdk.out/STACK.template.json)"
+                )
+        # Each stack is named after its template's file, as `cdk synth` names the file.
+        stacks = {template.name.split(".")[0]: template for template in self.templates}
+        if len(stacks) < len(self.templates):
+            raise cloudformation.TemplateError(
+                "two templates of one stack name (each stack is named after its file)"
             )
+        account, region = cloudformation.environment(self.templates)
         _ensure_free(self.host, self.moto_port, "the AWS endpoint")
         _ensure_free(self.host, self.api_port, "the approval API")
         _quiet_libraries()
@@ -219,7 +228,9 @@ class LocalStack:
         os.environ["MOTO_PORT"] = str(port)
         os.environ.update(LOCAL_CREDENTIALS)
         os.environ["AWS_ENDPOINT_URL"] = endpoint_url
-        session = boto3.Session(region_name="us-east-1")
+        if account:  # moto's server (in this process) then serves every request as this account
+            os.environ["MOTO_ACCOUNT_ID"] = account
+        session = boto3.Session(region_name=region or "us-east-1")
         import requests
 
         # moto keeps its state per process: a stack started after another one in the same
@@ -231,10 +242,10 @@ class LocalStack:
             timeout=10,
         ).raise_for_status()
         try:
-            if self.template is None:
-                self.info = self._run_provisioned(session, endpoint_url)
+            if self.templates:
+                self.info = self._run_templates(session, endpoint_url, stacks)
             else:
-                self.info = self._run_template(session, endpoint_url, self.template)
+                self.info = self._run_provisioned(session, endpoint_url)
         except BaseException:
             self.stop()  # nothing of a stack that did not start is left running
             raise
@@ -329,7 +340,7 @@ class LocalStack:
             signing_secret_arn=resources.signing_secret_arn,
         )
 
-    def _run_template(self, session: boto3.Session, endpoint_url: str, template: Path) -> LocalInfo:
+    def _run_templates(self, session: boto3.Session, endpoint_url: str, stacks: dict[str, Path]) -> LocalInfo:
         from approvals.local import cloudformation
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
@@ -344,9 +355,10 @@ class LocalStack:
         # The functions run in this process from the project's packages: moto need not find
         # their code packages in S3 (the CDK CLI would have uploaded them).
         os.environ["VALIDATE_LAMBDA_S3"] = "false"
-        stack_name = template.name.split(".")[0]
-        outputs = cloudformation.deploy(session, template.read_text(), stack_name)
-        deployed = DeployedTemplate(session, stack_name, template)
+        outputs: dict[str, str] = {}
+        for stack_name, template in stacks.items():  # in order: a consumer imports what a service exports
+            outputs.update(cloudformation.deploy(session, template.read_text(), stack_name))
+        deployed = DeployedTemplate(session, stacks)
         api_function, stage_urls = deployed.api_function()
 
         sqs, sns = session.client("sqs"), session.client("sns")

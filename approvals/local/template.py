@@ -120,22 +120,27 @@ def _pages(client: Any, operation: str, key: str, **arguments: Any) -> Iterator[
 
 
 class DeployedTemplate:
-    """The deployed stack's functions and triggers, read back through the services' APIs."""
+    """The deployed stacks' functions and triggers, read back through the services' APIs."""
 
-    def __init__(self, session: boto3.Session, stack_name: str, template_path: Path) -> None:
+    def __init__(self, session: boto3.Session, stacks: Mapping[str, Path]) -> None:
+        """``stacks``: each deployed stack's name and its template's path."""
         self._session = session
         self.region = session.region_name or "us-east-1"
+        self.functions: dict[str, LocalFunction] = {}
+        for stack_name, template_path in stacks.items():
+            self._read_functions(stack_name, template_path)
+
+    def _read_functions(self, stack_name: str, template_path: Path) -> None:
         template = json.loads(template_path.read_text())
-        resources = session.client("cloudformation").list_stack_resources(StackName=stack_name)[
+        resources = self._session.client("cloudformation").list_stack_resources(StackName=stack_name)[
             "StackResourceSummaries"
         ]
-        self.physical_ids = {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources}
-        lambda_ = session.client("lambda")
-        self.functions: dict[str, LocalFunction] = {}
+        physical_ids = {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources}
+        lambda_ = self._session.client("lambda")
         for logical_id, resource in template["Resources"].items():
-            if resource["Type"] != "AWS::Lambda::Function" or logical_id not in self.physical_ids:
+            if resource["Type"] != "AWS::Lambda::Function" or logical_id not in physical_ids:
                 continue  # not a function, or one whose Condition left it out
-            configuration = lambda_.get_function_configuration(FunctionName=self.physical_ids[logical_id])
+            configuration = lambda_.get_function_configuration(FunctionName=physical_ids[logical_id])
             asset = resource.get("Metadata", {}).get("aws:asset:path")
             self.functions[configuration["FunctionArn"]] = LocalFunction(
                 name=configuration["FunctionName"],

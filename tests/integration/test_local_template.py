@@ -288,7 +288,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalIn
     (path.parent / "asset.team" / "team_pages.py").write_text(TEAM_PAGES)
     path.write_text(json.dumps(team_template(padding=TEMPLATE_BODY_LIMIT)))
     # In this process: the tests read what the template's functions recorded here.
-    stack = LocalStack(moto_port=0, api_port=0, sweep_interval=0.5, template=path, concurrency=IN_PROCESS)
+    stack = LocalStack(moto_port=0, api_port=0, sweep_interval=0.5, templates=[path], concurrency=IN_PROCESS)
     info = stack.start()
     try:
         session = boto3.Session(
@@ -474,3 +474,34 @@ def test_a_template_that_cannot_run_is_refused_in_one_line(
         " error); `cfn-lint` may say what is wrong\n"
     )
     assert dict(os.environ) == environment, "the stack that did not start was stopped"
+
+
+def test_templates_for_two_environments_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The local stack runs the account and region the templates were synthesized for (their
+    ARNs name them): one of each."""
+    paths = []
+    for stack, environment in (
+        ("Service", "aws://111111111111/eu-west-1"),
+        ("Other", "aws://222222222222/eu-west-1"),
+    ):
+        outdir = tmp_path / stack
+        outdir.mkdir()
+        (outdir / f"{stack}.template.json").write_text(json.dumps(team_template()))
+        artifact = {"type": "aws:cloudformation:stack", "environment": environment,
+                    "properties": {"templateFile": f"{stack}.template.json"}}  # fmt: skip
+        (outdir / "manifest.json").write_text(json.dumps({"artifacts": {stack: artifact}}))
+        paths += ["--template", str(outdir / f"{stack}.template.json")]
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", *paths]) == 2
+    assert capsys.readouterr().err == (
+        f"approvals: cannot run {paths[1]}, {paths[3]} locally: the local stack runs one account and"
+        " region; the templates differ: Service.template.json for 111111111111 in eu-west-1,"
+        " Other.template.json for 222222222222 in eu-west-1\n"
+    )
+    twice = ["--template", paths[1], "--template", paths[1]]
+    assert cli.main(["local", "--moto-port", "0", "--api-port", "0", *twice]) == 2
+    assert capsys.readouterr().err == (
+        f"approvals: cannot run {paths[1]}, {paths[1]} locally: two templates of one stack name"
+        " (each stack is named after its file)\n"
+    )

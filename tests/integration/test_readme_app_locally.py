@@ -39,7 +39,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def deployed(template: Path) -> Iterator[LocalInfo]:
-    stack = LocalStack(moto_port=0, api_port=0, template=template, concurrency=IN_PROCESS)
+    stack = LocalStack(moto_port=0, api_port=0, templates=[template], concurrency=IN_PROCESS)
     info = stack.start()
     yield info
     stack.stop()
@@ -74,7 +74,7 @@ def test_the_readme_app_catches_requests_that_cannot_be_asked(template: Path) ->
 def test_the_banner_lists_the_templates_state_machines_and_its_confirmed_approvers(
     deployed: LocalInfo, template: Path
 ) -> None:
-    shown = banner(deployed, template)
+    shown = banner(deployed, [template])
     assert f"state machine {release_pipeline(deployed)}" in shown
     assert not re.search(r"^  [a-z -]+\s*$", shown, re.MULTILINE), shown  # no field left blank
     assert "Approvers: alice@example.com, bob@example.com; add others" in shown
