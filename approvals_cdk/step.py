@@ -14,6 +14,7 @@ from typing import Annotated, Any, Required, TypedDict, Unpack
 
 from aws_cdk import Duration, Token
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -35,6 +36,7 @@ from approvals.models import (
     describe_validation_error,
 )
 from approvals.store.close import CONFIRM_DELIVERY
+from approvals_cdk import shared
 
 # Approvers, fields and escalation steps named at synth time are checked as the worker will
 # check them.
@@ -324,6 +326,21 @@ class ApprovalTask(tasks.SqsSendMessage):
         return cls(scope, construct_id, queue=queue, query_language=sfn.QueryLanguage.JSONATA, **options)
 
 
+class _ConfirmationWrite(tasks.DynamoUpdateItem):
+    """The confirmation's UpdateItem, granted as narrowly as the product's own state machines'
+    (approvals_cdk.shared.confirm_delivery): the confirmation's attributes only, nothing
+    returned. DynamoUpdateItem's own grant would let a changed definition rewrite votes or
+    read task tokens back."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, table: dynamodb.ITable, **props: Any) -> None:
+        super().__init__(scope, construct_id, table=table, **props)
+        self._grant = shared.confirm_delivery(table)
+
+    @property
+    def _task_policies(self) -> list[iam.PolicyStatement]:
+        return [self._grant]
+
+
 class DeliveryConfirmation(sfn.StateMachineFragment):
     """The state after an approval step that tells the service the workflow has the
     decision: the same conditional ``dynamodb:updateItem`` as the product's own state
@@ -336,7 +353,7 @@ class DeliveryConfirmation(sfn.StateMachineFragment):
     ) -> None:
         super().__init__(scope, construct_id)
         values = CONFIRM_DELIVERY["ExpressionAttributeValues"]
-        confirm = tasks.DynamoUpdateItem(
+        confirm = _ConfirmationWrite(
             self,
             "Confirm",
             state_name=construct_id,

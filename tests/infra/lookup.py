@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from approvals.store.close import CONFIRM_DELIVERY_ATTRIBUTES
 from tests.infra.conftest import Synthesis
 
 HANDLERS = {
@@ -51,3 +52,11 @@ def queues(synthesis: Synthesis) -> tuple[str, str]:
 
 def arn(logical_id: str) -> dict[str, Any]:
     return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+# The conditions on every confirmation write's grant (approvals_cdk.shared.confirm_delivery):
+# the confirmation's own attributes only, nothing returned.
+CONFIRMATION_CONDITIONS = {
+    "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(CONFIRM_DELIVERY_ATTRIBUTES)},
+    "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+}

@@ -12,6 +12,7 @@ from approvals_cdk.packaging import build
 from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
 from examples.refund_batch.app import FINANCE, RefundBatchStack
 from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+from tests.infra.lookup import CONFIRMATION_CONDITIONS
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -66,17 +67,18 @@ def test_deploy_gate_may_only_send_to_the_request_queue_and_confirm(
 ) -> None:
     template = templates["deploy"]
     (table,) = (lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
-    the_table = [
-        "arn:", {"Ref": "AWS::Partition"}, ":dynamodb:", {"Ref": "AWS::Region"}, ":",
-        {"Ref": "AWS::AccountId"}, ":table/", {"Ref": table},
-    ]  # fmt: skip
     assert role_statements(template, "PipelineRole") == [
         {
             "Action": "sqs:SendMessage",
             "Effect": "Allow",
             "Resource": {"Fn::GetAtt": [request_queue(template), "Arn"]},
         },
-        {"Action": "dynamodb:UpdateItem", "Effect": "Allow", "Resource": {"Fn::Join": ["", the_table]}},
+        {
+            "Action": "dynamodb:UpdateItem",
+            "Condition": CONFIRMATION_CONDITIONS,
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [table, "Arn"]},
+        },
     ]
 
 

@@ -21,6 +21,7 @@ from examples.shared_service.app import (
 )
 from examples.shared_service.app import build as build_app
 from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+from tests.infra.lookup import CONFIRMATION_CONDITIONS
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -141,6 +142,7 @@ def test_payments_sends_by_the_exports_and_confirms(templates: dict[str, dict[st
     send, confirm = role_statements(payments, "WorkflowRole")
     assert send == {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue_arn}
     assert confirm["Action"] == "dynamodb:UpdateItem"
+    assert confirm["Condition"] == CONFIRMATION_CONDITIONS
     assert json.dumps({"Fn::ImportValue": f"{SERVICE_STACK}-TableArn"}) in json.dumps(confirm["Resource"])
 
 
