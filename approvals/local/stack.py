@@ -202,6 +202,7 @@ class LocalStack:
             visibility_timeout=self.visibility_timeout,
             max_receives=self.max_receives,
             confirm_subscriptions=self.confirm_subscriptions,
+            restrict_senders=True,  # as the product's queue: only the state machines send
         )
         self.resources = resources
 

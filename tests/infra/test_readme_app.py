@@ -28,8 +28,8 @@ def readme_app() -> str:
     return match.group(1)
 
 
-def synthesize_readme_app(tmp_path: Path) -> dict[str, Any]:
-    """The README's app run as the CDK CLI runs it, in an empty directory: its template."""
+def synthesize_readme_app(tmp_path: Path) -> Path:
+    """The README's app run as the CDK CLI runs it, in an empty directory: its template's path."""
     (tmp_path / "app.py").write_text(readme_app())
     outdir = tmp_path / "cdk.out"
     environment = {
@@ -48,13 +48,15 @@ def synthesize_readme_app(tmp_path: Path) -> dict[str, Any]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    template: dict[str, Any] = json.loads((outdir / "ReleaseStack.template.json").read_text())
-    return template
+    return outdir / "ReleaseStack.template.json"
 
 
 @pytest.fixture(scope="module")
 def readme_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return synthesize_readme_app(tmp_path_factory.mktemp("readme-app"))
+    template: dict[str, Any] = json.loads(
+        synthesize_readme_app(tmp_path_factory.mktemp("readme-app")).read_text()
+    )
+    return template
 
 
 def test_the_readme_app_synthesizes_in_an_empty_directory(readme_template: dict[str, Any]) -> None:

@@ -58,9 +58,16 @@ def wait_for_events(
 ROLE = {"Fn::GetAtt": ["Role", "Arn"]}
 LAMBDA_PATH = "2015-03-31/functions/${PageLive}/invocations"  # the alias's ARN
 FUNCTION_ARN = {"Fn::GetAtt": ["Recorder", "Arn"]}
-POLICY = {
+POLICY = {  # what the tests do not do: the local stack evaluates a resource policy's Deny
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*", "Resource": "*"}],
+    "Statement": [
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": ["sqs:DeleteQueue", "sns:DeleteTopic"],
+            "Resource": "*",
+        }
+    ],
 }
 RESOURCES: dict[str, Any] = {
     "Role": {
