@@ -69,6 +69,20 @@ POLICY = {  # what the tests do not do: the local stack evaluates a resource pol
         }
     ],
 }
+BUILD = json.dumps(
+    {
+        "StartAt": "Build",
+        "States": {
+            "Build": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
+                "OutputPath": "$.Payload",
+                "End": True,
+            }
+        },
+    }
+)
 RESOURCES: dict[str, Any] = {
     "Role": {
         "Type": "AWS::IAM::Role",
@@ -79,6 +93,36 @@ RESOURCES: dict[str, Any] = {
                     {
                         "Effect": "Allow",
                         "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        },
+    },
+    # Once set up, the local stack enforces the roles' policies: the Pipeline may invoke
+    # the Recorder, and Bare, with no policy, may do nothing.
+    "InvokeRecorder": {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "InvokeRecorder",
+            "Roles": [{"Ref": "Role"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": FUNCTION_ARN}
+                ],
+            },
+        },
+    },
+    "Bare": {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "states.amazonaws.com"},
                         "Action": "sts:AssumeRole",
                     }
                 ],
@@ -212,20 +256,15 @@ RESOURCES: dict[str, Any] = {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {
             "RoleArn": ROLE,
-            "DefinitionString": json.dumps(
-                {
-                    "StartAt": "Build",
-                    "States": {
-                        "Build": {
-                            "Type": "Task",
-                            "Resource": "arn:aws:states:::lambda:invoke",
-                            "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
-                            "OutputPath": "$.Payload",
-                            "End": True,
-                        }
-                    },
-                }
-            ),
+            "DefinitionString": BUILD,
+            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
+        },
+    },
+    "Ungranted": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "RoleArn": {"Fn::GetAtt": ["Bare", "Arn"]},
+            "DefinitionString": BUILD,
             "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
         },
     },
@@ -424,6 +463,26 @@ def test_a_state_machine_invokes_the_function_here(deployed: tuple[LocalInfo, bo
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"]) == {"batchItemFailures": []}, "what record() answered"
     assert events_where(lambda e: e == {"build": 7})
+
+
+def test_a_state_machine_may_only_make_the_calls_its_role_allows(
+    deployed: tuple[LocalInfo, boto3.Session],
+) -> None:
+    """Once set up, moto refuses an assumed role what its policies do not allow: the
+    executor invokes with the state machine's role, which here has no policy at all."""
+    sfn = client(deployed, "stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Ungranted"], input='{"build": 8}')[
+        "executionArn"
+    ]
+
+    def ended() -> Any:
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+
+    described = eventually(ended, what="the execution to end")
+    assert described["status"] == "FAILED", described
+    assert "AccessDenied" in described.get("cause", "") or "not authorized" in described.get("cause", "")
+    assert not events_where(lambda e: e == {"build": 8}), "the function never ran"
 
 
 def test_event_source_mapping_is_played_by_a_poller(deployed: tuple[LocalInfo, boto3.Session]) -> None:

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from approvals.local import identities
 from approvals.local.access import LOCAL_IDENTITY, denied
 from approvals.local.resources import LOCAL_ROLE, only_senders
 from tests.integration.conftest import Stack
@@ -35,7 +36,8 @@ def as_role(stack: Stack, role_arn: str) -> boto3.Session:
 def refused(call: Any) -> str:
     with pytest.raises(ClientError) as raised:
         call()
-    assert raised.value.response["Error"]["Code"] == "AccessDenied"
+    # moto answers its own IAM refusals in XML, which a JSON service's client reads as "403".
+    assert raised.value.response["Error"]["Code"] in ("AccessDenied", "403"), raised.value.response
     return str(raised.value)
 
 
@@ -164,3 +166,52 @@ def test_which_conditions_are_evaluated(condition: dict[str, Any], principal: st
         "Condition": condition,
     }
     assert denied({"Statement": [statement]}, "sqs:SendMessage", resource, principal) is refused_to
+
+
+def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(stack: Stack) -> None:
+    """moto's own IAM evaluation, for callers with a role's session (the template's functions,
+    the state machines' tasks), with the resource of each call named."""
+    resources = stack.resources
+    iam = boto3.client("iam", region_name="us-east-1")
+    trust = {
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+    }
+    role = iam.create_role(RoleName="worker", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    table = stack.dynamodb.describe_table(TableName=resources.table_name)["Table"]["TableArn"]
+    allowed = [
+        ("sqs:SendMessage", queue_arn(stack)),
+        ("sns:Publish", resources.topic_arn),
+        ("dynamodb:PutItem", table),
+    ]
+    iam.put_role_policy(
+        RoleName="worker",
+        PolicyName="own-calls",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": action, "Resource": arn} for action, arn in allowed
+                ],
+            }
+        ),
+    )
+    worker = as_role(stack, role)
+    identities.apply()
+    stop = identities.enforce()
+    try:
+        sqs, sns, dynamodb = worker.client("sqs"), worker.client("sns"), worker.client("dynamodb")
+        sqs.send_message(QueueUrl=resources.queue_url, MessageBody="granted")
+        refused(lambda: sqs.send_message(QueueUrl=resources.dlq_url, MessageBody="not granted"))
+        sns.publish_batch(  # IAM authorizes PublishBatch as sns:Publish
+            TopicArn=resources.topic_arn, PublishBatchRequestEntries=[{"Id": "1", "Message": "an email"}]
+        )
+        dynamodb.put_item(TableName=resources.table_name, Item={"approval_id": {"S": "a"}})
+        refused(lambda: dynamodb.get_item(TableName=resources.table_name, Key={"approval_id": {"S": "a"}}))
+        stack.sqs.send_message(
+            QueueUrl=resources.dlq_url, MessageBody="the operator's"
+        )  # not an assumed role
+    finally:
+        stop()
+    sqs.send_message(QueueUrl=resources.dlq_url, MessageBody="once stopped, nothing is checked")
