@@ -249,9 +249,10 @@ class ApprovalService(Construct):
 
         Put it anywhere in your own state machine's definition; attaching it grants the
         state machine's role ``sqs:SendMessage`` on this service's request queue, and nothing
-        else. It succeeds with the decision, ``{"outcome": "approved" | "rejected", "votes":
-        [...], "decided_at": ...}`` (at ``result_path``, JSONPath; as ``$states.result``,
-        JSONata), and fails with the errors of :class:`ApprovalErrors`, which
+        else, and names the role among those the queue's policy lets send (see
+        :meth:`grant_send_requests`). It succeeds with the decision, ``{"outcome":
+        "approved" | "rejected", "votes": [...], "decided_at": ...}`` (at ``result_path``,
+        JSONPath; as ``$states.result``, JSONata), and fails with the errors of :class:`ApprovalErrors`, which
         ``.add_catch(handler, errors=[...])`` takes.
 
         Each request field is fixed at synth time (``title="Deploy"``) or read from the
