@@ -357,6 +357,20 @@ def physical_ids(deployed: tuple[LocalInfo, boto3.Session]) -> dict[str, str]:
     return {s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries}
 
 
+def run(deployed: tuple[LocalInfo, boto3.Session], machine: str, execution_input: str = "{}") -> Any:
+    """Starts the template's state machine ``machine`` (logical id); its description once ended."""
+    sfn = client(deployed, "stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)[machine], input=execution_input)[
+        "executionArn"
+    ]
+
+    def ended() -> Any:
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+
+    return eventually(ended, what="the execution to end")
+
+
 def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, boto3.Session]) -> None:
     ids = physical_ids(deployed)
     assert {RESOURCES[logical_id]["Type"] for logical_id in ids} >= SKIPPED_BY_MOTO
@@ -390,14 +404,8 @@ def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, bo
 
 
 def test_state_machine_runs_its_substituted_definition(deployed: tuple[LocalInfo, boto3.Session]) -> None:
-    sfn = client(deployed, "stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Workflow"])["executionArn"]
-
-    def ended() -> Any:
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-
-    described = eventually(ended, what="the execution to end")
+    described = run(deployed, "Workflow")
+    arn = described["executionArn"]
     assert described["status"] == "FAILED"
     assert described["error"] == "Team.BuildFailed"
     # The rule on failed executions of this state machine reaches the function, as in AWS.
@@ -450,16 +458,7 @@ def test_a_schedule_the_local_stack_cannot_play_is_refused_by_name(expression: s
 def test_a_state_machine_invokes_the_function_here(deployed: tuple[LocalInfo, boto3.Session]) -> None:
     """A lambda:invoke task (and so Lambda's Invoke) runs the template's function in this
     process: moto would run it in Docker."""
-    sfn = client(deployed, "stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Pipeline"], input='{"build": 7}')[
-        "executionArn"
-    ]
-
-    def ended() -> Any:
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-
-    described = eventually(ended, what="the execution to end")
+    described = run(deployed, "Pipeline", '{"build": 7}')
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"]) == {"batchItemFailures": []}, "what record() answered"
     assert events_where(lambda e: e == {"build": 7})
@@ -470,16 +469,7 @@ def test_a_state_machine_may_only_make_the_calls_its_role_allows(
 ) -> None:
     """Once set up, moto refuses an assumed role what its policies do not allow: the
     executor invokes with the state machine's role, which here has no policy at all."""
-    sfn = client(deployed, "stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Ungranted"], input='{"build": 8}')[
-        "executionArn"
-    ]
-
-    def ended() -> Any:
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-
-    described = eventually(ended, what="the execution to end")
+    described = run(deployed, "Ungranted", '{"build": 8}')
     assert described["status"] == "FAILED", described
     assert "AccessDenied" in described.get("cause", "") or "not authorized" in described.get("cause", "")
     assert not events_where(lambda e: e == {"build": 8}), "the function never ran"
