@@ -195,15 +195,8 @@ def _executor_client(original: Callable[..., Any]) -> Callable[..., Any]:
     return boto_client_for
 
 
-_applied = False
-
-
 def apply() -> None:
-    """Evaluate the resource policies' Deny statements; once per process."""
-    global _applied
-    if _applied:
-        return
-    _applied = True
+    """Evaluate the resource policies' Deny statements (moto_fixes.apply calls it, once)."""
     # The services answer AccessDenied although their models name no such error shape.
     warnings.filterwarnings("ignore", r"Exception\(AccessDenied\)", UserWarning)
 

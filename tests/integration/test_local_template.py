@@ -83,22 +83,19 @@ BUILD = json.dumps(
         },
     }
 )
-RESOURCES: dict[str, Any] = {
-    "Role": {
+
+
+def role_for(service: str) -> dict[str, Any]:
+    """A role the service may assume, with no policy of its own."""
+    trust = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return {
         "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        },
-    },
+        "Properties": {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [trust]}},
+    }
+
+
+RESOURCES: dict[str, Any] = {
+    "Role": role_for("lambda.amazonaws.com"),
     # Once set up, the local stack enforces the roles' policies: the Pipeline may invoke
     # the Recorder, and Bare, with no policy, may do nothing.
     "InvokeRecorder": {
@@ -114,21 +111,7 @@ RESOURCES: dict[str, Any] = {
             },
         },
     },
-    "Bare": {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "states.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        },
-    },
+    "Bare": role_for("states.amazonaws.com"),
     "Key": {
         "Type": "AWS::SecretsManager::Secret",
         "Properties": {"GenerateSecretString": {"PasswordLength": 40, "ExcludePunctuation": True}},
