@@ -44,9 +44,17 @@ class Services:
     directory: Directory  # who can be emailed, read from the topic and kept a while
 
 
-def build(settings: Settings) -> Services:
-    """Clients for the settings' region; boto3 honours AWS_ENDPOINT_URL (the local stack)."""
-    session = boto3.Session(region_name=settings.region)
+def build(settings: Settings, credentials: Mapping[str, str] | None = None) -> Services:
+    """Clients for the settings' region; boto3 honours AWS_ENDPOINT_URL (the local stack).
+    ``credentials`` are the AWS_* variables of a function's own environment, where it is
+    not the process's (without them, boto3 reads them where Lambda puts them)."""
+    given = credentials or {}
+    session = boto3.Session(
+        region_name=settings.region,
+        aws_access_key_id=given.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=given.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=given.get("AWS_SESSION_TOKEN"),
+    )
 
     def client(name: str):  # type: ignore[no-untyped-def]
         return session.client(name, config=CLIENT_CONFIG)  # type: ignore[call-overload]
@@ -87,7 +95,7 @@ def from_environment() -> Services:
     with _lock:
         services = _services.get(key)
         if services is None:
-            services = _services[key] = build(Settings.from_env(environment))
+            services = _services[key] = build(Settings.from_env(environment), environment)
         return services
 
 

@@ -32,14 +32,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from aws_cdk import Duration, RemovalPolicy
+import jsii
+from aws_cdk import Duration, IStableListProducer, Lazy, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from approvals import statemachine
@@ -288,15 +291,14 @@ class ApprovalService(ApprovalServiceBase):
         # Only the functions that sign or verify links read the key (at its first use).
         for function in (self.worker, self.api_function, self.sweeper):
             shared.allow(function, ["secretsmanager:GetSecretValue"], [self.signing_key.secret_arn])
-        # Resource policies that hold whatever the account's identity policies allow.
-        queue_and_worker.restrict_senders(
-            [
-                machines.approval.role.role_arn,
-                machines.fanout.role.role_arn,
-                *(sender_arn(self, sender) for sender in props.sender_roles),
-            ],
-            props.allowed_accounts,
-        )
+        # Resource policies that hold whatever the account's identity policies allow. Who
+        # may send is known only once the app is built: the roles given requests to send.
+        self._senders = [
+            machines.approval.role.role_arn,
+            machines.fanout.role.role_arn,
+            *(sender_arn(self, sender) for sender in props.sender_roles),
+        ]
+        queue_and_worker.restrict_senders(Lazy.list(_RequestSenders(self)), props.allowed_accounts)
         directory.restrict(
             publishers=[self.worker, self.sweeper, self.api_function], operator_roles=props.operator_roles
         )
@@ -316,3 +318,67 @@ class ApprovalService(ApprovalServiceBase):
                 topic=props.alarm_topic,
             )
             self.alarm_topic, self.alarms = alarms.topic, alarms.alarms
+
+    # -- who may send requests ------------------------------------------------------------------
+
+    def grant_send_requests(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` (a role, or what acts with one: a state machine, a function) send
+        approval requests: ``sqs:SendMessage`` on the request queue in its own policy, and its
+        role among those the queue's policy lets send (it denies every other principal,
+        whatever their own policies allow). Attaching an :meth:`approval_step` does this
+        for the state machine it is in."""
+        principal = grantee.grant_principal
+        if hasattr(principal, "role_arn"):
+            arn = sender_arn(self, grantee)  # a role of another stack, named without a reference
+        else:
+            arn = next(
+                (getattr(principal, name) for name in ("user_arn", "arn") if hasattr(principal, name)), None
+            )
+            if arn is None:
+                raise ValueError(
+                    f"grant_send_requests: {principal} is not a role, a user or an ARN principal"
+                )
+        self._senders.append(arn)
+        return super().grant_send_requests(grantee)
+
+    def request_senders(self) -> list[str]:
+        """The principals (ARNs) the request queue's policy lets send: the service's own state
+        machines, ``sender_roles``, those granted :meth:`grant_send_requests`, and every state
+        machine of the stack whose role may send to the queue (attaching a step grants it)."""
+        stack = Stack.of(self)
+        queue_arn = stack.resolve(self.queue.queue_arn)
+        attached = [
+            machine.role.role_arn
+            for machine in stack.node.find_all()
+            if isinstance(machine, sfn.StateMachine) and _allowed_to_send(stack, machine.role, queue_arn)
+        ]
+        return list(dict.fromkeys([*self._senders, *attached]))
+
+
+def _allowed_to_send(stack: Stack, role: iam.IRole, queue_arn: object) -> bool:
+    """Whether the role's own policy allows ``sqs:SendMessage`` on the queue."""
+    policy = role.node.try_find_child("DefaultPolicy")
+    if not isinstance(policy, iam.Policy):
+        return False
+    statements = stack.resolve(policy.document).get("Statement", [])
+
+    def listed(value: object) -> list[object]:
+        return value if isinstance(value, list) else [value]
+
+    return any(
+        statement.get("Effect") == "Allow"
+        and "sqs:SendMessage" in listed(statement.get("Action"))
+        and queue_arn in listed(statement.get("Resource"))
+        for statement in statements
+    )
+
+
+@jsii.implements(IStableListProducer)
+class _RequestSenders:
+    """The queue policy's senders, produced at synth, once the app has attached its steps."""
+
+    def __init__(self, service: ApprovalService) -> None:
+        self._service = service
+
+    def produce(self) -> list[str]:
+        return self._service.request_senders()

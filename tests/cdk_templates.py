@@ -64,3 +64,30 @@ def request_queue(template: Mapping[str, Any]) -> str:
         if r["Type"] == "AWS::SQS::Queue" and lid.startswith("ApprovalsRequestQueue")
     )
     return str(queue)
+
+
+def queue_senders(template: Mapping[str, Any]) -> list[Any]:
+    """Who the request queue's policy lets send (``sqs:SendMessage``): the principals its
+    Deny exempts, as the template writes them."""
+    queue = {"Ref": request_queue(template)}
+    (statement,) = (
+        statement
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::SQS::QueuePolicy" and queue in resource["Properties"]["Queues"]
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny"
+        and statement["Action"] == "sqs:SendMessage"
+        and "ArnNotEquals" in statement.get("Condition", {})
+    )
+    principals = statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    return principals if isinstance(principals, list) else [principals]
+
+
+def role_arn(template: Mapping[str, Any], state_machine_prefix: str) -> dict[str, Any]:
+    """The ARN of the role of the one state machine whose logical id starts with the prefix."""
+    (resource,) = (
+        r
+        for lid, r in template["Resources"].items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and lid.startswith(state_machine_prefix)
+    )
+    return {"Fn::GetAtt": [resource["Properties"]["RoleArn"]["Fn::GetAtt"][0], "Arn"]}

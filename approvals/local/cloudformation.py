@@ -15,6 +15,11 @@ template, added so that `approvals local --template` deploys the template itself
   it ``DependsOn`` (an API deployment before its methods, which fails): its dependencies
   are created first.
 
+What the local stack makes for CloudFormation it makes as the CDK bootstrap's execution role
+(:func:`deployer_role`), with whose credentials CloudFormation makes a CDK app's resources:
+a resource policy that names that role (the email topic's ``sns:Subscribe`` Deny) lets it
+subscribe the approvers, and no one else.
+
 Large templates (over 51,200 bytes) are deployed by ``TemplateURL``, from a bucket in
 moto's S3, as the CDK CLI does with its staging bucket. Several templates (a shared service's
 and its consumers', which import its exports: moto resolves ``Fn::ImportValue``) are deployed
@@ -45,6 +50,8 @@ from moto.events.models import EventBus
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.responses import get_backend as stepfunctions_backend
 
+from approvals.local import access
+
 log = logging.getLogger(__name__)
 
 TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation's limit for TemplateBody; larger goes by TemplateURL
@@ -52,6 +59,12 @@ TEMPLATE_BUCKET = "approvals-local-templates"
 # The CDK's bootstrap version parameter (read by every synthesized stack): `cdk bootstrap`
 # writes it; locally there is no bootstrap stack, so the local stack writes it.
 BOOTSTRAP_VERSION = "30"
+BOOTSTRAP_QUALIFIER = "hnb659fds"  # the CDK's default
+
+
+def deployer_role(account_id: str, region: str) -> str:
+    """The role the CDK's default synthesizer has CloudFormation deploy with."""
+    return f"arn:aws:iam::{account_id}:role/cdk-{BOOTSTRAP_QUALIFIER}-cfn-exec-role-{account_id}-{region}"
 
 
 class TemplateError(Exception):
@@ -109,7 +122,10 @@ class _MadeByApi:
         region_name: str,
         **_: Any,
     ) -> _MadeByApi:
-        session = boto3.Session(region_name=region_name)  # the endpoint: AWS_ENDPOINT_URL
+        # The endpoint: AWS_ENDPOINT_URL.
+        session = access.credentials_of(deployer_role(account_id, region_name), region_name).session(
+            region_name
+        )
         physical_id, attributes = _MAKERS[cls.resource_type](
             cast(Callable[[str], Any], session.client),
             resource_name,
@@ -383,7 +399,10 @@ def deploy(session: boto3.Session, template: str, stack_name: str, timeout: floa
     _refuse_what_cannot_run(template)
     cloudformation = session.client("cloudformation")
     session.client("ssm").put_parameter(
-        Name="/cdk-bootstrap/hnb659fds/version", Value=BOOTSTRAP_VERSION, Type="String", Overwrite=True
+        Name=f"/cdk-bootstrap/{BOOTSTRAP_QUALIFIER}/version",
+        Value=BOOTSTRAP_VERSION,
+        Type="String",
+        Overwrite=True,
     )
     source: dict[str, str]
     if len(template.encode()) <= TEMPLATE_BODY_LIMIT:

@@ -30,6 +30,8 @@ behave as the services do.
 - SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
   attributes); moto checks only each message alone. A larger batch is refused whole with
   ``BatchRequestTooLong``, as the service refuses it.
+- moto evaluates no resource policy: the Deny statements of the product's queue and topic
+  policies are evaluated against the caller (approvals/local/access.py).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from moto.sqs.exceptions import QueueDoesNotExist
 from moto.sqs.models import sqs_backends
 from moto.stepfunctions.responses import StepFunctionResponse
 
+from approvals.local import access
 from approvals.local.resources import CONFIRM_AT_ONCE_TAG, MAILBOX_TAG, SNS_PAGES_TAG
 
 EMAIL_PROTOCOLS = ("email", "email-json")
@@ -149,6 +152,7 @@ def apply() -> None:
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
     _apply_sns()
+    access.apply()
 
 
 def sns_page(topic: Topic, page: str, **query: str) -> str:

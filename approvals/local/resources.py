@@ -40,6 +40,24 @@ def mailbox(
     return queue_url
 
 
+def only_senders(queue_arn: str, roles: list[str]) -> dict[str, Any]:
+    """The request queue's policy as the product writes it (approvals_cdk.shared.deny_all_but):
+    ``sqs:SendMessage`` denied to every principal but ``roles``."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlySendMessageByTheseRoles",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": roles}},
+            }
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class Resources:
     region: str
@@ -75,10 +93,12 @@ def provision(
     max_receives: int = 3,
     name: str = "approvals",
     confirm_subscriptions: bool = True,
+    restrict_senders: bool = False,
 ) -> Resources:
     """Create the resources; ``confirm_subscriptions`` confirms approvers' email
     subscriptions as they are added (otherwise each stays pending, and its confirmation
-    email is in the outbox)."""
+    email is in the outbox). ``restrict_senders`` gives the queue the product's policy: only
+    the state machines' role (:data:`LOCAL_ROLE`) sends to it."""
     extra: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
     sqs = session.client("sqs", **extra)
     sns = session.client("sns", **extra)
@@ -99,6 +119,13 @@ def provision(
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
         },
     )["QueueUrl"]
+    if restrict_senders:
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sqs.set_queue_attributes(
+            QueueUrl=queue_url, Attributes={"Policy": json.dumps(only_senders(queue_arn, [LOCAL_ROLE]))}
+        )
 
     topic_arn = sns.create_topic(Name=f"{name}-emails")["TopicArn"]
     outbox_queue_url = mailbox(sqs, sns, [topic_arn], f"{name}-outbox", confirm_subscriptions)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals import directory, stack_outputs
-from approvals.local import environments, moto_fixes
+from approvals.local import environments, identities, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.outbox import Outbox
 from approvals.local.periodic import Periodic
@@ -282,6 +282,7 @@ class LocalStack:
             visibility_timeout=self.visibility_timeout,
             max_receives=self.max_receives,
             confirm_subscriptions=self.confirm_subscriptions,
+            restrict_senders=True,  # as the product's queue: only the state machines send
         )
         self.resources = resources
 
@@ -379,6 +380,10 @@ class LocalStack:
             for function in set(deployed.functions.values()):
                 self.processes[function.name] = function.run_in_processes(self.concurrency)
         self._stoppers.append(serve_invocations(deployed.functions))
+        # Set up: from now on each function, and each state machine's task, may make only
+        # the calls its own role allows.
+        identities.apply()
+        self._stoppers.append(identities.enforce())
 
         pollers = [
             QueuePoller(sqs, queue_url, function, function.name, batch_size, self.pollers_per_queue)

@@ -29,7 +29,7 @@ from moto.awslambda.models import LambdaBackend
 from moto.events.models import EventPattern
 
 from approvals import runtime
-from approvals.local import environments
+from approvals.local import access, environments
 from approvals.local.cloudformation import TemplateError
 from approvals.local.environments import ProcessEnvironments
 from approvals.local.periodic import Periodic
@@ -151,6 +151,8 @@ class DeployedTemplate:
                     "AWS_REGION": self.region,
                     "AWS_DEFAULT_REGION": self.region,
                     "AWS_LAMBDA_FUNCTION_NAME": configuration["FunctionName"],
+                    # Lambda's credentials: a session of the function's own role.
+                    **access.credentials_of(configuration["Role"], self.region).environment(),
                 },
                 code_path=template_path.parent / asset if asset else None,
                 timeout=configuration.get("Timeout", 3),

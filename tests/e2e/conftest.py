@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from approvals.local.access import LOCAL_IDENTITY
 from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
 from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
@@ -97,7 +98,10 @@ def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str
     """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
     with these `-c` parameters besides."""
     outdir = tmp_path_factory.mktemp("cdk")
-    synth = cdk_synth(outdir, {"approvers": "alice@example.com,bob@example.com", **context})
+    # The local operator (the CLI's credentials) manages approvers, as the README says an
+    # operator's role must be named to (the topic's policy is evaluated locally).
+    defaults = {"approvers": "alice@example.com,bob@example.com", "operatorRoles": LOCAL_IDENTITY}
+    synth = cdk_synth(outdir, {**defaults, **context})
     output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
     assert synth.returncode == 0, f"cdk synth failed:\n{output}"
     return outdir / f"{STACK}.template.json"

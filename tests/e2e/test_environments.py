@@ -14,6 +14,7 @@ import pytest
 
 from approvals.demo import wait_for_email
 from approvals.local import approver
+from approvals.local.resources import LOCAL_ROLE
 from tests.conftest import eventually
 from tests.e2e.conftest import APPROVERS, BOTH_MODES, PROVISIONED, TEMPLATE, RunningStack, running_local_stack
 from tests.e2e.test_local_stack import wait_status
@@ -33,6 +34,24 @@ def local_stack(
         added = stack.cli("approvers", "add", *APPROVERS)
         assert added.returncode == 0, added.stderr
         yield stack
+
+
+def as_state_machines(stack: RunningStack) -> boto3.Session:
+    """A session of the state machines' role: the queue's policy lets only them send."""
+    sts = boto3.client(
+        "sts",
+        endpoint_url=stack.info.endpoint_url,
+        region_name=stack.info.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    credentials = sts.assume_role(RoleArn=LOCAL_ROLE, RoleSessionName="e2e")["Credentials"]
+    return boto3.Session(
+        region_name=stack.info.region,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
 
 
 def environments_started(stack: RunningStack, function: str) -> set[str]:
@@ -99,13 +118,7 @@ def test_two_api_environments_take_clicks_on_one_approval_and_it_is_answered_onc
 def test_duplicate_deliveries_to_two_worker_environments_send_one_email(local_stack: RunningStack) -> None:
     """SQS delivers at least once: ten copies of each of five messages, sent at once, are
     taken by both worker environments, and each request is emailed exactly once."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=local_stack.info.endpoint_url,
-        region_name=local_stack.info.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sqs = as_state_machines(local_stack).client("sqs", endpoint_url=local_stack.info.endpoint_url)
     titles = [f"Duplicate delivery {uuid.uuid4().hex[:8]}" for _ in range(5)]
     for title in titles:
         body = json.dumps(

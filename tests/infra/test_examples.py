@@ -11,7 +11,14 @@ import pytest
 from approvals_cdk.packaging import build
 from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
 from examples.refund_batch.app import FINANCE, RefundBatchStack
-from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+from tests.cdk_templates import (
+    queue_senders,
+    request_queue,
+    role_arn,
+    role_statements,
+    state_machine_definition,
+    synthesize,
+)
 from tests.infra.lookup import CONFIRMATION_CONDITIONS
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -132,3 +139,12 @@ def test_refund_batch_may_send_to_the_queue_and_run_its_own_children_only(
             assert machine in resource  # its own executions, nothing else
         else:
             assert request_queue(template) in resource
+
+
+@pytest.mark.parametrize(("app", "machine"), [("deploy", "Pipeline"), ("refunds", "Refunds")])
+def test_the_apps_state_machine_may_send_through_the_queues_policy(
+    templates: dict[str, dict[str, Any]], app: str, machine: str
+) -> None:
+    """The queue's policy denies sqs:SendMessage to every role it does not name, whatever
+    the role's own policy allows (an explicit Deny wins): attaching the step names its role."""
+    assert role_arn(templates[app], machine) in queue_senders(templates[app])

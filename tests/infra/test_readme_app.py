@@ -9,10 +9,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.cdk_templates import state_machine_definition
+from tests.cdk_templates import queue_senders, role_arn, state_machine_definition
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -27,7 +28,8 @@ def readme_app() -> str:
     return match.group(1)
 
 
-def test_the_readme_app_synthesizes_in_an_empty_directory(tmp_path: Path) -> None:
+def synthesize_readme_app(tmp_path: Path) -> Path:
+    """The README's app run as the CDK CLI runs it, in an empty directory: its template's path."""
     (tmp_path / "app.py").write_text(readme_app())
     outdir = tmp_path / "cdk.out"
     environment = {
@@ -46,7 +48,19 @@ def test_the_readme_app_synthesizes_in_an_empty_directory(tmp_path: Path) -> Non
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    template = json.loads((outdir / "ReleaseStack.template.json").read_text())
+    return outdir / "ReleaseStack.template.json"
+
+
+@pytest.fixture(scope="module")
+def readme_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    template: dict[str, Any] = json.loads(
+        synthesize_readme_app(tmp_path_factory.mktemp("readme-app")).read_text()
+    )
+    return template
+
+
+def test_the_readme_app_synthesizes_in_an_empty_directory(readme_template: dict[str, Any]) -> None:
+    template = readme_template
     refs = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
     states = state_machine_definition(template, "ReleasePipeline", refs)["States"]
     task = states["ManagerApproval"]
@@ -55,3 +69,11 @@ def test_the_readme_app_synthesizes_in_an_empty_directory(tmp_path: Path) -> Non
     assert task["Next"] == "ConfirmApproval"
     assert states["ConfirmApproval"]["Parameters"]["TableName"] == "TABLE"
     assert states["Approved?"]["Type"] == "Choice"
+
+
+def test_the_readme_apps_state_machine_may_send_through_the_queues_policy(
+    readme_template: dict[str, Any],
+) -> None:
+    """On AWS the queue's Deny (every principal but those it names) beats the Allow the step
+    adds to the role: ReleasePipeline's role must be among those it names."""
+    assert role_arn(readme_template, "ReleasePipeline") in queue_senders(readme_template)

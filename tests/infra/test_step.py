@@ -17,7 +17,14 @@ from approvals.models import QueueMessage
 from approvals_cdk import ApprovalErrors, ApprovalService, ApprovalServiceProps
 from approvals_cdk.packaging import build
 from approvals_cdk.step import ApprovalTask
-from tests.cdk_templates import request_queue, role_statements, state_machine_definition, synthesize
+from tests.cdk_templates import (
+    queue_senders,
+    request_queue,
+    role_arn,
+    role_statements,
+    state_machine_definition,
+    synthesize,
+)
 from tests.infra.lookup import CONFIRMATION_CONDITIONS
 from tests.unit.samples import ENVIRONMENT
 
@@ -104,6 +111,42 @@ def template() -> dict[str, Any]:
     service = ApprovalService(stack, "Approvals", ApprovalServiceProps(approvers=[ALICE, BOB], asset=build()))
     _steps(stack, service)
     return synthesize(stack)
+
+
+def test_every_state_machine_with_a_step_may_send_through_the_queues_policy(template: dict[str, Any]) -> None:
+    senders = queue_senders(template)
+    for machine in ("Fixed", "FromState", "Jsonata", "Confirmed"):
+        assert role_arn(template, machine) in senders, machine
+
+
+def test_grant_send_requests_allows_the_role_and_names_it_in_the_queues_policy() -> None:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Granted")
+    service = ApprovalService(stack, "Approvals", ApprovalServiceProps(approvers=[ALICE], asset=build()))
+    sender = iam.Role(stack, "Sender", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    service.grant_send_requests(sender)
+    elsewhere = iam.Role.from_role_arn(
+        stack, "Elsewhere", "arn:aws:iam::123456789012:role/batch", mutable=False
+    )
+    service.grant_send_requests(elsewhere)
+    sfn.StateMachine(stack, "NoStep", definition_body=sfn.DefinitionBody.from_chainable(sfn.Pass(stack, "P")))
+    template = synthesize(stack)
+    (role,) = (
+        lid
+        for lid, r in template["Resources"].items()
+        if lid.startswith("Sender") and r["Type"] == "AWS::IAM::Role"
+    )
+    assert role_statements(template, "SenderDefaultPolicy") == [
+        {
+            "Action": "sqs:SendMessage",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [request_queue(template), "Arn"]},
+        }
+    ]
+    senders = queue_senders(template)
+    assert {"Fn::GetAtt": [role, "Arn"]} in senders
+    assert "arn:aws:iam::123456789012:role/batch" in senders
+    assert role_arn(template, "NoStep") not in senders, "a state machine without a step sends nothing"
 
 
 def definition(template: dict[str, Any], machine: str) -> dict[str, Any]:

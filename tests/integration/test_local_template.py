@@ -58,26 +58,60 @@ def wait_for_events(
 ROLE = {"Fn::GetAtt": ["Role", "Arn"]}
 LAMBDA_PATH = "2015-03-31/functions/${PageLive}/invocations"  # the alias's ARN
 FUNCTION_ARN = {"Fn::GetAtt": ["Recorder", "Arn"]}
-POLICY = {
+POLICY = {  # what the tests do not do: the local stack evaluates a resource policy's Deny
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*", "Resource": "*"}],
+    "Statement": [
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": ["sqs:DeleteQueue", "sns:DeleteTopic"],
+            "Resource": "*",
+        }
+    ],
 }
-RESOURCES: dict[str, Any] = {
-    "Role": {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
+BUILD = json.dumps(
+    {
+        "StartAt": "Build",
+        "States": {
+            "Build": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
+                "OutputPath": "$.Payload",
+                "End": True,
             }
         },
+    }
+)
+
+
+def role_for(service: str) -> dict[str, Any]:
+    """A role the service may assume, with no policy of its own."""
+    trust = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [trust]}},
+    }
+
+
+RESOURCES: dict[str, Any] = {
+    "Role": role_for("lambda.amazonaws.com"),
+    # Once set up, the local stack enforces the roles' policies: the Pipeline may invoke
+    # the Recorder, and Bare, with no policy, may do nothing.
+    "InvokeRecorder": {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "InvokeRecorder",
+            "Roles": [{"Ref": "Role"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": FUNCTION_ARN}
+                ],
+            },
+        },
     },
+    "Bare": role_for("states.amazonaws.com"),
     "Key": {
         "Type": "AWS::SecretsManager::Secret",
         "Properties": {"GenerateSecretString": {"PasswordLength": 40, "ExcludePunctuation": True}},
@@ -205,20 +239,15 @@ RESOURCES: dict[str, Any] = {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {
             "RoleArn": ROLE,
-            "DefinitionString": json.dumps(
-                {
-                    "StartAt": "Build",
-                    "States": {
-                        "Build": {
-                            "Type": "Task",
-                            "Resource": "arn:aws:states:::lambda:invoke",
-                            "Parameters": {"FunctionName": "${Builder}", "Payload.$": "$"},
-                            "OutputPath": "$.Payload",
-                            "End": True,
-                        }
-                    },
-                }
-            ),
+            "DefinitionString": BUILD,
+            "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
+        },
+    },
+    "Ungranted": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "RoleArn": {"Fn::GetAtt": ["Bare", "Arn"]},
+            "DefinitionString": BUILD,
             "DefinitionSubstitutions": {"Builder": FUNCTION_ARN},
         },
     },
@@ -311,6 +340,20 @@ def physical_ids(deployed: tuple[LocalInfo, boto3.Session]) -> dict[str, str]:
     return {s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries}
 
 
+def run(deployed: tuple[LocalInfo, boto3.Session], machine: str, execution_input: str = "{}") -> Any:
+    """Starts the template's state machine ``machine`` (logical id); its description once ended."""
+    sfn = client(deployed, "stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)[machine], input=execution_input)[
+        "executionArn"
+    ]
+
+    def ended() -> Any:
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+
+    return eventually(ended, what="the execution to end")
+
+
 def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, boto3.Session]) -> None:
     ids = physical_ids(deployed)
     assert {RESOURCES[logical_id]["Type"] for logical_id in ids} >= SKIPPED_BY_MOTO
@@ -344,14 +387,8 @@ def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, bo
 
 
 def test_state_machine_runs_its_substituted_definition(deployed: tuple[LocalInfo, boto3.Session]) -> None:
-    sfn = client(deployed, "stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Workflow"])["executionArn"]
-
-    def ended() -> Any:
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-
-    described = eventually(ended, what="the execution to end")
+    described = run(deployed, "Workflow")
+    arn = described["executionArn"]
     assert described["status"] == "FAILED"
     assert described["error"] == "Team.BuildFailed"
     # The rule on failed executions of this state machine reaches the function, as in AWS.
@@ -404,19 +441,21 @@ def test_a_schedule_the_local_stack_cannot_play_is_refused_by_name(expression: s
 def test_a_state_machine_invokes_the_function_here(deployed: tuple[LocalInfo, boto3.Session]) -> None:
     """A lambda:invoke task (and so Lambda's Invoke) runs the template's function in this
     process: moto would run it in Docker."""
-    sfn = client(deployed, "stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=physical_ids(deployed)["Pipeline"], input='{"build": 7}')[
-        "executionArn"
-    ]
-
-    def ended() -> Any:
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-
-    described = eventually(ended, what="the execution to end")
+    described = run(deployed, "Pipeline", '{"build": 7}')
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"]) == {"batchItemFailures": []}, "what record() answered"
     assert events_where(lambda e: e == {"build": 7})
+
+
+def test_a_state_machine_may_only_make_the_calls_its_role_allows(
+    deployed: tuple[LocalInfo, boto3.Session],
+) -> None:
+    """Once set up, moto refuses an assumed role what its policies do not allow: the
+    executor invokes with the state machine's role, which here has no policy at all."""
+    described = run(deployed, "Ungranted", '{"build": 8}')
+    assert described["status"] == "FAILED", described
+    assert "AccessDenied" in described.get("cause", "") or "not authorized" in described.get("cause", "")
+    assert not events_where(lambda e: e == {"build": 8}), "the function never ran"
 
 
 def test_event_source_mapping_is_played_by_a_poller(deployed: tuple[LocalInfo, boto3.Session]) -> None:
