@@ -156,7 +156,9 @@ class ApprovalServiceBase(Construct):
         """Let ``grantee`` send approval requests (a hand-written Task's role): the identity
         side, ``sqs:SendMessage`` on the request queue. The queue's own policy must also
         let it send: the service's ``sender_roles`` or ``allowed_accounts``."""
-        return self.queue.grant_send_messages(grantee)
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["sqs:SendMessage"], resource_arns=[self.queue.queue_arn]
+        )
 
     def grant_read_approvals(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read the approvals and their timelines (the table and its

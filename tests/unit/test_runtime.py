@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,10 +22,10 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
     built: list[Settings] = []
     real_build = runtime.build
 
-    def build(settings: Settings) -> Services:
+    def build(settings: Settings, credentials: Mapping[str, str] | None = None) -> Services:
         built.append(settings)
         time.sleep(0.05)
-        return real_build(settings)
+        return real_build(settings, credentials)
 
     monkeypatch.setattr(runtime, "build", build)
     runtime.reset()
