@@ -331,13 +331,10 @@ class ApprovalService(ApprovalServiceBase):
         if hasattr(principal, "role_arn"):
             arn = sender_arn(self, grantee)  # a role of another stack, named without a reference
         else:
-            arn = next(
-                (getattr(principal, name) for name in ("user_arn", "arn") if hasattr(principal, name)), None
-            )
-            if arn is None:
-                raise ValueError(
-                    f"grant_send_requests: {principal} is not a role, a user or an ARN principal"
-                )
+            names = [name for name in ("user_arn", "arn") if hasattr(principal, name)]
+            if not names:
+                raise ValueError(f"grant_send_requests: {principal} is not a role, a user or an ARN")
+            arn = str(getattr(principal, names[0]))
         self._senders.append(arn)
         return super().grant_send_requests(grantee)
 
