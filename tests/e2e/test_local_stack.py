@@ -119,7 +119,7 @@ def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_sta
 
     described = wait_status(local_stack, str(started["executionArn"]))
     assert described["status"] == "SUCCEEDED"
-    decisions = json.loads(str(described["output"]))["decisions"]
+    decisions = local_stack.fanout_decisions(str(described["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected"]
 
 
