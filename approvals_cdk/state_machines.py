@@ -10,6 +10,7 @@ from typing import Any, cast
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -27,6 +28,7 @@ class StateMachines:
         factory: shared.Factory,
         queue: sqs.Queue,
         table: dynamodb.Table,
+        bucket: s3.Bucket,
         *,
         default_timeout_seconds: int,
         fanout_max_concurrency: int,
@@ -43,10 +45,21 @@ class StateMachines:
         self.fanout = self._state_machine(
             "FanoutStateMachine",
             statemachine.fanout_definition(default_timeout_seconds, fanout_max_concurrency),
+            {"FanoutBucket": bucket.bucket_name},
         )
         self._run_child_executions(self.fanout)
+        grant_fanout_bucket(self.fanout, bucket, statemachine.FANOUT_RESULTS_PREFIX)
+        # The ItemReader's one place: requests a caller put under requests/.
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(f"{statemachine.FANOUT_REQUESTS_PREFIX}*")],
+            )
+        )
 
-    def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
+    def _state_machine(
+        self, construct_id: str, definition: dict[str, Any], substitutions: dict[str, str] | None = None
+    ) -> sfn.StateMachine:
         log_group = self._factory.log_group(
             f"{construct_id}Logs",
             # Step Functions' log delivery adds a resource policy per log group; under the
@@ -63,7 +76,11 @@ class StateMachines:
             construct_id,
             # The very definition the local stack runs; only the queue URL and table are filled in.
             definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
-            definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
+            definition_substitutions={
+                "QueueUrl": self._queue.queue_url,
+                "TableName": self._table.table_name,
+                **(substitutions or {}),
+            },
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,
@@ -121,3 +138,13 @@ class StateMachines:
             " policy names every execution of this one state machine, as AWS's guide for"
             " Distributed Map permissions does.",
         )
+
+
+def grant_fanout_bucket(machine: sfn.StateMachine, bucket: s3.IBucket, prefix: str) -> None:
+    """What a ResultWriter needs: write its result files (in parts when large) under its prefix."""
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+            resources=[bucket.arn_for_objects(f"{prefix}/*")],
+        )
+    )
