@@ -48,14 +48,7 @@ class StateMachines:
             {"FanoutBucket": bucket.bucket_name},
         )
         self._run_child_executions(self.fanout)
-        grant_fanout_bucket(self.fanout, bucket, statemachine.FANOUT_RESULTS_PREFIX)
-        # The ItemReader's one place: requests a caller put under requests/.
-        self.fanout.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[bucket.arn_for_objects(f"{statemachine.FANOUT_REQUESTS_PREFIX}*")],
-            )
-        )
+        self._grant_fanout_bucket(bucket)
 
     def _state_machine(
         self, construct_id: str, definition: dict[str, Any], substitutions: dict[str, str] | None = None
@@ -106,6 +99,33 @@ class StateMachines:
         )
         return machine
 
+    def _grant_fanout_bucket(self, bucket: s3.Bucket) -> None:
+        """The ResultWriter's prefix (its result files, written in parts when large, as AWS's
+        guide for ResultWriter says) and the ItemReader's one place (requests a caller put
+        under requests/)."""
+        results = f"{statemachine.FANOUT_RESULTS_PREFIX}/*"
+        requests = f"{statemachine.FANOUT_REQUESTS_PREFIX}*"
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(results)],
+            )
+        )
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(requests)])
+        )
+        bucket_id = cdk.Stack.of(self._scope).resolve(
+            cast(s3.CfnBucket, bucket.node.default_child).logical_id
+        )
+        for objects in (results, requests):
+            shared.acknowledge(
+                self.fanout.role,
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{objects}]",
+                "A map run's result files are named by the service as it writes them, and a"
+                " batch's requests by whoever starts it: the grant names one prefix of the"
+                " service's own fan-out bucket.",
+            )
+
     def _run_child_executions(self, machine: sfn.StateMachine) -> None:
         """What a Distributed Map needs: start its own state machine for each item, and watch
         and stop those child executions. (CDK adds this itself for a DistributedMap construct;
@@ -138,13 +158,3 @@ class StateMachines:
             " policy names every execution of this one state machine, as AWS's guide for"
             " Distributed Map permissions does.",
         )
-
-
-def grant_fanout_bucket(machine: sfn.StateMachine, bucket: s3.IBucket, prefix: str) -> None:
-    """What a ResultWriter needs: write its result files (in parts when large) under its prefix."""
-    machine.add_to_role_policy(
-        iam.PolicyStatement(
-            actions=["s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
-            resources=[bucket.arn_for_objects(f"{prefix}/*")],
-        )
-    )
