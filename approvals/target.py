@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 OUTPUT_API_URL = "ApiUrl"
 OUTPUT_STATE_MACHINE = "StateMachineArn"
 OUTPUT_FANOUT_STATE_MACHINE = "FanoutStateMachineArn"
+OUTPUT_FANOUT_BUCKET = "FanoutBucketName"
 OUTPUT_QUEUE_URL = "QueueUrl"
 OUTPUT_TABLE = "TableName"
 OUTPUT_SIGNING_KEY = "SigningKeySecretArn"

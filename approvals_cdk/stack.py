@@ -55,7 +55,7 @@ class ApprovalsStack(cdk.Stack):
                 service.fanout_state_machine.state_machine_arn,
                 'Many approvals at once: {"requests": [...]} or {"requests_from": {"bucket", "key"}}',
             ),
-            "FanoutBucketName": (
+            target.OUTPUT_FANOUT_BUCKET: (
                 service.fanout_bucket.bucket_name,
                 "The fan-outs' decisions (under fanout/), and requests a fan-out reads (under requests/)",
             ),
