@@ -12,7 +12,11 @@ API have tests of their own, and what is tested here is the definitions."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +101,20 @@ def test_requests_read_from_s3(stack: Stack) -> None:
     assert execution["status"] == "SUCCEEDED", execution
     decisions = fanout.decisions(s3, json.loads(execution["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected", "approved"]
+
+
+def test_the_output_size_benchmark_runs(tmp_path: Path) -> None:
+    """``make bench`` runs it with 1,000 items; a handful, both fan-outs fit."""
+    results = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, "-m", "bench.fanout_output", "--items", "4"],
+        env={**os.environ, "BENCH_RESULTS": str(results), "POWERTOOLS_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    figures = json.loads(results.read_text())["fanout_output"]["figures"]
+    assert (figures["previous_status"], figures["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert figures["decisions_in_s3"] == 4
+    assert figures["outcomes"] == {"approved": 2, "rejected": 2}
+    assert figures["output_bytes"] < figures["previous_output_bytes"]
