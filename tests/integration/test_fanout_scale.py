@@ -23,8 +23,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from approvals import fanout, statemachine
-from bench.fanout_output import FINANCE, STATE_LIMIT, answer_all, ended, refund, start_both
+from bench.fanout_output import STATE_LIMIT, answer_all, ended, refund, start_both
 from tests.conftest import Stack, moto_stack
+
+# One worker runs the module: its 600-item batches are made once, for both tests that read them.
+pytestmark = pytest.mark.xdist_group("fanout-scale")
 
 ITEMS = 600
 
@@ -74,24 +77,27 @@ def test_the_fanout_ends_in_a_small_summary_with_every_decision_in_s3(
     )
 
 
-def test_an_execution_input_over_the_state_limit_is_refused(stack: Stack) -> None:
-    requests = [refund(n) for n in range(2_000)]  # about 330 KB
+# These share the batches' stack (one mock per module): they add to it without reading it.
+
+
+def test_an_execution_input_over_the_state_limit_is_refused(
+    batches: tuple[Stack, dict[str, Any], dict[str, Any]],
+) -> None:
+    stack, _, _ = batches
+    machine = stack.resources.fanout_state_machine_arn
+    before = stack.sfn.list_executions(stateMachineArn=machine)["executions"]
+    requests = [refund(n) for n in range(2_000)]  # about 350 KB
     with pytest.raises(ClientError) as refused:
         stack.start_fanout(requests)
     assert refused.value.response["Error"]["Code"] == "ValidationException"
-    assert (
-        stack.sfn.list_executions(stateMachineArn=stack.resources.fanout_state_machine_arn)["executions"]
-        == []
-    )
+    assert stack.sfn.list_executions(stateMachineArn=machine)["executions"] == before
 
 
-def test_requests_read_from_s3(stack: Stack) -> None:
-    s3 = stack.s3
+def test_requests_read_from_s3(batches: tuple[Stack, dict[str, Any], dict[str, Any]]) -> None:
+    stack, _, _ = batches
     key = f"{statemachine.FANOUT_REQUESTS_PREFIX}batch.json"
-    s3.put_object(
-        Bucket=stack.resources.fanout_bucket, Key=key, Body=json.dumps([refund(n) for n in range(3)])
-    )
-    stack.add_approvers([FINANCE])
+    body = json.dumps([refund(n) for n in range(3)])
+    stack.s3.put_object(Bucket=stack.resources.fanout_bucket, Key=key, Body=body)
     arn = stack.sfn.start_execution(
         stateMachineArn=stack.resources.fanout_state_machine_arn,
         input=json.dumps({"requests_from": {"bucket": stack.resources.fanout_bucket, "key": key}}),
@@ -99,7 +105,7 @@ def test_requests_read_from_s3(stack: Stack) -> None:
     answer_all(stack.sqs, stack.sfn, stack.resources.queue_url, 3)
     execution = ended(stack.sfn, arn)
     assert execution["status"] == "SUCCEEDED", execution
-    decisions = fanout.decisions(s3, json.loads(execution["output"]))
+    decisions = fanout.decisions(stack.s3, json.loads(execution["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected", "approved"]
 
 
