@@ -175,7 +175,7 @@ def run(say: Say = print) -> bool:
         )
         say(f"  (nobody answers “{batch[2].title}”: it expires after 3 s)")
         result = executions.wait(target.sfn, arn)
-        ok &= show(say, result, "Done")
+        ok &= show(say, result, "Summary")
         outcomes = [d.get("outcome") for d in fanout.decisions(target.client("s3"), result.output or {})]
         say(f"  decisions in request order: {outcomes}")
         ok &= outcomes == ["approved", "rejected", "expired"]
