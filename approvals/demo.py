@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from approvals import directory, executions
+from approvals import directory, executions, fanout
 from approvals.local import approver
 from approvals.local.stack import LocalInfo, LocalStack
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy, Reassignment, utcnow
@@ -104,7 +104,7 @@ def run(say: Say = print) -> bool:
             requester="support@example.com",
             details={"order": 1187, "amount": "EUR 2,400"},
         )
-        fanout = [
+        batch = [
             ApprovalRequest(
                 title="Delete customer archive 2019",
                 approvers=["erin@example.com", "frank@example.com", "grace@example.com"],
@@ -126,7 +126,7 @@ def run(say: Say = print) -> bool:
         ]
         # The deploy's requester is told the outcome: they are in the directory too.
         approvers = sorted(
-            {a for request in [*(r for r, _, _ in singles), refund, *fanout] for a in request.approvers}
+            {a for request in [*(r for r, _, _ in singles), refund, *batch] for a in request.approvers}
             | {STAND_IN, singles[0][0].requester}
         )
         say(f"▶ Adding {len(approvers)} approvers: SNS email subscriptions, each filtered to its address")
@@ -159,23 +159,23 @@ def run(say: Say = print) -> bool:
 
         ok &= reassigned(info, target, refund, say)
 
-        say(f"▶ Fan-out of {len(fanout)} requests through one Map state")
-        arn = executions.start_fanout(target.sfn, target.fanout_state_machine_arn, fanout)
-        ok &= click(info, fanout[0].title, Click("erin@example.com", "approve"), say) == 200
+        say(f"▶ Fan-out of {len(batch)} requests through one Map state")
+        arn = executions.start_fanout(target.sfn, target.fanout_state_machine_arn, batch)
+        ok &= click(info, batch[0].title, Click("erin@example.com", "approve"), say) == 200
         ok &= (
             click(
-                info, fanout[0].title, Click("grace@example.com", "approve", "Retention period is over"), say
+                info, batch[0].title, Click("grace@example.com", "approve", "Retention period is over"), say
             )
             == 200
         )
         ok &= (
-            click(info, fanout[1].title, Click("heidi@example.com", "reject", "Not during the freeze"), say)
+            click(info, batch[1].title, Click("heidi@example.com", "reject", "Not during the freeze"), say)
             == 200
         )
-        say(f"  (nobody answers “{fanout[2].title}”: it expires after 3 s)")
+        say(f"  (nobody answers “{batch[2].title}”: it expires after 3 s)")
         result = executions.wait(target.sfn, arn)
-        ok &= show(say, result, "Done")
-        outcomes = [d.get("outcome") for d in (result.output or {}).get("decisions", [])]
+        ok &= show(say, result, "Summary")
+        outcomes = [d.get("outcome") for d in fanout.decisions(target.client("s3"), result.output or {})]
         say(f"  decisions in request order: {outcomes}")
         ok &= outcomes == ["approved", "rejected", "expired"]
     finally:

@@ -1,9 +1,10 @@
 """The approval state machines, as Amazon States Language.
 
 One definition serves the CDK stack and the local stack, so what is tested locally is
-what is deployed. The queue URL, the table name and the partition in the integrations' ARNs
-are placeholders (``${QueueUrl}``, ``${TableName}``, ``${Partition}``) filled by CDK (the
-stack's partition, and definition substitutions) or by :func:`render` locally.
+what is deployed. The queue URL, the table name, the fan-out's bucket and the partition in
+the integrations' ARNs are placeholders (``${QueueUrl}``, ``${TableName}``,
+``${FanoutBucket}``, ``${Partition}``) filled by CDK (the stack's partition, and definition
+substitutions) or by :func:`render` locally.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ QUEUE_URL_PLACEHOLDER = "${QueueUrl}"
 TABLE_NAME_PLACEHOLDER = "${TableName}"
 PARTITION_PLACEHOLDER = "${Partition}"  # aws, aws-cn, aws-us-gov: the stack's
 LOCAL_PARTITION = "aws"  # what moto runs
+FANOUT_BUCKET_PLACEHOLDER = "${FanoutBucket}"
+# Where the fan-out writes its results in its bucket, and the one place it reads requests from.
+FANOUT_RESULTS_PREFIX = "fanout"
+FANOUT_REQUESTS_PREFIX = "requests/"
 # A Distributed Map runs at most this many child executions at once (an inline Map, 40).
 MAX_FANOUT_CONCURRENCY = 10_000
 
@@ -182,61 +187,128 @@ def approval_definition(default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS) 
     }
 
 
-def fanout_definition(
-    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, max_concurrency: int = MAX_FANOUT_CONCURRENCY
-) -> dict[str, Any]:
-    """Many approvals at once: input ``{"requests": [...]}``, output ``{"decisions": [...]}``,
-    in the order of the requests.
+def fanout_map(
+    item_states: dict[str, State],
+    start_at: str,
+    *,
+    max_concurrency: int,
+    results_bucket: str,
+    results_prefix: str,
+    items_path: str | None = None,
+    item_reader: State | None = None,
+    item_selector: State | None = None,
+) -> State:
+    """A Distributed Map whose state never grows with its items.
 
-    A Distributed Map with a standard child execution per request (they wait up to a year,
-    which Express cannot), so up to ``max_concurrency`` approvals are in flight at once: an
-    inline Map would run 40 and hold the rest of a batch back. Each item ends in a result of
-    its own, so one expiring or invalid item leaves the others standing.
+    Its items come from the state (``items_path``) or from S3 (``item_reader``, an
+    ``ItemReader`` field); its results go to S3 (``ResultWriter``: a ``manifest.json`` and
+    the result files under ``results_prefix/MAP-RUN-ID/``), so that its output is only
+    ``{"MapRunArn": ..., "ResultWriterDetails": {"Bucket": ..., "Key": manifest}}`` however
+    many items it ran. It replaces the state it is given (``ResultPath`` ``$``), so that a
+    large input is not carried on beside it either. Each item is a standard child execution
+    (they wait up to a year, which Express cannot).
     """
     if not 1 <= max_concurrency <= MAX_FANOUT_CONCURRENCY:
         raise ValueError(f"max_concurrency: {max_concurrency} is not from 1 to {MAX_FANOUT_CONCURRENCY}")
+    if (items_path is None) == (item_reader is None):
+        raise ValueError("give the items either by items_path or by item_reader")
+    source: State = {"ItemsPath": items_path} if items_path is not None else {"ItemReader": item_reader}
+    return {
+        "Type": "Map",
+        **source,
+        **({"ItemSelector": item_selector} if item_selector is not None else {}),
+        "MaxConcurrency": max_concurrency,
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+            "StartAt": start_at,
+            "States": item_states,
+        },
+        "ResultWriter": {
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::s3:putObject",
+            "Parameters": {"Bucket": results_bucket, "Prefix": results_prefix},
+        },
+        "ResultPath": "$",
+    }
+
+
+def fanout_definition(
+    default_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, max_concurrency: int = MAX_FANOUT_CONCURRENCY
+) -> dict[str, Any]:
+    """Many approvals at once: input ``{"requests": [...]}``, or ``{"requests_from":
+    {"bucket": ..., "key": ...}}`` naming a JSON array of requests in S3 (under
+    :data:`FANOUT_REQUESTS_PREFIX` of the service's fan-out bucket: the only place the
+    fan-out may read); output a summary that says where the decisions are (see
+    :mod:`approvals.fanout`), however many requests there were.
+
+    A Distributed Map with a standard child execution per request, so up to
+    ``max_concurrency`` approvals are in flight at once: an inline Map would run 40 and
+    hold the rest of a batch back. Each item ends in a result of its own, written to S3
+    with its index, so one expiring or invalid item leaves the others standing.
+    """
     item_end = {"Type": "Pass", "End": True}
+    items = _approval_states(
+        default_timeout_seconds=default_timeout_seconds,
+        approved={**item_end, "OutputPath": "$.decision"},
+        rejected={**item_end, "OutputPath": "$.decision"},
+        expired={**item_end, "Result": {"outcome": "expired"}},
+        invalid={**item_end, "Parameters": {"outcome": "invalid", "error.$": "$.error.Cause"}},
+        undelivered={**item_end, "Parameters": {"outcome": "undelivered", "error.$": "$.error.Cause"}},
+    )
+
+    def approve_each(**source: Any) -> State:
+        return {
+            **fanout_map(
+                copy.deepcopy(items),
+                "CheckTimeout",
+                max_concurrency=max_concurrency,
+                results_bucket=FANOUT_BUCKET_PLACEHOLDER,
+                results_prefix=FANOUT_RESULTS_PREFIX,
+                # The index goes into each result file's Input: the results come back in order.
+                item_selector={"request.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
+                **source,
+            ),
+            "Next": "Summary",
+        }
+
     return {
         "Comment": "Human approval gate: one approval per request, all in flight at once",
-        "StartAt": "ApproveEach",
+        "StartAt": "RequestsFrom",
         "States": {
-            "ApproveEach": {
-                "Type": "Map",
-                "ItemsPath": "$.requests",
-                "ItemSelector": {"request.$": "$$.Map.Item.Value"},
-                "MaxConcurrency": max_concurrency,
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                    "StartAt": "CheckTimeout",
-                    "States": _approval_states(
-                        default_timeout_seconds=default_timeout_seconds,
-                        approved={**item_end, "OutputPath": "$.decision"},
-                        rejected={**item_end, "OutputPath": "$.decision"},
-                        expired={**item_end, "Result": {"outcome": "expired"}},
-                        invalid={
-                            **item_end,
-                            "Parameters": {"outcome": "invalid", "error.$": "$.error.Cause"},
-                        },
-                        undelivered={
-                            **item_end,
-                            "Parameters": {"outcome": "undelivered", "error.$": "$.error.Cause"},
-                        },
-                    ),
-                },
-                "ResultPath": "$.decisions",
-                "Next": "Done",
+            "RequestsFrom": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.requests_from", "IsPresent": True, "Next": "ApproveEachFromS3"}],
+                "Default": "ApproveEach",
             },
-            "Done": {"Type": "Pass", "Parameters": {"decisions.$": "$.decisions"}, "End": True},
+            "ApproveEach": approve_each(items_path="$.requests"),
+            "ApproveEachFromS3": approve_each(
+                item_reader={
+                    "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "JSON"},
+                    "Parameters": {"Bucket.$": "$.requests_from.bucket", "Key.$": "$.requests_from.key"},
+                }
+            ),
+            "Summary": {
+                "Type": "Pass",
+                "Parameters": {
+                    "map_run.$": "$.MapRunArn",
+                    "decisions": {
+                        "bucket.$": "$.ResultWriterDetails.Bucket",
+                        "manifest.$": "$.ResultWriterDetails.Key",
+                    },
+                },
+                "End": True,
+            },
         },
     }
 
 
-def render(definition: dict[str, Any], queue_url: str, table_name: str) -> str:
-    """The definition as JSON with the queue URL, table name and (moto's) partition filled
-    in, as CDK's substitutions do."""
+def render(definition: dict[str, Any], queue_url: str, table_name: str, fanout_bucket: str = "") -> str:
+    """The definition as JSON with the queue URL, table name, fan-out bucket and (moto's)
+    partition filled in, as CDK's substitutions do."""
     return (
         json.dumps(definition)
         .replace(QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(TABLE_NAME_PLACEHOLDER, table_name)
         .replace(PARTITION_PLACEHOLDER, LOCAL_PARTITION)
+        .replace(FANOUT_BUCKET_PLACEHOLDER, fanout_bucket)
     )

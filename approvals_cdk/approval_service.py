@@ -29,8 +29,9 @@ resource is made, with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import jsii
 from aws_cdk import Duration, IStableListProducer, Lazy, RemovalPolicy, Stack
@@ -39,6 +40,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -59,6 +61,7 @@ from approvals_cdk.config import (
     LOG_RETENTION,
 )
 from approvals_cdk.directory import ApproverDirectory
+from approvals_cdk.fanout import FanoutMap
 from approvals_cdk.interface import ApprovalServiceBase, IApprovalService, ImportedApprovalService
 from approvals_cdk.queue_worker import MAX_RECEIVE_COUNT, QueueAndWorker
 from approvals_cdk.sharing import ExecutionEventsBus, Sender, WatchExecutions, check_accounts, sender_arn
@@ -254,11 +257,13 @@ class ApprovalService(ApprovalServiceBase):
         self.queue, self.dead_letter_queue = queue_and_worker.queue, queue_and_worker.dead_letter_queue
         self.worker = queue_and_worker.worker
         self.dead_letter_function = queue_and_worker.dead_letter_function
+        self.fanout_bucket = self._fanout_bucket(props)
         machines = StateMachines(
             self,
             factory,
             self.queue,
             self.table,
+            self.fanout_bucket,
             default_timeout_seconds=int(props.default_timeout.to_seconds()),
             fanout_max_concurrency=props.fanout_max_concurrency,
         )
@@ -319,6 +324,26 @@ class ApprovalService(ApprovalServiceBase):
             )
             self.alarm_topic, self.alarms = alarms.topic, alarms.alarms
 
+    def _fanout_bucket(self, props: ApprovalServiceProps) -> s3.Bucket:
+        """Where fan-outs write their decisions (a state holds at most 256 KiB) and read
+        requests from (``requests/``); kept as long as the approvals are."""
+        bucket = s3.Bucket(
+            self,
+            "FanoutBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            removal_policy=props.removal_policy,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(props.approval_retention.to_days()))],
+        )
+        shared.acknowledge(
+            bucket,
+            "AwsSolutions-S1",
+            "Only the state machines write here (their results) and read (their requests);"
+            " Step Functions' own history and CloudTrail record who started what.",
+        )
+        return bucket
+
     # -- who may send requests ------------------------------------------------------------------
 
     def grant_send_requests(self, grantee: iam.IGrantable) -> iam.Grant:
@@ -350,6 +375,55 @@ class ApprovalService(ApprovalServiceBase):
             if isinstance(machine, sfn.StateMachine) and _allowed_to_send(stack, machine.role, queue_arn)
         ]
         return list(dict.fromkeys([*self._senders, *attached]))
+
+    # -- fan-outs of teams' own ------------------------------------------------------------------
+
+    def fanout_step(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        items_path: str | None = None,
+        items_key: str | None = None,
+        item_selector: Mapping[str, Any] | None = None,
+        max_concurrency: int = 1_000,
+        results_prefix: str | None = None,
+        result_path: str | None = None,
+    ) -> FanoutMap:
+        """A Distributed Map to put around :meth:`approval_step` (``.item_processor(chain)``)
+        that handles any number of items: its state never grows with them.
+
+        Its items come from the state (``items_path``, a JSONPath to an array) or from a
+        JSON array in this service's fan-out bucket (``items_key``, a key under
+        ``requests/``). Every item's result goes to that bucket (``ResultWriter``:
+        ``manifest.json`` and the result files under ``results_prefix/MAP-RUN-ID/``, read
+        back with ``approvals.fanout.decisions``), and the Map's own output is only
+        ``{"MapRunArn": ..., "ResultWriterDetails": {"Bucket": ..., "Key": manifest}}``. Its
+        state machine is granted what that takes and nothing more: ``s3:PutObject`` under the
+        prefix, ``s3:GetObject`` on the key, and starting, watching and stopping its own
+        child executions (a standard child per item: an approval may wait a year).
+
+        A Map whose ``ResultPath`` adds every decision to the state (the old pattern) fails
+        with ``States.DataLimitExceeded`` once the state passes 256 KiB: about 500 items of
+        a refund-sized request and decision.
+        """
+        if (items_path is None) == (items_key is None):
+            raise ValueError("fanout_step: give the items either by items_path or by items_key")
+        if items_key is not None and not items_key.startswith(statemachine.FANOUT_REQUESTS_PREFIX):
+            raise ValueError(f"fanout_step: items_key must be under {statemachine.FANOUT_REQUESTS_PREFIX}")
+        prefix = results_prefix or f"{statemachine.FANOUT_RESULTS_PREFIX}-{construct_id}"
+        return FanoutMap(
+            scope,
+            construct_id,
+            bucket=self.fanout_bucket,
+            results_prefix=prefix,
+            items_key=items_key,
+            items_path=items_path,
+            item_selector=item_selector,
+            max_concurrency=max_concurrency,
+            map_execution_type=sfn.StateMachineType.STANDARD,
+            result_path=result_path,
+        )
 
 
 def _allowed_to_send(stack: Stack, role: iam.IRole, queue_arn: object) -> bool:

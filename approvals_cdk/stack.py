@@ -62,7 +62,11 @@ class ApprovalsStack(cdk.Stack):
             ),
             stack_outputs.OUTPUT_FANOUT_STATE_MACHINE: (
                 service.fanout_state_machine.state_machine_arn,
-                'Many approvals at once: {"requests": [...]}',
+                'Many approvals at once: {"requests": [...]} or {"requests_from": {"bucket", "key"}}',
+            ),
+            stack_outputs.OUTPUT_FANOUT_BUCKET: (
+                service.fanout_bucket.bucket_name,
+                "The fan-outs' decisions (under fanout/), and requests a fan-out reads (under requests/)",
             ),
             stack_outputs.OUTPUT_QUEUE_URL: (
                 service.queue.queue_url,

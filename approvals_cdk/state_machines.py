@@ -10,6 +10,7 @@ from typing import Any, cast
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -27,6 +28,7 @@ class StateMachines:
         factory: shared.Factory,
         queue: sqs.Queue,
         table: dynamodb.Table,
+        bucket: s3.Bucket,
         *,
         default_timeout_seconds: int,
         fanout_max_concurrency: int,
@@ -43,10 +45,14 @@ class StateMachines:
         self.fanout = self._state_machine(
             "FanoutStateMachine",
             statemachine.fanout_definition(default_timeout_seconds, fanout_max_concurrency),
+            {"FanoutBucket": bucket.bucket_name},
         )
         self._run_child_executions(self.fanout)
+        self._grant_fanout_bucket(bucket)
 
-    def _state_machine(self, construct_id: str, definition: dict[str, Any]) -> sfn.StateMachine:
+    def _state_machine(
+        self, construct_id: str, definition: dict[str, Any], substitutions: dict[str, str] | None = None
+    ) -> sfn.StateMachine:
         stack = cdk.Stack.of(self._scope)
         # Step Functions' log delivery adds a resource policy per log group; under the
         # vendedlogs prefix one policy covers them all (AWS's advice), so the group is named.
@@ -64,13 +70,18 @@ class StateMachines:
         machine = sfn.StateMachine(
             self._scope,
             construct_id,
-            # The very definition the local stack runs; only the queue URL, the table and the
-            # partition are filled in. The partition is joined in (not a substitution), so
-            # that cfn-lint, which applies no substitutions, can check the integrations' ARNs.
+            # The very definition the local stack runs; only the queue URL, the table, the
+            # fan-out's bucket and the partition are filled in. The partition is joined in
+            # (not a substitution), so that cfn-lint, which applies no substitutions, can
+            # check the integrations' ARNs.
             definition_body=sfn.DefinitionBody.from_string(
                 json.dumps(definition).replace(statemachine.PARTITION_PLACEHOLDER, stack.partition)
             ),
-            definition_substitutions={"QueueUrl": self._queue.queue_url, "TableName": self._table.table_name},
+            definition_substitutions={
+                "QueueUrl": self._queue.queue_url,
+                "TableName": self._table.table_name,
+                **(substitutions or {}),
+            },
             state_machine_type=sfn.StateMachineType.STANDARD,  # waits up to a year; Express cannot
             logs=sfn.LogOptions(
                 destination=log_group,
@@ -93,6 +104,33 @@ class StateMachines:
             " support no resource-level permissions.",
         )
         return machine
+
+    def _grant_fanout_bucket(self, bucket: s3.Bucket) -> None:
+        """The ResultWriter's prefix (its result files, written in parts when large, as AWS's
+        guide for ResultWriter says) and the ItemReader's one place (requests a caller put
+        under requests/)."""
+        results = f"{statemachine.FANOUT_RESULTS_PREFIX}/*"
+        requests = f"{statemachine.FANOUT_REQUESTS_PREFIX}*"
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(results)],
+            )
+        )
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(requests)])
+        )
+        bucket_id = cdk.Stack.of(self._scope).resolve(
+            cast(s3.CfnBucket, bucket.node.default_child).logical_id
+        )
+        for objects in (results, requests):
+            shared.acknowledge(
+                self.fanout.role,
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{objects}]",
+                "A map run's result files are named by the service as it writes them, and a"
+                " batch's requests by whoever starts it: the grant names one prefix of the"
+                " service's own fan-out bucket.",
+            )
 
     def _run_child_executions(self, machine: sfn.StateMachine) -> None:
         """What a Distributed Map needs: start its own state machine for each item, and watch

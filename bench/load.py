@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from approvals import directory, executions
+from approvals import directory, executions, fanout
 from approvals.local import approver
 from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.local.stack import LocalStack
@@ -85,12 +85,12 @@ def run(
     try:
         for i in range(total):  # the directory first, as an operator adds approvers
             directory.add(target.sns, target.topic_arn, _approver(i))
-        return _drive(info, sfn, total, map_size, clickers, say)
+        return _drive(info, sfn, target.client("s3"), total, map_size, clickers, say)
     finally:
         stack.stop()
 
 
-def _drive(info, sfn, total: int, map_size: int, clickers: int, say: Say) -> LoadReport:  # type: ignore[no-untyped-def]
+def _drive(info, sfn, s3, total: int, map_size: int, clickers: int, say: Say) -> LoadReport:  # type: ignore[no-untyped-def]
     requests = [
         ApprovalRequest(title=f"load request {i}", approvers=[_approver(i)], requester="bench")
         for i in range(total)
@@ -164,7 +164,7 @@ def _drive(info, sfn, total: int, map_size: int, clickers: int, say: Say) -> Loa
             report.settle_latency.append(max(0.0, stopped.timestamp() - clicked_at[i]))
     for chunk, arn in fanouts:
         result = executions.wait(sfn, arn, timeout=60)
-        decisions = (result.output or {}).get("decisions", [])
+        decisions = fanout.decisions(s3, result.output or {})
         outcomes = [d.get("outcome") for d in decisions]
         report.outcomes.update(str(o) for o in outcomes)
         if outcomes != [_expected(i) for i in chunk]:

@@ -103,6 +103,7 @@ class Stack:
         self.sqs: SQSClient = session.client("sqs")
         self.dynamodb: DynamoDBClient = session.client("dynamodb")
         self.sns: SNSClient = session.client("sns")
+        self.s3: Any = session.client("s3")  # the fan-out's decisions (no stubs for S3 installed)
         self.outbox = Outbox(self.sqs, resources.outbox_queue_url)
         self.worker = QueuePoller(self.sqs, resources.queue_url, worker.handler.lambda_handler, "worker")
         self.dead_letters = QueuePoller(

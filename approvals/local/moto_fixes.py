@@ -26,7 +26,13 @@ behave as the services do.
 - SNS delivers a message to every subscription of its topic; moto delivers it to the first
   100 only (one page of its listing), so that the 101st approver on the product's one topic
   would get no email. Every subscription gets it, as in the service.
-- Step Functions' 256 KiB state payload moto enforces itself (``States.DataLimitExceeded``).
+- Step Functions' 256 KiB limit on a state's output (the next state's input) moto enforces
+  itself (``States.DataLimitExceeded``), but it starts an execution whose input is larger:
+  the service refuses that ``StartExecution`` (``ValidationException``), and so does this.
+- A Distributed Map's ``ResultWriter`` in moto writes a manifest that lists no result files
+  and drops the results. As the service does, the children's results are written under
+  ``PREFIX/MAP-RUN-ID/`` as ``SUCCEEDED_0.json`` / ``FAILED_0.json`` (each child's ARN,
+  name, input and output as JSON text, status and dates), listed by ``manifest.json``.
 - SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
   attributes); moto checks only each message alone. A larger batch is refused whole with
   ``BatchRequestTooLong``, as the service refuses it.
@@ -42,6 +48,7 @@ import json
 import secrets
 import threading
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -55,6 +62,22 @@ from moto.sns.models import SNSBackend, Subscription, Topic, sns_backends
 from moto.sns.responses import SNSResponse
 from moto.sqs.exceptions import QueueDoesNotExist
 from moto.sqs.models import sqs_backends
+from moto.stepfunctions.exceptions import ValidationException
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (  # noqa: E501
+    DistributedItemProcessorWorker,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.map_run_record import (  # noqa: E501
+    MapRunRecord,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.job import Job
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 import (  # noqa: E501
+    ResourceEvalS3,
+)
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramError
+from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES
 from moto.stepfunctions.responses import StepFunctionResponse
 
 from approvals.local import access
@@ -153,6 +176,8 @@ def apply() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
     _apply_sns()
     access.apply()
+    _apply_execution_input_limit()
+    _apply_result_writer()
 
 
 def sns_page(topic: Topic, page: str, **query: str) -> str:
@@ -304,3 +329,103 @@ def _apply_sns() -> None:
     SNSResponse.subscribe = subscribe_response  # type: ignore[method-assign]
     SNSResponse.list_subscriptions_by_topic = list_subscriptions_by_topic  # type: ignore[method-assign]
     SNSResponse.confirm_subscription = confirm_subscription  # type: ignore[method-assign]
+
+
+def _apply_execution_input_limit() -> None:
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_execution_within_limit(
+        self: StepFunctionsParserBackend,
+        state_machine_arn: str,
+        name: Any = None,
+        execution_input: Any = None,
+        trace_header: Any = None,
+    ) -> Any:
+        if execution_input is not None and len(execution_input.encode()) > MAX_STATE_SIZE_UTF8_BYTES:
+            raise ValidationException(
+                "1 validation error detected: Value at 'input' failed to satisfy constraint:"
+                f" Member must have length less than or equal to {MAX_STATE_SIZE_UTF8_BYTES}"
+            )
+        return start_execution(self, state_machine_arn, name, execution_input, trace_header)
+
+    StepFunctionsParserBackend.start_execution = start_execution_within_limit  # type: ignore[method-assign]
+
+
+# Each map run's children as they end, for its ResultWriter.
+_children: weakref.WeakKeyDictionary[MapRunRecord, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+_children_lock = threading.Lock()
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _apply_result_writer() -> None:
+    eval_job = DistributedItemProcessorWorker._eval_job
+    eval_input = DistributedItemProcessorWorker._eval_input
+    selected: weakref.WeakKeyDictionary[Environment, Any] = weakref.WeakKeyDictionary()
+
+    def eval_input_kept(self: DistributedItemProcessorWorker, env_frame: Environment) -> None:
+        eval_input(self, env_frame)
+        selected[env_frame] = env_frame.states.get_input()  # the child's input (ItemSelector applied)
+
+    def eval_job_recorded(self: DistributedItemProcessorWorker, env: Environment, job: Job) -> None:
+        started = datetime.now(UTC)
+        eval_job(self, env, job)
+        record = self._map_run_record
+        name = str(uuid.uuid4())
+        child: dict[str, Any] = {
+            "Index": job.job_index,
+            "ExecutionArn": f"{record.map_state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}",
+            "Name": name,
+            "Input": json.dumps(selected.pop(env, job.job_input)),
+            "InputDetails": {"Included": True},
+            "StartDate": _iso(started),
+            "StateMachineArn": record.map_state_machine_arn,
+            "StopDate": _iso(datetime.now(UTC)),
+            "RedriveCount": 0,
+        }
+        state = env.program_state()
+        if job.job_output is None or isinstance(state, ProgramError):
+            error = (state.error or {}) if isinstance(state, ProgramError) else {}
+            child |= {"Status": "FAILED", "Error": error.get("error", ""), "Cause": error.get("cause", "")}
+        else:
+            child |= {"Status": "SUCCEEDED", "Output": json.dumps(job.job_output)}
+            child["OutputDetails"] = {"Included": True}
+        with _children_lock:
+            _children.setdefault(record, []).append(child)
+
+    def put_results(env: Environment, runtime_part: Any, credentials: Any) -> None:
+        parameters = env.stack.pop()
+        env.stack.pop()  # the results: written from the children's records, as the service does
+        s3: Any = boto_client_for(region=runtime_part.region, service="s3", state_credentials=credentials)
+        record = env.map_run_record_pool_manager.get_all().pop()
+        bucket, prefix = parameters["Bucket"], parameters.get("Prefix", "")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        folder = f"{prefix}{record.map_run_arn.rsplit(':', 1)[-1]}/"
+        with _children_lock:
+            children = sorted(_children.pop(record, []), key=lambda child: int(child["Index"]))
+        for child in children:
+            del child["Index"]  # the order of the items, not a field of the service's
+        files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        for status in ("SUCCEEDED", "FAILED"):
+            these = [child for child in children if child["Status"] == status]
+            if not these:
+                continue
+            key = f"{folder}{status}_0.json"
+            body = json.dumps(these).encode()
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            files[status].append({"Key": key, "Size": len(body)})
+        manifest = {"DestinationBucket": bucket, "MapRunArn": record.map_run_arn, "ResultFiles": files}
+        s3.put_object(Bucket=bucket, Key=f"{folder}manifest.json", Body=json.dumps(manifest).encode())
+        env.stack.append(
+            {
+                "MapRunArn": record.map_run_arn,
+                "ResultWriterDetails": {"Bucket": bucket, "Key": f"{folder}manifest.json"},
+            }
+        )
+
+    DistributedItemProcessorWorker._eval_input = eval_input_kept  # type: ignore[method-assign,assignment]
+    DistributedItemProcessorWorker._eval_job = eval_job_recorded  # type: ignore[method-assign]
+    ResourceEvalS3._handle_put_object = staticmethod(put_results)  # type: ignore[method-assign,assignment]

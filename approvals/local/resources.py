@@ -69,6 +69,7 @@ class Resources:
     signing_secret_arn: str
     state_machine_arn: str
     fanout_state_machine_arn: str
+    fanout_bucket: str  # where the fan-out writes its decisions, and reads requests from
 
     def environment(self, api_url: str) -> dict[str, str]:
         """What the functions' environment holds in AWS, for the same handlers here."""
@@ -105,6 +106,7 @@ def provision(
     dynamodb = session.client("dynamodb", **extra)
     secretsmanager = session.client("secretsmanager", **extra)
     sfn = session.client("stepfunctions", **extra)
+    s3 = session.client("s3", **extra)
 
     dlq_url = sqs.create_queue(
         QueueName=f"{name}-dead-letters", Attributes={"MessageRetentionPeriod": "1209600"}
@@ -136,15 +138,20 @@ def provision(
         Name=f"{name}-signing-key", SecretString=secrets.token_urlsafe(48)
     )["ARN"]
 
+    fanout_bucket = f"{name}-fanout"
+    region = session.region_name or "us-east-1"
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=fanout_bucket, **where)
+
     def state_machine(suffix: str, definition: dict[str, Any]) -> str:
         return sfn.create_state_machine(
             name=f"{name}-{suffix}",
-            definition=statemachine.render(definition, queue_url, table_name),
+            definition=statemachine.render(definition, queue_url, table_name, fanout_bucket),
             roleArn=LOCAL_ROLE,
         )["stateMachineArn"]
 
     return Resources(
-        region=session.region_name or "us-east-1",
+        region=region,
         queue_url=queue_url,
         dlq_url=dlq_url,
         outbox_queue_url=outbox_queue_url,
@@ -153,4 +160,5 @@ def provision(
         signing_secret_arn=secret_arn,
         state_machine_arn=state_machine("approval", statemachine.approval_definition()),
         fanout_state_machine_arn=state_machine("fanout", statemachine.fanout_definition()),
+        fanout_bucket=fanout_bucket,
     )

@@ -85,6 +85,7 @@ class LocalInfo:
     table_name: str
     topic_arn: str
     signing_secret_arn: str
+    fanout_bucket: str = ""  # the fan-outs' decisions (a state file written before it has none)
 
     def write(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,6 +340,7 @@ class LocalStack:
             table_name=resources.table_name,
             topic_arn=resources.topic_arn,
             signing_secret_arn=resources.signing_secret_arn,
+            fanout_bucket=resources.fanout_bucket,
         )
 
     def _run_templates(self, session: boto3.Session, endpoint_url: str, stacks: dict[str, Path]) -> LocalInfo:
@@ -409,6 +411,7 @@ class LocalStack:
             topic_arn=outputs.get(stack_outputs.OUTPUT_TOPIC) or environment.get("APPROVALS_TOPIC_ARN", ""),
             signing_secret_arn=outputs.get(stack_outputs.OUTPUT_SIGNING_KEY)
             or environment.get("APPROVALS_SIGNING_SECRET", ""),
+            fanout_bucket=outputs.get(stack_outputs.OUTPUT_FANOUT_BUCKET, ""),
         )
 
     def stop(self) -> None:

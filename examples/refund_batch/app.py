@@ -2,9 +2,11 @@
 
 Input: ``{"refunds": [{"id": "R-1", "amount": 120, "customer": "ana@example.org"}, ...]}``.
 Every refund's approval is asked at once (a Distributed Map of standard child executions:
-an inline Map would email 40 and hold the rest back), and the output lists each refund's
-result in the order of the batch: approved refunds are issued, the others say why not. One
-refund's failure never fails the batch.
+an inline Map would email 40 and hold the rest back). Each refund's result (approved
+refunds are issued, the others say why not) goes to the service's fan-out bucket, and the
+output says where: ``{"results": {"bucket": ..., "manifest": ...}}``, read back in the
+order of the batch with ``approvals.fanout.results(s3, **output["results"])``. One refund's
+failure never fails the batch.
 
 Run it: ``cdk synth`` (or ``cdk deploy``) in this directory.
 """
@@ -68,26 +70,33 @@ class RefundBatchStack(cdk.Stack):
             result_path="$.error",
         )
         approved = sfn.Condition.string_equals("$.approval.outcome", "approved")
-        each = sfn.DistributedMap(
+        # Results go to the service's fan-out bucket and the state stays small, however many
+        # refunds: a Map that added every result to the state would fail past 256 KiB.
+        each = service.fanout_step(
             self,
             "EachRefund",
             items_path="$.refunds",
-            item_selector={"refund.$": "$$.Map.Item.Value"},
+            # The index puts the results back in the order of the batch.
+            item_selector={"refund.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
             max_concurrency=max_concurrency,  # up to 10,000 approvals in flight at once
-            map_execution_type=sfn.StateMachineType.STANDARD,  # a child may wait up to a year
-            result_path="$.results",
         )
         each.item_processor(
             approval.next(
                 sfn.Choice(self, "Approved?").when(approved, issue).otherwise(result("Declined", "declined"))
             )
         )
-        self.state_machine = sfn.StateMachine(
+        report = sfn.Pass(
             self,
-            "Refunds",
-            definition_body=sfn.DefinitionBody.from_chainable(
-                each.next(sfn.Pass(self, "Report", parameters={"results.$": "$.results"}))
-            ),
+            "Report",
+            parameters={
+                "results": {
+                    "bucket.$": "$.ResultWriterDetails.Bucket",
+                    "manifest.$": "$.ResultWriterDetails.Key",
+                }
+            },
+        )
+        self.state_machine = sfn.StateMachine(
+            self, "Refunds", definition_body=sfn.DefinitionBody.from_chainable(each.next(report))
         )
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from approvals import fanout
 from approvals.local.access import LOCAL_IDENTITY
 from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
+from approvals.target import for_local
 from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
@@ -53,6 +55,10 @@ class RunningStack:
             check=True,
         )
         return json.loads(result.stdout) if result.stdout.strip() else {}
+
+    def fanout_decisions(self, output: str) -> list[dict[str, Any]]:
+        """A fan-out's decisions, read from S3 where its output (a summary) says they are."""
+        return fanout.decisions(for_local(self.info).client("s3"), json.loads(output))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

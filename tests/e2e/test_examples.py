@@ -11,10 +11,12 @@ import json
 import time
 import uuid
 from typing import Any
+from unittest.mock import ANY
 
 import aws_cdk as cdk
 import pytest
 
+from approvals import fanout
 from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from approvals.target import for_local
@@ -31,7 +33,11 @@ def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) 
     """The app's state machine on the local stack, its approvers added as an operator does."""
     added = stack.cli("approvers", "add", *RELEASE_MANAGERS, *FINANCE)
     assert added.returncode == 0, added.stderr
-    refs = {"ApprovalsRequestQueue": stack.info.queue_url, "ApprovalsTable": stack.info.table_name}
+    refs = {
+        "ApprovalsRequestQueue": stack.info.queue_url,
+        "ApprovalsTable": stack.info.table_name,
+        "ApprovalsFanoutBucket": stack.info.fanout_bucket,
+    }
     definition = state_machine_definition(template, machine, refs)
     sfn = for_local(stack.info).sfn
     return sfn.create_state_machine(
@@ -126,10 +132,10 @@ def test_refund_batch_approves_each_refund_by_a_quorum_of_two(
 
     described = wait_status(local_stack, execution)
     assert described["status"] == "SUCCEEDED"
-    assert json.loads(str(described["output"])) == {
-        "results": [
-            {"id": "R-1", "status": "refunded"},
-            {"id": "R-2", "status": "declined"},
-            {"id": "R-3", "status": "refunded"},
-        ]
-    }
+    output = json.loads(str(described["output"]))
+    assert output == {"results": {"bucket": local_stack.info.fanout_bucket, "manifest": ANY}}
+    assert fanout.results(for_local(local_stack.info).client("s3"), **output["results"]) == [
+        {"id": "R-1", "status": "refunded"},
+        {"id": "R-2", "status": "declined"},
+        {"id": "R-3", "status": "refunded"},
+    ]

@@ -34,6 +34,7 @@ def test_state_file_names_every_resource(local_stack: RunningStack) -> None:
     assert set(state) == {
         "endpoint_url", "region", "state_machine_arn", "fanout_state_machine_arn", "api_url",
         "outbox_url", "queue_url", "dlq_url", "table_name", "topic_arn", "signing_secret_arn",
+        "fanout_bucket",
     }  # fmt: skip
     machines = local_stack.aws("stepfunctions", "list-state-machines")["stateMachines"]
     assert {m["stateMachineArn"] for m in machines} >= {
@@ -119,7 +120,7 @@ def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_sta
 
     described = wait_status(local_stack, str(started["executionArn"]))
     assert described["status"] == "SUCCEEDED"
-    decisions = json.loads(str(described["output"]))["decisions"]
+    decisions = local_stack.fanout_decisions(str(described["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected"]
 
 

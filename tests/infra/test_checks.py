@@ -42,6 +42,11 @@ FANOUT_CHILDREN = (
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
     "<{fanout}.Name>/*]"
 )
+# The fan-out writes its result files under one prefix of its bucket and reads requests under another.
+FANOUT_BUCKET = (
+    "AwsSolutions-IAM5[Resource::<{bucket}.Arn>/fanout/*]",
+    "AwsSolutions-IAM5[Resource::<{bucket}.Arn>/requests/*]",
+)
 
 
 def acknowledgements(template: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -78,11 +83,14 @@ def test_only_the_reviewed_findings_are_acknowledged(synthesis: Synthesis) -> No
         for lid, r in synthesis.resources("AWS::StepFunctions::StateMachine").items()
         if "ItemProcessor" in json.dumps(r["Properties"]["DefinitionString"])
     )
+    (bucket,) = synthesis.resources("AWS::S3::Bucket")
     ids = {rule["id"] for rules in acknowledgements(synthesis.template).values() for rule in rules}
     assert ids == ACKNOWLEDGED | {
         EVERY_EXECUTION,
         SWEEPER_INVOKE.format(sweeper=sweeper),
         FANOUT_CHILDREN.format(fanout=fanout),
+        "AwsSolutions-S1",  # the fan-out bucket: no access logs (only the state machines use it)
+        *(prefix.format(bucket=bucket) for prefix in FANOUT_BUCKET),
     }
 
 

@@ -46,9 +46,12 @@ def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: 
     )
     request, _ = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
+    bucket, _ = only(synthesis.resources("AWS::S3::Bucket"))
+    fanout_only = {"FanoutBucket": {"Ref": bucket}} if kind == "fanout" else {}
     assert properties["DefinitionSubstitutions"] == {
         "QueueUrl": {"Ref": request},
         "TableName": {"Ref": table},
+        **fanout_only,
     }
 
 
@@ -56,14 +59,16 @@ def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: 
 def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synthesis, kind: str) -> None:
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/approvals-requests"
     table_name = "approvals-table"
+    bucket = "approvals-fanout"
     in_aws = (
         definition_text(deployed(synthesis)[kind])
         .replace(statemachine.QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(statemachine.TABLE_NAME_PLACEHOLDER, table_name)
+        .replace(statemachine.FANOUT_BUCKET_PLACEHOLDER, bucket)
     )
     # approvals.local.resources.provision creates each machine from exactly this rendering.
     assert json.loads(in_aws) == json.loads(
-        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url, table_name)
+        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url, table_name, bucket)
     )
 
 

@@ -23,7 +23,7 @@ from tests.infra.lookup import CONFIRMATION_CONDITIONS
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-REFS = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
+REFS = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE", "ApprovalsFanoutBucket": "BUCKET"}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,14 @@ def test_refund_batch_asks_every_refund_at_once_in_standard_child_executions(
     assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert each["MaxConcurrency"] == 1_000
     assert each["ItemsPath"] == "$.refunds"
-    assert each["ItemSelector"] == {"refund.$": "$$.Map.Item.Value"}
+    assert each["ItemSelector"] == {"refund.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"}
     assert "Catch" not in each  # the items end in results of their own: the batch never fails
+    # The results go to S3 and replace the state: nothing in it grows with the refunds.
+    assert each["ResultWriter"]["Parameters"]["Prefix"] == "fanout-EachRefund"
+    assert "ResultPath" not in each
+    assert definition["States"]["Report"]["Parameters"] == {
+        "results": {"bucket.$": "$.ResultWriterDetails.Bucket", "manifest.$": "$.ResultWriterDetails.Key"}
+    }
 
     items = each["ItemProcessor"]["States"]
     request = items["RefundApproval"]["Parameters"]["MessageBody"]["request"]
@@ -128,6 +134,9 @@ def test_refund_batch_may_send_to_the_queue_and_run_its_own_children_only(
         for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     )
     assert [action for action, _ in actions] == [
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+        "s3:PutObject",
         "sqs:SendMessage",
         "states:DescribeExecution",
         "states:RedriveExecution",
@@ -137,7 +146,9 @@ def test_refund_batch_may_send_to_the_queue_and_run_its_own_children_only(
     for action, resource in actions:
         if action.startswith("states:"):
             assert machine in resource  # its own executions, nothing else
-        else:
+        if action.startswith("s3:"):
+            assert resource.endswith("'/fanout-EachRefund/*']]}"), resource  # its own prefix
+        if action == "sqs:SendMessage":
             assert request_queue(template) in resource
 
 

@@ -174,7 +174,7 @@ def test_only_calls_without_resource_level_permissions_name_every_resource(synth
                 assert set(_as_list(statement["Action"])) <= STAR_ONLY, (role, statement["Action"])
 
 
-def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their_own_children(
+def test_state_machines_can_only_send_confirm_run_their_own_children_and_use_their_bucket(
     synthesis: Synthesis,
 ) -> None:
     request, _ = queues(synthesis)
@@ -190,6 +190,11 @@ def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their
         "Effect": "Allow",
         "Resource": {"Fn::GetAtt": [table, "Arn"]},
     }
+    (bucket,) = synthesis.resources("AWS::S3::Bucket")
+
+    def objects(prefix: str) -> dict[str, Any]:
+        return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, prefix]]}
+
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
@@ -210,6 +215,13 @@ def test_state_machines_can_only_send_to_the_request_queue_confirm_and_run_their
             [
                 send,
                 confirm,
+                # Its ResultWriter's files, under one prefix; its ItemReader's requests, under another.
+                {
+                    "Action": ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:PutObject"],
+                    "Effect": "Allow",
+                    "Resource": objects("/fanout/*"),
+                },
+                {"Action": "s3:GetObject", "Effect": "Allow", "Resource": objects("/requests/*")},
                 {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": lid}},
                 {
                     "Action": ["states:DescribeExecution", "states:StopExecution"],

@@ -18,6 +18,7 @@ from approvals.statemachine import (
     TIMEOUT,
     approval_definition,
     fanout_definition,
+    fanout_map,
     render,
 )
 from approvals.store import OPEN_ATTRIBUTE
@@ -170,24 +171,59 @@ def test_single_approval_ends() -> None:
 
 def test_fanout_map() -> None:
     definition = fanout_definition()
-    assert definition["StartAt"] == "ApproveEach"
-    each = definition["States"]["ApproveEach"]
-    assert each["Type"] == "Map"
-    assert each["ItemsPath"] == "$.requests"
-    assert each["ItemSelector"] == {"request.$": "$$.Map.Item.Value"}
-    # Every approval of a batch in flight at once: a Distributed Map of standard child
-    # executions (an inline Map runs 40 at a time, and Express children cannot wait a year).
-    assert each["MaxConcurrency"] == 10_000
-    assert each["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
-    assert each["ItemProcessor"]["StartAt"] == "CheckTimeout"
-    assert "Iterator" not in each
-    assert "Parameters" not in each
-    assert each["ResultPath"] == "$.decisions"
-    assert definition["States"]["Done"] == {
-        "Type": "Pass",
-        "Parameters": {"decisions.$": "$.decisions"},
-        "End": True,
+    assert definition["StartAt"] == "RequestsFrom"
+    assert definition["States"]["RequestsFrom"]["Choices"] == [
+        {"Variable": "$.requests_from", "IsPresent": True, "Next": "ApproveEachFromS3"}
+    ]
+    assert definition["States"]["RequestsFrom"]["Default"] == "ApproveEach"
+    for name in ("ApproveEach", "ApproveEachFromS3"):
+        each = definition["States"][name]
+        assert each["Type"] == "Map"
+        assert each["ItemSelector"] == {"request.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"}
+        # Every approval of a batch in flight at once: a Distributed Map of standard child
+        # executions (an inline Map runs 40 at a time, and Express children cannot wait a year).
+        assert each["MaxConcurrency"] == 10_000
+        assert each["ItemProcessor"]["ProcessorConfig"] == {
+            "Mode": "DISTRIBUTED",
+            "ExecutionType": "STANDARD",
+        }
+        assert each["ItemProcessor"]["StartAt"] == "CheckTimeout"
+        assert each["ItemProcessor"]["States"] == item_states()
+        assert "Iterator" not in each
+        assert "Parameters" not in each
+        # The decisions go to S3 and replace the state: nothing in it grows with the items.
+        assert each["ResultWriter"] == {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket": "${FanoutBucket}", "Prefix": "fanout"},
+        }
+        assert each["ResultPath"] == "$"
+        assert each["Next"] == "Summary"
+    assert definition["States"]["ApproveEach"]["ItemsPath"] == "$.requests"
+    assert definition["States"]["ApproveEachFromS3"]["ItemReader"] == {
+        "Resource": "arn:aws:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket.$": "$.requests_from.bucket", "Key.$": "$.requests_from.key"},
     }
+    # The output: where the decisions are (what it holds, the integration tests read).
+    summary = definition["States"]["Summary"]
+    assert (summary["Type"], summary["End"]) == ("Pass", True)
+    assert set(summary["Parameters"]) == {"map_run.$", "decisions"}
+
+
+def test_a_fanout_map_takes_its_items_from_one_place() -> None:
+    for sources in (
+        {},
+        {"items_path": "$.items", "item_reader": {"Resource": "arn:aws:states:::s3:getObject"}},
+    ):
+        with pytest.raises(ValueError, match="either"):
+            fanout_map(
+                item_states(),
+                "CheckTimeout",
+                max_concurrency=1,
+                results_bucket="b",
+                results_prefix="p",
+                **sources,  # type: ignore[arg-type]
+            )
 
 
 def test_fanout_concurrency_is_a_parameter_within_the_services_limit() -> None:
@@ -207,14 +243,18 @@ def test_fanout_items_never_fail_the_batch() -> None:
     assert states["Undelivered"]["Parameters"] == {"outcome": "undelivered", "error.$": "$.error.Cause"}
 
 
-def test_render_fills_the_queue_url_and_table_name_everywhere() -> None:
-    for definition in (approval_definition(), fanout_definition()):
-        rendered = render(definition, QUEUE_URL, TABLE_NAME)
+def test_render_fills_the_queue_url_table_name_and_bucket_everywhere() -> None:
+    # The fan-out asks in two places (its items from the state, or from S3).
+    for definition, askers in ((approval_definition(), 1), (fanout_definition(), 2)):
+        rendered = render(definition, QUEUE_URL, TABLE_NAME, "approvals-fanout")
         assert "${" not in rendered
         parsed = json.loads(rendered)
         text = json.dumps(parsed)
-        assert text.count(QUEUE_URL) == 1
-        assert text.count(f'"TableName": "{TABLE_NAME}"') == 1
+        assert text.count(QUEUE_URL) == askers
+        assert text.count(f'"TableName": "{TABLE_NAME}"') == askers
+        assert text.count('"Bucket": "approvals-fanout"') == (
+            2 if askers == 2 else 0
+        )  # each Map's ResultWriter
 
 
 def test_definitions_are_fresh_each_call() -> None:
