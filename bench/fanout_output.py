@@ -34,21 +34,25 @@ FINANCE = "finance@example.com"
 STATE_LIMIT = 256 * 1024
 
 
-def refund(n: int) -> dict[str, Any]:
-    """A request the size of the README's refund example (about 157 bytes as JSON)."""
+def refund(n: int, description: str = "") -> dict[str, Any]:
+    """A request the size of the README's refund example (about 157 bytes as JSON), plus a
+    ``description`` if given."""
     return {
         "title": f"Refund {n:05d}: 2,400 EUR",
         "requester": "billing@example.com",
         "approvers": [FINANCE],
         "details": {"order": f"O-{n:06d}", "customer": "ana@example.org"},
+        **({"description": description} if description else {}),
     }
 
 
-def decision(token: str, n: int) -> Decision:
-    """A decision the size of the refund example's (about 350 bytes as JSON): odd items rejected."""
+def decision(token: str, n: int, comment_bytes: int = 0) -> Decision:
+    """A decision the size of the refund example's (about 350 bytes as JSON), its comment
+    padded to ``comment_bytes`` if given: odd items rejected."""
     outcome = Outcome.REJECTED if n % 2 else Outcome.APPROVED
     now = datetime.now(UTC)
     comment = f"Checked order O-{n:06d} against the customer's history and the refund policy."
+    comment = comment.ljust(comment_bytes, ".")
     vote = Vote(approver=FINANCE, outcome=outcome, comment=comment, at=now)
     return Decision(approval_id=approval_id_for(token), outcome=outcome, votes=[vote], decided_at=now)
 
@@ -67,7 +71,7 @@ def previous_fanout_definition() -> dict[str, Any]:
     }
 
 
-def answer_all(sqs: Any, sfn: Any, queue_url: str, count: int) -> None:
+def answer_all(sqs: Any, sfn: Any, queue_url: str, count: int, comment_bytes: int = 0) -> None:
     """Answer ``count`` queued requests of :func:`refund`, each with its :func:`decision`."""
     answered = 0
     while answered < count:
@@ -75,18 +79,18 @@ def answer_all(sqs: Any, sfn: Any, queue_url: str, count: int) -> None:
         for message in received.get("Messages", []):
             body = json.loads(message["Body"])
             n = int(body["request"]["details"]["order"].removeprefix("O-"))
-            tasks.succeed(sfn, body["task_token"], decision(body["task_token"], n))
+            tasks.succeed(sfn, body["task_token"], decision(body["task_token"], n, comment_bytes))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             answered += 1
 
 
-def start_both(sfn: Any, resources: Resources, items: int) -> tuple[str, str]:
+def start_both(sfn: Any, resources: Resources, items: int, description: str = "") -> tuple[str, str]:
     """The same batch through the previous fan-out and the product's: (previous, now)."""
     definition = statemachine.render(previous_fanout_definition(), resources.queue_url, resources.table_name)
     previous = sfn.create_state_machine(name="previous-fanout", definition=definition, roleArn=LOCAL_ROLE)[
         "stateMachineArn"
     ]
-    batch = json.dumps({"requests": [refund(n) for n in range(items)]})
+    batch = json.dumps({"requests": [refund(n, description) for n in range(items)]})
     old, new = (
         sfn.start_execution(stateMachineArn=machine, name=str(uuid.uuid4()), input=batch)["executionArn"]
         for machine in (previous, resources.fanout_state_machine_arn)

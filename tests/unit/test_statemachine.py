@@ -193,14 +193,14 @@ def test_fanout_map() -> None:
         assert "Parameters" not in each
         # The decisions go to S3 and replace the state: nothing in it grows with the items.
         assert each["ResultWriter"] == {
-            "Resource": "arn:aws:states:::s3:putObject",
+            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::s3:putObject",
             "Parameters": {"Bucket": "${FanoutBucket}", "Prefix": "fanout"},
         }
         assert each["ResultPath"] == "$"
         assert each["Next"] == "Summary"
     assert definition["States"]["ApproveEach"]["ItemsPath"] == "$.requests"
     assert definition["States"]["ApproveEachFromS3"]["ItemReader"] == {
-        "Resource": "arn:aws:states:::s3:getObject",
+        "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::s3:getObject",
         "ReaderConfig": {"InputType": "JSON"},
         "Parameters": {"Bucket.$": "$.requests_from.bucket", "Key.$": "$.requests_from.key"},
     }
