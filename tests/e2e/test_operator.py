@@ -40,8 +40,9 @@ def test_reminder_reaches_only_who_has_not_decided_and_only_once(local_stack: Ru
     title = "Reminder check"
     # The local stack reminds at half the time allowed ("50%"), which a sweep falls in
     # before the request expires; "1h" before expiry is before this short request began,
-    # so it is skipped. Ann approves before the half (twelve seconds, time enough under load).
-    timeout_seconds = 24
+    # so it is skipped. Ann approves before the half: twenty seconds, time enough for the
+    # first email and page under load (their functions start cold).
+    timeout_seconds = 40
     start(
         local_stack,
         title,
