@@ -1,20 +1,27 @@
 """The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
-and with the AWS CLI."""
+and with the AWS CLI.
+
+Under `pytest -n 2 --dist loadgroup` each module is an xdist group of its own (its stacks
+start once, on one worker, while the other worker takes another module), except the tests
+on the template with a one-minute sweep: they share one stack, in a group of their own.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import boto3
 import pytest
 
 from approvals import fanout
@@ -36,12 +43,34 @@ APPROVERS = [
 ]  # fmt: skip
 
 
+# The modes of `approvals local`: the resources it provisions itself, or the product's own
+# synthesized template deployed into moto's CloudFormation (`--template`).
+PROVISIONED = "provisioned"
+TEMPLATE = "template"
+BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
+# The template again, synthesized with `-c sweepMinutes=1`: the local stack runs its sweep at
+# that rate, so what the sweep does on the template (reminders, escalation, the requester
+# told on expiry) shows within a couple of minutes. Only one test waits for the schedule
+# (an escalation: its step can come no sooner than a minute); the others fire it when they
+# need a sweep (RunningStack.sweep). They share one stack, in an xdist group of their own.
+ONE_MINUTE_SWEEP = "template-sweep-1m"
+SWEEP_MODES = pytest.mark.parametrize(
+    "local_stack",
+    [PROVISIONED, pytest.param(ONE_MINUTE_SWEEP, marks=pytest.mark.xdist_group(ONE_MINUTE_SWEEP))],
+    indirect=True,
+)
+# How often each mode's sweep runs: the local stack's own, or the template's schedule.
+SWEEP_SECONDS = {PROVISIONED: SWEEP_INTERVAL, TEMPLATE: DEFAULT_SWEEP_MINUTES * 60.0, ONE_MINUTE_SWEEP: 60.0}
+T = TypeVar("T")
+
+
 @dataclass
 class RunningStack:
     info: LocalInfo
     workdir: Path
     process: subprocess.Popen[str]
     env: dict[str, str]
+    mode: str = PROVISIONED
     sweep_seconds: float = SWEEP_INTERVAL  # how often its sweep runs
 
     def aws(self, *args: str) -> Any:
@@ -70,6 +99,41 @@ class RunningStack:
             timeout=60,
         )
 
+    def fire_schedules(self) -> None:
+        """What the template's schedules do at their next tick, done now and waited for: each
+        one's target invoked with its input through Lambda's Invoke, as an operator may do in
+        AWS. A test that needs no real minute between sweeps fires them instead of waiting."""
+        session = boto3.Session(
+            region_name=self.info.region, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+        scheduler = session.client("scheduler", endpoint_url=self.info.endpoint_url)
+        functions = session.client("lambda", endpoint_url=self.info.endpoint_url)
+        for listed in scheduler.list_schedules()["Schedules"]:
+            target = scheduler.get_schedule(Name=listed["Name"], GroupName=listed["GroupName"])["Target"]
+            answer = functions.invoke(FunctionName=target["Arn"], Payload=target.get("Input", "{}").encode())
+            assert "FunctionError" not in answer, answer["Payload"].read()
+
+    def sweep(self) -> None:
+        """Lets a whole sweep run: on a template, its schedules are fired now; the provisioned
+        stack sweeps every 2 seconds by itself."""
+        if self.mode == PROVISIONED:
+            time.sleep(self.sweep_seconds + 2)
+        else:
+            self.fire_schedules()
+
+    def swept_until(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
+        """``probe``'s first answer other than None while sweeps run (on a template, each
+        poll fires its schedules first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.mode != PROVISIONED:
+                self.fire_schedules()
+            answer = probe()
+            if answer is not None:
+                return answer
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+            time.sleep(0.5)
+
     def start(self, title: str, approvers: list[str], requester: str, **extra: Any) -> str:
         """One approval, started with the AWS CLI as the README shows it."""
         request = {"title": title, "approvers": approvers, "requester": requester, **extra}
@@ -81,46 +145,54 @@ class RunningStack:
         return str(started["executionArn"])
 
 
-# The modes of `approvals local`: the resources it provisions itself, or the product's own
-# synthesized template deployed into moto's CloudFormation (`--template`).
-PROVISIONED = "provisioned"
-TEMPLATE = "template"
-BOTH_MODES = pytest.mark.parametrize("local_stack", [PROVISIONED, TEMPLATE], indirect=True)
-# The template again, synthesized with `-c sweepMinutes=1`: the local stack runs its sweep at
-# that rate, so what the sweep does on the template (reminders, escalation, the requester
-# told on expiry) shows within a couple of minutes. Tests in this mode wait that long: a
-# group of their own runs them beside the other end-to-end tests.
-ONE_MINUTE_SWEEP = "template-sweep-1m"
-SWEEP_MODES = pytest.mark.parametrize(
-    "local_stack",
-    [PROVISIONED, pytest.param(ONE_MINUTE_SWEEP, marks=pytest.mark.xdist_group("e2e-template-sweep"))],
-    indirect=True,
-)
-# How often each mode's sweep runs: the local stack's own, or the template's schedule.
-SWEEP_SECONDS = {PROVISIONED: SWEEP_INTERVAL, TEMPLATE: DEFAULT_SWEEP_MINUTES * 60.0, ONE_MINUTE_SWEEP: 60.0}
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(f"e2e-{item.path.stem}"))
 
 
-def synthesize_template(tmp_path_factory: pytest.TempPathFactory, **context: str) -> Path:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test not parametrized over the modes runs on the provisioned stack: the module's
+    one, which its parametrized tests share (the same parameter, so one stack)."""
+    parametrized = {
+        name.strip()
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])
+    }
+    if "local_stack" in metafunc.fixturenames and "local_stack" not in parametrized:
+        metafunc.parametrize("local_stack", [PROVISIONED], indirect=True)
+
+
+def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **context: str) -> Path:
     """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
-    with these `-c` parameters besides."""
-    outdir = tmp_path_factory.mktemp("cdk")
+    with these `-c` parameters besides. Synthesized once in a run, by the first xdist worker
+    to ask (a synthesis takes a minute of CPU); the others wait for it and read it."""
+    run_directory = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        run_directory = run_directory.parent  # the run's, shared by its workers
+    outdir = run_directory / f"cdk-{name}"
+    template = outdir / f"{STACK}.template.json"
     # The local operator (the CLI's credentials) manages approvers, as the README says an
     # operator's role must be named to (the topic's policy is evaluated locally).
     defaults = {"approvers": "alice@example.com,bob@example.com", "operatorRoles": LOCAL_IDENTITY}
-    synth = cdk_synth(outdir, {**defaults, **context})
-    output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
-    assert synth.returncode == 0, f"cdk synth failed:\n{output}"
-    return outdir / f"{STACK}.template.json"
+    with (run_directory / f"cdk-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not template.exists():
+            synth = cdk_synth(outdir, {**defaults, **context})
+            output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
+            assert synth.returncode == 0, f"cdk synth failed:\n{output}"
+    return template
 
 
 @pytest.fixture(scope="session")
 def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize_template(tmp_path_factory)
+    return synthesize_template(tmp_path_factory, "product")
 
 
 @pytest.fixture(scope="session")
 def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize_template(tmp_path_factory, sweepMinutes="1")
+    return synthesize_template(tmp_path_factory, "one-minute-sweep", sweepMinutes="1")
 
 
 @contextmanager
@@ -166,18 +238,38 @@ def running_local_stack(
         log.close()
 
 
+@contextmanager
+def stack_in_mode(
+    tmp_path_factory: pytest.TempPathFactory, mode: str, *options: str
+) -> Iterator[RunningStack]:
+    """A local stack in ``mode`` with everyone the tests ask in its directory."""
+    with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
+        stack.mode = mode
+        stack.sweep_seconds = SWEEP_SECONDS[mode]
+        added = stack.cli("approvers", "add", *APPROVERS)
+        assert added.returncode == 0, added.stderr
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def one_minute_sweep_stack(
+    tmp_path_factory: pytest.TempPathFactory, one_minute_sweep_template: Path
+) -> Iterator[RunningStack]:
+    """One stack for every test on the one-minute template (each test has titles of its own)."""
+    with stack_in_mode(
+        tmp_path_factory, ONE_MINUTE_SWEEP, "--template", str(one_minute_sweep_template)
+    ) as stack:
+        yield stack
+
+
 @pytest.fixture(scope="module")
 def local_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
-    mode = getattr(request, "param", PROVISIONED)
-    options = []
-    if mode == TEMPLATE:
-        options = ["--template", str(request.getfixturevalue("product_template"))]
+    mode = request.param
     if mode == ONE_MINUTE_SWEEP:
-        options = ["--template", str(request.getfixturevalue("one_minute_sweep_template"))]
-    with running_local_stack(tmp_path_factory.mktemp(f"local-{mode}"), *options) as stack:
-        stack.sweep_seconds = SWEEP_SECONDS[mode]
-        added = stack.cli("approvers", "add", *APPROVERS)
-        assert added.returncode == 0, added.stderr
+        yield request.getfixturevalue("one_minute_sweep_stack")
+        return
+    options = ["--template", str(request.getfixturevalue("product_template"))] if mode == TEMPLATE else []
+    with stack_in_mode(tmp_path_factory, mode, *options) as stack:
         yield stack

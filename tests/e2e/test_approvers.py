@@ -13,7 +13,7 @@ from approvals.local import approver
 from tests.e2e.conftest import RunningStack, running_local_stack
 from tests.e2e.test_local_stack import wait_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 ADDED, STRANGER = "quinn@example.com", "typo@exmaple.com"
 DIRECTORY_SECONDS = 2  # how long the pending stack's worker keeps a read of the directory

@@ -17,7 +17,7 @@ from approvals.demo import wait_for_email
 from tests.e2e.conftest import RunningStack
 from tests.unit.samples import DEPLOY_FIELDS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [

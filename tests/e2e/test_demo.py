@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import BIN
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 
 def test_the_demo_shows_answers_in_the_decision_a_reassignment_and_the_requester_told(

@@ -19,7 +19,7 @@ from tests.conftest import eventually
 from tests.e2e.conftest import APPROVERS, BOTH_MODES, PROVISIONED, TEMPLATE, RunningStack, running_local_stack
 from tests.e2e.test_local_stack import wait_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 CONCURRENCY = 2
 
 

@@ -26,7 +26,7 @@ from tests.cdk_templates import state_machine_definition, synthesize
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_local_stack import wait_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 
 def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) -> str:

@@ -13,7 +13,7 @@ from approvals.local import approver
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_local_stack import wait_status
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 BATCH = 45  # more than the 40 iterations an inline Map runs at once on AWS
 

@@ -17,7 +17,7 @@ from approvals.demo import wait_for_email
 from approvals.local import approver
 from tests.e2e.conftest import BOTH_MODES, RunningStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), BOTH_MODES]
+pytestmark = [pytest.mark.e2e, BOTH_MODES]
 
 
 def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> Any:

@@ -18,7 +18,7 @@ from tests.e2e.test_examples import click, links
 from tests.e2e.test_local_stack import wait_status
 from tests.infra.test_readme_app import synthesize_readme_app
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from approvals.demo import wait_for_email
 from approvals.local import approver
 from tests.e2e.conftest import SWEEP_MODES, RunningStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 REQUESTER = "lead@example.com"  # in the directory: told the outcome
 STAND_IN = "standin@example.com"
@@ -36,18 +36,15 @@ def refused(stack: RunningStack, *args: str) -> str:
 
 def wait_for_outcome_email(stack: RunningStack, title: str) -> dict[str, Any]:
     """The requester's email about ``title`` (sent by the sweep once the request ends)."""
-    timeout = stack.sweep_seconds + 30
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def told() -> list[dict[str, Any]] | None:
         emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
-        told = [e for e in emails if e["to"] == REQUESTER and title in e["subject"]]
-        if told:
-            time.sleep(stack.sweep_seconds + 0.5)  # a sweep more: it must not send a second one
-            emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
-            (email,) = [e for e in emails if e["to"] == REQUESTER and title in e["subject"]]
-            return dict(email)
-        time.sleep(0.5)
-    raise TimeoutError(f"no email to {REQUESTER} about {title!r} within {timeout}s")
+        return [e for e in emails if e["to"] == REQUESTER and title in e["subject"]] or None
+
+    stack.swept_until(told, stack.sweep_seconds + 30, f"email to {REQUESTER} about {title!r}")
+    stack.sweep()  # a sweep more: it must not send a second one
+    (email,) = told() or []
+    return dict(email)
 
 
 def test_reassign_from_the_cli_then_the_stand_in_approves_and_the_old_link_is_closed(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import BIN, RunningStack, running_local_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 # Far more than a refusal needs (the command's own start-up); a second stack that waits
 # for the port instead would be stopped here and fail the test.
 BOUND = 60
