@@ -413,6 +413,10 @@ def _return_to() -> str:
 
 @app.exception_handler(decision.SignInRequired)  # type: ignore[untyped-decorator]
 def sign_in_required(error: decision.SignInRequired) -> Response[str]:
+    return _sign_in_response(error)
+
+
+def _sign_in_response(error: decision.SignInRequired) -> Response[str]:
     logger.info("sign-in required", status=error.status)
     href = f"../signin?to={quote(_return_to(), safe='')}"
     html = pages.sign_in_page(error.title, error.message, href, "Sign in with your company account")
@@ -423,6 +427,10 @@ def sign_in_required(error: decision.SignInRequired) -> Response[str]:
 
 @app.exception_handler(decision.SomeoneElse)  # type: ignore[untyped-decorator]
 def someone_else(error: decision.SomeoneElse) -> Response[str]:
+    return _someone_else_response(error)
+
+
+def _someone_else_response(error: decision.SomeoneElse) -> Response[str]:
     logger.info("signed in as someone else", status=error.status)
     html = pages.sign_in_page(error.title, error.message, "../signout", "Sign out", kind="error")
     return _respond(
@@ -497,7 +505,11 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
     services = runtime.from_environment()
     now = utcnow()
     try:
-        approval = decision.form_again(services, error.voter, now)
+        approval = decision.form_again(services, error.voter, now, decision.session(services, _cookie(), now))
+    except decision.SignInRequired as not_signed_in:  # raised in a handler: no other handler takes it
+        return _sign_in_response(not_signed_in)
+    except decision.SomeoneElse as someone:
+        return _someone_else_response(someone)
     except Problem as refusal:
         return _problem_response(refusal)
     except UnreadableItem as broken:  # raised in a handler: no other handler takes it

@@ -349,9 +349,10 @@ def decide_by_link(
     return _decide(services, voter, form, now, session)
 
 
-def form_again(services: Services, voter: Voter, now: datetime) -> Approval:
-    """The approval whose page is shown again with a form to fix (one read). The form of a
-    short link is shown only as its page is: to the approver it is bound to, until expiry."""
+def form_again(services: Services, voter: Voter, now: datetime, session: Session | None = None) -> Approval:
+    """The approval whose page is shown again with a form to fix (one read). The form is
+    shown only as its page is: a short link's to the approver it is bound to, until expiry;
+    a request that needs sign-in, to its approver signed in."""
     approval = services.store.get(voter.approval_id)
     if approval is None:
         raise NotFound(NO_APPROVAL)
@@ -360,6 +361,7 @@ def form_again(services: Services, voter: Voter, now: datetime) -> Approval:
             raise NotFound(NO_APPROVAL)
         if now >= approval.expires_at:
             raise Gone(LINK_EXPIRED)
+    proof(services.settings, approval.request.identity, voter.approver, session)
     return approval
 
 

@@ -288,3 +288,25 @@ def test_a_request_asking_for_sign_in_where_no_provider_is_set_up_is_invalid_at_
         report = without_provider.finish(without_provider.start(SIGN_IN_REQUEST))
     assert (report.status, report.error) == ("FAILED", "Approval.InvalidRequest")
     assert (report.cause or "").startswith("request.identity: sign-in needs an OpenID Connect provider")
+
+
+def test_a_form_to_fix_is_shown_again_only_to_the_approver_signed_in(
+    stack: Stack, provider: Provider
+) -> None:
+    link = _link(stack, SIGN_IN_REQUEST, ALICE)
+    target = f"{API_URL}/a/{link.rsplit('/', 1)[-1]}"
+    unfinished = urlencode({"approver": ALICE, "decision": "", "comment": ""})  # no button pressed
+    anonymous = Browser(stack).call("POST", target, form_headers(target), unfinished)
+    assert anonymous.status == 401, anonymous.body
+    assert SIGN_IN_REQUEST.title not in anonymous.body
+    alice = Browser(stack)
+    alice.sign_in(provider, link, ALICE)
+    again = alice.call("POST", target, form_headers(target), unfinished)
+    assert again.status == 400
+    assert SIGN_IN_REQUEST.title in again.body
+
+
+def test_sign_in_returns_only_to_an_approval_page(stack: Stack) -> None:
+    refused = Browser(stack).call("GET", f"{API_URL}/signin?to=https%3A%2F%2Fevil.example.com%2F")
+    assert refused.status == 403
+    assert "Location" not in refused.headers
