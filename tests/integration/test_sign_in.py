@@ -7,6 +7,8 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from http.client import HTTPResponse
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -115,6 +117,12 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, provider: Provider) -> Iterator[Stack]:
+    with _stack_signing_in_with(monkeypatch, provider) as created:
+        yield created
+
+
+@contextmanager
+def _stack_signing_in_with(monkeypatch: pytest.MonkeyPatch, provider: Provider) -> Iterator[Stack]:
     with moto_stack(monkeypatch) as created:
         monkeypatch.setenv("APPROVALS_OIDC_ISSUER", provider.issuer)
         monkeypatch.setenv("APPROVALS_OIDC_CLIENT_ID", CLIENT_ID)
@@ -244,7 +252,9 @@ def test_sign_out_forgets_the_session(stack: Stack, provider: Provider) -> None:
     link = _link(stack, SIGN_IN_REQUEST, ALICE)
     browser = Browser(stack)
     browser.sign_in(provider, link, ALICE)
-    assert browser.call("GET", f"{API_URL}/signout").status == 200
+    signed_out = browser.call("GET", f"{API_URL}/signout")
+    assert signed_out.status == 200
+    assert "Max-Age=0" in signed_out.headers["Set-Cookie"]
     assert browser.cookie == ""
     assert browser.open(link).status == 401
 
@@ -310,3 +320,17 @@ def test_sign_in_returns_only_to_an_approval_page(stack: Stack) -> None:
     refused = Browser(stack).call("GET", f"{API_URL}/signin?to=https%3A%2F%2Fevil.example.com%2F")
     assert refused.status == 403
     assert "Location" not in refused.headers
+
+
+def test_an_expired_id_token_from_the_provider_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A provider whose tokens expired an hour before they were issued (beyond any clock skew).
+    with run_server_in_thread(access_token_max_age=timedelta(hours=-1)) as server:
+        expired = Provider(f"http://localhost:{server.server_port}")
+        expired.add_user(ALICE)
+        with _stack_signing_in_with(monkeypatch, expired) as stack:
+            link = _link(stack, SIGN_IN_REQUEST, ALICE)
+            browser = Browser(stack)
+            refused = browser.sign_in(expired, link, ALICE)
+            assert refused.status == 403
+            assert "The ID token does not hold (ExpiredTokenError)" in refused.body
+            assert browser.open(link).status == 401  # not signed in
