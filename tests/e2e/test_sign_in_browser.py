@@ -52,7 +52,7 @@ def test_the_approver_signs_in_then_approves(tab: Page, sign_in_stack: RunningSt
     _sign_in_as(tab, ALICE)
     expect(tab.get_by_role("heading", level=1)).to_have_text(title)
     expect(tab.get_by_text(f"Signed in as {ALICE}")).to_be_visible()
-    shot(tab, "sign-in-approval-tab")
+    shot(tab, "sign-in-approval-page")
     tab.get_by_role("button", name="Approve").click()
     expect(tab.get_by_role("heading", level=1)).to_have_text("Decision recorded")
     described = finished(sign_in_stack, arn)
