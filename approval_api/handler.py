@@ -351,6 +351,15 @@ def _redirect(location: str, cookie: Cookie) -> Response[str]:
 _RETURN_TO = "The approval page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS or a/TOKEN."
 
 
+_SIGN_IN_REFUSALS = {
+    403: _problem(
+        "The sign-in does not hold: a stale or foreign state, a token refused, another site's page."
+    ),
+    404: _problem("Sign-in is not set up here."),
+    502: _problem("The identity provider cannot be reached just now."),
+}
+
+
 @app.get(
     signin.START_PATH,
     summary="Sign in with the deployment's OpenID Connect provider, then come back to an approval page",
@@ -358,7 +367,7 @@ _RETURN_TO = "The approval page to come back to, relative to the API: approvals/
         "Redirects to the provider (authorization code with PKCE, state and nonce); the flow's"
         " secrets go in a sealed, HttpOnly cookie. Writes nothing: a scanner following it decides nothing."
     ),
-    responses={302: {"description": "To the identity provider"}, 403: _REFUSALS[403], 404: _REFUSALS[404]},
+    responses={302: {"description": "To the identity provider"}, **_SIGN_IN_REFUSALS},
 )
 def sign_in(to: Annotated[str, Query(description=_RETURN_TO)] = "") -> Response[str]:
     started = decision.start_sign_in(runtime.from_environment(), to, _redirect_uri(), utcnow())
@@ -373,7 +382,7 @@ def sign_in(to: Annotated[str, Query(description=_RETURN_TO)] = "") -> Response[
         " (the issuer's keys, iss, aud, exp, nonce, a verified email), then replaces the flow"
         " with a session of a few minutes and goes back to the approval page."
     ),
-    responses={302: {"description": "Back to the approval page"}, 403: _REFUSALS[403], 404: _REFUSALS[404]},
+    responses={302: {"description": "Back to the approval page"}, **_SIGN_IN_REFUSALS},
 )
 def sign_in_callback(
     state: Annotated[str, Query(description="The flow's state")] = "",

@@ -109,6 +109,10 @@ class SignInRefused(Problem):
     status, title = 403, "Sign-in refused"
 
 
+class SignInUnavailable(Problem):
+    status, title = 502, "Sign-in unavailable"
+
+
 class NotFound(Problem):
     status, title = 404, "No such approval"
 
@@ -233,6 +237,9 @@ def start_sign_in(services: Services, return_to: str, redirect_uri: str, now: da
         )
     except signin.SignInFailed as failed:
         raise SignInRefused(str(failed)) from None
+    except signin.ProviderUnreachable as unreachable:
+        log.warning("identity provider unreachable")
+        raise SignInUnavailable(str(unreachable)) from None
 
 
 def finish_sign_in(
@@ -254,6 +261,9 @@ def finish_sign_in(
     except signin.SignInFailed as failed:
         log.info("sign-in refused", extra={"reason": str(failed)})
         raise SignInRefused(str(failed)) from None
+    except signin.ProviderUnreachable as unreachable:
+        log.warning("identity provider unreachable")
+        raise SignInUnavailable(str(unreachable)) from None
 
 
 def check_link(

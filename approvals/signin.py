@@ -40,12 +40,17 @@ RETURN_TO = re.compile(r"^(approvals/[0-9a-f]{32}\?[A-Za-z0-9._~%&=+-]{1,1024}|a
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 
-# url, form body (None: GET), headers -> the JSON answer
+# url, form body (None: GET), headers -> the JSON answer; raises SignInFailed when the
+# provider refuses (an HTTP error), ProviderUnreachable when it does not answer.
 Fetch = Callable[[str, bytes | None, dict[str, str]], dict[str, Any]]
 
 
 class SignInFailed(Exception):
     """The sign-in does not hold; the message is for the person and names nobody else."""
+
+
+class ProviderUnreachable(Exception):
+    """The identity provider did not answer, or not with JSON: try again later."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,22 @@ def http_fetch(url: str, body: bytes | None, headers: dict[str, str]) -> dict[st
     parts = urlsplit(url)
     if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
         raise SignInFailed("The identity provider must be reached over HTTPS.")
+    import urllib.error
     import urllib.request  # here: only a sign-in pays for http.client and email
 
     request = urllib.request.Request(url, data=body, headers={"Accept": "application/json", **headers})  # noqa: S310 (checked above)
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (checked above)
-        answer: dict[str, Any] = json.loads(response.read())
-        return answer
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (checked above)
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as refused:  # a used, foreign or expired code, a wrong secret
+        raise SignInFailed(
+            f"The identity provider did not accept the sign-in ({refused.code}). Please sign in again."
+        ) from None
+    except (OSError, ValueError):
+        raise ProviderUnreachable(
+            "The identity provider cannot be reached just now. Please try again in a minute."
+        ) from None
 
 
 class Provider:
@@ -155,12 +170,7 @@ class Provider:
         else:  # a public client: PKCE alone
             form["client_id"] = self.client_id
         body = urlencode(form).encode()
-        try:
-            answer = self._fetch(self.metadata()["token_endpoint"], body, headers)
-        except OSError:  # urllib's HTTPError for the provider's 400: a used or foreign code
-            raise SignInFailed(
-                "The identity provider did not accept the sign-in. Please sign in again."
-            ) from None
+        answer = self._fetch(self.metadata()["token_endpoint"], body, headers)
         token = answer.get("id_token")
         if not isinstance(token, str):
             raise SignInFailed("The identity provider returned no ID token.")

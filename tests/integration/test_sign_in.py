@@ -334,3 +334,12 @@ def test_an_expired_id_token_from_the_provider_is_refused(monkeypatch: pytest.Mo
             assert refused.status == 403
             assert "The ID token does not hold (ExpiredTokenError)" in refused.body
             assert browser.open(link).status == 401  # not signed in
+
+
+def test_an_unreachable_provider_gets_a_clear_page_not_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _stack_signing_in_with(monkeypatch, Provider("http://localhost:1")) as stack:  # nothing listens
+        link = _link(stack, SIGN_IN_REQUEST, ALICE)
+        browser = Browser(stack)
+        started = browser.call("GET", urljoin(link, _sign_in_href(browser.open(link))))
+        assert started.status == 502
+        assert "cannot be reached just now" in started.body

@@ -179,3 +179,10 @@ def test_the_code_is_exchanged_with_the_verifier_and_the_client_secret() -> None
     assert sent["code_verifier"] == [flow["verifier"]]
     assert sent["grant_type"] == ["authorization_code"]
     assert headers["Authorization"].startswith("Basic ")
+
+
+def test_the_fetcher_tells_a_provider_that_does_not_answer_from_one_that_refuses() -> None:
+    with pytest.raises(signin.ProviderUnreachable):
+        signin.http_fetch("http://localhost:1/.well-known/openid-configuration", None, {})
+    with pytest.raises(signin.SignInFailed, match="HTTPS"):
+        signin.http_fetch("http://login.example.com/.well-known/openid-configuration", None, {})
