@@ -13,7 +13,7 @@ import os
 import random
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -23,10 +23,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Form, Path, Query
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, decision, links, runtime, shortlinks
+from approvals import answers, decision, links, runtime, shortlinks, signin
 from approvals.decision import Delivery, Problem, Recorded, Viewing
 from approvals.models import utcnow
 from approvals.store import UnreadableItem
@@ -113,9 +114,14 @@ def _recorded(description: str) -> OpenAPIResponse:
 
 _REFUSALS = {
     400: _problem("The link or form is incomplete or malformed; a fixable form shows the page again."),
+    401: _problem(
+        "The request must be decided signed in (the request or the deployment says so), and this"
+        " browser is not signed in as the approver: the page says why, and links to sign in."
+    ),
     403: _problem(
         "The link was altered, not issued for this approver, or made under a key that two"
-        " rotations retired; or the form came from another site."
+        " rotations retired; or the form came from another site; or the browser is signed in"
+        " as someone else than the approver."
     ),
     404: _problem("No such approval."),
     410: _problem(
@@ -234,13 +240,18 @@ def show_by_link(token: Annotated[str, Path(description=_TOKEN)]) -> Response[st
 
 
 def _page_response(seen: Viewing, fields: dict[str, str], now: datetime, action: str = "") -> Response[str]:
+    services = runtime.from_environment()
+    session = decision.session(services, _cookie(), now)
+    # A request that needs sign-in is shown only to its approver, signed in.
+    proven = decision.proof(services.settings, seen.approval.request.identity, seen.approver, session)
     html = pages.approval_page(
         seen.approval,
         seen.approver,
         fields,
         now,
-        reason_required=runtime.from_environment().settings.reject_needs_reason,
+        reason_required=services.settings.reject_needs_reason,
         action=action,
+        signed_in=seen.approver if proven.kind == "sign-in" else "",
     )
     payload = {"approval_id": seen.approval.approval_id, "status": seen.approval.status.value}
     return _respond(200, html, payload)
@@ -269,7 +280,9 @@ def decide(
     # Powertools has checked that the signed fields are there; the form is read again,
     # strictly (origin, size, UTF-8), for what is recorded.
     now = utcnow()
-    return _recorded_response(decision.decide(runtime.from_environment(), approval_id, _form(), now), now)
+    services = runtime.from_environment()
+    session = decision.session(services, _cookie(), now)
+    return _recorded_response(decision.decide(services, approval_id, _form(), now, session), now)
 
 
 @app.post(
@@ -288,7 +301,150 @@ def decide_by_link(
     comment: Annotated[str, _COMMENT] = "",
 ) -> Response[str]:
     now = utcnow()
-    return _recorded_response(decision.decide_by_link(runtime.from_environment(), token, _form(), now), now)
+    services = runtime.from_environment()
+    session = decision.session(services, _cookie(), now)
+    return _recorded_response(decision.decide_by_link(services, token, _form(), now, session), now)
+
+
+def _cookie() -> str:
+    """This browser's sign-in cookie (the flow while signing in, then the session), or ""."""
+    for part in (app.current_event.headers or {}).get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == signin.COOKIE:
+            return value
+    return ""
+
+
+def _api_base() -> tuple[str, str]:
+    """The API's own base URL and path, from the request: API Gateway's stage (or a custom
+    domain's base path) is in the request context's path, not in the event's."""
+    event = app.current_event
+    full = str(event.raw_event.get("requestContext", {}).get("path") or event.path)
+    prefix = full[: len(full) - len(event.path)] if full.endswith(event.path) else ""
+    headers = event.headers or {}
+    scheme = headers.get("x-forwarded-proto", "http")  # API Gateway sets https; the local stack, nothing
+    return f"{scheme}://{headers.get('host', '')}{prefix}", prefix
+
+
+def _redirect_uri() -> str:
+    return f"{_api_base()[0]}{signin.CALLBACK_PATH}"
+
+
+def _sign_in_cookie(value: str, max_age: int) -> Cookie:
+    # HttpOnly: no script reads it; Secure: never over plain HTTP (browsers let localhost
+    # have it); Lax: sent on the provider's redirect back, never with another site's POST.
+    return Cookie(
+        signin.COOKIE,
+        value,
+        path=_api_base()[1] + "/",
+        secure=True,
+        http_only=True,
+        max_age=max_age,
+        same_site=SameSite.LAX_MODE,
+    )
+
+
+def _redirect(location: str, cookie: Cookie) -> Response[str]:
+    return Response(302, "text/plain", "", {**pages.SECURITY_HEADERS, "Location": location}, cookies=[cookie])
+
+
+_RETURN_TO = "The approval page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS or a/TOKEN."
+
+
+_SIGN_IN_REFUSALS = {
+    403: _problem(
+        "The sign-in does not hold: a stale or foreign state, a token refused, another site's page."
+    ),
+    404: _problem("Sign-in is not set up here."),
+    502: _problem("The identity provider cannot be reached just now."),
+}
+
+
+@app.get(
+    signin.START_PATH,
+    summary="Sign in with the deployment's OpenID Connect provider, then come back to an approval page",
+    description=(
+        "Redirects to the provider (authorization code with PKCE, state and nonce); the flow's"
+        " secrets go in a sealed, HttpOnly cookie. Writes nothing: a scanner following it decides nothing."
+    ),
+    responses={302: {"description": "To the identity provider"}, **_SIGN_IN_REFUSALS},
+)
+def sign_in(to: Annotated[str, Query(description=_RETURN_TO)] = "") -> Response[str]:
+    started = decision.start_sign_in(runtime.from_environment(), to, _redirect_uri(), utcnow())
+    return _redirect(started.authorize_url, _sign_in_cookie(started.cookie, signin.FLOW_SECONDS))
+
+
+@app.get(
+    signin.CALLBACK_PATH,
+    summary="Where the identity provider sends the browser back",
+    description=(
+        "Checks the state against the flow's cookie, exchanges the code, checks the ID token"
+        " (the issuer's keys, iss, aud, exp, nonce, a verified email), then replaces the flow"
+        " with a session of a few minutes and goes back to the approval page."
+    ),
+    responses={302: {"description": "Back to the approval page"}, **_SIGN_IN_REFUSALS},
+)
+def sign_in_callback(
+    state: Annotated[str, Query(description="The flow's state")] = "",
+    code: Annotated[str, Query(description="The authorization code")] = "",
+    error: Annotated[str, Query(description="The provider's error, if it refused")] = "",
+) -> Response[str]:
+    services = runtime.from_environment()
+    query = {"state": state, "code": code, "error": error}
+    finished = decision.finish_sign_in(services, _cookie(), query, _redirect_uri(), utcnow())
+    session = _sign_in_cookie(finished.cookie, services.settings.session_seconds)
+    return _redirect(f"{_api_base()[0]}/{finished.return_to}", session)
+
+
+@app.get(
+    signin.SIGN_OUT_PATH,
+    summary="Sign out: forget this browser's sign-in session",
+    responses={200: _page("Signed out.", {"signed_out": {"type": "boolean"}})},
+)
+def sign_out() -> Response[str]:
+    html = pages.message_page(
+        "Signed out", "You are signed out of the approval pages. You can close this page."
+    )
+    response = _respond(200, html, {"signed_out": True})
+    response.cookies.append(_sign_in_cookie("", 0))
+    return response
+
+
+def _return_to() -> str:
+    """The approval page being shown or posted from, relative to the API."""
+    if _short_link():
+        return f"a/{_last_segment()}"
+    fields = _form() if app.current_event.http_method == "POST" else _query()
+    return (
+        f"approvals/{_last_segment()}?{urlencode({name: fields.get(name, '') for name in links.LINK_FIELDS})}"
+    )
+
+
+@app.exception_handler(decision.SignInRequired)  # type: ignore[untyped-decorator]
+def sign_in_required(error: decision.SignInRequired) -> Response[str]:
+    return _sign_in_response(error)
+
+
+def _sign_in_response(error: decision.SignInRequired) -> Response[str]:
+    logger.info("sign-in required", status=error.status)
+    href = f"../signin?to={quote(_return_to(), safe='')}"
+    html = pages.sign_in_page(error.title, error.message, href, "Sign in with your company account")
+    return _respond(
+        error.status, html, {"error": error.title, "message": error.message, "status": error.status}
+    )
+
+
+@app.exception_handler(decision.SomeoneElse)  # type: ignore[untyped-decorator]
+def someone_else(error: decision.SomeoneElse) -> Response[str]:
+    return _someone_else_response(error)
+
+
+def _someone_else_response(error: decision.SomeoneElse) -> Response[str]:
+    logger.info("signed in as someone else", status=error.status)
+    html = pages.sign_in_page(error.title, error.message, "../signout", "Sign out", kind="error")
+    return _respond(
+        error.status, html, {"error": error.title, "message": error.message, "status": error.status}
+    )
 
 
 def _recorded_response(recorded: Recorded, now: datetime) -> Response[str]:
@@ -358,7 +514,11 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
     services = runtime.from_environment()
     now = utcnow()
     try:
-        approval = decision.form_again(services, error.voter, now)
+        approval = decision.form_again(services, error.voter, now, decision.session(services, _cookie(), now))
+    except decision.SignInRequired as not_signed_in:  # raised in a handler: no other handler takes it
+        return _sign_in_response(not_signed_in)
+    except decision.SomeoneElse as someone:
+        return _someone_else_response(someone)
     except Problem as refusal:
         return _problem_response(refusal)
     except UnreadableItem as broken:  # raised in a handler: no other handler takes it
@@ -384,6 +544,10 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
+    if app.current_event.path in (signin.START_PATH, signin.CALLBACK_PATH, signin.SIGN_OUT_PATH):
+        # No parameter there might name nothing: another method is answered as what it is.
+        headers = {**pages.SECURITY_HEADERS, "Allow": "GET"}
+        return Response(405, "text/plain; charset=utf-8", "Method Not Allowed", headers)
     return _problem_response(decision.NotFound("There is nothing at this address."))
 
 

@@ -107,8 +107,11 @@ def approval_page(
     typed: dict[str, str] | None = None,
     invalid_field: str = "",
     action: str = "",
+    signed_in: str = "",
 ) -> str:
-    """``fields`` go with the form (a signed link's, or a short link's approver); ``action``
+    """``signed_in``: who this browser is signed in as, if anyone.
+
+    ``fields`` go with the form (a signed link's, or a short link's approver); ``action``
     is where it posts, relative to the page (the approval id by default, or a short link's
     token). ``typed`` and ``invalid_field``: the answers as sent, and the one to fix, when
     the page is shown again after a refused form."""
@@ -144,6 +147,7 @@ def approval_page(
             inputs=[_field_input(spec, (typed or {}).get(spec.name, "")) for spec in approval.request.fields],
             invalid_field=invalid_field,
             form_prefix=FORM_PREFIX,
+            signed_in=signed_in,
         )
     )
 
@@ -206,4 +210,13 @@ def message_page(
             status_text=STATUS_TEXT[status] if status else "",
             vote=vote,
         )
+    )
+
+
+def sign_in_page(heading: str, message: str, href: str, label: str, *, kind: str = "info") -> str:
+    """Why sign-in is asked (or refused), and the one thing to do next."""
+    return (
+        _environment()
+        .get_template("signin.html")
+        .render(css=CSS, heading=heading, message=message, href=href, label=label, kind=kind)
     )

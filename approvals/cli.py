@@ -54,6 +54,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         templates=args.template or (),
         confirm_subscriptions=not args.pending_subscriptions,
         concurrency=args.concurrency,
+        sign_in=args.sign_in,
     )
     try:
         info = stack.start()
@@ -416,6 +417,12 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONCURRENCY,
         help="execution environments per function, each a process taking one event at a time"
         " (0: one environment inside this process)",
+    )
+    local_cmd.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="run an OpenID Connect provider on localhost and let requests ask for sign-in"
+        ' ("identity": "sign-in")',
     )
     local_cmd.set_defaults(run=cmd_local)
 

@@ -15,11 +15,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
-from approvals import answers, links, shortlinks
-from approvals.models import Approval, FieldSpec, Outcome, Policy, Status, Vote, email_address, utcnow
+from approvals import answers, links, shortlinks, signin
+from approvals.models import (
+    Approval,
+    FieldSpec,
+    Identity,
+    Outcome,
+    Policy,
+    Status,
+    Vote,
+    email_address,
+    utcnow,
+)
 from approvals.owed import send_owed_links
 from approvals.runtime import Services
+from approvals.settings import Settings
+from approvals.signin import Session
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.tasks import HistoryDenied, TaskGone, succeed, took_answer
 
@@ -77,6 +90,27 @@ class FormIncomplete(Malformed):
 
 class Forbidden(Problem):
     status, title = 403, "This link is not valid"
+
+
+class SignInRequired(Problem):
+    """The request must be decided signed in, and this browser is not signed in as the approver."""
+
+    status, title = 401, "Please sign in"
+
+
+class SomeoneElse(Problem):
+    """Signed in, as another person than the approver the link was issued to. Names nobody:
+    neither who is signed in beyond the person themself, nor the other approvers."""
+
+    status, title = 403, "Signed in as someone else"
+
+
+class SignInRefused(Problem):
+    status, title = 403, "Sign-in refused"
+
+
+class SignInUnavailable(Problem):
+    status, title = 502, "Sign-in unavailable"
 
 
 class NotFound(Problem):
@@ -149,6 +183,89 @@ class Recorded:
     delivery: Delivery
 
 
+SIGN_IN_WHY = (
+    "This request must be decided by its approver in person: sign in with your company account,"
+    " as the address this link was sent to, and you come back to this page. The link alone,"
+    " forwarded or read by a mail scanner, decides nothing."
+)
+SOMEONE_ELSE = (
+    "You are signed in as someone other than the approver this link was issued to, so you cannot"
+    " decide here. Sign out, then open the link again and sign in as the address it was sent to."
+)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """How a vote is proven: the vote's ``proof`` and ``issuer``."""
+
+    kind: Identity = "link"
+    issuer: str | None = None
+
+
+def proof(settings: Settings, identity: Identity, approver: str, session: Session | None) -> Proof:
+    """How a vote by ``approver`` is proven: by sign-in when this browser's session is the
+    approver's, else by the link. Refused here when the request (``identity``) or the
+    deployment needs sign-in and the session is not the approver's."""
+    if session is not None and session.email == approver:
+        return Proof("sign-in", session.issuer)
+    if settings.needs_sign_in(identity):
+        if session is not None:
+            raise SomeoneElse(SOMEONE_ELSE)
+        raise SignInRequired(SIGN_IN_WHY)
+    return Proof()
+
+
+def session(services: Services, cookie: str, now: datetime) -> Session | None:
+    """The sign-in session this browser's cookie holds, if any (none where sign-in is not set up)."""
+    if services.provider is None or not cookie:
+        return None
+    return signin.session_from(services.keys.verifying(""), cookie, services.provider.issuer, now)
+
+
+def _provider(services: Services) -> signin.Provider:
+    if services.provider is None:
+        raise NotFound("Sign-in is not set up for these approvals.")
+    return services.provider
+
+
+def start_sign_in(services: Services, return_to: str, redirect_uri: str, now: datetime) -> signin.Started:
+    """Where to send the browser to sign in, and the flow's sealed cookie. Writes nothing."""
+    approver = parse_qs(urlsplit(return_to).query).get("approver", [""])[0]
+    try:
+        return signin.start(
+            _provider(services), services.keys.signing(), return_to, approver, redirect_uri, now
+        )
+    except signin.SignInFailed as failed:
+        raise SignInRefused(str(failed)) from None
+    except signin.ProviderUnreachable as unreachable:
+        log.warning("identity provider unreachable")
+        raise SignInUnavailable(str(unreachable)) from None
+
+
+def finish_sign_in(
+    services: Services, cookie: str, query: dict[str, str], redirect_uri: str, now: datetime
+) -> signin.Finished:
+    provider = _provider(services)
+    settings = services.settings
+    try:
+        return signin.finish(
+            provider,
+            services.keys.verifying(""),
+            cookie,
+            query,
+            redirect_uri,
+            now,
+            settings.session_seconds,
+            settings.oidc_email_claim,
+        )
+    except signin.SignInFailed as failed:
+        log.info("sign-in refused", extra={"reason": str(failed)})
+        raise SignInRefused(str(failed)) from None
+    except signin.ProviderUnreachable as unreachable:
+        log.warning("identity provider unreachable")
+        raise SignInUnavailable(str(unreachable)) from None
+
+
 def check_link(
     services: Services, approval_id: str, fields: dict[str, str], now: datetime
 ) -> links.LinkClaims:
@@ -214,12 +331,16 @@ def _viewing(approval: Approval, approver: str) -> Viewing:
     return Viewing(approval, approver)
 
 
-def decide(services: Services, approval_id: str, form: dict[str, str], now: datetime) -> Recorded:
+def decide(
+    services: Services, approval_id: str, form: dict[str, str], now: datetime, session: Session | None = None
+) -> Recorded:
     claims = check_link(services, approval_id, form, now)
-    return _decide(services, Voter(approval_id, claims.approver), form, now)
+    return _decide(services, Voter(approval_id, claims.approver), form, now, session)
 
 
-def decide_by_link(services: Services, token: str, form: dict[str, str], now: datetime) -> Recorded:
+def decide_by_link(
+    services: Services, token: str, form: dict[str, str], now: datetime, session: Session | None = None
+) -> Recorded:
     """A vote from a short link's page: the form names the approver, and the vote's own
     conditional update takes it only if the link is bound to that approver."""
     link = check_short_link(token)
@@ -235,12 +356,13 @@ def decide_by_link(services: Services, token: str, form: dict[str, str], now: da
         approval = services.store.get(link.approval_id)
         if approval is not None and approval.short_links.get(link.token_hash) == approver:
             raise Forbidden(LINK_REVOKED)
-    return _decide(services, voter, form, now)
+    return _decide(services, voter, form, now, session)
 
 
-def form_again(services: Services, voter: Voter, now: datetime) -> Approval:
-    """The approval whose page is shown again with a form to fix (one read). The form of a
-    short link is shown only as its page is: to the approver it is bound to, until expiry."""
+def form_again(services: Services, voter: Voter, now: datetime, session: Session | None = None) -> Approval:
+    """The approval whose page is shown again with a form to fix (one read). The form is
+    shown only as its page is: a short link's to the approver it is bound to, until expiry;
+    a request that needs sign-in, to its approver signed in."""
     approval = services.store.get(voter.approval_id)
     if approval is None:
         raise NotFound(NO_APPROVAL)
@@ -249,10 +371,16 @@ def form_again(services: Services, voter: Voter, now: datetime) -> Approval:
             raise NotFound(NO_APPROVAL)
         if now >= approval.expires_at:
             raise Gone(LINK_EXPIRED)
+    proof(services.settings, approval.request.identity, voter.approver, session)
     return approval
 
 
-def _decide(services: Services, voter: Voter, form: dict[str, str], now: datetime) -> Recorded:
+def _decide(
+    services: Services, voter: Voter, form: dict[str, str], now: datetime, session: Session | None
+) -> Recorded:
+    # The deployment's rule is known here; a request's own, only to the vote's condition
+    # (no read): a vote by link on a request that needs sign-in is refused by the update.
+    proven = proof(services.settings, "link", voter.approver, session)
     choice = form.get("decision", "")
     comment = form.get("comment", "").strip()
     if choice not in ("approve", "reject"):
@@ -279,7 +407,15 @@ def _decide(services: Services, voter: Voter, form: dict[str, str], now: datetim
         data = answers.read(specs, form, outcome)
     except answers.InvalidAnswer as invalid:
         raise FormIncomplete(invalid.message, voter, comment, invalid.field) from None
-    vote = Vote(approver=voter.approver, outcome=outcome, comment=comment, at=now, data=data)
+    vote = Vote(
+        approver=voter.approver,
+        outcome=outcome,
+        comment=comment,
+        at=now,
+        data=data,
+        proof=proven.kind,
+        issuer=proven.issuer,
+    )
     recorded = record(
         services.store,
         services.sfn,
@@ -416,6 +552,8 @@ def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected
             return Gone("This request expired before it was decided.", current)
         case VoteRefusal.CANCELLED:
             return Gone("This request was cancelled.", current)
+        case VoteRefusal.NOT_SIGNED_IN:
+            return SignInRequired(SIGN_IN_WHY)
         case VoteRefusal.UNANSWERED:
             return Malformed("This request asks for answers the form did not carry. Open the link again.")
     assert current is not None

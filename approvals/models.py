@@ -197,6 +197,11 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
 
 
+# How a vote is proven: by holding the emailed link, or by signing in with the company's
+# OpenID Connect provider as the approver the link was issued to (approvals.signin).
+Identity = Literal["link", "sign-in"]
+
+
 class ApprovalRequest(Contract):
     """What a workflow asks for: the ``request`` of the execution input."""
 
@@ -228,6 +233,11 @@ class ApprovalRequest(Contract):
         max_length=MAX_ESCALATIONS,
         description="Backups asked, step by step, while the request stays unsettled"
         " (each step later than the last, before timeout_seconds; not with policy sequence)",
+    )
+    identity: Identity = Field(
+        default="link",
+        description="How a vote is proven: by the emailed link alone, or (sign-in) also by signing in"
+        " with the deployment's OpenID Connect provider as that approver",
     )
 
     @property
@@ -344,6 +354,8 @@ class Vote(Contract):
     at: datetime
     on_behalf_by: str | None = None
     data: dict[str, Answer] = Field(default_factory=dict)  # the answers to the request's fields
+    proof: Identity = Field(default="link", description="How the vote was proven")
+    issuer: str | None = Field(default=None, description="sign-in: the OpenID Connect issuer")
 
 
 class Reassignment(Contract):
@@ -637,6 +649,8 @@ def timeline(approval: Approval) -> list[Event]:
             detail += " (" + ", ".join(f"{name}={value}" for name, value in vote.data.items()) + ")"
         if vote.on_behalf_by:
             detail += f" (recorded by {vote.on_behalf_by} on the approver's behalf)"
+        elif vote.proof == "sign-in":
+            detail += f" (signed in with {vote.issuer})"
         events.append(Event(at=vote.at, kind="voted", actor=vote.approver, detail=detail))
     if approval.decided_at:
         # The votes tell the outcome even when the workflow had gone before it arrived.

@@ -30,6 +30,7 @@ from approvals.models import (
 from approvals.notify import emails_for, publish
 from approvals.policy import excluded_voters, unreachable
 from approvals.runtime import Services
+from approvals.settings import Settings
 from approvals.statemachine import DELIVERY_FAILED, INVALID_REQUEST
 from approvals.store import Claim
 from approvals.tasks import TaskGone, fail
@@ -118,6 +119,15 @@ def _backup_is_requester(request: ApprovalRequest, allow_self_approval: bool) ->
     return "request.escalation: the requester cannot approve their own request, so cannot be its backup"
 
 
+def _sign_in_unavailable(request: ApprovalRequest, settings: Settings) -> str | None:
+    if not settings.needs_sign_in(request.identity) or settings.sign_in_available:
+        return None
+    return (
+        "request.identity: sign-in needs an OpenID Connect provider, and this deployment has none"
+        " (deploy it with -c oidcIssuer=... -c oidcClientId=...)"
+    )
+
+
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
     """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start).
 
@@ -148,6 +158,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         unreachable(request, excluded)
         or _backup_is_requester(request, settings.allow_self_approval)
         or _too_often(request, settings.sweep_seconds)
+        or _sign_in_unavailable(request, settings)
     ):
         return _invalid(services, message.task_token, approval_id, problem)
     voters = [a for a in request.approvers if a not in excluded]

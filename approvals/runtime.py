@@ -19,6 +19,7 @@ from botocore.config import Config
 from approvals.directory import Directory
 from approvals.keys import Keys
 from approvals.settings import Settings
+from approvals.signin import Provider
 from approvals.store import ApprovalStore
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Services:
     # the services rather than at first use: the worker's threads share one of each.
     keys: Keys = field(repr=False)
     directory: Directory  # who can be emailed, read from the topic and kept a while
+    # The deployment's OpenID Connect provider, if it has one (approvals.signin).
+    provider: Provider | None = None
 
 
 def build(settings: Settings, credentials: Mapping[str, str] | None = None) -> Services:
@@ -68,7 +71,20 @@ def build(settings: Settings, credentials: Mapping[str, str] | None = None) -> S
         secrets=secrets,
         keys=Keys(secrets, settings.signing_secret_id),
         directory=Directory(sns, settings.topic_arn, timedelta(seconds=settings.directory_seconds)),
+        provider=_provider(settings, secrets),
     )
+
+
+def _provider(settings: Settings, secrets: SecretsManagerClient) -> Provider | None:
+    if not settings.sign_in_available:
+        return None
+
+    def client_secret() -> str:  # read at the first code exchange, from Secrets Manager
+        if not settings.oidc_client_secret_id:
+            return ""  # a public client: PKCE alone
+        return secrets.get_secret_value(SecretId=settings.oidc_client_secret_id)["SecretString"]
+
+    return Provider(settings.oidc_issuer, settings.oidc_client_id, client_secret)
 
 
 # The environment of the function being invoked, where it is not the process's own: the

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, field_validator
 
-from approvals.models import reminder_time
+from approvals.models import Identity, reminder_time
 
 
 class Settings(BaseModel):
@@ -33,6 +33,21 @@ class Settings(BaseModel):
     # How long a read of the approver directory is kept: an unsubscribe goes unnoticed by a
     # warm worker for at most this long.
     directory_seconds: int = Field(default=60, ge=0)
+    # Sign-in (approvals.signin): "sign-in" requires it of every request, whatever the request says.
+    identity: Identity = "link"
+    oidc_issuer: str = Field(default="", description="The OpenID Connect issuer; empty: no sign-in")
+    oidc_client_id: str = ""
+    oidc_client_secret_id: str = Field(default="", description="Secrets Manager secret: the client secret")
+    oidc_email_claim: str = "email"  # the ID token's claim that must equal the approver
+    session_seconds: int = Field(default=600, ge=60, le=3_600)  # a sign-in spares repeat ones this long
+
+    @property
+    def sign_in_available(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    def needs_sign_in(self, identity: Identity) -> bool:
+        """Whether a request asking for ``identity`` must be decided signed in here."""
+        return "sign-in" in (identity, self.identity)
 
     @field_validator("reminders")
     @classmethod
@@ -59,6 +74,12 @@ class Settings(BaseModel):
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
             directory_seconds=int(env.get("APPROVALS_DIRECTORY_SECONDS", "60")),
             sweep_seconds=int(env.get("APPROVALS_SWEEP_SECONDS", "300")),
+            identity="sign-in" if env.get("APPROVALS_IDENTITY", "link") == "sign-in" else "link",
+            oidc_issuer=env.get("APPROVALS_OIDC_ISSUER", ""),
+            oidc_client_id=env.get("APPROVALS_OIDC_CLIENT_ID", ""),
+            oidc_client_secret_id=env.get("APPROVALS_OIDC_CLIENT_SECRET", ""),
+            oidc_email_claim=env.get("APPROVALS_OIDC_EMAIL_CLAIM", "email"),
+            session_seconds=int(env.get("APPROVALS_SESSION_SECONDS", "600")),
             reminders=tuple(
                 r.strip() for r in env.get("APPROVALS_REMINDERS", "50%,1h").split(",") if r.strip()
             ),

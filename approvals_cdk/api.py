@@ -19,6 +19,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from approvals import signin
 from approvals_cdk import shared
 
 # API Gateway access log fields. Neither the query string (a signed link's signature) nor the
@@ -100,6 +101,22 @@ class ApprovalApi:
         shared.allow(self.function, ["sns:Publish"], [topic_arn])  # a sequence's next voter
         shared.acknowledge(self.function.role, "AwsSolutions-IAM5[Resource::*]", shared.TASK_RESPONSE_REASON)
 
+    def add_sign_in_routes(self) -> None:
+        """GET /signin, /signin/callback and /signout: sign-in's redirects (approvals.signin)."""
+        for path in (signin.START_PATH, signin.CALLBACK_PATH, signin.SIGN_OUT_PATH):
+            added = self.api.root.resource_for_path(path).add_method("GET", self._integration)
+            shared.acknowledge(
+                added,
+                "AwsSolutions-APIG4",
+                "The sign-in's own redirects: the function checks the flow's sealed cookie and the"
+                " identity provider's ID token; nothing here decides an approval.",
+            )
+            shared.acknowledge(
+                added,
+                "AwsSolutions-COG4",
+                "Approvers sign in with the company's OpenID Connect provider, not a Cognito user pool.",
+            )
+
     def _live_alias(self) -> lambda_.Alias:
         """The latest published version: Lambda takes its snapshot when it is published."""
         cdk.Annotations.of(self.function).acknowledge_warning(
@@ -152,6 +169,7 @@ class ApprovalApi:
             "PathValidator", validate_request_parameters=True, validate_request_body=False
         )
         integration = apigateway.LambdaIntegration(handler, allow_test_invoke=False)
+        self._integration = integration  # the sign-in's routes, if any, are added later
         for (path, parameter), method in itertools.product(ROUTES, ("GET", "POST")):
             added = api.root.resource_for_path(path).add_method(
                 method,

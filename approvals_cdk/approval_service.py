@@ -48,7 +48,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from approvals import statemachine
-from approvals.models import DEFAULT_TIMEOUT_SECONDS
+from approvals.models import DEFAULT_TIMEOUT_SECONDS, Identity
 from approvals_cdk import config, packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
@@ -132,6 +132,16 @@ class ApprovalServiceProps:
     worker_timeout: Duration = field(default_factory=lambda: Duration.seconds(30))
     # Approvals of one fan-out in flight at once (a Distributed Map's child executions).
     fanout_max_concurrency: int = statemachine.MAX_FANOUT_CONCURRENCY
+    # Sign-in (approvals.signin): "sign-in" requires it of every request; with "link" a
+    # request may still ask for it ("identity": "sign-in") where an issuer is given. The
+    # client secret: a secret of yours, or one the service makes for you to put it in.
+    identity: Identity = "link"
+    oidc_issuer: str | None = None  # https://..., as the provider's ID tokens name it
+    oidc_client_id: str | None = None
+    oidc_client_secret: secretsmanager.ISecret | None = None
+    # The ID token's claim that must equal the approver: "email" (which must then be
+    # verified, email_verified), or one your provider controls, such as Entra ID's "upn".
+    oidc_email_claim: str = "email"
 
 
 def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
@@ -147,8 +157,34 @@ def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
     for name, (unit, bounds) in config.COUNT_PROPS.items():
         if getattr(props, name) is not None:
             problems.check(config.in_range, name, getattr(props, name), *bounds, unit)
+    problems.check(config.identity, "identity", props.identity)
+    if props.oidc_issuer is not None:
+        problems.check(config.oidc_issuer, "oidc_issuer", props.oidc_issuer)
+    if props.oidc_client_id is not None:
+        problems.check(config.oidc_client_id, "oidc_client_id", props.oidc_client_id)
+    problems.check(config.email_claim, "oidc_email_claim", props.oidc_email_claim)
+    problems.check(
+        config.check_sign_in,
+        props.identity,
+        props.oidc_issuer,
+        props.oidc_client_id,
+        ("identity", "oidc_issuer", "oidc_client_id"),
+    )
     problems.raise_any()
     return replace(props, approvers=approvers, reminders=reminders, alarm_email=alarm_email)
+
+
+def _sign_in_environment(props: ApprovalServiceProps) -> dict[str, str]:
+    """What the worker and the API read of sign-in (nothing where it is not set up)."""
+    environment: dict[str, str] = {"APPROVALS_IDENTITY": props.identity} if props.identity != "link" else {}
+    if props.oidc_issuer and props.oidc_client_id:
+        environment |= {
+            "APPROVALS_OIDC_ISSUER": config.oidc_issuer("oidc_issuer", props.oidc_issuer),
+            "APPROVALS_OIDC_CLIENT_ID": props.oidc_client_id,
+        }
+        if props.oidc_email_claim != "email":
+            environment["APPROVALS_OIDC_EMAIL_CLAIM"] = props.oidc_email_claim
+    return environment
 
 
 class ApprovalService(ApprovalServiceBase):
@@ -307,6 +343,7 @@ class ApprovalService(ApprovalServiceBase):
         directory.restrict(
             publishers=[self.worker, self.sweeper, self.api_function], operator_roles=props.operator_roles
         )
+        self.oidc_client_secret = self._sign_in(props, approval_api)
 
         self.alarm_topic: sns.ITopic | None = None
         self.alarms: list[cloudwatch.Alarm] = []
@@ -323,6 +360,36 @@ class ApprovalService(ApprovalServiceBase):
                 topic=props.alarm_topic,
             )
             self.alarm_topic, self.alarms = alarms.topic, alarms.alarms
+
+    def _sign_in(
+        self, props: ApprovalServiceProps, approval_api: ApprovalApi
+    ) -> secretsmanager.ISecret | None:
+        """Sign-in's settings for the worker (which refuses a request asking for sign-in
+        where there is no provider) and the API (the relying party), its routes, and the
+        client secret, which only the API reads."""
+        for function in (self.worker, self.api_function):
+            for name, value in _sign_in_environment(props).items():
+                function.add_environment(name, value)
+        if not props.oidc_issuer:
+            return None
+        secret = props.oidc_client_secret
+        if secret is None:
+            made = secretsmanager.Secret(
+                self,
+                "OidcClientSecret",
+                description="The approval API's client secret at the OpenID Connect provider: put the"
+                " value the provider issued (aws secretsmanager put-secret-value); read at the first sign-in",
+            )
+            shared.acknowledge(
+                made,
+                "AwsSolutions-SMG4",
+                "The identity provider issues and rotates the client secret; the operator puts it here.",
+            )
+            secret = made
+        self.api_function.add_environment("APPROVALS_OIDC_CLIENT_SECRET", secret.secret_arn)
+        shared.allow(self.api_function, ["secretsmanager:GetSecretValue"], [secret.secret_arn])
+        approval_api.add_sign_in_routes()
+        return secret
 
     def _fanout_bucket(self, props: ApprovalServiceProps) -> s3.Bucket:
         """Where fan-outs write their decisions (a state holds at most 256 KiB) and read

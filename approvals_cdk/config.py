@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_cdk import Duration
 from aws_cdk import aws_logs as logs
@@ -105,6 +106,11 @@ class DeployConfig:
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
     worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
+    identity: str = "link"
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret_arn: str | None = None
+    oidc_email_claim: str = "email"
 
 
 def _text(value: Any) -> str:
@@ -264,13 +270,77 @@ def _accounts(value: Any) -> tuple[str, ...]:
     return accounts
 
 
+IDENTITIES = ("link", "sign-in")
+# Complete: with the six characters Secrets Manager appends to the name.
+_SECRET_ARN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}"
+)
+
+
+def identity(name: str, value: Any) -> str:
+    text = _text(value).strip()
+    if text not in IDENTITIES:
+        raise ConfigError(f"{name}: {text!r} is not one of {', '.join(IDENTITIES)}")
+    return text
+
+
+def oidc_issuer(name: str, value: Any) -> str:
+    """The issuer's URL, as its ID tokens name it (``iss``): HTTPS, no query or fragment."""
+    text = _text(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{name}: {text!r} is not an OpenID Connect issuer URL"
+            " (https://..., as its discovery document names it, e.g. https://example.okta.com)"
+        )
+    return text.rstrip("/")
+
+
+def oidc_client_id(name: str, value: Any) -> str:
+    text = _text(value).strip()
+    if not text or any(c.isspace() for c in text) or len(text) > 256:
+        raise ConfigError(f"{name}: {text!r} is not a client id (the app's id at the identity provider)")
+    return text
+
+
+def email_claim(name: str, value: Any) -> str:
+    """The ID token's claim that must equal the approver (``email``, checked verified)."""
+    text = _text(value).strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_:.-]{0,63}", text):
+        raise ConfigError(f"{name}: {text!r} is not a claim name (email, upn, ...)")
+    return text
+
+
+def _secret_arn(value: Any) -> str:
+    text = _text(value).strip()
+    if not _SECRET_ARN.fullmatch(text):
+        raise ConfigError(
+            f"oidcClientSecretArn: {text!r} is not a Secrets Manager secret's complete ARN"
+            " (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf)"
+        )
+    return text
+
+
+def check_sign_in(chosen: str, issuer: str | None, client_id: str | None, names: Sequence[str]) -> None:
+    """Sign-in needs an issuer and a client id, and they go together. ``names``: how the
+    identity, issuer and client id are called where they were given (context or props)."""
+    identity_name, issuer_name, client_name = names
+    if chosen == "sign-in" and not issuer:
+        raise ConfigError(
+            f"{identity_name}: sign-in needs an OpenID Connect provider: give {issuer_name} and {client_name}"
+        )
+    if bool(issuer) != bool(client_id):
+        raise ConfigError(f"{issuer_name} and {client_name}: give both, or neither")
+
+
 # The app's own parameters. The CDK's context also holds its feature flags ("@aws-cdk/..."),
 # its own settings ("aws:cdk:...", "cli-telemetry") and cached lookups ("ami:account=..."):
 # none of those is a plain word, so a plain word that is not a parameter is a mistake.
 PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "operatorRoles", "rateLimitPerIp",
-    "snapStart", "sweepMinutes", "allowedAccounts", "workerMaxConcurrency",
+    "snapStart", "sweepMinutes", "allowedAccounts", "workerMaxConcurrency", "identity", "oidcIssuer",
+    "oidcClientId", "oidcClientSecretArn", "oidcEmailClaim",
 )  # fmt: skip
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
@@ -345,6 +415,18 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
             lambda v: _whole_number("workerMaxConcurrency", v, *WORKER_MAX_CONCURRENCY_RANGE, "invocations"),
             DEFAULT_WORKER_MAX_CONCURRENCY,
         ),
+        identity=read("identity", lambda v: identity("identity", v), "link"),
+        oidc_issuer=read("oidcIssuer", lambda v: oidc_issuer("oidcIssuer", v), None),
+        oidc_client_id=read("oidcClientId", lambda v: oidc_client_id("oidcClientId", v), None),
+        oidc_client_secret_arn=read("oidcClientSecretArn", _secret_arn, None),
+        oidc_email_claim=read("oidcEmailClaim", lambda v: email_claim("oidcEmailClaim", v), "email"),
+    )
+    problems.check(
+        check_sign_in,
+        config.identity,
+        config.oidc_issuer,
+        config.oidc_client_id,
+        ("identity", "oidcIssuer", "oidcClientId"),
     )
     problems.raise_any()
     return config

@@ -122,6 +122,9 @@ class ApprovalServiceBase(Construct):
                 whole seconds read from the state), no oftener than the sweep runs.
             escalation: backups asked while the request stays unsettled (``Escalation`` or its
                 dict: ``{"after_seconds": 3600, "approvers": ["lead@example.com"]}``).
+            identity: ``"link"`` (default: the emailed link proves the vote) or ``"sign-in"``
+                (the approver also signs in with the service's OpenID Connect provider; a
+                service without one refuses the request with ``Approval.InvalidRequest``).
             query_language: JSONPATH (default) or JSONATA, as your state machine uses.
             result_path: JSONPath only: where the decision goes in the state (default: it
                 replaces the state's input).

@@ -6,6 +6,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from approvals import stack_outputs
@@ -45,6 +46,15 @@ class ApprovalsStack(cdk.Stack):
                 snap_start=config.snap_start,
                 worker_max_concurrency=config.worker_max_concurrency,
                 sweep_interval=Duration.minutes(config.sweep_minutes),
+                identity="sign-in" if config.identity == "sign-in" else "link",
+                oidc_issuer=config.oidc_issuer,
+                oidc_client_id=config.oidc_client_id,
+                oidc_email_claim=config.oidc_email_claim,
+                oidc_client_secret=secretsmanager.Secret.from_secret_complete_arn(
+                    self, "OidcClientSecret", config.oidc_client_secret_arn
+                )
+                if config.oidc_client_secret_arn
+                else None,
                 # The product's deploy is the account's one shared service, in a fresh account
                 # as well: it watches every state machine, and sets the account's API Gateway
                 # CloudWatch role (which cdk.json's feature flag would leave unset).
@@ -89,6 +99,11 @@ class ApprovalsStack(cdk.Stack):
                 "The email topic; one filtered subscription per approver",
             ),
         }
+        if service.oidc_client_secret is not None:
+            outputs["OidcClientSecretArn"] = (
+                service.oidc_client_secret.secret_arn,
+                "The OpenID Connect client secret's secret: put the value your identity provider issued",
+            )
         if service.alarm_topic is not None:
             outputs["AlarmTopicArn"] = (
                 service.alarm_topic.topic_arn,

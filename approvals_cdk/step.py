@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Required, TypedDict, Unpack
+from typing import Annotated, Any, Required, TypedDict, Unpack, get_args
 
 from aws_cdk import Duration, Token
 from aws_cdk import aws_dynamodb as dynamodb
@@ -32,6 +32,7 @@ from approvals.models import (
     Email,
     Escalation,
     FieldSpec,
+    Identity,
     Policy,
     describe_validation_error,
 )
@@ -114,6 +115,7 @@ class TaskOptions(TypedDict, total=False):
     fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField
     remind_every: Duration | RequestField
     escalation: Sequence[Escalation | Mapping[str, Any]] | RequestField
+    identity: RequestField
     result_path: str | None
     result_selector: Mapping[str, Any] | None
     input_path: str | None
@@ -193,6 +195,13 @@ def _request(options: Mapping[str, Any]) -> dict[str, Any]:
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, prefix="escalation")) from None
         escalation = [step.model_dump(mode="json") for step in steps]
+    identity = options.get("identity")
+    if (
+        isinstance(identity, str)
+        and not identity.startswith(("$", "{%"))
+        and identity not in get_args(Identity)
+    ):
+        raise ValueError(f"identity: {identity!r} is not one of {', '.join(get_args(Identity))}")
     request = {
         "title": options["title"],
         "approvers": list(approvers) if isinstance(approvers, list | tuple) else approvers,
@@ -204,6 +213,7 @@ def _request(options: Mapping[str, Any]) -> dict[str, Any]:
         "fields": fields,
         "remind_every_seconds": remind_every,
         "escalation": escalation,
+        "identity": identity,
     }
     return {name: value for name, value in request.items() if value is not None}
 
@@ -234,6 +244,7 @@ class ApprovalTask(tasks.SqsSendMessage):
         fields: Sequence[FieldSpec | Mapping[str, Any]] | RequestField = None,
         remind_every: Duration | RequestField = None,
         escalation: Sequence[Escalation | Mapping[str, Any]] | RequestField = None,
+        identity: RequestField = None,
         query_language: sfn.QueryLanguage | None = None,
         result_path: str | None = None,
         result_selector: Mapping[str, Any] | None = None,
@@ -283,6 +294,7 @@ class ApprovalTask(tasks.SqsSendMessage):
                 "fields": fields,
                 "remind_every": remind_every,
                 "escalation": escalation,
+                "identity": identity,
             }
         )
         super().__init__(

@@ -220,6 +220,9 @@ class Stack:
         sent = {k: v for k, v in {**defaults, **(headers or {})}.items() if v is not None}
         data = body if isinstance(body, bytes) else body.encode()
         event = proxy_event(method, _api_path(url), sent, data, "198.51.100.7")
+        # As API Gateway sends it: the stage in the context's path, and the scheme in a header.
+        event["requestContext"]["path"] = urlsplit(API_URL).path + event["path"]
+        event["headers"].setdefault("X-Forwarded-Proto", "https")
         raw = approval_api.handler.lambda_handler(event, lambda_context("approval-api"))
         assert not raw.get("isBase64Encoded"), "the API answers with text"
         response_headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}

@@ -86,6 +86,7 @@ class LocalInfo:
     topic_arn: str
     signing_secret_arn: str
     fanout_bucket: str = ""  # the fan-outs' decisions (a state file written before it has none)
+    identity_provider_url: str = ""  # `approvals local --sign-in`: the local OpenID Connect provider
 
     def write(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,11 @@ def banner(info: LocalInfo, templates: Sequence[Path] = ()) -> str:
             f"  AWS CLI       export {' '.join(f'{name}={value}' for name, value in cli.items())}",
             f"  approval API  {info.api_url}",
             f"  outbox        {info.outbox_url}",
+            *(
+                [f"  sign-in       {info.identity_provider_url} (OpenID Connect)"]
+                if info.identity_provider_url
+                else []
+            ),
             *(f"  {label:<13} {arn}" for label, arn in machines),
             *(f"  template      {template} (deployed into moto's CloudFormation)" for template in templates),
             (f"Approvers: {', '.join(confirmed)}; add others" if confirmed else "Add approvers first")
@@ -174,8 +180,11 @@ class LocalStack:
         templates: Sequence[Path] = (),
         confirm_subscriptions: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
+        sign_in: bool = False,
     ) -> None:
         self.host = host
+        # A local OpenID Connect provider, and the approval API set up to sign people in with it.
+        self.sign_in = sign_in
         self.moto_port = moto_port
         self.api_port = api_port
         self.visibility_timeout = visibility_timeout
@@ -202,6 +211,10 @@ class LocalStack:
 
         from approvals.local import cloudformation
 
+        if self.templates and self.sign_in:
+            raise cloudformation.TemplateError(
+                "--sign-in runs the built-in stack: a template's own settings configure sign-in"
+            )
         for template in self.templates:
             if not template.is_file():
                 raise cloudformation.TemplateError(
@@ -274,6 +287,14 @@ class LocalStack:
             runner.start()
             self._stoppers.insert(0, runner.stop)
 
+    def _start_identity_provider(self, session: boto3.Session) -> str:
+        from approvals.local import identity
+
+        provider = identity.start(session)
+        self._stoppers.append(provider.stop)
+        os.environ.update(provider.environment)
+        return provider.issuer
+
     def _run_provisioned(self, session: boto3.Session, endpoint_url: str) -> LocalInfo:
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
@@ -309,6 +330,7 @@ class LocalStack:
         os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)
         # As in AWS: recurring reminders may come as often as this stack's sweep runs.
         os.environ["APPROVALS_SWEEP_SECONDS"] = str(math.ceil(self.sweep_interval))
+        provider_url = self._start_identity_provider(session) if self.sign_in else ""
         runtime.reset()
         runtime.from_environment()  # built here, before any thread of the stack asks for it
         api_function = self._function("approval-api", "approval_api.handler.lambda_handler", API_TIMEOUT)
@@ -341,6 +363,7 @@ class LocalStack:
             topic_arn=resources.topic_arn,
             signing_secret_arn=resources.signing_secret_arn,
             fanout_bucket=resources.fanout_bucket,
+            identity_provider_url=provider_url,
         )
 
     def _run_templates(self, session: boto3.Session, endpoint_url: str, stacks: dict[str, Path]) -> LocalInfo:

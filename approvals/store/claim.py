@@ -70,6 +70,8 @@ class ClaimStore(Table):
             **({TELL_ATTRIBUTE: TELL} if approval.request.requester_address else {}),
             # Lets a vote whose form carried no answers be refused without reading the request.
             **({"has_fields": {"BOOL": True}} if approval.request.fields else {}),
+            # Lets a vote proven by the link alone be refused without reading the request.
+            **({"needs_sign_in": {"BOOL": True}} if approval.request.identity == "sign-in" else {}),
             # A sequence's turn order, for the vote's condition: each voter's place equals the
             # approvals in before them (any rejection settles it).
             **(

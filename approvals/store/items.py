@@ -74,6 +74,8 @@ def vote_item(vote: Vote, write: Item) -> Item:
         fields["on_behalf_by"] = {"S": vote.on_behalf_by}
     if vote.data:
         fields["data"] = {"S": json.dumps(vote.data, ensure_ascii=False)}
+    if vote.issuer:  # a vote by link stores nothing more than it did
+        fields["issuer"] = {"S": vote.issuer}
     return {"M": fields}
 
 
@@ -90,6 +92,8 @@ def vote_from(approver: str, item: Item) -> Vote:
         at=from_epoch(fields["at"]["N"]),
         on_behalf_by=fields.get("on_behalf_by", {}).get("S"),
         data=json.loads(fields.get("data", {}).get("S", "{}")),
+        proof="sign-in" if "issuer" in fields else "link",
+        issuer=fields.get("issuer", {}).get("S"),
     )
 
 

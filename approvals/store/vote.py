@@ -42,6 +42,7 @@ class VoteRefusal(Enum):
     UNANSWERED = "the request asks for answers the vote did not carry"
     OTHER_APPROVER = "the short link was issued to another approver"
     NOT_YOUR_TURN = "an approver listed earlier has not yet approved"
+    NOT_SIGNED_IN = "the request must be decided signed in, and this vote is proven by the link alone"
 
 
 VIEWED = f"{SHORT_LINKS}.#link.viewed"  # a short link's first view
@@ -133,6 +134,8 @@ class VoteStore(Table):
             refusal = _link_refusal(current, vote, token_hash) or _refusal(current, vote)
             if not refusal and not answers_checked and current.request.fields:
                 refusal = VoteRefusal.UNANSWERED
+            if not refusal and _by_link_alone(vote) and current.request.identity == "sign-in":
+                refusal = VoteRefusal.NOT_SIGNED_IN
             if refusal:
                 raise VoteRejected(refusal, current)
             settling = old[counter]["N"] == old[last_open]["N"]
@@ -175,6 +178,7 @@ class VoteStore(Table):
                 # A sequence's voter's place is the count of approvals before them.
                 " AND (attribute_not_exists(turns) OR turns.#approver = approvals)"
                 + ("" if answers_checked else " AND attribute_not_exists(has_fields)")
+                + (" AND attribute_not_exists(needs_sign_in)" if _by_link_alone(vote) else "")
                 + (f" AND {SHORT_LINKS}.#link.approver = :approver" if token_hash else "")
             ),
             "ExpressionAttributeNames": {
@@ -186,6 +190,12 @@ class VoteStore(Table):
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
+
+
+def _by_link_alone(vote: Vote) -> bool:
+    """Proven by the link alone: not signed in, nor recorded by an operator (whose own AWS
+    identity the CLI's call carries)."""
+    return vote.proof == "link" and not vote.on_behalf_by
 
 
 def _link_refusal(current: Approval, vote: Vote, token_hash: str) -> VoteRefusal | None:

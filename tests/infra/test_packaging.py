@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("infra")
 def test_requirements_leave_out_what_lambda_provides_and_pin_what_was_tested() -> None:
     pinned = packaging.requirements()
     names = {line.split("==")[0].lower() for line in pinned}
-    assert names == {"pydantic", "aws-lambda-powertools", "jinja2"}
+    assert names == {"pydantic", "aws-lambda-powertools", "jinja2", "joserfc"}
     for line in pinned:
         name, version = line.split("==")
         assert importlib.metadata.version(name) == version

@@ -54,7 +54,7 @@ def test_approved(stack: Stack) -> None:
     ]
     assert set(output) == {"approval_id", "outcome", "votes", "decided_at"}
     assert output["approval_id"] == approval_id_of(email.links[0])
-    assert set(output["votes"][0]) == {"approver", "outcome", "comment", "at", "data"}
+    assert set(output["votes"][0]) == {"approver", "outcome", "comment", "at", "data", "proof"}
     assert output["votes"][0]["data"] == {}  # the request asked for no answers
 
     approval = stack.approval(approval_id_of(email.links[0]))

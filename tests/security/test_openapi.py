@@ -38,12 +38,15 @@ def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
         ("post", "/approvals/{approval_id}"),
         ("get", "/a/{token}"),
         ("post", "/a/{token}"),
+        ("get", "/signin"),
+        ("get", "/signin/callback"),
+        ("get", "/signout"),
     }
     for path in ("/approvals/{approval_id}", "/a/{token}"):
         answers = {method: set(ops["responses"]) for method, ops in spec["paths"][path].items()}
         assert answers == {
-            "get": {"200", "400", "403", "404", "410"},
-            "post": {"200", "202", "400", "403", "404", "409", "410"},
+            "get": {"200", "400", "401", "403", "404", "410"},
+            "post": {"200", "202", "400", "401", "403", "404", "409", "410"},
         }
     signed_form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
     assert signed_form["required"] == ["approver", "expires", "sig"]

@@ -297,10 +297,35 @@ def test_decision_contract_shape() -> None:
                 "comment": "no",
                 "at": "2030-01-02T03:04:05Z",
                 "data": {"environment": "staging"},
+                "proof": "link",
             }
         ],
         "decided_at": "2030-01-02T03:04:05Z",
     }
+
+
+def test_a_vote_proven_by_sign_in_names_its_issuer_in_the_decision_and_the_timeline() -> None:
+    vote = Vote(
+        approver="alice@example.com",
+        outcome=Outcome.APPROVED,
+        at=NOW,
+        proof="sign-in",
+        issuer="https://login.example.com",
+    )
+    approval = _approval(status=Status.APPROVED, votes={"alice@example.com": vote}, decided_at=NOW)
+    decision = approval.decision()
+    assert decision is not None
+    recorded = decision.model_dump(mode="json", exclude_none=True)["votes"][0]
+    assert (recorded["proof"], recorded["issuer"]) == ("sign-in", "https://login.example.com")
+    voted = [e.detail for e in timeline(approval) if e.kind == "voted"]
+    assert voted == ["approved (signed in with https://login.example.com)"]
+
+
+def test_a_request_may_ask_for_sign_in_and_asks_for_the_link_by_default() -> None:
+    assert ApprovalRequest.model_validate(VALID).identity == "link"
+    assert ApprovalRequest.model_validate({**VALID, "identity": "sign-in"}).identity == "sign-in"
+    with pytest.raises(ValidationError):
+        ApprovalRequest.model_validate({**VALID, "identity": "password"})
 
 
 @pytest.mark.parametrize(
