@@ -290,14 +290,17 @@ class Approvals(RuleBasedStateMachine):
 
     def link_holds(self, tracked: Tracked, who: str, link: str) -> bool | None:
         """Whether a link emailed to ``who`` still opens their page: a signed link while its
-        key is current or previous; a short link while its hash is bound to them. None when a
-        short link's key was retired (README: whether it still works is the rotation's
-        business, not this model's)."""
+        key is current or previous; a short link while its hash is bound to them. None when
+        it is not this model's to say: a signed link while the container still holds a key
+        ring older than the secret's (it reads the secret again within minutes of a
+        rotation), a short link whose key was retired (whether it still works is the
+        rotation's business)."""
         token = shortlinks.token_in(link)
         ring = self.ring()
         if token is None:
             kid = dict(parse_qsl(urlsplit(link).query)).get("kid", "")
-            return ring.knows(kid)
+            held = self.services.keys.verifying(kid).knows(kid)  # what the API's check reads
+            return ring.knows(kid) if held == ring.knows(kid) else None
         made_by = [k for k in self.keys_made if shortlinks.token_for(k, tracked.approval_id, who) == token]
         return None if made_by and not ring.knows(made_by[0].key_id) else True
 
