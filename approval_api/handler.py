@@ -319,6 +319,10 @@ def _problem_response(error: Problem) -> Response[str]:
 
 @app.exception_handler(UnreadableItem)  # type: ignore[untyped-decorator]
 def unreadable(error: UnreadableItem) -> Response[str]:
+    return _unreadable_response(error)
+
+
+def _unreadable_response(error: UnreadableItem) -> Response[str]:
     logger.error("approval unreadable", approval_id=error.approval_id, problem=error.problem)
     return _problem_response(decision.Unreadable())
 
@@ -356,6 +360,8 @@ def form_incomplete(error: decision.FormIncomplete) -> Response[str]:
         approval = decision.form_again(services, error.voter, now)
     except Problem as refusal:
         return _problem_response(refusal)
+    except UnreadableItem as broken:  # raised in a handler: no other handler takes it
+        return _unreadable_response(broken)
     if _wants_json():
         return _problem_response(error)
     form = _form()  # its signed fields hold (or, by short link, form_again found it bound)

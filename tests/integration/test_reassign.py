@@ -285,7 +285,13 @@ def test_an_unreadable_item_stops_neither_a_sweep_nor_a_listing_and_its_pages_sa
     link = stack.email(ALICE, secret_title).links[0]
     expires = int(stack.raw_item(bad_id)["expires_at"]["N"])  # type: ignore[index]
     signed = link_for(API_URL, stack.signing_key, LinkClaims(bad_id, BOB, expires))
-    for answer in (stack.get(link), stack.post_link(link, "approve"), stack.get(signed)):
+    pages = (
+        stack.get(link),
+        stack.post_link(link, "approve"),
+        stack.post_link(link, "maybe"),
+        stack.get(signed),
+    )
+    for answer in pages:
         assert answer.status == 500
         assert "This request cannot be shown" in answer.body
         assert secret_title not in answer.body
