@@ -103,6 +103,9 @@ EVERYONE = [*APPROVERS, *BACKUPS, NEWCOMER, REQUESTER]
 # Escalation steps and recurring reminders at multiples of the sweep's interval (300 s by
 # default), as the worker requires.
 STEP_SECONDS = [600, 1800]
+# How long moto's executor may take to queue a message or end an execution: its threads
+# share this process, and on a loaded machine they wait their turn.
+EXECUTOR_SECONDS = 60
 TICKET = FieldSpec(name="ticket", label="Ticket", type=FieldType.TEXT)
 
 
@@ -234,9 +237,12 @@ class Approvals(RuleBasedStateMachine):
     example starts from an empty table, an empty outbox and a container of its own (its
     key ring and directory read afresh, on the example's clock)."""
 
-    def __init__(self, stack: Stack, services: Services, answers: Answers, fault: PublishFault) -> None:
+    def __init__(
+        self, stack: Stack, services: Services, answers: Answers, fault: PublishFault, ran: Counter[str]
+    ) -> None:
         super().__init__()
-        self.stack, self.answers, self.fault = stack, answers, fault
+        self.stack, self.answers, self.fault, self.ran = stack, answers, fault, ran
+        ran["examples"] += 1
         fault.armed = None
         self.now = utcnow()
         # The container's key ring on this example's clock: a rotation reaches the functions
@@ -260,7 +266,7 @@ class Approvals(RuleBasedStateMachine):
             if self.stack.status(tracked.execution) == "RUNNING":
                 self.services.sfn.send_task_failure(taskToken=token_of({"Body": tracked.body}), error="End")
         for tracked in self.tracked:
-            eventually(partial(self.ended, tracked), what=f"{tracked.title}'s execution to end")
+            eventually(partial(self.ended, tracked), EXECUTOR_SECONDS, f"{tracked.title}'s execution to end")
         table = self.stack.resources.table_name
         for item in self.stack.dynamodb.scan(TableName=table, ProjectionExpression="approval_id")["Items"]:
             self.stack.dynamodb.delete_item(TableName=table, Key={"approval_id": item["approval_id"]})
@@ -309,7 +315,9 @@ class Approvals(RuleBasedStateMachine):
         for it to end, so that every step leaves the stack still."""
         for tracked in self.tracked:
             if tracked.status is not Status.PENDING or tracked.invalid:
-                eventually(partial(self.ended, tracked), what=f"{tracked.title}'s execution to end")
+                eventually(
+                    partial(self.ended, tracked), EXECUTOR_SECONDS, f"{tracked.title}'s execution to end"
+                )
 
     def ended(self, tracked: Tracked) -> bool:
         return self.stack.status(tracked.execution) != "RUNNING"
@@ -330,7 +338,7 @@ class Approvals(RuleBasedStateMachine):
             self.stack.resources.state_machine_arn,
             asked.model_copy(update={"title": title}),
         )
-        message = self.stack.queued_message()
+        message = self.stack.queued_message(EXECUTOR_SECONDS)
         token = token_of(message)
         self.tracked.append(
             Tracked(
@@ -584,6 +592,7 @@ class Approvals(RuleBasedStateMachine):
 
     @invariant()
     def hold(self) -> None:
+        self.ran["checks"] += 1  # after each step, and once before the first
         self.settle_answers()
         store, table = self.services.store, self.stack.resources.table_name
         # Every item stays readable, and so do the sweep's and the requester's indexes.
@@ -674,7 +683,7 @@ class Approvals(RuleBasedStateMachine):
             assert told, f"{tracked.title}: noted told, and not emailed"
 
 
-def test_the_features_hold_together(stack: Stack) -> None:
+def test_the_features_hold_together(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     services = build(Settings.from_env())
     answers, fault = Answers(), PublishFault()
     answers.watch(services.sfn)
@@ -682,8 +691,13 @@ def test_the_features_hold_together(stack: Stack) -> None:
     for address in EVERYONE:
         directory.add(services.sns, services.settings.topic_arn, address)
 
+    ran: Counter[str] = Counter()
+
     class OnThisStack(Approvals):
         def __init__(self) -> None:
-            super().__init__(stack, services, answers, fault)
+            super().__init__(stack, services, answers, fault, ran)
 
     run_state_machine_as_test(OnThisStack, settings=settings.get_profile(PROFILE))
+    with capsys.disabled():  # how much the run covered, for the long run's report
+        steps = ran["checks"] - ran["examples"]
+        print(f"\nstateful: {ran['examples']} examples, {steps} steps, every invariant held")
