@@ -79,8 +79,8 @@ pytestmark = pytest.mark.xdist_group("stateful")
 
 settings.register_profile(
     "stateful",
-    max_examples=6,
-    stateful_step_count=25,
+    max_examples=5,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
