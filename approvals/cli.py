@@ -303,7 +303,7 @@ def hand_over(target: Target, approval_id: str, change: Reassignment) -> Approva
     except reassign.ReassignError as refused:
         raise TargetError(str(refused)) from None
     if not reassign.email_new_approver(
-        target.sns, target.topic_arn, target.api_url, signing, approval, change.to
+        target.store, target.sns, target.topic_arn, target.api_url, signing, approval, change.to
     ):
         raise TargetError(
             f"{change.from_}'s place is {change.to}'s, but the email with their link failed:"

@@ -96,9 +96,22 @@ def reassign(
 
 
 def email_new_approver(
-    sns: SNSClient, topic_arn: str, api_url: str, key: SigningKey, approval: Approval, approver: str
+    store: ApprovalStore,
+    sns: SNSClient,
+    topic_arn: str,
+    api_url: str,
+    key: SigningKey,
+    approval: Approval,
+    approver: str,
 ) -> bool:
-    """Email the new approver their own link; False if SNS did not take it."""
+    """Email the new approver their own link; False if SNS did not take it.
+
+    A sequence's new approver whose turn it is was noted as emailed by the change itself
+    (so the sweep does not send the same link again): a failed email gives that back, and
+    the sweep sends their link if the operator does not.
+    """
     emails = emails_for(approval, api_url, key, to=[approver], compose=handed_over_email)
     _, failed = publish(sns, topic_arn, emails)
+    if failed and approver in approval.notified:
+        store.release_notices(approval.approval_id, [approver])
     return not failed

@@ -104,12 +104,21 @@ class ReassignStore(Table):
             sets = ["voters = :voters", "reassigned = list_append(if_not_exists(reassigned, :none), :change)"]
             removes = []
             names = {"#from": change.from_, "#status": "status"}
+            condition = ("voters = :before" if voters else "attribute_not_exists(voters)") + (
+                " AND attribute_not_exists(votes.#from) AND #status = :pending AND expires_at > :now"
+            )
             if change.from_ in item.get("turns", {}).get("M", {}):
                 # A sequence: the place keeps its turn, for the vote's condition to find it
                 # under the new approver (the condition on voters keeps the two together).
                 sets.append("turns.#to = turns.#from")
                 removes.append("turns.#from")
                 names["#to"] = change.to
+                if change.from_ in current.waiting_on(change.at):
+                    # Their turn now: the email handing the place over is their turn's email,
+                    # as long as no vote has moved the turn on meanwhile.
+                    sets.append("notified.#to = :now")
+                    condition += " AND approvals = :approvals"
+                    values[":approvals"] = item["approvals"]
             if link_hash:
                 binding = short_links_item({link_hash: change.to})
                 if SHORT_LINKS in item:  # a path into the map: the others' first views stay as they are
@@ -125,8 +134,7 @@ class ReassignStore(Table):
                     TableName=self._table,
                     Key=self._key(approval_id),
                     UpdateExpression=update,
-                    ConditionExpression=("voters = :before" if voters else "attribute_not_exists(voters)")
-                    + " AND attribute_not_exists(votes.#from) AND #status = :pending AND expires_at > :now",
+                    ConditionExpression=condition,
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",

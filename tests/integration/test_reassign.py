@@ -38,6 +38,7 @@ def hand_over(stack: Stack, approval_id: str, from_: str, to: str) -> None:
         services.store, services.directory, services.keys.signing(), approval_id, change(from_, to)
     )
     sent = reassign.email_new_approver(
+        services.store,
         services.sns,
         services.settings.topic_arn,
         services.settings.api_url,

@@ -151,8 +151,9 @@ def reassigned(stack: Stack, approval_id: str, from_: str, to: str) -> None:
         services.store, services.directory, services.keys.signing(), approval_id, change
     )
     key = services.keys.signing()
+    settings = services.settings
     assert reassign.email_new_approver(
-        services.sns, services.settings.topic_arn, services.settings.api_url, key, approval, to
+        services.store, services.sns, settings.topic_arn, settings.api_url, key, approval, to
     )
 
 
@@ -162,12 +163,14 @@ def test_a_reassigned_place_keeps_its_turn_and_those_after_still_decide(stack: S
     assert stack.click(stack.email(ALICE, title).links[0], "approve").status == 200
     reassigned(stack, approval_id, BOB, DAVE)  # Bob's turn, handed to Dave
 
+    assert sweep(runtime.from_environment(), utcnow())["emailed"] == 0  # Dave's email was his turn's
     assert stack.click(stack.email(DAVE, title).links[0], "approve").status == 200
     assert CAROL in emailed(stack, title)  # her turn came
     assert stack.click(stack.email(CAROL, title).links[0], "approve").status == 200
     report = stack.finish(arn)
     assert (report.status, report.output["outcome"]) == ("SUCCEEDED", "approved")
     assert [v["approver"] for v in report.output["votes"]] == [ALICE, DAVE, CAROL]
+    assert emailed(stack, title) == [ALICE, BOB, DAVE, CAROL]
 
 
 def test_a_place_handed_over_before_its_turn_is_decided_in_that_turn_and_by_approvals_decide(

@@ -9,14 +9,16 @@ from datetime import timedelta
 
 import pytest
 
-from approvals import sweep
-from approvals.models import ApprovalRequest, Escalation, Policy, timeline, utcnow
+from approvals import reassign, sweep
+from approvals.models import Escalation, Reassignment, timeline, utcnow
 from approvals.runtime import Services
-from tests.conftest import Stack, approval_id_of, eventually
+from tests.conftest import Stack
+from tests.integration.test_sequence import in_sequence
 from tests.reliability.faults import CONNECTION_LOST, Hooks, SnsFaults
 from tests.reliability.test_escalation_races import AFTER, emails_to, escalating
 
 ALICE, BOB, LEAD, BOSS = "alice@example.com", "bob@example.com", "lead@example.com", "boss@example.com"
+DAVE = "dave@example.com"
 
 
 def emailed_in_timeline(stack: Stack, approval_id: str) -> list[str]:
@@ -56,13 +58,8 @@ def test_the_next_approvers_email_lost_to_the_connection_is_sent_by_the_sweep(
     stack: Stack, services: Services, hooks: Hooks
 ) -> None:
     title = "Next in line, connection lost"
-    request = ApprovalRequest(
-        title=title, approvers=[ALICE, BOB], policy=Policy.SEQUENCE, requester="ci@example.com"
-    )
-    stack.start(request)
+    _, approval_id = in_sequence(stack, title, [ALICE, BOB])
     link = stack.email(ALICE, title).links[0]
-    approval_id = approval_id_of(link)
-    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
     SnsFaults(lambda call, _: CONNECTION_LOST if call == 0 else {}).install(hooks, services.sns)
 
     assert stack.click(link, "approve").status == 200  # the vote stands
@@ -72,3 +69,32 @@ def test_the_next_approvers_email_lost_to_the_connection_is_sent_by_the_sweep(
     assert sweep.sweep(services, utcnow())["emailed"] == 1
     assert emails_to(stack, title, BOB) == 1
     assert emailed_in_timeline(stack, approval_id) == [ALICE, BOB]
+
+
+def test_a_handed_over_turns_email_that_failed_is_sent_by_the_sweep(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """Bob's turn, handed to Dave: the change notes Dave's link as sent (the sweep must not
+    send it twice), and gives that back when the email fails, for the sweep to send."""
+    title = "Handed over, email lost"
+    _, approval_id = in_sequence(stack, title, [ALICE, BOB])
+    link = stack.email(ALICE, title).links[0]
+    assert stack.click(link, "approve").status == 200
+    assert emails_to(stack, title, BOB) == 1
+    stack.add_approvers([DAVE])
+    change = Reassignment.model_validate({"from": BOB, "to": DAVE, "by": "oncall", "at": utcnow()})
+    key = services.keys.signing()
+    approval = reassign.reassign(services.store, services.directory, key, approval_id, change)
+    assert DAVE in approval.notified
+    SnsFaults(lambda call, _: CONNECTION_LOST).install(hooks, services.sns)
+
+    settings = services.settings
+    assert not reassign.email_new_approver(
+        services.store, services.sns, settings.topic_arn, settings.api_url, key, approval, DAVE
+    )
+
+    assert DAVE not in stack.approval(approval_id).notified  # given back
+    hooks.remove_all()
+    assert sweep.sweep(services, utcnow())["emailed"] == 1
+    assert sweep.sweep(services, utcnow())["emailed"] == 0
+    assert emails_to(stack, title, DAVE) == 1

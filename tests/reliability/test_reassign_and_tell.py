@@ -35,8 +35,8 @@ def email_new_approver(services: Services, approval_id: str, approver: str) -> N
     approval = services.store.get(approval_id)
     assert approval is not None
     assert reassign.email_new_approver(
-        services.sns, services.settings.topic_arn, services.settings.api_url, services.keys.signing(),
-        approval, approver,
+        services.store, services.sns, services.settings.topic_arn, services.settings.api_url,
+        services.keys.signing(), approval, approver,
     )  # fmt: skip
 
 
