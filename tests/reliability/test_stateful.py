@@ -504,7 +504,13 @@ class Approvals(RuleBasedStateMachine):
                 self.services.store, self.services.directory, signing, tracked.approval_id, change
             )
             sent = reassign.email_new_approver(
-                self.services.sns, config.topic_arn, config.api_url, signing, approval, change.to
+                self.services.store,
+                self.services.sns,
+                config.topic_arn,
+                config.api_url,
+                signing,
+                approval,
+                change.to,
             )
         except reassign.ReassignError as refused:
             return refused
