@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup browser bench synth
+.PHONY: demo test lint setup browser bench synth stateful
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ lint: $(STAMP)
 
 test: lint browser $(NODE_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The model-based test (tests/reliability/test_stateful.py) at length: many more and longer
+# examples than the few make test runs (APPROVALS_STATEFUL_EXAMPLES sets how many).
+stateful: $(STAMP)
+	APPROVALS_STATEFUL=long $(BIN)/pytest -q -p no:randomly tests/reliability/test_stateful.py
 
 # Benchmarks print their figures; they are never part of the test suite's verdict.
 # Each writes its figures into bench/results.json as well.

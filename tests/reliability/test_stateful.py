@@ -1,0 +1,711 @@
+"""A model-based test of the newest features against each other (issue 17): Hypothesis'
+rule-based state machine drives the same domain functions the handlers call, on moto, with
+a clock of its own, and checks after every step what must always hold.
+
+Rules are the operations: a request with any policy (first response, all, quorum,
+sequence; with or without escalation, fields, recurring reminders; the requester among
+the approvers or not), the worker delivering it (its claim and emails, once or again),
+a page view and a vote through a link the approver was emailed (short or signed) or by an
+operator on an approver's behalf, a reassignment, the sweep (escalation, reminders,
+owed links, expiry, telling the requester), time passing, a key rotation, the workflow's
+own delivery confirmation, and a publish that fails once (a throttle, or a dropped
+connection).
+
+Each execution is real (moto runs the state machine); every answer to a task is
+recorded from the Step Functions client the domain calls (``SendTaskSuccess`` and
+``SendTaskFailure`` the service accepted, per token). A small model kept here (who holds
+each place, who joined by escalation, the votes, the status) predicts which views, votes
+and reassignments must be taken, and the invariants hold the table, the executions and the
+outbox to it.
+
+The default profile runs in the normal suite; ``APPROVALS_STATEFUL=long`` (``make
+stateful``) runs many more, longer examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from approvals import decision, directory, executions, keys, reassign, request, shortlinks
+from approvals.answers import as_form
+from approvals.directory import Directory
+from approvals.keys import Keys
+from approvals.links import KeyRing, approval_id_for
+from approvals.local.outbox import Outbox, SentEmail
+from approvals.models import (
+    Approval,
+    ApprovalRequest,
+    Escalation,
+    FieldSpec,
+    FieldType,
+    Outcome,
+    Policy,
+    Reassignment,
+    Status,
+    Vote,
+    utcnow,
+)
+from approvals.requester import tell_requesters
+from approvals.runtime import Services, build
+from approvals.settings import Settings
+from approvals.statemachine import INVALID_REQUEST
+from approvals.store import approval_from_item
+from approvals.sweep import sweep
+from tests.conftest import Stack, approval_id_of, eventually, token_of
+from tests.reliability.faults import error
+
+pytestmark = pytest.mark.xdist_group("stateful")
+
+settings.register_profile(
+    "stateful",
+    max_examples=5,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "stateful-long",
+    max_examples=int(os.environ.get("APPROVALS_STATEFUL_EXAMPLES", "400")),
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+PROFILE = "stateful-long" if os.environ.get("APPROVALS_STATEFUL") == "long" else "stateful"
+
+HOUR = 3600
+APPROVERS = ["ann@example.com", "ben@example.com", "cat@example.com", "dan@example.com"]
+BACKUPS = ["lee@example.com", "max@example.com"]
+NEWCOMER = "new@example.com"
+REQUESTER = "req@example.com"
+OPERATOR = "oncall@example.com"
+EVERYONE = [*APPROVERS, *BACKUPS, NEWCOMER, REQUESTER]
+# Escalation steps and recurring reminders at multiples of the sweep's interval (300 s by
+# default), as the worker requires.
+STEP_SECONDS = [600, 1800]
+# How long moto's executor may take to queue a message or end an execution: its threads
+# share this process, and on a loaded machine they wait their turn.
+EXECUTOR_SECONDS = 60
+TICKET = FieldSpec(name="ticket", label="Ticket", type=FieldType.TEXT)
+
+
+@st.composite
+def approval_requests(draw: st.DrawFn) -> ApprovalRequest:
+    policy = draw(st.sampled_from(Policy))
+    approvers = draw(st.lists(st.sampled_from(APPROVERS), min_size=1, max_size=3, unique=True))
+    requester = draw(st.sampled_from([REQUESTER, "nightly deploy", approvers[0]]))
+    escalation: list[Escalation] = []
+    if policy is not Policy.SEQUENCE and draw(st.booleans()):
+        after = draw(st.sampled_from(STEP_SECONDS))
+        backups = draw(st.permutations(BACKUPS))
+        escalation.append(Escalation(after_seconds=after, approvers=[backups[0]]))
+        if draw(st.booleans()):
+            escalation.append(Escalation(after_seconds=after + 1800, approvers=[backups[1]]))
+    return ApprovalRequest(
+        title="untitled",  # each request's title is its number, given when it is asked
+        approvers=approvers,
+        policy=policy,
+        quorum=draw(st.integers(1, len(approvers))) if policy is Policy.QUORUM else None,
+        timeout_seconds=draw(st.sampled_from([2 * HOUR, 4 * HOUR])),
+        requester=requester,
+        escalation=escalation,
+        fields=draw(st.sampled_from([[], [TICKET]])),
+        remind_every_seconds=draw(st.sampled_from([None, 1800])),
+    )
+
+
+@dataclass
+class Tracked:
+    """The model of one request: what must be true of it, kept apart from the table."""
+
+    title: str
+    request: ApprovalRequest
+    execution: str
+    body: str
+    sent_at: datetime
+    approval_id: str
+    stored: bool = False  # the worker's claim wrote it
+    invalid: bool = False  # the worker refused it through its token
+    holders: list[str] = field(default_factory=list)  # who holds each approver's place now
+    excluded: list[str] = field(default_factory=list)
+    joined: set[int] = field(default_factory=set)  # escalation steps whose backups joined
+    votes: dict[str, Outcome] = field(default_factory=dict)
+    status: Status = Status.PENDING
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.sent_at + timedelta(seconds=self.request.timeout_seconds)
+
+    @property
+    def asked(self) -> list[str]:
+        steps = self.request.escalation
+        return self.holders + [a for i in sorted(self.joined) for a in steps[i].approvers]
+
+    @property
+    def voters(self) -> list[str]:
+        return [a for a in self.asked if a not in self.excluded]
+
+    def status_at(self, now: datetime) -> Status:
+        return Status.EXPIRED if self.status is Status.PENDING and now >= self.expires_at else self.status
+
+    def waiting_on(self, now: datetime) -> list[str]:
+        """Who may vote now: the undecided voters, or in a sequence the one whose turn it is."""
+        if not self.stored or self.status_at(now) is not Status.PENDING:
+            return []
+        undecided = [a for a in self.voters if a not in self.votes]
+        return undecided[:1] if self.request.policy is Policy.SEQUENCE else undecided
+
+    def may_vote(self, who: str, now: datetime) -> bool:
+        return who in self.waiting_on(now)
+
+    def settle(self) -> None:
+        """The status the votes in give, over everyone who may vote now."""
+        voters = len(self.voters)
+        approve_at, reject_at = {
+            Policy.FIRST_RESPONSE: (1, 1),
+            Policy.ALL: (voters, 1),
+            Policy.SEQUENCE: (voters, 1),
+            Policy.QUORUM: (self.request.quorum or 0, voters - (self.request.quorum or 0) + 1),
+        }[self.request.policy]
+        tally = Counter(self.votes.values())
+        if tally[Outcome.APPROVED] >= approve_at:
+            self.status = Status.APPROVED
+        elif tally[Outcome.REJECTED] >= reject_at:
+            self.status = Status.REJECTED
+
+
+@dataclass
+class Answers:
+    """The decisions sent to Step Functions, per task token, read off the domain's client.
+
+    Only sent, not taken: moto takes a second answer to a token that AWS refuses (the
+    executions' own outcomes tell what was taken)."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+
+    def watch(self, sfn: Any) -> None:
+        sfn.meta.events.register("provide-client-params.sfn.SendTaskSuccess", self._count)
+
+    def _count(self, params: dict[str, Any], **_: Any) -> None:
+        self.sent[params["taskToken"]] += 1
+
+
+class PublishFault:
+    """One publish that fails: SNS throttling (a ClientError), or a connection dropped after
+    the SDK's retries (any other exception)."""
+
+    def __init__(self) -> None:
+        self.armed: str | None = None
+        self.fired = False
+
+    def __call__(self, **_: Any) -> Any:
+        kind, self.armed = self.armed, None
+        if kind is None:
+            return None
+        self.fired = True
+        if kind == "throttle":
+            return error("Throttled", 400, "Rate exceeded")
+        raise EndpointConnectionError(endpoint_url="https://sns.us-east-1.amazonaws.com/")
+
+
+def email_approval_id(email: SentEmail) -> str | None:
+    return approval_id_of(email.links[0]) if email.links else None
+
+
+class Approvals(RuleBasedStateMachine):
+    """Requests, the worker, approvers, operators and the sweep, on one moto stack. Each
+    example starts from an empty table, an empty outbox and a container of its own (its
+    key ring and directory read afresh, on the example's clock)."""
+
+    def __init__(
+        self, stack: Stack, services: Services, answers: Answers, fault: PublishFault, ran: Counter[str]
+    ) -> None:
+        super().__init__()
+        self.stack, self.answers, self.fault, self.ran = stack, answers, fault, ran
+        ran["examples"] += 1
+        fault.armed = None
+        self.now = utcnow()
+        # The container's key ring on this example's clock: a rotation reaches the functions
+        # within keys.MAX_AGE_SECONDS of it, as in AWS.
+        config = services.settings
+        self.services = dataclasses.replace(
+            services,
+            keys=Keys(services.secrets, config.signing_secret_id, clock=lambda: self.now.timestamp()),
+            directory=Directory(services.sns, config.topic_arn, timedelta(seconds=config.directory_seconds)),
+        )
+        Outbox(stack.sqs, stack.resources.outbox_queue_url).collect()  # what earlier examples sent
+        self.outbox = Outbox(stack.sqs, stack.resources.outbox_queue_url)
+        self.tracked: list[Tracked] = []
+        self.mail_checked = 0  # how many emails the invariants have looked at
+        self.keys_made = [self.ring().current]
+
+    def teardown(self) -> None:
+        """Answer every task still waiting, so that no execution outlives its example, and
+        empty the table for the next."""
+        for tracked in self.tracked:
+            if self.stack.status(tracked.execution) == "RUNNING":
+                self.services.sfn.send_task_failure(taskToken=token_of({"Body": tracked.body}), error="End")
+        for tracked in self.tracked:
+            eventually(partial(self.ended, tracked), EXECUTOR_SECONDS, f"{tracked.title}'s execution to end")
+        table = self.stack.resources.table_name
+        for item in self.stack.dynamodb.scan(TableName=table, ProjectionExpression="approval_id")["Items"]:
+            self.stack.dynamodb.delete_item(TableName=table, Key={"approval_id": item["approval_id"]})
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def ring(self) -> KeyRing:
+        return keys.fetch(self.services.secrets, self.services.settings.signing_secret_id)
+
+    def mail(self) -> list[SentEmail]:
+        """Every email sent so far (not the subscriptions' confirmations)."""
+        return [e for e in self.outbox.emails() if e.kind == "Notification"]
+
+    def emails(self, tracked: Tracked, to: str, mail: list[SentEmail] | None = None) -> list[SentEmail]:
+        return [
+            e for e in (self.mail() if mail is None else mail) if tracked.title in e.subject and e.to == to
+        ]
+
+    def link_emails(self, tracked: Tracked, to: str, mail: list[SentEmail] | None = None) -> list[SentEmail]:
+        """The emails that brought ``to`` a link to this approval."""
+        return [e for e in self.emails(tracked, to, mail) if email_approval_id(e) == tracked.approval_id]
+
+    def stored(self, tracked: Tracked) -> Approval:
+        approval = self.services.store.get(tracked.approval_id)
+        assert approval is not None, f"{tracked.title}: no item"
+        return approval
+
+    def link_holds(self, tracked: Tracked, who: str, link: str) -> bool | None:
+        """Whether a link emailed to ``who`` still opens their page: a signed link while its
+        key is current or previous; a short link while its hash is bound to them. None when
+        it is not this model's to say: a signed link while the container still holds a key
+        ring older than the secret's (it reads the secret again within minutes of a
+        rotation), a short link whose key was retired (whether it still works is the
+        rotation's business)."""
+        token = shortlinks.token_in(link)
+        ring = self.ring()
+        if token is None:
+            kid = dict(parse_qsl(urlsplit(link).query)).get("kid", "")
+            held = self.services.keys.verifying(kid).knows(kid)  # what the API's check reads
+            return ring.knows(kid) if held == ring.knows(kid) else None
+        made_by = [k for k in self.keys_made if shortlinks.token_for(k, tracked.approval_id, who) == token]
+        return None if made_by and not ring.knows(made_by[0].key_id) else True
+
+    def settle_answers(self) -> None:
+        """Once a task is answered, its execution moves on (and confirms the delivery): wait
+        for it to end, so that every step leaves the stack still."""
+        for tracked in self.tracked:
+            if tracked.status is not Status.PENDING or tracked.invalid:
+                eventually(
+                    partial(self.ended, tracked), EXECUTOR_SECONDS, f"{tracked.title}'s execution to end"
+                )
+
+    def ended(self, tracked: Tracked) -> bool:
+        return self.stack.status(tracked.execution) != "RUNNING"
+
+    def pick(self, index: int, only: Callable[[Tracked], bool] | None = None) -> Tracked | None:
+        chosen = [t for t in self.tracked if only is None or only(t)]
+        return chosen[index % len(chosen)] if chosen else None
+
+    # Rules -----------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.tracked) < 4)
+    @rule(asked=approval_requests())
+    def ask(self, asked: ApprovalRequest) -> None:
+        """A workflow asks: its execution queues the message (taken here for the worker)."""
+        title = f"Req-{len(self.tracked):03d}"
+        arn = executions.start(
+            self.services.sfn,
+            self.stack.resources.state_machine_arn,
+            asked.model_copy(update={"title": title}),
+        )
+        message = self.stack.queued_message(EXECUTOR_SECONDS)
+        token = token_of(message)
+        self.tracked.append(
+            Tracked(
+                title=title,
+                request=asked.model_copy(update={"title": title}),
+                execution=arn,
+                body=message["Body"],
+                sent_at=self.now,
+                approval_id=approval_id_for(token),
+                holders=list(asked.approvers),
+            )
+        )
+
+    @precondition(lambda self: self.tracked)
+    @rule(index=st.integers(0, 9))
+    def deliver(self, index: int) -> None:
+        """The worker takes the message (again, for a redelivery)."""
+        tracked = self.pick(index)
+        assert tracked is not None
+        try:
+            handled = request.handle_message(self.services, tracked.body, tracked.sent_at, self.now)
+            if handled is request.Handled.INVALID:
+                assert not tracked.stored, f"{tracked.title}: refused after it was stored"
+                tracked.invalid = True
+        except (request.RetryLater, EndpointConnectionError):
+            pass  # back to the queue: a later delivery retries
+        stored = self.services.store.get(tracked.approval_id)
+        if stored is not None and not tracked.stored:
+            tracked.stored = True
+            tracked.excluded = stored.excluded
+            requester = tracked.request.requester
+            assert tracked.excluded == ([requester] if requester in tracked.request.approvers else [])
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(index=st.integers(0, 9), who=st.sampled_from(EVERYONE), latest=st.booleans())
+    def view(self, index: int, who: str, latest: bool) -> None:
+        """An approver (or their mail scanner) opens a link they were emailed."""
+        tracked = self.pick(index, lambda t: t.stored)
+        assert tracked is not None
+        sent = self.link_emails(tracked, who)
+        if not sent:
+            return
+        link = (sent[-1] if latest else sent[0]).links[0]
+        holds = self.link_holds(tracked, who, link)
+        if holds is None:
+            return
+        expected = holds and self.now < tracked.expires_at and who in tracked.asked
+        seen = self._open(tracked, link)
+        if isinstance(seen, decision.Problem):
+            assert not expected, f"{tracked.title}: {who}'s page refused: {seen.message}"
+        else:
+            assert expected, f"{tracked.title}: {who}'s page shown, though {who} is not asked"
+            assert seen.approver == who
+
+    def _open(self, tracked: Tracked, link: str) -> decision.Viewing | decision.Problem:
+        token = shortlinks.token_in(link)
+        try:
+            if token is not None:
+                return decision.view_by_link(self.services, token, self.now)
+            fields = dict(parse_qsl(urlsplit(link).query))
+            return decision.view(self.services, tracked.approval_id, fields, self.now)
+        except decision.Problem as refused:
+            return refused
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(
+        index=st.integers(0, 9),
+        who=st.sampled_from(EVERYONE),
+        approve=st.booleans(),
+        channel=st.sampled_from(["latest email", "first email", "operator"]),
+    )
+    def vote(self, index: int, who: str, approve: bool, channel: str) -> None:
+        """An approver decides through a link from their email, or an operator records an
+        approver's decision on their behalf (``approvals decide``)."""
+        tracked = self.pick(index, lambda t: t.stored)
+        assert tracked is not None
+        outcome = Outcome.APPROVED if approve else Outcome.REJECTED
+        expected = tracked.may_vote(who, self.now)
+        if channel == "operator":
+            approval = self.stored(tracked)
+            if who not in approval.asked or who in approval.excluded:
+                return  # the command refuses before it records anything
+            vote = Vote(approver=who, outcome=outcome, comment="by phone", at=self.now, on_behalf_by=OPERATOR)
+            recorded = self._record(tracked, vote)
+        else:
+            sent = self.link_emails(tracked, who)
+            if not sent:
+                return
+            link = (sent[-1] if channel == "latest email" else sent[0]).links[0]
+            holds = self.link_holds(tracked, who, link)
+            if holds is None:
+                return
+            expected = expected and holds
+            recorded = self._click(tracked, link, who, approve)
+        if isinstance(recorded, decision.Problem):
+            assert not expected, f"{tracked.title}: {who} may vote, but was refused: {recorded.message}"
+            return
+        assert expected, f"{tracked.title}: {who}'s vote was taken, though {who} may not vote now"
+        tracked.votes[who] = outcome
+        tracked.settle()
+        status = recorded.approval.status
+        assert status is tracked.status, f"{tracked.title}: {status} after {who}'s vote, not {tracked.status}"
+        if tracked.status is not Status.PENDING:
+            assert recorded.delivery is decision.Delivery.DELIVERED, tracked.title
+
+    def _record(self, tracked: Tracked, vote: Vote) -> decision.Recorded | decision.Problem:
+        try:
+            return decision.record(self.services.store, self.services.sfn, tracked.approval_id, vote)
+        except decision.Problem as refused:
+            return refused
+
+    def _click(
+        self, tracked: Tracked, link: str, who: str, approve: bool
+    ) -> decision.Recorded | decision.Problem:
+        """Press Approve or Reject on the page the link opens (its form's fields)."""
+        form = {"decision": "approve" if approve else "reject", "comment": "checked"}
+        if tracked.request.fields:
+            form |= as_form({"ticket": "T-1"})  # the page always sends its fields
+        token = shortlinks.token_in(link)
+        try:
+            if token is not None:
+                return decision.decide_by_link(self.services, token, {**form, "approver": who}, self.now)
+            fields = dict(parse_qsl(urlsplit(link).query))
+            return decision.decide(self.services, tracked.approval_id, {**fields, **form}, self.now)
+        except decision.Problem as refused:
+            return refused
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(index=st.integers(0, 9), place=st.integers(0, 3), to=st.sampled_from(EVERYONE))
+    def hand_over(self, index: int, place: int, to: str) -> None:
+        """An operator hands an approver's place to someone else (``approvals reassign``)
+        and the new approver is emailed; a failed email is sent by running it again."""
+        tracked = self.pick(index, lambda t: t.stored)
+        assert tracked is not None
+        from_ = tracked.holders[place % len(tracked.holders)]
+        change = Reassignment.model_validate({"from": from_, "to": to, "by": OPERATOR, "at": self.now})
+        expected = (
+            tracked.status_at(self.now) is Status.PENDING
+            and from_ not in tracked.excluded
+            and from_ not in tracked.votes
+            and to not in tracked.holders
+            and to not in tracked.request.backups
+            and to != tracked.request.requester
+        )
+        self.fault.fired = False
+        outcome = self._reassign(tracked, change)
+        if outcome is None:
+            # A failed email: the operator runs the same command again, which sends it.
+            assert self.fault.fired, f"{tracked.title}: {to} not emailed"
+            outcome = self._reassign(tracked, change)
+            assert outcome is not None, f"{tracked.title}: {to} not emailed, the command run twice"
+        if isinstance(outcome, reassign.ReassignError):
+            assert not expected, f"{tracked.title}: {from_} -> {to} refused: {outcome}"
+            return
+        assert expected, f"{tracked.title}: {from_} -> {to} was made, though it must be refused"
+        tracked.holders = [to if who == from_ else who for who in tracked.holders]
+
+    def _reassign(self, tracked: Tracked, change: Reassignment) -> Approval | reassign.ReassignError | None:
+        """What ``approvals reassign`` does; None when the new approver's email failed."""
+        signing, config = self.services.keys.signing(), self.services.settings
+        try:
+            approval = reassign.reassign(
+                self.services.store, self.services.directory, signing, tracked.approval_id, change
+            )
+            sent = reassign.email_new_approver(
+                self.services.store,
+                self.services.sns,
+                config.topic_arn,
+                config.api_url,
+                signing,
+                approval,
+                change.to,
+            )
+        except reassign.ReassignError as refused:
+            return refused
+        except EndpointConnectionError:
+            return None
+        return approval if sent else None
+
+    @rule(seconds=st.sampled_from([60, 300, 900, 1800]))
+    def wait(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    @rule()
+    def run_sweep(self) -> None:
+        """The scheduled sweep: expiry, escalation, owed links, reminders, the requester told."""
+        self.fault.fired = False
+        sweep(self.services, self.now)
+        self._after_sweep()
+        self._requesters_told()
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(index=st.integers(0, 9))
+    def expire(self, index: int) -> None:
+        """Time runs out on a request, and the sweep ends it."""
+        tracked = self.pick(index, lambda t: t.stored)
+        assert tracked is not None
+        self.now = max(self.now, tracked.expires_at + timedelta(seconds=1))
+        self.run_sweep()
+
+    def _after_sweep(self) -> None:
+        for tracked in self.tracked:
+            if not tracked.stored or tracked.status is not Status.PENDING:
+                continue
+            if self.now >= tracked.expires_at:
+                tracked.status = Status.EXPIRED
+                continue
+            for step, due in enumerate(tracked.request.escalation):
+                if tracked.sent_at + timedelta(seconds=due.after_seconds) <= self.now:
+                    tracked.joined.add(step)
+
+    def _requesters_told(self) -> None:
+        """Once a sweep whose emails all went out has run, every ended request's requester
+        (an address in the directory) has been told."""
+        if self.fault.fired:
+            return
+        mail = self.mail()
+        for tracked in self.tracked:
+            approval = self.services.store.get(tracked.approval_id) if tracked.stored else None
+            if (
+                approval is None
+                or approval.status is Status.PENDING
+                or tracked.request.requester != REQUESTER
+            ):
+                continue
+            assert self.emails(tracked, REQUESTER, mail), f"{tracked.title}: ended, the requester not told"
+
+    @rule()
+    def tell(self) -> None:
+        """The requester told the outcome (the sweep's last part, alone)."""
+        self.fault.fired = False
+        tell_requesters(self.services, self.now)
+        self._requesters_told()
+
+    @precondition(lambda self: len(self.keys_made) < 4)
+    @rule()
+    def rotate_key(self) -> None:
+        """An operator rotates the link key (``approvals rotate-key``)."""
+        self.keys_made.append(
+            keys.rotate(self.services.secrets, self.services.settings.signing_secret_id).current
+        )
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(index=st.integers(0, 9))
+    def confirm_delivery(self, index: int) -> None:
+        """The workflow's ConfirmDelivery write, again (a retry of that state)."""
+        tracked = self.pick(index, lambda t: t.stored)
+        assert tracked is not None
+        self.services.store.confirm_delivery(tracked.approval_id)
+
+    @rule(kind=st.sampled_from(["throttle", "connection"]))
+    def publish_fails_once(self, kind: str) -> None:
+        self.fault.armed = kind
+
+    # Invariants ------------------------------------------------------------------------
+    # Checked after every step from one read of the table and of the outbox.
+
+    @invariant()
+    def hold(self) -> None:
+        self.ran["checks"] += 1  # after each step, and once before the first
+        self.settle_answers()
+        store, table = self.services.store, self.stack.resources.table_name
+        # Every item stays readable, and so do the sweep's and the requester's indexes.
+        items = {
+            item["approval_id"]["S"]: dict(item)
+            for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+        }
+        approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
+        list(store.open_approvals())
+        list(store.to_tell())
+        mail = self.mail()
+        self.links_only_to_voters(mail[self.mail_checked :])
+        self.mail_checked = len(mail)
+        for tracked in self.tracked:
+            self.answered_once(tracked)
+            approval = approvals.get(tracked.approval_id)
+            assert (approval is not None) is tracked.stored, f"{tracked.title}: stored is {tracked.stored}"
+            if approval is not None:
+                self.agrees_with_the_model(tracked, approval)
+                self.someone_can_settle(tracked, approval, items[tracked.approval_id], mail)
+            self.requester_told_once(tracked, approval, mail)
+
+    def links_only_to_voters(self, sent: list[SentEmail]) -> None:
+        """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
+        decision is awaited now (in a sequence, the one whose turn it is)."""
+        by_id = {t.approval_id: t for t in self.tracked}
+        for email in sent:
+            tracked = by_id.get(email_approval_id(email) or "")
+            if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
+                continue
+            awaited = tracked.waiting_on(self.now)
+            if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
+                continue  # a place handed over is emailed at once, even before its turn (README)
+            assert email.to in awaited, f"{tracked.title}: a link to {email.to}, while awaiting {awaited}"
+
+    def answered_once(self, tracked: Tracked) -> None:
+        """Each task is answered at most once (with no fault on Step Functions, no decision
+        is sent twice), and once it has ended, the workflow took the answer it should."""
+        sent = self.answers.sent[token_of({"Body": tracked.body})]
+        assert sent <= 1, f"{tracked.title}: its decision sent {sent} times"
+        ended = self.services.sfn.describe_execution(executionArn=tracked.execution)
+        status = ended["status"]
+        if tracked.invalid:
+            assert (status, ended.get("error")) == ("FAILED", INVALID_REQUEST), tracked.title
+        elif tracked.status is Status.PENDING:
+            assert status == "RUNNING", f"{tracked.title}: pending, and the workflow {status}"
+        else:
+            outcome = json.loads(ended.get("output") or "{}").get("outcome")
+            assert (status, outcome) == ("SUCCEEDED", tracked.status.value), tracked.title
+
+    def agrees_with_the_model(self, tracked: Tracked, approval: Approval) -> None:
+        assert approval.status_at(self.now) is tracked.status_at(self.now), tracked.title
+        assert approval.request.approvers == tracked.holders, tracked.title
+        assert set(approval.escalated) == tracked.joined, tracked.title
+        assert {who: vote.outcome for who, vote in approval.votes.items()} == tracked.votes, tracked.title
+        # Nobody votes who is not a current voter.
+        assert set(approval.votes) <= set(tracked.voters), tracked.title
+
+    def someone_can_settle(
+        self, tracked: Tracked, approval: Approval, item: dict[str, Any], mail: list[SentEmail]
+    ) -> None:
+        """Until it settles or expires (and the sweep ends it), a request has a voter whose
+        vote the table's condition takes (in a sequence, the one whose turn it is), and
+        everyone awaited has their link, or the next sweep sends it."""
+        if tracked.status_at(self.now) is not Status.PENDING or not approval.emailed:
+            return  # (not emailed yet: the worker's retry sends the first emails)
+        undecided = [a for a in tracked.voters if a not in tracked.votes]
+        assert undecided, f"{tracked.title}: pending, and nobody left to vote"
+        turns = item.get("turns", {}).get("M")
+        able = [
+            who
+            for who in undecided
+            if who in item.get("voters", {}).get("SS", [])
+            and (turns is None or turns.get(who, {}).get("N") == item["approvals"]["N"])
+        ]
+        assert able, f"{tracked.title}: nobody's vote would be taken ({', '.join(undecided)} undecided)"
+        owed = approval.owed_link(self.now)
+        for who in approval.waiting_on(self.now):
+            has_link = bool(self.link_emails(tracked, who, mail))
+            assert has_link or who in owed, f"{tracked.title}: {who} is awaited with no link, none owed"
+        for who in approval.notified:
+            assert self.link_emails(tracked, who, mail), f"{tracked.title}: {who} noted emailed, and was not"
+
+    def requester_told_once(self, tracked: Tracked, approval: Approval | None, mail: list[SentEmail]) -> None:
+        if tracked.request.requester != REQUESTER:
+            return
+        told = self.emails(tracked, REQUESTER, mail)
+        assert len(told) <= 1, f"{tracked.title}: the requester told {len(told)} times"
+        if approval is not None and approval.requester_told_at is not None:
+            assert told, f"{tracked.title}: noted told, and not emailed"
+
+
+def test_the_features_hold_together(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    services = build(Settings.from_env())
+    answers, fault = Answers(), PublishFault()
+    answers.watch(services.sfn)
+    services.sns.meta.events.register_first("before-call.sns.PublishBatch", fault)
+    for address in EVERYONE:
+        directory.add(services.sns, services.settings.topic_arn, address)
+
+    ran: Counter[str] = Counter()
+
+    class OnThisStack(Approvals):
+        def __init__(self) -> None:
+            super().__init__(stack, services, answers, fault, ran)
+
+    run_state_machine_as_test(OnThisStack, settings=settings.get_profile(PROFILE))
+    with capsys.disabled():  # how much the run covered, for the long run's report
+        steps = ran["checks"] - ran["examples"]
+        print(f"\nstateful: {ran['examples']} examples, {steps} steps, every invariant held")
