@@ -34,7 +34,7 @@ def test_state_file_names_every_resource(local_stack: RunningStack) -> None:
     assert set(state) == {
         "endpoint_url", "region", "state_machine_arn", "fanout_state_machine_arn", "api_url",
         "outbox_url", "queue_url", "dlq_url", "table_name", "topic_arn", "signing_secret_arn",
-        "fanout_bucket",
+        "fanout_bucket", "identity_provider_url",
     }  # fmt: skip
     machines = local_stack.aws("stepfunctions", "list-state-machines")["stateMachines"]
     assert {m["stateMachineArn"] for m in machines} >= {

@@ -97,6 +97,11 @@ def test_an_environment_that_runs_the_target_builds_without_pip(
         raise AssertionError("pip was run")
 
     monkeypatch.setattr(packaging, "_pip_install", no_pip)
+    # Without sign-in's joserfc: its cryptography is installed here from a wheel for a newer
+    # glibc (manylinux_2_34) than Lambda's, which does not fit the runtime, so pip fetches
+    # one that does (the build's other path).
+    declared = ["boto3", "pydantic", "aws-lambda-powertools", "jinja2"]
+    monkeypatch.setattr(packaging, "_declared_dependencies", lambda _: declared)
     here = packaging.LambdaTarget(
         python_version=f"{sys.version_info.major}.{sys.version_info.minor}", architecture=platform.machine()
     )

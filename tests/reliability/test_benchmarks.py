@@ -26,7 +26,7 @@ TINY = {
     "bench.calls": ["--requests", "2"],
 }
 # Run at a small size, with every outcome checked, by tests/reliability/test_load_small.py.
-CHECKED_ELSEWHERE = {"bench.load"}
+CHECKED_ELSEWHERE = {"bench.load", "bench.fanout_output"}  # test_load_small, test_fanout_scale
 
 
 def make_bench_modules() -> set[str]:
