@@ -34,6 +34,7 @@ class Click:
     decision: str
     comment: str = ""
     answers: dict[str, str] = field(default_factory=dict)  # typed into the request's fields
+    sign_in: bool = False  # the request asks for it: sign in at the local provider first
 
 
 def wait_for_email(info: LocalInfo, to: str, title: str, timeout: float = 30) -> dict[str, Any]:
@@ -53,8 +54,14 @@ def click(info: LocalInfo, title: str, choice: Click, say: Say) -> int:
     for line in email["body"].splitlines():
         say(f"  │ {line}")
     page = approver.open_link(email["links"][0])
+    session = ""
+    if choice.sign_in:
+        say(f"  → GET the link: {page.status}, a page that asks to sign in first (nothing of the request)")
+        session = approver.sign_in(page, choice.approver)
+        page = approver.open_link(email["links"][0], session)
+        say(f"  → signed in as {choice.approver} at {info.identity_provider_url}, back to the page")
     say(f"  → GET the link: {page.status}, buttons {page.buttons}")
-    result = approver.submit(page, choice.decision, choice.comment, answers=choice.answers)
+    result = approver.submit(page, choice.decision, choice.comment, answers=choice.answers, session=session)
     answered = f", answering {choice.answers}" if choice.answers else ""
     say(f"  → POST {choice.decision} as {choice.approver}{answered}: {result.status}")
     return result.status
@@ -63,7 +70,8 @@ def click(info: LocalInfo, title: str, choice: Click, say: Say) -> int:
 def run(say: Say = print) -> bool:
     # The functions' own log lines would drown the story; `approvals local` shows them.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=2)
+    # With a local OpenID Connect provider: one request below must be decided signed in.
+    stack = LocalStack(moto_port=0, api_port=0, visibility_timeout=2, sign_in=True)
     info = stack.start()
     target = for_local(info)
     ok = True
@@ -95,6 +103,16 @@ def run(say: Say = print) -> bool:
                         "bob@example.com", "approve", answers={"environment": "production", "replicas": "4"}
                     ),
                 ],
+                "Approved",
+            ),
+            (
+                ApprovalRequest(
+                    title="Grant kim access to the production database",
+                    approvers=["kim@example.com"],
+                    requester="ci@example.com",
+                    identity="sign-in",  # a link alone does not decide: kim signs in
+                ),
+                [Click("kim@example.com", "approve", "Approved for the incident", sign_in=True)],
                 "Approved",
             ),
         ]
@@ -150,7 +168,11 @@ def run(say: Say = print) -> bool:
                 ok &= click(info, request.title, choice, say) == 200
             result = executions.wait(target.sfn, arn)
             ok &= show(say, result, expected)
-            ok &= all(vote.get("data") for vote in (result.output or {}).get("votes", []))
+            votes = (result.output or {}).get("votes", [])
+            if request.fields:
+                ok &= all(vote.get("data") for vote in votes)
+            signed_in = request.identity == "sign-in"
+            ok &= all((vote.get("proof") == "sign-in") == signed_in for vote in votes)
             told = wait_for_email(info, request.requester, request.title)
             say(f"  ✉ to the requester {told['to']}: {told['subject']}")
             for line in told["body"].splitlines():

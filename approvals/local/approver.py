@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from approvals.answers import as_form
 from approvals.shortlinks import token_in
+from approvals.signin import COOKIE
 
 
 class FormReader(HTMLParser):
@@ -51,12 +52,25 @@ class HttpResult:
         return json.loads(self.text)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the redirect is the answer (with its cookie), not followed
+
+
+_NOT_FOLLOWING = urllib.request.build_opener(_NoRedirects)
+
+
 def request(
-    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
+    follow_redirects: bool = True,
 ) -> HttpResult:
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)  # noqa: S310
+    opener = urllib.request.urlopen if follow_redirects else _NOT_FOLLOWING.open
     try:
-        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+        with opener(req, timeout=30) as response:
             status, hdrs, body = response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as error:
         status, hdrs, body = error.code, dict(error.headers.items()), error.read()
@@ -83,8 +97,35 @@ def form_headers(url: str, accept_json: bool = False) -> dict[str, str]:
     return headers
 
 
-def open_link(link: str) -> HttpResult:
-    return request(link)
+def open_link(link: str, session: str = "") -> HttpResult:
+    """GET the link's page; ``session``: the sign-in cookie :func:`sign_in` gave."""
+    return request(link, headers={"Cookie": session} if session else {})
+
+
+def sign_in(page: HttpResult, subject: str) -> str:
+    """On a page that asks for sign-in (a request with ``"identity": "sign-in"``, on
+    ``approvals local --sign-in``): press its sign-in button, sign in as ``subject`` at the
+    local OpenID Connect provider (its page asks for a subject), and come back. The session
+    cookie, for :func:`open_link` and :func:`submit`."""
+    button = page.text.index('class="button" href="') + len('class="button" href="')
+    href = page.text[button : page.text.index('"', button)].replace("&amp;", "&")
+    started = request(urljoin(page.url, href), follow_redirects=False)
+    authorize = started.headers["Location"]
+    chosen = request(authorize, urlencode({"sub": subject}).encode(), method="POST", follow_redirects=False)
+    back = request(
+        urljoin(authorize, chosen.headers["Location"]),
+        headers={"Cookie": _cookie(started)},
+        follow_redirects=False,
+    )
+    if back.status != 302 or not _cookie(back):
+        raise ValueError(f"signing in as {subject} failed ({back.status}): {back.text[:200]}")
+    return _cookie(back)
+
+
+def _cookie(response: HttpResult) -> str:
+    """The sign-in cookie a response sets, as a request sends it back."""
+    set_cookie = response.headers.get("Set-Cookie", "")
+    return set_cookie.split(";", 1)[0] if set_cookie.startswith(f"{COOKIE}=") else ""
 
 
 def post_from_link(
@@ -112,6 +153,7 @@ def submit(
     comment: str = "",
     accept_json: bool = False,
     answers: Mapping[str, str] | None = None,
+    session: str = "",
 ) -> HttpResult:
     """Press Approve or Reject on a page opened with :func:`open_link`, having filled in
     ``answers`` (by field name, as typed)."""
@@ -119,4 +161,5 @@ def submit(
         raise ValueError(f"the page at {page.url} has no decision form (status {page.status})")
     fields = {**page.form_fields, **as_form(answers or {}), "comment": comment, "decision": decision}
     action = urljoin(page.url, page.form_action)
-    return request(action, urlencode(fields).encode(), form_headers(action, accept_json), "POST")
+    headers = {**form_headers(action, accept_json), **({"Cookie": session} if session else {})}
+    return request(action, urlencode(fields).encode(), headers, "POST")

@@ -1,5 +1,6 @@
 """`approvals demo` as a user runs it (`make demo`): the whole flow passes, and what it prints
-shows the decision carrying the approvers' answers, the requester told, and a reassignment."""
+shows the decision carrying the approvers' answers, the requester told, a reassignment, and a
+request decided signed in at the local OpenID Connect provider."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.e2e.conftest import BIN
 pytestmark = pytest.mark.e2e
 
 
-def test_the_demo_shows_answers_in_the_decision_a_reassignment_and_the_requester_told(
+def test_the_demo_shows_answers_a_reassignment_the_requester_told_and_a_sign_in(
     tmp_path: Path,
 ) -> None:
     demo = subprocess.run(
@@ -33,3 +34,8 @@ def test_the_demo_shows_answers_in_the_decision_a_reassignment_and_the_requester
     # Carol is away: her place goes to the stand-in, her old link is closed.
     assert "→ GET Carol's old link: 410" in out
     assert "reassigned: carol@example.com → judy@example.com by oncall@example.com" in out
+    # A request that asks for sign-in: the link alone shows nothing; kim signs in, then votes,
+    # and the decision says how the vote was proven.
+    assert "→ GET the link: 401, a page that asks to sign in first" in out
+    assert "→ signed in as kim@example.com at http://localhost:" in out
+    assert "'proof': 'sign-in', 'issuer': 'http://localhost:" in out
