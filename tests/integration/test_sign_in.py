@@ -9,8 +9,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from http.client import HTTPResponse
-from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import boto3
@@ -18,7 +16,7 @@ import pytest
 from oidc_provider_mock import run_server_in_thread
 
 from approvals import runtime
-from approvals.local.approver import form_headers
+from approvals.local.approver import form_headers, request
 from approvals.models import ApprovalRequest
 from approvals.signin import COOKIE
 from tests.conftest import API_URL, ApiResponse, Stack, approval_id_of, moto_stack
@@ -28,14 +26,6 @@ CLIENT_ID = "approvals-test"
 SIGN_IN_REQUEST = ApprovalRequest(
     title="Deploy to production", approvers=[ALICE, BOB], requester="ci@example.com", identity="sign-in"
 )
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_browser = urllib.request.build_opener(_NoRedirects)
 
 
 class Provider:
@@ -55,14 +45,11 @@ class Provider:
     def sign_in_as(self, authorize_url: str, email: str) -> str:
         """Press Authorize as ``email`` on the provider's page: where it sends the browser back."""
         assert authorize_url.startswith(self.issuer), authorize_url
-        request = urllib.request.Request(authorize_url, urlencode({"sub": email}).encode(), method="POST")
-        try:
-            response: HTTPResponse = _browser.open(request)
-        except urllib.error.HTTPError as redirect:  # urllib's word for a redirect not followed
-            if redirect.code != 302:
-                raise
-            return str(redirect.headers["Location"])
-        raise AssertionError(f"the provider did not redirect: {response.status}")
+        chosen = request(
+            authorize_url, urlencode({"sub": email}).encode(), method="POST", follow_redirects=False
+        )
+        assert chosen.status == 302, f"the provider did not redirect: {chosen.status}"
+        return chosen.headers["Location"]
 
 
 class Browser:
