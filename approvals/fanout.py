@@ -3,7 +3,8 @@
 Step Functions' ``ResultWriter`` writes each child execution's result to S3: a
 ``manifest.json`` lists the result files (one per status), each a JSON array of the
 children's input and output, so that no state holds every result. The product's fan-out
-outputs a summary, ``{"map_run": ..., "decisions": {"bucket": ..., "manifest": ...}}``.
+outputs a summary, ``{"map_run": ..., "decisions": {"bucket": ..., "manifest": ...},
+"counts": {"approved": ..., ...}}`` (:func:`summary`).
 """
 
 from __future__ import annotations
@@ -46,3 +47,21 @@ def decisions(s3: Any, summary: dict[str, Any]) -> list[dict[str, Any]]:
 def counts(results: list[dict[str, Any]]) -> Counter[str]:
     """How many results have each outcome."""
     return Counter(str(result.get("outcome")) for result in results)
+
+
+# Every outcome an item of the product's fan-out can end in: all are in a summary's counts,
+# zero or not, so that a Choice on ``$.counts.rejected`` never meets a missing path.
+OUTCOMES = ("approved", "rejected", "expired", "invalid", "undelivered", "failed")
+
+
+def summary(s3: Any, map_output: dict[str, Any]) -> dict[str, Any]:
+    """The fan-out's output from its Distributed Map's (``MapRunArn`` and
+    ``ResultWriterDetails``): where the decisions are, and how many items ended in each
+    outcome. Small however many items there were."""
+    where = map_output["ResultWriterDetails"]
+    found = counts(results(s3, where["Bucket"], where["Key"]))
+    return {
+        "map_run": map_output["MapRunArn"],
+        "decisions": {"bucket": where["Bucket"], "manifest": where["Key"]},
+        "counts": {outcome: found.get(outcome, 0) for outcome in OUTCOMES},
+    }

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -115,7 +115,30 @@ def from_environment() -> Services:
         return services
 
 
+_clients: dict[tuple[str, tuple[tuple[str, str], ...] | None], Any] = {}
+
+
+def function_client(name: str) -> Any:
+    """A client of one service for a function that needs no settings (the fan-out's
+    summary): made once per environment, with the function's own credentials and region
+    where the local stack gives it an environment of its own."""
+    environment = function_environment.get()
+    key = (name, None if environment is None else tuple(sorted(environment.items())))
+    with _lock:
+        if key not in _clients:
+            given = environment or {}
+            session = boto3.Session(
+                region_name=given.get("AWS_REGION"),
+                aws_access_key_id=given.get("AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=given.get("AWS_SECRET_ACCESS_KEY"),
+                aws_session_token=given.get("AWS_SESSION_TOKEN"),
+            )
+            _clients[key] = session.client(name, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+        return _clients[key]
+
+
 def reset() -> None:
     """Forget this process's services: the next call builds them from the environment anew."""
     with _lock:
         _services.clear()
+        _clients.clear()

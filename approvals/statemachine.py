@@ -21,6 +21,17 @@ TABLE_NAME_PLACEHOLDER = "${TableName}"
 PARTITION_PLACEHOLDER = "${Partition}"  # aws, aws-cn, aws-us-gov: the stack's
 LOCAL_PARTITION = "aws"  # what moto runs
 FANOUT_BUCKET_PLACEHOLDER = "${FanoutBucket}"
+FANOUT_SUMMARY_FUNCTION_PLACEHOLDER = "${FanoutSummaryFunction}"
+FANOUT_SUMMARY_TIMEOUT_SECONDS = 300  # the function's own timeout is a little shorter
+# What Lambda's Invoke answers when the service, not the function, failed: worth a retry
+# (AWS's advice for lambda:invoke tasks).
+LAMBDA_SERVICE_ERRORS = [
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
 # Where the fan-out writes its results in its bucket, and the one place it reads requests from.
 FANOUT_RESULTS_PREFIX = "fanout"
 FANOUT_REQUESTS_PREFIX = "requests/"
@@ -287,7 +298,33 @@ def fanout_definition(
                     "Parameters": {"Bucket.$": "$.requests_from.bucket", "Key.$": "$.requests_from.key"},
                 }
             ),
+            # The counts come from reading the result files, which no state may hold: a
+            # function of the service reads them. If it cannot, the decisions stay where they
+            # are and the execution still succeeds, saying why the counts are missing.
             "Summary": {
+                "Type": "Task",
+                "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::lambda:invoke",
+                "Parameters": {"FunctionName": FANOUT_SUMMARY_FUNCTION_PLACEHOLDER, "Payload.$": "$"},
+                "OutputPath": "$.Payload",
+                "TimeoutSeconds": FANOUT_SUMMARY_TIMEOUT_SECONDS,
+                "Retry": [
+                    {
+                        "ErrorEquals": LAMBDA_SERVICE_ERRORS,
+                        "IntervalSeconds": 2,
+                        "MaxAttempts": 5,
+                        "BackoffRate": 2,
+                    }
+                ],
+                "Catch": [
+                    {
+                        "ErrorEquals": ["States.ALL"],
+                        "ResultPath": "$.counts_error",
+                        "Next": "SummaryWithoutCounts",
+                    }
+                ],
+                "End": True,
+            },
+            "SummaryWithoutCounts": {
                 "Type": "Pass",
                 "Parameters": {
                     "map_run.$": "$.MapRunArn",
@@ -295,6 +332,7 @@ def fanout_definition(
                         "bucket.$": "$.ResultWriterDetails.Bucket",
                         "manifest.$": "$.ResultWriterDetails.Key",
                     },
+                    "counts_error.$": "$.counts_error.Error",
                 },
                 "End": True,
             },
@@ -302,13 +340,20 @@ def fanout_definition(
     }
 
 
-def render(definition: dict[str, Any], queue_url: str, table_name: str, fanout_bucket: str = "") -> str:
-    """The definition as JSON with the queue URL, table name, fan-out bucket and (moto's)
-    partition filled in, as CDK's substitutions do."""
+def render(
+    definition: dict[str, Any],
+    queue_url: str,
+    table_name: str,
+    fanout_bucket: str = "",
+    fanout_summary_function: str = "",
+) -> str:
+    """The definition as JSON with the queue URL, table name, fan-out bucket and summary
+    function, and (moto's) partition filled in, as CDK's substitutions do."""
     return (
         json.dumps(definition)
         .replace(QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(TABLE_NAME_PLACEHOLDER, table_name)
         .replace(PARTITION_PLACEHOLDER, LOCAL_PARTITION)
         .replace(FANOUT_BUCKET_PLACEHOLDER, fanout_bucket)
+        .replace(FANOUT_SUMMARY_FUNCTION_PLACEHOLDER, fanout_summary_function)
     )

@@ -8,8 +8,10 @@ import re
 from typing import Any, cast
 
 import aws_cdk as cdk
+from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
@@ -42,13 +44,45 @@ class StateMachines:
         self.approval = self._state_machine(
             "ApprovalStateMachine", statemachine.approval_definition(default_timeout_seconds)
         )
+        self.fanout_summary_function = self._fanout_summary_function(bucket)
         self.fanout = self._state_machine(
             "FanoutStateMachine",
             statemachine.fanout_definition(default_timeout_seconds, fanout_max_concurrency),
-            {"FanoutBucket": bucket.bucket_name},
+            {
+                "FanoutBucket": bucket.bucket_name,
+                "FanoutSummaryFunction": self.fanout_summary_function.function_arn,
+            },
         )
         self._run_child_executions(self.fanout)
         self._grant_fanout_bucket(bucket)
+        # The function itself, unqualified, as the task names it (grant_invoke adds its versions).
+        self.fanout.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"], resources=[self.fanout_summary_function.function_arn]
+            )
+        )
+
+    def _fanout_summary_function(self, bucket: s3.Bucket) -> lambda_.Function:
+        """Counts a map run's outcomes: reads its manifest and result files, and nothing else."""
+        function = self._factory.function(
+            "FanoutSummaryFunction",
+            "worker.fanout_summary.lambda_handler",
+            "Counts a fan-out's decisions by outcome from the result files its map run wrote",
+            # The fan-out's task waits FANOUT_SUMMARY_TIMEOUT_SECONDS; the function stops first.
+            timeout=Duration.seconds(statemachine.FANOUT_SUMMARY_TIMEOUT_SECONDS - 30),
+        )
+        results = f"{statemachine.FANOUT_RESULTS_PREFIX}/*"
+        shared.allow(function, ["s3:GetObject"], [bucket.arn_for_objects(results)])
+        bucket_id = cdk.Stack.of(self._scope).resolve(
+            cast(s3.CfnBucket, bucket.node.default_child).logical_id
+        )
+        shared.acknowledge(
+            function.role,
+            f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{results}]",
+            "A map run's result files are named by the service as it writes them: the grant"
+            " names the results prefix of the service's own fan-out bucket.",
+        )
+        return function
 
     def _state_machine(
         self, construct_id: str, definition: dict[str, Any], substitutions: dict[str, str] | None = None

@@ -40,6 +40,8 @@ from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
 from approvals.local.resources import Resources, provision
+from approvals.local.stack import fanout_summary
+from approvals.local.template import serve_invocations
 from approvals.models import Approval, ApprovalRequest, Email
 from approvals.store import approval_from_item
 
@@ -359,9 +361,11 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         for name, value in resources.environment(API_URL).items():
             monkeypatch.setenv(name, value)
         runtime.reset()
+        stop_serving = serve_invocations({resources.fanout_summary_function: fanout_summary(resources)})
         try:
             yield Stack(session, resources)
         finally:
+            stop_serving()
             runtime.reset()
 
 

@@ -17,7 +17,8 @@ import boto3
 from approvals import statemachine
 from approvals.store.table import table_definition
 
-LOCAL_ROLE = "arn:aws:iam::123456789012:role/approvals-local"
+ACCOUNT = "123456789012"  # moto's default account
+LOCAL_ROLE = f"arn:aws:iam::{ACCOUNT}:role/approvals-local"
 # How the local SNS (approvals.local.moto_fixes) treats the email topic, set as its tags:
 # where it mails, whether it confirms subscriptions at once, where confirmation links point.
 MAILBOX_TAG = "approvals-local:mailbox-queue"
@@ -70,6 +71,7 @@ class Resources:
     state_machine_arn: str
     fanout_state_machine_arn: str
     fanout_bucket: str  # where the fan-out writes its decisions, and reads requests from
+    fanout_summary_function: str  # the ARN the fan-out invokes; the local stack serves it
 
     def environment(self, api_url: str) -> dict[str, str]:
         """What the functions' environment holds in AWS, for the same handlers here."""
@@ -143,10 +145,16 @@ def provision(
     where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=fanout_bucket, **where)
 
+    # No Lambda function is made in moto (it would run it in Docker): the local stack
+    # answers Invoke for this name itself (approvals.local.template.serve_invocations).
+    summary_function = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{name}-fanout-summary"
+
     def state_machine(suffix: str, definition: dict[str, Any]) -> str:
         return sfn.create_state_machine(
             name=f"{name}-{suffix}",
-            definition=statemachine.render(definition, queue_url, table_name, fanout_bucket),
+            definition=statemachine.render(
+                definition, queue_url, table_name, fanout_bucket, summary_function
+            ),
             roleArn=LOCAL_ROLE,
         )["stateMachineArn"]
 
@@ -161,4 +169,5 @@ def provision(
         state_machine_arn=state_machine("approval", statemachine.approval_definition()),
         fanout_state_machine_arn=state_machine("fanout", statemachine.fanout_definition()),
         fanout_bucket=fanout_bucket,
+        fanout_summary_function=summary_function,
     )

@@ -34,6 +34,7 @@ from approvals.store import ApprovalStore
 if TYPE_CHECKING:  # imported where used: the CLI reads this module's state file on every call
     from approvals.local.http import LocalApi
     from approvals.local.poller import QueuePoller
+    from approvals.local.template import LocalFunction
 
 log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -148,6 +149,17 @@ def sweeper(interval: float) -> Periodic:
 
     return Periodic(
         "sweeper", interval, lambda: sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
+    )
+
+
+def fanout_summary(resources: Resources) -> LocalFunction:
+    """Plays the fan-out's summary function, which the fan-out invokes by this ARN."""
+    from approvals.local.template import LocalFunction
+
+    return LocalFunction(
+        name=resources.fanout_summary_function.rpartition(":")[2],
+        handler="worker.fanout_summary.lambda_handler",
+        environment={"AWS_REGION": resources.region},
     )
 
 
@@ -298,6 +310,7 @@ class LocalStack:
     def _run_provisioned(self, session: boto3.Session, endpoint_url: str) -> LocalInfo:
         from approvals.local.http import LocalApi
         from approvals.local.poller import QueuePoller
+        from approvals.local.template import serve_invocations
 
         resources = provision(
             session,
@@ -349,6 +362,8 @@ class LocalStack:
                 (resources.dlq_url, "worker.dead_letter.lambda_handler", "approval-dead-letter"),
             )
         ]
+        summary = fanout_summary(resources)
+        self._stoppers.append(serve_invocations({resources.fanout_summary_function: summary}))
         self._run(api, pollers, [sweeper(self.sweep_interval)])
         return LocalInfo(
             endpoint_url=endpoint_url,

@@ -60,3 +60,6 @@ def test_every_approver_of_a_large_batch_is_emailed_before_the_first_click(local
         "rejected" if i in rejected else "approved" for i in range(BATCH)
     ]
     assert [d["votes"][0]["approver"] for d in decisions] == [f"finance{i}@example.com" for i in range(BATCH)]
+    # Counted by the summary function, which the local stack runs as Lambda would.
+    counts = json.loads(str(described["output"]))["counts"]
+    assert (counts["approved"], counts["rejected"]) == (BATCH - len(rejected), len(rejected))

@@ -122,6 +122,9 @@ def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_sta
     assert described["status"] == "SUCCEEDED"
     decisions = local_stack.fanout_decisions(str(described["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected"]
+    # Counted by the summary function: in template mode, under its own role's grants.
+    counts = json.loads(str(described["output"]))["counts"]
+    assert (counts["approved"], counts["rejected"], counts["expired"]) == (1, 1, 0)
 
 
 def test_cli_refuses_an_invalid_request_with_one_clear_line(local_stack: RunningStack) -> None:

@@ -13,6 +13,7 @@ HANDLERS = {
     "dead_letter": "worker.dead_letter.lambda_handler",
     "sweeper": "worker.sweeper.lambda_handler",
     "execution_ended": "worker.execution_ended.lambda_handler",
+    "fanout_summary": "worker.fanout_summary.lambda_handler",
 }
 
 

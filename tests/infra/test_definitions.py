@@ -47,7 +47,12 @@ def test_template_holds_the_definition_approvals_statemachine_writes(synthesis: 
     request, _ = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     bucket, _ = only(synthesis.resources("AWS::S3::Bucket"))
-    fanout_only = {"FanoutBucket": {"Ref": bucket}} if kind == "fanout" else {}
+    summary, _ = function(synthesis, "fanout_summary")
+    fanout_only = (
+        {"FanoutBucket": {"Ref": bucket}, "FanoutSummaryFunction": {"Fn::GetAtt": [summary, "Arn"]}}
+        if kind == "fanout"
+        else {}
+    )
     assert properties["DefinitionSubstitutions"] == {
         "QueueUrl": {"Ref": request},
         "TableName": {"Ref": table},
@@ -60,15 +65,17 @@ def test_deployed_definition_is_the_one_the_local_stack_creates(synthesis: Synth
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/approvals-requests"
     table_name = "approvals-table"
     bucket = "approvals-fanout"
+    summary = "arn:aws:lambda:eu-west-1:123456789012:function:approvals-fanout-summary"
     in_aws = (
         definition_text(deployed(synthesis)[kind])
         .replace(statemachine.QUEUE_URL_PLACEHOLDER, queue_url)
         .replace(statemachine.TABLE_NAME_PLACEHOLDER, table_name)
         .replace(statemachine.FANOUT_BUCKET_PLACEHOLDER, bucket)
+        .replace(statemachine.FANOUT_SUMMARY_FUNCTION_PLACEHOLDER, summary)
     )
     # approvals.local.resources.provision creates each machine from exactly this rendering.
     assert json.loads(in_aws) == json.loads(
-        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url, table_name, bucket)
+        statemachine.render(DEFINITIONS[kind](DEFAULT_TIMEOUT), queue_url, table_name, bucket, summary)
     )
 
 

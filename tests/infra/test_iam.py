@@ -64,6 +64,8 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("states:SendTaskFailure", "*"),
         *((action, "dead-letter-queue") for action in RECEIVE),
     },
+    # A map run's manifest and result files, under the results prefix of the fan-out bucket.
+    "fanout_summary": {("s3:GetObject", "fan-out results")},
 }
 # Every function writes its own logs; those that sign or verify links read the key.
 for name, expected in EXPECTED_CALLS.items():
@@ -128,6 +130,8 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         {"Ref": "AWS::AccountId"}, ":execution:*",
     ]  # fmt: skip
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
+    (bucket,) = synthesis.resources("AWS::S3::Bucket")
+    names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/fanout/*"]]})] = "fan-out results"
     for index in ("open", "execution", "tell"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
@@ -195,6 +199,7 @@ def test_state_machines_can_only_send_confirm_run_their_own_children_and_use_the
     def objects(prefix: str) -> dict[str, Any]:
         return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, prefix]]}
 
+    summary, _ = function(synthesis, "fanout_summary")
     for lid, machine in synthesis.resources("AWS::StepFunctions::StateMachine").items():
         role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
         scoped = [s for s in statements(synthesis, role) if s["Resource"] != "*"]
@@ -222,6 +227,12 @@ def test_state_machines_can_only_send_confirm_run_their_own_children_and_use_the
                     "Resource": objects("/fanout/*"),
                 },
                 {"Action": "s3:GetObject", "Effect": "Allow", "Resource": objects("/requests/*")},
+                # Its Summary task: the function that counts the outcomes, and no other.
+                {
+                    "Action": "lambda:InvokeFunction",
+                    "Effect": "Allow",
+                    "Resource": {"Fn::GetAtt": [summary, "Arn"]},
+                },
                 {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": lid}},
                 {
                     "Action": ["states:DescribeExecution", "states:StopExecution"],

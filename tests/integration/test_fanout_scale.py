@@ -76,6 +76,12 @@ def test_the_fanout_ends_in_a_small_summary_with_every_decision_in_s3(
     assert [d["outcome"] for d in decisions] == ["rejected" if n % 2 else "approved" for n in range(ITEMS)]
     assert decisions[7]["votes"][0]["comment"].startswith("Checked order O-000007 ")
     assert fanout.counts(decisions) == {"approved": ITEMS // 2, "rejected": ITEMS // 2}
+    # The counts are in the output itself, every outcome named, for a Choice to branch on.
+    assert summary["counts"] == {
+        "approved": ITEMS // 2,
+        "rejected": ITEMS // 2,
+        **{outcome: 0 for outcome in ("expired", "invalid", "undelivered", "failed")},
+    }
     # What the old fan-out would have had to hold, against the limit.
     assert (
         len(json.dumps({"requests": [refund(n, DESCRIPTION) for n in range(ITEMS)], "decisions": decisions}))
@@ -130,3 +136,22 @@ def test_the_output_size_benchmark_runs(tmp_path: Path) -> None:
     assert figures["decisions_in_s3"] == 4
     assert figures["outcomes"] == {"approved": 2, "rejected": 2}
     assert figures["output_bytes"] < figures["previous_output_bytes"]
+
+
+def test_a_summary_that_cannot_count_still_says_where_the_decisions_are(
+    batches: tuple[Stack, dict[str, Any], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, _, _ = batches
+
+    def unreadable(s3: Any, map_output: dict[str, Any]) -> dict[str, Any]:
+        raise PermissionError("the result files could not be read")
+
+    monkeypatch.setattr(fanout, "summary", unreadable)
+    arn = stack.start_fanout([refund(n) for n in range(2)])
+    answer_all(stack.sqs, stack.sfn, stack.resources.queue_url, 2)
+    execution = ended(stack.sfn, arn)
+    assert execution["status"] == "SUCCEEDED", execution
+    summary = json.loads(execution["output"])
+    assert summary["counts_error"] == "PermissionError"
+    assert "counts" not in summary
+    assert [d["outcome"] for d in fanout.decisions(stack.s3, summary)] == ["approved", "rejected"]

@@ -204,10 +204,15 @@ def test_fanout_map() -> None:
         "ReaderConfig": {"InputType": "JSON"},
         "Parameters": {"Bucket.$": "$.requests_from.bucket", "Key.$": "$.requests_from.key"},
     }
-    # The output: where the decisions are (what it holds, the integration tests read).
+    # The output: the summary function's (counts and where the decisions are, which the
+    # integration tests read); if it fails, where the decisions are and why no counts.
     summary = definition["States"]["Summary"]
-    assert (summary["Type"], summary["End"]) == ("Pass", True)
-    assert set(summary["Parameters"]) == {"map_run.$", "decisions"}
+    assert (summary["Type"], summary["End"], summary["OutputPath"]) == ("Task", True, "$.Payload")
+    assert summary["Parameters"] == {"FunctionName": "${FanoutSummaryFunction}", "Payload.$": "$"}
+    assert [c["Next"] for c in summary["Catch"]] == ["SummaryWithoutCounts"]
+    without = definition["States"]["SummaryWithoutCounts"]
+    assert (without["Type"], without["End"]) == ("Pass", True)
+    assert set(without["Parameters"]) == {"map_run.$", "decisions", "counts_error.$"}
 
 
 def test_a_fanout_map_takes_its_items_from_one_place() -> None:
