@@ -52,6 +52,7 @@ import copy
 import json
 import secrets
 import threading
+import time
 import uuid
 import weakref
 from datetime import UTC, datetime
@@ -103,6 +104,7 @@ PENDING_ARN = "PendingConfirmation"
 _tokens: dict[str, str] = {}  # subscription ARN: the token its confirmation link carries
 
 PUBLISH_BATCH_BYTES = 256 * 1024
+ANSWER_RECORDED_SECONDS = 10  # at most, for the executor to record an answer taken
 ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
 
 
@@ -466,20 +468,29 @@ def _apply_one_answer_per_task() -> None:
 
     def answer_once(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> None:
         with answering:
-            for execution in self._get_executions():
-                worker = execution.exec_worker
-                task = worker.env.callback_pool_manager.get(outcome.callback_id) if worker else None
-                if task is None:
-                    continue
-                frame = waiting_in.get(task)
-                if (
-                    execution.status != ExecutionStatus.RUNNING
-                    or task._notify_event.is_set()  # answered, or its wait is over
-                    or (frame is not None and not frame.is_running())  # timed out
-                ):
-                    raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
-                task.notify(outcome)
-                return
+            frame = answer(self, outcome)
+        # As the service's, an answer taken is in the execution's history once the call
+        # returns (moto's executor records it a moment later, in a thread of its own).
+        deadline = time.monotonic() + ANSWER_RECORDED_SECONDS
+        while frame is not None and frame.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def answer(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> Environment | None:
+        """Give the waiting task its answer; the frame it waits in, if it waits yet."""
+        for execution in self._get_executions():
+            worker = execution.exec_worker
+            task = worker.env.callback_pool_manager.get(outcome.callback_id) if worker else None
+            if task is None:
+                continue
+            frame = waiting_in.get(task)
+            if (
+                execution.status != ExecutionStatus.RUNNING
+                or task._notify_event.is_set()  # answered, or its wait is over
+                or (frame is not None and not frame.is_running())  # timed out
+            ):
+                raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
+            task.notify(outcome)
+            return frame
         raise InvalidToken("Invalid Token: 'Invalid token'")
 
     def send_task_success(self: StepFunctionsParserBackend, task_token: str, outcome: str) -> None:
