@@ -476,12 +476,12 @@ def record(
 def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat: bool = False) -> Delivery:
     """Send the settled decision to the workflow.
 
-    Safe to repeat: the service takes one answer per token and refuses the rest. A refusal
-    of a repeat (the sweep, a late click: see Approval.needs_redelivery) or of the SDK's own
-    resend means the workflow has the decision, unless the task may have timed out by then:
-    the service refuses an answer after a timeout alike, so the execution's history decides.
-    On the first attempt, which nothing overtakes, a refusal means the workflow stopped
-    waiting first.
+    Safe to repeat: the service takes one answer per token and refuses the rest. It refuses
+    alike an answer it took before and one the task no longer waits for (timed out, its
+    heartbeat missed, its execution stopped or failed, whatever the approval's expiry), so
+    a refusal of a repeat (the sweep, a late click: see Approval.needs_redelivery) or of
+    the SDK's own resend is judged by the execution's history. On the first attempt, which
+    nothing overtakes, a refusal means the workflow stopped waiting first.
     """
     decision = approval.decision()
     assert decision is not None, "only a settled approval is delivered"
@@ -490,9 +490,7 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
             succeed(sfn, approval.task_token, decision)
         except TaskGone as gone:
             refused_at = utcnow()
-            taken = (repeat or gone.resent) and (
-                not approval.may_have_timed_out(refused_at) or _history_says_taken(sfn, approval)
-            )
+            taken = (repeat or gone.resent) and _history_says_taken(sfn, approval)
             if not taken:
                 _too_late(store, approval, refused_at)
     except TooLate:

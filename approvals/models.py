@@ -29,10 +29,6 @@ MAX_TIMEOUT_SECONDS = 31_536_000  # the service's one-year limit for a task
 # Longer than the approval API function may run: by then a settling request has delivered
 # its decision or failed trying.
 REDELIVERY_GRACE = timedelta(seconds=60)
-# The task's timeout runs from when Step Functions sends the message, a moment before SQS
-# stamps it (the approval's created_at, in whole seconds): a refusal this long before the
-# approval's expiry cannot be the task timing out.
-TIMEOUT_SLACK = timedelta(seconds=60)
 # Caps in bytes of UTF-8, not characters: the services' limits are in bytes, and a CJK
 # character is three of them, an emoji four. Each email carries the description and must
 # leave room for others in one PublishBatch (256 KiB in all); the whole request, kept in
@@ -498,10 +494,6 @@ class Approval(Contract):
             return False
         assert self.decided_at is not None
         return self.delivery_failed or now - self.decided_at >= REDELIVERY_GRACE
-
-    def may_have_timed_out(self, now: datetime) -> bool:
-        """Whether the waiting task may have timed out by ``now``."""
-        return now >= self.expires_at - TIMEOUT_SLACK
 
     def is_expired(self, now: datetime) -> bool:
         return self.status is Status.EXPIRED or (self.status is Status.PENDING and now >= self.expires_at)

@@ -1,7 +1,7 @@
 """What moto's CloudFormation (5.2.5, server mode) lacks to deploy a synthesized CDK
 template, added so that `approvals local --template` deploys the template itself.
 
-- Ten resource types are skipped with a log line (and a ``Ref`` to them resolves to
+- Eleven resource types are skipped with a log line (and a ``Ref`` to them resolves to
   nothing): each is made here with its service's own API, against the same moto server,
   as CloudFormation would make it.
 - A Lambda version has no ``Fn::GetAtt`` attribute (an alias names its ``Version``): added.
@@ -207,6 +207,28 @@ def _queue_policy(
             QueueUrl=queue_url, Attributes={"Policy": json.dumps(properties["PolicyDocument"])}
         )
     return name, {}
+
+
+@_makes("AWS::Events::EventBusPolicy")
+def _event_bus_policy(
+    client: Callable[[str], Any], _: str, properties: Properties
+) -> tuple[str, dict[str, str]]:
+    """One statement of a bus's policy (its ``Sid`` the ``StatementId``), beside the others."""
+    events = client("events")
+    bus = properties.get("EventBusName", "default")
+    sid = properties["StatementId"]
+    if "Statement" not in properties:  # the older form: an account and an action
+        events.put_permission(
+            EventBusName=bus, StatementId=sid, **_pick(properties, "Action", "Principal", "Condition")
+        )
+        return sid, {}
+    policy = events.describe_event_bus(Name=bus).get("Policy")
+    others = [s for s in json.loads(policy)["Statement"] if s.get("Sid") != sid] if policy else []
+    statement = {**properties["Statement"], "Sid": sid}
+    events.put_permission(
+        EventBusName=bus, Policy=json.dumps({"Version": "2012-10-17", "Statement": [*others, statement]})
+    )
+    return sid, {}
 
 
 @_makes("AWS::ApiGateway::Stage")

@@ -16,6 +16,10 @@ moto checks every request once ``INITIAL_NO_AUTH_ACTION_COUNT`` requests have be
   call against ``*``, which refuses a policy scoped to its table or topic. The resources of
   the calls the product makes are named here: a DynamoDB table (or its index), an SNS topic,
   a Secrets Manager secret, a Step Functions state machine or execution, a Lambda function.
+- moto answers its refusal in XML whatever the service's protocol, so a JSON service's
+  client (SQS, DynamoDB, Step Functions, Secrets Manager) read its code as "403". It is
+  answered here as each service answers: ``AccessDeniedException`` (400), and SQS's
+  ``AccessDenied`` (403, by the header its query-compatible clients read).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import unquote
 from moto import settings
 from moto.awslambda.responses import LambdaResponse
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import AccessDeniedError, JsonRESTError
 from moto.dynamodb.responses import DynamoHandler
 from moto.iam.access_control import IAMRequest
 from moto.secretsmanager.responses import SecretsManagerResponse
@@ -84,6 +89,11 @@ AUTHORIZED_AS = {
 }
 
 
+JSON_1_0 = "application/x-amz-json-1.0"
+SQS_TARGET = "AmazonSQS."
+ACCESS_DENIED_EXCEPTION = "com.amazon.coral.service#AccessDeniedException"
+
+
 class _Request(IAMRequest):
     def __init__(self, **request: Any) -> None:  # moto passes every argument by name
         request["action"] = AUTHORIZED_AS.get(request["action"], request["action"])
@@ -101,6 +111,21 @@ RESOURCES: dict[type, Callable[[Any], str]] = {
 _applied = False
 
 
+def _as_the_service_answers(response: Any, refusal: AccessDeniedError) -> Exception:
+    """moto's refusal in the protocol of the service asked: a JSON service's (its requests
+    name an ``X-Amz-Target``) in JSON; a query or REST service's stays moto's XML."""
+    target = response.headers.get("X-Amz-Target", "")
+    if not target:
+        return refusal
+    response.response_headers["Content-Type"] = response.headers.get("Content-Type", JSON_1_0)
+    if target.startswith(SQS_TARGET):
+        response.response_headers["x-amzn-query-error"] = "AccessDenied;Sender"
+        denied = JsonRESTError(ACCESS_DENIED_EXCEPTION, refusal.message)
+        denied.code = 403
+        return denied
+    return JsonRESTError(ACCESS_DENIED_EXCEPTION, refusal.message)
+
+
 def apply() -> None:
     """Check assumed-role callers only, naming the resources; once per process. Nothing is
     checked before :func:`enforce`."""
@@ -113,8 +138,12 @@ def apply() -> None:
     check = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
     def check_assumed_roles(self: Any, iam_request_cls: type, resource: str = "*") -> None:
-        if "X-Amz-Security-Token" in self.headers:
+        if "X-Amz-Security-Token" not in self.headers:
+            return
+        try:
             check(self, _Request if iam_request_cls is IAMRequest else iam_request_cls, resource)
+        except AccessDeniedError as refusal:
+            raise _as_the_service_answers(self, refusal) from None
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = check_assumed_roles  # type: ignore[method-assign]
 

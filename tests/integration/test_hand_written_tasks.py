@@ -21,8 +21,11 @@ ALICE = "alice@example.com"
 REQUEST = {"title": "Hand-written", "approvers": [ALICE], "requester": "ci@example.com"}
 
 
-def hand_written_machine(stack: Stack, message: dict[str, Any], task_timeout: int) -> str:
-    """A state machine of someone else's: one approval Task with the given message body."""
+def hand_written_machine(
+    stack: Stack, message: dict[str, Any], task_timeout: int, heartbeat_seconds: int | None = None
+) -> str:
+    """A state machine of someone else's: one approval Task with the given message body
+    (and, if given, a heartbeat timeout: the service sends no heartbeats)."""
     definition = {
         "StartAt": "Approve",
         "States": {
@@ -39,6 +42,7 @@ def hand_written_machine(stack: Stack, message: dict[str, Any], task_timeout: in
                     },
                 },
                 "TimeoutSeconds": task_timeout,
+                **({"HeartbeatSeconds": heartbeat_seconds} if heartbeat_seconds else {}),
                 "End": True,
             }
         },
@@ -123,8 +127,8 @@ def test_the_sweep_leaves_a_task_that_has_its_links(stack: Stack) -> None:
 def test_a_task_without_the_confirmation_state_is_confirmed_by_the_sweep(stack: Stack) -> None:
     """The product's state machines confirm delivery themselves (ConfirmDelivery); a Task
     written by hand does not, so the sweep, once the grace is over, repeats the answer (the
-    service refuses it: the workflow has it) and takes the approval off its index: two
-    calls, once."""
+    service refuses it; the execution's history shows the workflow has it) and takes the
+    approval off its index: three calls, once."""
     machine = hand_written_machine(stack, {"request": REQUEST, "timeout_seconds": 3600}, task_timeout=3600)
     arn = run(stack, machine)
     link = stack.email(ALICE, "Hand-written").links[0]
@@ -140,6 +144,6 @@ def test_a_task_without_the_confirmation_state_is_confirmed_by_the_sweep(stack: 
     # Each sweep queries the open and the tell index: 2 sweeps, 4 queries. One UpdateItem
     # takes the approval off the open index; one off the tell index, as its requester is not
     # in the approver directory (nobody to tell).
-    assert counter.take() == {"Query": 4, "SendTaskSuccess": 1, "UpdateItem": 2}
+    assert counter.take() == {"Query": 4, "SendTaskSuccess": 1, "GetExecutionHistory": 1, "UpdateItem": 2}
     assert not stack.approval(approval.approval_id).unconfirmed
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}

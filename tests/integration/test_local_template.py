@@ -1,4 +1,4 @@
-"""`approvals local --template` on a small template of a team's own: each of the ten
+"""`approvals local --template` on a small template of a team's own: each of the eleven
 resource types moto's CloudFormation skips, a substituted definition, a Ref to an API
 deployment, and every trigger the local stack plays for AWS (event source mapping, REST
 API integration, schedule, EventBridge rule on Step Functions status changes).
@@ -83,6 +83,9 @@ BUILD = json.dumps(
         },
     }
 )
+
+
+PARTNER_ACCOUNTS = ("111111111111", "222222222222")
 
 
 def role_for(service: str) -> dict[str, Any]:
@@ -270,6 +273,25 @@ RESOURCES: dict[str, Any] = {
             "Target": {"Arn": FUNCTION_ARN, "RoleArn": ROLE, "Input": json.dumps({"tick": True})},
         },
     },
+    # A bus other accounts may put events on: one statement per account, as the CDK makes
+    # them (the shared service's ExecutionEventsBus).
+    "Bus": {"Type": "AWS::Events::EventBus", "Properties": {"Name": "team-bus"}},
+    **{
+        f"PutsFrom{account}": {
+            "Type": "AWS::Events::EventBusPolicy",
+            "Properties": {
+                "EventBusName": {"Ref": "Bus"},
+                "StatementId": f"PutsFrom{account}",
+                "Statement": {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                    "Action": "events:PutEvents",
+                    "Resource": {"Fn::GetAtt": ["Bus", "Arn"]},
+                },
+            },
+        }
+        for account in PARTNER_ACCOUNTS
+    },
     "QueueAlarm": {
         "Type": "AWS::CloudWatch::Alarm",
         "Properties": {
@@ -288,7 +310,7 @@ RESOURCES: dict[str, Any] = {
 SKIPPED_BY_MOTO = {
     "AWS::SecretsManager::Secret", "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy",
     "AWS::ApiGateway::Stage", "AWS::ApiGateway::Account", "AWS::ApiGateway::RequestValidator",
-    "AWS::Scheduler::Schedule", "AWS::CloudWatch::Alarm", "AWS::Lambda::Alias",
+    "AWS::Scheduler::Schedule", "AWS::CloudWatch::Alarm", "AWS::Lambda::Alias", "AWS::Events::EventBusPolicy",
 }  # fmt: skip
 
 
@@ -384,6 +406,17 @@ def test_every_resource_type_moto_skips_is_created(deployed: tuple[LocalInfo, bo
     assert alias["FunctionVersion"] == "1"  # the published version's GetAtt Version
     alarm = client(deployed, "cloudwatch").describe_alarms(AlarmNames=[ids["QueueAlarm"]])["MetricAlarms"][0]
     assert alarm["AlarmActions"] == [ids["Topic"]]
+    bus = client(deployed, "events").describe_event_bus(Name="team-bus")
+    assert json.loads(bus["Policy"])["Statement"] == [
+        {
+            "Sid": f"PutsFrom{account}",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+            "Action": "events:PutEvents",
+            "Resource": bus["Arn"],
+        }
+        for account in PARTNER_ACCOUNTS
+    ]
 
 
 def test_state_machine_runs_its_substituted_definition(deployed: tuple[LocalInfo, boto3.Session]) -> None:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from approvals.local import identities
 from approvals.local.access import LOCAL_IDENTITY, denied
 from approvals.local.resources import LOCAL_ROLE, only_senders
+from approvals.tasks import HistoryDenied, took_answer
 from tests.integration.conftest import Stack
 
 OTHER_ROLE = "arn:aws:iam::123456789012:role/someone-else"
@@ -33,11 +34,11 @@ def as_role(stack: Stack, role_arn: str) -> boto3.Session:
     )
 
 
-def refused(call: Any) -> str:
+def refused(call: Any, code: str = "AccessDenied") -> str:
+    """The refusal's message, once its code is the one the service answers with."""
     with pytest.raises(ClientError) as raised:
         call()
-    # moto answers its own IAM refusals in XML, which a JSON service's client reads as "403".
-    assert raised.value.response["Error"]["Code"] in ("AccessDenied", "403"), raised.value.response
+    assert raised.value.response["Error"]["Code"] == code, raised.value.response
     return str(raised.value)
 
 
@@ -184,6 +185,7 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
         ("sqs:SendMessage", queue_arn(stack)),
         ("sns:Publish", resources.topic_arn),
         ("dynamodb:PutItem", table),
+        ("states:StartExecution", resources.state_machine_arn),
     ]
     iam.put_role_policy(
         RoleName="worker",
@@ -202,13 +204,20 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
     stop = identities.enforce()
     try:
         sqs, sns, dynamodb = worker.client("sqs"), worker.client("sns"), worker.client("dynamodb")
+        sfn = worker.client("stepfunctions")
         sqs.send_message(QueueUrl=resources.queue_url, MessageBody="granted")
         refused(lambda: sqs.send_message(QueueUrl=resources.dlq_url, MessageBody="not granted"))
         sns.publish_batch(  # IAM authorizes PublishBatch as sns:Publish
             TopicArn=resources.topic_arn, PublishBatchRequestEntries=[{"Id": "1", "Message": "an email"}]
         )
         dynamodb.put_item(TableName=resources.table_name, Item={"approval_id": {"S": "a"}})
-        refused(lambda: dynamodb.get_item(TableName=resources.table_name, Key={"approval_id": {"S": "a"}}))
+        item = {"approval_id": {"S": "a"}}
+        # Each service's own code (moto's XML refusal read as "403" by a JSON service's client).
+        refused(lambda: dynamodb.get_item(TableName=resources.table_name, Key=item), "AccessDeniedException")
+        execution = sfn.start_execution(stateMachineArn=resources.state_machine_arn)["executionArn"]
+        refused(lambda: sfn.describe_execution(executionArn=execution), "AccessDeniedException")
+        with pytest.raises(HistoryDenied):  # what the product makes of it
+            took_answer(sfn, execution, "a")
         stack.sqs.send_message(
             QueueUrl=resources.dlq_url, MessageBody="the operator's"
         )  # not an assumed role

@@ -12,13 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aws_cdk as cdk
+import boto3
 import pytest
 
 from approvals.local import approver
 from approvals.local.environments import IN_PROCESS
 from approvals.local.stack import LocalInfo, LocalStack, banner
 from approvals.target import for_local
-from examples.shared_service.app import APPROVERS, REGION, SERVICE_ACCOUNT, SERVICE_STACK, build
+from examples.shared_service.app import (
+    APPROVERS,
+    PARTNER_ACCOUNT,
+    REGION,
+    SERVICE_ACCOUNT,
+    SERVICE_STACK,
+    build,
+)
 
 pytestmark = pytest.mark.xdist_group("local-template")
 
@@ -86,3 +94,24 @@ def test_a_consumer_stacks_workflow_is_approved_through_the_shared_service(
         "Payments",
     )
     assert SERVICE_STACK in deployed.table_name
+
+
+def test_the_partner_account_may_put_its_executions_ends_on_the_services_bus(deployed: LocalInfo) -> None:
+    """The bus's policy (an ``AWS::Events::EventBusPolicy``, which moto's CloudFormation skips)."""
+    events = boto3.client(
+        "events",
+        endpoint_url=deployed.endpoint_url,
+        region_name=deployed.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    (bus,) = [b for b in events.list_event_buses()["EventBuses"] if b["Name"] != "default"]
+    assert json.loads(events.describe_event_bus(Name=bus["Name"])["Policy"])["Statement"] == [
+        {
+            "Sid": "cdk-PutEventsFromAllowedAccounts",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{PARTNER_ACCOUNT}:root"},
+            "Action": "events:PutEvents",
+            "Resource": bus["Arn"],
+        }
+    ]

@@ -130,20 +130,13 @@ def task_succeeded_events(sfn: Any, arn: str) -> int:
     )
 
 
-def refusal(code: str, message: str) -> AWSResponse:
-    """The HTTP answer of a JSON-protocol service refusing a call, for a ``before-send`` hook."""
-    body = json.dumps({"__type": code, "message": message}).encode()
-    return AWSResponse("https://fault.invalid/", 400, HTTPHeaders(), _Raw(body))
-
-
 class LostReplies:
     """A call the service applies but whose reply is lost (a read timeout, a dropped
     connection), so that the SDK sends it again, as botocore does.
 
     A ``needs-retry`` handler asks for the resend when the first call that succeeded and
-    matches ``matches`` (its request body, parsed); ``lost`` counts the replies lost.
-    ``resent_answer``, if given, is what the service answers the copy, where moto would
-    answer otherwise.
+    matches ``matches`` (its request body, parsed); ``lost`` counts the replies lost. The
+    copy meets what the service answers it (a second answer to a task: ``TaskTimedOut``).
     """
 
     def __init__(
@@ -152,27 +145,18 @@ class LostReplies:
         client: Any,
         operation: str,
         matches: Callable[[dict[str, Any]], bool],
-        resent_answer: AWSResponse | None = None,
     ) -> None:
         self.matches = matches
         self.lost = 0
-        self._resent_answer = resent_answer
-        self._resending = False
         service = client.meta.service_model.service_id.hyphenize()
         hooks.on(client, f"needs-retry.{service}.{operation}", self._resend, first=True)
-        hooks.on(client, f"before-send.{service}.{operation}", self._answer_copy)
 
     def _resend(self, response: Response | None, request_dict: dict[str, Any], **_: Any) -> int | None:
         applied = response is not None and response[0].status_code == 200
         if applied and not self.lost and self.matches(json.loads(request_dict["body"])):
             self.lost += 1
-            self._resending = True
             return 0  # resend at once
         return None
-
-    def _answer_copy(self, **_: Any) -> AWSResponse | None:
-        resending, self._resending = self._resending, False
-        return self._resent_answer if resending else None
 
 
 @dataclass

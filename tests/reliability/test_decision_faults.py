@@ -19,6 +19,7 @@ from approvals.models import REDELIVERY_GRACE, ApprovalRequest, Policy, Status, 
 from approvals.runtime import Services
 from approvals.store.close import CONFIRM_DELIVERY
 from tests.conftest import Stack, approval_id_of, eventually
+from tests.integration.test_hand_written_tasks import REQUEST, hand_written_machine, run
 from tests.reliability.faults import Hooks, Response, error, task_succeeded_events
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -210,6 +211,30 @@ def test_a_decision_the_workflow_never_took_before_its_timeout_is_recorded_as_to
     ]
     assert sweep.sweep(services, utcnow()) == {}
     assert calls.results[0] == "injected 503"
+    assert task_succeeded_events(stack.sfn, arn) == 0
+
+
+def test_a_decision_refused_long_before_the_expiry_is_too_late_if_the_task_ended_first(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """The task ended long before the approval's links expire (a heartbeat timeout: nobody
+    sends heartbeats; an execution stopped or failed elsewhere ends it alike) between a
+    failed first delivery and the sweep's repeat. The service refuses the repeat as it
+    refuses a second answer: the history, not the expiry, says the workflow never took it."""
+    calls = TaskSuccessCalls(hooks, services, failures=1)
+    message = {"request": REQUEST, "timeout_seconds": 3600}
+    arn = run(stack, hand_written_machine(stack, message, task_timeout=3600, heartbeat_seconds=2))
+    link = stack.email(ALICE, "Hand-written").links[0]
+    assert stack.post_link(link, "approve").status == 202
+    assert stack.finish(arn, timeout=20).status == "FAILED"  # the task's heartbeat timed out
+
+    assert sweep.sweep(services, utcnow()) == {"too late": 1}
+    approval = stack.approval(approval_id_of(link))
+    assert (approval.status, approval.unconfirmed) == (Status.EXPIRED, False)
+    assert [e.detail for e in timeline(approval) if e.kind == "settled"] == [
+        "approved, too late for the workflow"
+    ]
+    assert calls.results == ["injected 503", "TaskTimedOut"]
     assert task_succeeded_events(stack.sfn, arn) == 0
 
 
