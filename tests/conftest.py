@@ -41,7 +41,7 @@ from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
 from approvals.local.resources import Resources, provision
 from approvals.models import Approval, ApprovalRequest, Email
-from approvals.store import approval_from_item
+from approvals.store import approval_from_item, is_inbox_entry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -303,7 +303,7 @@ class Stack:
 
     def approvals(self) -> list[Approval]:
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [approval_from_item(dict(item)) for item in items]
+        return [approval_from_item(dict(item)) for item in items if not is_inbox_entry(dict(item))]
 
     @property
     def signing_key(self) -> SigningKey:
