@@ -17,19 +17,35 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from approvals.inboxlinks import approver_id
-from approvals.models import Approval
+from approvals import inboxlinks
+from approvals.decision import LINK_EXPIRED, Forbidden, Gone, Malformed, NotFound
+from approvals.inboxlinks import InboxToken, approver_id
+from approvals.links import ExpiredLink, ForgedLink, MalformedLink
+from approvals.models import Approval, Inbox, InboxItem
+from approvals.runtime import Services
+from approvals.settings import Settings
 from approvals.store import ApprovalStore, UnreadableItem, approval_from_item
 from approvals.store.items import Item
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
-CURSOR = re.compile(r"^\d{10}#[0-9a-f]{32}$")  # an entry's place in the index (InboxEntry.order)
+# A place in the inbox: an entry's sort key (InboxEntry.order) with "-" for its "#", which a
+# URL would take for the start of a fragment.
+CURSOR = re.compile(r"^\d{10}-[0-9a-f]{32}$")
 
 
-class BadCursor(ValueError):
+INBOX_REVOKED = (
+    "This link was altered, or the keys that made it were retired. Open the link in the newest"
+    " email that lists your requests."
+)
+
+
+class BadCursor(Malformed):
     """A page cursor that no page of ours gave out."""
+
+    def __init__(self) -> None:
+        super().__init__("This page of your requests does not exist. Open the link from your email again.")
 
 
 @dataclass(frozen=True)
@@ -74,14 +90,14 @@ def page(
 ) -> InboxPage:
     """One page of the inbox, after ``cursor`` (a page's ``next_cursor``), of ``workflow`` only if given."""
     if cursor is not None and not CURSOR.match(cursor):
-        raise BadCursor("not a page of this inbox")
+        raise BadCursor
     everything = waiting(store, owner, now)
     chosen = [w for w in everything if workflow is None or w.approval.workflow == workflow]
-    after = [w for w in chosen if cursor is None or w.order < cursor]
+    after = [w for w in chosen if cursor is None or w.order < cursor.replace("-", "#")]
     shown = after[:size]
     return InboxPage(
         items=[w.approval for w in shown],
-        next_cursor=shown[-1].order if len(after) > size else None,
+        next_cursor=shown[-1].order.replace("#", "-") if len(after) > size else None,
         approver=everything[0].approver if everything else None,
         total=len(chosen),
         workflows=sorted({w.approval.workflow for w in everything}),
@@ -109,3 +125,53 @@ def _readable(item: Item) -> Approval | None:
     except UnreadableItem as unreadable:  # one bad item must not hide the others
         log.error("approval unreadable", extra={"approval_id": unreadable.approval_id})
         return None
+
+
+def open_inbox(services: Services, token: str, now: datetime) -> InboxToken:
+    """The inbox an inbox link opens, or the page that says why not: a link mistyped (404),
+    altered or made by retired keys (403), expired (410). Nothing is read but the keys."""
+    try:
+        inboxlinks.parse(token)
+        keys = services.keys.holding(lambda ring: inboxlinks.made_by(ring, token))
+        return inboxlinks.verify(keys, token, now)
+    except MalformedLink:
+        raise NotFound(
+            "This link is incomplete or mistyped. Open the link from your email again, all of it."
+        ) from None
+    except ForgedLink:
+        raise Forbidden(INBOX_REVOKED) from None
+    except ExpiredLink:
+        raise Gone(LINK_EXPIRED) from None
+
+
+def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings) -> Inbox:
+    """The page as the API answers it in JSON (and as the HTML page shows it). What a
+    request to be decided signed in says beyond its title is left out: the link alone
+    proves nobody."""
+
+    def item(approval: Approval) -> InboxItem:
+        request = approval.request
+        hidden = settings.needs_sign_in(request.identity)
+        return InboxItem(
+            approval_id=approval.approval_id,
+            title=request.title,
+            requester=request.requester,
+            workflow=approval.workflow,
+            created_at=approval.created_at,
+            expires_at=approval.expires_at,
+            description="" if hidden else request.description,
+            details={} if hidden else request.details,
+            fields=[] if hidden else request.fields,
+            policy=request.policy,
+            sign_in=hidden,
+        )
+
+    return Inbox(
+        approver=shown.approver,
+        link_expires_at=opened.expires_at,
+        workflow=workflow,
+        total=shown.total,
+        workflows=shown.workflows,
+        items=[item(approval) for approval in shown.items],
+        next_cursor=shown.next_cursor,
+    )

@@ -31,6 +31,7 @@ from approvals.store import ApprovalStore, Claim, is_inbox_entry
 from approvals.store.items import EXECUTION_INDEX, OPEN_ATTRIBUTE, TELL_ATTRIBUTE
 from approvals.sweep import sweep
 from tests.integration.conftest import Stack, approval_id_of, eventually
+from tests.integration.test_approvers_cli import deploy_outputs, run
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 HOUR = 3600
@@ -226,3 +227,25 @@ def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
 
     assert inbox.matching(store, approver_id(ALICE), now) == ids[27:]
     assert inbox.matching(store, approver_id(BOB), now) == ids
+
+
+def test_approvals_inbox_lists_what_waits_on_an_approver(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deploy_outputs(stack)
+    store = runtime.from_environment().store
+    now = utcnow()
+    older = stored(store, "Older refund", now - timedelta(minutes=2), [ALICE, BOB])
+    newer = stored(store, "Newer deploy", now - timedelta(minutes=1), [ALICE], workflow="deploys")
+
+    code, out, _ = run(capsys, "inbox", "Alice@Example.com")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"2 waiting on {ALICE}:"
+    assert lines[1].split()[:3] == ["ID", "TITLE", "WORKFLOW"]
+    assert [line.split()[0] for line in lines[2:]] == [newer.approval_id, older.approval_id]
+    code, out, _ = run(capsys, "inbox", ALICE, "--workflow", "refunds")
+    assert [line.split()[0] for line in out.splitlines()[2:]] == [older.approval_id]
+    assert run(capsys, "inbox", CAROL)[1] == f"Nothing waits on {CAROL}.\n"
+    code, _, err = run(capsys, "inbox", "not an address")
+    assert (code, err) == (2, "approvals: not valid email addresses: not an address\n")
