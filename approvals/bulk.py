@@ -19,10 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from approvals import answers, decision, inboxlinks
+from approvals import answers, decision, inboxlinks, links
 from approvals.decision import (
     APPROVAL_ID,
     Conflict,
@@ -104,6 +105,24 @@ class PlannedItem(BaseModel):
     )
 
 
+class BulkPlan(BaseModel):
+    """A bulk vote to confirm: how many items, from which workflows, which are ready."""
+
+    decision: Literal["approve", "reject"]
+    count: int
+    ready: int = Field(description="How many would be taken as the form stands")
+    workflows: dict[str, int] = Field(description="How many items each workflow asked for")
+    items: list[PlannedItem]
+
+
+class BulkResults(BaseModel):
+    """A bulk vote done: what became of each item."""
+
+    decision: Literal["approve", "reject"]
+    counts: dict[Result, int] = Field(description="How many items got each result")
+    items: list[ItemResult]
+
+
 class TooManyVotes(Malformed):
     title = "Too many items at once"
 
@@ -123,6 +142,45 @@ class Choice:
     outcome: Outcome
     comment: str = ""
     data: Mapping[str, str] = field(default_factory=dict)
+
+
+def inbox_owner(services: Services, token: str, now: datetime) -> inboxlinks.InboxToken:
+    """Whose inbox a link opens: refused as every link is (incomplete, altered or made by
+    keys two rotations retired, expired)."""
+    try:
+        inboxlinks.parse(token)
+        keys = services.keys.holding(lambda ring: inboxlinks.made_by(ring, token))
+        return inboxlinks.verify(keys, token, now)
+    except links.MalformedLink:
+        raise NotFound(
+            "This link is incomplete or mistyped. Open the link from your email again, all of it."
+        ) from None
+    except links.ForgedLink:
+        raise Forbidden(
+            "This link no longer works: it was altered, or the keys that made it were retired."
+            " Open the link in your newest email."
+        ) from None
+    except links.ExpiredLink:
+        raise Gone("This link has expired. Open the link in your newest email.") from None
+
+
+def choices_from_form(approval_ids: Sequence[str], form: Mapping[str, str]) -> list[Choice]:
+    """The choices a bulk form makes: one decision and comment for every item, and each
+    item's answers as ``<approval id>.<answers.FORM_PREFIX><field name>``."""
+    outcome = decision.OUTCOMES.get(form.get("decision", ""))
+    if outcome is None:
+        raise InvalidChoice("Choose Approve or Reject.")
+    if not approval_ids:
+        raise InvalidChoice("Choose at least one request.")
+    comment = form.get("comment", "")
+    return [
+        Choice(approval_id, outcome, comment, _answers_of(approval_id, form)) for approval_id in approval_ids
+    ]
+
+
+def _answers_of(approval_id: str, form: Mapping[str, str]) -> dict[str, str]:
+    prefix = f"{approval_id}.{answers.FORM_PREFIX}"
+    return {key.removeprefix(prefix): value for key, value in form.items() if key.startswith(prefix)}
 
 
 @dataclass(frozen=True)
