@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from approvals import bulk, decision, inboxlinks, runtime
+from approvals import bulk, cli, decision, inboxlinks, runtime
 from approvals.bulk import Choice, Result
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Outcome, Policy, Status, utcnow
 from approvals.runtime import Services
 from approvals.signin import Session
 from tests.conftest import Stack, approval_id_of
+from tests.integration.test_approvers_cli import deploy_outputs
 from tests.integration.test_reassign import hand_over
 from tests.reliability.faults import task_succeeded_events
 
@@ -225,3 +226,56 @@ def test_plan_says_what_a_vote_would_get_and_writes_nothing(stack: Stack, servic
         bulk.plan(
             services, inboxlinks.approver_id(ALICE), [Choice(plain, Outcome.APPROVED, "\x00")], utcnow()
         )
+
+
+def test_approvals_decide_decides_every_pending_item_of_a_workflow_on_the_approvers_behalf(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked = [ask(stack, f"CLI {n}", [ALICE, BOB], policy=Policy.ALL) for n in range(3)]
+    _, bobs = ask(stack, "Bob's alone", [BOB])
+    deploy_outputs(stack)
+    deployed = ["--stack-name", "Approvals", "--region", "us-east-1", "--operator", "oncall"]
+
+    code = cli.main(["decide", "approve", "--workflow", "approvals-approval", "--approver", ALICE, *deployed])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert {f"{approval_id}  recorded" in out for _, approval_id in asked} == {True}
+    assert "3 of 3 recorded" in out
+    for _, approval_id in asked:
+        vote = stack.approval(approval_id).votes[ALICE]
+        assert (vote.outcome, vote.on_behalf_by) == (Outcome.APPROVED, "oncall")
+    assert stack.approval(bobs).votes == {}
+
+
+def test_approvals_decide_by_execution_exits_non_zero_when_an_item_is_refused(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arn, approval_id = ask(stack, "Bob decides first", [BOB, ALICE], policy=Policy.SEQUENCE)
+    deploy_outputs(stack)
+    deployed = ["--stack-name", "Approvals", "--region", "us-east-1", "--operator", "oncall"]
+
+    code = cli.main(["decide", "approve", "--execution", arn, "--as", ALICE, *deployed])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{approval_id}  not_your_turn" in out
+    assert "0 of 1 recorded" in out
+    assert stack.approval(approval_id).votes == {}
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (["approve"], "name an approval, or filter"),
+        (["0" * 32, "approve", "--workflow", "x"], "not both"),
+        (["0" * 32, "maybe"], "say: decide"),
+    ],
+)
+def test_approvals_decide_says_how_it_is_used(
+    stack: Stack, capsys: pytest.CaptureFixture[str], words: list[str], says: str
+) -> None:
+    deploy_outputs(stack)
+    code = cli.main(["decide", *words, "--as", ALICE, "--stack-name", "Approvals", "--region", "us-east-1"])
+    assert code == 2
+    assert says in capsys.readouterr().err
