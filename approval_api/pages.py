@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
-from approvals.models import Approval, FieldSpec, FieldType, Inbox, Policy, Status, Vote
+from approvals.bulk import MAX_VOTES, ItemResult, PlannedItem, Result, workflows
+from approvals.models import Approval, FieldSpec, FieldType, Inbox, Outcome, Policy, Status, Vote
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -230,6 +232,7 @@ def inbox_page(
             first_href=here(cursor="") if cursor else "",
             reason_required=reason_required,
             form_prefix=FORM_PREFIX,
+            max_votes=MAX_VOTES,
         )
     )
 
@@ -266,4 +269,74 @@ def sign_in_page(heading: str, message: str, href: str, label: str, *, kind: str
         _environment()
         .get_template("signin.html")
         .render(css=CSS, heading=heading, message=message, href=href, label=label, kind=kind)
+    )
+
+
+RESULT_TEXT = {
+    Result.RECORDED: "recorded",
+    Result.SETTLED: "settled",
+    Result.ALREADY_DECIDED: "already decided",
+    Result.EXPIRED: "expired",
+    Result.NOT_YOURS: "not yours",
+    Result.NOT_YOUR_TURN: "not your turn yet",
+    Result.NEEDS_ANSWERS: "needs answers",
+    Result.SIGN_IN_REQUIRED: "needs sign-in",
+    Result.NOT_FOUND: "not found",
+    Result.FAILED: "not recorded",
+}
+VERBS = {Outcome.APPROVED: ("Approve", "approve"), Outcome.REJECTED: ("Reject", "reject")}
+
+
+def bulk_confirmation_page(
+    planned: list[PlannedItem],
+    outcome: Outcome,
+    carried: list[tuple[str, str]],
+    comment: str,
+    *,
+    action: str,
+    reason_required: bool,
+) -> str:
+    """How many items a bulk vote decides, from which workflows, and which cannot be decided
+    as they stand (with inputs for the answers they still need); ``carried``: the form's
+    fields, posted again with the confirmation."""
+    verb, decision = VERBS[outcome]
+    return (
+        _environment()
+        .get_template("bulk_confirm.html")
+        .render(
+            css=CSS,
+            verb=verb,
+            decision=decision,
+            done=outcome.value,
+            count=len(planned),
+            ready=sum(item.ready for item in planned),
+            workflows=workflows(planned),
+            blocked=[item for item in planned if not item.ready],
+            answering=[
+                (item, [_field_input(spec, "") for spec in item.needs]) for item in planned if item.needs
+            ],
+            carried=carried,
+            comment=comment,
+            action=action,
+            reason_required=reason_required,
+            form_prefix=FORM_PREFIX,
+        )
+    )
+
+
+def bulk_results_page(results: list[ItemResult], outcome: Outcome, inbox: str = "") -> str:
+    """Each item of a bulk vote and what became of it; ``inbox``: the way back to the batch
+    page (the token, relative to this page), for what still waits."""
+    counts = Counter(item.result for item in results)
+    return (
+        _environment()
+        .get_template("bulk_results.html")
+        .render(
+            css=CSS,
+            heading=f"{VERBS[outcome][0]}: {len(results)} request{'s' if len(results) != 1 else ''}",
+            counts=[(RESULT_TEXT[result], many) for result, many in counts.most_common()],
+            results=results,
+            labels=RESULT_TEXT,
+            inbox=inbox,
+        )
     )

@@ -39,6 +39,7 @@ def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
         ("get", "/a/{token}"),
         ("post", "/a/{token}"),
         ("get", "/i/{token}"),
+        ("post", "/i/{token}"),
         ("get", "/signin"),
         ("get", "/signin/callback"),
         ("get", "/signout"),
@@ -52,6 +53,7 @@ def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
     assert set(spec["paths"]["/i/{token}"]["get"]["responses"]) == {"200", "400", "403", "404", "410"}
     batch_page = spec["paths"]["/i/{token}"]["get"]["responses"]["200"]["content"]["application/json"]
     assert batch_page["schema"] == {"$ref": "#/components/schemas/Inbox"}  # from the model
+    assert set(spec["paths"]["/i/{token}"]["post"]["responses"]) == {"200", "400", "403", "404", "410"}
     signed_form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
     assert signed_form["required"] == ["approver", "expires", "sig"]
     short_form = spec["components"]["schemas"]["Body_decide_by_link_a__token__post"]
