@@ -1,6 +1,8 @@
 """The batch page in Chromium, on `approvals local` in both modes: a fan-out's requests listed
 newest first in pages of 50, filtered by workflow, on a desktop and on a phone, by keyboard,
-and checked by axe-core. Screenshots go to test-artifacts/."""
+and checked by axe-core; and a fan-out decided from it to the end (one item on its own, a
+page at once, then all that match), each outcome landing in its item. Screenshots go to
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -21,37 +23,50 @@ from approvals.models import utcnow
 from approvals.target import for_local
 from tests.e2e.conftest import BOTH_MODES, RunningStack
 from tests.e2e.test_browser import browser, shot  # noqa: F401 (browser: the fixture)
+from tests.e2e.test_local_stack import wait_status
 
 pytestmark = [pytest.mark.e2e, BOTH_MODES]
 
 PAT = "pat@example.com"
+QUINN = "quinn@example.com"  # decides a fan-out of their own from the page, to the end
 FANOUT = 60  # more than a page of 50
 SINGLES = 2  # asked by the approval state machine: another workflow
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
 
+def fan_out(stack: RunningStack, approver: str, prefix: str, count: int) -> str:
+    """A fan-out of ``count`` requests to ``approver``, titled ``prefix`` and a number; its execution."""
+    added = stack.cli("approvers", "add", approver)
+    assert added.returncode == 0, added.stderr
+    requests = [{"title": f"{prefix} {i:02d}", "approvers": [approver], "requester": "batch@example.com"}
+                for i in range(count)]  # fmt: skip
+    started = stack.aws(
+        "stepfunctions", "start-execution",
+        "--state-machine-arn", stack.info.fanout_state_machine_arn,
+        "--input", json.dumps({"requests": requests}),
+    )  # fmt: skip
+    return str(started["executionArn"])
+
+
+def link_when_waiting(stack: RunningStack, approver: str, count: int) -> str:
+    """The approver's inbox link, once ``count`` requests wait in their inbox."""
+    target = for_local(stack.info)
+    key = keys.fetch(target.secrets, target.signing_secret_id).current
+    link = inboxlinks.inbox_link(stack.info.api_url, key, approver, utcnow() + timedelta(days=1))
+    deadline = time.monotonic() + 600  # a loaded machine runs moto's executor slowly
+    while (waiting := answer(link)["total"]) < count:
+        assert time.monotonic() < deadline, f"only {waiting} requests reached {approver}'s inbox"
+        time.sleep(2)
+    return link
+
+
 @pytest.fixture(scope="module")
 def inbox_link(local_stack: RunningStack) -> str:
     """Pat's inbox link, once a fan-out of 60 and two single requests all wait on Pat."""
-    added = local_stack.cli("approvers", "add", PAT)
-    assert added.returncode == 0, added.stderr
-    requests = [{"title": f"Refund {i:02d}", "approvers": [PAT], "requester": "batch@example.com"}
-                for i in range(FANOUT)]  # fmt: skip
-    local_stack.aws(
-        "stepfunctions", "start-execution",
-        "--state-machine-arn", local_stack.info.fanout_state_machine_arn,
-        "--input", json.dumps({"requests": requests}),
-    )  # fmt: skip
+    fan_out(local_stack, PAT, "Refund", FANOUT)
     for i in range(SINGLES):
         local_stack.start(f"Deploy {i}", [PAT], "release-bot@example.com", description="A release <b>")
-    target = for_local(local_stack.info)
-    key = keys.fetch(target.secrets, target.signing_secret_id).current
-    link = inboxlinks.inbox_link(local_stack.info.api_url, key, PAT, utcnow() + timedelta(days=1))
-    deadline = time.monotonic() + 600  # a loaded machine runs moto's executor slowly
-    while (waiting := answer(link)["total"]) < FANOUT + SINGLES:
-        assert time.monotonic() < deadline, f"only {waiting} requests reached Pat's inbox"
-        time.sleep(2)
-    return link
+    return link_when_waiting(local_stack, PAT, FANOUT + SINGLES)
 
 
 def answer(link: str) -> dict[str, Any]:
@@ -174,3 +189,63 @@ def test_on_a_phone_nothing_scrolls_sideways(browser: Browser, inbox_link: str) 
     shot(page, "inbox-phone")
     assert axe_violations(page) == []
     context.close()
+
+
+def test_a_fan_out_decided_from_the_page_lands_each_outcome_in_its_item(
+    context: BrowserContext, local_stack: RunningStack
+) -> None:
+    """One item rejected on its own, then a page approved at once, then the rest (the second
+    page, now the first) rejected as all matching: each through the confirmation."""
+    count = 55
+    execution = fan_out(local_stack, QUINN, "Payout", count)
+    link = link_when_waiting(local_stack, QUINN, count)
+    page = context.new_page()
+    page.goto(link)
+
+    single = page.locator("ol.inbox > li").first
+    alone = single.locator("h2").inner_text().strip()
+    single.locator("summary").click()
+    single.get_by_label("Comment on this request").fill("a duplicate")
+    single.get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("cell", name=re.compile("settled"))).to_be_visible()
+    page.get_by_role("link", name="Back to your requests").click()
+
+    expect(page.get_by_text(f"{count - 1} requests wait on you")).to_be_visible()
+    approved = items(page)
+    assert len(approved) == 50
+    page.get_by_role("link", name="Select all on this page").click()
+    page.get_by_role("button", name="Approve selected").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Approve 50 requests?")
+    shot(page, "inbox-confirm")
+    assert axe_violations(page) == []
+    page.get_by_role("button", name="Approve 50").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Approve: 50 requests")
+    expect(page.get_by_role("status")).to_have_text("50 settled.")
+    shot(page, "inbox-results")
+    assert axe_violations(page) == []
+    page.get_by_role("link", name="Back to your requests").click()
+
+    rest = count - 1 - 50
+    expect(page.get_by_text(f"{rest} requests wait on you")).to_be_visible()
+    rejected = items(page)
+    page.get_by_label(f"Select all {rest} matching, on every page").check()
+    page.get_by_label("Comment for every selected request").fill("over this month's budget")
+    page.get_by_role("button", name="Reject selected").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Reject {rest} requests?")
+    page.get_by_role("button", name=f"Reject {rest}").click()
+    expect(page.get_by_role("status")).to_have_text(f"{rest} settled.")
+    page.get_by_role("link", name="Back to your requests").click()
+    expect(page.get_by_text("Nothing waits on you")).to_be_visible()
+
+    described = wait_status(local_stack, execution, timeout=300)
+    assert described["status"] == "SUCCEEDED"
+    decisions = local_stack.fanout_decisions(str(described["output"]))
+    outcomes = {f"Payout {i:02d}": d["outcome"] for i, d in enumerate(decisions)}
+    assert outcomes == {
+        alone: "rejected",
+        **dict.fromkeys(approved, "approved"),
+        **dict.fromkeys(rejected, "rejected"),
+    }
+    comments = {f"Payout {i:02d}": d["votes"][0]["comment"] for i, d in enumerate(decisions)}
+    assert comments[alone] == "a duplicate"
+    assert {comments[title] for title in rejected} == {"over this month's budget"}
