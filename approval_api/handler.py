@@ -28,9 +28,9 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, bulk, decision, inboxlinks, links, runtime, shortlinks, signin
+from approvals import answers, bulk, decision, inbox, inboxlinks, links, runtime, shortlinks, signin
 from approvals.decision import Delivery, Problem, Recorded, Viewing
-from approvals.models import Outcome, utcnow
+from approvals.models import Inbox, Outcome, utcnow
 from approvals.store import UnreadableItem
 
 if TYPE_CHECKING:
@@ -247,6 +247,58 @@ def show_by_link(token: Annotated[str, Path(description=_TOKEN)]) -> Response[st
     return _page_response(seen, {"approver": seen.approver}, now, action=token)
 
 
+_INBOX_TOKEN = (
+    f"An inbox link's token: {inboxlinks.TOKEN_LENGTH} URL-safe characters (the approver's id, the"
+    " link's expiry, and 128 bits only the signing key makes); nothing is stored for it."
+)
+
+
+@app.get(
+    f"{inboxlinks.PATH_PREFIX}<token>",
+    summary="The approver's batch page: every request waiting on them, newest first",
+    description=(
+        "What a digest email links to. Pages of 50, filtered by workflow; each request with its"
+        ' details, fields and its own Approve / Reject; "Approve selected" and "Reject selected"'
+        " post the ticked ones (or `all=1`: every one matching) to the same address, which asks to"
+        " confirm. Opening it changes nothing. A request to be decided signed in is listed by its"
+        " title only."
+    ),
+    responses={
+        200: {
+            "description": "One page of the inbox.",
+            "content": {"text/html": {"schema": _STRING}, "application/json": {"model": Inbox}},
+        },
+        400: _REFUSALS[400],
+        403: _problem("The link was altered, or made under a key that two rotations retired."),
+        404: _problem("The link is incomplete or mistyped."),
+        410: _problem("The link expired."),
+    },
+)
+def show_inbox(
+    token: Annotated[str, Path(description=_INBOX_TOKEN)],
+    workflow: Annotated[str, Query(description="Only this workflow's requests")] = "",
+    cursor: Annotated[str, Query(description="The page after another: its next_cursor")] = "",
+    select: Annotated[str, Query(description="`page`: every request on the page ticked")] = "",
+) -> Response[str]:
+    now = utcnow()
+    services = runtime.from_environment()
+    opened = inbox.open_inbox(services, token, now)
+    chosen = workflow or None
+    shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
+    answer = inbox.as_answer(shown, opened, chosen, services.settings)
+    if _wants_json():  # no template is loaded for it
+        return _respond(200, "", answer.model_dump(mode="json"))
+    html = pages.inbox_page(
+        answer,
+        now,
+        action=token,
+        reason_required=services.settings.reject_needs_reason,
+        cursor=cursor,
+        select_page=select == "page",
+    )
+    return _respond(200, html, {})
+
+
 def _page_response(seen: Viewing, fields: dict[str, str], now: datetime, action: str = "") -> Response[str]:
     services = runtime.from_environment()
     session = decision.session(services, _cookie(), now)
@@ -314,14 +366,8 @@ def decide_by_link(
     return _recorded_response(decision.decide_by_link(services, token, _form(), now, session), now)
 
 
-_INBOX_TOKEN = (
-    f"An approver's inbox link token: {inboxlinks.TOKEN_LENGTH} URL-safe characters (the approver's"
-    " id, the link's expiry, and 128 bits only the signing key makes)."
-)
-
-
 @app.post(
-    "/i/<token>",
+    f"{inboxlinks.PATH_PREFIX}<token>",
     summary="Decide many approvals at once from the approver's inbox: confirm, then record",
     description=(
         f"The inbox page's form: up to {bulk.MAX_VOTES} `approval` ids, one `decision` and one"
@@ -357,34 +403,51 @@ def decide_selected(
     now = utcnow()
     services = runtime.from_environment()
     fields = _form_fields(BULK_BODY_LIMIT)
-    owner = bulk.inbox_owner(services, token, now)
+    owner = inbox.open_inbox(services, token, now)
     form = dict(fields)
-    choices = bulk.choices_from_form([value for name, value in fields if name == "approval"], form)
+    selection = bulk.selected(services, owner.approver_id, fields, now)
+    choices = bulk.choices_from_form(selection.approval_ids, form)
     outcome = choices[0].outcome
     verb = "approve" if outcome is Outcome.APPROVED else "reject"
     if form.get("confirmed") != "1":
         planned = bulk.plan(services, owner.approver_id, choices, now)
+        carried = _carried(fields, planned)
+        if form.get("all") == "1" and "asof" not in form:  # all matching now, not what comes later
+            carried.append(("asof", str(int(now.timestamp()))))
         html = pages.bulk_confirmation_page(
             planned,
             outcome,
-            _carried(fields, planned),
+            carried,
             form.get("comment", ""),
+            more=selection.more,
             action=token,
             reason_required=services.settings.reject_needs_reason,
         )
         plan = bulk.BulkPlan(
             decision=verb,
-            count=len(planned),
+            count=len(planned) + selection.more,
             ready=sum(item.ready for item in planned),
             workflows=bulk.workflows(planned),
             items=planned,
+            more=selection.more,
         )
         return _respond(200, html, plan.model_dump(mode="json"))
     session = decision.session(services, _cookie(), now)
     results = bulk.decide_many(services, owner.approver_id, choices, now, session)
-    logger.info("bulk vote", outcome=outcome.value, items=len(results))
-    done = bulk.BulkResults(decision=verb, counts=Counter(item.result for item in results), items=results)
-    return _respond(200, pages.bulk_results_page(results, outcome), done.model_dump(mode="json"))
+    logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
+    done = bulk.BulkResults(
+        decision=verb, counts=Counter(item.result for item in results), items=results, more=selection.more
+    )
+    # The next ones of "all matching": the same form again, already confirmed.
+    following = [(name, value) for name, value in fields if name in ("all", "workflow", "asof", "decision")]
+    html = pages.bulk_results_page(
+        results,
+        outcome,
+        more=selection.more,
+        following=[*following, ("comment", form.get("comment", "")), ("confirmed", "1")],
+        action=token,
+    )
+    return _respond(200, html, done.model_dump(mode="json"))
 
 
 def _carried(fields: list[tuple[str, str]], planned: list[bulk.PlannedItem]) -> list[tuple[str, str]]:
@@ -592,7 +655,7 @@ def incomplete(error: Exception) -> Response[str]:
         if _short_link():
             decision.check_short_link(last)
         elif app.current_event.path.startswith(inboxlinks.PATH_PREFIX):
-            bulk.inbox_owner(runtime.from_environment(), last, now)
+            inbox.open_inbox(runtime.from_environment(), last, now)
         else:
             decision.check_link(runtime.from_environment(), last, fields, now)
     except Problem as refusal:

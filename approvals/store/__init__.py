@@ -2,7 +2,8 @@
 ``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
 hands a place over), ``reminders`` and ``escalation`` (while it waits: reminding, asking more
 people), ``close`` (delivery, expiry, cancellation), ``tell`` (the requester told the
-outcome). ``items`` says how an approval is stored.
+outcome). ``inbox`` keeps each approver's inbox beside them. ``items`` says how an approval
+is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -10,14 +11,14 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
 from approvals.store.escalation import EscalationStore
+from approvals.store.inbox import InboxStore
 from approvals.store.items import (
     EXECUTION_INDEX,
     OPEN,
@@ -28,14 +29,12 @@ from approvals.store.items import (
     TELL_INDEX,
     UnreadableItem,
     approval_from_item,
+    is_inbox_entry,
 )
 from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
 from approvals.store.reminders import ReminderStore
 from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore, vote_refusal
-
-BATCH_GET = 100  # keys in one BatchGetItem, DynamoDB's limit
-BATCH_ATTEMPTS = 5
 
 __all__ = [
     "EXECUTION_INDEX",
@@ -52,12 +51,13 @@ __all__ = [
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
+    "is_inbox_entry",
     "vote_refusal",
 ]
 
 
 class ApprovalStore(
-    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore
+    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore, InboxStore
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 
@@ -70,28 +70,6 @@ class ApprovalStore(
             "Item"
         )
         return approval_from_item(item) if item else None
-
-    def get_many(self, approval_ids: Sequence[str]) -> dict[str, Approval | UnreadableItem]:
-        """The approvals of these ids that exist, by id: one BatchGetItem per 100 ids (its
-        limit), and again for any keys it leaves unprocessed (throttling)."""
-        found: dict[str, Approval | UnreadableItem] = {}
-        unique = list(dict.fromkeys(approval_ids))
-        for start in range(0, len(unique), BATCH_GET):
-            keys: list[Any] = [self._key(approval_id) for approval_id in unique[start : start + BATCH_GET]]
-            for attempt in range(BATCH_ATTEMPTS):
-                result = self._db.batch_get_item(
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
-                )
-                for read in _read(result.get("Responses", {}).get(self._table, [])):
-                    found[read.approval_id] = read
-                unprocessed = result.get("UnprocessedKeys", {}).get(self._table)
-                keys = list(unprocessed["Keys"]) if unprocessed else []
-                if not keys:
-                    break
-                time.sleep(0.05 * 2**attempt)  # what AWS advises for unprocessed keys: back off
-            else:
-                raise RuntimeError(f"{len(keys)} approvals not read: the table kept throttling")
-        return found
 
     def open_approvals(self) -> Iterator[Approval | UnreadableItem]:
         """Pending approvals and undelivered decisions: what the sweep looks after."""
@@ -117,9 +95,10 @@ class ApprovalStore(
         )
 
     def every_item(self) -> Iterator[Approval | UnreadableItem]:
-        """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
+        """Every approval kept (for operators; a scan, fine at the scale of human approvals),
+        not the approvers' inbox entries beside them."""
         for page in self._db.get_paginator("scan").paginate(TableName=self._table):
-            yield from _read(page["Items"])
+            yield from _read([item for item in page["Items"] if not is_inbox_entry(item)])
 
     def all(self) -> Iterator[Approval]:
         """Every approval kept that reads (for pages that show approvals: the local outbox)."""

@@ -70,7 +70,7 @@ from approvals.requester import tell_requesters
 from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item
+from approvals.store import approval_from_item, is_inbox_entry
 from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
@@ -605,6 +605,7 @@ class Approvals(RuleBasedStateMachine):
         items = {
             item["approval_id"]["S"]: dict(item)
             for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+            if not is_inbox_entry(dict(item))
         }
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
         list(store.open_approvals())
