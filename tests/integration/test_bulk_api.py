@@ -17,6 +17,7 @@ import pytest
 from approvals import bulk, inboxlinks, keys, runtime
 from approvals.local.approver import form_headers
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Status, utcnow
+from bench.calls import CallCounter
 from tests.conftest import API_URL, ApiResponse, Stack, approval_id_of, eventually
 from tests.reliability.faults import task_succeeded_events
 
@@ -210,3 +211,19 @@ def test_all_matching_is_confirmed_once_and_decided_a_batch_at_a_time(
         assert stack.finish(arn).output["outcome"] == "approved"
         assert stack.approval(approval_id).votes[ALICE].comment == "all of them"
     assert list(store.inbox_entries(alice)) == []
+
+
+def test_calls_for_a_bulk_vote(stack: Stack) -> None:
+    """The confirmation reads the items in one BatchGetItem; the vote reads them again, then
+    per item one conditional update and one SendTaskSuccess, and the inbox entries leave in
+    one BatchWriteItem (25 a call): about 2 calls an item, against a budget of 4."""
+    services = runtime.from_environment()
+    asked = [ask(stack, f"Budget {n}", [ALICE]) for n in range(3)]
+    link = inbox(stack)
+    fields = [*(("approval", approval_id) for _, approval_id in asked), ("decision", "approve")]
+    counter = CallCounter(services.store._db, services.sns, services.sfn)
+
+    assert post(stack, link, fields).status == 200
+    assert counter.take() == {"BatchGetItem": 1}
+    assert post(stack, link, [*fields, ("confirmed", "1")]).status == 200
+    assert counter.take() == {"BatchGetItem": 1, "UpdateItem": 3, "SendTaskSuccess": 3, "BatchWriteItem": 1}
