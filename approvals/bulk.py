@@ -395,9 +395,17 @@ _RESULTS: tuple[tuple[type[Problem], Result], ...] = (
 )
 
 
+# The sign-in page's own words send the browser back to a request's page: not this one.
+SIGN_IN_ON_ITS_PAGE = (
+    "This request must be decided by its approver in person: decide it on its own page, from"
+    " its own email, signed in with your company account."
+)
+
+
 def _refused(choice: Choice, approval: Approval | None, problem: Problem) -> ItemResult:
     result = next((result for kind, result in _RESULTS if isinstance(problem, kind)), Result.FAILED)
-    return _result(choice, result, problem.message, approval)
+    detail = SIGN_IN_ON_ITS_PAGE if result is Result.SIGN_IN_REQUIRED else problem.message
+    return _result(choice, result, detail, approval)
 
 
 def _result(choice: Choice, result: Result, detail: str, approval: Approval | None = None) -> ItemResult:

@@ -160,6 +160,7 @@ def test_a_request_that_needs_sign_in_is_decided_only_signed_in_as_its_approver(
     for session in (None, Session(BOB, issuer, later)):
         (result,) = bulk.decide_many(services, alice_id, approve(approval_id), utcnow(), session)
         assert result.result is Result.SIGN_IN_REQUIRED
+        assert "its own page" in result.detail
     assert stack.approval(approval_id).votes == {}
     (result,) = bulk.decide_many(
         services, alice_id, approve(signed_in), utcnow(), Session(ALICE, issuer, later)
