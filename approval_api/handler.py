@@ -282,7 +282,7 @@ def show_inbox(
 ) -> Response[str]:
     now = utcnow()
     services = runtime.from_environment()
-    opened = bulk.inbox_owner(services, token, now)
+    opened = inbox.open_inbox(services, token, now)
     chosen = workflow or None
     shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
     answer = inbox.as_answer(shown, opened, chosen, services.settings)
@@ -367,7 +367,7 @@ def decide_by_link(
 
 
 @app.post(
-    "/i/<token>",
+    f"{inboxlinks.PATH_PREFIX}<token>",
     summary="Decide many approvals at once from the approver's inbox: confirm, then record",
     description=(
         f"The inbox page's form: up to {bulk.MAX_VOTES} `approval` ids, one `decision` and one"
@@ -399,53 +399,55 @@ def decide_selected(
     decision_: Annotated[str, _DECISION] = "",
     comment: Annotated[str, _COMMENT] = "",
     confirmed: Annotated[str, Form(description="1 once the approver has confirmed")] = "",
-    all_: Annotated[
-        str,
-        Form(
-            alias="all",
-            description=f"1: every request waiting under the filter instead (the newest {bulk.MAX_VOTES})",
-        ),
-    ] = "",
-    workflow: Annotated[str, Form(description="With all=1: only this workflow's requests")] = "",
 ) -> Response[str]:
     now = utcnow()
     services = runtime.from_environment()
     fields = _form_fields(BULK_BODY_LIMIT)
-    owner = bulk.inbox_owner(services, token, now)
-    if dict(fields).get("all") == "1":
-        # "Select all N matching": the ids, found now, go on instead, so the vote is on what
-        # the confirmation named even if more requests arrive meanwhile.
-        chosen = dict(fields).get("workflow") or None
-        matching = inbox.matching(services.store, owner.approver_id, now, chosen)
-        kept = [(name, value) for name, value in fields if name not in ("approval", "all", "workflow")]
-        fields = kept + [("approval", approval_id) for approval_id in matching[: bulk.MAX_VOTES]]
+    owner = inbox.open_inbox(services, token, now)
     form = dict(fields)
-    choices = bulk.choices_from_form([value for name, value in fields if name == "approval"], form)
+    selection = bulk.selected(services, owner.approver_id, fields, now)
+    choices = bulk.choices_from_form(selection.approval_ids, form)
     outcome = choices[0].outcome
     verb = "approve" if outcome is Outcome.APPROVED else "reject"
     if form.get("confirmed") != "1":
         planned = bulk.plan(services, owner.approver_id, choices, now)
+        carried = _carried(fields, planned)
+        if form.get("all") == "1" and "asof" not in form:  # all matching now, not what comes later
+            carried.append(("asof", str(int(now.timestamp()))))
         html = pages.bulk_confirmation_page(
             planned,
             outcome,
-            _carried(fields, planned),
+            carried,
             form.get("comment", ""),
+            more=selection.more,
             action=token,
             reason_required=services.settings.reject_needs_reason,
         )
         plan = bulk.BulkPlan(
             decision=verb,
-            count=len(planned),
+            count=len(planned) + selection.more,
             ready=sum(item.ready for item in planned),
             workflows=bulk.workflows(planned),
             items=planned,
+            more=selection.more,
         )
         return _respond(200, html, plan.model_dump(mode="json"))
     session = decision.session(services, _cookie(), now)
     results = bulk.decide_many(services, owner.approver_id, choices, now, session)
-    logger.info("bulk vote", outcome=outcome.value, items=len(results))
-    done = bulk.BulkResults(decision=verb, counts=Counter(item.result for item in results), items=results)
-    return _respond(200, pages.bulk_results_page(results, outcome, inbox=token), done.model_dump(mode="json"))
+    logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
+    done = bulk.BulkResults(
+        decision=verb, counts=Counter(item.result for item in results), items=results, more=selection.more
+    )
+    # The next ones of "all matching": the same form again, already confirmed.
+    following = [(name, value) for name, value in fields if name in ("all", "workflow", "asof", "decision")]
+    html = pages.bulk_results_page(
+        results,
+        outcome,
+        more=selection.more,
+        following=[*following, ("comment", form.get("comment", "")), ("confirmed", "1")],
+        action=token,
+    )
+    return _respond(200, html, done.model_dump(mode="json"))
 
 
 def _carried(fields: list[tuple[str, str]], planned: list[bulk.PlannedItem]) -> list[tuple[str, str]]:
@@ -653,7 +655,7 @@ def incomplete(error: Exception) -> Response[str]:
         if _short_link():
             decision.check_short_link(last)
         elif app.current_event.path.startswith(inboxlinks.PATH_PREFIX):
-            bulk.inbox_owner(runtime.from_environment(), last, now)
+            inbox.open_inbox(runtime.from_environment(), last, now)
         else:
             decision.check_link(runtime.from_environment(), last, fields, now)
     except Problem as refusal:

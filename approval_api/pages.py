@@ -293,10 +293,12 @@ def bulk_confirmation_page(
     carried: list[tuple[str, str]],
     comment: str,
     *,
+    more: int,
     action: str,
     reason_required: bool,
 ) -> str:
-    """How many items a bulk vote decides, from which workflows, and which cannot be decided
+    """How many items a bulk vote decides (``more``: those matching after the first
+    bulk.MAX_VOTES, decided after them), from which workflows, and which cannot be decided
     as they stand (with inputs for the answers they still need); ``carried``: the form's
     fields, posted again with the confirmation."""
     verb, decision = VERBS[outcome]
@@ -308,7 +310,9 @@ def bulk_confirmation_page(
             verb=verb,
             decision=decision,
             done=outcome.value,
-            count=len(planned),
+            count=len(planned) + more,
+            shown=len(planned),
+            more=more,
             ready=sum(item.ready for item in planned),
             workflows=workflows(planned),
             blocked=[item for item in planned if not item.ready],
@@ -324,9 +328,11 @@ def bulk_confirmation_page(
     )
 
 
-def bulk_results_page(results: list[ItemResult], outcome: Outcome, inbox: str = "") -> str:
-    """Each item of a bulk vote and what became of it; ``inbox``: the way back to the batch
-    page (the token, relative to this page), for what still waits."""
+def bulk_results_page(
+    results: list[ItemResult], outcome: Outcome, *, more: int, following: list[tuple[str, str]], action: str
+) -> str:
+    """Each item of a bulk vote and what became of it; while ``more`` of "all matching" are
+    left, a button that decides the next ones (the ``following`` form)."""
     counts = Counter(item.result for item in results)
     return (
         _environment()
@@ -337,6 +343,11 @@ def bulk_results_page(results: list[ItemResult], outcome: Outcome, inbox: str = 
             counts=[(RESULT_TEXT[result], many) for result, many in counts.most_common()],
             results=results,
             labels=RESULT_TEXT,
-            inbox=inbox,
+            more=more,
+            next_count=min(more, MAX_VOTES),
+            following=following,
+            verb=VERBS[outcome][0],
+            decision=VERBS[outcome][1],
+            action=action,
         )
     )

@@ -17,13 +17,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from approvals import answers, decision, inboxlinks, links
+from approvals import answers, decision, inbox, inboxlinks
 from approvals.decision import (
     APPROVAL_ID,
     Conflict,
@@ -44,7 +44,7 @@ from approvals.decision import (
 from approvals.models import Approval, FieldSpec, Outcome, Vote
 from approvals.runtime import Services
 from approvals.signin import Session
-from approvals.store import UnreadableItem, vote_refusal
+from approvals.store import UnreadableItem, approval_from_item, vote_refusal
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,9 @@ class BulkPlan(BaseModel):
     decision: Literal["approve", "reject"]
     count: int
     ready: int = Field(description="How many would be taken as the form stands")
-    workflows: dict[str, int] = Field(description="How many items each workflow asked for")
-    items: list[PlannedItem]
+    workflows: dict[str, int] = Field(description="How many of the items shown each workflow asked for")
+    items: list[PlannedItem] = Field(description=f"The first {MAX_VOTES} items, decided first")
+    more: int = Field(description="With all=1: how many more match, decided after these")
 
 
 class BulkResults(BaseModel):
@@ -121,6 +122,7 @@ class BulkResults(BaseModel):
     decision: Literal["approve", "reject"]
     counts: dict[Result, int] = Field(description="How many items got each result")
     items: list[ItemResult]
+    more: int = Field(description="With all=1: how many more match, for the next POST")
 
 
 class TooManyVotes(Malformed):
@@ -144,24 +146,28 @@ class Choice:
     data: Mapping[str, str] = field(default_factory=dict)
 
 
-def inbox_owner(services: Services, token: str, now: datetime) -> inboxlinks.InboxToken:
-    """Whose inbox a link opens: refused as every link is (incomplete, altered or made by
-    keys two rotations retired, expired)."""
-    try:
-        inboxlinks.parse(token)
-        keys = services.keys.holding(lambda ring: inboxlinks.made_by(ring, token))
-        return inboxlinks.verify(keys, token, now)
-    except links.MalformedLink:
-        raise NotFound(
-            "This link is incomplete or mistyped. Open the link from your email again, all of it."
-        ) from None
-    except links.ForgedLink:
-        raise Forbidden(
-            "This link no longer works: it was altered, or the keys that made it were retired."
-            " Open the link in your newest email."
-        ) from None
-    except links.ExpiredLink:
-        raise Gone("This link has expired. Open the link in your newest email.") from None
+@dataclass(frozen=True)
+class Selection:
+    """The approvals a bulk form selects: at most MAX_VOTES of them, and how many more match."""
+
+    approval_ids: list[str]
+    more: int = 0
+
+
+def selected(
+    services: Services, approver_id: str, form: Sequence[tuple[str, str]], now: datetime
+) -> Selection:
+    """The approvals a bulk form names: the ticked ones (``approval``, repeated), or with
+    ``all=1`` every one waiting on the approver (of ``workflow``, if given) that was asked by
+    ``asof`` (epoch seconds: when the approver confirmed "all matching", so that requests
+    arriving since are not decided unseen), newest first, MAX_VOTES at a time."""
+    fields = dict(form)
+    if fields.get("all") != "1":
+        return Selection([value for name, value in form if name == "approval"])
+    asof = fields.get("asof", "")
+    asked_by = datetime.fromtimestamp(int(asof), UTC) if asof.isdigit() and len(asof) <= 10 else now
+    ids = inbox.matching(services.store, approver_id, now, fields.get("workflow") or None, asked_by)
+    return Selection(ids[:MAX_VOTES], max(len(ids) - MAX_VOTES, 0))
 
 
 def choices_from_form(approval_ids: Sequence[str], form: Mapping[str, str]) -> list[Choice]:
@@ -220,8 +226,7 @@ def decide_many(
         )
         for choice in chosen
     ]
-    # What no longer waits on the voter leaves their inbox, in one batch (a GET never writes).
-    services.store.remove_from_inbox(approver_id, [r.approval_id for r in results if r.result in _DONE])
+    _leave_inbox(services, approver_id, [item.approval_id for item in results if item.result in _DONE])
     return results
 
 
@@ -263,10 +268,13 @@ def _find(
     approval id is looked up: nothing else of the table is reachable from a form."""
     wanted = [approval_id for approval_id in approval_ids if APPROVAL_ID.match(approval_id)]
     found: dict[str, _Found | UnreadableItem] = {}
-    for approval_id, read in services.store.get_many(wanted).items():
-        found[approval_id] = (
-            read if isinstance(read, UnreadableItem) else _Found(read, _approver(read, approver_id))
-        )
+    for approval_id, item in services.store.get_many(wanted).items():
+        try:
+            approval = approval_from_item(item)
+        except UnreadableItem as unreadable:  # one bad item must not hide the others
+            found[approval_id] = unreadable
+            continue
+        found[approval_id] = _Found(approval, _approver(approval, approver_id))
     return found
 
 
@@ -387,9 +395,17 @@ _RESULTS: tuple[tuple[type[Problem], Result], ...] = (
 )
 
 
+# The sign-in page's own words send the browser back to a request's page: not this one.
+SIGN_IN_ON_ITS_PAGE = (
+    "This request must be decided by its approver in person: decide it on its own page, from"
+    " its own email, signed in with your company account."
+)
+
+
 def _refused(choice: Choice, approval: Approval | None, problem: Problem) -> ItemResult:
     result = next((result for kind, result in _RESULTS if isinstance(problem, kind)), Result.FAILED)
-    return _result(choice, result, problem.message, approval)
+    detail = SIGN_IN_ON_ITS_PAGE if result is Result.SIGN_IN_REQUIRED else problem.message
+    return _result(choice, result, detail, approval)
 
 
 def _result(choice: Choice, result: Result, detail: str, approval: Approval | None = None) -> ItemResult:
@@ -401,3 +417,14 @@ def _result(choice: Choice, result: Result, detail: str, approval: Approval | No
         title=approval.request.title if approval else None,
         workflow=approval.workflow if approval else None,
     )
+
+
+def _leave_inbox(services: Services, approver_id: str, approval_ids: list[str]) -> None:
+    """Items that no longer wait on the voter leave their inbox, in one batch. A failure
+    costs nothing but stale entries, which the inbox skips: it must not hide the results."""
+    if not approval_ids:
+        return
+    try:
+        services.store.remove_from_inbox(approver_id, approval_ids)
+    except Exception:
+        log.warning("inbox entries not removed: the inbox skips them", exc_info=True)

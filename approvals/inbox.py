@@ -17,11 +17,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from approvals.decision import Malformed
+from approvals import inboxlinks
+from approvals.decision import LINK_EXPIRED, Forbidden, Gone, Malformed, NotFound
 from approvals.inboxlinks import InboxToken, approver_id
+from approvals.links import ExpiredLink, ForgedLink, MalformedLink
 from approvals.models import Approval, Inbox, InboxItem
+from approvals.runtime import Services
 from approvals.settings import Settings
-from approvals.store import ApprovalStore, UnreadableItem
+from approvals.store import ApprovalStore, UnreadableItem, approval_from_item
+from approvals.store.items import Item
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,12 @@ PAGE_SIZE = 50
 # A place in the inbox: an entry's sort key (InboxEntry.order) with "-" for its "#", which a
 # URL would take for the start of a fragment.
 CURSOR = re.compile(r"^\d{10}-[0-9a-f]{32}$")
+
+
+INBOX_REVOKED = (
+    "This link was altered, or the keys that made it were retired. Open the link in the newest"
+    " email that lists your requests."
+)
 
 
 class BadCursor(Malformed):
@@ -59,13 +69,11 @@ class InboxPage:
 def waiting(store: ApprovalStore, owner: str, now: datetime) -> list[Waiting]:
     """Every approval waiting on the approver whose id is ``owner``, newest first."""
     entries = [entry for entry in store.inbox_entries(owner) if entry.expires > now.timestamp()]
-    approvals = store.get_many([entry.approval_id for entry in entries])
+    items = store.get_many([entry.approval_id for entry in entries])
     found: list[Waiting] = []
     for entry in entries:
-        approval = approvals.get(entry.approval_id)
-        if isinstance(approval, UnreadableItem):  # one bad item must not hide the others
-            log.error("approval unreadable", extra={"approval_id": approval.approval_id})
-            continue
+        item = items.get(entry.approval_id)
+        approval = _readable(item) if item else None
         address = _asked_as(approval, owner, now) if approval else None
         if approval is not None and address is not None:
             found.append(Waiting(approval, address, entry.order))
@@ -96,19 +104,51 @@ def page(
     )
 
 
-def matching(store: ApprovalStore, owner: str, now: datetime, workflow: str | None = None) -> list[str]:
-    """The ids of every approval waiting on the approver (of ``workflow`` only, if given),
-    newest first: what "select all N matching" selects."""
+def matching(
+    store: ApprovalStore,
+    owner: str,
+    now: datetime,
+    workflow: str | None = None,
+    asked_by: datetime | None = None,
+) -> list[str]:
+    """The ids of every approval waiting on the approver (of ``workflow`` only, if given;
+    asked by ``asked_by`` only, if given), newest first: what "select all N matching" selects."""
     return [
         w.approval.approval_id
         for w in waiting(store, owner, now)
-        if workflow is None or w.approval.workflow == workflow
+        if (workflow is None or w.approval.workflow == workflow)
+        and (asked_by is None or w.approval.created_at <= asked_by)
     ]
 
 
 def _asked_as(approval: Approval, owner: str, now: datetime) -> str | None:
     """The address ``owner`` is awaited at on this approval, or None if it no longer waits on them."""
     return next((who for who in approval.waiting_on(now) if approver_id(who) == owner), None)
+
+
+def _readable(item: Item) -> Approval | None:
+    try:
+        return approval_from_item(item)
+    except UnreadableItem as unreadable:  # one bad item must not hide the others
+        log.error("approval unreadable", extra={"approval_id": unreadable.approval_id})
+        return None
+
+
+def open_inbox(services: Services, token: str, now: datetime) -> InboxToken:
+    """The inbox an inbox link opens, or the page that says why not: a link mistyped (404),
+    altered or made by retired keys (403), expired (410). Nothing is read but the keys."""
+    try:
+        inboxlinks.parse(token)
+        keys = services.keys.holding(lambda ring: inboxlinks.made_by(ring, token))
+        return inboxlinks.verify(keys, token, now)
+    except MalformedLink:
+        raise NotFound(
+            "This link is incomplete or mistyped. Open the link from your email again, all of it."
+        ) from None
+    except ForgedLink:
+        raise Forbidden(INBOX_REVOKED) from None
+    except ExpiredLink:
+        raise Gone(LINK_EXPIRED) from None
 
 
 def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings) -> Inbox:

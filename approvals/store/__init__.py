@@ -11,8 +11,7 @@ answered from the table's own state rather than from a read taken a moment earli
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from approvals.models import Approval
@@ -36,9 +35,6 @@ from approvals.store.reassign import ReassignRefusal, ReassignRejected, Reassign
 from approvals.store.reminders import ReminderStore
 from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore, vote_refusal
-
-BATCH_GET = 100  # keys in one BatchGetItem, DynamoDB's limit
-BATCH_ATTEMPTS = 5
 
 __all__ = [
     "EXECUTION_INDEX",
@@ -74,28 +70,6 @@ class ApprovalStore(
             "Item"
         )
         return approval_from_item(item) if item else None
-
-    def get_many(self, approval_ids: Sequence[str]) -> dict[str, Approval | UnreadableItem]:
-        """The approvals of these ids that exist, by id: one BatchGetItem per 100 ids (its
-        limit), and again for any keys it leaves unprocessed (throttling)."""
-        found: dict[str, Approval | UnreadableItem] = {}
-        unique = list(dict.fromkeys(approval_ids))
-        for start in range(0, len(unique), BATCH_GET):
-            keys: list[Any] = [self._key(approval_id) for approval_id in unique[start : start + BATCH_GET]]
-            for attempt in range(BATCH_ATTEMPTS):
-                result = self._db.batch_get_item(
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
-                )
-                for read in _read(result.get("Responses", {}).get(self._table, [])):
-                    found[read.approval_id] = read
-                unprocessed = result.get("UnprocessedKeys", {}).get(self._table)
-                keys = list(unprocessed["Keys"]) if unprocessed else []
-                if not keys:
-                    break
-                time.sleep(0.05 * 2**attempt)  # what AWS advises for unprocessed keys: back off
-            else:
-                raise RuntimeError(f"{len(keys)} approvals not read: the table kept throttling")
-        return found
 
     def open_approvals(self) -> Iterator[Approval | UnreadableItem]:
         """Pending approvals and undelivered decisions: what the sweep looks after."""

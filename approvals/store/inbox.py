@@ -12,7 +12,7 @@ canceller and the requester's index never see them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ from approvals.store.items import (
 )
 
 WRITE_BATCH = 25  # BatchWriteItem's limit
-# What a batch write leaves unprocessed (throttled) is sent again after a short pause.
+READ_BATCH = 100  # BatchGetItem's limit
+# What a batch call leaves unprocessed (throttled) is sent again after a short pause.
 RETRY_PAUSE = 0.05
 
 
@@ -89,6 +90,20 @@ class InboxStore(Table):
                     expires=int(item["expires"]["N"]),
                 )
 
+    def get_many(self, approval_ids: list[str]) -> dict[str, Item]:
+        """The stored items of these approvals, by id (BatchGetItem, 100 at a time); an id
+        with no item is left out. Items, not approvals: the caller reads each, so one that
+        no longer reads costs only itself."""
+        found: dict[str, Item] = {}
+        unique = list(dict.fromkeys(approval_ids))
+        for start in range(0, len(unique), READ_BATCH):
+            keys = [self._key(approval_id) for approval_id in unique[start : start + READ_BATCH]]
+            request = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            for response in _until_processed(self._db.batch_get_item, request, "UnprocessedKeys"):
+                for item in response["Responses"].get(self._table, []):
+                    found[item["approval_id"]["S"]] = item
+        return found
+
     def _entry(self, approval: Approval, approver: str) -> Item:
         owner = approver_id(approver)
         return {
@@ -107,10 +122,17 @@ class InboxStore(Table):
 
     def _write_batches(self, requests: list[dict[str, Any]]) -> None:
         for start in range(0, len(requests), WRITE_BATCH):
-            pending: Any = {self._table: requests[start : start + WRITE_BATCH]}
-            attempt = 0
-            while pending:  # what a throttled table left unprocessed, again, a little later each time
-                if attempt:
-                    time.sleep(RETRY_PAUSE * min(attempt, 20))
-                pending = self._db.batch_write_item(RequestItems=pending).get("UnprocessedItems")
-                attempt += 1
+            pending = {self._table: requests[start : start + WRITE_BATCH]}
+            _until_processed(self._db.batch_write_item, pending, "UnprocessedItems")
+
+
+def _until_processed(call: Callable[..., Any], request: dict[str, Any], leftover: str) -> list[Any]:
+    """The responses of a batch call sent again with what it left unprocessed until none is
+    left, pausing a little longer each time (a throttled table leaves some)."""
+    responses: list[Any] = []
+    while request:
+        if responses:
+            time.sleep(RETRY_PAUSE * min(len(responses), 20))
+        responses.append(call(RequestItems=request))
+        request = dict(responses[-1].get(leftover) or {})
+    return responses

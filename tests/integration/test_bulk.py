@@ -15,7 +15,7 @@ from approvals.bulk import Choice, Result
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Outcome, Policy, Status, utcnow
 from approvals.runtime import Services
 from approvals.signin import Session
-from tests.conftest import Stack, approval_id_of
+from tests.conftest import Stack, approval_id_of, eventually
 from tests.integration.test_approvers_cli import deploy_outputs
 from tests.integration.test_reassign import hand_over
 from tests.reliability.faults import task_succeeded_events
@@ -160,6 +160,7 @@ def test_a_request_that_needs_sign_in_is_decided_only_signed_in_as_its_approver(
     for session in (None, Session(BOB, issuer, later)):
         (result,) = bulk.decide_many(services, alice_id, approve(approval_id), utcnow(), session)
         assert result.result is Result.SIGN_IN_REQUIRED
+        assert "its own page" in result.detail
     assert stack.approval(approval_id).votes == {}
     (result,) = bulk.decide_many(
         services, alice_id, approve(signed_in), utcnow(), Session(ALICE, issuer, later)
@@ -279,3 +280,37 @@ def test_approvals_decide_says_how_it_is_used(
     code = cli.main(["decide", *words, "--as", ALICE, "--stack-name", "Approvals", "--region", "us-east-1"])
     assert code == 2
     assert says in capsys.readouterr().err
+
+
+def test_decided_items_leave_the_voters_inbox_and_the_others_stay(stack: Stack, services: Services) -> None:
+    _, plain = ask(stack, "Leaves", [ALICE, BOB], policy=Policy.ALL)
+    _, with_fields = ask(stack, "Stays", [ALICE], fields=[TICKET])
+    alice, bob = inboxlinks.approver_id(ALICE), inboxlinks.approver_id(BOB)
+    entries = eventually(
+        lambda: {e.approval_id for e in services.store.inbox_entries(alice)} == {plain, with_fields} or None,
+        what="Alice's inbox entries",
+    )
+    assert entries
+
+    bulk.decide_many(services, alice, approve(plain, with_fields), utcnow())
+
+    assert {e.approval_id for e in services.store.inbox_entries(alice)} == {with_fields}
+    assert {e.approval_id for e in services.store.inbox_entries(bob)} == {plain}  # Bob's vote still awaited
+
+
+def test_all_matching_is_what_waited_when_the_approver_confirmed(stack: Stack, services: Services) -> None:
+    ids = [ask(stack, f"Matching {n}", [ALICE])[1] for n in range(2)]
+    alice = inboxlinks.approver_id(ALICE)
+    eventually(lambda: len(list(services.store.inbox_entries(alice))) == 2 or None, what="the inbox entries")
+    asof = max(int(stack.approval(approval_id).created_at.timestamp()) for approval_id in ids)
+    eventually(lambda: utcnow().timestamp() >= asof + 1 or None, what="the next second")
+    _, later = ask(stack, "Arrived later", [ALICE])
+    eventually(lambda: len(list(services.store.inbox_entries(alice))) == 3 or None, what="the later entry")
+
+    chosen = bulk.selected(services, alice, [("all", "1"), ("asof", str(asof))], utcnow())
+    assert (sorted(chosen.approval_ids), chosen.more) == (sorted(ids), 0)
+    everything = bulk.selected(services, alice, [("all", "1")], utcnow())
+    assert later in everything.approval_ids
+    assert (
+        bulk.selected(services, alice, [("all", "1"), ("workflow", "another")], utcnow()).approval_ids == []
+    )

@@ -14,10 +14,11 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 
-from approvals import bulk, inboxlinks, keys
+from approvals import bulk, inboxlinks, keys, runtime
 from approvals.local.approver import form_headers
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Status, utcnow
-from tests.conftest import API_URL, ApiResponse, Stack, approval_id_of
+from bench.calls import CallCounter
+from tests.conftest import API_URL, ApiResponse, Stack, approval_id_of, eventually
 from tests.reliability.faults import task_succeeded_events
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -178,3 +179,51 @@ def test_two_key_rotations_revoke_the_inbox_link(stack: Stack, monkeypatch: pyte
     assert refused.status == 403
     assert "newest email" in refused.body
     assert stack.approval(approval_id).votes == {}
+
+
+def test_all_matching_is_confirmed_once_and_decided_a_batch_at_a_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "MAX_VOTES", 2)  # three requests make two batches
+    asked = [ask(stack, f"All {n}", [ALICE]) for n in range(3)]
+    link = inbox(stack)
+    alice = inboxlinks.approver_id(ALICE)
+    store = runtime.from_environment().store
+    eventually(lambda: len(list(store.inbox_entries(alice))) == 3 or None, what="Alice's inbox")
+
+    page = post(stack, link, [("all", "1"), ("decision", "approve"), ("comment", "all of them")])
+
+    assert page.status == 200, page.body
+    assert "Approve 3 requests?" in page.body
+    assert "decided 2 at a time" in page.body
+    carried = hidden(page)
+    assert ("all", "1") in carried
+    assert any(name == "asof" for name, _ in carried)
+
+    first = post(stack, link, [*carried, ("comment", "all of them")])
+    assert first.status == 200, first.body
+    assert first.body.count("<strong>settled</strong>") == 2
+    assert "Approve the next 1" in first.body
+    second = post(stack, link, hidden(first))
+    assert second.body.count("<strong>settled</strong>") == 1
+    assert "the next" not in second.body
+    for arn, approval_id in asked:
+        assert stack.finish(arn).output["outcome"] == "approved"
+        assert stack.approval(approval_id).votes[ALICE].comment == "all of them"
+    assert list(store.inbox_entries(alice)) == []
+
+
+def test_calls_for_a_bulk_vote(stack: Stack) -> None:
+    """The confirmation reads the items in one BatchGetItem; the vote reads them again, then
+    per item one conditional update and one SendTaskSuccess, and the inbox entries leave in
+    one BatchWriteItem (25 a call): about 2 calls an item, against a budget of 4."""
+    services = runtime.from_environment()
+    asked = [ask(stack, f"Budget {n}", [ALICE]) for n in range(3)]
+    link = inbox(stack)
+    fields = [*(("approval", approval_id) for _, approval_id in asked), ("decision", "approve")]
+    counter = CallCounter(services.store._db, services.sns, services.sfn)
+
+    assert post(stack, link, fields).status == 200
+    assert counter.take() == {"BatchGetItem": 1}
+    assert post(stack, link, [*fields, ("confirmed", "1")]).status == 200
+    assert counter.take() == {"BatchGetItem": 1, "UpdateItem": 3, "SendTaskSuccess": 3, "BatchWriteItem": 1}
