@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -27,9 +28,9 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, decision, links, runtime, shortlinks, signin
+from approvals import answers, bulk, decision, inbox, inboxlinks, links, runtime, shortlinks, signin
 from approvals.decision import Delivery, Problem, Recorded, Viewing
-from approvals.models import utcnow
+from approvals.models import Inbox, Outcome, utcnow
 from approvals.store import UnreadableItem
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ copy_config_to_registered_loggers(source_logger=logger, include={"approvals"})
 app = APIGatewayRestResolver(enable_validation=True)
 
 BODY_LIMIT = 16_384  # a form with a 1,000-byte comment fits many times over, even percent-encoded
+# A bulk vote's form: a hundred ids, a comment and some items' answers.
+BULK_BODY_LIMIT = 65_536
 CONFIRMATIONS = {
     Delivery.DELIVERED: ("Decision recorded", "Thank you. The workflow has your decision."),
     Delivery.NOT_SETTLED: (
@@ -191,17 +194,22 @@ def _same_origin() -> None:
 
 def _form() -> dict[str, str]:
     """The posted form, read strictly: from the page itself, as a form, small, UTF-8."""
+    return dict(_form_fields(BODY_LIMIT))
+
+
+def _form_fields(limit: int) -> list[tuple[str, str]]:
+    """The posted form's fields in order, repeated ones too; read as :func:`_form` reads it."""
     event = app.current_event
     _same_origin()
     content_type = (event.headers or {}).get("content-type", "")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise decision.Malformed("Send the decision as a form (application/x-www-form-urlencoded).")
     body = event.body or ""
-    if len(body) > BODY_LIMIT:
+    if len(body) > limit:
         raise decision.Malformed("The form is too large.")
     try:
         text = event.decoded_body or ""
-        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict"))
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise decision.Malformed("The form is not valid UTF-8 text.") from None
 
@@ -237,6 +245,58 @@ def show_by_link(token: Annotated[str, Path(description=_TOKEN)]) -> Response[st
     now = utcnow()
     seen = decision.view_by_link(runtime.from_environment(), token, now)
     return _page_response(seen, {"approver": seen.approver}, now, action=token)
+
+
+_INBOX_TOKEN = (
+    f"An inbox link's token: {inboxlinks.TOKEN_LENGTH} URL-safe characters (the approver's id, the"
+    " link's expiry, and 128 bits only the signing key makes); nothing is stored for it."
+)
+
+
+@app.get(
+    f"{inboxlinks.PATH_PREFIX}<token>",
+    summary="The approver's batch page: every request waiting on them, newest first",
+    description=(
+        "What a digest email links to. Pages of 50, filtered by workflow; each request with its"
+        ' details, fields and its own Approve / Reject; "Approve selected" and "Reject selected"'
+        " post the ticked ones (or `all=1`: every one matching) to the same address, which asks to"
+        " confirm. Opening it changes nothing. A request to be decided signed in is listed by its"
+        " title only."
+    ),
+    responses={
+        200: {
+            "description": "One page of the inbox.",
+            "content": {"text/html": {"schema": _STRING}, "application/json": {"model": Inbox}},
+        },
+        400: _REFUSALS[400],
+        403: _problem("The link was altered, or made under a key that two rotations retired."),
+        404: _problem("The link is incomplete or mistyped."),
+        410: _problem("The link expired."),
+    },
+)
+def show_inbox(
+    token: Annotated[str, Path(description=_INBOX_TOKEN)],
+    workflow: Annotated[str, Query(description="Only this workflow's requests")] = "",
+    cursor: Annotated[str, Query(description="The page after another: its next_cursor")] = "",
+    select: Annotated[str, Query(description="`page`: every request on the page ticked")] = "",
+) -> Response[str]:
+    now = utcnow()
+    services = runtime.from_environment()
+    opened = inbox.open_inbox(services, token, now)
+    chosen = workflow or None
+    shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
+    answer = inbox.as_answer(shown, opened, chosen, services.settings)
+    if _wants_json():  # no template is loaded for it
+        return _respond(200, "", answer.model_dump(mode="json"))
+    html = pages.inbox_page(
+        answer,
+        now,
+        action=token,
+        reason_required=services.settings.reject_needs_reason,
+        cursor=cursor,
+        select_page=select == "page",
+    )
+    return _respond(200, html, {})
 
 
 def _page_response(seen: Viewing, fields: dict[str, str], now: datetime, action: str = "") -> Response[str]:
@@ -304,6 +364,101 @@ def decide_by_link(
     services = runtime.from_environment()
     session = decision.session(services, _cookie(), now)
     return _recorded_response(decision.decide_by_link(services, token, _form(), now, session), now)
+
+
+@app.post(
+    f"{inboxlinks.PATH_PREFIX}<token>",
+    summary="Decide many approvals at once from the approver's inbox: confirm, then record",
+    description=(
+        f"The inbox page's form: up to {bulk.MAX_VOTES} `approval` ids, one `decision` and one"
+        " `comment` for all, and each item's answers as `<approval id>.data.<name>`. Without"
+        " `confirmed=1` it records nothing and answers the confirmation (how many items, from which"
+        " workflows, which cannot be decided as they stand); with it, each item's vote is its own"
+        " conditional write under that item's rules, and the answer gives each item's result."
+        f" Only from the page itself (as the other forms), at most {BULK_BODY_LIMIT // 1024} KB."
+    ),
+    responses={
+        200: {
+            "description": "The confirmation (without `confirmed=1`) or each item's result (with it).",
+            "content": {
+                "text/html": {"schema": _STRING},
+                "application/json": {"model": bulk.BulkPlan | bulk.BulkResults},
+            },
+        },
+        400: _problem(
+            f"No decision or no item chosen, more than {bulk.MAX_VOTES} items, or a comment to fix."
+        ),
+        403: _problem("The link was altered or made under retired keys, or the form came from another site."),
+        404: _problem("The link is incomplete or mistyped."),
+        410: _problem("The link expired."),
+    },
+)
+def decide_selected(
+    token: Annotated[str, Path(description=_INBOX_TOKEN)],
+    approval: Annotated[list[str] | None, Form(description="An approval to decide; repeated")] = None,
+    decision_: Annotated[str, _DECISION] = "",
+    comment: Annotated[str, _COMMENT] = "",
+    confirmed: Annotated[str, Form(description="1 once the approver has confirmed")] = "",
+) -> Response[str]:
+    now = utcnow()
+    services = runtime.from_environment()
+    fields = _form_fields(BULK_BODY_LIMIT)
+    owner = inbox.open_inbox(services, token, now)
+    form = dict(fields)
+    selection = bulk.selected(services, owner.approver_id, fields, now)
+    choices = bulk.choices_from_form(selection.approval_ids, form)
+    outcome = choices[0].outcome
+    verb = "approve" if outcome is Outcome.APPROVED else "reject"
+    if form.get("confirmed") != "1":
+        planned = bulk.plan(services, owner.approver_id, choices, now)
+        carried = _carried(fields, planned)
+        if form.get("all") == "1" and "asof" not in form:  # all matching now, not what comes later
+            carried.append(("asof", str(int(now.timestamp()))))
+        html = pages.bulk_confirmation_page(
+            planned,
+            outcome,
+            carried,
+            form.get("comment", ""),
+            more=selection.more,
+            action=token,
+            reason_required=services.settings.reject_needs_reason,
+        )
+        plan = bulk.BulkPlan(
+            decision=verb,
+            count=len(planned) + selection.more,
+            ready=sum(item.ready for item in planned),
+            workflows=bulk.workflows(planned),
+            items=planned,
+            more=selection.more,
+        )
+        return _respond(200, html, plan.model_dump(mode="json"))
+    session = decision.session(services, _cookie(), now)
+    results = bulk.decide_many(services, owner.approver_id, choices, now, session)
+    logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
+    done = bulk.BulkResults(
+        decision=verb, counts=Counter(item.result for item in results), items=results, more=selection.more
+    )
+    # The next ones of "all matching": the same form again, already confirmed.
+    following = [(name, value) for name, value in fields if name in ("all", "workflow", "asof", "decision")]
+    html = pages.bulk_results_page(
+        results,
+        outcome,
+        more=selection.more,
+        following=[*following, ("comment", form.get("comment", "")), ("confirmed", "1")],
+        action=token,
+    )
+    return _respond(200, html, done.model_dump(mode="json"))
+
+
+def _carried(fields: list[tuple[str, str]], planned: list[bulk.PlannedItem]) -> list[tuple[str, str]]:
+    """The fields the confirmation posts again as they were: not the comment, nor the answers
+    it asks for (it shows inputs for both)."""
+    asked = {
+        f"{item.approval_id}.{answers.FORM_PREFIX}{spec.name}" for item in planned for spec in item.needs
+    }
+    return [
+        (name, value) for name, value in fields if name not in ("comment", "confirmed") and name not in asked
+    ]
 
 
 def _cookie() -> str:
@@ -499,6 +654,8 @@ def incomplete(error: Exception) -> Response[str]:
         fields = _form() if app.current_event.http_method == "POST" else _query()
         if _short_link():
             decision.check_short_link(last)
+        elif app.current_event.path.startswith(inboxlinks.PATH_PREFIX):
+            inbox.open_inbox(runtime.from_environment(), last, now)
         else:
             decision.check_link(runtime.from_environment(), last, fields, now)
     except Problem as refusal:

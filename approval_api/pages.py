@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
-from approvals.models import Approval, FieldSpec, FieldType, Policy, Status, Vote
+from approvals.bulk import MAX_VOTES, ItemResult, PlannedItem, Result, workflows
+from approvals.models import Approval, FieldSpec, FieldType, Inbox, Outcome, Policy, Status, Vote
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -187,6 +190,53 @@ def _field_input(spec: FieldSpec, value: str) -> FieldInput:
     return FieldInput(spec, value, input_type.get(spec.type, "text"), attributes)
 
 
+def inbox_page(
+    inbox: Inbox,
+    now: datetime,
+    *,
+    action: str,
+    reason_required: bool,
+    cursor: str = "",
+    select_page: bool = False,
+) -> str:
+    """The approver's batch page: ``inbox`` is the page the JSON answer holds too. Its forms
+    post to ``action`` (the inbox token, relative to the page); ``cursor`` is this page's
+    place, kept by its links; ``select_page`` ticks every request on it."""
+
+    def here(**query: str) -> str:
+        kept = {"workflow": inbox.workflow or "", "cursor": cursor} | query
+        return f"{action}?{urlencode({k: v for k, v in kept.items() if v})}".rstrip("?")
+
+    return (
+        _environment()
+        .get_template("inbox.html")
+        .render(
+            css=CSS,
+            inbox=inbox,
+            items=[
+                {
+                    "item": item,
+                    "expires_in": humanize_until(item.expires_at, now),
+                    "expires_at": item.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                    "details": [(key, _detail_text(value)) for key, value in item.details.items()],
+                    "inputs": [_field_input(spec, "") for spec in item.fields],
+                }
+                for item in inbox.items
+            ],
+            link_expires_at=inbox.link_expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            action=action,
+            select_page=select_page,
+            select_page_href=here(select="page"),
+            clear_href=here(),
+            next_href=here(cursor=inbox.next_cursor) if inbox.next_cursor else "",
+            first_href=here(cursor="") if cursor else "",
+            reason_required=reason_required,
+            form_prefix=FORM_PREFIX,
+            max_votes=MAX_VOTES,
+        )
+    )
+
+
 def message_page(
     heading: str,
     message: str,
@@ -219,4 +269,85 @@ def sign_in_page(heading: str, message: str, href: str, label: str, *, kind: str
         _environment()
         .get_template("signin.html")
         .render(css=CSS, heading=heading, message=message, href=href, label=label, kind=kind)
+    )
+
+
+RESULT_TEXT = {
+    Result.RECORDED: "recorded",
+    Result.SETTLED: "settled",
+    Result.ALREADY_DECIDED: "already decided",
+    Result.EXPIRED: "expired",
+    Result.NOT_YOURS: "not yours",
+    Result.NOT_YOUR_TURN: "not your turn yet",
+    Result.NEEDS_ANSWERS: "needs answers",
+    Result.SIGN_IN_REQUIRED: "needs sign-in",
+    Result.NOT_FOUND: "not found",
+    Result.FAILED: "not recorded",
+}
+VERBS = {Outcome.APPROVED: ("Approve", "approve"), Outcome.REJECTED: ("Reject", "reject")}
+
+
+def bulk_confirmation_page(
+    planned: list[PlannedItem],
+    outcome: Outcome,
+    carried: list[tuple[str, str]],
+    comment: str,
+    *,
+    more: int,
+    action: str,
+    reason_required: bool,
+) -> str:
+    """How many items a bulk vote decides (``more``: those matching after the first
+    bulk.MAX_VOTES, decided after them), from which workflows, and which cannot be decided
+    as they stand (with inputs for the answers they still need); ``carried``: the form's
+    fields, posted again with the confirmation."""
+    verb, decision = VERBS[outcome]
+    return (
+        _environment()
+        .get_template("bulk_confirm.html")
+        .render(
+            css=CSS,
+            verb=verb,
+            decision=decision,
+            done=outcome.value,
+            count=len(planned) + more,
+            shown=len(planned),
+            more=more,
+            ready=sum(item.ready for item in planned),
+            workflows=workflows(planned),
+            blocked=[item for item in planned if not item.ready],
+            answering=[
+                (item, [_field_input(spec, "") for spec in item.needs]) for item in planned if item.needs
+            ],
+            carried=carried,
+            comment=comment,
+            action=action,
+            reason_required=reason_required,
+            form_prefix=FORM_PREFIX,
+        )
+    )
+
+
+def bulk_results_page(
+    results: list[ItemResult], outcome: Outcome, *, more: int, following: list[tuple[str, str]], action: str
+) -> str:
+    """Each item of a bulk vote and what became of it; while ``more`` of "all matching" are
+    left, a button that decides the next ones (the ``following`` form)."""
+    counts = Counter(item.result for item in results)
+    return (
+        _environment()
+        .get_template("bulk_results.html")
+        .render(
+            css=CSS,
+            heading=f"{VERBS[outcome][0]}: {len(results)} request{'s' if len(results) != 1 else ''}",
+            counts=[(RESULT_TEXT[result], many) for result, many in counts.most_common()],
+            results=results,
+            labels=RESULT_TEXT,
+            more=more,
+            next_count=min(more, MAX_VOTES),
+            following=following,
+            verb=VERBS[outcome][0],
+            decision=VERBS[outcome][1],
+            action=action,
+        )
     )

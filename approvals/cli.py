@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from approvals import decision, directory, executions, keys, shortlinks
+from approvals import bulk, decision, directory, executions, inbox, inboxlinks, keys, shortlinks
 from approvals.decision import Delivery
 from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.models import (
@@ -232,6 +232,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inbox(args: argparse.Namespace) -> int:
+    """What waits on one approver, newest first: the list their batch page pages through."""
+    (approver,) = _addresses([args.approver])
+    now = utcnow()
+    waiting = [
+        w.approval
+        for w in inbox.waiting(_target(args).store, inboxlinks.approver_id(approver), now)
+        if not args.workflow or _asked_by(args.workflow, w.approval)
+    ]
+    rows = [
+        [
+            approval.approval_id, approval.request.title[:40], approval.workflow[:30],
+            approval.request.requester, _when(approval.created_at), _when(approval.expires_at),
+        ]
+        for approval in waiting
+    ]  # fmt: skip
+    if not rows:
+        print(f"Nothing waits on {approver}{' in that workflow' if args.workflow else ''}.")
+        return 0
+    header = ["ID", "TITLE", "WORKFLOW", "REQUESTER", "CREATED (UTC)", "EXPIRES (UTC)"]
+    print(f"{len(rows)} waiting on {approver}:")
+    print(_table(rows, header))
+    return 0
+
+
 def _approval(target: Target, reference: str) -> Approval:
     """The approval an id names, or an approver's short link (pasted from a forwarded email)."""
     token = shortlinks.token_in(reference)
@@ -273,6 +298,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    *reference, args.decision = args.words
+    if args.decision not in ("approve", "reject") or len(reference) > 1:
+        raise TargetError("say: decide APPROVAL_ID approve|reject, or decide approve|reject --workflow W")
+    if (args.workflow or args.execution) and reference:
+        raise TargetError("name one approval, or filter by --workflow / --execution, not both")
+    if not reference:
+        if not (args.workflow or args.execution):
+            raise TargetError("name an approval, or filter by --workflow or --execution to decide many")
+        return _decide_many(args)
+    args.approval_id = reference[0]
     target = _target(args)
     approval = _approval(target, args.approval_id)
     approver = args.as_approver.lower()
@@ -295,6 +330,47 @@ def cmd_decide(args: argparse.Namespace) -> int:
     status = recorded.approval.status.value
     print(f"Recorded {outcome.value} for {approver} (by {operator}); request is {status}{delivered}.")
     return 0
+
+
+def _decide_many(args: argparse.Namespace) -> int:
+    """Every pending approval the filters select that still needs this approver's decision,
+    decided on their behalf in batches of bulk.MAX_VOTES; each item's result printed."""
+    target = _target(args)
+    approver = args.as_approver.lower()
+    now = utcnow()
+    selected = [
+        approval
+        for approval in target.store.all()
+        if approver in approval.undecided(now)
+        and (not args.workflow or _asked_by(args.workflow, approval))
+        and (not args.execution or approval.execution == args.execution)
+    ]
+    if not selected:
+        print(f"No pending approval selected waits on {approver}.")
+        return 0
+    operator = args.operator or target.caller()
+    outcome = Outcome.APPROVED if args.decision == "approve" else Outcome.REJECTED
+    services = target.services()
+    results: list[bulk.ItemResult] = []
+    for start in range(0, len(selected), bulk.MAX_VOTES):
+        choices = [
+            bulk.Choice(approval.approval_id, outcome, args.comment)
+            for approval in selected[start : start + bulk.MAX_VOTES]
+        ]
+        try:
+            results += bulk.decide_many(
+                services, inboxlinks.approver_id(approver), choices, utcnow(), on_behalf_by=operator
+            )
+        except decision.Problem as problem:
+            raise TargetError(problem.message) from None
+    rows = [[r.approval_id, r.result.value, (r.title or "")[:40], r.detail] for r in results]
+    print(_table(rows, ["ID", "RESULT", "TITLE", "DETAIL"]))
+    failed = [r for r in results if r.result not in (bulk.Result.RECORDED, bulk.Result.SETTLED)]
+    print(
+        f"{outcome.value.capitalize()} for {approver} (by {operator}):"
+        f" {len(results) - len(failed)} of {len(results)} recorded."
+    )
+    return 1 if failed else 0
 
 
 def cmd_reassign(args: argparse.Namespace) -> int:
@@ -467,14 +543,33 @@ def parser() -> argparse.ArgumentParser:
     )
     list_cmd.set_defaults(run=cmd_list)
 
+    inbox_cmd = targeted("inbox", "list what waits on one approver, newest first (their batch page)")
+    inbox_cmd.add_argument("approver", metavar="APPROVER")
+    inbox_cmd.add_argument(
+        "--workflow", help="only those a state machine asked (its name, its ARN, or its id in a CDK app)"
+    )
+    inbox_cmd.set_defaults(run=cmd_inbox)
+
     show_cmd = targeted("show", "show one approval with its timeline")
     show_cmd.add_argument("approval_id", help=APPROVAL_REFERENCE)
     show_cmd.set_defaults(run=cmd_show)
 
-    decide_cmd = targeted("decide", "record a decision on an approver's behalf (recorded as such)")
-    decide_cmd.add_argument("approval_id", help=APPROVAL_REFERENCE)
-    decide_cmd.add_argument("decision", choices=["approve", "reject"])
-    decide_cmd.add_argument("--as", dest="as_approver", required=True, metavar="APPROVER")
+    decide_cmd = targeted(
+        "decide",
+        "record a decision on an approver's behalf (recorded as such): on one approval, or on every"
+        " pending one a workflow or an execution asked of them",
+    )
+    decide_cmd.add_argument(
+        "words",
+        nargs="+",
+        metavar="[APPROVAL_ID] {approve,reject}",
+        help=f"{APPROVAL_REFERENCE}; none with --workflow or --execution",
+    )
+    decide_cmd.add_argument("--as", "--approver", dest="as_approver", required=True, metavar="APPROVER")
+    decide_cmd.add_argument(
+        "--workflow", help="decide every pending approval this state machine asked of the approver"
+    )
+    decide_cmd.add_argument("--execution", help="decide every pending approval this execution asked of them")
     decide_cmd.add_argument("--comment", default="")
     decide_cmd.add_argument("--operator", help="who is acting (default: your AWS identity)")
     decide_cmd.set_defaults(run=cmd_decide)

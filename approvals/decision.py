@@ -92,6 +92,10 @@ class Forbidden(Problem):
     status, title = 403, "This link is not valid"
 
 
+class Unanswered(Malformed):
+    """The request asks for answers to its fields, and the vote carried none."""
+
+
 class SignInRequired(Problem):
     """The request must be decided signed in, and this browser is not signed in as the approver."""
 
@@ -119,6 +123,12 @@ class NotFound(Problem):
 
 class Conflict(Problem):
     status, title = 409, "Already decided"
+
+
+class NotYourTurn(Conflict):
+    """A sequence's approver listed earlier has not yet approved."""
+
+    title = "Not your turn yet"
 
 
 class Gone(Problem):
@@ -375,30 +385,49 @@ def form_again(services: Services, voter: Voter, now: datetime, session: Session
     return approval
 
 
+OUTCOMES = {"approve": Outcome.APPROVED, "reject": Outcome.REJECTED}  # the form's decision
+
+
+class InvalidComment(ValueError):
+    """A comment the approver must fix; ``kept`` is what of it the form shows again."""
+
+    def __init__(self, message: str, kept: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kept = kept
+
+
+def checked_comment(settings: Settings, outcome: Outcome, text: str) -> str:
+    """The comment to record with a vote, or :class:`InvalidComment` saying what to fix."""
+    comment = text.strip()
+    if comment != _no_control(comment):
+        raise InvalidComment(
+            "The comment contains control characters; please retype it.", _no_control(comment)
+        )
+    if len(comment.encode()) > COMMENT_BYTES:
+        raise InvalidComment(
+            f"The comment is too long: at most {COMMENT_BYTES:,} bytes"
+            " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
+            comment.encode()[:COMMENT_BYTES].decode(errors="ignore"),
+        )
+    if outcome is Outcome.REJECTED and not comment and settings.reject_needs_reason:
+        raise InvalidComment("Say why you reject: a reason is required to reject.", comment)
+    return comment
+
+
 def _decide(
     services: Services, voter: Voter, form: dict[str, str], now: datetime, session: Session | None
 ) -> Recorded:
     # The deployment's rule is known here; a request's own, only to the vote's condition
     # (no read): a vote by link on a request that needs sign-in is refused by the update.
     proven = proof(services.settings, "link", voter.approver, session)
-    choice = form.get("decision", "")
-    comment = form.get("comment", "").strip()
-    if choice not in ("approve", "reject"):
-        raise FormIncomplete("Choose Approve or Reject.", voter, comment)
-    if comment != _no_control(comment):
-        raise FormIncomplete(
-            "The comment contains control characters; please retype it.", voter, _no_control(comment)
-        )
-    if len(comment.encode()) > COMMENT_BYTES:
-        raise FormIncomplete(
-            f"The comment is too long: at most {COMMENT_BYTES:,} bytes"
-            " (1,000 Latin letters, about 330 Chinese or Japanese characters).",
-            voter,
-            comment.encode()[:COMMENT_BYTES].decode(errors="ignore"),
-        )
-    if choice == "reject" and not comment and services.settings.reject_needs_reason:
-        raise FormIncomplete("Say why you reject: a reason is required to reject.", voter, comment)
-    outcome = Outcome.APPROVED if choice == "approve" else Outcome.REJECTED
+    outcome = OUTCOMES.get(form.get("decision", ""))
+    if outcome is None:
+        raise FormIncomplete("Choose Approve or Reject.", voter, form.get("comment", "").strip())
+    try:
+        comment = checked_comment(services.settings, outcome, form.get("comment", ""))
+    except InvalidComment as invalid:
+        raise FormIncomplete(invalid.message, voter, invalid.kept) from None
     # A form with no answers costs no read: the vote's condition then refuses it if the
     # request asks for some (the page always sends its fields, an unticked box as false).
     answered = any(key.startswith(answers.FORM_PREFIX) for key in form)
@@ -416,13 +445,29 @@ def _decide(
         proof=proven.kind,
         issuer=proven.issuer,
     )
+    return cast_vote(
+        services, voter.approval_id, vote, now, answers_checked=answered, token_hash=voter.token_hash
+    )
+
+
+def cast_vote(
+    services: Services,
+    approval_id: str,
+    vote: Vote,
+    now: datetime,
+    *,
+    answers_checked: bool = True,
+    token_hash: str = "",
+) -> Recorded:
+    """Record an approver's vote (:func:`record`) and, when a sequence's turn passes,
+    email the next voter their link."""
     recorded = record(
         services.store,
         services.sfn,
-        voter.approval_id,
+        approval_id,
         vote,
-        answers_checked=answered,
-        token_hash=voter.token_hash,
+        answers_checked=answers_checked,
+        token_hash=token_hash,
     )
     if recorded.delivery is Delivery.NOT_SETTLED and recorded.approval.request.policy is Policy.SEQUENCE:
         _email_next(services, recorded.approval, now)
@@ -532,42 +577,54 @@ def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) ->
     )
 
 
+# Refusals of a vote on a request that is settled or waits on someone else first: a moment
+# to make sure the workflow has the outcome, if it may not.
+_LATE = (VoteRefusal.ALREADY_VOTED, VoteRefusal.NOT_YOUR_TURN, VoteRefusal.SETTLED)
+
+
 def _refusal_problem(store: ApprovalStore, sfn: SFNClient, refused: VoteRejected) -> Problem:
     current = refused.approval
-    match refused.reason:
+    if refused.reason in _LATE:
+        assert current is not None
+        if current.needs_redelivery(utcnow()):
+            # A late click is also a moment to make sure the workflow has the outcome.
+            try:
+                deliver(store, sfn, current, repeat=True)
+            except TooLate as too_late:
+                return too_late
+    return refusal_problem(refused.reason, current)
+
+
+def refusal_problem(reason: VoteRefusal, current: Approval | None) -> Problem:
+    """What to tell the approver of a vote refused for ``reason`` (``current``: the approval then)."""
+    match reason:
         case VoteRefusal.UNKNOWN:
             return NotFound(NO_APPROVAL)
         case VoteRefusal.NOT_ASKED:
             return Forbidden(NOT_ASKED)
-        case VoteRefusal.REASSIGNED:
-            assert current is not None
-            return Reassigned(current)
         case VoteRefusal.OTHER_APPROVER:
             return Forbidden("The form was altered: this link was issued to another approver.")
         case VoteRefusal.EXCLUDED:
             return Forbidden("The requester may not decide on their own request.")
+        case VoteRefusal.NOT_SIGNED_IN:
+            return SignInRequired(SIGN_IN_WHY)
+        case VoteRefusal.UNANSWERED:
+            return Unanswered("This request asks for answers the form did not carry. Open the link again.")
+    assert current is not None
+    match reason:
+        case VoteRefusal.REASSIGNED:
+            return Reassigned(current)
         case VoteRefusal.EXPIRED:
             return Gone("This request expired before it was decided.", current)
         case VoteRefusal.CANCELLED:
             return Gone("This request was cancelled.", current)
-        case VoteRefusal.NOT_SIGNED_IN:
-            return SignInRequired(SIGN_IN_WHY)
-        case VoteRefusal.UNANSWERED:
-            return Malformed("This request asks for answers the form did not carry. Open the link again.")
-    assert current is not None
-    if current.needs_redelivery(utcnow()):
-        # A late click is also a moment to make sure the workflow has the outcome.
-        try:
-            deliver(store, sfn, current, repeat=True)
-        except TooLate as too_late:
-            return too_late
-    if refused.reason is VoteRefusal.ALREADY_VOTED:
-        return Conflict("You have already decided on this request.", current)
-    if refused.reason is VoteRefusal.NOT_YOUR_TURN:
-        before = ", ".join(current.waiting_on(utcnow()))
-        return Conflict(
-            f"It is not your turn yet: the approvers decide in order, and {before} decides before you."
-            " You will get an email when it is your turn.",
-            current,
-        )
+        case VoteRefusal.ALREADY_VOTED:
+            return Conflict("You have already decided on this request.", current)
+        case VoteRefusal.NOT_YOUR_TURN:
+            before = ", ".join(current.waiting_on(utcnow()))
+            return NotYourTurn(
+                f"It is not your turn yet: the approvers decide in order, and {before} decides before you."
+                " You will get an email when it is your turn.",
+                current,
+            )
     return Conflict(f"This request is already {current.status.value}.", current)

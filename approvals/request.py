@@ -197,6 +197,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         if sent:
             services.store.record_sent(approval_id, sent)
         raise RetryLater(f"{len(failed)} of {len(emails)} emails failed to publish")
+    services.store.add_to_inbox(approval, approval.first_asked)
     services.store.mark_emailed(approval_id, now)
     log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
     return Handled.EMAILED

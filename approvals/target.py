@@ -15,6 +15,8 @@ import boto3
 
 from approvals import directory, keys, reassign
 from approvals.models import Approval, Reassignment
+from approvals.runtime import Services
+from approvals.settings import Settings
 from approvals.stack_outputs import (
     OUTPUT_API_URL,
     OUTPUT_FANOUT_STATE_MACHINE,
@@ -88,6 +90,25 @@ class Target:
             f"this stack has no {OUTPUT_STATE_MACHINE} output, so no state machine of the product's"
             " to start: start one of its own with its own input, `aws stepfunctions start-execution"
             " --state-machine-arn ARN --input '{...}'`, ARN one of: " + (", ".join(theirs) or "(none)")
+        )
+
+    def services(self) -> Services:
+        """The domain's services acting on this stack with the caller's credentials."""
+        settings = Settings(
+            table_name=self.table_name,
+            signing_secret_id=self.signing_secret_id,
+            topic_arn=self.topic_arn,
+            api_url=self.api_url,
+            region=self.session.region_name or "us-east-1",
+        )
+        return Services(
+            settings=settings,
+            store=self.store,
+            sns=self.sns,
+            sfn=self.sfn,
+            secrets=self.secrets,
+            keys=keys.Keys(self.secrets, self.signing_secret_id),
+            directory=directory.Directory(self.sns, self.topic_arn, max_age=timedelta(0)),
         )
 
     def caller(self) -> str:

@@ -88,6 +88,7 @@ class QueueAndWorker:
         # Store the approval (conditional put, then updates), email, and answer an invalid
         # request at once with SendTaskFailure. The SQS event source adds the receive side.
         shared.allow(self.worker, ["dynamodb:PutItem", "dynamodb:UpdateItem"], [table.table_arn])
+        shared.allow(self.worker, ["dynamodb:BatchWriteItem"], [table.table_arn])  # the approvers' inboxes
         shared.allow(self.worker, ["sns:Publish"], [directory.topic.topic_arn])  # PublishBatch too
         shared.allow(self.worker, ["states:SendTaskFailure"], [shared.TASK_RESPONSE_RESOURCE])
         directory.grant_read(self.worker)  # who can be emailed

@@ -58,6 +58,8 @@ class Sweeps:
         # Walk the open index, close / remind / redeliver; the tell index: requesters to tell.
         shared.allow(self.sweeper, ["dynamodb:Query"], [indexes[OPEN_INDEX], indexes[TELL_INDEX]])
         shared.allow(self.sweeper, ["dynamodb:UpdateItem"], [table.table_arn])
+        # A backup who joins, a sequence's next voter: into their inboxes.
+        shared.allow(self.sweeper, ["dynamodb:BatchWriteItem"], [table.table_arn])
         shared.allow(self.sweeper, ["sns:Publish"], [topic_arn])
         # Success redelivers a decision; failure answers a task that outlived its links
         # (Approval.Expired) or whose approvers can no longer be emailed (Approval.DeliveryFailed).

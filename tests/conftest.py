@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 import approval_api.handler
 import worker.dead_letter
 import worker.handler
-from approvals import directory, executions, runtime, shortlinks
+from approvals import directory, executions, inboxlinks, runtime, shortlinks
 from approvals.answers import as_form
 from approvals.links import LinkClaims, SigningKey, approval_id_for, link_for
 from approvals.local import moto_fixes
@@ -43,7 +43,7 @@ from approvals.local.resources import Resources, provision
 from approvals.local.stack import fanout_summary
 from approvals.local.template import serve_invocations
 from approvals.models import Approval, ApprovalRequest, Email
-from approvals.store import approval_from_item
+from approvals.store import approval_from_item, is_inbox_entry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -230,10 +230,10 @@ class Stack:
         response_headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
         response_headers |= raw.get("headers") or {}
         response = ApiResponse(raw["statusCode"], response_headers, raw.get("body") or "", url)
-        if response.is_html:
+        if response.is_html and not _api_path(url).startswith(inboxlinks.PATH_PREFIX):
             reader = FormReader()
             reader.feed(response.body)
-            assert reader.forms <= 1
+            assert reader.forms <= 1  # an approval page's (the batch page has one a request)
             response.form_action = reader.action
             response.form_fields = reader.fields
             response.buttons = reader.buttons
@@ -305,7 +305,7 @@ class Stack:
 
     def approvals(self) -> list[Approval]:
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [approval_from_item(dict(item)) for item in items]
+        return [approval_from_item(dict(item)) for item in items if not is_inbox_entry(dict(item))]
 
     @property
     def signing_key(self) -> SigningKey:

@@ -2,7 +2,8 @@
 ``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
 hands a place over), ``reminders`` and ``escalation`` (while it waits: reminding, asking more
 people), ``close`` (delivery, expiry, cancellation), ``tell`` (the requester told the
-outcome). ``items`` says how an approval is stored.
+outcome). ``inbox`` keeps each approver's inbox beside them. ``items`` says how an approval
+is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -17,6 +18,7 @@ from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
 from approvals.store.escalation import EscalationStore
+from approvals.store.inbox import InboxStore
 from approvals.store.items import (
     EXECUTION_INDEX,
     OPEN,
@@ -27,11 +29,12 @@ from approvals.store.items import (
     TELL_INDEX,
     UnreadableItem,
     approval_from_item,
+    is_inbox_entry,
 )
 from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
 from approvals.store.reminders import ReminderStore
 from approvals.store.tell import TellStore
-from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore
+from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore, vote_refusal
 
 __all__ = [
     "EXECUTION_INDEX",
@@ -48,11 +51,13 @@ __all__ = [
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
+    "is_inbox_entry",
+    "vote_refusal",
 ]
 
 
 class ApprovalStore(
-    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore
+    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore, InboxStore
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 
@@ -90,9 +95,10 @@ class ApprovalStore(
         )
 
     def every_item(self) -> Iterator[Approval | UnreadableItem]:
-        """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
+        """Every approval kept (for operators; a scan, fine at the scale of human approvals),
+        not the approvers' inbox entries beside them."""
         for page in self._db.get_paginator("scan").paginate(TableName=self._table):
-            yield from _read(page["Items"])
+            yield from _read([item for item in page["Items"] if not is_inbox_entry(item)])
 
     def all(self) -> Iterator[Approval]:
         """Every approval kept that reads (for pages that show approvals: the local outbox)."""

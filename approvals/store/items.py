@@ -43,6 +43,17 @@ EXECUTION_INDEX = "execution"
 TELL_INDEX = "tell"
 TELL_ATTRIBUTE = "tell"
 TELL = {"S": "requester"}
+# A sparse index of each approver's inbox (approvals.store.inbox): its entries live in the
+# same table under keys of their own, and are no approvals.
+INBOX_INDEX = "inbox"
+INBOX_ATTRIBUTE = "inbox_of"  # the approver's id (approvals.inboxlinks.approver_id)
+INBOX_ORDER = "inbox_at"  # "<created, epoch seconds, 10 digits>#<approval id>"
+INBOX_KEY_PREFIX = "inbox#"
+
+
+def is_inbox_entry(item: Item) -> bool:
+    """Whether a raw item of the table is an inbox entry rather than an approval."""
+    return INBOX_ATTRIBUTE in item
 
 
 def epoch(moment: datetime) -> str:

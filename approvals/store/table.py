@@ -10,6 +10,9 @@ from typing import Any
 
 from approvals.store.items import (
     EXECUTION_INDEX,
+    INBOX_ATTRIBUTE,
+    INBOX_INDEX,
+    INBOX_ORDER,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
     TELL_ATTRIBUTE,
@@ -18,7 +21,8 @@ from approvals.store.items import (
 
 
 def table_definition(table_name: str) -> dict[str, Any]:
-    """The approvals table: keyed by approval id, with the sweep's and the canceller's indexes."""
+    """The approvals table: keyed by approval id, with the sweep's, the canceller's, the
+    requester's and the approvers' inboxes' indexes."""
 
     def index(name: str, *key: tuple[str, str]) -> dict[str, Any]:
         return {
@@ -37,6 +41,8 @@ def table_definition(table_name: str) -> dict[str, Any]:
                 ("expires_at", "N"),
                 ("execution", "S"),
                 (TELL_ATTRIBUTE, "S"),
+                (INBOX_ATTRIBUTE, "S"),
+                (INBOX_ORDER, "S"),
             )
         ],
         "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
@@ -44,6 +50,7 @@ def table_definition(table_name: str) -> dict[str, Any]:
             index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
             index(EXECUTION_INDEX, ("execution", "HASH")),
             index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
+            index(INBOX_INDEX, (INBOX_ATTRIBUTE, "HASH"), (INBOX_ORDER, "RANGE")),
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

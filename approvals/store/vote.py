@@ -131,7 +131,7 @@ class VoteStore(Table):
             if stored_vote.get("M", {}).get("write") == write:
                 return approval_from_item(old)  # this vote, sent again by the SDK: it is in
             current = approval_from_item(old)
-            refusal = _link_refusal(current, vote, token_hash) or _refusal(current, vote)
+            refusal = _link_refusal(current, vote, token_hash) or vote_refusal(current, vote)
             if not refusal and not answers_checked and current.request.fields:
                 refusal = VoteRefusal.UNANSWERED
             if not refusal and _by_link_alone(vote) and current.request.identity == "sign-in":
@@ -209,7 +209,8 @@ def _link_refusal(current: Approval, vote: Vote, token_hash: str) -> VoteRefusal
     return None
 
 
-def _refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+def vote_refusal(current: Approval, vote: Vote) -> VoteRefusal | None:
+    """Why the table would refuse this vote on the approval as it stands, if it would."""
     if current.reassigned_away(vote.approver):
         return VoteRefusal.REASSIGNED
     if vote.approver not in current.asked:

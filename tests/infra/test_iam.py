@@ -32,6 +32,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "worker": {
         ("dynamodb:PutItem", "table"),
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:BatchWriteItem", "table"),  # the approvers' inbox entries
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
@@ -41,6 +42,9 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "api": {
         ("dynamodb:GetItem", "table"),
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:Query", "table/index/inbox"),  # the batch page
+        ("dynamodb:BatchGetItem", "table"),  # its approvals, 100 at a time
+        ("dynamodb:BatchWriteItem", "table"),  # a sequence's next voter's entry; a bulk vote's removal
         ("states:SendTaskSuccess", "*"),
         ("sns:Publish", "topic"),  # a sequence's next voter, right after the vote
         *READ_HISTORY,
@@ -49,6 +53,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "table/index/open"),
         ("dynamodb:Query", "table/index/tell"),  # requesters still to be told the outcome
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:BatchWriteItem", "table"),  # backups and next voters into their inboxes
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
@@ -132,7 +137,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
     (bucket,) = synthesis.resources("AWS::S3::Bucket")
     names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/fanout/*"]]})] = "fan-out results"
-    for index in ("open", "execution", "tell"):
+    for index in ("open", "execution", "tell", "inbox"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )

@@ -3,10 +3,11 @@
 The design's budget is one conditional write and one publish in the worker, one read for the
 page, one conditional update and one SendTaskSuccess for the vote. Pinned here, per stage:
 
-- worker, 3: the claim (PutItem), the emails (PublishBatch), and the "emailed" mark
-  (UpdateItem). The mark is a deliberate deviation: it is what tells a redelivery after a
-  crash between claim and publish (send the emails) from a duplicate after a publish (send
-  nothing); nothing else written after the publish could tell them apart;
+- worker, 4: the claim (PutItem), the emails (PublishBatch), the approvers' inbox entries
+  (BatchWriteItem, 25 entries a call: in a batch of requests, a fraction of a call each), and
+  the "emailed" mark (UpdateItem). The mark is a deliberate deviation: it is what tells a
+  redelivery after a crash between claim and publish (send the emails) from a duplicate after
+  a publish (send nothing); nothing else written after the publish could tell them apart;
 - page, 1: an UpdateItem instead of a GetItem: the same single call returns the approval and
   notes the approver's first view for the audit trail (page views are aside from the total);
 - vote, 2: one conditional update that records the vote and settles the policy, and one
@@ -17,7 +18,7 @@ page, one conditional update and one SendTaskSuccess for the vote. Pinned here, 
   it would repeat SendTaskSuccess, refused, and write the removal itself: 2 calls, which is
   what a hand-written Task without the state still costs, tests/integration/test_hand_written_tasks.py.)
 
-In all 6, of which 5 by the product's functions, and 1 answer to the token (the sweep's
+In all 7, of which 6 by the product's functions, and 1 answer to the token (the sweep's
 repeat, which doubled the answers against the account's Step Functions quota, is gone).
 
 The worker's read of the approver directory (the topic's subscriptions) is kept for the
@@ -42,7 +43,7 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
 
     arn = stack.start(ApprovalRequest(title="Budget", approvers=["alice@example.com"], requester="ci"))
     link = stack.email("alice@example.com", "Budget").links[0]
-    assert counter.take() == {"PutItem": 1, "PublishBatch": 1, "UpdateItem": 1}
+    assert counter.take() == {"PutItem": 1, "PublishBatch": 1, "BatchWriteItem": 1, "UpdateItem": 1}
 
     page = stack.get(link)
     assert page.status == 200
@@ -96,8 +97,9 @@ def test_a_vote_that_does_not_settle_costs_one_update(stack: Stack) -> None:
 
 def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approver(stack: Stack) -> None:
     """The one deviation of policy sequence: the click that passes the turn on claims the
-    next approver's link and publishes it (the sweep's fallback costs the click nothing).
-    The vote itself is two tries, as any vote that does not settle: the settling form first."""
+    next approver's link, puts it in their inbox and publishes it (the sweep's fallback costs
+    the click nothing). The vote itself is two tries, as any vote that does not settle: the
+    settling form first."""
     services = runtime.from_environment()
     approvers = ["alice@example.com", "bob@example.com"]
     stack.add_approvers(approvers)
@@ -110,5 +112,5 @@ def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approv
     counter.take()
 
     assert stack.submit(page, "approve").status == 200
-    assert counter.take() == {"UpdateItem": 2 + 1, "PublishBatch": 1}
+    assert counter.take() == {"UpdateItem": 2 + 1, "BatchWriteItem": 1, "PublishBatch": 1}
     assert stack.email("bob@example.com", "In turn")

@@ -186,6 +186,7 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
         ("sns:Publish", resources.topic_arn),
         ("dynamodb:PutItem", table),
         ("states:StartExecution", resources.state_machine_arn),
+        ("dynamodb:BatchWriteItem", table),  # a batch call names its table in its requests
     ]
     iam.put_role_policy(
         RoleName="worker",
@@ -214,6 +215,12 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
         item = {"approval_id": {"S": "a"}}
         # Each service's own code (moto's XML refusal read as "403" by a JSON service's client).
         refused(lambda: dynamodb.get_item(TableName=resources.table_name, Key=item), "AccessDeniedException")
+        key = {"approval_id": {"S": "b"}}
+        dynamodb.batch_write_item(RequestItems={resources.table_name: [{"PutRequest": {"Item": key}}]})
+        refused(
+            lambda: dynamodb.batch_get_item(RequestItems={resources.table_name: {"Keys": [key]}}),
+            "AccessDeniedException",
+        )
         execution = sfn.start_execution(stateMachineArn=resources.state_machine_arn)["executionArn"]
         refused(lambda: sfn.describe_execution(executionArn=execution), "AccessDeniedException")
         with pytest.raises(HistoryDenied):  # what the product makes of it

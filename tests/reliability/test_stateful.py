@@ -6,10 +6,10 @@ Rules are the operations: a request with any policy (first response, all, quorum
 sequence; with or without escalation, fields, recurring reminders; the requester among
 the approvers or not), the worker delivering it (its claim and emails, once or again),
 a page view and a vote through a link the approver was emailed (short or signed) or by an
-operator on an approver's behalf, a reassignment, the sweep (escalation, reminders,
-owed links, expiry, telling the requester), time passing, a key rotation, the workflow's
-own delivery confirmation, and a publish that fails once (a throttle, or a dropped
-connection).
+operator on an approver's behalf, a bulk vote on several requests from the approver's
+inbox, a reassignment, the sweep (escalation, reminders, owed links, expiry, telling the
+requester), time passing, a key rotation, the workflow's own delivery confirmation, and a
+publish that fails once (a throttle, or a dropped connection).
 
 Each execution is real (moto runs the state machine); every answer to a task is
 recorded from the Step Functions client the domain calls (``SendTaskSuccess`` and
@@ -47,7 +47,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from approvals import decision, directory, executions, keys, reassign, request, shortlinks
+from approvals import bulk, decision, directory, executions, inboxlinks, keys, reassign, request, shortlinks
 from approvals.answers import as_form
 from approvals.directory import Directory
 from approvals.keys import Keys
@@ -70,7 +70,7 @@ from approvals.requester import tell_requesters
 from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item
+from approvals.store import approval_from_item, is_inbox_entry
 from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
@@ -467,6 +467,38 @@ class Approvals(RuleBasedStateMachine):
             return refused
 
     @precondition(lambda self: any(t.stored for t in self.tracked))
+    @rule(
+        who=st.sampled_from(EVERYONE),
+        approve=st.booleans(),
+        picks=st.sets(st.integers(0, 9), min_size=1, max_size=4),
+    )
+    def bulk_vote(self, who: str, approve: bool, picks: set[int]) -> None:
+        """An approver decides several requests at once from their inbox (approvals.bulk):
+        each item is taken exactly when a vote on its own page would be, and says so."""
+        stored = [t for t in self.tracked if t.stored]
+        chosen = list({t.approval_id: t for t in (stored[i % len(stored)] for i in sorted(picks))}.values())
+        outcome = Outcome.APPROVED if approve else Outcome.REJECTED
+        expected = {t.approval_id: t.may_vote(who, self.now) for t in chosen}
+        choices = [
+            bulk.Choice(t.approval_id, outcome, "in bulk", {"ticket": "T-1"} if t.request.fields else {})
+            for t in chosen
+        ]
+        results = bulk.decide_many(self.services, inboxlinks.approver_id(who), choices, self.now)
+        for tracked, result in zip(chosen, results, strict=True):
+            taken = result.result in (bulk.Result.RECORDED, bulk.Result.SETTLED)
+            assert taken is expected[tracked.approval_id], (
+                f"{tracked.title}: {who}'s bulk vote {result.result.value}: {result.detail}"
+            )
+            if not taken:
+                continue
+            tracked.votes[who] = outcome
+            tracked.settle()
+            settled = result.result is bulk.Result.SETTLED
+            assert settled is (tracked.status is not Status.PENDING), (
+                f"{tracked.title}: {result.result.value}"
+            )
+
+    @precondition(lambda self: any(t.stored for t in self.tracked))
     @rule(index=st.integers(0, 9), place=st.integers(0, 3), to=st.sampled_from(EVERYONE))
     def hand_over(self, index: int, place: int, to: str) -> None:
         """An operator hands an approver's place to someone else (``approvals reassign``)
@@ -605,6 +637,7 @@ class Approvals(RuleBasedStateMachine):
         items = {
             item["approval_id"]["S"]: dict(item)
             for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+            if not is_inbox_entry(dict(item))
         }
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
         list(store.open_approvals())
