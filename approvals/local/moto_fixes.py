@@ -36,6 +36,11 @@ behave as the services do.
 - SNS ``PublishBatch`` takes at most 256 KiB in all (each message with its subject and
   attributes); moto checks only each message alone. A larger batch is refused whole with
   ``BatchRequestTooLong``, as the service refuses it.
+- Step Functions takes one answer per task token: ``SendTaskSuccess`` or ``SendTaskFailure``
+  for a task already answered, timed out, or whose execution ended
+  is refused with ``TaskTimedOut``. moto takes a second answer silently (the task has moved
+  on, so it changes nothing), answers a failure after the execution ended, and refuses a
+  success then as ``InvalidToken``; a token it never issued stays ``InvalidToken``.
 - moto evaluates no resource policy: the Deny statements of the product's queue and topic
   policies are evaluated against the caller (approvals/local/access.py).
 """
@@ -47,6 +52,7 @@ import copy
 import json
 import secrets
 import threading
+import time
 import uuid
 import weakref
 from datetime import UTC, datetime
@@ -63,6 +69,7 @@ from moto.sns.responses import SNSResponse
 from moto.sqs.exceptions import QueueDoesNotExist
 from moto.sqs.models import sqs_backends
 from moto.stepfunctions.exceptions import ValidationException
+from moto.stepfunctions.parser.api import ExecutionStatus, InvalidToken, TaskTimedOut
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (  # noqa: E501
     DistributedItemProcessorWorker,
 )
@@ -72,6 +79,15 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.item
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.job import Job
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 import (  # noqa: E501
     ResourceEvalS3,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
+    StateTaskServiceCallback,
+)
+from moto.stepfunctions.parser.asl.eval.callback.callback import (
+    CallbackEndpoint,
+    CallbackOutcome,
+    CallbackOutcomeFailure,
+    CallbackOutcomeSuccess,
 )
 from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.program_state import ProgramError
@@ -88,6 +104,7 @@ PENDING_ARN = "PendingConfirmation"
 _tokens: dict[str, str] = {}  # subscription ARN: the token its confirmation link carries
 
 PUBLISH_BATCH_BYTES = 256 * 1024
+ANSWER_RECORDED_SECONDS = 10  # at most, for the executor to record an answer taken
 ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
 
 
@@ -178,6 +195,7 @@ def apply() -> None:
     access.apply()
     _apply_execution_input_limit()
     _apply_result_writer()
+    _apply_one_answer_per_task()
 
 
 def sns_page(topic: Topic, page: str, **query: str) -> str:
@@ -429,3 +447,60 @@ def _apply_result_writer() -> None:
     DistributedItemProcessorWorker._eval_input = eval_input_kept  # type: ignore[method-assign,assignment]
     DistributedItemProcessorWorker._eval_job = eval_job_recorded  # type: ignore[method-assign]
     ResourceEvalS3._handle_put_object = staticmethod(put_results)  # type: ignore[method-assign,assignment]
+
+
+def _apply_one_answer_per_task() -> None:
+    answering = threading.Lock()  # the check and the answer at once: two racing answers, one taken
+    # The frame each task waits in: a timeout ends the frame at once, while the task's own
+    # wait (which sets the task's event) lasts a moment longer.
+    waiting_in: weakref.WeakKeyDictionary[CallbackEndpoint, Environment] = weakref.WeakKeyDictionary()
+    wait_for_task_token = StateTaskServiceCallback._eval_wait_for_task_token
+
+    def wait_recorded(
+        self: StateTaskServiceCallback,
+        env: Environment,
+        timeout_seconds: int,
+        callback_endpoint: CallbackEndpoint,
+        heartbeat_endpoint: Any,
+    ) -> CallbackOutcome:
+        waiting_in[callback_endpoint] = env
+        return wait_for_task_token(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint)
+
+    def answer_once(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> None:
+        with answering:
+            frame = answer(self, outcome)
+        # As the service's, an answer taken is in the execution's history once the call
+        # returns (moto's executor records it a moment later, in a thread of its own).
+        deadline = time.monotonic() + ANSWER_RECORDED_SECONDS
+        while frame is not None and frame.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def answer(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> Environment | None:
+        """Give the waiting task its answer; the frame it waits in, if it waits yet."""
+        for execution in self._get_executions():
+            worker = execution.exec_worker
+            task = worker.env.callback_pool_manager.get(outcome.callback_id) if worker else None
+            if task is None:
+                continue
+            frame = waiting_in.get(task)
+            if (
+                execution.status != ExecutionStatus.RUNNING
+                or task._notify_event.is_set()  # answered, or its wait is over
+                or (frame is not None and not frame.is_running())  # timed out
+            ):
+                raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
+            task.notify(outcome)
+            return frame
+        raise InvalidToken("Invalid Token: 'Invalid token'")
+
+    def send_task_success(self: StepFunctionsParserBackend, task_token: str, outcome: str) -> None:
+        answer_once(self, CallbackOutcomeSuccess(callback_id=task_token, output=outcome))
+
+    def send_task_failure(
+        self: StepFunctionsParserBackend, task_token: str, error: Any = None, cause: Any = None
+    ) -> None:
+        answer_once(self, CallbackOutcomeFailure(callback_id=task_token, error=error, cause=cause))
+
+    StateTaskServiceCallback._eval_wait_for_task_token = wait_recorded  # type: ignore[method-assign]
+    StepFunctionsParserBackend.send_task_success = send_task_success  # type: ignore[method-assign,assignment]
+    StepFunctionsParserBackend.send_task_failure = send_task_failure  # type: ignore[method-assign,assignment]
