@@ -14,7 +14,6 @@ compare runs by, not AWS's).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -25,20 +24,17 @@ from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import boto3
-import moto
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import approval_api.handler
 import worker.handler
-from approvals import directory, executions, inboxlinks, runtime
-from approvals.local import moto_fixes
+from approvals import executions, inboxlinks
 from approvals.local.approver import form_headers
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox
 from approvals.local.poller import QueuePoller
-from approvals.local.resources import provision
 from approvals.models import ApprovalRequest, utcnow
-from bench.calls import API_URL, CallCounter, Context, until
+from bench.calls import API_URL, CallCounter, Context, on_moto, until, warm_stack
 from bench.results import record
 
 APPROVER = "bench@example.com"
@@ -64,14 +60,8 @@ def hidden(page: str) -> list[tuple[str, str]]:
 
 
 def measure(requests: int) -> dict[str, Any]:
-    session = boto3.Session(region_name="us-east-1")
-    resources = provision(session, visibility_timeout=30)
-    os.environ.update(resources.environment(API_URL))
-    runtime.reset()
-    services = runtime.from_environment()
-    sqs, sfn = session.client("sqs"), session.client("stepfunctions")
-    directory.add(session.client("sns"), resources.topic_arn, APPROVER)
-    services.directory.unreachable([APPROVER], utcnow())  # a warm container
+    resources, services = warm_stack(APPROVER)
+    sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
     link = inboxlinks.inbox_link(API_URL, services.keys.signing(), APPROVER, utcnow() + timedelta(days=1))
     request = ApprovalRequest(title="Bulk bench", approvers=[APPROVER], requester="bench")
     arns = [executions.start(sfn, resources.state_machine_arn, request) for _ in range(requests)]
@@ -116,18 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100)
     args = parser.parse_args()
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }
-    )
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "MOTO_PORT"):
-        os.environ.pop(name, None)
-    with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        moto_fixes.apply()
+    with on_moto():
         figures = measure(args.requests)
     calls = figures["calls_per_item"]
     print(f"{args.requests} approvals waiting on one approver, decided from the inbox link")
