@@ -232,6 +232,7 @@ def inbox_page(
             first_href=here(cursor="") if cursor else "",
             reason_required=reason_required,
             form_prefix=FORM_PREFIX,
+            max_votes=MAX_VOTES,
         )
     )
 

@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import boto3
 import pytest
 
 from approvals import inboxlinks, keys, runtime
 from approvals.answers import FORM_PREFIX
+from approvals.local.approver import form_headers
 from approvals.models import FieldSpec, FieldType, utcnow
 from approvals.store import ApprovalStore
-from tests.integration.conftest import API_URL, Stack
+from tests.integration.conftest import API_URL, ApiResponse, Stack
 from tests.integration.test_inbox import ALICE, BOB, stored, table_items
 
 
@@ -237,3 +238,28 @@ def test_two_key_rotations_revoke_the_inbox_link(stack: Stack, monkeypatch: pyte
     assert refused.status == 403
     assert "newest email" in refused.body
     assert stack.get(inbox_link(stack)).status == 200  # a link under the new key
+
+
+def post(stack: Stack, link: str, fields: list[tuple[str, str]], accept_json: bool = False) -> ApiResponse:
+    return stack.call("POST", link, form_headers(link, accept_json), urlencode(fields))
+
+
+def test_all_matching_takes_the_newest_hundred_at_a_time(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    ids = fan_out(store, 105)
+    page = stack.get(inbox_link(stack)).body
+    assert "Select all 105 matching, on every page" in page
+    assert "decided 100 at a time" in page
+    plan = post(stack, inbox_link(stack), [("all", "1"), ("decision", "approve")], accept_json=True)
+    assert plan.status == 200, plan.body
+    assert [item["approval_id"] for item in plan.json()["items"]] == ids[:100]
+    assert plan.json()["more"] == 5
+
+
+def test_the_results_page_leads_back_to_the_inbox(stack: Stack) -> None:
+    (approval_id,) = fan_out(runtime.from_environment().store, 1)
+    link = inbox_link(stack)
+    done = post(stack, link, [("approval", approval_id), ("decision", "approve"), ("confirmed", "1")])
+    assert done.status == 200, done.body
+    (back,) = [href for href in read(done.body).links if href]
+    assert urljoin(link, back) == link
