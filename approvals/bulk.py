@@ -251,7 +251,10 @@ def _distinct(choices: Sequence[Choice]) -> list[Choice]:
         raise TooManyVotes(
             f"At most {MAX_VOTES} items can be decided at once, not {len(choices)}: choose fewer."
         )
-    return list({choice.approval_id: choice for choice in reversed(choices)}.values())[::-1]
+    first: dict[str, Choice] = {}
+    for choice in choices:
+        first.setdefault(choice.approval_id, choice)
+    return list(first.values())
 
 
 def _comment(services: Services, choice: Choice) -> str:

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
@@ -34,8 +36,9 @@ from approvals.local.approver import form_headers, replayed_form
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox
 from approvals.local.poller import QueuePoller
-from approvals.local.resources import provision
+from approvals.local.resources import Resources, provision
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
+from approvals.runtime import Services
 from approvals.sweep import sweep
 from bench.results import record
 
@@ -100,18 +103,24 @@ def until(done: Any, what: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def measure(requests: int) -> dict[str, Counter[str]]:
-    """Each stage's calls, in all, for ``requests`` approvals."""
-    session = boto3.Session(region_name="us-east-1")
-    resources = provision(session, visibility_timeout=30)
+def warm_stack(approver: str) -> tuple[Resources, Services]:
+    """The product's resources, the functions' environment set to them, ``approver`` in the
+    directory, and the functions' services as a warm container holds them: the approver
+    directory and the signing key are read once per container."""
+    resources = provision(boto3.Session(region_name="us-east-1"), visibility_timeout=30)
     os.environ.update(resources.environment(API_URL))
     runtime.reset()
     services = runtime.from_environment()
-    sqs, sfn = session.client("sqs"), session.client("stepfunctions")
-    directory.add(session.client("sns"), resources.topic_arn, APPROVER)
-    # A warm container: the approver directory and the signing key are read once per container.
-    services.directory.unreachable([APPROVER], utcnow())
+    directory.add(services.sns, resources.topic_arn, approver)
+    services.directory.unreachable([approver], utcnow())
     services.keys.signing()
+    return resources, services
+
+
+def measure(requests: int) -> dict[str, Counter[str]]:
+    """Each stage's calls, in all, for ``requests`` approvals."""
+    resources, services = warm_stack(APPROVER)
+    sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
     counter = CallCounter(services.store._db, services.sns, services.sfn, services.secrets)
 
     request = ApprovalRequest(title="Calls bench", approvers=[APPROVER], requester="bench")
@@ -136,10 +145,9 @@ def measure(requests: int) -> dict[str, Counter[str]]:
     return stages
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=100)
-    args = parser.parse_args()
+@contextmanager
+def on_moto() -> Iterator[None]:
+    """This process's AWS calls answered by moto, which runs the executions too."""
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "testing",
@@ -150,9 +158,17 @@ def main() -> int:
     )
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "MOTO_PORT"):
         os.environ.pop(name, None)
-    begin = datetime.now()
     with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         moto_fixes.apply()
+        yield
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+    begin = datetime.now()
+    with on_moto():
         stages = measure(args.requests)
     per_approval = {stage: sum(calls.values()) / args.requests for stage, calls in stages.items()}
     total = sum(per_approval.values())

@@ -314,3 +314,11 @@ def test_all_matching_is_what_waited_when_the_approver_confirmed(stack: Stack, s
     assert (
         bulk.selected(services, alice, [("all", "1"), ("workflow", "another")], utcnow()).approval_ids == []
     )
+
+
+def test_the_results_keep_the_order_the_items_were_chosen_in(stack: Stack, services: Services) -> None:
+    first, second = secrets.token_hex(16), secrets.token_hex(16)
+    results = bulk.decide_many(
+        services, inboxlinks.approver_id(ALICE), approve(first, second, first), utcnow()
+    )
+    assert [r.approval_id for r in results] == [first, second]
