@@ -42,6 +42,7 @@ from approvals.local.poller import LambdaContext, QueuePoller
 from approvals.local.resources import Resources, provision
 from approvals.models import Approval, ApprovalRequest, Email
 from approvals.store import approval_from_item
+from approvals.store.digest import DIGEST_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -303,7 +304,12 @@ class Stack:
 
     def approvals(self) -> list[Approval]:
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [approval_from_item(dict(item)) for item in items]
+        return [approval_from_item(dict(item)) for item in items if not is_digest(item)]
+
+    def digests(self) -> list[dict[str, Any]]:
+        """The approvers' digest items (approvals.store.digest), as stored."""
+        items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
+        return [dict(item) for item in items if is_digest(item)]
 
     @property
     def signing_key(self) -> SigningKey:
@@ -321,6 +327,10 @@ class Stack:
         approval = self.approval(approval_id_of(link))
         claims = LinkClaims(approval.approval_id, approver, int(approval.expires_at.timestamp()))
         return link_for(API_URL, self.signing_key, claims)
+
+
+def is_digest(item: Any) -> bool:
+    return str(item["approval_id"]["S"]).startswith(DIGEST_PREFIX)
 
 
 def lambda_context(function_name: str) -> Any:

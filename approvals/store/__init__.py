@@ -16,6 +16,7 @@ from typing import Any
 from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
+from approvals.store.digest import DIGEST_PREFIX, DigestState, DigestStore
 from approvals.store.escalation import EscalationStore
 from approvals.store.items import (
     EXECUTION_INDEX,
@@ -42,6 +43,7 @@ __all__ = [
     "ApprovalStore",
     "Claim",
     "ClaimResult",
+    "DigestState",
     "ReassignRefusal",
     "ReassignRejected",
     "UnreadableItem",
@@ -52,7 +54,7 @@ __all__ = [
 
 
 class ApprovalStore(
-    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore
+    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore, DigestStore
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 
@@ -91,7 +93,12 @@ class ApprovalStore(
 
     def every_item(self) -> Iterator[Approval | UnreadableItem]:
         """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
-        for page in self._db.get_paginator("scan").paginate(TableName=self._table):
+        pages = self._db.get_paginator("scan").paginate(
+            TableName=self._table,
+            FilterExpression="NOT begins_with(approval_id, :digest)",  # approvers' digests are not approvals
+            ExpressionAttributeValues={":digest": {"S": DIGEST_PREFIX}},
+        )
+        for page in pages:
             yield from _read(page["Items"])
 
     def all(self) -> Iterator[Approval]:

@@ -43,6 +43,12 @@ EXECUTION_INDEX = "execution"
 TELL_INDEX = "tell"
 TELL_ATTRIBUTE = "tell"
 TELL = {"S": "requester"}
+# A sparse index of approvers' digests with requests waiting in them (approvals.store.digest),
+# by when their window closes. Approvals are never in it, nor digests in the others.
+DIGEST_INDEX = "digest"
+DIGEST_ATTRIBUTE = "digest"
+DIGEST_AT = "digest_at"
+DUE = {"S": "due"}
 
 
 def epoch(moment: datetime) -> str:
@@ -195,6 +201,7 @@ def _approval(item: Item) -> Approval:
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
         escalated={int(step): at for step, at in epoch_map(item, "escalated").items()},
         notified=epoch_map(item, "notified"),
+        awaiting_digest=sorted(item.get("awaiting_digest", {}).get("SS", [])),
         link_base=item.get("link_base", {}).get("S", ""),
         unreachable={
             who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.store.items import (
+    DIGEST_AT,
+    DIGEST_ATTRIBUTE,
+    DIGEST_INDEX,
     EXECUTION_INDEX,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
@@ -37,6 +40,8 @@ def table_definition(table_name: str) -> dict[str, Any]:
                 ("expires_at", "N"),
                 ("execution", "S"),
                 (TELL_ATTRIBUTE, "S"),
+                (DIGEST_ATTRIBUTE, "S"),
+                (DIGEST_AT, "N"),
             )
         ],
         "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
@@ -44,6 +49,7 @@ def table_definition(table_name: str) -> dict[str, Any]:
             index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
             index(EXECUTION_INDEX, ("execution", "HASH")),
             index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
+            index(DIGEST_INDEX, (DIGEST_ATTRIBUTE, "HASH"), (DIGEST_AT, "RANGE")),
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
