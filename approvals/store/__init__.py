@@ -19,6 +19,7 @@ from approvals.store.close import CloseStore
 from approvals.store.digest import DIGEST_PREFIX, DigestState, DigestStore
 from approvals.store.escalation import EscalationStore
 from approvals.store.items import (
+    DIGEST_INDEX,
     EXECUTION_INDEX,
     OPEN,
     OPEN_ATTRIBUTE,
@@ -35,6 +36,7 @@ from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore
 
 __all__ = [
+    "DIGEST_INDEX",
     "EXECUTION_INDEX",
     "OPEN_ATTRIBUTE",
     "OPEN_INDEX",
