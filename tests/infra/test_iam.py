@@ -31,7 +31,8 @@ READ_HISTORY = {("states:GetExecutionHistory", "every execution")}
 EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "worker": {
         ("dynamodb:PutItem", "table"),
-        ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:UpdateItem", "table"),  # alone or in TransactWriteItems: the batch's marks
+        ("dynamodb:BatchGetItem", "table"),  # the approvers' digests, and what waits in them
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
@@ -48,7 +49,9 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "sweeper": {
         ("dynamodb:Query", "table/index/open"),
         ("dynamodb:Query", "table/index/tell"),  # requesters still to be told the outcome
+        ("dynamodb:Query", "table/index/digest"),  # digests whose window closed
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:BatchGetItem", "table"),  # what waits in those digests
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
