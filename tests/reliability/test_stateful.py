@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from approvals import decision, directory, executions, keys, reassign, request, shortlinks
+from approvals import decision, directory, executions, inboxlinks, keys, reassign, request, shortlinks
 from approvals.answers import as_form
 from approvals.directory import Directory
 from approvals.keys import Keys
@@ -232,6 +233,14 @@ def email_approval_id(email: SentEmail) -> str | None:
     return approval_id_of(email.links[0]) if email.links else None
 
 
+def digest_titles(email: SentEmail) -> list[str]:
+    """The requests a digest lists (its one link opens the approver's inbox); none for an
+    email about one request."""
+    if not email.links or inboxlinks.PATH_PREFIX not in email.links[0]:
+        return []
+    return re.findall(r"^- (.+)$", email.body, re.MULTILINE)
+
+
 class Approvals(RuleBasedStateMachine):
     """Requests, the worker, approvers, operators and the sweep, on one moto stack. Each
     example starts from an empty table, an empty outbox and a container of its own (its
@@ -286,8 +295,11 @@ class Approvals(RuleBasedStateMachine):
         ]
 
     def link_emails(self, tracked: Tracked, to: str, mail: list[SentEmail] | None = None) -> list[SentEmail]:
-        """The emails that brought ``to`` a link to this approval."""
-        return [e for e in self.emails(tracked, to, mail) if email_approval_id(e) == tracked.approval_id]
+        """The emails that brought ``to`` a link to this approval: its own, or a digest
+        listing it (whose link opens their inbox, where it is)."""
+        mail = self.mail() if mail is None else mail
+        own = [e for e in self.emails(tracked, to, mail) if email_approval_id(e) == tracked.approval_id]
+        return own + [e for e in mail if e.to == to and tracked.title in digest_titles(e)]
 
     def stored(self, tracked: Tracked) -> Approval:
         approval = self.services.store.get(tracked.approval_id)
@@ -625,14 +637,16 @@ class Approvals(RuleBasedStateMachine):
         """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
         decision is awaited now (in a sequence, the one whose turn it is)."""
         by_id = {t.approval_id: t for t in self.tracked}
+        by_title = {t.title: t for t in self.tracked}
         for email in sent:
-            tracked = by_id.get(email_approval_id(email) or "")
-            if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
-                continue
-            awaited = tracked.waiting_on(self.now)
-            if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
-                continue  # a place handed over is emailed at once, even before its turn (README)
-            assert email.to in awaited, f"{tracked.title}: a link to {email.to}, while awaiting {awaited}"
+            listed: list[Tracked | None] = [by_title[title] for title in digest_titles(email)]  # a digest
+            for tracked in listed or [by_id.get(email_approval_id(email) or "")]:
+                if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
+                    continue
+                awaited = tracked.waiting_on(self.now)
+                if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
+                    continue  # a place handed over is emailed at once, even before its turn (README)
+                assert email.to in awaited, f"{tracked.title}: a link to {email.to}, while awaiting {awaited}"
 
     def answered_once(self, tracked: Tracked) -> None:
         """Each task is answered at most once (with no fault on Step Functions, no decision

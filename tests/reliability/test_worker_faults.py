@@ -297,3 +297,38 @@ def test_a_message_that_keeps_failing_fails_its_execution_as_undelivered(
     assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
     (approval,) = stack.approvals()
     assert not approval.emailed
+
+
+def test_a_failed_digest_retries_only_its_approvers_requests(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """Seven requests in one batch: four to Alice, three to Bob, one digest each. SNS fails
+    Bob's entry: only his three messages are retried, and the retry sends him one digest."""
+    failed_once: set[str] = set()
+
+    def decide(call: int, approvers: list[str]) -> str | dict[str, str]:
+        if BOB in approvers and BOB not in failed_once:
+            failed_once.add(BOB)
+            return {BOB: "InternalError"}
+        return {}
+
+    SnsFaults(decide).install(hooks, services.sns)
+    requests = [simple(f"Alice {n}", [ALICE]) for n in range(4)] + [
+        simple(f"Bob {n}", [BOB]) for n in range(3)
+    ]
+    for each in requests:
+        stack.start(each)
+
+    batch, failed = one_batch(stack, len(requests))
+    assert sorted(title_of(m) for m in batch if m["MessageId"] in failed) == ["Bob 0", "Bob 1", "Bob 2"]
+    assert emails_by_approver(stack) == Counter({ALICE: 1})
+    assert {t: a.emailed for t, a in stored(stack).items()} == {
+        each.title: each.title.startswith("Alice") for each in requests
+    }
+
+    wait_for_claims_to_lapse(stack)
+    stack.drain()
+    assert emails_by_approver(stack) == Counter({ALICE: 1, BOB: 1})
+    [to_bob] = [e for e in stack.emails() if e.to == BOB]
+    assert "3 requests wait" in to_bob.subject
+    assert all(a.emailed for a in stored(stack).values())
