@@ -138,10 +138,8 @@ def measure(requests: int) -> dict[str, Counter[str]]:
     return stages
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=100)
-    args = parser.parse_args()
+def moto_environment() -> None:
+    """Credentials and a region for ``mock_aws``, and nothing pointing elsewhere."""
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "testing",
@@ -152,6 +150,13 @@ def main() -> int:
     )
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "MOTO_PORT"):
         os.environ.pop(name, None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+    moto_environment()
     begin = datetime.now()
     with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         moto_fixes.apply()

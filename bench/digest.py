@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any, cast
@@ -31,33 +30,15 @@ from approvals.local import moto_fixes
 from approvals.local.outbox import Outbox
 from approvals.local.poller import sqs_event
 from approvals.local.resources import provision
-from approvals.models import ApprovalRequest, QueueMessage, utcnow
+from approvals.models import ApprovalRequest, utcnow
 from approvals.sweep import sweep
-from bench.calls import API_URL, CallCounter, Context
+from bench.calls import API_URL, CallCounter, Context, moto_environment
 from bench.results import record
+from bench.worker_batch import QUEUE_ARN, queued
 
 APPROVERS = ["first@example.com", "second@example.com"]
-QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:approval-requests"
 BATCH = 10
 WINDOW_SECONDS = 60  # the deployed default (approvals_cdk.config.DEFAULT_DIGEST_SECONDS)
-
-
-def message(number: int, sent: str) -> dict[str, Any]:
-    request = ApprovalRequest(title=f"Refund {number}", approvers=APPROVERS, requester="bench")
-    run = uuid.uuid4().hex
-    body = QueueMessage(
-        task_token=f"bench-token-{run}",
-        execution=f"arn:aws:states:us-east-1:123456789012:execution:refunds/Map:{run}",
-        state="Approve",
-        request=request.model_dump(mode="json"),
-        timeout_seconds=request.timeout_seconds,
-    )
-    return {
-        "MessageId": run,
-        "ReceiptHandle": run,
-        "Body": body.model_dump_json(),
-        "Attributes": {"SentTimestamp": sent},
-    }
 
 
 def measure(items: int) -> dict[str, Any]:
@@ -77,7 +58,10 @@ def measure(items: int) -> dict[str, Any]:
     sent = str(int(time.time() * 1000))
     begin = time.perf_counter()
     for start in range(0, items, BATCH):
-        batch = [message(n, sent) for n in range(start, min(start + BATCH, items))]
+        batch = [
+            queued(ApprovalRequest(title=f"Refund {n}", approvers=APPROVERS, requester="bench"), sent)
+            for n in range(start, min(start + BATCH, items))
+        ]
         response = worker.handler.lambda_handler(sqs_event(batch, QUEUE_ARN), cast(LambdaContext, Context()))
         if response["batchItemFailures"]:
             raise RuntimeError(f"the worker failed messages: {response}")
@@ -109,16 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1000)
     args = parser.parse_args()
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }
-    )
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "MOTO_PORT"):
-        os.environ.pop(name, None)
+    moto_environment()
     with moto.mock_aws():
         moto_fixes.apply()
         figures = measure(args.items)
