@@ -20,12 +20,20 @@ page, one conditional update and one SendTaskSuccess for the vote. Pinned here, 
 In all 6, of which 5 by the product's functions, and 1 answer to the token (the sweep's
 repeat, which doubled the answers against the account's Step Functions quota, is gone).
 
+With a digest window (approvals.digest; 60 s deployed, 0 here as in the local stack) the
+worker reads the batch's approvers' digests first: one BatchGetItem per batch, which a lone
+request pays alone (its mark and its approver's window then go in one TransactWriteItems);
+in a batch of ten the claims, the one read, the one publish and the one write of the marks
+come to 1.3 calls per request.
+
 The worker's read of the approver directory (the topic's subscriptions) is kept for the
 container: a warm worker makes no SNS call but the publish (tests/integration/test_directory.py
 counts the cold read and the refreshes).
 """
 
 from __future__ import annotations
+
+import pytest
 
 from approvals import runtime
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
@@ -55,10 +63,10 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
     assert counter.take() == {}
     assert workflow_calls(stack.sfn, arn) == {"dynamodb:updateItem": 1}  # the queue message aside
 
-    # The sweep's queries serve every approval at once (the open index, and the tell index of
-    # requesters to tell of an outcome); this one is no longer in either.
+    # The sweep's queries serve every approval at once (the open index, the tell index of
+    # requesters to tell of an outcome, the digest index of digests due); this one is in none.
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}
-    assert counter.take() == {"Query": 2}
+    assert counter.take() == {"Query": 3}
     assert runtime.from_environment() is services  # nothing was rebuilt along the way
 
 
@@ -112,3 +120,18 @@ def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approv
     assert stack.submit(page, "approve").status == 200
     assert counter.take() == {"UpdateItem": 2 + 1, "PublishBatch": 1}
     assert stack.email("bob@example.com", "In turn")
+
+
+def test_a_lone_request_with_a_digest_window_adds_one_read(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APPROVALS_DIGEST_SECONDS", "60")
+    runtime.reset()
+    services = runtime.from_environment()
+    stack.add_approvers(["alice@example.com"])
+    services.directory.unreachable(["alice@example.com"], utcnow())  # a warm worker
+    counter = CallCounter(services.store._db, services.sns, services.sfn)
+
+    stack.start(ApprovalRequest(title="Windowed", approvers=["alice@example.com"], requester="ci"))
+    stack.email("alice@example.com", "Windowed")
+    assert counter.take() == {"PutItem": 1, "BatchGetItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}
