@@ -27,9 +27,9 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, decision, links, runtime, shortlinks, signin
+from approvals import answers, decision, inbox, inboxlinks, links, runtime, shortlinks, signin
 from approvals.decision import Delivery, Problem, Recorded, Viewing
-from approvals.models import utcnow
+from approvals.models import Inbox, utcnow
 from approvals.store import UnreadableItem
 
 if TYPE_CHECKING:
@@ -237,6 +237,58 @@ def show_by_link(token: Annotated[str, Path(description=_TOKEN)]) -> Response[st
     now = utcnow()
     seen = decision.view_by_link(runtime.from_environment(), token, now)
     return _page_response(seen, {"approver": seen.approver}, now, action=token)
+
+
+_INBOX_TOKEN = (
+    f"An inbox link's token: {inboxlinks.TOKEN_LENGTH} URL-safe characters (the approver's id, the"
+    " link's expiry, and 128 bits only the signing key makes); nothing is stored for it."
+)
+
+
+@app.get(
+    f"{inboxlinks.PATH_PREFIX}<token>",
+    summary="The approver's batch page: every request waiting on them, newest first",
+    description=(
+        "What a digest email links to. Pages of 50, filtered by workflow; each request with its"
+        ' details, fields and its own Approve / Reject; "Approve selected" and "Reject selected"'
+        " post the ticked ones (or `all=1`: every one matching) to the same address, which asks to"
+        " confirm. Opening it changes nothing. A request to be decided signed in is listed by its"
+        " title only."
+    ),
+    responses={
+        200: {
+            "description": "One page of the inbox.",
+            "content": {"text/html": {"schema": _STRING}, "application/json": {"model": Inbox}},
+        },
+        400: _REFUSALS[400],
+        403: _problem("The link was altered, or made under a key that two rotations retired."),
+        404: _problem("The link is incomplete or mistyped."),
+        410: _problem("The link expired."),
+    },
+)
+def show_inbox(
+    token: Annotated[str, Path(description=_INBOX_TOKEN)],
+    workflow: Annotated[str, Query(description="Only this workflow's requests")] = "",
+    cursor: Annotated[str, Query(description="The page after another: its next_cursor")] = "",
+    select: Annotated[str, Query(description="`page`: every request on the page ticked")] = "",
+) -> Response[str]:
+    now = utcnow()
+    services = runtime.from_environment()
+    opened = inbox.open_inbox(services, token, now)
+    chosen = workflow or None
+    shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
+    answer = inbox.as_answer(shown, opened, chosen, services.settings)
+    if _wants_json():  # no template is loaded for it
+        return _respond(200, "", answer.model_dump(mode="json"))
+    html = pages.inbox_page(
+        answer,
+        now,
+        action=token,
+        reason_required=services.settings.reject_needs_reason,
+        cursor=cursor,
+        select_page=select == "page",
+    )
+    return _respond(200, html, {})
 
 
 def _page_response(seen: Viewing, fields: dict[str, str], now: datetime, action: str = "") -> Response[str]:

@@ -10,9 +10,10 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
-from approvals.models import Approval, FieldSpec, FieldType, Policy, Status, Vote
+from approvals.models import Approval, FieldSpec, FieldType, Inbox, Policy, Status, Vote
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -185,6 +186,52 @@ def _field_input(spec: FieldSpec, value: str) -> FieldInput:
             }
     input_type = {FieldType.BOOLEAN: "checkbox", FieldType.NUMBER: "number", FieldType.DATE: "date"}
     return FieldInput(spec, value, input_type.get(spec.type, "text"), attributes)
+
+
+def inbox_page(
+    inbox: Inbox,
+    now: datetime,
+    *,
+    action: str,
+    reason_required: bool,
+    cursor: str = "",
+    select_page: bool = False,
+) -> str:
+    """The approver's batch page: ``inbox`` is the page the JSON answer holds too. Its forms
+    post to ``action`` (the inbox token, relative to the page); ``cursor`` is this page's
+    place, kept by its links; ``select_page`` ticks every request on it."""
+
+    def here(**query: str) -> str:
+        kept = {"workflow": inbox.workflow or "", "cursor": cursor} | query
+        return f"{action}?{urlencode({k: v for k, v in kept.items() if v})}".rstrip("?")
+
+    return (
+        _environment()
+        .get_template("inbox.html")
+        .render(
+            css=CSS,
+            inbox=inbox,
+            items=[
+                {
+                    "item": item,
+                    "expires_in": humanize_until(item.expires_at, now),
+                    "expires_at": item.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                    "details": [(key, _detail_text(value)) for key, value in item.details.items()],
+                    "inputs": [_field_input(spec, "") for spec in item.fields],
+                }
+                for item in inbox.items
+            ],
+            link_expires_at=inbox.link_expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            action=action,
+            select_page=select_page,
+            select_page_href=here(select="page"),
+            clear_href=here(),
+            next_href=here(cursor=inbox.next_cursor) if inbox.next_cursor else "",
+            first_href=here(cursor="") if cursor else "",
+            reason_required=reason_required,
+            form_prefix=FORM_PREFIX,
+        )
+    )
 
 
 def message_page(

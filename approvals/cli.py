@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from approvals import decision, directory, executions, keys, shortlinks
+from approvals import decision, directory, executions, inbox, inboxlinks, keys, shortlinks
 from approvals.decision import Delivery
 from approvals.local.environments import DEFAULT_CONCURRENCY
 from approvals.models import (
@@ -230,6 +230,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(_table([row for _, row in rows], header) if rows else "No approvals match.")
     for item in unreadable:
         print(f"approvals: {item}", file=sys.stderr)
+    return 0
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    """What waits on one approver, newest first: the list their batch page pages through."""
+    (approver,) = _addresses([args.approver])
+    now = utcnow()
+    waiting = [
+        w.approval
+        for w in inbox.waiting(_target(args).store, inboxlinks.approver_id(approver), now)
+        if not args.workflow or _asked_by(args.workflow, w.approval)
+    ]
+    rows = [
+        [
+            approval.approval_id, approval.request.title[:40], approval.workflow[:30],
+            approval.request.requester, _when(approval.created_at), _when(approval.expires_at),
+        ]
+        for approval in waiting
+    ]  # fmt: skip
+    if not rows:
+        print(f"Nothing waits on {approver}{' in that workflow' if args.workflow else ''}.")
+        return 0
+    header = ["ID", "TITLE", "WORKFLOW", "REQUESTER", "CREATED (UTC)", "EXPIRES (UTC)"]
+    print(f"{len(rows)} waiting on {approver}:")
+    print(_table(rows, header))
     return 0
 
 
@@ -475,6 +500,13 @@ def parser() -> argparse.ArgumentParser:
         "--workflow", help="only those a state machine asked (its name, its ARN, or its id in a CDK app)"
     )
     list_cmd.set_defaults(run=cmd_list)
+
+    inbox_cmd = targeted("inbox", "list what waits on one approver, newest first (their batch page)")
+    inbox_cmd.add_argument("approver", metavar="APPROVER")
+    inbox_cmd.add_argument(
+        "--workflow", help="only those a state machine asked (its name, its ARN, or its id in a CDK app)"
+    )
+    inbox_cmd.set_defaults(run=cmd_inbox)
 
     show_cmd = targeted("show", "show one approval with its timeline")
     show_cmd.add_argument("approval_id", help=APPROVAL_REFERENCE)

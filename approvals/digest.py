@@ -117,6 +117,8 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
         approval_id = item.approval.approval_id
         waits = [who for who in item.to if who in deferred and item.approval.request.digest]
         failed_to = [who for who in item.to if (approval_id, who) in lost]
+        # Each approver emailed, or waiting for their digest, finds it in their inbox.
+        writes += [store.inbox_put(item.approval, who) for who in item.to if who not in failed_to]
         if not failed_to:
             writes.append(store.emailed_write(approval_id, now, waits))
             continue

@@ -398,6 +398,37 @@ class Decision(Contract):
     )
 
 
+class InboxItem(Contract):
+    """One request waiting on the approver, as their batch page lists it."""
+
+    approval_id: str
+    title: str
+    requester: str
+    workflow: str = Field(description="The state machine that asked")
+    created_at: datetime
+    expires_at: datetime
+    description: str
+    details: dict[str, Any]
+    fields: list[FieldSpec] = Field(description="What the approver answers to approve it")
+    policy: Policy
+    sign_in: bool = Field(
+        description="Decided signed in only: its description, details and fields are then left out"
+        " here, as its own page shows them only to the approver signed in"
+    )
+
+
+class Inbox(Contract):
+    """The batch page's answer (``GET /i/{token}``): one page of what waits on the approver."""
+
+    approver: str | None = Field(description="The address the requests ask (null when nothing waits)")
+    link_expires_at: datetime = Field(description="When the inbox link stops working")
+    workflow: str | None = Field(description="The filter: only this workflow's requests (null: all)")
+    total: int = Field(description="How many requests wait on the approver under the filter, on every page")
+    workflows: list[str] = Field(description="The workflows something waits on the approver in")
+    items: list[InboxItem] = Field(description="This page, newest first")
+    next_cursor: str | None = Field(description="The next page's cursor query parameter (null: last page)")
+
+
 class Status(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"

@@ -36,6 +36,8 @@ def send_owed_links(services: Services, approval: Approval, now: datetime) -> in
     if not services.store.claim_notices(approval.approval_id, owed, now):
         return 0
     try:
+        # In their inboxes before the email that links there (idempotent, so a retry may repeat it).
+        services.store.add_to_inbox(approval, owed)
         sent, failed = publish(services.sns, services.settings.topic_arn, emails)
     except BaseException:
         # Whatever stopped it, nobody may be left owed a link that a claim says went out.

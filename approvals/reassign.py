@@ -2,7 +2,7 @@
 
 The new approver must be in the approver directory, like every approver. The change is one
 conditional update (approvals.store.reassign); the old approver's link stops working at
-once, and the new one is emailed their own link.
+once, and the new one is emailed their own link and finds the request in their inbox.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def reassign(
     if current is None:
         raise _refused(ReassignRefusal.UNKNOWN, None, change)
     if _already_made(current, change):
+        store.add_to_inbox(current, [change.to])  # it may have been what failed
         return current
     if refusal := reassign_refusal(current, change):
         raise _refused(refusal, current, change)
@@ -90,9 +91,12 @@ def reassign(
         )
     try:
         link = shortlinks.token_for(key, approval_id, change.to)
-        return store.reassign(approval_id, change, shortlinks.token_hash(link))
+        changed = store.reassign(approval_id, change, shortlinks.token_hash(link))
     except ReassignRejected as refused:  # changed since it was read: a vote, or another change
         raise _refused(refused.reason, refused.approval, change) from None
+    # The old approver's entry stays, and is skipped: the approval no longer waits on them.
+    store.add_to_inbox(changed, [change.to])
+    return changed
 
 
 def email_new_approver(

@@ -110,6 +110,8 @@ def _owe_links(services: Services, approval: Approval, now: datetime, emails: Sw
     owed, _ = owed_links(services, approval, now)
     if owed and services.store.claim_notices(approval.approval_id, owed, now):
         store = services.store
+        # In their inboxes before the email that links there (idempotent, so a retry may repeat it).
+        store.add_to_inbox(approval, owed)
         emails.add(approval, owed, False, lambda failed: store.release_notices(approval.approval_id, failed))
 
 

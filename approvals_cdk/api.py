@@ -20,14 +20,17 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from approvals import signin
+from approvals.store.items import INBOX_INDEX
 from approvals_cdk import shared
+from approvals_cdk.table import index_arns
 
 # API Gateway access log fields. Neither the query string (a signed link's signature) nor the
 # path (a short link's token) is logged: both are credentials.
 APPROVAL_PATH = "/approvals/{approval_id}"
 SHORT_LINK_PATH = "/a/{token}"  # what emails link to (approvals.shortlinks)
-# Each route and its path parameter: signed links, and short links.
-ROUTES = ((APPROVAL_PATH, "approval_id"), (SHORT_LINK_PATH, "token"))
+INBOX_PATH = "/i/{token}"  # an approver's batch page (approvals.inboxlinks)
+# Each route and its path parameter: signed links, short links, inbox links.
+ROUTES = ((APPROVAL_PATH, "approval_id"), (SHORT_LINK_PATH, "token"), (INBOX_PATH, "token"))
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
     "requestTime": "$context.requestTime",
@@ -97,6 +100,10 @@ class ApprovalApi:
             self._rate_limit_per_ip(self.api.deployment_stage, rate_limit_per_ip)
         # Read an approval for its page, record views and votes, answer the workflow.
         shared.allow(self.function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table.table_arn])
+        # The batch page: the approver's inbox entries, then their approvals 100 at a time;
+        # entries put for a sequence's next voter, and taken out by a bulk vote.
+        shared.allow(self.function, ["dynamodb:Query"], [index_arns(table)[INBOX_INDEX]])
+        shared.allow(self.function, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [table.table_arn])
         shared.allow(self.function, ["states:SendTaskSuccess"], [shared.TASK_RESPONSE_RESOURCE])
         shared.allow(self.function, ["sns:Publish"], [topic_arn])  # a sequence's next voter
         shared.acknowledge(self.function.role, "AwsSolutions-IAM5[Resource::*]", shared.TASK_RESPONSE_REASON)
@@ -184,7 +191,8 @@ class ApprovalApi:
                 "AwsSolutions-APIG4",
                 "Approvers are people following an emailed link, not AWS principals or app users:"
                 " the function authorizes each request by the link's HMAC signature, expiry and approver,"
-                " or by the short link's token, whose hash the table binds to one approver.",
+                " by the short link's token, whose hash the table binds to one approver, or by the"
+                " inbox link's token, an HMAC of the approver's id and its expiry.",
             )
             shared.acknowledge(
                 added,

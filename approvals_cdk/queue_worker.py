@@ -89,8 +89,9 @@ class QueueAndWorker:
         )
         # Store the approval (conditional put, then updates), email, and answer an invalid
         # request at once with SendTaskFailure. The SQS event source adds the receive side.
-        # Its marks go together (TransactWriteItems needs each write's own action too), and
-        # it reads the approvers' digests and what waits in them (BatchGetItem).
+        # Its marks and its approvers' inbox entries go together (TransactWriteItems needs
+        # each write's own action), and it reads the approvers' digests and what waits in
+        # them (BatchGetItem).
         shared.allow(
             self.worker,
             ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"],

@@ -65,6 +65,8 @@ class Sweeps:
             [indexes[OPEN_INDEX], indexes[TELL_INDEX], indexes[DIGEST_INDEX]],
         )
         shared.allow(self.sweeper, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], [table.table_arn])
+        # A backup who joins, a sequence's next voter: into their inboxes.
+        shared.allow(self.sweeper, ["dynamodb:BatchWriteItem"], [table.table_arn])
         shared.allow(self.sweeper, ["sns:Publish"], [topic_arn])
         # Success redelivers a decision; failure answers a task that outlived its links
         # (Approval.Expired) or whose approvers can no longer be emailed (Approval.DeliveryFailed).

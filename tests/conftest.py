@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 import approval_api.handler
 import worker.dead_letter
 import worker.handler
-from approvals import directory, executions, runtime, shortlinks
+from approvals import directory, executions, inboxlinks, runtime, shortlinks
 from approvals.answers import as_form
 from approvals.links import LinkClaims, SigningKey, approval_id_for, link_for
 from approvals.local import moto_fixes
@@ -41,8 +41,7 @@ from approvals.local.outbox import Outbox, SentEmail
 from approvals.local.poller import LambdaContext, QueuePoller
 from approvals.local.resources import Resources, provision
 from approvals.models import Approval, ApprovalRequest, Email
-from approvals.store import approval_from_item
-from approvals.store.digest import DIGEST_PREFIX
+from approvals.store import approval_from_item, beside_approvals, is_digest
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -229,10 +228,10 @@ class Stack:
         response_headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
         response_headers |= raw.get("headers") or {}
         response = ApiResponse(raw["statusCode"], response_headers, raw.get("body") or "", url)
-        if response.is_html:
+        if response.is_html and not _api_path(url).startswith(inboxlinks.PATH_PREFIX):
             reader = FormReader()
             reader.feed(response.body)
-            assert reader.forms <= 1
+            assert reader.forms <= 1  # an approval page's (the batch page has one a request)
             response.form_action = reader.action
             response.form_fields = reader.fields
             response.buttons = reader.buttons
@@ -304,12 +303,12 @@ class Stack:
 
     def approvals(self) -> list[Approval]:
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [approval_from_item(dict(item)) for item in items if not is_digest(item)]
+        return [approval_from_item(dict(item)) for item in items if not beside_approvals(dict(item))]
 
     def digests(self) -> list[dict[str, Any]]:
         """The approvers' digest items (approvals.store.digest), as stored."""
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [dict(item) for item in items if is_digest(item)]
+        return [dict(item) for item in items if is_digest(dict(item))]
 
     @property
     def signing_key(self) -> SigningKey:
@@ -327,10 +326,6 @@ class Stack:
         approval = self.approval(approval_id_of(link))
         claims = LinkClaims(approval.approval_id, approver, int(approval.expires_at.timestamp()))
         return link_for(API_URL, self.signing_key, claims)
-
-
-def is_digest(item: Any) -> bool:
-    return str(item["approval_id"]["S"]).startswith(DIGEST_PREFIX)
 
 
 def lambda_context(function_name: str) -> Any:

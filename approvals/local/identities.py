@@ -37,6 +37,11 @@ from moto.stepfunctions.responses import StepFunctionResponse
 
 def _table(response: Any) -> str:
     table, index = response._get_param("TableName"), response._get_param("IndexName")
+    # A batch call names its tables in its requests: one table is that table's ARN (IAM
+    # checks each table named; the product's batches name only its own).
+    batch = list(response._get_param("RequestItems") or {})
+    if not table and len(batch) == 1:
+        table = batch[0]
     if not table:
         return "*"
     arn = f"arn:aws:dynamodb:{response.region}:{response.current_account}:table/{table}"

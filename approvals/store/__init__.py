@@ -2,7 +2,8 @@
 ``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
 hands a place over), ``reminders`` and ``escalation`` (while it waits: reminding, asking more
 people), ``close`` (delivery, expiry, cancellation), ``tell`` (the requester told the
-outcome). ``items`` says how an approval is stored.
+outcome). ``inbox`` keeps each approver's inbox beside them. ``items`` says how an approval
+is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -16,8 +17,9 @@ from typing import Any
 from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
-from approvals.store.digest import DIGEST_PREFIX, DigestState, DigestStore
+from approvals.store.digest import DigestState, DigestStore
 from approvals.store.escalation import EscalationStore
+from approvals.store.inbox import InboxStore
 from approvals.store.items import (
     DIGEST_INDEX,
     EXECUTION_INDEX,
@@ -29,6 +31,8 @@ from approvals.store.items import (
     TELL_INDEX,
     UnreadableItem,
     approval_from_item,
+    is_digest,
+    is_inbox_entry,
 )
 from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
 from approvals.store.reminders import ReminderStore
@@ -52,11 +56,22 @@ __all__ = [
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
+    "beside_approvals",
+    "is_digest",
+    "is_inbox_entry",
 ]
 
 
 class ApprovalStore(
-    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore, DigestStore
+    ClaimStore,
+    VoteStore,
+    ReassignStore,
+    ReminderStore,
+    EscalationStore,
+    CloseStore,
+    TellStore,
+    InboxStore,
+    DigestStore,
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 
@@ -94,14 +109,10 @@ class ApprovalStore(
         )
 
     def every_item(self) -> Iterator[Approval | UnreadableItem]:
-        """Every approval kept (for operators; a scan, fine at the scale of human approvals)."""
-        pages = self._db.get_paginator("scan").paginate(
-            TableName=self._table,
-            FilterExpression="NOT begins_with(approval_id, :digest)",  # approvers' digests are not approvals
-            ExpressionAttributeValues={":digest": {"S": DIGEST_PREFIX}},
-        )
-        for page in pages:
-            yield from _read(page["Items"])
+        """Every approval kept (for operators; a scan, fine at the scale of human approvals),
+        not the approvers' inbox entries and digests beside them."""
+        for page in self._db.get_paginator("scan").paginate(TableName=self._table):
+            yield from _read([item for item in page["Items"] if not beside_approvals(item)])
 
     def all(self) -> Iterator[Approval]:
         """Every approval kept that reads (for pages that show approvals: the local outbox)."""
@@ -113,6 +124,11 @@ class ApprovalStore(
         # Index reads may lag a moment; every action taken on them is a conditional write.
         for page in self._db.get_paginator("query").paginate(TableName=self._table, **query):
             yield from _read(page["Items"])
+
+
+def beside_approvals(item: dict[str, Any]) -> bool:
+    """An approver's inbox entry or digest, kept beside the approvals in their table."""
+    return is_inbox_entry(item) or is_digest(item)
 
 
 def _read(items: list[dict[str, Any]]) -> Iterator[Approval | UnreadableItem]:

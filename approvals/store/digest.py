@@ -25,6 +25,7 @@ from approvals.store.items import (
     DIGEST_AT,
     DIGEST_ATTRIBUTE,
     DIGEST_INDEX,
+    DIGEST_PREFIX,
     DUE,
     Item,
     Table,
@@ -35,7 +36,6 @@ from approvals.store.items import (
     from_epoch,
 )
 
-DIGEST_PREFIX = "digest#"
 AWAITING_DIGEST = "awaiting_digest"  # on an approval: approvers whose email waits in their digest
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 TRANSACTION_LIMIT = 100  # writes per TransactWriteItems
@@ -51,7 +51,7 @@ class DigestState:
         return self.window_until is not None and now < self.window_until
 
 
-Write = dict[str, Any]  # one TransactWriteItems "Update"
+Write = dict[str, Any]  # one write of TransactWriteItems: {"Update": ...} or {"Put": ...}
 
 
 class DigestStore(Table):
@@ -176,7 +176,7 @@ class DigestStore(Table):
         }
         if names:
             write["ExpressionAttributeNames"] = names
-        return write
+        return {"Update": write}
 
     def write_together(self, writes: Sequence[Write]) -> int:
         """Apply the writes in order, up to 100 per TransactWriteItems (a key at most once in
@@ -188,11 +188,11 @@ class DigestStore(Table):
         for chunk in _chunks(writes):
             calls += 1
             if len(chunk) == 1:  # half the write capacity of a transaction of one
-                self._db.update_item(**chunk[0])
+                self._write_one(chunk[0])
                 continue
             try:
                 self._db.transact_write_items(
-                    TransactItems=[{"Update": write} for write in chunk],  # type: ignore[typeddict-item]
+                    TransactItems=chunk,  # type: ignore[arg-type]
                     ClientRequestToken=uuid.uuid4().hex,  # the SDK's own retry is then idempotent
                 )
                 continue
@@ -200,8 +200,14 @@ class DigestStore(Table):
                 pass
             for write in chunk:
                 calls += 1
-                self._db.update_item(**write)
+                self._write_one(write)
         return calls
+
+    def _write_one(self, write: Write) -> None:
+        if "Put" in write:
+            self._db.put_item(**write["Put"])
+        else:
+            self._db.update_item(**write["Update"])
 
 
 def _chunks(writes: Sequence[Write]) -> list[list[Write]]:
@@ -209,7 +215,11 @@ def _chunks(writes: Sequence[Write]) -> list[list[Write]]:
     chunks: list[list[Write]] = []
     keys: set[str] = set()
     for write in writes:
-        key = write["Key"]["approval_id"]["S"]
+        key = (
+            write["Put"]["Item"]["approval_id"]["S"]
+            if "Put" in write
+            else write["Update"]["Key"]["approval_id"]["S"]
+        )
         if not chunks or len(chunks[-1]) == TRANSACTION_LIMIT or key in keys:
             chunks.append([])
             keys = set()

@@ -49,6 +49,25 @@ DIGEST_INDEX = "digest"
 DIGEST_ATTRIBUTE = "digest"
 DIGEST_AT = "digest_at"
 DUE = {"S": "due"}
+# A sparse index of each approver's inbox (approvals.store.inbox): its entries live in the
+# same table under keys of their own, and are no approvals.
+INBOX_INDEX = "inbox"
+INBOX_ATTRIBUTE = "inbox_of"  # the approver's id (approvals.inboxlinks.approver_id)
+INBOX_ORDER = "inbox_at"  # "<created, epoch seconds, 10 digits>#<approval id>"
+INBOX_KEY_PREFIX = "inbox#"
+
+
+def is_inbox_entry(item: Item) -> bool:
+    """Whether a raw item of the table is an inbox entry rather than an approval."""
+    return INBOX_ATTRIBUTE in item
+
+
+DIGEST_PREFIX = "digest#"  # an approver's digest (approvals.store.digest): no approval either
+
+
+def is_digest(item: Item) -> bool:
+    """Whether a raw item of the table is an approver's digest rather than an approval."""
+    return str(item["approval_id"]["S"]).startswith(DIGEST_PREFIX)
 
 
 def epoch(moment: datetime) -> str:

@@ -13,6 +13,9 @@ from approvals.store.items import (
     DIGEST_ATTRIBUTE,
     DIGEST_INDEX,
     EXECUTION_INDEX,
+    INBOX_ATTRIBUTE,
+    INBOX_INDEX,
+    INBOX_ORDER,
     OPEN_ATTRIBUTE,
     OPEN_INDEX,
     TELL_ATTRIBUTE,
@@ -21,7 +24,8 @@ from approvals.store.items import (
 
 
 def table_definition(table_name: str) -> dict[str, Any]:
-    """The approvals table: keyed by approval id, with the sweep's and the canceller's indexes."""
+    """The approvals table: keyed by approval id, with the sweep's, the canceller's, the
+    requester's and the approvers' inboxes' indexes."""
 
     def index(name: str, *key: tuple[str, str]) -> dict[str, Any]:
         return {
@@ -42,6 +46,8 @@ def table_definition(table_name: str) -> dict[str, Any]:
                 (TELL_ATTRIBUTE, "S"),
                 (DIGEST_ATTRIBUTE, "S"),
                 (DIGEST_AT, "N"),
+                (INBOX_ATTRIBUTE, "S"),
+                (INBOX_ORDER, "S"),
             )
         ],
         "KeySchema": [{"AttributeName": "approval_id", "KeyType": "HASH"}],
@@ -50,6 +56,7 @@ def table_definition(table_name: str) -> dict[str, Any]:
             index(EXECUTION_INDEX, ("execution", "HASH")),
             index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
             index(DIGEST_INDEX, (DIGEST_ATTRIBUTE, "HASH"), (DIGEST_AT, "RANGE")),
+            index(INBOX_INDEX, (INBOX_ATTRIBUTE, "HASH"), (INBOX_ORDER, "RANGE")),
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

@@ -42,6 +42,9 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "api": {
         ("dynamodb:GetItem", "table"),
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:Query", "table/index/inbox"),  # the batch page
+        ("dynamodb:BatchGetItem", "table"),  # its approvals, 100 at a time
+        ("dynamodb:BatchWriteItem", "table"),  # a sequence's next voter's entry; a bulk vote's removal
         ("states:SendTaskSuccess", "*"),
         ("sns:Publish", "topic"),  # a sequence's next voter, right after the vote
         *READ_HISTORY,
@@ -52,6 +55,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "table/index/digest"),  # digests whose window closed
         ("dynamodb:UpdateItem", "table"),
         ("dynamodb:BatchGetItem", "table"),  # what waits in those digests
+        ("dynamodb:BatchWriteItem", "table"),  # backups and next voters into their inboxes
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
@@ -131,7 +135,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         {"Ref": "AWS::AccountId"}, ":execution:*",
     ]  # fmt: skip
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
-    for index in ("open", "execution", "tell"):
+    for index in ("open", "execution", "tell", "inbox"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )

@@ -184,6 +184,7 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
         ("sqs:SendMessage", queue_arn(stack)),
         ("sns:Publish", resources.topic_arn),
         ("dynamodb:PutItem", table),
+        ("dynamodb:BatchWriteItem", table),  # a batch call names its table in its requests
     ]
     iam.put_role_policy(
         RoleName="worker",
@@ -209,6 +210,9 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
         )
         dynamodb.put_item(TableName=resources.table_name, Item={"approval_id": {"S": "a"}})
         refused(lambda: dynamodb.get_item(TableName=resources.table_name, Key={"approval_id": {"S": "a"}}))
+        key = {"approval_id": {"S": "b"}}
+        dynamodb.batch_write_item(RequestItems={resources.table_name: [{"PutRequest": {"Item": key}}]})
+        refused(lambda: dynamodb.batch_get_item(RequestItems={resources.table_name: {"Keys": [key]}}))
         stack.sqs.send_message(
             QueueUrl=resources.dlq_url, MessageBody="the operator's"
         )  # not an assumed role

@@ -71,9 +71,9 @@ from approvals.requester import tell_requesters
 from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item
+from approvals.store import approval_from_item, beside_approvals
 from approvals.sweep import sweep
-from tests.conftest import Stack, approval_id_of, eventually, is_digest, token_of
+from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
 
 pytestmark = pytest.mark.xdist_group("stateful")
@@ -618,7 +618,7 @@ class Approvals(RuleBasedStateMachine):
         items = {
             item["approval_id"]["S"]: dict(item)
             for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-            if not is_digest(item)
+            if not beside_approvals(dict(item))
         }
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
         list(store.open_approvals())

@@ -38,6 +38,7 @@ def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
         ("post", "/approvals/{approval_id}"),
         ("get", "/a/{token}"),
         ("post", "/a/{token}"),
+        ("get", "/i/{token}"),
         ("get", "/signin"),
         ("get", "/signin/callback"),
         ("get", "/signout"),
@@ -48,6 +49,9 @@ def test_the_document_has_every_route_and_only_the_apis_own_answers() -> None:
             "get": {"200", "400", "401", "403", "404", "410"},
             "post": {"200", "202", "400", "401", "403", "404", "409", "410"},
         }
+    assert set(spec["paths"]["/i/{token}"]["get"]["responses"]) == {"200", "400", "403", "404", "410"}
+    batch_page = spec["paths"]["/i/{token}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert batch_page["schema"] == {"$ref": "#/components/schemas/Inbox"}  # from the model
     signed_form = spec["components"]["schemas"]["Body_decide_approvals__approval_id__post"]
     assert signed_form["required"] == ["approver", "expires", "sig"]
     short_form = spec["components"]["schemas"]["Body_decide_by_link_a__token__post"]

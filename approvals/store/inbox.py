@@ -1,0 +1,143 @@
+"""Each approver's inbox: one small item per (approver, approval) while it may wait on them.
+
+An entry is written when an approver is asked (the worker's email, a sequence's turn, a
+backup joining, a reassignment) and found through the sparse ``inbox`` index, newest
+first, so the batch page is one query of the approver's own entries rather than a scan.
+An entry only says "this may wait on you": the approval itself decides (its votes, its
+turn, its expiry), so an entry left behind by a decision is skipped when read, never
+trusted. Entries carry none of ``sweep``, ``execution`` or ``tell``: the sweep, the
+canceller and the requester's index never see them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from approvals.inboxlinks import approver_id
+from approvals.models import Approval
+from approvals.store.items import (
+    INBOX_ATTRIBUTE,
+    INBOX_INDEX,
+    INBOX_KEY_PREFIX,
+    INBOX_ORDER,
+    Item,
+    Table,
+    epoch,
+)
+
+WRITE_BATCH = 25  # BatchWriteItem's limit
+READ_BATCH = 100  # BatchGetItem's limit
+# What a batch call leaves unprocessed (throttled) is sent again after a short pause.
+RETRY_PAUSE = 0.05
+
+
+def entry_key(owner: str, approval_id: str) -> str:
+    return f"{INBOX_KEY_PREFIX}{owner}#{approval_id}"
+
+
+def inbox_order(approval: Approval) -> str:
+    """Newest first when read backwards; the id breaks ties within a second."""
+    return f"{int(approval.created_at.timestamp()):010d}#{approval.approval_id}"
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """What the index holds of one entry: enough to filter and to count without the approval."""
+
+    approval_id: str
+    order: str  # the index's sort key: the paging cursor
+    workflow: str
+    expires: int  # epoch seconds
+
+
+class InboxStore(Table):
+    def add_to_inbox(self, approval: Approval, approvers: Iterable[str]) -> None:
+        """Put an entry in each approver's inbox (idempotent: the same key, the same item)."""
+        items = [self._entry(approval, approver) for approver in dict.fromkeys(approvers)]
+        self._write_batches([{"PutRequest": {"Item": item}} for item in items])
+
+    def inbox_put(self, approval: Approval, approver: str) -> dict[str, Any]:
+        """The approver's entry as one write of a transaction (TransactWriteItems' ``Put``),
+        for the worker to write with its marks."""
+        return {"Put": {"TableName": self._table, "Item": self._entry(approval, approver)}}
+
+    def remove_from_inbox(self, owner: str, approval_ids: Iterable[str]) -> None:
+        """Take these approvals out of one approver's inbox (``owner``: their approver id)."""
+        keys = [self._key(entry_key(owner, approval_id)) for approval_id in dict.fromkeys(approval_ids)]
+        self._write_batches([{"DeleteRequest": {"Key": key}} for key in keys])
+
+    def inbox_entries(self, owner: str) -> Iterator[InboxEntry]:
+        """An approver's entries, newest first (the index may lag a write by a moment)."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=INBOX_INDEX,
+            KeyConditionExpression=f"{INBOX_ATTRIBUTE} = :owner",
+            ExpressionAttributeValues={":owner": {"S": owner}},
+            # Named, not written: some attribute names are DynamoDB's reserved words.
+            ProjectionExpression="#approval, #order, #workflow, #expires",
+            ExpressionAttributeNames={
+                "#approval": "approval",
+                "#order": INBOX_ORDER,
+                "#workflow": "workflow",
+                "#expires": "expires",
+            },
+            ScanIndexForward=False,
+        )
+        for page in pages:
+            for item in page["Items"]:
+                yield InboxEntry(
+                    approval_id=item["approval"]["S"],
+                    order=item[INBOX_ORDER]["S"],
+                    workflow=item["workflow"]["S"],
+                    expires=int(item["expires"]["N"]),
+                )
+
+    def get_many(self, approval_ids: list[str]) -> dict[str, Item]:
+        """The stored items of these approvals, by id (BatchGetItem, 100 at a time); an id
+        with no item is left out. Items, not approvals: the caller reads each, so one that
+        no longer reads costs only itself."""
+        found: dict[str, Item] = {}
+        unique = list(dict.fromkeys(approval_ids))
+        for start in range(0, len(unique), READ_BATCH):
+            keys = [self._key(approval_id) for approval_id in unique[start : start + READ_BATCH]]
+            request = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            for response in _until_processed(self._db.batch_get_item, request, "UnprocessedKeys"):
+                for item in response["Responses"].get(self._table, []):
+                    found[item["approval_id"]["S"]] = item
+        return found
+
+    def _entry(self, approval: Approval, approver: str) -> Item:
+        owner = approver_id(approver)
+        return {
+            **self._key(entry_key(owner, approval.approval_id)),
+            INBOX_ATTRIBUTE: {"S": owner},
+            INBOX_ORDER: {"S": inbox_order(approval)},
+            "approver": {"S": approver},
+            "approval": {"S": approval.approval_id},
+            "workflow": {"S": approval.workflow},
+            "title": {"S": approval.request.title},
+            "requester": {"S": approval.request.requester},
+            "expires": {"N": epoch(approval.expires_at)},
+            # Gone with the approval it names: DynamoDB deletes both after the retention.
+            "ttl": {"N": epoch(approval.expires_at + self._retention)},
+        }
+
+    def _write_batches(self, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), WRITE_BATCH):
+            pending = {self._table: requests[start : start + WRITE_BATCH]}
+            _until_processed(self._db.batch_write_item, pending, "UnprocessedItems")
+
+
+def _until_processed(call: Callable[..., Any], request: dict[str, Any], leftover: str) -> list[Any]:
+    """The responses of a batch call sent again with what it left unprocessed until none is
+    left, pausing a little longer each time (a throttled table leaves some)."""
+    responses: list[Any] = []
+    while request:
+        if responses:
+            time.sleep(RETRY_PAUSE * min(len(responses), 20))
+        responses.append(call(RequestItems=request))
+        request = dict(responses[-1].get(leftover) or {})
+    return responses
