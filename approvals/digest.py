@@ -53,14 +53,14 @@ class ToEmail:
 
 @dataclass
 class _Outgoing:
-    """One email and what it carries: its approvals; for a digest that opens the approver's
-    window, the waiting items that joined it and every id its digest held (those no longer
-    waiting leave it too)."""
+    """One email and what it carries: its approvals; for an approver's digest (not an urgent
+    request's own email), the waiting items that joined it and every id their digest held
+    (those no longer waiting leave it too)."""
 
     approver: str
     email: Email | None  # None: a digest whose items all stopped waiting, to be emptied
     approvals: list[Approval]
-    opens_window: bool = False
+    digest: bool = False
     joined: list[str] = field(default_factory=list)
     cleared: Sequence[str] = ()
 
@@ -175,20 +175,20 @@ def _digests(
         everything = [*approvals, *joining]
         email = compose(who, everything, settings.api_url, key) if everything else None
         joined = [a.approval_id for a in joining]
-        opens = bool(settings.digest_seconds)
-        outgoing.append(_Outgoing(who, email, everything, opens, joined, held.get(who, [])))
+        outgoing.append(_Outgoing(who, email, everything, True, joined, held.get(who, [])))
     return outgoing
 
 
 def _sent_writes(services: Services, sent: Sequence[_Outgoing], now: datetime) -> list[Write]:
     """For each digest sent: the approver's window opens, and the items it carried leave it
-    (an emptied digest's window stays closed: nobody was emailed)."""
+    (an emptied digest's window stays closed: nobody was emailed). Without a window, nothing
+    is written but to empty a digest left from one."""
     store = services.store
     writes: list[Write] = []
     for out in sent:
-        if not out.opens_window:
-            continue
         seconds = services.settings.digest_seconds if out.email else 0
+        if not out.digest or not (seconds or out.cleared):
+            continue
         writes.append(store.window_write(out.approver, now, seconds, out.cleared))
         writes += [store.digested_write(approval_id, out.approver) for approval_id in out.joined]
     return writes

@@ -165,9 +165,15 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
                 "approval not swept; the next sweep retries", extra={"approval_id": approval.approval_id}
             )
             done["failed"] += 1
-    done.update(emails.send(services))
-    if digests := send_due_digests(services, now):
-        done["digests"] += digests
+    try:
+        done.update(emails.send(services))
+        if digests := send_due_digests(services, now):
+            done["digests"] += digests
+    except Exception:
+        # As for one approval: what failed is given back (or left waiting) for the next sweep,
+        # and the requesters are still told.
+        log.exception("sweep emails not sent; the next sweep retries")
+        done["failed"] += 1
     if told := tell_requesters(services, now):
         done["requester told"] += told
     if done:

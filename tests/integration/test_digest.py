@@ -183,3 +183,18 @@ def test_reminders_due_together_are_one_email_per_approver(stack: Stack) -> None
     for email in reminders:
         assert "3 requests" in email.subject
         assert sorted(listed(email.body)) == [f"Remind {n}" for n in range(3)]
+
+
+def test_a_digest_left_waiting_when_the_window_is_turned_off_is_sent_once(
+    stack: Stack, windowed: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle(stack, queued(stack, [ask("First", [ALICE])]))
+    handle(stack, queued(stack, [ask("Waiting 1", [ALICE]), ask("Waiting 2", [ALICE])]))
+    monkeypatch.setenv("APPROVALS_DIGEST_SECONDS", "0")  # redeployed without a window
+    runtime.reset()
+    services = runtime.from_environment()
+    later = utcnow() + timedelta(seconds=WINDOW + 1)
+    assert sweep.sweep(services, later)["digests"] == 1
+    assert sweep.sweep(services, later + timedelta(seconds=1))["digests"] == 0
+    assert len(stack.emails()) == 2
+    assert stack.digests()[0].get("pending") is None
