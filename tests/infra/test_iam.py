@@ -135,7 +135,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
         {"Ref": "AWS::AccountId"}, ":execution:*",
     ]  # fmt: skip
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
-    for index in ("open", "execution", "tell", "inbox"):
+    for index in ("open", "execution", "tell", "inbox", "digest"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )

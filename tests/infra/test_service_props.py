@@ -80,6 +80,7 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
                 approval_retention=Duration.hours(5),
                 log_retention=45,  # type: ignore[arg-type]
                 sweep_interval=Duration.seconds(30),
+                digest_window=Duration.hours(2),
                 reminders=["soon"],
                 alarm_email="on-call",
                 max_receive_count=0,
@@ -93,6 +94,7 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
         "default_timeout",
         "approval_retention",
         "sweep_interval",
+        "digest_window",
         "log_retention",
         "reminders",
         "alarm_email",
