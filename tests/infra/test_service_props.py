@@ -104,7 +104,8 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
     ]
     assert "'bob-at-example.com' is not a valid email address" in lines[0]
     assert "400 days is not a whole number of seconds from 1 to 31536000" in lines[1]
-    assert "45 is not a logs.RetentionDays (for example logs.RetentionDays.THREE_MONTHS)" in lines[4]
+    assert "45 is not a logs.RetentionDays (for example logs.RetentionDays.THREE_MONTHS)" in lines[5]
+    assert "digest_window: 2 hours is not a whole number of seconds from 0 to 3600" in lines[4]
 
 
 def test_an_int_where_a_duration_goes_says_which_duration() -> None:
