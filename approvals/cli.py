@@ -55,6 +55,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         confirm_subscriptions=not args.pending_subscriptions,
         concurrency=args.concurrency,
         sign_in=args.sign_in,
+        digest_seconds=args.digest_seconds,
     )
     try:
         info = stack.start()
@@ -499,6 +500,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run an OpenID Connect provider on localhost and let requests ask for sign-in"
         ' ("identity": "sign-in")',
+    )
+    local_cmd.add_argument(
+        "--digest-seconds",
+        type=int,
+        default=0,
+        help="the digest window: requests for an approver emailed less than this long ago wait to go"
+        " together in one email (0, the default here: each worker batch is one email per approver;"
+        " deployed, 60; a --template brings its own)",
     )
     local_cmd.set_defaults(run=cmd_local)
 

@@ -235,6 +235,11 @@ class ApprovalRequest(Contract):
         description="How a vote is proven: by the emailed link alone, or (sign-in) also by signing in"
         " with the deployment's OpenID Connect provider as that approver",
     )
+    digest: bool = Field(
+        default=True,
+        description="Let the email join each approver's digest (one email for the requests waiting on"
+        " them, with one link to their inbox); false for an urgent request: emailed at once, on its own",
+    )
 
     @property
     def requester_address(self) -> str | None:
@@ -470,6 +475,8 @@ class Approval(Contract):
     escalated: dict[int, datetime] = Field(default_factory=dict)  # escalation step: when its backups joined
     # Who got their link after the request was emailed (a backup, a sequence's next voter), and when.
     notified: dict[str, datetime] = Field(default_factory=dict)
+    # Approvers whose first email waits in their digest (approvals.digest), until it goes.
+    awaiting_digest: list[str] = Field(default_factory=list)
     # A sequence: the API's URL the worker linked to, for the approval API to email the next
     # voter (it cannot know its own URL at deploy time).
     link_base: str = ""

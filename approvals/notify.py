@@ -113,6 +113,45 @@ def handed_over_email(approval: Approval, approver: str, link: str) -> Email:
     )
 
 
+DIGEST_LISTED = 10  # requests a digest lists; the inbox shows them all
+
+
+def digest_email(approver: str, approvals: Sequence[Approval], link: str, reminder: bool = False) -> Email:
+    """One email for the requests waiting on ``approver``: how many, the first ones listed,
+    and one link to their inbox. Refuses a request that does not ask them: a digest names
+    nobody else's items."""
+    if strangers := [a.approval_id for a in approvals if approver not in a.asked]:
+        raise ValueError(f"{approver} is not asked by {', '.join(strangers)}")
+    count = len(approvals)
+    listed = sorted(approvals, key=lambda a: a.expires_at)[:DIGEST_LISTED]
+    intro = (
+        f"A reminder: {count} requests still wait for your decision."
+        if reminder
+        else f"{count} requests wait for your decision."
+    )
+    lines = [intro, ""]
+    for approval in listed:
+        lines += [
+            f"- {_one_line(approval.request.title)}",
+            f"    from {approval.request.requester}, workflow {approval.workflow},"
+            f" decide before {_when(approval.expires_at)}",
+        ]
+    if count > len(listed):
+        lines.append(f"... and {count - len(listed)} more, soonest to expire first.")
+    lines += [
+        "",
+        "Read, approve or reject them, one by one or together, on your page:",
+        "",
+        link,
+        "",
+        "The link is yours alone: do not forward it.",
+    ]
+    tag = "Reminder" if reminder else "Approvals needed"
+    return Email(
+        to=approver, subject=f"[{tag}] {count} requests wait for your decision", body="\n".join(lines)
+    )
+
+
 _ENDED = {
     Status.APPROVED: "was approved",
     Status.REJECTED: "was rejected",
@@ -173,8 +212,15 @@ def approver_link(approval: Approval, approver: str, api_url: str, key: SigningK
 
 def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[str], list[str]]:
     """Publish the emails in batches; returns (sent, failed) approver addresses."""
-    sent: list[str] = []
-    failed: list[str] = []
+    sent, failed = publish_emails(sns, topic_arn, emails)
+    return [email.to for email in sent], [email.to for email in failed]
+
+
+def publish_emails(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[Email], list[Email]]:
+    """Publish the emails in batches; returns (sent, failed) emails (one approver may have
+    several in a batch: a digest and an urgent request's own)."""
+    sent: list[Email] = []
+    failed: list[Email] = []
     for batch in batches(emails):
         by_id = {str(i): email for i, email in enumerate(batch)}
         try:
@@ -195,8 +241,8 @@ def publish(sns: SNSClient, topic_arn: str, emails: list[Email]) -> tuple[list[s
         except (ClientError, BotoCoreError):
             # Throttled, down or out of reach after the client's own retries: this batch is
             # to be retried, but what earlier batches sent must still be remembered.
-            failed += [email.to for email in batch]
+            failed += batch
             continue
-        sent += [by_id[ok["Id"]].to for ok in response.get("Successful", [])]
-        failed += [by_id[bad["Id"]].to for bad in response.get("Failed", [])]
+        sent += [by_id[ok["Id"]] for ok in response.get("Successful", [])]
+        failed += [by_id[bad["Id"]] for bad in response.get("Failed", [])]
     return sent, failed

@@ -14,13 +14,22 @@ from approvals.runtime import Services
 log = logging.getLogger(__name__)
 
 
-def send_owed_links(services: Services, approval: Approval, now: datetime) -> int:
-    """Email each approver owed their link, once; returns how many went out. A failed email
-    is given back, for the next sweep. Sends nothing where no topic is configured."""
+def owed_links(services: Services, approval: Approval, now: datetime) -> tuple[list[str], str]:
+    """Who is owed their link, and the API's URL to link to (nobody where no topic or URL is
+    configured)."""
     owed = approval.owed_link(now)
     # The approval API cannot know its own URL at deploy time: it links where the worker did.
     api_url = approval.link_base or services.settings.api_url
     if not owed or not services.settings.topic_arn or not api_url:
+        return [], api_url
+    return owed, api_url
+
+
+def send_owed_links(services: Services, approval: Approval, now: datetime) -> int:
+    """Email each approver owed their link, once; returns how many went out. A failed email
+    is given back, for the next sweep. Sends nothing where no topic is configured."""
+    owed, api_url = owed_links(services, approval, now)
+    if not owed:
         return 0
     # Written before the claim: once claimed, only a failed publish gives the links back.
     emails = emails_for(approval, api_url, services.keys.signing(), to=owed)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from approvals import directory, shortlinks
+from approvals.digest import ToEmail, email_batch
 from approvals.links import approval_id_for
 from approvals.models import (
     MAX_TASK_TOKEN,
@@ -27,7 +28,6 @@ from approvals.models import (
     Status,
     describe_validation_error,
 )
-from approvals.notify import emails_for, publish
 from approvals.policy import excluded_voters, unreachable
 from approvals.runtime import Services
 from approvals.settings import Settings
@@ -129,7 +129,19 @@ def _sign_in_unavailable(request: ApprovalRequest, settings: Settings) -> str | 
 
 
 def handle_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled:
-    """Handle one message; ``sent_at`` is when the state machine queued it (its timeout's start).
+    """Handle one message alone: claim it, then email its approvers."""
+    claimed = claim_message(services, body, sent_at, now)
+    if isinstance(claimed, Handled):
+        return claimed
+    if email_batch(services, [claimed], now):
+        raise RetryLater("emails failed to publish")
+    return Handled.EMAILED
+
+
+def claim_message(services: Services, body: str, sent_at: datetime, now: datetime) -> Handled | ToEmail:
+    """Validate and claim one message; what is left is to email it (approvals.digest), with
+    the others of its batch. ``sent_at`` is when the state machine queued it (its timeout's
+    start).
 
     A body with a usable task token is answered through it when anything else is wrong (a
     hand-written Task without ``timeout_seconds``, say), naming the field, at once.
@@ -190,17 +202,7 @@ def handle_message(services: Services, body: str, sent_at: datetime, now: dateti
         return _cannot_email(services, approval, cannot_email, now)
     # Nobody gets a link they may not use (that also keeps the requester from voting), nor
     # before their turn: a sequence emails its first voter only.
-    to = [a for a in approval.first_asked if a not in claim.sent_to]
-    emails = emails_for(approval, settings.api_url, services.keys.signing(), to=to)
-    sent, failed = publish(services.sns, settings.topic_arn, emails)
-    if failed:
-        if sent:
-            services.store.record_sent(approval_id, sent)
-        raise RetryLater(f"{len(failed)} of {len(emails)} emails failed to publish")
-    services.store.add_to_inbox(approval, approval.first_asked)
-    services.store.mark_emailed(approval_id, now)
-    log.info("emailed approvers", extra={"approval_id": approval_id, "count": len(emails)})
-    return Handled.EMAILED
+    return ToEmail(approval, [a for a in approval.first_asked if a not in claim.sent_to])
 
 
 def _cannot_email(

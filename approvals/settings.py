@@ -33,6 +33,9 @@ class Settings(BaseModel):
     # How long a read of the approver directory is kept: an unsubscribe goes unnoticed by a
     # warm worker for at most this long.
     directory_seconds: int = Field(default=60, ge=0)
+    # How long after an approver's last email the requests that arrive for them wait, to go
+    # out together in one digest (0: only a worker batch's own requests are gathered).
+    digest_seconds: int = Field(default=60, ge=0)
     # Sign-in (approvals.signin): "sign-in" requires it of every request, whatever the request says.
     identity: Identity = "link"
     oidc_issuer: str = Field(default="", description="The OpenID Connect issuer; empty: no sign-in")
@@ -73,6 +76,7 @@ class Settings(BaseModel):
             reject_needs_reason=flag[env.get("APPROVALS_REJECT_NEEDS_REASON", "true").lower()],
             retention_days=int(env.get("APPROVALS_RETENTION_DAYS", "90")),
             directory_seconds=int(env.get("APPROVALS_DIRECTORY_SECONDS", "60")),
+            digest_seconds=int(env.get("APPROVALS_DIGEST_SECONDS", "60")),
             sweep_seconds=int(env.get("APPROVALS_SWEEP_SECONDS", "300")),
             identity="sign-in" if env.get("APPROVALS_IDENTITY", "link") == "sign-in" else "link",
             oidc_issuer=env.get("APPROVALS_OIDC_ISSUER", ""),

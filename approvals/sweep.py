@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from approvals import directory
 from approvals.decision import TooLate, deliver
+from approvals.digest import SweepEmails, send_due_digests
 from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
-from approvals.notify import emails_for, publish, reminder_email
-from approvals.owed import send_owed_links
+from approvals.owed import owed_links
 from approvals.policy import can_still_be_approved
 from approvals.requester import tell_requesters
 from approvals.runtime import Services
@@ -79,11 +79,16 @@ def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple
     return marked, "ended unreachable"
 
 
-def _remind(services: Services, approval: Approval, now: datetime) -> int:
-    """Send the approvers still awaited one reminder for whatever reminder points, and
+def _remind(services: Services, approval: Approval, now: datetime, emails: SweepEmails) -> None:
+    """Claim one reminder for the approvers still awaited, for whatever reminder points, and
     recurring period, fell due since the last sweep (a late sweep sends one reminder, not
-    a burst)."""
-    waiting = [a for a in approval.waiting_on(now) if a not in approval.unreachable]
+    a burst), and gather it into their email of this sweep. Those whose first email still
+    waits in their digest are not reminded of it."""
+    waiting = [
+        a
+        for a in approval.waiting_on(now)
+        if a not in approval.unreachable and a not in approval.awaiting_digest
+    ]
     due = [
         spec
         for spec in services.settings.reminders
@@ -92,17 +97,22 @@ def _remind(services: Services, approval: Approval, now: datetime) -> int:
     ]
     recurring = recurring_reminder_due(approval, now)
     if not (due or recurring) or not waiting:
-        return 0
-    # Written before the claim: once claimed, only a failed publish gives it back.
-    key = services.keys.signing()
-    emails = emails_for(approval, services.settings.api_url, key, to=waiting, compose=reminder_email)
+        return
     if not services.store.claim_reminders(approval.approval_id, due, now, recurring):
-        return 0
-    _, failed = publish(services.sns, services.settings.topic_arn, emails)
-    if failed:
-        services.store.release_reminders(approval, due, recurring)
-        return 0
-    return len(emails)
+        return
+    store = services.store
+    emails.add(approval, waiting, True, lambda _: store.release_reminders(approval, due, recurring))
+
+
+def _owe_links(services: Services, approval: Approval, now: datetime, emails: SweepEmails) -> None:
+    """Claim the links owed (a backup who joined, a sequence's next voter), gathered into
+    their email of this sweep."""
+    owed, _ = owed_links(services, approval, now)
+    if owed and services.store.claim_notices(approval.approval_id, owed, now):
+        store = services.store
+        # In their inboxes before the email that links there (idempotent, so a retry may repeat it).
+        store.add_to_inbox(approval, owed)
+        emails.add(approval, owed, False, lambda failed: store.release_notices(approval.approval_id, failed))
 
 
 def _escalate(services: Services, approval: Approval, now: datetime) -> tuple[Approval, int]:
@@ -140,13 +150,14 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
     """One pass over the open approvals; returns what it did, by kind."""
     done: Counter[str] = Counter()
     running: dict[str, bool] = {}
+    emails = SweepEmails()
     for approval in services.store.open_approvals():
         if isinstance(approval, UnreadableItem):
             log_unreadable(approval)
             done["unreadable"] += 1
             continue
         try:
-            _sweep_one(services, approval, now, done, running if check_executions else None)
+            _sweep_one(services, approval, now, done, emails, running if check_executions else None)
         except Exception:
             # One approval's fault (a call still failing after the SDK's retries, a bug) must
             # not keep the others from being swept: the next sweep tries it again.
@@ -154,6 +165,15 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
                 "approval not swept; the next sweep retries", extra={"approval_id": approval.approval_id}
             )
             done["failed"] += 1
+    try:
+        done.update(emails.send(services))
+        if digests := send_due_digests(services, now):
+            done["digests"] += digests
+    except Exception:
+        # As for one approval: what failed is given back (or left waiting) for the next sweep,
+        # and the requesters are still told.
+        log.exception("sweep emails not sent; the next sweep retries")
+        done["failed"] += 1
     if told := tell_requesters(services, now):
         done["requester told"] += told
     if done:
@@ -170,7 +190,12 @@ def log_unreadable(unreadable: UnreadableItem) -> None:
 
 
 def _sweep_one(
-    services: Services, approval: Approval, now: datetime, done: Counter[str], running: dict[str, bool] | None
+    services: Services,
+    approval: Approval,
+    now: datetime,
+    done: Counter[str],
+    emails: SweepEmails,
+    running: dict[str, bool] | None,
 ) -> None:
     """Whatever one open approval needs now; ``running`` (the executions' status, read once
     each) when the sweep checks executions."""
@@ -200,5 +225,5 @@ def _sweep_one(
     if reach:
         done[reach] += 1
     if reach != "ended unreachable":
-        done["emailed"] += send_owed_links(services, approval, now)
-        done["reminded"] += _remind(services, approval, now)
+        _owe_links(services, approval, now, emails)
+        _remind(services, approval, now, emails)

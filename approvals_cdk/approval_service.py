@@ -53,6 +53,7 @@ from approvals_cdk import config, packaging, shared
 from approvals_cdk.alarms import Alarms
 from approvals_cdk.api import ApprovalApi
 from approvals_cdk.config import (
+    DEFAULT_DIGEST_SECONDS,
     DEFAULT_LOG_RETENTION_DAYS,
     DEFAULT_REMINDERS,
     DEFAULT_RETENTION_DAYS,
@@ -111,6 +112,11 @@ class ApprovalServiceProps:
     allow_self_approval: bool = False  # a requester listed as an approver may approve
     # Reminders and expiry are as precise as this: whole minutes, from 1 to 60.
     sweep_interval: Duration = field(default_factory=lambda: Duration.minutes(DEFAULT_SWEEP_MINUTES))
+    # One email per approver: requests arriving within this long of an approver's last email
+    # wait to go together in one digest, sent when it closes (by the sweep or the next
+    # batch); whole seconds, 0 to 3,600 (0: only a worker batch's own requests go together).
+    # A request with "digest": false is emailed at once, on its own, whatever this is.
+    digest_window: Duration = field(default_factory=lambda: Duration.seconds(DEFAULT_DIGEST_SECONDS))
     max_receive_count: int = MAX_RECEIVE_COUNT  # deliveries of a request before it is dead-lettered
     # The worker's invocations at once (2 to 1,000): a burst waits in the queue beyond it.
     # The default fits a new account's concurrency quota of 10; see docs/scaling.md.
@@ -289,6 +295,7 @@ class ApprovalService(ApprovalServiceBase):
             max_concurrency=props.worker_max_concurrency,
             allow_self_approval=props.allow_self_approval,
             sweep_seconds=int(props.sweep_interval.to_seconds()),
+            digest_seconds=int(props.digest_window.to_seconds()),
         )
         self.queue, self.dead_letter_queue = queue_and_worker.queue, queue_and_worker.dead_letter_queue
         self.worker = queue_and_worker.worker
@@ -312,6 +319,7 @@ class ApprovalService(ApprovalServiceBase):
             api_url=self.api.url,
             reminders=props.reminders,
             sweep_minutes=int(props.sweep_interval.to_minutes()),
+            digest_seconds=int(props.digest_window.to_seconds()),
             watch_executions=props.watch_executions,
         )
         self.watch_executions = props.watch_executions

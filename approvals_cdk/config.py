@@ -31,6 +31,10 @@ DEFAULT_SWEEP_MINUTES = 5
 # EventBridge Scheduler's shortest rate is a minute; past an hour reminders and escalation
 # would come too late to be worth having.
 SWEEP_MINUTES_RANGE = (1, 60)
+# How long after an approver's email later requests wait to go together in one digest
+# (0: only a worker batch's own requests); at most an hour, or requests would wait too long.
+DEFAULT_DIGEST_SECONDS = 60
+DIGEST_SECONDS_RANGE = (0, 3600)
 TIMEOUT_SECONDS_RANGE = (1, MAX_TIMEOUT_SECONDS)
 RETENTION_DAYS_RANGE = (1, 3650)
 MAX_RECEIVE_COUNT_RANGE = (1, 1000)  # what SQS takes as a redrive policy's maxReceiveCount
@@ -42,6 +46,7 @@ DURATION_PROPS = {
     "default_timeout": ("seconds", TIMEOUT_SECONDS_RANGE),
     "approval_retention": ("days", RETENTION_DAYS_RANGE),
     "sweep_interval": ("minutes", SWEEP_MINUTES_RANGE),
+    "digest_window": ("seconds", DIGEST_SECONDS_RANGE),
 }
 # The worker's invocations at once. Half a new account's concurrency quota (10), so the
 # approval API and the other functions keep the rest; a burst waits in the queue, unreceived.
@@ -105,6 +110,7 @@ class DeployConfig:
     rate_limit_per_ip: int | None = None
     snap_start: bool = False
     sweep_minutes: int = DEFAULT_SWEEP_MINUTES
+    digest_seconds: int = DEFAULT_DIGEST_SECONDS
     worker_max_concurrency: int = DEFAULT_WORKER_MAX_CONCURRENCY
     identity: str = "link"
     oidc_issuer: str | None = None
@@ -340,7 +346,7 @@ PARAMETERS = (
     "approvers", "stackName", "defaultTimeout", "retentionDays", "logRetentionDays", "removalPolicy",
     "reminders", "alarmEmail", "allowSelfApproval", "senderRoles", "operatorRoles", "rateLimitPerIp",
     "snapStart", "sweepMinutes", "allowedAccounts", "workerMaxConcurrency", "identity", "oidcIssuer",
-    "oidcClientId", "oidcClientSecretArn", "oidcEmailClaim",
+    "oidcClientId", "oidcClientSecretArn", "oidcEmailClaim", "digestSeconds",
 )  # fmt: skip
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
@@ -409,6 +415,11 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
             "sweepMinutes",
             lambda v: _whole_number("sweepMinutes", v, *SWEEP_MINUTES_RANGE, "minutes"),
             DEFAULT_SWEEP_MINUTES,
+        ),
+        digest_seconds=read(
+            "digestSeconds",
+            lambda v: _whole_number("digestSeconds", v, *DIGEST_SECONDS_RANGE, "seconds"),
+            DEFAULT_DIGEST_SECONDS,
         ),
         worker_max_concurrency=read(
             "workerMaxConcurrency",

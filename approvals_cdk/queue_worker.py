@@ -37,6 +37,7 @@ class QueueAndWorker:
         max_concurrency: int,
         allow_self_approval: bool,
         sweep_seconds: int,
+        digest_seconds: int,
     ) -> None:
         # Six times the worker's timeout (AWS's advice for an event source mapping); the
         # worker's claim on a request lasts exactly this long (APPROVALS_CLAIM_SECONDS).
@@ -72,6 +73,7 @@ class QueueAndWorker:
                 "APPROVALS_ALLOW_SELF_APPROVAL": str(allow_self_approval).lower(),
                 # A request's recurring reminders may come no oftener than the sweep runs.
                 "APPROVALS_SWEEP_SECONDS": str(sweep_seconds),
+                "APPROVALS_DIGEST_SECONDS": str(digest_seconds),
             },
         )
         self.worker.add_event_source(
@@ -87,8 +89,14 @@ class QueueAndWorker:
         )
         # Store the approval (conditional put, then updates), email, and answer an invalid
         # request at once with SendTaskFailure. The SQS event source adds the receive side.
-        shared.allow(self.worker, ["dynamodb:PutItem", "dynamodb:UpdateItem"], [table.table_arn])
-        shared.allow(self.worker, ["dynamodb:BatchWriteItem"], [table.table_arn])  # the approvers' inboxes
+        # Its marks and its approvers' inbox entries go together (TransactWriteItems needs
+        # each write's own action), and it reads the approvers' digests and what waits in
+        # them (BatchGetItem).
+        shared.allow(
+            self.worker,
+            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"],
+            [table.table_arn],
+        )
         shared.allow(self.worker, ["sns:Publish"], [directory.topic.topic_arn])  # PublishBatch too
         shared.allow(self.worker, ["states:SendTaskFailure"], [shared.TASK_RESPONSE_RESOURCE])
         directory.grant_read(self.worker)  # who can be emailed

@@ -46,6 +46,7 @@ class ApprovalsStack(cdk.Stack):
                 snap_start=config.snap_start,
                 worker_max_concurrency=config.worker_max_concurrency,
                 sweep_interval=Duration.minutes(config.sweep_minutes),
+                digest_window=Duration.seconds(config.digest_seconds),
                 identity="sign-in" if config.identity == "sign-in" else "link",
                 oidc_issuer=config.oidc_issuer,
                 oidc_client_id=config.oidc_client_id,

@@ -42,30 +42,30 @@ class Context:
     aws_request_id = "bench"
 
 
-def batch_event(size: int) -> dict[str, Any]:
-    """A batch of ``size`` requests as the state machine queues them (tokens made up: the
+def queued(request: ApprovalRequest, sent: str) -> dict[str, Any]:
+    """The SQS record of a request as the state machine queues it (its token made up: the
     worker only stores and emails a valid request, it never answers one)."""
+    run = uuid.uuid4().hex
+    body = QueueMessage(
+        task_token=f"bench-token-{run}",
+        execution=f"arn:aws:states:us-east-1:123456789012:execution:bench:{run}",
+        state="Approve",
+        request=request.model_dump(mode="json"),
+        timeout_seconds=request.timeout_seconds,
+    )
+    return {
+        "MessageId": run,
+        "ReceiptHandle": run,
+        "Body": body.model_dump_json(),
+        "Attributes": {"SentTimestamp": sent},
+    }
+
+
+def batch_event(size: int) -> dict[str, Any]:
+    """A batch of ``size`` requests as the state machine queues them."""
     request = ApprovalRequest(title="Batch bench", approvers=[APPROVER], requester="bench")
     sent = str(int(time.time() * 1000))
-    messages = []
-    for _ in range(size):
-        run = uuid.uuid4().hex
-        body = QueueMessage(
-            task_token=f"bench-token-{run}",
-            execution=f"arn:aws:states:us-east-1:123456789012:execution:bench:{run}",
-            state="Approve",
-            request=request.model_dump(mode="json"),
-            timeout_seconds=request.timeout_seconds,
-        )
-        messages.append(
-            {
-                "MessageId": run,
-                "ReceiptHandle": run,
-                "Body": body.model_dump_json(),
-                "Attributes": {"SentTimestamp": sent},
-            }
-        )
-    return sqs_event(messages, QUEUE_ARN)
+    return sqs_event([queued(request, sent) for _ in range(size)], QUEUE_ARN)
 
 
 def batch_seconds(size: int) -> float:

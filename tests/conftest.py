@@ -43,7 +43,7 @@ from approvals.local.resources import Resources, provision
 from approvals.local.stack import fanout_summary
 from approvals.local.template import serve_invocations
 from approvals.models import Approval, ApprovalRequest, Email
-from approvals.store import approval_from_item, is_inbox_entry
+from approvals.store import approval_from_item, beside_approvals, is_digest
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -305,7 +305,12 @@ class Stack:
 
     def approvals(self) -> list[Approval]:
         items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
-        return [approval_from_item(dict(item)) for item in items if not is_inbox_entry(dict(item))]
+        return [approval_from_item(dict(item)) for item in items if not beside_approvals(dict(item))]
+
+    def digests(self) -> list[dict[str, Any]]:
+        """The approvers' digest items (approvals.store.digest), as stored."""
+        items = self.dynamodb.scan(TableName=self.resources.table_name)["Items"]
+        return [dict(item) for item in items if is_digest(dict(item))]
 
     @property
     def signing_key(self) -> SigningKey:

@@ -73,9 +73,12 @@ class Resources:
     fanout_bucket: str  # where the fan-out writes its decisions, and reads requests from
     fanout_summary_function: str  # the ARN the fan-out invokes; the local stack serves it
 
-    def environment(self, api_url: str) -> dict[str, str]:
-        """What the functions' environment holds in AWS, for the same handlers here."""
+    def environment(self, api_url: str, digest_seconds: int = 0) -> dict[str, str]:
+        """What the functions' environment holds in AWS, for the same handlers here. Each
+        worker batch is one email per approver; a digest window (``digest_seconds``, as
+        deployed) is asked for, so that a test or a demo sees each request's email at once."""
         return {
+            "APPROVALS_DIGEST_SECONDS": str(digest_seconds),
             "APPROVALS_TABLE": self.table_name,
             "APPROVALS_TOPIC_ARN": self.topic_arn,
             "APPROVALS_API_URL": api_url,

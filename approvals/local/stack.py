@@ -193,8 +193,11 @@ class LocalStack:
         confirm_subscriptions: bool = True,
         concurrency: int = DEFAULT_CONCURRENCY,
         sign_in: bool = False,
+        digest_seconds: int = 0,
     ) -> None:
         self.host = host
+        # The built-in stack's digest window (a template brings its own, as deployed).
+        self.digest_seconds = digest_seconds
         # A local OpenID Connect provider, and the approval API set up to sign people in with it.
         self.sign_in = sign_in
         self.moto_port = moto_port
@@ -337,7 +340,7 @@ class LocalStack:
         )
         # The emails' confirm and unsubscribe links point at the local API, which plays SNS's pages.
         sns.tag_resource(ResourceArn=resources.topic_arn, Tags=[{"Key": SNS_PAGES_TAG, "Value": api.url}])
-        os.environ.update(resources.environment(api.url))
+        os.environ.update(resources.environment(api.url, self.digest_seconds))
         # As in AWS: the worker's claim on a message lasts one visibility timeout, so that a
         # redelivery after a failure is a retry, not a duplicate to turn away.
         os.environ["APPROVALS_CLAIM_SECONDS"] = str(self.visibility_timeout)

@@ -17,9 +17,11 @@ from typing import Any
 from approvals.models import Approval
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
+from approvals.store.digest import DigestState, DigestStore
 from approvals.store.escalation import EscalationStore
 from approvals.store.inbox import InboxStore
 from approvals.store.items import (
+    DIGEST_INDEX,
     EXECUTION_INDEX,
     OPEN,
     OPEN_ATTRIBUTE,
@@ -29,6 +31,7 @@ from approvals.store.items import (
     TELL_INDEX,
     UnreadableItem,
     approval_from_item,
+    is_digest,
     is_inbox_entry,
 )
 from approvals.store.reassign import ReassignRefusal, ReassignRejected, ReassignStore
@@ -37,6 +40,7 @@ from approvals.store.tell import TellStore
 from approvals.store.vote import VoteRefusal, VoteRejected, VoteStore, vote_refusal
 
 __all__ = [
+    "DIGEST_INDEX",
     "EXECUTION_INDEX",
     "OPEN_ATTRIBUTE",
     "OPEN_INDEX",
@@ -45,19 +49,30 @@ __all__ = [
     "ApprovalStore",
     "Claim",
     "ClaimResult",
+    "DigestState",
     "ReassignRefusal",
     "ReassignRejected",
     "UnreadableItem",
     "VoteRefusal",
     "VoteRejected",
     "approval_from_item",
+    "beside_approvals",
+    "is_digest",
     "is_inbox_entry",
     "vote_refusal",
 ]
 
 
 class ApprovalStore(
-    ClaimStore, VoteStore, ReassignStore, ReminderStore, EscalationStore, CloseStore, TellStore, InboxStore
+    ClaimStore,
+    VoteStore,
+    ReassignStore,
+    ReminderStore,
+    EscalationStore,
+    CloseStore,
+    TellStore,
+    InboxStore,
+    DigestStore,
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 
@@ -96,9 +111,9 @@ class ApprovalStore(
 
     def every_item(self) -> Iterator[Approval | UnreadableItem]:
         """Every approval kept (for operators; a scan, fine at the scale of human approvals),
-        not the approvers' inbox entries beside them."""
+        not the approvers' inbox entries and digests beside them."""
         for page in self._db.get_paginator("scan").paginate(TableName=self._table):
-            yield from _read([item for item in page["Items"] if not is_inbox_entry(item)])
+            yield from _read([item for item in page["Items"] if not beside_approvals(item)])
 
     def all(self) -> Iterator[Approval]:
         """Every approval kept that reads (for pages that show approvals: the local outbox)."""
@@ -110,6 +125,11 @@ class ApprovalStore(
         # Index reads may lag a moment; every action taken on them is a conditional write.
         for page in self._db.get_paginator("query").paginate(TableName=self._table, **query):
             yield from _read(page["Items"])
+
+
+def beside_approvals(item: dict[str, Any]) -> bool:
+    """An approver's inbox entry or digest, kept beside the approvals in their table."""
+    return is_inbox_entry(item) or is_digest(item)
 
 
 def _read(items: list[dict[str, Any]]) -> Iterator[Approval | UnreadableItem]:

@@ -1,5 +1,5 @@
-"""The worker's part: store a new approval once, whoever delivers its message, and note
-what was emailed."""
+"""The worker's part: store a new approval once, whoever delivers its message. What was
+emailed is noted with the batch's other marks (approvals.store.digest)."""
 
 from __future__ import annotations
 
@@ -125,20 +125,3 @@ class ClaimStore(Table):
             if failed_condition_item(error).get("claim_write") != write:
                 return ClaimResult(Claim.BUSY, sent_to, stored)
         return ClaimResult(Claim.RETRY, sent_to, stored)
-
-    def record_sent(self, approval_id: str, approvers: list[str]) -> None:
-        """Remember who has their email when only some went out, so a retry sends the rest."""
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression="ADD sent_to :approvers",
-            ExpressionAttributeValues={":approvers": {"SS": approvers}},
-        )
-
-    def mark_emailed(self, approval_id: str, now: datetime) -> None:
-        self._db.update_item(
-            TableName=self._table,
-            Key=self._key(approval_id),
-            UpdateExpression="SET emailed_at = :now REMOVE claim_until, claim_write, sent_to",
-            ExpressionAttributeValues={":now": {"N": epoch(now)}},
-        )

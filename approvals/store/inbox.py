@@ -59,6 +59,11 @@ class InboxStore(Table):
         items = [self._entry(approval, approver) for approver in dict.fromkeys(approvers)]
         self._write_batches([{"PutRequest": {"Item": item}} for item in items])
 
+    def inbox_put(self, approval: Approval, approver: str) -> dict[str, Any]:
+        """The approver's entry as one write of a transaction (TransactWriteItems' ``Put``),
+        for the worker to write with its marks."""
+        return {"Put": {"TableName": self._table, "Item": self._entry(approval, approver)}}
+
     def remove_from_inbox(self, owner: str, approval_ids: Iterable[str]) -> None:
         """Take these approvals out of one approver's inbox (``owner``: their approver id)."""
         keys = [self._key(entry_key(owner, approval_id)) for approval_id in dict.fromkeys(approval_ids)]

@@ -43,6 +43,12 @@ EXECUTION_INDEX = "execution"
 TELL_INDEX = "tell"
 TELL_ATTRIBUTE = "tell"
 TELL = {"S": "requester"}
+# A sparse index of approvers' digests with requests waiting in them (approvals.store.digest),
+# by when their window closes. Approvals are never in it, nor digests in the others.
+DIGEST_INDEX = "digest"
+DIGEST_ATTRIBUTE = "digest"
+DIGEST_AT = "digest_at"
+DUE = {"S": "due"}
 # A sparse index of each approver's inbox (approvals.store.inbox): its entries live in the
 # same table under keys of their own, and are no approvals.
 INBOX_INDEX = "inbox"
@@ -54,6 +60,14 @@ INBOX_KEY_PREFIX = "inbox#"
 def is_inbox_entry(item: Item) -> bool:
     """Whether a raw item of the table is an inbox entry rather than an approval."""
     return INBOX_ATTRIBUTE in item
+
+
+DIGEST_PREFIX = "digest#"  # an approver's digest (approvals.store.digest): no approval either
+
+
+def is_digest(item: Item) -> bool:
+    """Whether a raw item of the table is an approver's digest rather than an approval."""
+    return str(item["approval_id"]["S"]).startswith(DIGEST_PREFIX)
 
 
 def epoch(moment: datetime) -> str:
@@ -206,6 +220,7 @@ def _approval(item: Item) -> Approval:
         excluded=[who["S"] for who in item.get("excluded", {}).get("L", [])],
         escalated={int(step): at for step, at in epoch_map(item, "escalated").items()},
         notified=epoch_map(item, "notified"),
+        awaiting_digest=sorted(item.get("awaiting_digest", {}).get("SS", [])),
         link_base=item.get("link_base", {}).get("S", ""),
         unreachable={
             who: Unreachable(at=from_epoch(lost["M"]["at"]["N"]), why=lost["M"]["why"]["S"])

@@ -117,6 +117,8 @@ def test_every_parameter_is_read() -> None:
         ("reminders", "soon", "reminders: reminder 'soon'"),
         ("sweepMinutes", "0", "sweepMinutes: '0' is not a whole number of minutes from 1 to 60"),
         ("sweepMinutes", "0.5", "sweepMinutes: '0.5' is not a whole number of minutes"),
+        ("digestSeconds", "-1", "digestSeconds: '-1' is not a whole number of seconds from 0 to 3600"),
+        ("digestSeconds", "3601", "from 0 to 3600"),
     ],
 )
 def test_malformed_parameters_are_refused_by_name(name: str, value: str, message: str) -> None:
@@ -148,6 +150,20 @@ def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows() -> None:
         if r["Type"] == "AWS::Lambda::Function"
     ]
     assert {e["APPROVALS_SWEEP_SECONDS"] for e in environments if "APPROVALS_SWEEP_SECONDS" in e} == {"60"}
+
+
+def test_the_digest_window_reaches_the_worker_and_the_sweeper() -> None:
+    assert config(approvers="a@example.com").digest_seconds == 60
+    stack = ApprovalsStack(cdk.App(), "Digest", config(approvers="a@example.com", digestSeconds="0"))
+    functions = {
+        r["Properties"]["Handler"]: r["Properties"].get("Environment", {}).get("Variables", {})
+        for r in synthesize(stack)["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]
+    }
+    with_window = {
+        h: e["APPROVALS_DIGEST_SECONDS"] for h, e in functions.items() if "APPROVALS_DIGEST_SECONDS" in e
+    }
+    assert with_window == {"worker.handler.lambda_handler": "0", "worker.sweeper.lambda_handler": "0"}
 
 
 def test_allow_self_approval_is_a_flag() -> None:

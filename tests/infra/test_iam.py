@@ -31,8 +31,8 @@ READ_HISTORY = {("states:GetExecutionHistory", "every execution")}
 EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "worker": {
         ("dynamodb:PutItem", "table"),
-        ("dynamodb:UpdateItem", "table"),
-        ("dynamodb:BatchWriteItem", "table"),  # the approvers' inbox entries
+        ("dynamodb:UpdateItem", "table"),  # alone or in TransactWriteItems: the batch's marks
+        ("dynamodb:BatchGetItem", "table"),  # the approvers' digests, and what waits in them
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
         ("sns:GetSubscriptionAttributes", "*"),
@@ -52,7 +52,9 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "sweeper": {
         ("dynamodb:Query", "table/index/open"),
         ("dynamodb:Query", "table/index/tell"),  # requesters still to be told the outcome
+        ("dynamodb:Query", "table/index/digest"),  # digests whose window closed
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:BatchGetItem", "table"),  # what waits in those digests
         ("dynamodb:BatchWriteItem", "table"),  # backups and next voters into their inboxes
         ("sns:Publish", "topic"),
         ("sns:ListSubscriptionsByTopic", "topic"),
@@ -137,7 +139,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
     (bucket,) = synthesis.resources("AWS::S3::Bucket")
     names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/fanout/*"]]})] = "fan-out results"
-    for index in ("open", "execution", "tell", "inbox"):
+    for index in ("open", "execution", "tell", "inbox", "digest"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )

@@ -80,6 +80,7 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
                 approval_retention=Duration.hours(5),
                 log_retention=45,  # type: ignore[arg-type]
                 sweep_interval=Duration.seconds(30),
+                digest_window=Duration.hours(2),
                 reminders=["soon"],
                 alarm_email="on-call",
                 max_receive_count=0,
@@ -93,6 +94,7 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
         "default_timeout",
         "approval_retention",
         "sweep_interval",
+        "digest_window",
         "log_retention",
         "reminders",
         "alarm_email",
@@ -102,7 +104,8 @@ def test_every_wrong_prop_is_named_in_one_error() -> None:
     ]
     assert "'bob-at-example.com' is not a valid email address" in lines[0]
     assert "400 days is not a whole number of seconds from 1 to 31536000" in lines[1]
-    assert "45 is not a logs.RetentionDays (for example logs.RetentionDays.THREE_MONTHS)" in lines[4]
+    assert "45 is not a logs.RetentionDays (for example logs.RetentionDays.THREE_MONTHS)" in lines[5]
+    assert "digest_window: 2 hours is not a whole number of seconds from 0 to 3600" in lines[4]
 
 
 def test_an_int_where_a_duration_goes_says_which_duration() -> None:

@@ -118,5 +118,5 @@ def test_a_second_claim_of_the_same_approval(stack: Stack) -> None:
     assert retry.claim is Claim.RETRY
     assert retry.stored is not None
     assert retry.stored.expires_at == approval.expires_at
-    store.mark_emailed(approval.approval_id, now)
+    store.write_together([store.emailed_write(approval.approval_id, now, deferred=[])])
     assert store.claim(approval, now + timedelta(seconds=200), 60).claim is Claim.DONE

@@ -148,29 +148,33 @@ def test_a_broken_message_fails_alone_and_the_rest_of_the_batch_is_handled(stack
     assert [e.to for e in stack.emails()] == [ALICE]
 
 
-def test_the_messages_of_a_batch_are_handled_at_once(stack: Stack) -> None:
-    """Every message waits at its email until all of the batch have reached theirs: one
-    after another, the first would wait alone until the barrier broke, failing them all."""
+def test_the_messages_of_a_batch_are_claimed_at_once_and_emailed_together(stack: Stack) -> None:
+    """Every message waits at its claim until all of the batch have reached theirs: one
+    after another, the first would wait alone until the barrier broke, failing them all.
+    Then one email goes to their one approver: a digest of the five."""
     messages = []
     for number in range(5):
         stack.start(simple(f"At once {number}"))
         messages.append(stack.queued_message())
-    everyone_publishing = threading.Barrier(len(messages), timeout=10)  # a deadlock guard only
+    everyone_claiming = threading.Barrier(len(messages), timeout=10)  # a deadlock guard only
 
     def wait_for_the_others(**_: Any) -> None:
-        everyone_publishing.wait()
+        everyone_claiming.wait()
 
-    sns = runtime.from_environment().sns
-    sns.meta.events.register("before-call.sns.PublishBatch", wait_for_the_others)
+    db = runtime.from_environment().store._db
+    db.meta.events.register("before-call.dynamodb.PutItem", wait_for_the_others)
     try:
         response = worker.handler.lambda_handler(
             sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:approvals-requests"),
             lambda_context("worker"),
         )
     finally:
-        sns.meta.events.unregister("before-call.sns.PublishBatch", wait_for_the_others)
+        db.meta.events.unregister("before-call.dynamodb.PutItem", wait_for_the_others)
     assert response["batchItemFailures"] == []
-    assert len(stack.emails()) == len(messages)
+    [email] = stack.emails()
+    assert email.to == ALICE
+    assert "5 requests wait" in email.subject
+    assert all(approval.emailed for approval in stack.approvals())
     assert len(stack.approvals()) == len(messages)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ from approvals.requester import tell_requesters
 from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item, is_inbox_entry
+from approvals.store import approval_from_item, beside_approvals
 from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
@@ -100,6 +101,7 @@ NEWCOMER = "new@example.com"
 REQUESTER = "req@example.com"
 OPERATOR = "oncall@example.com"
 EVERYONE = [*APPROVERS, *BACKUPS, NEWCOMER, REQUESTER]
+DIGEST_SECONDS = 60  # the deployed default
 # Escalation steps and recurring reminders at multiples of the sweep's interval (300 s by
 # default), as the worker requires.
 STEP_SECONDS = [600, 1800]
@@ -232,6 +234,14 @@ def email_approval_id(email: SentEmail) -> str | None:
     return approval_id_of(email.links[0]) if email.links else None
 
 
+def digest_titles(email: SentEmail) -> list[str]:
+    """The requests a digest lists (its one link opens the approver's inbox); none for an
+    email about one request."""
+    if not email.links or inboxlinks.PATH_PREFIX not in email.links[0]:
+        return []
+    return re.findall(r"^- (.+)$", email.body, re.MULTILINE)
+
+
 class Approvals(RuleBasedStateMachine):
     """Requests, the worker, approvers, operators and the sweep, on one moto stack. Each
     example starts from an empty table, an empty outbox and a container of its own (its
@@ -286,8 +296,11 @@ class Approvals(RuleBasedStateMachine):
         ]
 
     def link_emails(self, tracked: Tracked, to: str, mail: list[SentEmail] | None = None) -> list[SentEmail]:
-        """The emails that brought ``to`` a link to this approval."""
-        return [e for e in self.emails(tracked, to, mail) if email_approval_id(e) == tracked.approval_id]
+        """The emails that brought ``to`` a link to this approval: its own, or a digest
+        listing it (whose link opens their inbox, where it is)."""
+        mail = self.mail() if mail is None else mail
+        own = [e for e in self.emails(tracked, to, mail) if email_approval_id(e) == tracked.approval_id]
+        return own + [e for e in mail if e.to == to and tracked.title in digest_titles(e)]
 
     def stored(self, tracked: Tracked) -> Approval:
         approval = self.services.store.get(tracked.approval_id)
@@ -637,7 +650,7 @@ class Approvals(RuleBasedStateMachine):
         items = {
             item["approval_id"]["S"]: dict(item)
             for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-            if not is_inbox_entry(dict(item))
+            if not beside_approvals(dict(item))
         }
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
         list(store.open_approvals())
@@ -658,14 +671,16 @@ class Approvals(RuleBasedStateMachine):
         """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
         decision is awaited now (in a sequence, the one whose turn it is)."""
         by_id = {t.approval_id: t for t in self.tracked}
+        by_title = {t.title: t for t in self.tracked}
         for email in sent:
-            tracked = by_id.get(email_approval_id(email) or "")
-            if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
-                continue
-            awaited = tracked.waiting_on(self.now)
-            if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
-                continue  # a place handed over is emailed at once, even before its turn (README)
-            assert email.to in awaited, f"{tracked.title}: a link to {email.to}, while awaiting {awaited}"
+            listed: list[Tracked | None] = [by_title[title] for title in digest_titles(email)]  # a digest
+            for tracked in listed or [by_id.get(email_approval_id(email) or "")]:
+                if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
+                    continue
+                awaited = tracked.waiting_on(self.now)
+                if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
+                    continue  # a place handed over is emailed at once, even before its turn (README)
+                assert email.to in awaited, f"{tracked.title}: a link to {email.to}, while awaiting {awaited}"
 
     def answered_once(self, tracked: Tracked) -> None:
         """Each task is answered at most once (with no fault on Step Functions, no decision
@@ -709,9 +724,14 @@ class Approvals(RuleBasedStateMachine):
         ]
         assert able, f"{tracked.title}: nobody's vote would be taken ({', '.join(undecided)} undecided)"
         owed = approval.owed_link(self.now)
+        digests = self.services.store.digest_states(approval.awaiting_digest)
         for who in approval.waiting_on(self.now):
             has_link = bool(self.link_emails(tracked, who, mail))
-            assert has_link or who in owed, f"{tracked.title}: {who} is awaited with no link, none owed"
+            # Or their email waits in their digest, which the sweep sends once its window closes.
+            waits = who in approval.awaiting_digest and tracked.approval_id in digests[who].pending
+            assert has_link or who in owed or waits, (
+                f"{tracked.title}: {who} is awaited with no link, none owed"
+            )
         for who in approval.notified:
             assert self.link_emails(tracked, who, mail), f"{tracked.title}: {who} noted emailed, and was not"
 
@@ -725,7 +745,9 @@ class Approvals(RuleBasedStateMachine):
 
 
 def test_the_features_hold_together(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    services = build(Settings.from_env())
+    # With the deployed digest window: a request for an approver emailed within it waits in
+    # their digest for the sweep.
+    services = build(Settings.from_env().model_copy(update={"digest_seconds": DIGEST_SECONDS}))
     answers, fault = Answers(), PublishFault()
     answers.watch(services.sfn)
     services.sns.meta.events.register_first("before-call.sns.PublishBatch", fault)

@@ -79,15 +79,12 @@ def title_of(message: dict[str, Any]) -> str:
 def test_only_the_messages_whose_emails_failed_are_retried(
     stack: Stack, services: Services, hooks: Hooks
 ) -> None:
-    """Three requests in one batch. For one, SNS fails a single entry of its PublishBatch
-    (a 5xx for that entry); for another, the whole call is throttled. Only those two are
-    batch item failures; their retry sends only what is missing; everyone has one email."""
+    """Three requests in one batch, emailed in one PublishBatch (one email per approver);
+    SNS fails the single entry of Bob's email (a 5xx for that entry). Only that request is
+    a batch item failure; its retry sends only what is missing; everyone has one email."""
     first_attempt: set[str] = set()
 
     def decide(call: int, approvers: list[str]) -> str | dict[str, str]:
-        if CAROL in approvers and CAROL not in first_attempt:
-            first_attempt.add(CAROL)
-            return "Throttling"
         if BOB in approvers and BOB not in first_attempt:
             first_attempt.add(BOB)
             return {BOB: "InternalError"}
@@ -98,10 +95,10 @@ def test_only_the_messages_whose_emails_failed_are_retried(
         stack.start(simple(title, approvers))
 
     batch, failed = one_batch(stack, 3)
-    assert {title_of(m) for m in batch if m["MessageId"] in failed} == {"Fault B", "Fault C"}
-    assert emails_by_approver(stack) == Counter({ALICE: 1, DAN: 1})
+    assert {title_of(m) for m in batch if m["MessageId"] in failed} == {"Fault B"}
+    assert emails_by_approver(stack) == Counter({ALICE: 1, DAN: 1, CAROL: 1})
     approvals = stored(stack)
-    assert [approvals[t].emailed for t in ("Fault A", "Fault B", "Fault C")] == [True, False, False]
+    assert [approvals[t].emailed for t in ("Fault A", "Fault B", "Fault C")] == [True, False, True]
     item = stack.raw_item(approvals["Fault B"].approval_id)
     assert item is not None
     assert item["sent_to"] == {"SS": [DAN]}  # remembered for the retry
@@ -110,10 +107,31 @@ def test_only_the_messages_whose_emails_failed_are_retried(
     stack.drain()
     assert emails_by_approver(stack) == Counter({ALICE: 1, BOB: 1, CAROL: 1, DAN: 1})
     assert all(a.emailed for a in stored(stack).values())
-    # The retries published only what was missing: Bob again, not Dan; Carol once.
+    # The retry published only what was missing: Bob again, not Dan.
     assert sorted(sns.published()) == sorted([ALICE, DAN, BOB, CAROL])
     assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
     assert stack.queue_counts(stack.resources.dlq_url) == (0, 0)
+
+
+def test_a_throttled_publish_retries_the_messages_it_carried_and_no_email_twice(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """The batch's one PublishBatch is throttled after the client's retries: every message
+    whose email it carried is retried, and each approver then gets their email once."""
+    sns = SnsFaults(lambda call, _: "Throttling" if call == 0 else {}).install(hooks, services.sns)
+    for title, approvers in (("Throttled A", [ALICE]), ("Throttled B", [BOB])):
+        stack.start(simple(title, approvers))
+
+    _, failed = one_batch(stack, 2)
+    assert len(failed) == 2
+    assert stack.emails() == []
+    assert not any(a.emailed for a in stack.approvals())
+
+    wait_for_claims_to_lapse(stack)
+    stack.drain()
+    assert emails_by_approver(stack) == Counter({ALICE: 1, BOB: 1})
+    assert all(a.emailed for a in stack.approvals())
+    assert [c.raised for c in sns.calls] == ["Throttling", None]
 
 
 def test_what_an_earlier_batch_of_emails_sent_is_kept_when_a_later_one_fails(
@@ -279,3 +297,38 @@ def test_a_message_that_keeps_failing_fails_its_execution_as_undelivered(
     assert stack.queue_counts(stack.resources.queue_url) == (0, 0)
     (approval,) = stack.approvals()
     assert not approval.emailed
+
+
+def test_a_failed_digest_retries_only_its_approvers_requests(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """Seven requests in one batch: four to Alice, three to Bob, one digest each. SNS fails
+    Bob's entry: only his three messages are retried, and the retry sends him one digest."""
+    failed_once: set[str] = set()
+
+    def decide(call: int, approvers: list[str]) -> str | dict[str, str]:
+        if BOB in approvers and BOB not in failed_once:
+            failed_once.add(BOB)
+            return {BOB: "InternalError"}
+        return {}
+
+    SnsFaults(decide).install(hooks, services.sns)
+    requests = [simple(f"Alice {n}", [ALICE]) for n in range(4)] + [
+        simple(f"Bob {n}", [BOB]) for n in range(3)
+    ]
+    for each in requests:
+        stack.start(each)
+
+    batch, failed = one_batch(stack, len(requests))
+    assert sorted(title_of(m) for m in batch if m["MessageId"] in failed) == ["Bob 0", "Bob 1", "Bob 2"]
+    assert emails_by_approver(stack) == Counter({ALICE: 1})
+    assert {t: a.emailed for t, a in stored(stack).items()} == {
+        each.title: each.title.startswith("Alice") for each in requests
+    }
+
+    wait_for_claims_to_lapse(stack)
+    stack.drain()
+    assert emails_by_approver(stack) == Counter({ALICE: 1, BOB: 1})
+    [to_bob] = [e for e in stack.emails() if e.to == BOB]
+    assert "3 requests wait" in to_bob.subject
+    assert all(a.emailed for a in stored(stack).values())

@@ -117,7 +117,7 @@ BAD_REQUESTS = [
     BadRequest(
         "a request over 64 KiB as JSON (large details)",
         good(details={f"field{i}": "v" * 2_000 for i in range(40)}),
-        "request: at most 65,536 bytes as JSON, not 80,758",  # with the new keys at their defaults
+        "request: at most 65,536 bytes as JSON, not 80,772",  # with the new keys at their defaults
     ),
     BadRequest(
         "a bell in the title", good(title="Deploy\x07"), "request.title: must not contain control characters"

@@ -1,0 +1,281 @@
+"""One email per approver: the worker's batch, and the digests that wait for their window.
+
+The worker claims each message of a batch on its own (approvals.request), then hands the
+claimed approvals here: their emails are gathered by approver, one email each. A single
+request gets its own approval email with its own short link; two or more, a digest listing
+them with one link to the approver's inbox (approvals.inboxlinks). A request that opted out
+(``digest: false``) gets its own email at once, always.
+
+The window (``Settings.digest_seconds``): once an approver is emailed, the requests arriving
+for them within the window wait in their digest (approvals.store.digest) and go together
+when it closes, sent by the sweep or by the next batch that has something for them.
+
+What holds: an approval is marked emailed only once each of its approvers has their email
+or waits for it in a digest that is durably written (the same transaction, digest first),
+so a redelivered message is never emailed twice and no request is dropped. A failed publish
+fails only the approvals whose emails it carried; what did go out is remembered
+(``sent_to``) for their retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from approvals.inboxlinks import inbox_link
+from approvals.links import SigningKey
+from approvals.models import Approval
+from approvals.notify import (
+    Email,
+    approval_email,
+    approver_link,
+    digest_email,
+    publish_emails,
+    reminder_email,
+)
+from approvals.runtime import Services
+from approvals.store import DigestState, UnreadableItem
+from approvals.store.digest import Write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToEmail:
+    """A claimed approval and the approvers it still owes their first email."""
+
+    approval: Approval
+    to: Sequence[str]
+
+
+@dataclass
+class _Outgoing:
+    """One email and what it carries: its approvals; for an approver's digest (not an urgent
+    request's own email), the waiting items that joined it and every id their digest held
+    (those no longer waiting leave it too)."""
+
+    approver: str
+    email: Email | None  # None: a digest whose items all stopped waiting, to be emptied
+    approvals: list[Approval]
+    digest: bool = False
+    joined: list[str] = field(default_factory=list)
+    cleared: Sequence[str] = ()
+
+
+def compose(approver: str, approvals: Sequence[Approval], api_url: str, key: SigningKey) -> Email:
+    """The email for the approvals waiting on ``approver``: one request's own email, or a
+    digest of several with one link to the approver's inbox."""
+    if len(approvals) == 1:
+        (approval,) = approvals
+        return approval_email(approval, approver, approver_link(approval, approver, api_url, key))
+    return _digest(approver, approvals, api_url, key)
+
+
+def _digest(
+    approver: str, approvals: Sequence[Approval], api_url: str, key: SigningKey, reminder: bool = False
+) -> Email:
+    # The link must open the inbox for as long as any item in it may still be decided: the
+    # latest expiry. Items that expire sooner are simply no longer listed there by then.
+    expires_at = max(approval.expires_at for approval in approvals)
+    return digest_email(approver, approvals, inbox_link(api_url, key, approver, expires_at), reminder)
+
+
+def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -> set[str]:
+    """Email a worker batch's claimed approvals, one email per approver; returns the ids of
+    the approvals to retry (whose emails failed)."""
+    settings, store = services.settings, services.store
+    urgent: list[tuple[str, Approval]] = []
+    by_approver: dict[str, list[Approval]] = {}
+    for item in claimed:
+        for approver in item.to:
+            if item.approval.request.digest:
+                by_approver.setdefault(approver, []).append(item.approval)
+            else:
+                urgent.append((approver, item.approval))
+    states = store.digest_states(by_approver) if settings.digest_seconds and by_approver else {}
+    open_windows = {who for who, state in states.items() if state.window_open(now)}
+    deferred = {who: items for who, items in by_approver.items() if who in open_windows}
+    key = services.keys.signing()
+    outgoing = [_Outgoing(who, compose(who, [a], settings.api_url, key), [a]) for who, a in urgent]
+    outgoing += _digests(
+        services,
+        {who: items for who, items in by_approver.items() if who not in deferred},
+        [states[who] for who in by_approver if who in states and who not in deferred],
+        now,
+    )
+    sent, failed = _publish(services, outgoing)
+
+    # The digests first: an approval is marked only once what it counts on is written.
+    writes = [store.defer_write(states[who], [a.approval_id for a in deferred[who]]) for who in deferred]
+    writes += _sent_writes(services, [out for out in outgoing if out.email in sent], now)
+    lost = {(a.approval_id, out.approver) for out in outgoing if out.email in failed for a in out.approvals}
+    retry: set[str] = set()
+    for item in claimed:
+        approval_id = item.approval.approval_id
+        waits = [who for who in item.to if who in deferred and item.approval.request.digest]
+        failed_to = [who for who in item.to if (approval_id, who) in lost]
+        # Each approver emailed, or waiting for their digest, finds it in their inbox.
+        writes += [store.inbox_put(item.approval, who) for who in item.to if who not in failed_to]
+        if not failed_to:
+            writes.append(store.emailed_write(approval_id, now, waits))
+            continue
+        retry.add(approval_id)
+        done = [who for who in item.to if who not in failed_to and who not in waits]
+        if done or waits:
+            writes.append(store.sent_write(approval_id, done, waits))
+    store.write_together(writes)
+    log.info(
+        "emailed a batch",
+        extra={"emails": len(sent), "failed": len(failed), "deferred": sum(map(len, deferred.values()))},
+    )
+    return retry
+
+
+def send_due_digests(services: Services, now: datetime) -> int:
+    """The sweep's part: send each digest whose window has closed; returns the emails sent.
+    A failed email leaves its digest as it was, for the next sweep."""
+    states = list(services.store.due_digests(now))
+    for state in states:
+        if not state.pending:
+            services.store.forget_empty_digest(state.approver)
+    waiting = [state for state in states if state.pending]
+    if not waiting:
+        return 0
+    outgoing = _digests(services, {}, waiting, now)
+    sent, _ = _publish(services, outgoing)
+    # A digest whose items all stopped waiting sends nothing, yet is emptied too.
+    done = [out for out in outgoing if out.email is None or out.email in sent]
+    services.store.write_together(_sent_writes(services, done, now))
+    return len(sent)
+
+
+def _publish(services: Services, outgoing: Sequence[_Outgoing]) -> tuple[list[Email], list[Email]]:
+    emails = [out.email for out in outgoing if out.email is not None]
+    return publish_emails(services.sns, services.settings.topic_arn, emails)
+
+
+def _digests(
+    services: Services, batch: dict[str, list[Approval]], states: Sequence[DigestState], now: datetime
+) -> list[_Outgoing]:
+    """Each approver's email now: their batch's approvals, with what waits in their digest
+    (``states``) and still waits on them. A digest left with nothing to send is returned
+    with no email and no approvals, to be emptied."""
+    settings = services.settings
+    key = services.keys.signing()
+    pending = _pending(services, states, now)
+    held = {state.approver: sorted(state.pending) for state in states}
+    outgoing = []
+    for who in dict.fromkeys([*batch, *held]):
+        approvals = batch.get(who, [])
+        in_batch = {a.approval_id for a in approvals}
+        joining = [a for a in pending.get(who, []) if a.approval_id not in in_batch]
+        everything = [*approvals, *joining]
+        email = compose(who, everything, settings.api_url, key) if everything else None
+        joined = [a.approval_id for a in joining]
+        outgoing.append(_Outgoing(who, email, everything, True, joined, held.get(who, [])))
+    return outgoing
+
+
+def _sent_writes(services: Services, sent: Sequence[_Outgoing], now: datetime) -> list[Write]:
+    """For each digest sent: the approver's window opens, and the items it carried leave it
+    (an emptied digest's window stays closed: nobody was emailed). Without a window, nothing
+    is written but to empty a digest left from one."""
+    store = services.store
+    writes: list[Write] = []
+    for out in sent:
+        seconds = services.settings.digest_seconds if out.email else 0
+        if not out.digest or not (seconds or out.cleared):
+            continue
+        writes.append(store.window_write(out.approver, now, seconds, out.cleared))
+        writes += [store.digested_write(approval_id, out.approver) for approval_id in out.joined]
+    return writes
+
+
+def _pending(services: Services, states: Sequence[DigestState], now: datetime) -> dict[str, list[Approval]]:
+    """The approvals waiting in these digests that still wait on their approver, by approver."""
+    ids = {approval_id for state in states for approval_id in state.pending}
+    if not ids:
+        return {}
+    approvals = {a.approval_id: a for a in services.store.approvals(ids) if not isinstance(a, UnreadableItem)}
+    return {
+        state.approver: [
+            approvals[i]
+            for i in sorted(state.pending)
+            if i in approvals and state.approver in approvals[i].waiting_on(now)
+        ]
+        for state in states
+    }
+
+
+Release = Callable[[list[str]], None]  # gives claims back: the approvers whose emails failed
+
+
+@dataclass(frozen=True)
+class _Owed:
+    approval: Approval
+    approvers: Sequence[str]
+    reminder: bool
+    release: Release
+
+
+@dataclass
+class SweepEmails:
+    """The sweep's reminders and owed links (a backup who joined, a sequence's next voter),
+    each claimed in the store first, gathered to go out as one email per approver per
+    sweep: an item's own email when it is their only one, else a digest with their inbox
+    link. An email that fails gives its items' claims back, for the next sweep."""
+
+    owed: list[_Owed] = field(default_factory=list)
+
+    def add(self, approval: Approval, approvers: Sequence[str], reminder: bool, release: Release) -> None:
+        self.owed.append(_Owed(approval, approvers, reminder, release))
+
+    def send(self, services: Services) -> Counter[str]:
+        """Send them; returns the items emailed, as "reminded" and "emailed" (links)."""
+        try:
+            emails = self._compose(services)
+            sent, failed = publish_emails(services.sns, services.settings.topic_arn, [e for e, _ in emails])
+        except BaseException:
+            # Whatever stopped it, nobody may be left owed an email that a claim says went out.
+            for owed in self.owed:
+                owed.release(list(owed.approvers))
+            raise
+        lost: dict[int, list[str]] = {}
+        done: Counter[str] = Counter()
+        for email, items in emails:
+            for owed in items:
+                if email in failed:
+                    lost.setdefault(id(owed), []).append(email.to)
+                else:
+                    done["reminded" if owed.reminder else "emailed"] += 1
+        for owed in self.owed:
+            if id(owed) in lost:
+                owed.release(lost[id(owed)])
+        log.info("sweep emails", extra={"emails": len(sent), "failed": len(failed)})
+        return done
+
+    def _compose(self, services: Services) -> list[tuple[Email, list[_Owed]]]:
+        settings, key = services.settings, services.keys.signing()
+        by_approver: dict[str, list[_Owed]] = {}
+        for owed in self.owed:
+            for approver in owed.approvers:
+                by_approver.setdefault(approver, []).append(owed)
+        emails = []
+        for approver, items in by_approver.items():
+            if len(items) == 1 or not settings.api_url:
+                emails += [(_own_email(services, owed, approver, key), [owed]) for owed in items]
+                continue
+            reminder = all(owed.reminder for owed in items)
+            digest = _digest(approver, [owed.approval for owed in items], settings.api_url, key, reminder)
+            emails.append((digest, items))
+        return emails
+
+
+def _own_email(services: Services, owed: _Owed, approver: str, key: SigningKey) -> Email:
+    # The approval API cannot know its own URL at deploy time: it links where the worker did.
+    api_url = owed.approval.link_base or services.settings.api_url
+    link = approver_link(owed.approval, approver, api_url, key)
+    return (reminder_email if owed.reminder else approval_email)(owed.approval, approver, link)
