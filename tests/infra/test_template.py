@@ -273,10 +273,15 @@ def test_function_logs_are_kept_as_configured(synthesis: Synthesis) -> None:
 # -- API -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path_part", ["{approval_id}", "{token}"])
-def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synthesis, path_part: str) -> None:
-    """Both kinds of link, signed (/approvals/{approval_id}) and short (/a/{token}), to the
-    function's live alias: the stack under test has SnapStart on (test_snap_start.py)."""
+@pytest.mark.parametrize(
+    ("parent", "path_part"), [("approvals", "{approval_id}"), ("a", "{token}"), ("i", "{token}")]
+)
+def test_api_routes_get_and_post_on_an_approval_to_the_function(
+    synthesis: Synthesis, parent: str, path_part: str
+) -> None:
+    """Every kind of link, signed (/approvals/{approval_id}), short (/a/{token}) and the
+    inbox's (/i/{token}), to the function's live alias: the stack under test has SnapStart on
+    (test_snap_start.py)."""
     api_function, _ = function(synthesis, "api")
     alias, _ = only(
         {
@@ -285,11 +290,13 @@ def test_api_routes_get_and_post_on_an_approval_to_the_function(synthesis: Synth
             if r["Properties"]["FunctionName"] == {"Ref": api_function}
         }
     )
+    resources = synthesis.resources("AWS::ApiGateway::Resource")
+    parent_id, _ = only({lid: r for lid, r in resources.items() if r["Properties"]["PathPart"] == parent})
     item, _ = only(
         {
             lid: r
-            for lid, r in synthesis.resources("AWS::ApiGateway::Resource").items()
-            if r["Properties"]["PathPart"] == path_part
+            for lid, r in resources.items()
+            if r["Properties"]["PathPart"] == path_part and r["Properties"]["ParentId"] == {"Ref": parent_id}
         }
     )
     methods = {
@@ -340,6 +347,8 @@ def test_api_stage_is_throttled_and_logs_access_without_query_strings(
         ("/~1approvals~1{approval_id}", "POST"),
         ("/~1a~1{token}", "GET"),
         ("/~1a~1{token}", "POST"),
+        ("/~1i~1{token}", "GET"),
+        ("/~1i~1{token}", "POST"),
     }
     assert all(rate > 0 and burst > 0 for rate, burst in throttling.values())
     access = properties["AccessLogSetting"]
