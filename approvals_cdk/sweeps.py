@@ -16,7 +16,7 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from constructs import Construct
 
-from approvals.store import DIGEST_INDEX, EXECUTION_INDEX, OPEN_INDEX, TELL_INDEX
+from approvals.store import EXECUTION_INDEX, OPEN_INDEX, TELL_INDEX
 from approvals_cdk import shared
 from approvals_cdk.directory import DIRECTORY_READ_REASON, ApproverDirectory
 from approvals_cdk.sharing import WatchExecutions, cancel_target, ended_executions, watched_state_machines
@@ -57,13 +57,9 @@ class Sweeps:
         )
         directory.grant_read(self.sweeper)  # who can still be emailed
         shared.grant_history(self.sweeper)
-        # Walk the open index, close / remind / redeliver; the tell index: requesters to tell.
-        # The digest index: digests whose window closed, sent with what waits in them.
-        shared.allow(
-            self.sweeper,
-            ["dynamodb:Query"],
-            [indexes[OPEN_INDEX], indexes[TELL_INDEX], indexes[DIGEST_INDEX]],
-        )
+        # Walk the open index, close / remind / redeliver, and send the digests whose window
+        # closed (kept there under a key of their own); the tell index: requesters to tell.
+        shared.allow(self.sweeper, ["dynamodb:Query"], [indexes[OPEN_INDEX], indexes[TELL_INDEX]])
         shared.allow(self.sweeper, ["dynamodb:UpdateItem", "dynamodb:BatchGetItem"], [table.table_arn])
         # A backup who joins, a sequence's next voter: into their inboxes.
         shared.allow(self.sweeper, ["dynamodb:BatchWriteItem"], [table.table_arn])

@@ -3,10 +3,11 @@ their next one.
 
 One item per approver (``digest#<approver id>``): ``window_until`` (their last email plus the
 digest window: requests arriving before it wait) and ``pending`` (the approval ids that
-wait). While requests wait it is in the sparse ``digest`` index (``digest`` = "due", sorted by
-``digest_at``, when the window closes), where the sweep finds it; never in the approvals'
-own indexes. The worker writes its marks together (TransactWriteItems): one call for a
-batch's approvals and digests rather than one per approval.
+wait). While requests wait it is in the open index under a key of its own (``sweep`` =
+"digest", sorted by ``expires_at``: when the window closes), where the sweep finds it; the
+sweep's query for approvals ("open") never meets it, nor is it in the other indexes. The
+worker writes its marks together (TransactWriteItems): one call for a batch's approvals and
+digests rather than one per approval.
 """
 
 from __future__ import annotations

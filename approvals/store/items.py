@@ -43,12 +43,14 @@ EXECUTION_INDEX = "execution"
 TELL_INDEX = "tell"
 TELL_ATTRIBUTE = "tell"
 TELL = {"S": "requester"}
-# A sparse index of approvers' digests with requests waiting in them (approvals.store.digest),
-# by when their window closes. Approvals are never in it, nor digests in the others.
-DIGEST_INDEX = "digest"
-DIGEST_ATTRIBUTE = "digest"
-DIGEST_AT = "digest_at"
-DUE = {"S": "due"}
+# Approvers' digests with requests waiting in them (approvals.store.digest) are found in the
+# open index under a key of their own ("digest", by when their window closes), so the sweep's
+# query for approvals ("open") never meets them. Not an index of their own: CloudFormation
+# creates one index per table update, and the inbox's is this release's one.
+DIGEST_INDEX = OPEN_INDEX
+DIGEST_ATTRIBUTE = OPEN_ATTRIBUTE
+DIGEST_AT = "expires_at"
+DUE = {"S": "digest"}
 # A sparse index of each approver's inbox (approvals.store.inbox): its entries live in the
 # same table under keys of their own, and are no approvals.
 INBOX_INDEX = "inbox"

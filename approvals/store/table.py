@@ -9,9 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.store.items import (
-    DIGEST_AT,
-    DIGEST_ATTRIBUTE,
-    DIGEST_INDEX,
     EXECUTION_INDEX,
     INBOX_ATTRIBUTE,
     INBOX_INDEX,
@@ -44,8 +41,6 @@ def table_definition(table_name: str) -> dict[str, Any]:
                 ("expires_at", "N"),
                 ("execution", "S"),
                 (TELL_ATTRIBUTE, "S"),
-                (DIGEST_ATTRIBUTE, "S"),
-                (DIGEST_AT, "N"),
                 (INBOX_ATTRIBUTE, "S"),
                 (INBOX_ORDER, "S"),
             )
@@ -55,7 +50,6 @@ def table_definition(table_name: str) -> dict[str, Any]:
             index(OPEN_INDEX, (OPEN_ATTRIBUTE, "HASH"), ("expires_at", "RANGE")),
             index(EXECUTION_INDEX, ("execution", "HASH")),
             index(TELL_INDEX, (TELL_ATTRIBUTE, "HASH")),
-            index(DIGEST_INDEX, (DIGEST_ATTRIBUTE, "HASH"), (DIGEST_AT, "RANGE")),
             index(INBOX_INDEX, (INBOX_ATTRIBUTE, "HASH"), (INBOX_ORDER, "RANGE")),
         ],
         "BillingMode": "PAY_PER_REQUEST",

@@ -251,3 +251,16 @@ def test_a_team_may_bring_its_own_lambda_code(tmp_path: Path, monkeypatch: pytes
     template = _service(ApprovalServiceProps(approvers=[ALICE], code=code))
     keys = {f["Properties"]["Code"]["S3Key"] for f in _resources(template, "AWS::Lambda::Function").values()}
     assert len(keys) == 1  # one asset, the team's: every function runs it
+
+
+# The table's indexes in the last release (0.2.0): what an update of a deployed stack starts from.
+RELEASED_INDEXES = {"open", "execution", "tell"}
+
+
+def test_an_update_of_the_last_release_adds_at_most_one_index(template: dict[str, Any]) -> None:
+    # CloudFormation creates or deletes one global secondary index per table update (the
+    # update fails otherwise), so a release that added two would fail on every deployed stack.
+    ((_, table),) = _resources(template, "AWS::DynamoDB::Table").items()
+    indexes = {index["IndexName"] for index in table["Properties"]["GlobalSecondaryIndexes"]}
+    assert indexes >= RELEASED_INDEXES
+    assert len(indexes - RELEASED_INDEXES) <= 1, sorted(indexes - RELEASED_INDEXES)

@@ -52,7 +52,6 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     "sweeper": {
         ("dynamodb:Query", "table/index/open"),
         ("dynamodb:Query", "table/index/tell"),  # requesters still to be told the outcome
-        ("dynamodb:Query", "table/index/digest"),  # digests whose window closed
         ("dynamodb:UpdateItem", "table"),
         ("dynamodb:BatchGetItem", "table"),  # what waits in those digests
         ("dynamodb:BatchWriteItem", "table"),  # backups and next voters into their inboxes
@@ -139,7 +138,7 @@ def calls(synthesis: Synthesis, name: str) -> set[tuple[str, str]]:
     names[json.dumps({"Fn::Join": ["", every_execution]})] = "every execution"
     (bucket,) = synthesis.resources("AWS::S3::Bucket")
     names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/fanout/*"]]})] = "fan-out results"
-    for index in ("open", "execution", "tell", "inbox", "digest"):
+    for index in ("open", "execution", "tell", "inbox"):
         names[json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [table, "Arn"]}, f"/index/{index}"]]})] = (
             f"table/index/{index}"
         )
