@@ -175,7 +175,14 @@ def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **c
     template = outdir / f"{STACK}.template.json"
     # The local operator (the CLI's credentials) manages approvers, as the README says an
     # operator's role must be named to (the topic's policy is evaluated locally).
-    defaults = {"approvers": "alice@example.com,bob@example.com", "operatorRoles": LOCAL_IDENTITY}
+    # Each batch's emails at once, as the built-in stack sends them (`approvals local`'s
+    # --digest-seconds 0): the tests read each request's own email. The window itself is
+    # tested on an injected clock (tests/integration/test_digest.py).
+    defaults = {
+        "approvers": "alice@example.com,bob@example.com",
+        "operatorRoles": LOCAL_IDENTITY,
+        "digestSeconds": "0",
+    }
     with (run_directory / f"cdk-{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not template.exists():
