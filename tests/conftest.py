@@ -88,6 +88,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The item's xdist group, named as xdist names it."""
+    names = {
+        str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        for m in item.iter_markers("xdist_group")
+    }
+    return "_".join(sorted(names)) if names else None
+
+
+@pytest.hookimpl(trylast=True)  # once pytest has ordered the items by their fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked ``last_in_group`` runs after the other tests of its xdist group."""
+    for item in [item for item in items if item.get_closest_marker("last_in_group")]:
+        group = _xdist_group(item)
+        if group is None:
+            continue
+        items.remove(item)
+        last = max(
+            (i for i, other in enumerate(items) if _xdist_group(other) == group), default=len(items) - 1
+        )
+        items.insert(last + 1, item)
+
+
 def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "condition") -> T:
     """Poll ``probe`` until it returns something other than None (or False)."""
     deadline = time.monotonic() + timeout
