@@ -1,7 +1,7 @@
 """The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
 and with the AWS CLI.
 
-Under `pytest -n 2 --dist loadgroup` each module is an xdist group of its own (its stacks
+Under `pytest -n 4 --dist loadgroup` each module is an xdist group of its own (its stacks
 start once, on one worker, while the other worker takes another module), except the tests
 on the template with a one-minute sweep: they share one stack, in a group of their own.
 """
