@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack, assertions
+import pytest
+from aws_cdk import App, Stack, assertions
+
+from approvals_cdk.packaging import build
+from examples.deploy_gate.app import DeployGateStack
+from examples.refund_batch.app import RefundBatchStack
 
 
 def state_machine_definition(
@@ -44,6 +53,35 @@ def _resolve(part: Mapping[str, Any], refs: Mapping[str, str]) -> str:
 def synthesize(stack: Stack) -> dict[str, Any]:
     """The stack's CloudFormation template, as `cdk synth` writes it."""
     return dict(assertions.Template.from_stack(stack).to_json())
+
+
+@contextmanager
+def once_in_the_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """``name``'s place in the run's directory (shared by its xdist workers), held under a
+    lock for the block: the first worker to ask makes what goes there, the others wait for
+    it and read it (a synthesis takes many seconds of CPU)."""
+    run_directory = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        run_directory = run_directory.parent  # the run's, shared by its workers
+    with (run_directory / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield run_directory / name
+
+
+def examples_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The templates of the two example apps (examples/): one synth of the whole app in a
+    run, kept as JSON for the run's other workers."""
+    with once_in_the_run(tmp_path_factory, "examples-templates.json") as kept:
+        if not kept.exists():
+            build()  # the Lambda asset, once, before both stacks ask for it
+            app = App()
+            stacks = {
+                "deploy": DeployGateStack(app, "DeployGate"),
+                "refunds": RefundBatchStack(app, "RefundBatch"),
+            }
+            kept.write_text(json.dumps({name: synthesize(stack) for name, stack in stacks.items()}))
+        templates: dict[str, dict[str, Any]] = json.loads(kept.read_text())
+        return templates
 
 
 def role_statements(template: Mapping[str, Any], logical_id_prefix: str) -> list[dict[str, Any]]:

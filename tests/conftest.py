@@ -15,6 +15,7 @@ GIL for minutes.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -24,8 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 import moto
 import pytest
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from pydantic import TypeAdapter, ValidationError
 
 import approval_api.handler
@@ -58,6 +62,55 @@ POLL_INTERVAL = 0.05
 
 T = TypeVar("T")
 EMAIL = TypeAdapter(Email)
+
+
+class _SearchPaths(list[str]):
+    """A shared loader's search paths: each new boto3 session appends its own data path."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+@functools.cache
+def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    loader = botocore.loaders.create_loader(search_path_string)
+    loader._search_paths = _SearchPaths(loader.search_paths)  # type: ignore[attr-defined]
+    return loader
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """What every moto stack (one per test) would otherwise do again, done once per process:
+    parse the service models of each new boto3 session (the test's and the handlers' own),
+    and parse the product's two state machines to check them (moto parses each execution's
+    definition anew all the same, so nothing of an execution is shared)."""
+    botocore.session.create_loader = _shared_loader
+    StepFunctionsParserBackend._validate_definition = staticmethod(  # type: ignore[method-assign]
+        functools.cache(StepFunctionsParserBackend._validate_definition)
+    )
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The item's xdist group, named as xdist names it."""
+    names = {
+        str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        for m in item.iter_markers("xdist_group")
+    }
+    return "_".join(sorted(names)) if names else None
+
+
+@pytest.hookimpl(trylast=True)  # once pytest has ordered the items by their fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked ``last_in_group`` runs after the other tests of its xdist group."""
+    for item in [item for item in items if item.get_closest_marker("last_in_group")]:
+        group = _xdist_group(item)
+        if group is None:
+            continue
+        items.remove(item)
+        last = max(
+            (i for i, other in enumerate(items) if _xdist_group(other) == group), default=len(items) - 1
+        )
+        items.insert(last + 1, item)
 
 
 def eventually(probe: Callable[[], T | None], timeout: float = 15, what: str = "condition") -> T:
@@ -141,9 +194,12 @@ class Stack:
         )["executionArn"]
 
     def start_fanout(self, requests: list[dict[str, Any]]) -> str:
+        # Each approver once: a batch asks the same few people many times over.
+        everyone: list[Any] = []
         for request in requests:
-            if isinstance(request, dict):
-                self.add_approvers(request.get("approvers"))
+            asked = request.get("approvers") if isinstance(request, dict) else None
+            everyone += [a for a in asked if a not in everyone] if isinstance(asked, list) else []
+        self.add_approvers(everyone)
         return self.sfn.start_execution(
             stateMachineArn=self.resources.fanout_state_machine_arn,
             name=str(uuid.uuid4()),

@@ -1,14 +1,13 @@
 """The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
 and with the AWS CLI.
 
-Under `pytest -n 2 --dist loadgroup` each module is an xdist group of its own (its stacks
+Under `pytest -n 4 --dist loadgroup` each module is an xdist group of its own (its stacks
 start once, on one worker, while the other worker takes another module), except the tests
 on the template with a one-minute sweep: they share one stack, in a group of their own.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from approvals.local.access import LOCAL_IDENTITY
 from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
 from approvals.target import for_local
 from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
+from tests.cdk_templates import once_in_the_run
 from tests.infra.conftest import STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
@@ -168,11 +168,6 @@ def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **c
     """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
     with these `-c` parameters besides. Synthesized once in a run, by the first xdist worker
     to ask (a synthesis takes a minute of CPU); the others wait for it and read it."""
-    run_directory = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        run_directory = run_directory.parent  # the run's, shared by its workers
-    outdir = run_directory / f"cdk-{name}"
-    template = outdir / f"{STACK}.template.json"
     # The local operator (the CLI's credentials) manages approvers, as the README says an
     # operator's role must be named to (the topic's policy is evaluated locally).
     # Each batch's emails at once, as the built-in stack sends them (`approvals local`'s
@@ -183,8 +178,8 @@ def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **c
         "operatorRoles": LOCAL_IDENTITY,
         "digestSeconds": "0",
     }
-    with (run_directory / f"cdk-{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with once_in_the_run(tmp_path_factory, f"cdk-{name}") as outdir:
+        template = outdir / f"{STACK}.template.json"
         if not template.exists():
             synth = cdk_synth(outdir, {**defaults, **context})
             output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)

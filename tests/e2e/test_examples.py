@@ -13,16 +13,15 @@ import uuid
 from typing import Any
 from unittest.mock import ANY
 
-import aws_cdk as cdk
 import pytest
 
 from approvals import fanout
 from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from approvals.target import for_local
-from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
-from examples.refund_batch.app import FINANCE, RefundBatchStack
-from tests.cdk_templates import state_machine_definition, synthesize
+from examples.deploy_gate.app import RELEASE_MANAGERS
+from examples.refund_batch.app import FINANCE
+from tests.cdk_templates import examples_templates, state_machine_definition
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_local_stack import wait_status
 
@@ -69,10 +68,8 @@ def click(link: str, decision: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def templates() -> dict[str, dict[str, Any]]:
-    app = cdk.App()
-    stacks = {"deploy": DeployGateStack(app, "DeployGate"), "refunds": RefundBatchStack(app, "RefundBatch")}
-    return {name: synthesize(stack) for name, stack in stacks.items()}  # one synth of the whole app
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    return examples_templates(tmp_path_factory)  # shared with tests/infra/test_examples.py
 
 
 def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
 
-from approvals_cdk.packaging import build
-from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
-from examples.refund_batch.app import FINANCE, RefundBatchStack
+from examples.deploy_gate.app import RELEASE_MANAGERS
+from examples.refund_batch.app import FINANCE
 from tests.cdk_templates import (
+    examples_templates,
     queue_senders,
     request_queue,
     role_arn,
     role_statements,
     state_machine_definition,
-    synthesize,
 )
 from tests.infra.lookup import CONFIRMATION_CONDITIONS
 
@@ -27,11 +25,8 @@ REFS = {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE", "ApprovalsF
 
 
 @pytest.fixture(scope="module")
-def templates() -> dict[str, dict[str, Any]]:
-    build()  # the Lambda asset, once, before both stacks ask for it
-    app = cdk.App()
-    stacks = {"deploy": DeployGateStack(app, "DeployGate"), "refunds": RefundBatchStack(app, "RefundBatch")}
-    return {name: synthesize(stack) for name, stack in stacks.items()}  # one synth of the whole app
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    return examples_templates(tmp_path_factory)  # shared with tests/e2e/test_examples.py
 
 
 def test_deploy_gate_asks_both_release_managers_with_title_and_details_from_the_input(

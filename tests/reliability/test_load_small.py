@@ -14,9 +14,9 @@ import pytest
 pytestmark = pytest.mark.xdist_group("local-stack")
 
 
-def test_fifty_requests_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
+def test_thirty_requests_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--requests", "50", "--map-size", "10", "--clickers", "8"],
+        [sys.executable, "-m", "bench.load", "--requests", "30", "--map-size", "10", "--clickers", "8"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -29,5 +29,5 @@ def test_fifty_requests_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "result           OK: nothing lost, nothing doubled" in result.stdout
-    assert "outcomes         {'approved': 33, 'rejected': 17}" in result.stdout
+    assert "outcomes         {'approved': 20, 'rejected': 10}" in result.stdout
     assert (tmp_path / "results.json").exists()  # the bench's figures, kept out of bench/
