@@ -203,7 +203,9 @@ def test_two_workers_handling_the_same_message_at_once_send_one_email_each(
 
     with ThreadPoolExecutor(2) as pool:
         results = sorted(pool.map(handle, range(2)))
-    assert results == ["emailed", "retry later"]
+    # The one whose write lost reads the winner's claim: still held (try later), or, when
+    # the winner has emailed in the meantime, done (a duplicate). Never a second email.
+    assert results in (["emailed", "retry later"], ["duplicate", "emailed"])
     assert emails_by_approver(stack) == Counter({ALICE: 1, BOB: 1})
 
     # The worker told to retry gets the message again: the emails are out, nothing more.

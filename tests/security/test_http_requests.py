@@ -68,11 +68,17 @@ def site(module_stack: Stack) -> Site:
     stack = module_stack
     pending_arn = stack.start(
         ApprovalRequest(
-            title="Security table", approvers=[ALICE, BOB], policy=Policy.ALL, requester="ci@example.com"
+            title="Security table",
+            approvers=[ALICE, BOB],
+            policy=Policy.ALL,
+            requester="ci@example.com",
+            digest=False,  # each request's own email and link, read below
         )
     )
     settled_arn = stack.start(
-        ApprovalRequest(title="Already settled", approvers=[ALICE, BOB], requester="ci@example.com")
+        ApprovalRequest(
+            title="Already settled", approvers=[ALICE, BOB], requester="ci@example.com", digest=False
+        )
     )
     short = {who: stack.email(who, "Security table").links[0] for who in (ALICE, BOB)}
     short_settled = {who: stack.email(who, "Already settled").links[0] for who in (ALICE, BOB)}
