@@ -388,19 +388,17 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         value = context.get(name)
         return default if value is None else problems.check(parse, value, default=default)
 
+    def whole(name: str, bounds: tuple[int, int], unit: str, default: int) -> int:
+        """A whole number of ``unit`` within ``bounds``, named once for reading and for its error."""
+        return int(read(name, lambda v: _whole_number(name, v, *bounds, unit), default))
+
     config = DeployConfig(
         approvers=problems.check(parse_approvers, context.get("approvers"), default=()),
         stack_name=read("stackName", _stack_name, DEFAULT_STACK_NAME),
-        default_timeout_seconds=read(
-            "defaultTimeout",
-            lambda v: _whole_number("defaultTimeout", v, *TIMEOUT_SECONDS_RANGE, "seconds"),
-            DEFAULT_TIMEOUT_SECONDS,
+        default_timeout_seconds=whole(
+            "defaultTimeout", TIMEOUT_SECONDS_RANGE, "seconds", DEFAULT_TIMEOUT_SECONDS
         ),
-        retention_days=read(
-            "retentionDays",
-            lambda v: _whole_number("retentionDays", v, *RETENTION_DAYS_RANGE, "days"),
-            DEFAULT_RETENTION_DAYS,
-        ),
+        retention_days=whole("retentionDays", RETENTION_DAYS_RANGE, "days", DEFAULT_RETENTION_DAYS),
         log_retention_days=read("logRetentionDays", _log_retention, DEFAULT_LOG_RETENTION_DAYS),
         removal_policy=read("removalPolicy", _removal_policy, "retain"),
         reminders=read("reminders", parse_reminders, DEFAULT_REMINDERS),
@@ -411,19 +409,12 @@ def from_context(context: Mapping[str, Any]) -> DeployConfig:
         allowed_accounts=read("allowedAccounts", _accounts, ()),
         rate_limit_per_ip=read("rateLimitPerIp", _rate_limit, None),
         snap_start=read("snapStart", _flag("snapStart"), False),
-        sweep_minutes=read(
-            "sweepMinutes",
-            lambda v: _whole_number("sweepMinutes", v, *SWEEP_MINUTES_RANGE, "minutes"),
-            DEFAULT_SWEEP_MINUTES,
-        ),
-        digest_seconds=read(
-            "digestSeconds",
-            lambda v: _whole_number("digestSeconds", v, *DIGEST_SECONDS_RANGE, "seconds"),
-            DEFAULT_DIGEST_SECONDS,
-        ),
-        worker_max_concurrency=read(
+        sweep_minutes=whole("sweepMinutes", SWEEP_MINUTES_RANGE, "minutes", DEFAULT_SWEEP_MINUTES),
+        digest_seconds=whole("digestSeconds", DIGEST_SECONDS_RANGE, "seconds", DEFAULT_DIGEST_SECONDS),
+        worker_max_concurrency=whole(
             "workerMaxConcurrency",
-            lambda v: _whole_number("workerMaxConcurrency", v, *WORKER_MAX_CONCURRENCY_RANGE, "invocations"),
+            WORKER_MAX_CONCURRENCY_RANGE,
+            "invocations",
             DEFAULT_WORKER_MAX_CONCURRENCY,
         ),
         identity=read("identity", lambda v: identity("identity", v), "link"),
