@@ -478,8 +478,9 @@ def _apply_one_answer_per_task() -> None:
     def answer(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> Environment | None:
         """Give the waiting task its answer; the frame it waits in, if it waits yet."""
         for execution in self._get_executions():
-            worker = execution.exec_worker
-            task = worker.env.callback_pool_manager.get(outcome.callback_id) if worker else None
+            # An execution still starting has a worker but no environment yet.
+            env = execution.exec_worker.env if execution.exec_worker else None
+            task = env.callback_pool_manager.get(outcome.callback_id) if env else None
             if task is None:
                 continue
             frame = waiting_in.get(task)

@@ -7,11 +7,13 @@ product that trusts a refused repeat could pass here and fail in AWS."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from approvals.local.resources import LOCAL_ROLE
 from tests.integration.conftest import Stack, eventually
@@ -124,3 +126,32 @@ def test_an_answer_taken_is_in_the_history_once_the_call_returns(stack: Stack) -
         arn = run(stack, states, "Only")
         stack.sfn.send_task_success(taskToken=next_token(stack), output=json.dumps({"answer": answer}))
         assert taken(stack, arn) == [json.dumps({"answer": answer})]
+
+
+def test_an_answer_is_taken_while_another_execution_is_still_starting(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out starts executions while others are answered: one whose executor has not
+    yet made its environment must not break the answer to another. (CI's 2-core runner
+    caught the answer looking inside it: AttributeError.)"""
+    starting = threading.Event()
+    release = threading.Event()
+    parse = ExecutionWorker._get_evaluation_entrypoint
+
+    def held_parse(self: ExecutionWorker) -> Any:
+        if not starting.is_set():  # the first execution only: it is looked in first
+            starting.set()
+            release.wait(30)
+        return parse(self)
+
+    monkeypatch.setattr(ExecutionWorker, "_get_evaluation_entrypoint", held_parse)
+    try:
+        held = run(stack, {"Done": {"Type": "Pass", "End": True}}, "Done")
+        assert starting.wait(30)
+        arn = run(stack, {"Only": {**waiting_task(stack, "only"), "End": True}}, "Only")
+        stack.sfn.send_task_success(taskToken=next_token(stack), output='{"answer": 1}')
+    finally:
+        release.set()
+
+    assert taken(stack, arn) == ['{"answer": 1}']
+    eventually(lambda: stack.status(held) == "SUCCEEDED", what="the held execution to go on")
