@@ -153,10 +153,10 @@ def _excluded(relative: Path) -> bool:
 def project_files(packages: Mapping[str, Path] = PROJECT_PACKAGES) -> dict[Path, Path]:
     """The project files that go into the asset: each one's path in the asset and where it is,
     in a stable order."""
-    found = {}
+    found: dict[Path, Path] = {}
     for package, directory in packages.items():
         for path in sorted(directory.rglob("*")):
-            relative = package / path.relative_to(directory)
+            relative = Path(package, path.relative_to(directory))
             if not path.is_file() or _excluded(relative) or "__pycache__" in relative.parts:
                 continue
             if path.suffix in (".pyc", ".pyo"):
