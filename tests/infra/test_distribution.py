@@ -124,7 +124,9 @@ def test_the_wheel_carries_every_file_of_the_project_s_packages(installed: Insta
             if path.is_file() and "__pycache__" not in path.parts:
                 relative = path.relative_to(ROOT / package).as_posix()
                 expected.add(f"{FUNCTIONS.get(package, package)}/{relative}")
-    assert _wheel_files(installed.wheel) == expected
+    assert _wheel_files(installed.wheel) == expected, (
+        "a new package or data directory? list it under [tool.setuptools] in pyproject.toml"
+    )
 
 
 def test_an_install_alone_does_not_import_the_functions_by_their_names(
