@@ -1,7 +1,7 @@
 """Approval API Lambda (API Gateway REST proxy): a thin layer over approvals.decision.
 
 The routes declare their parameters (``Query`` / ``Form``) so that Powertools can describe
-the API as an OpenAPI document (``approvals openapi``) and check that the signed fields are
+the API as an OpenAPI document (approval_api.openapi) and check that the signed fields are
 there. Every answer is still the API's own: a request Powertools finds incomplete gets the
 same page (or JSON) the API gives for any incomplete link, never Powertools' 422.
 """

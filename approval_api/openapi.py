@@ -1,6 +1,7 @@
 """The approval API as an OpenAPI document, from the handler's own routes (Powertools).
 
-``approvals openapi`` prints it; docs/openapi.json keeps a copy that a test holds equal to it.
+``python -m approval_api.openapi`` prints it (in a clone: the handler's package has this
+name only there and in an asset); docs/openapi.json keeps a copy that a test holds equal to it.
 Powertools describes a 422 on every route for its own validation errors; this API never
 answers 422 (the handler turns them into its own 400 pages), so the document leaves it and
 its schemas out.
@@ -56,3 +57,7 @@ def document() -> dict[str, Any]:
 
 def text() -> str:
     return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(text(), end="")

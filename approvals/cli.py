@@ -87,13 +87,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if demo.run() else 1
 
 
-def cmd_openapi(args: argparse.Namespace) -> int:
-    from approval_api import openapi
-
-    print(openapi.text(), end="")
-    return 0
-
-
 def cmd_queue_schema(args: argparse.Namespace) -> int:
     print(json.dumps(QueueMessage.json_schema(), indent=2))
     return 0
@@ -512,9 +505,6 @@ def parser() -> argparse.ArgumentParser:
     local_cmd.set_defaults(run=cmd_local)
 
     commands.add_parser("demo", help="run the whole flow on a fresh local stack").set_defaults(run=cmd_demo)
-    commands.add_parser("openapi", help="print the approval API's OpenAPI document").set_defaults(
-        run=cmd_openapi
-    )
 
     commands.add_parser(
         "queue-schema", help="print the JSON Schema of the request queue's message (for hand-written Tasks)"

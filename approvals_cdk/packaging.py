@@ -3,7 +3,10 @@
 Dependencies come from PyPI as wheels built for the function's platform (`pip install
 --platform manylinux2014_<arch> --only-binary=:all: --python-version X.Y --implementation cp
 --target DIR`), never compiled on this machine, so the directory is what Lambda needs
-whatever machine runs `cdk synth`. The project's own packages are copied beside them.
+whatever machine runs `cdk synth`. The project's own packages are copied beside them: the
+domain, and the functions' packages at the asset's root, where Lambda imports them by the
+handler's name (``worker.handler.lambda_handler``). They come from the tree, or from their
+copy inside an installed distribution (``approvals.functions``), the same files either way.
 
 The directory is cached under ``build/lambda/<key>``, where the key hashes everything that
 goes into it (the target runtime, the pinned requirements, the project's source files), so
@@ -39,18 +42,20 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import approvals
+from approvals import functions
+
 DISTRIBUTION = "stepfunctions-approvals"
-# Where the project's packages are: the repository (a clone, or an editable install), or
-# site-packages when a team's CDK app installed this distribution.
+# The repository (a clone, or an editable install), or site-packages when a team's CDK app
+# installed this distribution.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-IN_SOURCE_TREE = (PROJECT_ROOT / "pyproject.toml").is_file()
 CACHE_ROOT = (
     PROJECT_ROOT / "build" / "lambda"
-    if IN_SOURCE_TREE
+    if functions.IN_SOURCE_TREE
     else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DISTRIBUTION / "lambda"
 )
 KEEP_BUILDS = 3
@@ -63,10 +68,14 @@ LAMBDA_ARCHITECTURE = "aarch64"  # as `uname -m` names it; "x86_64" for x86_64 f
 RUNTIME_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
 OLDEST_MANYLINUX = 17  # manylinux2014, glibc 2.17: what pip calls the oldest wheels worth taking
 
-# The project's packages that run in Lambda, and what inside them must not: the local
-# stack needs moto and a server, and is never deployed.
-PROJECT_PACKAGES = ("approvals", "worker", "approval_api")
-EXCLUDED_PATHS = (Path("approvals") / "local",)
+# The project's packages that run in Lambda, by their name in the asset, and where they are.
+PROJECT_PACKAGES = {
+    "approvals": Path(approvals.__file__).resolve().parent,
+    **{name: functions.ROOT / name for name in functions.PACKAGES},
+}
+# What inside them must not run there: the local stack needs moto and a server, and is never
+# deployed; an installed distribution's copy of the functions' packages is at the asset's root.
+EXCLUDED_PATHS = (Path("approvals") / "local", Path("approvals") / "functions")
 # The Lambda Python runtime ships boto3 with these, so the asset leaves them out (and the
 # asset test puts the interpreter's own copies on the path, as Lambda does).
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
@@ -141,25 +150,30 @@ def _excluded(relative: Path) -> bool:
     return any(relative == path or path in relative.parents for path in EXCLUDED_PATHS)
 
 
-def project_files(root: Path = PROJECT_ROOT) -> Iterator[Path]:
-    """The project files that go into the asset, relative to the root, in a stable order."""
-    for package in PROJECT_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            relative = path.relative_to(root)
+def project_files(packages: Mapping[str, Path] = PROJECT_PACKAGES) -> dict[Path, Path]:
+    """The project files that go into the asset: each one's path in the asset and where it is,
+    in a stable order."""
+    found: dict[Path, Path] = {}
+    for package, directory in packages.items():
+        for path in sorted(directory.rglob("*")):
+            relative = Path(package, path.relative_to(directory))
             if not path.is_file() or _excluded(relative) or "__pycache__" in relative.parts:
                 continue
             if path.suffix in (".pyc", ".pyo"):
                 continue
-            yield relative
+            found[relative] = path
+    return found
 
 
-def cache_key(target: LambdaTarget, pinned: list[str], root: Path = PROJECT_ROOT) -> str:
+def cache_key(
+    target: LambdaTarget, pinned: list[str], packages: Mapping[str, Path] = PROJECT_PACKAGES
+) -> str:
     digest = hashlib.sha256()
     for part in (FORMAT, target.python_version, target.architecture, *pinned):
         digest.update(part.encode() + b"\0")
-    for relative in project_files(root):
+    for relative, path in project_files(packages).items():
         digest.update(relative.as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256((root / relative).read_bytes()).digest())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:32]
 
 
@@ -245,11 +259,11 @@ def _pip_install(target: LambdaTarget, pinned: list[str], into: Path) -> None:
         )
 
 
-def _copy_project(root: Path, into: Path) -> None:
-    for relative in project_files(root):
+def _copy_project(packages: Mapping[str, Path], into: Path) -> None:
+    for relative, path in project_files(packages).items():
         destination = into / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / relative, destination)
+        shutil.copyfile(path, destination)
 
 
 def _precompile(into: Path) -> None:
@@ -297,12 +311,14 @@ class Asset:
 
 
 def build(
-    target: LambdaTarget | None = None, root: Path = PROJECT_ROOT, cache_root: Path = CACHE_ROOT
+    target: LambdaTarget | None = None,
+    packages: Mapping[str, Path] = PROJECT_PACKAGES,
+    cache_root: Path = CACHE_ROOT,
 ) -> Asset:
     """The asset directory for ``target``, built once per distinct content."""
     target = target or LambdaTarget()
-    pinned = requirements(root / "pyproject.toml")
-    key = cache_key(target, pinned, root)
+    pinned = requirements()
+    key = cache_key(target, pinned, packages)
     final = cache_root / key
     if final.is_dir():
         os.utime(final)  # most recently used: kept by the pruning
@@ -315,7 +331,7 @@ def build(
         if not _install_from_environment(target, pinned, staging):
             _pip_install(target, pinned, staging)
         shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: nothing runs them
-        _copy_project(root, staging)
+        _copy_project(packages, staging)
         if target.matches_this_interpreter:  # bytecode is specific to the Python version
             _precompile(staging)
         try:

@@ -33,6 +33,8 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import IO, Any
 
+from approvals import functions
+
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], Any]
 DEFAULT_CONCURRENCY = 4
@@ -189,7 +191,15 @@ class ProcessEnvironments:
 
 def entry_point(handler: str, code_path: Path | None) -> Handler:
     """The function ``handler`` names ("module.function"), from the project's packages or
-    else from the function's asset (code only the template has)."""
+    else from the function's asset (code only the template has).
+
+    The functions' packages are found as Lambda finds them in an asset, by their names from
+    a directory first on the path: an installed distribution carries them inside its own
+    package, under no top-level name of a team's environment, and a team's own ``worker.py``
+    (the working directory is on a child's path) does not stand in for them.
+    """
+    if str(functions.ROOT) not in sys.path:
+        sys.path.insert(0, str(functions.ROOT))
     module_name, _, attribute = handler.rpartition(".")
     try:
         module = importlib.import_module(module_name)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
 import platform
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -29,34 +26,54 @@ def test_requirements_leave_out_what_lambda_provides_and_pin_what_was_tested() -
 
 def test_asset_holds_the_handlers_the_domain_and_the_page_templates_but_not_the_local_stack() -> None:
     files = {path.as_posix() for path in packaging.project_files()}
+    assert "approvals/functions/__init__.py" not in files
     assert {"worker/handler.py", "approval_api/handler.py", "approvals/models.py"} <= files
     assert any(name.startswith("approval_api/templates/") for name in files)
     assert not any(name.startswith("approvals/local/") for name in files)
     assert not any("__pycache__" in name for name in files)
 
 
-def _project(root: Path) -> Path:
+def _project(root: Path) -> dict[str, Path]:
     for package in packaging.PROJECT_PACKAGES:
         (root / package).mkdir(parents=True)
         (root / package / "__init__.py").write_text(f"# {package}\n")
     (root / "approvals" / "local").mkdir()
     (root / "approvals" / "local" / "stack.py").write_text("import moto\n")
-    return root
+    return {package: root / package for package in packaging.PROJECT_PACKAGES}
 
 
 def test_cache_key_follows_the_code_and_nothing_else(tmp_path: Path) -> None:
-    root = _project(tmp_path)
+    packages = _project(tmp_path)
     target = packaging.LambdaTarget()
     pinned = ["pydantic==2.0"]
-    key = packaging.cache_key(target, pinned, root)
-    assert packaging.cache_key(target, pinned, root) == key
-    (root / "approvals" / "local" / "stack.py").write_text("import moto  # changed\n")
-    assert packaging.cache_key(target, pinned, root) == key  # never deployed: no rebuild
-    (root / "worker" / "__init__.py").write_text("# changed\n")
-    changed = packaging.cache_key(target, pinned, root)
+    key = packaging.cache_key(target, pinned, packages)
+    assert packaging.cache_key(target, pinned, packages) == key
+    (tmp_path / "approvals" / "local" / "stack.py").write_text("import moto  # changed\n")
+    assert packaging.cache_key(target, pinned, packages) == key  # never deployed: no rebuild
+    (tmp_path / "worker" / "__init__.py").write_text("# changed\n")
+    changed = packaging.cache_key(target, pinned, packages)
     assert changed != key
-    assert packaging.cache_key(target, ["pydantic==2.1"], root) != changed
-    assert packaging.cache_key(packaging.LambdaTarget(architecture="x86_64"), pinned, root) != changed
+    assert packaging.cache_key(target, ["pydantic==2.1"], packages) != changed
+    assert packaging.cache_key(packaging.LambdaTarget(architecture="x86_64"), pinned, packages) != changed
+
+
+def test_an_installed_distribution_s_copy_of_the_functions_goes_to_the_asset_s_root(tmp_path: Path) -> None:
+    """Installed, the functions' packages are inside approvals (approvals.functions): the
+    asset has them at its root, once, as a build from the tree does."""
+    installed = tmp_path / "site-packages" / "approvals"
+    for package in ("", "functions", "functions/worker", "functions/approval_api"):
+        (installed / package).mkdir(parents=True, exist_ok=True)
+        (installed / package / "__init__.py").write_text("")
+    packages = {
+        "approvals": installed,
+        "worker": installed / "functions" / "worker",
+        "approval_api": installed / "functions" / "approval_api",
+    }
+    assert sorted(path.as_posix() for path in packaging.project_files(packages)) == [
+        "approval_api/__init__.py",
+        "approvals/__init__.py",
+        "worker/__init__.py",
+    ]
 
 
 def test_a_built_asset_is_reused(tmp_path: Path) -> None:
@@ -116,11 +133,12 @@ PYPROJECT = tomllib.loads((packaging.PROJECT_ROOT / "pyproject.toml").read_text(
 
 
 def test_the_distribution_ships_its_license_and_is_classified() -> None:
-    """setuptools puts LICENSE* files into every distribution it builds (license_files)."""
+    """pyproject.toml's license-files: the wheel carries LICENSE (tests/infra/test_distribution.py)."""
     license_text = (packaging.PROJECT_ROOT / "LICENSE").read_text()
     assert license_text.split()[:3] == ["Apache", "License", "Version"]
-    assert PYPROJECT["license"] == {"text": "Apache-2.0"}
-    assert "License :: OSI Approved :: Apache Software License" in PYPROJECT["classifiers"]
+    assert PYPROJECT["license"] == "Apache-2.0"  # PEP 639: an SPDX expression
+    assert PYPROJECT["license-files"] == ["LICENSE"]
+    assert "Framework :: AWS CDK :: 2" in PYPROJECT["classifiers"]
 
 
 def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
@@ -130,27 +148,3 @@ def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
     assert not [r for r in extras["cdk"] if r.startswith("cdk-nag")]
     assert [r for r in extras["nag"] if r.startswith("cdk-nag")]
     assert "stepfunctions-approvals[nag]" in " ".join(extras["dev"])  # the tests run the checks
-
-
-def test_the_product_s_app_synthesizes_without_cdk_nag(tmp_path: Path) -> None:
-    """`pip install ".[cdk]"` alone: the app says it skips the checks and synthesizes."""
-    script = (
-        "import runpy, sys; sys.modules['cdk_nag'] = None;"  # as if not installed
-        " runpy.run_module('approvals_cdk.app', run_name='__main__')"
-    )
-    environment = {
-        **os.environ,
-        "CDK_OUTDIR": str(tmp_path),
-        "CDK_CONTEXT_JSON": json.dumps({"approvers": "alice@example.com"}),
-        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=packaging.PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "cdk-nag is not installed: synthesizing without its checks" in done.stderr
-    assert (tmp_path / "ApprovalsStack.template.json").is_file()

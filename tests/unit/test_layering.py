@@ -132,6 +132,13 @@ def test_the_handlers_and_the_constructs_use_neither_the_local_stack_nor_the_com
     assert imports_from(handler_or_construct, [LOCAL_STACK, *COMMAND_LINE]) == {}
 
 
+def test_the_approvals_package_imports_no_function_s_package() -> None:
+    """Neither the domain nor the command line: an installed distribution carries the
+    functions' packages under no top-level name, and the local stack runs them by the
+    handler's name, as Lambda does (approvals.functions)."""
+    assert imports_from(lambda module: within(module, ["approvals"]), HANDLERS) == {}
+
+
 def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
     """The check itself: an import inside a function counts, relative imports resolve, and a
     cycle of three modules is reported whole."""
