@@ -261,7 +261,8 @@ _INBOX_TOKEN = (
         ' details, fields and its own Approve / Reject; "Approve selected" and "Reject selected"'
         " post the ticked ones (or `all=1`: every one matching) to the same address, which asks to"
         " confirm. Opening it changes nothing. A request to be decided signed in is listed by its"
-        " title only."
+        " title only, with a link to sign in, unless this browser is signed in as the approver:"
+        " then it is shown in full and decided with the others, each vote proven by sign-in."
     ),
     responses={
         200: {
@@ -269,7 +270,10 @@ _INBOX_TOKEN = (
             "content": {"text/html": {"schema": _STRING}, "application/json": {"model": Inbox}},
         },
         400: _REFUSALS[400],
-        403: _problem("The link was altered, or made under a key that two rotations retired."),
+        403: _problem(
+            "The link was altered, or made under a key that two rotations retired; or the browser is"
+            " signed in as someone else than the approver while some request needs sign-in."
+        ),
         404: _problem("The link is incomplete or mistyped."),
         410: _problem("The link expired."),
     },
@@ -285,7 +289,8 @@ def show_inbox(
     opened = inbox.open_inbox(services, token, now)
     chosen = workflow or None
     shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
-    answer = inbox.as_answer(shown, opened, chosen, services.settings)
+    signed_in = inbox.signed_in(shown, opened, services.settings, decision.session(services, _cookie(), now))
+    answer = inbox.as_answer(shown, opened, chosen, services.settings, signed_in)
     if _wants_json():  # no template is loaded for it
         return _respond(200, "", answer.model_dump(mode="json"))
     html = pages.inbox_page(
@@ -503,7 +508,10 @@ def _redirect(location: str, cookie: Cookie) -> Response[str]:
     return Response(302, "text/plain", "", {**pages.SECURITY_HEADERS, "Location": location}, cookies=[cookie])
 
 
-_RETURN_TO = "The approval page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS or a/TOKEN."
+_RETURN_TO = (
+    "The page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS, a/TOKEN, or an"
+    " inbox, i/TOKEN with its workflow and cursor."
+)
 
 
 _SIGN_IN_REFUSALS = {

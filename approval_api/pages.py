@@ -11,11 +11,13 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
 from approvals.bulk import MAX_VOTES, ItemResult, PlannedItem, Result, workflows
+from approvals.inboxlinks import PATH_PREFIX
 from approvals.models import Approval, FieldSpec, FieldType, Inbox, Outcome, Policy, Status, Vote
+from approvals.signin import SIGN_OUT_PATH, START_PATH
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -228,6 +230,9 @@ def inbox_page(
             select_page=select_page,
             select_page_href=here(select="page"),
             clear_href=here(),
+            sign_out_path=SIGN_OUT_PATH,
+            # Back to this very page (its filter and place) once signed in.
+            sign_in_href=f"..{START_PATH}?to={quote(PATH_PREFIX.lstrip('/') + here(), safe='')}",
             next_href=here(cursor=inbox.next_cursor) if inbox.next_cursor else "",
             first_href=here(cursor="") if cursor else "",
             reason_required=reason_required,

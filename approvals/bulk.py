@@ -398,10 +398,10 @@ _RESULTS: tuple[tuple[type[Problem], Result], ...] = (
 )
 
 
-# The sign-in page's own words send the browser back to a request's page: not this one.
+# The sign-in page's own words send the browser back to a request's page: these name the inbox.
 SIGN_IN_ON_ITS_PAGE = (
-    "This request must be decided by its approver in person: decide it on its own page, from"
-    " its own email, signed in with your company account."
+    "This request must be decided by its approver in person: sign in with your company account"
+    " from your list of requests and decide it there, or decide it on its own page, from its own email."
 )
 
 
