@@ -414,8 +414,9 @@ def decide_selected(
     choices = bulk.choices_from_form(selection.approval_ids, form)
     outcome = choices[0].outcome
     verb = "approve" if outcome is Outcome.APPROVED else "reject"
+    session = decision.session(services, _cookie(), now)
     if form.get("confirmed") != "1":
-        planned = bulk.plan(services, owner.approver_id, choices, now)
+        planned = bulk.plan(services, owner.approver_id, choices, now, session)
         carried = _carried(fields, planned)
         if form.get("all") == "1" and "asof" not in form:  # all matching now, not what comes later
             carried.append(("asof", str(int(now.timestamp()))))
@@ -437,7 +438,6 @@ def decide_selected(
             more=selection.more,
         )
         return _respond(200, html, plan.model_dump(mode="json"))
-    session = decision.session(services, _cookie(), now)
     results = bulk.decide_many(services, owner.approver_id, choices, now, session)
     logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
     done = bulk.BulkResults(

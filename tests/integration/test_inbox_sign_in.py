@@ -186,3 +186,23 @@ def test_sign_in_returns_only_to_an_inbox_link_of_the_right_shape(stack: Stack) 
 def _post(browser: Browser, link: str, fields: list[tuple[str, str]]) -> ApiResponse:
     target = urlsplit(link)._replace(query="").geturl()
     return browser.call("POST", target, form_headers(target, True), urlencode(fields))
+
+
+def test_the_confirmation_says_which_requests_need_sign_in_before_anything_is_decided(
+    stack: Stack,  # noqa: F811
+    provider: Provider,  # noqa: F811
+) -> None:
+    _, needs = ask(stack, "Grant access", "sign-in")
+    _, plain = ask(stack, "Refund 12 EUR")
+    link = inbox(stack)
+    every = [("all", "1"), ("decision", "approve")]
+
+    anonymous = post(stack, link, every, accept_json=True).json()
+    planned = {item["approval_id"]: item for item in anonymous["items"]}
+    assert (anonymous["count"], anonymous["ready"]) == (2, 1)
+    assert (planned[needs]["ready"], planned[needs]["result"]) == (False, "sign_in_required")
+    assert planned[plain]["ready"] is True
+
+    browser = Browser(stack)
+    signed_in_from_inbox(browser, provider, link, ALICE)
+    assert _post(browser, link, every).json()["ready"] == 2
