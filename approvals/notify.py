@@ -25,6 +25,8 @@ APPROVER_ATTRIBUTE = "approver"
 PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call...
 PUBLISH_BATCH_BYTES = 256 * 1024  # ...and in all, each message with its subject and attributes
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters long"
+# Said wherever a link will ask to sign in, so that it surprises nobody (on a phone, say).
+_SIGN_IN_WHY = ": the link alone decides nothing."
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,20 @@ def approval_email(approval: Approval, approver: str, link: str) -> Email:
         link,
         "",
         "The link opens a page where you can read the request and approve or reject it.",
-        "It is yours alone: do not forward it.",
     ]
+    if request.identity == "sign-in":
+        lines.append(f"It first asks you to sign in with your company account{_SIGN_IN_WHY}")
+    lines.append("It is yours alone: do not forward it.")
     return Email(to=approver, subject=subject, body="\n".join(lines))
+
+
+def _sign_in_asked(approvals: Sequence[Approval]) -> list[str]:
+    """The digest's line on sign-in: how many of its requests ask for it (none: no line)."""
+    asking = sum(approval.request.identity == "sign-in" for approval in approvals)
+    if not asking:
+        return []
+    which = "Each asks" if asking == len(approvals) else f"{asking} of these ask{'s' if asking == 1 else ''}"
+    return [f"{which} you to sign in with your company account{_SIGN_IN_WHY}"]
 
 
 def reminder_email(approval: Approval, approver: str, link: str) -> Email:
@@ -144,6 +157,7 @@ def digest_email(approver: str, approvals: Sequence[Approval], link: str, remind
         "",
         link,
         "",
+        *_sign_in_asked(approvals),
         "The link is yours alone: do not forward it.",
     ]
     tag = "Reminder" if reminder else "Approvals needed"
