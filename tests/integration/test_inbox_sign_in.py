@@ -5,6 +5,7 @@ bulk with the others, each vote proven by sign-in; without that session they are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -112,13 +113,28 @@ def test_signed_in_the_requests_that_need_it_are_decided_in_bulk_proven_by_sign_
         assert (vote["approver"], vote["proof"], vote["issuer"]) == (ALICE, "sign-in", provider.issuer)
 
 
+@dataclass(frozen=True)
+class OneOfEach:
+    """Two requests waiting on Alice: one that needs sign-in, one the link alone decides."""
+
+    needs: str
+    plain_arn: str
+    plain: str
+    link: str  # Alice's inbox
+
+
+def one_of_each(stack: Stack) -> OneOfEach:  # noqa: F811
+    _, needs = ask(stack, "Grant access", "sign-in")
+    plain_arn, plain = ask(stack, "Refund 12 EUR")
+    return OneOfEach(needs, plain_arn, plain, inbox(stack))
+
+
 def test_without_the_approver_s_session_the_requests_that_need_it_are_refused(
     stack: Stack,  # noqa: F811
     provider: Provider,  # noqa: F811
 ) -> None:
-    _, needs = ask(stack, "Grant access", "sign-in")
-    plain_arn, plain = ask(stack, "Refund 12 EUR")
-    link = inbox(stack)
+    waiting = one_of_each(stack)
+    needs, plain_arn, plain, link = waiting.needs, waiting.plain_arn, waiting.plain, waiting.link
     chosen = [("approval", needs), ("approval", plain), ("decision", "approve"), ("confirmed", "1")]
 
     done = post(stack, link, chosen, accept_json=True)  # no session at all
@@ -192,9 +208,8 @@ def test_the_confirmation_says_which_requests_need_sign_in_before_anything_is_de
     stack: Stack,  # noqa: F811
     provider: Provider,  # noqa: F811
 ) -> None:
-    _, needs = ask(stack, "Grant access", "sign-in")
-    _, plain = ask(stack, "Refund 12 EUR")
-    link = inbox(stack)
+    waiting = one_of_each(stack)
+    needs, plain, link = waiting.needs, waiting.plain, waiting.link
     every = [("all", "1"), ("decision", "approve")]
 
     anonymous = post(stack, link, every, accept_json=True).json()
