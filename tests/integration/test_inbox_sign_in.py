@@ -48,7 +48,12 @@ def signed_in_from_inbox(browser: Browser, provider: Provider, link: str, email:
     """Follow the inbox page's sign-in link, sign in as ``email``: where the API sends the browser back."""
     page = browser.open(link)
     assert page.status == 200, page.body
-    started = browser.call("GET", urljoin(link, _sign_in_href(page)))
+    return signed_in_from(browser, provider, page, email)
+
+
+def signed_in_from(browser: Browser, provider: Provider, page: ApiResponse, email: str) -> str:  # noqa: F811
+    """Follow the page's sign-in link, sign in as ``email``: where the API sends the browser back."""
+    started = browser.call("GET", urljoin(page.url, _sign_in_href(page)))
     assert started.status == 302, started.body
     back = browser.call("GET", provider.sign_in_as(started.headers["Location"], email))
     assert back.status == 302, back.body
@@ -221,3 +226,23 @@ def test_the_confirmation_says_which_requests_need_sign_in_before_anything_is_de
     browser = Browser(stack)
     signed_in_from_inbox(browser, provider, link, ALICE)
     assert _post(browser, link, every).json()["ready"] == 2
+
+
+def test_the_confirmation_and_the_results_lead_to_sign_in_for_the_requests_that_need_it(
+    stack: Stack,  # noqa: F811
+    provider: Provider,  # noqa: F811
+) -> None:
+    waiting = one_of_each(stack)
+    browser = Browser(stack)
+    chosen = [("approval", waiting.needs), ("approval", waiting.plain), ("decision", "approve")]
+    target = waiting.link
+
+    for page in (
+        browser.call("POST", target, form_headers(target), urlencode(chosen)),
+        browser.call("POST", target, form_headers(target), urlencode([*chosen, ("confirmed", "1")])),
+    ):
+        assert page.status == 200, page.body
+        assert "Sign in to decide 1 request that needs it" in page.body
+        assert signed_in_from(browser, provider, page, ALICE) == target
+        browser.cookie = ""  # signed out again, for the results
+    assert stack.approval(waiting.needs).votes == {}
