@@ -116,6 +116,9 @@ def test_signed_in_the_requests_that_need_it_are_decided_in_bulk_proven_by_sign_
     for arn in [*(arn for arn, _ in asked), plain_arn]:
         vote = stack.finish(arn).output["votes"][0]
         assert (vote["approver"], vote["proof"], vote["issuer"]) == (ALICE, "sign-in", provider.issuer)
+    emptied = browser.open(link).body
+    assert "Nothing waits on you" in emptied
+    assert "Signed in as" not in emptied  # nobody to name: nothing waits
 
 
 @dataclass(frozen=True)
