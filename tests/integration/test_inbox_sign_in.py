@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import pytest
+
 from approvals import runtime
 from approvals.local.approver import form_headers
 from approvals.models import ApprovalRequest, Identity, utcnow
@@ -249,3 +251,14 @@ def test_the_confirmation_and_the_results_lead_to_sign_in_for_the_requests_that_
         assert signed_in_from(browser, provider, page, ALICE) == target
         browser.cookie = ""  # signed out again, for the results
     assert stack.approval(waiting.needs).votes == {}
+
+
+def test_where_the_deployment_requires_sign_in_the_emails_say_it_will_be_asked(
+    stack: Stack,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APPROVALS_IDENTITY", "sign-in")
+    runtime.reset()
+    ask(stack, "Refund 12 EUR")  # asks nothing of the kind itself
+    (email,) = [e for e in stack.emails() if e.to == ALICE]
+    assert "asks you to sign in with your company account" in email.body

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from approvals.models import Approval
 from approvals.notify import approval_email, digest_email, reminder_email
+from approvals.settings import Settings
 from tests.unit.samples import sample_approval
 
 ALICE = "alice@example.com"
@@ -38,3 +39,11 @@ def test_a_request_s_own_email_says_the_link_asks_to_sign_in() -> None:
     for email in (approval_email, reminder_email):
         assert "asks you to sign in with your company account" in email(asked(1, "sign-in"), ALICE, LINK).body
         assert "sign in" not in email(asked(1), ALICE, LINK).body
+
+
+def test_where_the_deployment_asks_sign_in_of_every_request_the_emails_say_so() -> None:
+    everywhere = Settings(table_name="t", signing_secret_id="s", identity="sign-in").needs_sign_in
+    body = digest_email(ALICE, [asked(1), asked(2)], LINK, needs_sign_in=everywhere).body
+    assert "Each asks you to sign in with your company account" in body
+    own = approval_email(asked(1), ALICE, LINK, needs_sign_in=everywhere).body
+    assert "asks you to sign in with your company account" in own
