@@ -261,7 +261,8 @@ _INBOX_TOKEN = (
         ' details, fields and its own Approve / Reject; "Approve selected" and "Reject selected"'
         " post the ticked ones (or `all=1`: every one matching) to the same address, which asks to"
         " confirm. Opening it changes nothing. A request to be decided signed in is listed by its"
-        " title only."
+        " title only, with a link to sign in, unless this browser is signed in as the approver:"
+        " then it is shown in full and decided with the others, each vote proven by sign-in."
     ),
     responses={
         200: {
@@ -269,7 +270,10 @@ _INBOX_TOKEN = (
             "content": {"text/html": {"schema": _STRING}, "application/json": {"model": Inbox}},
         },
         400: _REFUSALS[400],
-        403: _problem("The link was altered, or made under a key that two rotations retired."),
+        403: _problem(
+            "The link was altered, or made under a key that two rotations retired; or the browser is"
+            " signed in as someone else than the approver while some request needs sign-in."
+        ),
         404: _problem("The link is incomplete or mistyped."),
         410: _problem("The link expired."),
     },
@@ -285,7 +289,8 @@ def show_inbox(
     opened = inbox.open_inbox(services, token, now)
     chosen = workflow or None
     shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
-    answer = inbox.as_answer(shown, opened, chosen, services.settings)
+    signed_in = inbox.signed_in(shown, opened, services.settings, decision.session(services, _cookie(), now))
+    answer = inbox.as_answer(shown, opened, chosen, services.settings, signed_in)
     if _wants_json():  # no template is loaded for it
         return _respond(200, "", answer.model_dump(mode="json"))
     html = pages.inbox_page(
@@ -409,8 +414,9 @@ def decide_selected(
     choices = bulk.choices_from_form(selection.approval_ids, form)
     outcome = choices[0].outcome
     verb = "approve" if outcome is Outcome.APPROVED else "reject"
+    session = decision.session(services, _cookie(), now)
     if form.get("confirmed") != "1":
-        planned = bulk.plan(services, owner.approver_id, choices, now)
+        planned = bulk.plan(services, owner.approver_id, choices, now, session)
         carried = _carried(fields, planned)
         if form.get("all") == "1" and "asof" not in form:  # all matching now, not what comes later
             carried.append(("asof", str(int(now.timestamp()))))
@@ -432,7 +438,6 @@ def decide_selected(
             more=selection.more,
         )
         return _respond(200, html, plan.model_dump(mode="json"))
-    session = decision.session(services, _cookie(), now)
     results = bulk.decide_many(services, owner.approver_id, choices, now, session)
     logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
     done = bulk.BulkResults(
@@ -503,7 +508,10 @@ def _redirect(location: str, cookie: Cookie) -> Response[str]:
     return Response(302, "text/plain", "", {**pages.SECURITY_HEADERS, "Location": location}, cookies=[cookie])
 
 
-_RETURN_TO = "The approval page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS or a/TOKEN."
+_RETURN_TO = (
+    "The page to come back to, relative to the API: approvals/ID?SIGNED-FIELDS, a/TOKEN, or an"
+    " inbox, i/TOKEN with its workflow and cursor."
+)
 
 
 _SIGN_IN_REFUSALS = {

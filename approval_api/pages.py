@@ -11,11 +11,13 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
 from approvals.bulk import MAX_VOTES, ItemResult, PlannedItem, Result, workflows
+from approvals.inboxlinks import PATH_PREFIX
 from approvals.models import Approval, FieldSpec, FieldType, Inbox, Outcome, Policy, Status, Vote
+from approvals.signin import SIGN_OUT_PATH, START_PATH
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -228,6 +230,8 @@ def inbox_page(
             select_page=select_page,
             select_page_href=here(select="page"),
             clear_href=here(),
+            sign_out_path=SIGN_OUT_PATH,
+            sign_in_href=_sign_in_href(here()),  # back to this very page: its filter and place
             next_href=here(cursor=inbox.next_cursor) if inbox.next_cursor else "",
             first_href=here(cursor="") if cursor else "",
             reason_required=reason_required,
@@ -235,6 +239,15 @@ def inbox_page(
             max_votes=MAX_VOTES,
         )
     )
+
+
+def _sign_in_href(inbox_page: str) -> str:
+    """Sign in, then back to this page of the inbox (its token and query), relative to it."""
+    return f"..{START_PATH}?to={quote(PATH_PREFIX.lstrip('/') + inbox_page, safe='')}"
+
+
+def _needing_sign_in(items: list[PlannedItem] | list[ItemResult]) -> int:
+    return sum(item.result is Result.SIGN_IN_REQUIRED for item in items)
 
 
 def message_page(
@@ -324,6 +337,8 @@ def bulk_confirmation_page(
             action=action,
             reason_required=reason_required,
             form_prefix=FORM_PREFIX,
+            sign_in_needed=_needing_sign_in(planned),
+            sign_in_href=_sign_in_href(action),
         )
     )
 
@@ -349,5 +364,7 @@ def bulk_results_page(
             verb=VERBS[outcome][0],
             decision=VERBS[outcome][1],
             action=action,
+            sign_in_needed=_needing_sign_in(results),
+            sign_in_href=_sign_in_href(action),
         )
     )

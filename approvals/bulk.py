@@ -230,14 +230,20 @@ def decide_many(
     return results
 
 
-def plan(services: Services, approver_id: str, choices: Sequence[Choice], now: datetime) -> list[PlannedItem]:
+def plan(
+    services: Services,
+    approver_id: str,
+    choices: Sequence[Choice],
+    now: datetime,
+    session: Session | None = None,
+) -> list[PlannedItem]:
     """What :func:`decide_many` would do with these choices now, for the approver to confirm
-    (how many, which workflows, which items still need answers). Writes nothing."""
+    (how many, which workflows, which items still need answers or sign-in). Writes nothing."""
     chosen = _distinct(choices)
     for choice in chosen:
         _comment(services, choice)
     found = _find(services, approver_id, [choice.approval_id for choice in chosen])
-    return [_plan_one(choice, found.get(choice.approval_id), now) for choice in chosen]
+    return [_plan_one(services, choice, found.get(choice.approval_id), now, session) for choice in chosen]
 
 
 def workflows(items: Iterable[PlannedItem | ItemResult]) -> dict[str, int]:
@@ -339,7 +345,13 @@ def _decide_one(
     return _result(choice, Result.SETTLED, f"The request is {status}: {told}.", approval)
 
 
-def _plan_one(choice: Choice, found: _Found | UnreadableItem | None, now: datetime) -> PlannedItem:
+def _plan_one(
+    services: Services,
+    choice: Choice,
+    found: _Found | UnreadableItem | None,
+    now: datetime,
+    session: Session | None,
+) -> PlannedItem:
     if isinstance(found, UnreadableItem):
         return PlannedItem(
             approval_id=choice.approval_id,
@@ -359,8 +371,12 @@ def _plan_one(choice: Choice, found: _Found | UnreadableItem | None, now: dateti
         "workflow": approval.workflow,
     }
     refusal = vote_refusal(approval, Vote(approver=found.approver, outcome=choice.outcome, at=now))
-    if refusal is not None:
-        refused = _refused(choice, approval, decision.refusal_problem(refusal, approval))
+    try:
+        if refusal is not None:
+            raise decision.refusal_problem(refusal, approval)
+        decision.proof(services.settings, approval.request.identity, found.approver, session)
+    except Problem as problem:
+        refused = _refused(choice, approval, problem)
         return PlannedItem(**about, ready=False, result=refused.result, detail=refused.detail)
     form = answers.as_form(choice.data)
     needs = [spec for spec in approval.request.fields if _unanswered(spec, form, choice.outcome)]
@@ -398,10 +414,10 @@ _RESULTS: tuple[tuple[type[Problem], Result], ...] = (
 )
 
 
-# The sign-in page's own words send the browser back to a request's page: not this one.
+# The sign-in page's own words send the browser back to a request's page: these name the inbox.
 SIGN_IN_ON_ITS_PAGE = (
-    "This request must be decided by its approver in person: decide it on its own page, from"
-    " its own email, signed in with your company account."
+    "This request must be decided by its approver in person: sign in with your company account"
+    " from your list of requests and decide it there, or decide it on its own page, from its own email."
 )
 
 

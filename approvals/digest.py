@@ -30,8 +30,10 @@ from approvals.links import SigningKey
 from approvals.models import Approval
 from approvals.notify import (
     Email,
+    NeedsSignIn,
     approval_email,
     approver_link,
+    asks_sign_in,
     digest_email,
     publish_emails,
     reminder_email,
@@ -65,22 +67,35 @@ class _Outgoing:
     cleared: Sequence[str] = ()
 
 
-def compose(approver: str, approvals: Sequence[Approval], api_url: str, key: SigningKey) -> Email:
+def compose(
+    approver: str,
+    approvals: Sequence[Approval],
+    api_url: str,
+    key: SigningKey,
+    needs_sign_in: NeedsSignIn = asks_sign_in,
+) -> Email:
     """The email for the approvals waiting on ``approver``: one request's own email, or a
     digest of several with one link to the approver's inbox."""
     if len(approvals) == 1:
         (approval,) = approvals
-        return approval_email(approval, approver, approver_link(approval, approver, api_url, key))
-    return _digest(approver, approvals, api_url, key)
+        link = approver_link(approval, approver, api_url, key)
+        return approval_email(approval, approver, link, needs_sign_in)
+    return _digest(approver, approvals, api_url, key, needs_sign_in)
 
 
 def _digest(
-    approver: str, approvals: Sequence[Approval], api_url: str, key: SigningKey, reminder: bool = False
+    approver: str,
+    approvals: Sequence[Approval],
+    api_url: str,
+    key: SigningKey,
+    needs_sign_in: NeedsSignIn,
+    reminder: bool = False,
 ) -> Email:
     # The link must open the inbox for as long as any item in it may still be decided: the
     # latest expiry. Items that expire sooner are simply no longer listed there by then.
     expires_at = max(approval.expires_at for approval in approvals)
-    return digest_email(approver, approvals, inbox_link(api_url, key, approver, expires_at), reminder)
+    link = inbox_link(api_url, key, approver, expires_at)
+    return digest_email(approver, approvals, link, reminder, needs_sign_in)
 
 
 def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -> set[str]:
@@ -99,7 +114,10 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
     open_windows = {who for who, state in states.items() if state.window_open(now)}
     deferred = {who: items for who, items in by_approver.items() if who in open_windows}
     key = services.keys.signing()
-    outgoing = [_Outgoing(who, compose(who, [a], settings.api_url, key), [a]) for who, a in urgent]
+    outgoing = [
+        _Outgoing(who, compose(who, [a], settings.api_url, key, settings.needs_sign_in), [a])
+        for who, a in urgent
+    ]
     outgoing += _digests(
         services,
         {who: items for who, items in by_approver.items() if who not in deferred},
@@ -173,7 +191,9 @@ def _digests(
         in_batch = {a.approval_id for a in approvals}
         joining = [a for a in pending.get(who, []) if a.approval_id not in in_batch]
         everything = [*approvals, *joining]
-        email = compose(who, everything, settings.api_url, key) if everything else None
+        email = (
+            compose(who, everything, settings.api_url, key, settings.needs_sign_in) if everything else None
+        )
         joined = [a.approval_id for a in joining]
         outgoing.append(_Outgoing(who, email, everything, True, joined, held.get(who, [])))
     return outgoing
@@ -269,7 +289,8 @@ class SweepEmails:
                 emails += [(_own_email(services, owed, approver, key), [owed]) for owed in items]
                 continue
             reminder = all(owed.reminder for owed in items)
-            digest = _digest(approver, [owed.approval for owed in items], settings.api_url, key, reminder)
+            approvals = [owed.approval for owed in items]
+            digest = _digest(approver, approvals, settings.api_url, key, settings.needs_sign_in, reminder)
             emails.append((digest, items))
         return emails
 
@@ -278,4 +299,5 @@ def _own_email(services: Services, owed: _Owed, approver: str, key: SigningKey) 
     # The approval API cannot know its own URL at deploy time: it links where the worker did.
     api_url = owed.approval.link_base or services.settings.api_url
     link = approver_link(owed.approval, approver, api_url, key)
-    return (reminder_email if owed.reminder else approval_email)(owed.approval, approver, link)
+    compose = reminder_email if owed.reminder else approval_email
+    return compose(owed.approval, approver, link, services.settings.needs_sign_in)

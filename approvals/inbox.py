@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from approvals import inboxlinks
-from approvals.decision import LINK_EXPIRED, Forbidden, Gone, Malformed, NotFound
+from approvals.decision import LINK_EXPIRED, SOMEONE_ELSE, Forbidden, Gone, Malformed, NotFound, SomeoneElse
 from approvals.inboxlinks import InboxToken, approver_id
 from approvals.links import ExpiredLink, ForgedLink, MalformedLink
 from approvals.models import Approval, Inbox, InboxItem
 from approvals.runtime import Services
 from approvals.settings import Settings
+from approvals.signin import Session
 from approvals.store import ApprovalStore, UnreadableItem, approval_from_item
 from approvals.store.items import Item
 
@@ -64,6 +65,7 @@ class InboxPage:
     approver: str | None  # the address the items ask (None when nothing waits)
     total: int  # how many wait in all, with the page's filter: "select all N matching"
     workflows: list[str]  # the workflows something waits on this approver in, to filter by
+    asking_sign_in: int  # how many of the ``total`` ask by themselves to be decided signed in
 
 
 def waiting(store: ApprovalStore, owner: str, now: datetime) -> list[Waiting]:
@@ -101,6 +103,7 @@ def page(
         approver=everything[0].approver if everything else None,
         total=len(chosen),
         workflows=sorted({w.approval.workflow for w in everything}),
+        asking_sign_in=sum(w.approval.request.identity == "sign-in" for w in chosen),
     )
 
 
@@ -151,14 +154,35 @@ def open_inbox(services: Services, token: str, now: datetime) -> InboxToken:
         raise Gone(LINK_EXPIRED) from None
 
 
-def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings) -> Inbox:
+def sign_in_needed(shown: InboxPage, settings: Settings) -> int:
+    """How many of the requests matching (on every page) must be decided signed in here."""
+    return shown.total if settings.needs_sign_in("link") else shown.asking_sign_in
+
+
+def signed_in(shown: InboxPage, opened: InboxToken, settings: Settings, session: Session | None) -> bool:
+    """Whether this browser is signed in as the inbox's approver. Signed in as someone else
+    while anything matching must be decided signed in, the inbox shows nothing (as a
+    request's own page): :class:`SomeoneElse`, naming nobody."""
+    if session is None:
+        return False
+    if approver_id(session.email) == opened.approver_id:
+        return True
+    if sign_in_needed(shown, settings):
+        raise SomeoneElse(SOMEONE_ELSE)
+    return False
+
+
+def as_answer(
+    shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings, signed_in: bool
+) -> Inbox:
     """The page as the API answers it in JSON (and as the HTML page shows it). What a
-    request to be decided signed in says beyond its title is left out: the link alone
-    proves nobody."""
+    request to be decided signed in says beyond its title is left out unless this browser
+    is signed in as the approver (``signed_in``): the link alone proves nobody."""
 
     def item(approval: Approval) -> InboxItem:
         request = approval.request
-        hidden = settings.needs_sign_in(request.identity)
+        needs = settings.needs_sign_in(request.identity)
+        hidden = needs and not signed_in
         return InboxItem(
             approval_id=approval.approval_id,
             title=request.title,
@@ -170,7 +194,7 @@ def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settin
             details={} if hidden else request.details,
             fields=[] if hidden else request.fields,
             policy=request.policy,
-            sign_in=hidden,
+            sign_in=needs,
         )
 
     return Inbox(
@@ -181,4 +205,6 @@ def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settin
         workflows=shown.workflows,
         items=[item(approval) for approval in shown.items],
         next_cursor=shown.next_cursor,
+        signed_in=signed_in,
+        sign_in_needed=sign_in_needed(shown, settings),
     )

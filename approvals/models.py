@@ -408,8 +408,9 @@ class InboxItem(Contract):
     fields: list[FieldSpec] = Field(description="What the approver answers to approve it")
     policy: Policy
     sign_in: bool = Field(
-        description="Decided signed in only: its description, details and fields are then left out"
-        " here, as its own page shows them only to the approver signed in"
+        description="Decided signed in only: unless this browser is signed in as the approver, its"
+        " description, details and fields are left out here, as its own page shows them only to"
+        " the approver signed in"
     )
 
 
@@ -423,6 +424,12 @@ class Inbox(Contract):
     workflows: list[str] = Field(description="The workflows something waits on the approver in")
     items: list[InboxItem] = Field(description="This page, newest first")
     next_cursor: str | None = Field(description="The next page's cursor query parameter (null: last page)")
+    signed_in: bool = Field(
+        description="This browser is signed in as the approver: every request is shown in full"
+    )
+    sign_in_needed: int = Field(
+        description="How many of the total must be decided signed in (GET /signin?to=i/{token} to sign in)"
+    )
 
 
 class Status(StrEnum):

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from approvals import shortlinks
 from approvals.links import LinkClaims, SigningKey, link_for
-from approvals.models import Approval, Status
+from approvals.models import Approval, Identity, Status
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -25,6 +25,8 @@ APPROVER_ATTRIBUTE = "approver"
 PUBLISH_BATCH_LIMIT = 10  # what SNS PublishBatch takes in one call...
 PUBLISH_BATCH_BYTES = 256 * 1024  # ...and in all, each message with its subject and attributes
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters long"
+# Said wherever a link will ask to sign in, so that it surprises nobody (on a phone, say).
+_SIGN_IN_WHY = ": the link alone decides nothing."
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,18 @@ def _subject(tag: str, approval: Approval) -> str:
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 1] + "…"
 
 
-def approval_email(approval: Approval, approver: str, link: str) -> Email:
+def asks_sign_in(identity: Identity) -> bool:
+    """A request's own rule (where no deployment rule is at hand: see Settings.needs_sign_in)."""
+    return identity == "sign-in"
+
+
+# Whether a request asking for an identity must be decided signed in (Settings.needs_sign_in).
+NeedsSignIn = Callable[[Identity], bool]
+
+
+def approval_email(
+    approval: Approval, approver: str, link: str, needs_sign_in: NeedsSignIn = asks_sign_in
+) -> Email:
     request = approval.request
     subject = _subject("Approval needed", approval)
     others = [a for a in approval.asked if a != approver]
@@ -88,13 +101,26 @@ def approval_email(approval: Approval, approver: str, link: str) -> Email:
         link,
         "",
         "The link opens a page where you can read the request and approve or reject it.",
-        "It is yours alone: do not forward it.",
     ]
+    if needs_sign_in(request.identity):
+        lines.append(f"It first asks you to sign in with your company account{_SIGN_IN_WHY}")
+    lines.append("It is yours alone: do not forward it.")
     return Email(to=approver, subject=subject, body="\n".join(lines))
 
 
-def reminder_email(approval: Approval, approver: str, link: str) -> Email:
-    first = approval_email(approval, approver, link)
+def _sign_in_asked(approvals: Sequence[Approval], needs_sign_in: NeedsSignIn) -> list[str]:
+    """The digest's line on sign-in: how many of its requests ask for it (none: no line)."""
+    asking = sum(needs_sign_in(approval.request.identity) for approval in approvals)
+    if not asking:
+        return []
+    which = "Each asks" if asking == len(approvals) else f"{asking} of these ask{'s' if asking == 1 else ''}"
+    return [f"{which} you to sign in with your company account{_SIGN_IN_WHY}"]
+
+
+def reminder_email(
+    approval: Approval, approver: str, link: str, needs_sign_in: NeedsSignIn = asks_sign_in
+) -> Email:
+    first = approval_email(approval, approver, link, needs_sign_in)
     return Email(
         to=approver,
         subject=_subject("Reminder", approval),
@@ -102,9 +128,11 @@ def reminder_email(approval: Approval, approver: str, link: str) -> Email:
     )
 
 
-def handed_over_email(approval: Approval, approver: str, link: str) -> Email:
+def handed_over_email(
+    approval: Approval, approver: str, link: str, needs_sign_in: NeedsSignIn = asks_sign_in
+) -> Email:
     """The approval email to one an operator asked in place of another (``approvals reassign``)."""
-    first = approval_email(approval, approver, link)
+    first = approval_email(approval, approver, link, needs_sign_in)
     previous = next(change.from_ for change in reversed(approval.reassigned) if change.to == approver)
     return Email(
         to=approver,
@@ -116,7 +144,13 @@ def handed_over_email(approval: Approval, approver: str, link: str) -> Email:
 DIGEST_LISTED = 10  # requests a digest lists; the inbox shows them all
 
 
-def digest_email(approver: str, approvals: Sequence[Approval], link: str, reminder: bool = False) -> Email:
+def digest_email(
+    approver: str,
+    approvals: Sequence[Approval],
+    link: str,
+    reminder: bool = False,
+    needs_sign_in: NeedsSignIn = asks_sign_in,
+) -> Email:
     """One email for the requests waiting on ``approver``: how many, the first ones listed,
     and one link to their inbox. Refuses a request that does not ask them: a digest names
     nobody else's items."""
@@ -144,6 +178,7 @@ def digest_email(approver: str, approvals: Sequence[Approval], link: str, remind
         "",
         link,
         "",
+        *_sign_in_asked(approvals, needs_sign_in),
         "The link is yours alone: do not forward it.",
     ]
     tag = "Reminder" if reminder else "Approvals needed"
@@ -189,13 +224,14 @@ def emails_for(
     api_url: str,
     key: SigningKey,
     to: Sequence[str] | None = None,
-    compose: Callable[[Approval, str, str], Email] = approval_email,
+    compose: Callable[[Approval, str, str, NeedsSignIn], Email] = approval_email,
+    needs_sign_in: NeedsSignIn = asks_sign_in,
 ) -> list[Email]:
     """One email to each of ``to`` (by default everyone asked, backups who joined included),
     each with the approver's own link. Named, not left over from a list of those to skip: a
     list of the others misses whoever joined since (a backup), and they would be emailed too."""
     return [
-        compose(approval, approver, approver_link(approval, approver, api_url, key))
+        compose(approval, approver, approver_link(approval, approver, api_url, key), needs_sign_in)
         for approver in (approval.asked if to is None else to)
     ]
 

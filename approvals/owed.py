@@ -32,7 +32,8 @@ def send_owed_links(services: Services, approval: Approval, now: datetime) -> in
     if not owed:
         return 0
     # Written before the claim: once claimed, only a failed publish gives the links back.
-    emails = emails_for(approval, api_url, services.keys.signing(), to=owed)
+    signing, needs_sign_in = services.keys.signing(), services.settings.needs_sign_in
+    emails = emails_for(approval, api_url, signing, to=owed, needs_sign_in=needs_sign_in)
     if not services.store.claim_notices(approval.approval_id, owed, now):
         return 0
     try:

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from approvals.inboxlinks import TOKEN_LENGTH
 from approvals.links import KeyRing, SigningKey
 
 COOKIE = "approvals_signin"  # the flow while signing in, then the session: one at a time
@@ -35,8 +36,12 @@ START_PATH, CALLBACK_PATH, SIGN_OUT_PATH = "/signin", "/signin/callback", "/sign
 FLOW_SECONDS = 600  # time to sign in at the provider
 JWKS_REFRESH_SECONDS = 60.0  # a token naming a key we do not hold re-reads the keys, this seldom
 CLOCK_SKEW_SECONDS = 60
-# Where the callback may send the browser back to: the approval pages, never another site.
-RETURN_TO = re.compile(r"^(approvals/[0-9a-f]{32}\?[A-Za-z0-9._~%&=+-]{1,1024}|a/[A-Za-z0-9_-]{10,64})$")
+# Where the callback may send the browser back to: the approval pages and the inbox (with
+# its filter and page), never another site.
+RETURN_TO = re.compile(
+    r"^(approvals/[0-9a-f]{32}\?[A-Za-z0-9._~%&=+-]{1,1024}|a/[A-Za-z0-9_-]{10,64}"
+    rf"|i/[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}(\?[A-Za-z0-9._~%&=+-]{{1,1024}})?)$"
+)
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 

@@ -7,9 +7,10 @@ sequence; with or without escalation, fields, recurring reminders; the requester
 the approvers or not), the worker delivering it (its claim and emails, once or again),
 a page view and a vote through a link the approver was emailed (short or signed) or by an
 operator on an approver's behalf, a bulk vote on several requests from the approver's
-inbox, a reassignment, the sweep (escalation, reminders, owed links, expiry, telling the
-requester), time passing, a key rotation, the workflow's own delivery confirmation, and a
-publish that fails once (a throttle, or a dropped connection).
+inbox (each vote signed in as the approver or not, for requests that may need it), a
+reassignment, the sweep (escalation, reminders, owed links, expiry, telling the requester),
+time passing, a key rotation, the workflow's own delivery confirmation, and a publish that
+fails once (a throttle, or a dropped connection).
 
 Each execution is real (moto runs the state machine); every answer to a task is
 recorded from the Step Functions client the domain calls (``SendTaskSuccess`` and
@@ -70,6 +71,7 @@ from approvals.models import (
 from approvals.requester import tell_requesters
 from approvals.runtime import Services, build
 from approvals.settings import Settings
+from approvals.signin import Session
 from approvals.statemachine import INVALID_REQUEST
 from approvals.store import approval_from_item, beside_approvals
 from approvals.sweep import sweep
@@ -102,6 +104,8 @@ REQUESTER = "req@example.com"
 OPERATOR = "oncall@example.com"
 EVERYONE = [*APPROVERS, *BACKUPS, NEWCOMER, REQUESTER]
 DIGEST_SECONDS = 60  # the deployed default
+# Never called: a rule that signs an approver in gives the session as the API would read it.
+ISSUER = "https://id.example.test"
 # Escalation steps and recurring reminders at multiples of the sweep's interval (300 s by
 # default), as the worker requires.
 STEP_SECONDS = [600, 1800]
@@ -133,6 +137,7 @@ def approval_requests(draw: st.DrawFn) -> ApprovalRequest:
         escalation=escalation,
         fields=draw(st.sampled_from([[], [TICKET]])),
         remind_every_seconds=draw(st.sampled_from([None, 1800])),
+        identity=draw(st.sampled_from(["link", "sign-in"])),
     )
 
 
@@ -422,10 +427,11 @@ class Approvals(RuleBasedStateMachine):
         who=st.sampled_from(EVERYONE),
         approve=st.booleans(),
         channel=st.sampled_from(["latest email", "first email", "operator"]),
+        signed_in=st.booleans(),
     )
-    def vote(self, index: int, who: str, approve: bool, channel: str) -> None:
-        """An approver decides through a link from their email, or an operator records an
-        approver's decision on their behalf (``approvals decide``)."""
+    def vote(self, index: int, who: str, approve: bool, channel: str, signed_in: bool) -> None:
+        """An approver decides through a link from their email (signed in or not), or an
+        operator records an approver's decision on their behalf (``approvals decide``)."""
         tracked = self.pick(index, lambda t: t.stored)
         assert tracked is not None
         outcome = Outcome.APPROVED if approve else Outcome.REJECTED
@@ -444,8 +450,8 @@ class Approvals(RuleBasedStateMachine):
             holds = self.link_holds(tracked, who, link)
             if holds is None:
                 return
-            expected = expected and holds
-            recorded = self._click(tracked, link, who, approve)
+            expected = expected and holds and (signed_in or tracked.request.identity == "link")
+            recorded = self._click(tracked, link, who, approve, self.session(who, signed_in))
         if isinstance(recorded, decision.Problem):
             assert not expected, f"{tracked.title}: {who} may vote, but was refused: {recorded.message}"
             return
@@ -463,8 +469,12 @@ class Approvals(RuleBasedStateMachine):
         except decision.Problem as refused:
             return refused
 
+    def session(self, who: str, signed_in: bool) -> Session | None:
+        """The approver's sign-in session, as the API reads it from their browser, if signed in."""
+        return Session(who, ISSUER, int(self.now.timestamp()) + 600) if signed_in else None
+
     def _click(
-        self, tracked: Tracked, link: str, who: str, approve: bool
+        self, tracked: Tracked, link: str, who: str, approve: bool, session: Session | None
     ) -> decision.Recorded | decision.Problem:
         """Press Approve or Reject on the page the link opens (its form's fields)."""
         form = {"decision": "approve" if approve else "reject", "comment": "checked"}
@@ -473,9 +483,10 @@ class Approvals(RuleBasedStateMachine):
         token = shortlinks.token_in(link)
         try:
             if token is not None:
-                return decision.decide_by_link(self.services, token, {**form, "approver": who}, self.now)
+                form |= {"approver": who}
+                return decision.decide_by_link(self.services, token, form, self.now, session)
             fields = dict(parse_qsl(urlsplit(link).query))
-            return decision.decide(self.services, tracked.approval_id, {**fields, **form}, self.now)
+            return decision.decide(self.services, tracked.approval_id, {**fields, **form}, self.now, session)
         except decision.Problem as refused:
             return refused
 
@@ -484,19 +495,25 @@ class Approvals(RuleBasedStateMachine):
         who=st.sampled_from(EVERYONE),
         approve=st.booleans(),
         picks=st.sets(st.integers(0, 9), min_size=1, max_size=4),
+        signed_in=st.booleans(),
     )
-    def bulk_vote(self, who: str, approve: bool, picks: set[int]) -> None:
-        """An approver decides several requests at once from their inbox (approvals.bulk):
-        each item is taken exactly when a vote on its own page would be, and says so."""
+    def bulk_vote(self, who: str, approve: bool, picks: set[int], signed_in: bool) -> None:
+        """An approver decides several requests at once from their inbox (approvals.bulk),
+        signed in or not: each item is taken exactly when a vote on its own page would be,
+        and says so."""
         stored = [t for t in self.tracked if t.stored]
         chosen = list({t.approval_id: t for t in (stored[i % len(stored)] for i in sorted(picks))}.values())
         outcome = Outcome.APPROVED if approve else Outcome.REJECTED
-        expected = {t.approval_id: t.may_vote(who, self.now) for t in chosen}
+        expected = {
+            t.approval_id: t.may_vote(who, self.now) and (signed_in or t.request.identity == "link")
+            for t in chosen
+        }
         choices = [
             bulk.Choice(t.approval_id, outcome, "in bulk", {"ticket": "T-1"} if t.request.fields else {})
             for t in chosen
         ]
-        results = bulk.decide_many(self.services, inboxlinks.approver_id(who), choices, self.now)
+        session = self.session(who, signed_in)
+        results = bulk.decide_many(self.services, inboxlinks.approver_id(who), choices, self.now, session)
         for tracked, result in zip(chosen, results, strict=True):
             taken = result.result in (bulk.Result.RECORDED, bulk.Result.SETTLED)
             assert taken is expected[tracked.approval_id], (
@@ -747,7 +764,9 @@ class Approvals(RuleBasedStateMachine):
 def test_the_features_hold_together(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     # With the deployed digest window: a request for an approver emailed within it waits in
     # their digest for the sweep.
-    services = build(Settings.from_env().model_copy(update={"digest_seconds": DIGEST_SECONDS}))
+    # With a provider (the sign-in rules apply) that is never called.
+    signing_in = {"oidc_issuer": ISSUER, "oidc_client_id": "approvals-test"}
+    services = build(Settings.from_env().model_copy(update={"digest_seconds": DIGEST_SECONDS, **signing_in}))
     answers, fault = Answers(), PublishFault()
     answers.watch(services.sfn)
     services.sns.meta.events.register_first("before-call.sns.PublishBatch", fault)
