@@ -1,9 +1,10 @@
 """The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
 and with the AWS CLI.
 
-Under `pytest -n 4 --dist loadgroup` each module is an xdist group of its own (its stacks
-start once, on one worker, while the other worker takes another module), except the tests
-on the template with a one-minute sweep: they share one stack, in a group of their own.
+Under `pytest -n 4 --dist loadgroup` each module's tests in each mode are an xdist group of
+their own (the module's stack in that mode starts once, on one worker, while the other
+workers take other groups), except the tests on the template with a one-minute sweep: they
+share one stack, in a group of their own.
 """
 
 from __future__ import annotations
@@ -147,9 +148,13 @@ class RunningStack:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per module and mode: a module's stack in each mode starts once either
+    way, and its two modes run side by side on two workers rather than one after the other."""
     for item in items:
         if item.get_closest_marker("e2e") and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(f"e2e-{item.path.stem}"))
+            callspec = getattr(item, "callspec", None)
+            mode = callspec.params.get("local_stack") if callspec else None
+            item.add_marker(pytest.mark.xdist_group(f"e2e-{item.path.stem}" + (f"-{mode}" if mode else "")))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
