@@ -52,7 +52,7 @@ lint: $(STAMP)
 # Four workers on two cores: half the suite's time is waiting (the e2e stacks' sweeps, emails,
 # a real schedule), so two workers left the cores half idle (604 s against 345 s, 2026-12-06).
 test: lint browser $(NODE_STAMP)
-	$(BIN)/pytest -n 4 --dist loadgroup
+	$(BIN)/pytest -n 4 --dist loadgroup --no-loadscope-reorder
 
 # The model-based test (tests/reliability/test_stateful.py) at length: many more and longer
 # examples than the few make test runs (APPROVALS_STATEFUL_EXAMPLES sets how many).

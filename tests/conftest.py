@@ -99,9 +99,28 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return "_".join(sorted(names)) if names else None
 
 
+# The order xdist hands groups to workers (`make test` runs `--no-loadscope-reorder`, so
+# collection order decides, not the number of tests in a group): first the groups that
+# mostly wait (a real schedule's minute, then the local stacks of the end-to-end tests) and
+# the synthesized templates' group, so their waits overlap the rest; then the other groups;
+# then the single tests, which fill in around them.
+_FIRST_GROUPS = ("template-sweep-1m", "infra")
+
+
+def _start_order(item: pytest.Item) -> int:
+    group = _xdist_group(item)
+    if group is None:
+        return len(_FIRST_GROUPS) + 2
+    if group in _FIRST_GROUPS:
+        return _FIRST_GROUPS.index(group)
+    return len(_FIRST_GROUPS) + (0 if item.get_closest_marker("e2e") else 1)
+
+
 @pytest.hookimpl(trylast=True)  # once pytest has ordered the items by their fixtures
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test marked ``last_in_group`` runs after the other tests of its xdist group."""
+    """Groups in the order they should start (a stable sort: each group's own order stays),
+    and a test marked ``last_in_group`` after the other tests of its xdist group."""
+    items.sort(key=_start_order)
     for item in [item for item in items if item.get_closest_marker("last_in_group")]:
         group = _xdist_group(item)
         if group is None:
