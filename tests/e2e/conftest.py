@@ -86,6 +86,18 @@ class RunningStack:
         )
         return json.loads(result.stdout) if result.stdout.strip() else {}
 
+    def ended(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
+        """The execution described once it has ended (or as it stands at ``timeout``). Polled
+        with boto3 in this process: each AWS CLI call is a Python start of its own (about a
+        third of a CPU-second), and these waits polled it thrice a second."""
+        sfn = for_local(self.info).client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            described: dict[str, Any] = dict(sfn.describe_execution(executionArn=execution_arn))
+            if described["status"] != "RUNNING" or time.monotonic() > deadline:
+                return described
+            time.sleep(0.3)
+
     def fanout_decisions(self, output: str) -> list[dict[str, Any]]:
         """A fan-out's decisions, read from S3 where its output (a summary) says they are."""
         return fanout.decisions(for_local(self.info).client("s3"), json.loads(output))

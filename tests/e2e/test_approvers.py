@@ -11,7 +11,6 @@ import pytest
 from approvals.demo import wait_for_email
 from approvals.local import approver
 from tests.e2e.conftest import RunningStack, running_local_stack
-from tests.e2e.test_local_stack import wait_status
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +37,7 @@ def test_a_request_naming_an_unknown_address_fails_at_once_and_added_approvers_s
     assert added.returncode == 0, added.stderr
     assert directory_rows(local_stack)[ADDED] == ["confirmed", "yes"]  # the local stack confirms at once
 
-    refused = wait_status(local_stack, start(local_stack, "Typo", [ADDED, STRANGER]))
+    refused = local_stack.ended(start(local_stack, "Typo", [ADDED, STRANGER]))
     assert (refused["status"], refused["error"]) == ("FAILED", "Approval.InvalidRequest")
     assert refused["cause"] == f"request.approvers: cannot be emailed: {STRANGER} (no subscription)"
 
@@ -46,7 +45,7 @@ def test_a_request_naming_an_unknown_address_fails_at_once_and_added_approvers_s
     email = wait_for_email(local_stack.info, ADDED, "Only added")
     page = approver.open_link(email["links"][0])
     assert approver.submit(page, "approve").status == 200
-    assert wait_status(local_stack, arn)["status"] == "SUCCEEDED"
+    assert local_stack.ended(arn)["status"] == "SUCCEEDED"
     # A mail scanner opening the email's unsubscribe link cannot remove a protected subscription.
     assert approver.open_link(email["unsubscribe"]).status == 403
     assert directory_rows(local_stack)[ADDED] == ["confirmed", "yes"]
@@ -58,7 +57,7 @@ def test_removed_approvers_are_refused_and_errors_are_one_line(local_stack: Runn
     removed = local_stack.cli("approvers", "remove", leaving)
     assert removed.returncode == 0, removed.stderr
     assert directory_rows(local_stack, leaving)[leaving] == ["no subscription", "no"]
-    refused = wait_status(local_stack, start(local_stack, "After removal", [leaving]))
+    refused = local_stack.ended(start(local_stack, "After removal", [leaving]))
     assert refused["cause"] == f"request.approvers: cannot be emailed: {leaving} (no subscription)"
 
     again = local_stack.cli("approvers", "remove", leaving)
@@ -90,7 +89,7 @@ def test_pending_subscriptions_are_refused_until_confirmed_by_their_link(pending
         clicked: ["pending confirmation", "no"],
         protected: ["pending confirmation", "no"],
     }
-    refused = wait_status(pending_stack, start(pending_stack, "Too early", [clicked]))
+    refused = pending_stack.ended(start(pending_stack, "Too early", [clicked]))
     assert refused["error"] == "Approval.InvalidRequest"
     assert refused["cause"].startswith(
         f"request.approvers: cannot be emailed: {clicked} (subscription pending confirmation since "
@@ -106,7 +105,7 @@ def test_pending_subscriptions_are_refused_until_confirmed_by_their_link(pending
     arn = start(pending_stack, "Confirmed now", [clicked, protected])
     page = approver.open_link(wait_for_email(pending_stack.info, protected, "Confirmed now")["links"][0])
     assert approver.submit(page, "approve").status == 200
-    assert wait_status(pending_stack, arn)["status"] == "SUCCEEDED"
+    assert pending_stack.ended(arn)["status"] == "SUCCEEDED"
     # The outbox holds what SNS would deliver: each approver their own email, nobody else's.
     emails = approver.request(pending_stack.info.outbox_url, headers={"Accept": "application/json"}).json()
     delivered = {e["to"]: e for e in emails if "Confirmed now" in e["subject"]}
@@ -121,5 +120,5 @@ def test_pending_subscriptions_are_refused_until_confirmed_by_their_link(pending
         protected: ["confirmed", "yes"],
     }
     time.sleep(DIRECTORY_SECONDS)  # past the worker's last read (a warm worker notices no unsubscribe)
-    refused = wait_status(pending_stack, start(pending_stack, "Unsubscribed", [clicked]))
+    refused = pending_stack.ended(start(pending_stack, "Unsubscribed", [clicked]))
     assert refused["cause"] == f"request.approvers: cannot be emailed: {clicked} (no subscription)"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,17 +58,6 @@ def start(stack: RunningStack, title: str, approvers: list[str], **extra: object
     return stack.start(title, approvers, requester="release-bot@example.com", **extra)
 
 
-def finished(stack: RunningStack, execution_arn: str, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        described: dict[str, object] = stack.aws(
-            "stepfunctions", "describe-execution", "--execution-arn", execution_arn
-        )
-        if described["status"] != "RUNNING" or time.monotonic() > deadline:
-            return described
-        time.sleep(0.3)
-
-
 def open_from_outbox(page: Page, stack: RunningStack, approver: str, title: str) -> None:
     wait_for_email(stack.info, approver, title)
     page.goto(stack.info.outbox_url)
@@ -101,7 +89,7 @@ def test_approve_from_the_outbox_link(page: Page, local_stack: RunningStack) -> 
     expect(page.get_by_role("cell", name="Reviewed the release notes")).to_be_visible()
     shot(page, "confirmation-page")
 
-    described = finished(local_stack, arn)
+    described = local_stack.ended(arn)
     assert described["status"] == "SUCCEEDED"
     assert json.loads(str(described["output"]))["votes"][0]["comment"] == "Reviewed the release notes"
 
@@ -119,7 +107,7 @@ def test_reject_needs_a_reason_then_is_accepted(page: Page, local_stack: Running
     page.get_by_label("Comment").fill("Customer already refunded by hand")
     page.get_by_role("button", name="Reject").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
-    described = finished(local_stack, arn)
+    described = local_stack.ended(arn)
     assert json.loads(str(described["output"]))["outcome"] == "rejected"
 
     # The same link, opened after settlement, shows the outcome and no buttons.
@@ -138,7 +126,7 @@ def test_keyboard_only_approval(page: Page, local_stack: RunningStack) -> None:
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")  # the Approve button comes first in tab order
     expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
-    assert json.loads(str(finished(local_stack, arn)["output"]))["outcome"] == "approved"
+    assert json.loads(str(local_stack.ended(arn)["output"]))["outcome"] == "approved"
 
 
 def test_phone_viewport(browser: Browser, local_stack: RunningStack) -> None:
@@ -208,7 +196,7 @@ def test_answers_with_a_wrong_value_shown_again_then_approved(page: Page, local_
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
     expect(page.get_by_role("row", name="environment production")).to_be_visible()
-    described = finished(local_stack, arn)
+    described = local_stack.ended(arn)
     assert described["status"] == "SUCCEEDED"
     assert json.loads(str(described["output"]))["votes"][0]["data"] == {
         "environment": "production",
@@ -254,7 +242,7 @@ def test_answers_on_a_phone_by_keyboard_and_a_rejection_without_them(
     expect(page.get_by_role("button", name="Reject")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Decision recorded")
-    output = json.loads(str(finished(local_stack, arn)["output"]))
+    output = json.loads(str(local_stack.ended(arn)["output"]))
     assert output["outcome"] == "rejected"
     assert output["votes"][0]["data"] == {"backup_checked": False}
     context.close()

@@ -17,7 +17,6 @@ from approvals.local import approver
 from approvals.local.resources import LOCAL_ROLE
 from tests.conftest import eventually
 from tests.e2e.conftest import APPROVERS, BOTH_MODES, PROVISIONED, TEMPLATE, RunningStack, running_local_stack
-from tests.e2e.test_local_stack import wait_status
 
 pytestmark = pytest.mark.e2e
 CONCURRENCY = 2
@@ -96,7 +95,7 @@ def test_two_api_environments_take_clicks_on_one_approval_and_it_is_answered_onc
 
     assert {a.status for a in answers} <= {200, 409}, [a.status for a in answers]
     assert [a.status for a in answers].count(200) == 1  # one vote settles a first-response request
-    described = wait_status(local_stack, arn)
+    described = local_stack.ended(arn)
     assert described["status"] == "SUCCEEDED"
     history = local_stack.aws("stepfunctions", "get-execution-history", "--execution-arn", arn)["events"]
     answers_taken = [

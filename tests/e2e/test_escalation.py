@@ -14,7 +14,6 @@ import pytest
 from approvals.demo import wait_for_email
 from approvals.local import approver
 from tests.e2e.conftest import SWEEP_MODES, RunningStack
-from tests.e2e.test_local_stack import wait_status
 from tests.e2e.test_operator import approval_id_of
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +27,7 @@ def emailed(stack: RunningStack, title: str) -> list[str]:
 
 
 def outcome(stack: RunningStack, execution_arn: str) -> Any:
-    described = wait_status(stack, execution_arn)
+    described = stack.ended(execution_arn)
     assert described["status"] == "SUCCEEDED", described
     return json.loads(str(described["output"]))
 

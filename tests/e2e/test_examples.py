@@ -23,7 +23,6 @@ from examples.deploy_gate.app import RELEASE_MANAGERS
 from examples.refund_batch.app import FINANCE
 from tests.cdk_templates import examples_templates, state_machine_definition
 from tests.e2e.conftest import RunningStack
-from tests.e2e.test_local_stack import wait_status
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +81,7 @@ def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(
     assert sorted(sent) == sorted(RELEASE_MANAGERS)
     for link in sent.values():
         click(link, "approve")
-    described = wait_status(local_stack, approved)
+    described = local_stack.ended(approved)
     assert described["status"] == "SUCCEEDED"
     assert json.loads(str(described["output"])) == {"deployed": release}
     # The workflow confirmed the decision itself (confirmation_step): nothing left for the sweep.
@@ -91,7 +90,7 @@ def test_deploy_gate_deploys_once_both_approve_and_fails_on_a_rejection(
 
     rejected = start(local_stack, machine, {"title": "Deploy checkout 2.5.0", "release": release})
     click(links(local_stack, "Deploy checkout 2.5.0", len(RELEASE_MANAGERS))[RELEASE_MANAGERS[0]], "reject")
-    described = wait_status(local_stack, rejected)
+    described = local_stack.ended(rejected)
     assert (described["status"], described.get("error")) == ("FAILED", "Deploy.Rejected")
 
     # The operator sees which workflow asked, and can list that workflow's approvals alone.
@@ -127,7 +126,7 @@ def test_refund_batch_approves_each_refund_by_a_quorum_of_two(
         for who, decision in cast:
             click(sent[refund][who], decision)
 
-    described = wait_status(local_stack, execution)
+    described = local_stack.ended(execution)
     assert described["status"] == "SUCCEEDED"
     output = json.loads(str(described["output"]))
     assert output == {"results": {"bucket": local_stack.info.fanout_bucket, "manifest": ANY}}

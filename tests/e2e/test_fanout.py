@@ -11,7 +11,6 @@ import pytest
 
 from approvals.local import approver
 from tests.e2e.conftest import RunningStack
-from tests.e2e.test_local_stack import wait_status
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +52,7 @@ def test_every_approver_of_a_large_batch_is_emailed_before_the_first_click(local
         decision = "reject" if index in rejected else "approve"
         assert approver.submit(page, decision, "no" if index in rejected else "").status == 200
 
-    described = wait_status(local_stack, str(started["executionArn"]), timeout=120)
+    described = local_stack.ended(str(started["executionArn"]), timeout=120)
     assert described["status"] == "SUCCEEDED"
     decisions = local_stack.fanout_decisions(str(described["output"]))
     assert [d["outcome"] for d in decisions] == [

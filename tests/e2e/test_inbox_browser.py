@@ -23,7 +23,6 @@ from approvals.models import utcnow
 from approvals.target import for_local
 from tests.e2e.conftest import BOTH_MODES, RunningStack
 from tests.e2e.test_browser import browser, shot  # noqa: F401 (browser: the fixture)
-from tests.e2e.test_local_stack import wait_status
 
 pytestmark = [pytest.mark.e2e, BOTH_MODES]
 
@@ -237,7 +236,7 @@ def test_a_fan_out_decided_from_the_page_lands_each_outcome_in_its_item(
     page.get_by_role("link", name="Back to your requests").click()
     expect(page.get_by_text("Nothing waits on you")).to_be_visible()
 
-    described = wait_status(local_stack, execution, timeout=300)
+    described = local_stack.ended(execution, timeout=300)
     assert described["status"] == "SUCCEEDED"
     decisions = local_stack.fanout_decisions(str(described["output"]))
     outcomes = {f"Payout {i:02d}": d["outcome"] for i, d in enumerate(decisions)}

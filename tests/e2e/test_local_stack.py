@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from typing import Any
 
 import pytest
@@ -18,15 +17,6 @@ from approvals.local import approver
 from tests.e2e.conftest import BOTH_MODES, RunningStack
 
 pytestmark = [pytest.mark.e2e, BOTH_MODES]
-
-
-def wait_status(stack: RunningStack, execution_arn: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        described = stack.aws("stepfunctions", "describe-execution", "--execution-arn", execution_arn)
-        if described["status"] != "RUNNING" or time.monotonic() > deadline:
-            return described
-        time.sleep(0.3)
 
 
 def test_state_file_names_every_resource(local_stack: RunningStack) -> None:
@@ -70,7 +60,11 @@ def test_execution_started_with_the_aws_cli_is_approved_by_clicking(local_stack:
     assert confirmation.status == 200
     assert "Decision recorded" in confirmation.text
 
-    described = wait_status(local_stack, str(started["executionArn"]))
+    local_stack.ended(str(started["executionArn"]))
+    # As the README shows it: the AWS CLI reads the outcome.
+    described = local_stack.aws(
+        "stepfunctions", "describe-execution", "--execution-arn", started["executionArn"]
+    )
     assert described["status"] == "SUCCEEDED"
     output = json.loads(str(described["output"]))
     assert output["outcome"] == "approved"
@@ -92,7 +86,7 @@ def test_cli_start_and_status_with_rejection(local_stack: RunningStack) -> None:
     assert refused.status == 400
     assert "reason is required" in refused.text
     assert approver.submit(page, "reject", "over budget").status == 200
-    wait_status(local_stack, execution_arn)
+    local_stack.ended(execution_arn)
 
     status = local_stack.cli("status", execution_arn)
     assert status.returncode == 0, status.stderr
@@ -118,7 +112,7 @@ def test_fanout_started_with_the_aws_cli_answers_each_request_in_order(local_sta
         )
         assert approver.submit(page, decision, "seen").status == 200
 
-    described = wait_status(local_stack, str(started["executionArn"]))
+    described = local_stack.ended(str(started["executionArn"]))
     assert described["status"] == "SUCCEEDED"
     decisions = local_stack.fanout_decisions(str(described["output"]))
     assert [d["outcome"] for d in decisions] == ["approved", "rejected"]

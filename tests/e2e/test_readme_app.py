@@ -15,7 +15,6 @@ from approvals.target import for_local
 from tests.cdk_templates import queue_senders, role_arn
 from tests.e2e.conftest import RunningStack, running_local_stack
 from tests.e2e.test_examples import click, links
-from tests.e2e.test_local_stack import wait_status
 from tests.infra.test_readme_app import synthesize_readme_app
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +48,7 @@ def test_the_readme_app_runs_an_approval_through_its_own_state_machine(
         assert sorted(sent) == ["alice@example.com", "bob@example.com"]
         for link in sent.values():
             click(link, "approve")
-        described = wait_status(stack, execution)
+        described = stack.ended(execution)
         assert described["status"] == "SUCCEEDED", described
         history = stack.aws("stepfunctions", "get-execution-history", "--execution-arn", execution)["events"]
         entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
@@ -69,7 +68,7 @@ def test_the_step_is_refused_when_the_queues_policy_does_not_name_its_role(
     old_grant.write_text(json.dumps(template))
     with running_local_stack(tmp_path_factory.mktemp("old-grant"), "--template", str(old_grant)) as stack:
         execution = release(stack, "Release 2.5")
-        described = wait_status(stack, execution)
+        described = stack.ended(execution)
         assert described["status"] == "FAILED", described
         history = stack.aws("stepfunctions", "get-execution-history", "--execution-arn", execution)["events"]
         (failed,) = [e["taskFailedEventDetails"] for e in history if "taskFailedEventDetails" in e]

@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from approvals.demo import wait_for_email
 from tests.e2e.conftest import RunningStack, running_local_stack
-from tests.e2e.test_browser import browser, finished, shot  # noqa: F401 (browser: the fixture)
+from tests.e2e.test_browser import browser, shot  # noqa: F401 (browser: the fixture)
 from tests.e2e.test_inbox_browser import axe_violations, items, link_when_waiting
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -59,7 +59,7 @@ def test_the_approver_signs_in_then_approves(tab: Page, sign_in_stack: RunningSt
     shot(tab, "sign-in-approval-page")
     tab.get_by_role("button", name="Approve").click()
     expect(tab.get_by_role("heading", level=1)).to_have_text("Decision recorded")
-    described = finished(sign_in_stack, arn)
+    described = sign_in_stack.ended(arn)
     assert described["status"] == "SUCCEEDED"
     assert '"proof":"sign-in"' in str(described["output"]).replace(" ", "")
 
@@ -112,7 +112,7 @@ def test_the_approver_signs_in_from_the_inbox_then_decides_everything_there(
     page.get_by_role("button", name="Approve 3").click()
     expect(page.get_by_role("status")).to_have_text("3 settled.")
     for arn in asked:
-        described = finished(sign_in_stack, arn)
+        described = sign_in_stack.ended(arn)
         assert described["status"] == "SUCCEEDED"
         assert '"proof":"sign-in"' in str(described["output"]).replace(" ", "")
     context.close()
