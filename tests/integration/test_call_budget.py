@@ -23,10 +23,12 @@ In all 6, of which 5 by the product's functions, and 1 answer to the token (the 
 repeat, which doubled the answers against the account's Step Functions quota, is gone).
 
 With a digest window (approvals.digest; 60 s deployed, 0 here as in the local stack) the
-worker reads the batch's approvers' digests first: one BatchGetItem per batch, which a lone
-request pays alone (its approver's window goes in the TransactWriteItems with the rest);
-in a batch of ten the claims, the one read, the one publish and the one write of the marks
-come to 1.3 calls per request.
+worker reads the batch's approvers' digests first: one BatchGetItem per batch, then one
+conditional UpdateItem per approver whose window is closed, which claims it (so that two
+workers, or a worker and the sweep, never both email them). A lone request's approver is
+claimed at once, without the read: one call either way. In a batch of ten to one approver
+the claims, the one read or claim, the one publish and the one write of the marks come to
+1.3 calls per request.
 
 The worker's read of the approver directory (the topic's subscriptions) is kept for the
 container: a warm worker makes no SNS call but the publish (tests/integration/test_directory.py
@@ -125,7 +127,7 @@ def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approv
     assert stack.email("bob@example.com", "In turn")
 
 
-def test_a_lone_request_with_a_digest_window_adds_one_read(
+def test_a_lone_request_with_a_digest_window_adds_one_claim(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APPROVALS_DIGEST_SECONDS", "60")
@@ -137,4 +139,5 @@ def test_a_lone_request_with_a_digest_window_adds_one_read(
 
     stack.start(ApprovalRequest(title="Windowed", approvers=["alice@example.com"], requester="ci"))
     stack.email("alice@example.com", "Windowed")
-    assert counter.take() == {"PutItem": 1, "BatchGetItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}
+    # The claim of the approver's window (a conditional update that returns their digest).
+    assert counter.take() == {"PutItem": 1, "UpdateItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}
