@@ -51,6 +51,7 @@ class InboxEntry:
     order: str  # the index's sort key: the paging cursor
     workflow: str
     expires: int  # epoch seconds
+    approver: str  # the address it was asked at
 
 
 class InboxStore(Table):
@@ -77,12 +78,13 @@ class InboxStore(Table):
             KeyConditionExpression=f"{INBOX_ATTRIBUTE} = :owner",
             ExpressionAttributeValues={":owner": {"S": owner}},
             # Named, not written: some attribute names are DynamoDB's reserved words.
-            ProjectionExpression="#approval, #order, #workflow, #expires",
+            ProjectionExpression="#approval, #order, #workflow, #expires, #approver",
             ExpressionAttributeNames={
                 "#approval": "approval",
                 "#order": INBOX_ORDER,
                 "#workflow": "workflow",
                 "#expires": "expires",
+                "#approver": "approver",
             },
             ScanIndexForward=False,
         )
@@ -93,6 +95,7 @@ class InboxStore(Table):
                     order=item[INBOX_ORDER]["S"],
                     workflow=item["workflow"]["S"],
                     expires=int(item["expires"]["N"]),
+                    approver=item["approver"]["S"],
                 )
 
     def get_many(self, approval_ids: list[str]) -> dict[str, Item]:

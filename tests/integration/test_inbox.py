@@ -138,6 +138,26 @@ def test_pages_run_newest_first_with_a_cursor_and_a_workflow_filter(stack: Stack
     assert inbox.page(store, approver_id(BOB), now).items == []
 
 
+def test_a_page_reads_only_its_own_approvals_and_counts_the_entries(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    start = utcnow() - timedelta(minutes=10)
+    made = [stored(store, f"Item {i}", start + timedelta(seconds=i)) for i in range(120)]
+    newest_first = [a.approval_id for a in reversed(made)]
+    owner, now = approver_id(ALICE), utcnow()
+
+    with counted_calls(store) as calls:
+        first = inbox.page(store, owner, now)
+    assert calls == Counter({"Query": 1, "BatchGetItem": 1})  # the 50 shown, not the 120
+    assert ([a.approval_id for a in first.items], first.total) == (newest_first[:50], 120)
+
+    # Requests decided on page two leave the inbox; the page fills from the next entries.
+    for approval_id in newest_first[50:55]:
+        store.remove_from_inbox(owner, [approval_id])
+    second = inbox.page(store, owner, now, cursor=first.next_cursor)
+    assert [a.approval_id for a in second.items] == newest_first[55:105]
+    assert second.total == 115
+
+
 def test_what_no_longer_waits_on_the_approver_is_skipped(stack: Stack) -> None:
     store = runtime.from_environment().store
     now = utcnow()
