@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from approvals import inbox, runtime
+from approvals import bulk, inbox, runtime
 from approvals.inboxlinks import approver_id
 from approvals.links import approval_id_for
 from approvals.models import (
@@ -29,7 +29,7 @@ from approvals.models import (
 from approvals.reassign import reassign
 from approvals.store import ApprovalStore, Claim, is_inbox_entry
 from approvals.store.items import EXECUTION_INDEX, OPEN_ATTRIBUTE, TELL_ATTRIBUTE
-from approvals.sweep import sweep
+from approvals.sweep import close_for_execution, sweep
 from tests.integration.conftest import Stack, approval_id_of, eventually
 from tests.integration.test_approvers_cli import deploy_outputs, run
 
@@ -152,7 +152,7 @@ def test_a_page_reads_only_its_own_approvals_and_counts_the_entries(stack: Stack
 
     # Requests decided on page two leave the inbox; the page fills from the next entries.
     for approval_id in newest_first[50:55]:
-        store.remove_from_inbox(owner, [approval_id])
+        store.remove_entries([(owner, approval_id)])
     second = inbox.page(store, owner, now, cursor=first.next_cursor)
     assert [a.approval_id for a in second.items] == newest_first[55:105]
     assert second.total == 115
@@ -235,6 +235,61 @@ def test_a_reassignment_moves_it_to_the_new_approver_s_inbox(stack: Stack) -> No
     assert inbox.matching(services.store, approver_id(CAROL), now) == [approval_id]
     assert inbox.matching(services.store, approver_id(ALICE), now) == []
     assert inbox.matching(services.store, approver_id(BOB), now) == [approval_id]
+    assert entries(services.store, ALICE) == set()  # her entry went with her place
+
+
+def entries(store: ApprovalStore, who: str) -> set[str]:
+    return {entry.approval_id for entry in store.inbox_entries(approver_id(who))}
+
+
+def emailed(stack: Stack, title: str, approvers: list[str], **extra: Any) -> tuple[str, str]:
+    """A request emailed to its approvers: its id, and the first approver's link."""
+    stack.start(ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **extra))
+    link = stack.email(approvers[0], title).links[0]
+    approval_id = approval_id_of(link)
+    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
+    return approval_id, link
+
+
+def test_a_single_vote_that_settles_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Settle me", [ALICE, BOB])
+    assert entries(store, ALICE) == entries(store, BOB) == {approval_id}
+
+    assert stack.click(link, "approve").status == 200
+
+    assert entries(store, ALICE) == entries(store, BOB) == set()
+
+
+def test_a_single_vote_that_does_not_settle_takes_it_out_of_the_voter_s_inbox_only(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Both must", [ALICE, BOB], policy=Policy.ALL)
+
+    assert stack.click(link, "approve").status == 200
+
+    assert (entries(store, ALICE), entries(store, BOB)) == (set(), {approval_id})
+
+
+def test_a_bulk_vote_that_settles_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    services = runtime.from_environment()
+    first, _ = emailed(stack, "First response", [ALICE, BOB])
+    both, _ = emailed(stack, "Both must", [ALICE, BOB], policy=Policy.ALL)
+
+    chosen = [bulk.Choice(approval_id, Outcome.APPROVED) for approval_id in (first, both)]
+    results = bulk.decide_many(services, approver_id(ALICE), chosen, utcnow())
+
+    assert [r.result for r in results] == [bulk.Result.SETTLED, bulk.Result.RECORDED]
+    assert (entries(services.store, ALICE), entries(services.store, BOB)) == (set(), {both})
+
+
+def test_a_cancelled_request_leaves_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    cancelled = stored(store, "Stopped", utcnow(), [ALICE, BOB])
+    kept = stored(store, "Running", utcnow(), [ALICE])
+
+    assert close_for_execution(store, cancelled.execution, utcnow()) == Counter({"cancelled": 1})
+
+    assert (entries(store, ALICE), entries(store, BOB)) == ({kept.approval_id}, set())
 
 
 def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
@@ -243,7 +298,7 @@ def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
     made = [stored(store, f"Item {i}", now - timedelta(seconds=i), [ALICE, BOB]) for i in range(30)]
     ids = [a.approval_id for a in made]
 
-    store.remove_from_inbox(approver_id(ALICE), ids[:27])
+    store.remove_entries((approver_id(ALICE), approval_id) for approval_id in ids[:27])
 
     assert inbox.matching(store, approver_id(ALICE), now) == ids[27:]
     assert inbox.matching(store, approver_id(BOB), now) == ids
