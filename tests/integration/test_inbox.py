@@ -4,7 +4,6 @@ few calls, and without writing anything."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,6 @@ import pytest
 
 from approvals import bulk, inbox, runtime
 from approvals.inboxlinks import approver_id
-from approvals.links import approval_id_for
 from approvals.models import (
     Approval,
     ApprovalRequest,
@@ -30,6 +28,7 @@ from approvals.reassign import reassign
 from approvals.store import ApprovalStore, Claim, is_inbox_entry
 from approvals.store.items import EXECUTION_INDEX, OPEN_ATTRIBUTE, TELL_ATTRIBUTE
 from approvals.sweep import close_for_execution, sweep
+from bench.inbox_page import made
 from tests.integration.conftest import Stack, approval_id_of, eventually
 from tests.integration.test_approvers_cli import deploy_outputs, run
 
@@ -46,17 +45,7 @@ def stored(
     **extra: Any,
 ) -> Approval:
     """An approval as the worker stores it, and its approvers' inbox entries."""
-    token = str(uuid.uuid4())
-    request = ApprovalRequest(title=title, approvers=approvers or [ALICE], requester="ci@x.com", **extra)
-    approval = Approval(
-        approval_id=approval_id_for(token),
-        task_token=token,
-        execution=f"arn:aws:states:us-east-1:123456789012:execution:{workflow}:{uuid.uuid4()}",
-        state="Approve",
-        request=request,
-        created_at=created,
-        expires_at=created + timedelta(seconds=request.timeout_seconds),
-    )
+    approval = made(title, created, approvers or [ALICE], workflow, **extra)
     assert store.claim(approval, created, 60).claim is Claim.NEW
     store.add_to_inbox(approval, approval.first_asked)
     return approval
