@@ -34,7 +34,7 @@ from approvals.runtime import Services
 from approvals.settings import Settings
 from approvals.signin import Session
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
-from approvals.store.inbox import ended_by_vote
+from approvals.store.inbox import ended_by_vote, every_entry
 from approvals.tasks import HistoryDenied, TaskGone, succeed, took_answer
 
 if TYPE_CHECKING:
@@ -580,6 +580,7 @@ def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) ->
     the execution was stopped: the workflow never saw this outcome, so the record must not
     claim it."""
     store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
+    store.leave_inboxes(every_entry(approval))  # it waits on nobody now
     log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
     raise TooLate(
         "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",

@@ -4,6 +4,7 @@ few calls, and without writing anything."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -279,6 +280,21 @@ def test_a_cancelled_request_leaves_every_inbox(stack: Stack) -> None:
     assert close_for_execution(store, cancelled.execution, utcnow()) == Counter({"cancelled": 1})
 
     assert (entries(store, ALICE), entries(store, BOB)) == ({kept.approval_id}, set())
+
+
+def test_a_vote_too_late_for_the_workflow_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Stopped", [ALICE, BOB])
+    approval = stack.approval(approval_id)
+    # The execution stops waiting (its message dead-lettered fails it) before anyone votes.
+    body = {"task_token": approval.task_token, "execution": approval.execution, "state": "x", "request": {}}
+    stack.sqs.send_message(QueueUrl=stack.resources.dlq_url, MessageBody=json.dumps(body))
+    stack.drain(stack.dead_letters)
+    stack.finish(approval.execution)
+
+    assert stack.post_link(link, "approve").status == 410
+
+    assert entries(store, ALICE) == entries(store, BOB) == set()
 
 
 def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
