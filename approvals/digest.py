@@ -106,6 +106,7 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
         _pending(services, list(won.values()), now),
     )
     sent, failed = _publish(services, outgoing)
+    _give_back(services, won, [out for out in outgoing if out.email in failed], now)
 
     # The digests first: an approval is marked only once what it counts on is written.
     writes = [
@@ -157,7 +158,7 @@ def _windows(
 def send_due_digests(services: Services, now: datetime) -> int:
     """The sweep's part: send each digest whose window has closed; returns the emails sent.
     A digest whose window a worker claimed meanwhile is that worker's to send. A failed
-    email leaves its items in the digest, for the sweep at the close of the window it opened."""
+    email leaves its items in the digest, and its window closed, for the next sweep."""
     store = services.store
     states = list(store.due_digests(now))
     for state in states:
@@ -168,12 +169,24 @@ def send_due_digests(services: Services, now: datetime) -> int:
     # A digest whose items all stopped waiting is emptied, and opens no window: nobody is emailed.
     writes = [store.cleared_write(s.approver, sorted(s.pending)) for s in waiting if not pending[s.approver]]
     claimed = [s for s in waiting if pending[s.approver]]
-    won = [s for s in claimed if store.claim_window(s.approver, now, services.settings.digest_seconds).won]
-    outgoing = _digests(services, {}, won, pending)
-    sent, _ = _publish(services, outgoing)
+    claims = {
+        s.approver: store.claim_window(s.approver, now, services.settings.digest_seconds) for s in claimed
+    }
+    outgoing = _digests(services, {}, [s for s in claimed if claims[s.approver].won], pending)
+    sent, failed = _publish(services, outgoing)
+    won = {who: claim.state for who, claim in claims.items() if claim.won}
+    _give_back(services, won, [out for out in outgoing if out.email in failed], now)
     writes += _sent_writes(services, [out for out in outgoing if out.email in sent])
     store.write_together(writes)
     return len(sent)
+
+
+def _give_back(
+    services: Services, won: dict[str, DigestState], failed: Sequence[_Outgoing], now: datetime
+) -> None:
+    """The windows claimed for emails that failed close again: their retries go at once."""
+    for who in dict.fromkeys(out.approver for out in failed if out.digest and out.approver in won):
+        services.store.give_back_window(won[who], now)
 
 
 def _publish(services: Services, outgoing: Sequence[_Outgoing]) -> tuple[list[Email], list[Email]]:

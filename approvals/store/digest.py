@@ -167,8 +167,9 @@ class DigestStore(Table):
         """Claim the right to email the approver now, if their window is closed: the window
         opens (for ``seconds``) in the same conditional update, so two workers, or a worker
         and the sweep, at the same moment find each other and only one emails. The claim
-        comes before the email: one that then fails leaves the window open and the digest's
-        items in it, for the sweep at its close (delayed, never dropped)."""
+        comes before the email: one that then fails is given back (give_back_window); were that
+        lost too, the window stays open and the digest's items in it, for the sweep at its
+        close (delayed, never dropped)."""
         # A claim holds at least a second, so that two claims without a window (a digest
         # left when the window was turned off) still find each other.
         until = now + timedelta(seconds=max(seconds, 1))
@@ -193,6 +194,24 @@ class DigestStore(Table):
         except ClientError as error:
             return WindowClaim(won=False, state=_state(failed_condition_item(error)))
         return WindowClaim(won=True, state=_state(result["Attributes"]))
+
+    def give_back_window(self, claimed: DigestState, now: datetime) -> None:
+        """The email a won claim was for failed: the window closes again (unless claimed
+        since), so that the retry goes at once rather than at the window's close."""
+        assert claimed.window_until is not None, "only a won claim is given back"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._digest_key(claimed.approver),
+                UpdateExpression=f"SET window_until = :now, {DIGEST_AT} = :now",
+                ConditionExpression="window_until = :claimed",
+                ExpressionAttributeValues={
+                    ":now": {"N": epoch(now)},
+                    ":claimed": {"N": epoch(claimed.window_until)},
+                },
+            )
+        except ClientError as error:
+            failed_condition_item(error)
 
     def cleared_write(self, approver: str, sent: Sequence[str]) -> Write:
         """The ``sent`` items leave the approver's digest: their email went (or they no
