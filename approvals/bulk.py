@@ -45,6 +45,7 @@ from approvals.models import Approval, FieldSpec, Outcome, Vote
 from approvals.runtime import Services
 from approvals.signin import Session
 from approvals.store import UnreadableItem, approval_from_item, vote_refusal
+from approvals.store.inbox import every_entry
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,12 @@ def decide_many(
         )
         for choice in chosen
     ]
-    _leave_inbox(services, approver_id, [item.approval_id for item in results if item.result in _DONE])
+    # What no longer waits on the voter leaves their inbox; what settled, everyone's: together.
+    ended = [(approver_id, item.approval_id) for item in results if item.result in _DONE]
+    for item in results:
+        settled = found.get(item.approval_id) if item.result is Result.SETTLED else None
+        ended += every_entry(settled.approval) if isinstance(settled, _Found) else []
+    services.store.leave_inboxes(ended)
     return results
 
 
@@ -436,14 +442,3 @@ def _result(choice: Choice, result: Result, detail: str, approval: Approval | No
         title=approval.request.title if approval else None,
         workflow=approval.workflow if approval else None,
     )
-
-
-def _leave_inbox(services: Services, approver_id: str, approval_ids: list[str]) -> None:
-    """Items that no longer wait on the voter leave their inbox, in one batch. A failure
-    costs nothing but stale entries, which the inbox skips: it must not hide the results."""
-    if not approval_ids:
-        return
-    try:
-        services.store.remove_from_inbox(approver_id, approval_ids)
-    except Exception:
-        log.warning("inbox entries not removed: the inbox skips them", exc_info=True)

@@ -320,6 +320,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         recorded = decision.record(target.store, target.sfn, approval.approval_id, vote)
     except decision.Problem as problem:
         raise TargetError(problem.message) from None
+    decision.leave_inboxes(target.store, recorded)
     delivered = "; the workflow has the decision" if recorded.delivery is Delivery.DELIVERED else ""
     status = recorded.approval.status.value
     print(f"Recorded {outcome.value} for {approver} (by {operator}); request is {status}{delivered}.")

@@ -34,6 +34,7 @@ from approvals.runtime import Services
 from approvals.settings import Settings
 from approvals.signin import Session
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
+from approvals.store.inbox import ended_by_vote, every_entry
 from approvals.tasks import HistoryDenied, TaskGone, succeed, took_answer
 
 if TYPE_CHECKING:
@@ -445,9 +446,18 @@ def _decide(
         proof=proven.kind,
         issuer=proven.issuer,
     )
-    return cast_vote(
+    recorded = cast_vote(
         services, voter.approval_id, vote, now, answers_checked=answered, token_hash=voter.token_hash
     )
+    leave_inboxes(services.store, recorded)
+    return recorded
+
+
+def leave_inboxes(store: ApprovalStore, recorded: Recorded) -> None:
+    """The request no longer waits on the voter (nor, once settled, on anyone): it leaves
+    their inboxes, with one BatchWriteItem on the click's path, so that an inbox's entries
+    are what waits. (A bulk vote removes its items' entries together: approvals.bulk.)"""
+    store.leave_inboxes(ended_by_vote(recorded.approval, recorded.vote.approver))
 
 
 def cast_vote(
@@ -570,6 +580,7 @@ def _too_late(store: ApprovalStore, approval: Approval, refused_at: datetime) ->
     the execution was stopped: the workflow never saw this outcome, so the record must not
     claim it."""
     store.close(approval.approval_id, Status.EXPIRED, refused_at, was=approval.status)
+    store.leave_inboxes(every_entry(approval))  # it waits on nobody now
     log.warning("decision too late for the workflow", extra={"approval_id": approval.approval_id})
     raise TooLate(
         "The workflow stopped waiting (it timed out or was stopped) before this decision reached it.",

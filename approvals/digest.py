@@ -60,7 +60,7 @@ class _Outgoing:
     (those no longer waiting leave it too)."""
 
     approver: str
-    email: Email | None  # None: a digest whose items all stopped waiting, to be emptied
+    email: Email
     approvals: list[Approval]
     digest: bool = False
     joined: list[str] = field(default_factory=list)
@@ -110,8 +110,7 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
                 by_approver.setdefault(approver, []).append(item.approval)
             else:
                 urgent.append((approver, item.approval))
-    states = store.digest_states(by_approver) if settings.digest_seconds and by_approver else {}
-    open_windows = {who for who, state in states.items() if state.window_open(now)}
+    won, open_windows = _windows(services, list(by_approver), now) if settings.digest_seconds else ({}, {})
     deferred = {who: items for who, items in by_approver.items() if who in open_windows}
     key = services.keys.signing()
     outgoing = [
@@ -121,14 +120,17 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
     outgoing += _digests(
         services,
         {who: items for who, items in by_approver.items() if who not in deferred},
-        [states[who] for who in by_approver if who in states and who not in deferred],
-        now,
+        list(won.values()),
+        _pending(services, list(won.values()), now),
     )
     sent, failed = _publish(services, outgoing)
+    _give_back(services, won, [out for out in outgoing if out.email in failed], now)
 
     # The digests first: an approval is marked only once what it counts on is written.
-    writes = [store.defer_write(states[who], [a.approval_id for a in deferred[who]]) for who in deferred]
-    writes += _sent_writes(services, [out for out in outgoing if out.email in sent], now)
+    writes = [
+        store.defer_write(open_windows[who], [a.approval_id for a in deferred[who]]) for who in deferred
+    ]
+    writes += _sent_writes(services, [out for out in outgoing if out.email in sent])
     lost = {(a.approval_id, out.approver) for out in outgoing if out.email in failed for a in out.approvals}
     retry: set[str] = set()
     for item in claimed:
@@ -152,38 +154,74 @@ def email_batch(services: Services, claimed: Sequence[ToEmail], now: datetime) -
     return retry
 
 
+def _windows(
+    services: Services, approvers: Sequence[str], now: datetime
+) -> tuple[dict[str, DigestState], dict[str, DigestState]]:
+    """The approvers whose window this batch claimed (to email now, with what waits in
+    their digest), and those whose window is open (their requests wait in it). Several
+    approvers' digests are read first in one call, and only a closed window is claimed;
+    a lone approver's is claimed at once (one call either way)."""
+    store = services.store
+    read = store.digest_states(approvers) if len(approvers) > 1 else {}
+    won: dict[str, DigestState] = {}
+    open_windows = {who: state for who, state in read.items() if state.window_open(now)}
+    for who in approvers:
+        if who in open_windows:
+            continue
+        claim = store.claim_window(who, now, services.settings.digest_seconds)
+        (won if claim.won else open_windows)[who] = claim.state
+    return won, open_windows
+
+
 def send_due_digests(services: Services, now: datetime) -> int:
     """The sweep's part: send each digest whose window has closed; returns the emails sent.
-    A failed email leaves its digest as it was, for the next sweep."""
-    states = list(services.store.due_digests(now))
+    A digest whose window a worker claimed meanwhile is that worker's to send. A failed
+    email leaves its items in the digest, and its window closed, for the next sweep."""
+    store = services.store
+    states = list(store.due_digests(now))
     for state in states:
         if not state.pending:
-            services.store.forget_empty_digest(state.approver)
+            store.forget_empty_digest(state.approver)
     waiting = [state for state in states if state.pending]
-    if not waiting:
-        return 0
-    outgoing = _digests(services, {}, waiting, now)
-    sent, _ = _publish(services, outgoing)
-    # A digest whose items all stopped waiting sends nothing, yet is emptied too.
-    done = [out for out in outgoing if out.email is None or out.email in sent]
-    services.store.write_together(_sent_writes(services, done, now))
+    pending = _pending(services, waiting, now)
+    # A digest whose items all stopped waiting is emptied, and opens no window: nobody is emailed.
+    writes = [store.cleared_write(s.approver, sorted(s.pending)) for s in waiting if not pending[s.approver]]
+    claimed = [s for s in waiting if pending[s.approver]]
+    claims = {
+        s.approver: store.claim_window(s.approver, now, services.settings.digest_seconds) for s in claimed
+    }
+    outgoing = _digests(services, {}, [s for s in claimed if claims[s.approver].won], pending)
+    sent, failed = _publish(services, outgoing)
+    won = {who: claim.state for who, claim in claims.items() if claim.won}
+    _give_back(services, won, [out for out in outgoing if out.email in failed], now)
+    writes += _sent_writes(services, [out for out in outgoing if out.email in sent])
+    store.write_together(writes)
     return len(sent)
 
 
+def _give_back(
+    services: Services, won: dict[str, DigestState], failed: Sequence[_Outgoing], now: datetime
+) -> None:
+    """The windows claimed for emails that failed close again: their retries go at once."""
+    for who in dict.fromkeys(out.approver for out in failed if out.digest and out.approver in won):
+        services.store.give_back_window(won[who], now)
+
+
 def _publish(services: Services, outgoing: Sequence[_Outgoing]) -> tuple[list[Email], list[Email]]:
-    emails = [out.email for out in outgoing if out.email is not None]
-    return publish_emails(services.sns, services.settings.topic_arn, emails)
+    return publish_emails(services.sns, services.settings.topic_arn, [out.email for out in outgoing])
 
 
 def _digests(
-    services: Services, batch: dict[str, list[Approval]], states: Sequence[DigestState], now: datetime
+    services: Services,
+    batch: dict[str, list[Approval]],
+    states: Sequence[DigestState],
+    pending: dict[str, list[Approval]],
 ) -> list[_Outgoing]:
     """Each approver's email now: their batch's approvals, with what waits in their digest
-    (``states``) and still waits on them. A digest left with nothing to send is returned
-    with no email and no approvals, to be emptied."""
+    (``states``, whose windows are claimed) and still waits on them (``pending``). Each has
+    something to send: a batch's approvals, or (the sweep's) a digest's still waiting."""
     settings = services.settings
     key = services.keys.signing()
-    pending = _pending(services, states, now)
     held = {state.approver: sorted(state.pending) for state in states}
     outgoing = []
     for who in dict.fromkeys([*batch, *held]):
@@ -191,25 +229,21 @@ def _digests(
         in_batch = {a.approval_id for a in approvals}
         joining = [a for a in pending.get(who, []) if a.approval_id not in in_batch]
         everything = [*approvals, *joining]
-        email = (
-            compose(who, everything, settings.api_url, key, settings.needs_sign_in) if everything else None
-        )
         joined = [a.approval_id for a in joining]
+        email = compose(who, everything, settings.api_url, key, settings.needs_sign_in)
         outgoing.append(_Outgoing(who, email, everything, True, joined, held.get(who, [])))
     return outgoing
 
 
-def _sent_writes(services: Services, sent: Sequence[_Outgoing], now: datetime) -> list[Write]:
-    """For each digest sent: the approver's window opens, and the items it carried leave it
-    (an emptied digest's window stays closed: nobody was emailed). Without a window, nothing
-    is written but to empty a digest left from one."""
+def _sent_writes(services: Services, sent: Sequence[_Outgoing]) -> list[Write]:
+    """For each digest sent: the items it held leave it (whether they went in the email or
+    no longer wait), and the approvals that went no longer await it."""
     store = services.store
     writes: list[Write] = []
     for out in sent:
-        seconds = services.settings.digest_seconds if out.email else 0
-        if not out.digest or not (seconds or out.cleared):
+        if not out.digest or not out.cleared:
             continue
-        writes.append(store.window_write(out.approver, now, seconds, out.cleared))
+        writes.append(store.cleared_write(out.approver, out.cleared))
         writes += [store.digested_write(approval_id, out.approver) for approval_id in out.joined]
     return writes
 
@@ -218,7 +252,7 @@ def _pending(services: Services, states: Sequence[DigestState], now: datetime) -
     """The approvals waiting in these digests that still wait on their approver, by approver."""
     ids = {approval_id for state in states for approval_id in state.pending}
     if not ids:
-        return {}
+        return {state.approver: [] for state in states}
     approvals = {a.approval_id: a for a in services.store.approvals(ids) if not isinstance(a, UnreadableItem)}
     return {
         state.approver: [

@@ -3,11 +3,16 @@
 
 Reading it writes nothing. The entries (approvals.store.inbox) say what may wait on the
 approver; each approval itself says whether it still does (its votes, a sequence's turn,
-a reassignment, its expiry), so an entry a decision left behind is skipped, not shown.
-The calls: one Query of the approver's entries (a page per MB of them), then one
-BatchGetItem per 100 entries not yet expired. The whole inbox is read for each page, so
-that "select all N matching" counts exactly what waits and the filter lists only the
-workflows that still wait.
+a reassignment, its expiry), so an entry left behind is skipped, not shown. Entries leave
+as requests stop waiting (a vote, a settled request, a reassignment, a cancellation) and
+the expired are not counted, so the entries are what waits, but for a removal that failed.
+
+A page's calls: one Query of the approver's entries (one per MB of them: about 3,000), and
+one BatchGetItem for the page's approvals (again only for as many more as it found no
+longer waiting). Its count, "N matching", is the entries not yet expired under the filter,
+less those the page itself found no longer waiting; its workflows, those of the entries.
+``waiting`` and ``matching`` (the operators' list, and what "select all N matching"
+selects) read every approval instead, 100 to a BatchGetItem, so that each is checked.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from approvals.runtime import Services
 from approvals.settings import Settings
 from approvals.signin import Session
 from approvals.store import ApprovalStore, UnreadableItem, approval_from_item
+from approvals.store.inbox import InboxEntry
 from approvals.store.items import Item
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,17 @@ class InboxPage:
 
 def waiting(store: ApprovalStore, owner: str, now: datetime) -> list[Waiting]:
     """Every approval waiting on the approver whose id is ``owner``, newest first."""
-    entries = [entry for entry in store.inbox_entries(owner) if entry.expires > now.timestamp()]
+    return _still_waiting(store, owner, _unexpired(store, owner, now), now)
+
+
+def _unexpired(store: ApprovalStore, owner: str, now: datetime) -> list[InboxEntry]:
+    return [entry for entry in store.inbox_entries(owner) if entry.expires > now.timestamp()]
+
+
+def _still_waiting(
+    store: ApprovalStore, owner: str, entries: list[InboxEntry], now: datetime
+) -> list[Waiting]:
+    """The entries' approvals that still wait on the approver, in the entries' order."""
     items = store.get_many([entry.approval_id for entry in entries])
     found: list[Waiting] = []
     for entry in entries:
@@ -90,20 +106,31 @@ def page(
     cursor: str | None = None,
     size: int = PAGE_SIZE,
 ) -> InboxPage:
-    """One page of the inbox, after ``cursor`` (a page's ``next_cursor``), of ``workflow`` only if given."""
+    """One page of the inbox, after ``cursor`` (a page's ``next_cursor``), of ``workflow``
+    only if given. The approvals read are the page's own (and as many more as it finds no
+    longer waiting, to fill it); the count and the workflows come from the entries alone
+    (see the module's note)."""
     if cursor is not None and not CURSOR.match(cursor):
         raise BadCursor
-    everything = waiting(store, owner, now)
-    chosen = [w for w in everything if workflow is None or w.approval.workflow == workflow]
-    after = [w for w in chosen if cursor is None or w.order < cursor.replace("-", "#")]
-    shown = after[:size]
+    entries = _unexpired(store, owner, now)
+    chosen = [e for e in entries if workflow is None or e.workflow == workflow]
+    after = [e for e in chosen if cursor is None or e.order < cursor.replace("-", "#")]
+    shown: list[Waiting] = []
+    read = 0
+    while len(shown) < size and read < len(after):
+        wanted = after[read : read + size - len(shown)]
+        read += len(wanted)
+        shown += _still_waiting(store, owner, wanted, now)
+    shown_ids = {w.approval.approval_id for w in shown}
+    # Entries this page found no longer waiting: not counted.
+    gone = [e for e in after[:read] if e.approval_id not in shown_ids]
     return InboxPage(
         items=[w.approval for w in shown],
-        next_cursor=shown[-1].order.replace("#", "-") if len(after) > size else None,
-        approver=everything[0].approver if everything else None,
-        total=len(chosen),
-        workflows=sorted({w.approval.workflow for w in everything}),
-        asking_sign_in=sum(w.approval.request.identity == "sign-in" for w in chosen),
+        next_cursor=shown[-1].order.replace("#", "-") if shown and read < len(after) else None,
+        approver=shown[0].approver if shown else next((e.approver for e in entries), None),
+        total=len(chosen) - len(gone),
+        workflows=sorted({e.workflow for e in entries}),
+        asking_sign_in=sum(e.sign_in for e in chosen) - sum(e.sign_in for e in gone),
     )
 
 

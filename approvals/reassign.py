@@ -79,7 +79,7 @@ def reassign(
     if current is None:
         raise _refused(ReassignRefusal.UNKNOWN, None, change)
     if _already_made(current, change):
-        store.add_to_inbox(current, [change.to])  # it may have been what failed
+        store.hand_over_entry(current, change)  # it may have been what failed
         return current
     if refusal := reassign_refusal(current, change):
         raise _refused(refusal, current, change)
@@ -94,8 +94,7 @@ def reassign(
         changed = store.reassign(approval_id, change, shortlinks.token_hash(link))
     except ReassignRejected as refused:  # changed since it was read: a vote, or another change
         raise _refused(refused.reason, refused.approval, change) from None
-    # The old approver's entry stays, and is skipped: the approval no longer waits on them.
-    store.add_to_inbox(changed, [change.to])
+    store.hand_over_entry(changed, change)
     return changed
 
 

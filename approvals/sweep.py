@@ -33,6 +33,7 @@ from approvals.requester import tell_requesters
 from approvals.runtime import Services
 from approvals.statemachine import DELIVERY_FAILED, EXPIRED
 from approvals.store import ApprovalStore, UnreadableItem
+from approvals.store.inbox import Entry, every_entry
 from approvals.tasks import TaskGone, fail
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime) -> Counter[str]:
     """The execution ended: its approvals still pending are expired or cancelled."""
     closed: Counter[str] = Counter()
+    ended: list[Entry] = []
     for approval in store.for_execution(execution_arn):
         if isinstance(approval, UnreadableItem):
             log_unreadable(approval)
@@ -51,6 +53,8 @@ def close_for_execution(store: ApprovalStore, execution_arn: str, now: datetime)
             status = Status.EXPIRED if now >= approval.expires_at else Status.CANCELLED
             if store.close(approval.approval_id, status, now):
                 closed[status.value] += 1
+                ended += every_entry(approval)
+    store.leave_inboxes(ended)  # a fan-out's, 25 to a call
     return closed
 
 
@@ -74,7 +78,8 @@ def _check_reach(services: Services, approval: Approval, now: datetime) -> tuple
         fail(services.sfn, marked.task_token, DELIVERY_FAILED, cause)
     except TaskGone:
         log.info("execution no longer waits", extra={"approval_id": marked.approval_id})
-    services.store.close(marked.approval_id, Status.CANCELLED, now)
+    if services.store.close(marked.approval_id, Status.CANCELLED, now):
+        services.store.leave_inboxes(every_entry(marked))
     log.warning("approvers unreachable", extra={"approval_id": marked.approval_id, "cause": cause})
     return marked, "ended unreachable"
 

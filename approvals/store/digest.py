@@ -5,9 +5,11 @@ One item per approver (``digest#<approver id>``): ``window_until`` (their last e
 digest window: requests arriving before it wait) and ``pending`` (the approval ids that
 wait). While requests wait it is in the open index under a key of its own (``sweep`` =
 "digest", sorted by ``expires_at``: when the window closes), where the sweep finds it; the
-sweep's query for approvals ("open") never meets it, nor is it in the other indexes. The
-worker writes its marks together (TransactWriteItems): one call for a batch's approvals and
-digests rather than one per approval.
+sweep's query for approvals ("open") never meets it, nor is it in the other indexes. Whoever
+emails the approver (a worker, the sweep) first claims the closed window with a conditional
+update that opens it (claim_window): of two at the same moment, one emails and the other's
+requests wait in the digest. The worker writes its marks together (TransactWriteItems): one
+call for a batch's approvals and digests rather than one per approval.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ class DigestState:
 
     def window_open(self, now: datetime) -> bool:
         return self.window_until is not None and now < self.window_until
+
+
+@dataclass(frozen=True)
+class WindowClaim:
+    """A claim of an approver's window: ``won``, the digest as the claim left it (its
+    ``pending`` go in the email); lost, the window that is open (what arrives now waits in it)."""
+
+    won: bool
+    state: DigestState
 
 
 Write = dict[str, Any]  # one write of TransactWriteItems: {"Update": ...} or {"Put": ...}
@@ -152,21 +163,61 @@ class DigestStore(Table):
             names={"#ttl": "ttl"},
         )
 
-    def window_write(self, approver: str, now: datetime, seconds: int, sent: Sequence[str]) -> Write:
-        """The approver was just emailed: their window opens, and the ``sent`` digest items
-        leave it. The index entry, if any, stays until the sweep finds it empty at the
-        window's close (forget_empty_digest), so that a request joining meanwhile is sent."""
-        until = now + timedelta(seconds=seconds)
-        update = f"SET approver = :who, window_until = :until, {DIGEST_AT} = :until, #ttl = :ttl"
-        values: Item = {
-            ":who": {"S": approver},
-            ":until": {"N": epoch(until)},
-            ":ttl": {"N": epoch(until + self._retention)},
-        }
-        if sent:
-            update += " DELETE pending :sent"
-            values[":sent"] = {"SS": list(sent)}
-        return self._update(self._digest_key(approver), update, values, names={"#ttl": "ttl"})
+    def claim_window(self, approver: str, now: datetime, seconds: int) -> WindowClaim:
+        """Claim the right to email the approver now, if their window is closed: the window
+        opens (for ``seconds``) in the same conditional update, so two workers, or a worker
+        and the sweep, at the same moment find each other and only one emails. The claim
+        comes before the email: one that then fails is given back (give_back_window); were that
+        lost too, the window stays open and the digest's items in it, for the sweep at its
+        close (delayed, never dropped)."""
+        # A claim holds at least a second, so that two claims without a window (a digest
+        # left when the window was turned off) still find each other.
+        until = now + timedelta(seconds=max(seconds, 1))
+        try:
+            result = self._db.update_item(
+                TableName=self._table,
+                Key=self._digest_key(approver),
+                UpdateExpression=(
+                    f"SET approver = :who, window_until = :until, {DIGEST_AT} = :until, #ttl = :ttl"
+                ),
+                ConditionExpression="attribute_not_exists(window_until) OR window_until <= :now",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues={
+                    ":who": {"S": approver},
+                    ":until": {"N": epoch(until)},
+                    ":now": {"N": epoch(now)},
+                    ":ttl": {"N": epoch(until + self._retention)},
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            return WindowClaim(won=False, state=_state(failed_condition_item(error)))
+        return WindowClaim(won=True, state=_state(result["Attributes"]))
+
+    def give_back_window(self, claimed: DigestState, now: datetime) -> None:
+        """The email a won claim was for failed: the window closes again (unless claimed
+        since), so that the retry goes at once rather than at the window's close."""
+        assert claimed.window_until is not None, "only a won claim is given back"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._digest_key(claimed.approver),
+                UpdateExpression=f"SET window_until = :now, {DIGEST_AT} = :now",
+                ConditionExpression="window_until = :claimed",
+                ExpressionAttributeValues={
+                    ":now": {"N": epoch(now)},
+                    ":claimed": {"N": epoch(claimed.window_until)},
+                },
+            )
+        except ClientError as error:
+            failed_condition_item(error)
+
+    def cleared_write(self, approver: str, sent: Sequence[str]) -> Write:
+        """The ``sent`` items leave the approver's digest: their email went (or they no
+        longer wait). Items that joined since stay. The index entry, if any, stays until the
+        sweep finds it empty at the window's close (forget_empty_digest)."""
+        return self._update(self._digest_key(approver), "DELETE pending :sent", {":sent": {"SS": list(sent)}})
 
     def _update(self, key: Item, update: str, values: Item, names: dict[str, str] | None = None) -> Write:
         write: Write = {

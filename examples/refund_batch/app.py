@@ -8,6 +8,10 @@ output says where: ``{"results": {"bucket": ..., "manifest": ...}}``, read back 
 order of the batch with ``approvals.fanout.results(s3, **output["results"])``. One refund's
 failure never fails the batch.
 
+Each approver gets one email for the batch, not one per refund: a digest (the service's
+60-second ``digest_window``) with a link to their inbox, one page listing every refund that
+waits on them, where "Select all N matching" and "Approve selected" decide the batch.
+
 Run it: ``cdk synth`` (or ``cdk deploy``) in this directory.
 """
 

@@ -1,5 +1,6 @@
 """The two example apps end to end on `approvals local`: each app's synthesized state machine,
-run by the local engine against the local service, approved by clicking the emailed links.
+run by the local engine against the local service, approved by clicking the emailed links,
+and a batch of refunds decided from each approver's inbox, reached by their digest's link.
 
 The definitions are the ones `cdk synth` writes for the apps, with the service's request
 queue filled in by the local stack's.
@@ -10,8 +11,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 from unittest.mock import ANY
+from urllib.parse import urlencode
 
 import pytest
 
@@ -22,7 +26,7 @@ from approvals.target import for_local
 from examples.deploy_gate.app import RELEASE_MANAGERS
 from examples.refund_batch.app import FINANCE
 from tests.cdk_templates import examples_templates, state_machine_definition
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import PROVISIONED, RunningStack, stack_in_mode
 
 pytestmark = pytest.mark.e2e
 
@@ -134,4 +138,53 @@ def test_refund_batch_approves_each_refund_by_a_quorum_of_two(
         {"id": "R-1", "status": "refunded"},
         {"id": "R-2", "status": "declined"},
         {"id": "R-3", "status": "refunded"},
+    ]
+
+
+# A short digest window, so that the stack's own sweep (every 2 s) sends the digests soon;
+# long enough that a loaded machine's children, arriving one by one, still share a digest.
+DIGEST_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def windowed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A built-in local stack with a digest window, as a deployed service has one."""
+    with stack_in_mode(tmp_path_factory, PROVISIONED, "--digest-seconds", str(DIGEST_SECONDS)) as stack:
+        yield stack
+
+
+def inbox_listing(stack: RunningStack, who: str, count: int) -> str | None:
+    """``who``'s inbox link, from a digest email, once their inbox lists ``count`` requests."""
+    emails = approver.request(stack.info.outbox_url, headers={"Accept": "application/json"}).json()
+    for email in emails:
+        if email["to"] == who and email["subject"].startswith("[Approvals needed]"):
+            [link] = email["links"]
+            listed = approver.request(link, headers={"Accept": "application/json"}).json()
+            if listed["total"] == count:
+                return str(link)
+    return None
+
+
+def test_refund_batch_is_decided_from_each_approver_s_inbox(
+    windowed_stack: RunningStack, templates: dict[str, dict[str, Any]]
+) -> None:
+    machine = deploy_locally(windowed_stack, templates["refunds"], "Refunds")
+    refunds = [{"id": f"R-{n}", "amount": 10 * n, "customer": "ana@example.org"} for n in range(1, 13)]
+    execution = start(windowed_stack, machine, {"refunds": refunds})
+
+    for who, result in ((FINANCE[0], "recorded"), (FINANCE[1], "settled")):
+        listing = partial(inbox_listing, windowed_stack, who, len(refunds))
+        link = windowed_stack.swept_until(listing, timeout=120, what=f"{who}'s digest")
+        # "Select all 12 matching", "Approve selected", confirmed: one POST decides the batch.
+        form = [("all", "1"), ("decision", "approve"), ("confirmed", "1")]
+        done = approver.request(
+            link, urlencode(form).encode(), approver.form_headers(link, accept_json=True), "POST"
+        ).json()
+        assert done["counts"] == {result: len(refunds)}, done
+
+    described = windowed_stack.ended(execution)
+    assert described["status"] == "SUCCEEDED"
+    output = json.loads(str(described["output"]))
+    assert fanout.results(for_local(windowed_stack.info).client("s3"), **output["results"]) == [
+        {"id": refund["id"], "status": "refunded"} for refund in refunds
     ]

@@ -11,22 +11,26 @@ page, one conditional update and one SendTaskSuccess for the vote. Pinned here, 
   tell them apart;
 - page, 1: an UpdateItem instead of a GetItem: the same single call returns the approval and
   notes the approver's first view for the audit trail (page views are aside from the total);
-- vote, 2: one conditional update that records the vote and settles the policy, and one
-  SendTaskSuccess: the approver's click waits on nothing else;
+- vote, 3: one conditional update that records the vote and settles the policy, one
+  SendTaskSuccess, and one BatchWriteItem that takes the request out of the approvers'
+  inboxes (the voter's; everyone's once settled), so that an inbox page counts its entries
+  rather than reading every approval behind them (a deviation, for the inbox: issue 18);
 - the workflow, 1: its ConfirmDelivery state (approvals.statemachine) removes the approval
   from the sweep's index, conditional on it being settled, as soon as it takes the decision;
 - the sweep, 0 per approval: it finds nothing left to confirm. (Without the workflow's write
   it would repeat SendTaskSuccess, refused, and write the removal itself: 2 calls, which is
   what a hand-written Task without the state still costs, tests/integration/test_hand_written_tasks.py.)
 
-In all 6, of which 5 by the product's functions, and 1 answer to the token (the sweep's
+In all 7, of which 6 by the product's functions, and 1 answer to the token (the sweep's
 repeat, which doubled the answers against the account's Step Functions quota, is gone).
 
 With a digest window (approvals.digest; 60 s deployed, 0 here as in the local stack) the
-worker reads the batch's approvers' digests first: one BatchGetItem per batch, which a lone
-request pays alone (its approver's window goes in the TransactWriteItems with the rest);
-in a batch of ten the claims, the one read, the one publish and the one write of the marks
-come to 1.3 calls per request.
+worker reads the batch's approvers' digests first: one BatchGetItem per batch, then one
+conditional UpdateItem per approver whose window is closed, which claims it (so that two
+workers, or a worker and the sweep, never both email them). A lone request's approver is
+claimed at once, without the read: one call either way. In a batch of ten to one approver
+the claims, the one read or claim, the one publish and the one write of the marks come to
+1.3 calls per request.
 
 The worker's read of the approver directory (the topic's subscriptions) is kept for the
 container: a warm worker makes no SNS call but the publish (tests/integration/test_directory.py
@@ -59,7 +63,7 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
     assert counter.take() == {"UpdateItem": 1}
 
     assert stack.submit(page, "approve").status == 200
-    assert counter.take() == {"UpdateItem": 1, "SendTaskSuccess": 1}
+    assert counter.take() == {"UpdateItem": 1, "SendTaskSuccess": 1, "BatchWriteItem": 1}
 
     assert stack.finish(arn).output["outcome"] == "approved"
     assert counter.take() == {}
@@ -100,8 +104,8 @@ def test_a_vote_that_does_not_settle_costs_one_update(stack: Stack) -> None:
     counter.take()
     assert stack.post_link(link, "approve").status == 200
     # The settling form is tried first and refused; the refusal returns the item, so the
-    # second (counting) form needs no read.
-    assert counter.take() == {"UpdateItem": 2}
+    # second (counting) form needs no read. Alice's inbox entry goes.
+    assert counter.take() == {"UpdateItem": 2, "BatchWriteItem": 1}
 
 
 def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approver(stack: Stack) -> None:
@@ -121,11 +125,12 @@ def test_an_approving_click_in_a_sequence_also_claims_and_emails_the_next_approv
     counter.take()
 
     assert stack.submit(page, "approve").status == 200
-    assert counter.take() == {"UpdateItem": 2 + 1, "BatchWriteItem": 1, "PublishBatch": 1}
+    # The BatchWriteItems: Bob's inbox entry in, Alice's out.
+    assert counter.take() == {"UpdateItem": 2 + 1, "BatchWriteItem": 2, "PublishBatch": 1}
     assert stack.email("bob@example.com", "In turn")
 
 
-def test_a_lone_request_with_a_digest_window_adds_one_read(
+def test_a_lone_request_with_a_digest_window_adds_one_claim(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APPROVALS_DIGEST_SECONDS", "60")
@@ -137,4 +142,5 @@ def test_a_lone_request_with_a_digest_window_adds_one_read(
 
     stack.start(ApprovalRequest(title="Windowed", approvers=["alice@example.com"], requester="ci"))
     stack.email("alice@example.com", "Windowed")
-    assert counter.take() == {"PutItem": 1, "BatchGetItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}
+    # The claim of the approver's window (a conditional update that returns their digest).
+    assert counter.take() == {"PutItem": 1, "UpdateItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 import worker.handler
 from approvals import digest, request, runtime, sweep
@@ -158,6 +159,29 @@ def test_a_waiting_digest_goes_with_the_next_batch_once_its_window_closed(
     [latest] = [e for e in stack.emails() if "2 requests" in e.subject]
     assert sorted(listed(latest.body)) == ["Next batch", "Waiting"]
     assert sweep.sweep(windowed, utcnow() + timedelta(seconds=WINDOW + 2))["digests"] == 0
+
+
+def test_a_window_whose_email_failed_is_given_back_so_the_retry_goes_at_once(
+    stack: Stack, windowed: Services
+) -> None:
+    messages = queued(stack, [ask("One", [ALICE]), ask("Two", [ALICE])])
+    claimed = [request.claim_message(windowed, m["Body"], utcnow(), utcnow()) for m in messages]
+    to_email = [c for c in claimed if isinstance(c, digest.ToEmail)]
+    lost: list[bool] = []
+
+    def connection_lost(**_: Any) -> None:
+        if not lost:
+            lost.append(True)
+            raise EndpointConnectionError(endpoint_url="https://sns.us-east-1.amazonaws.com/")
+
+    windowed.sns.meta.events.register("before-call.sns.PublishBatch", connection_lost)
+    assert digest.email_batch(windowed, to_email, utcnow()) == {c.approval.approval_id for c in to_email}
+    assert stack.emails() == []
+
+    # The retry is emailed at once: the window the failed email claimed does not hold it back.
+    assert digest.email_batch(windowed, to_email, utcnow()) == set()
+    [email] = stack.emails()
+    assert sorted(listed(email.body)) == ["One", "Two"]
 
 
 def test_a_request_no_longer_waiting_leaves_the_digest_it_waited_in(stack: Stack, windowed: Services) -> None:

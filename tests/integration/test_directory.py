@@ -11,6 +11,7 @@ import pytest
 
 from approvals import directory, runtime, sweep
 from approvals.directory import Directory, DirectoryError, Reach
+from approvals.inboxlinks import approver_id
 from approvals.local.resources import CONFIRM_AT_ONCE_TAG
 from approvals.models import ApprovalRequest, Policy, Status, timeline, utcnow
 from bench.calls import CallCounter
@@ -201,6 +202,8 @@ def test_an_approver_who_unsubscribes_mid_request_is_noted_and_all_ends(stack: S
     kinds = [(e.kind, e.actor) for e in timeline(approval)]
     assert ("unreachable", BOB) in kinds
     assert kinds[-1] == ("cancelled", "system")
+    # Nobody is left with it in their inbox.
+    assert [e for who in (ALICE, BOB) for e in services.store.inbox_entries(approver_id(who))] == []
 
 
 def test_an_approver_lost_under_first_response_is_noted_and_skipped_by_reminders(stack: Stack) -> None:

@@ -4,7 +4,7 @@ few calls, and without writing anything."""
 
 from __future__ import annotations
 
-import uuid
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from approvals import inbox, runtime
+from approvals import bulk, inbox, runtime
 from approvals.inboxlinks import approver_id
-from approvals.links import approval_id_for
 from approvals.models import (
     Approval,
     ApprovalRequest,
@@ -29,7 +28,8 @@ from approvals.models import (
 from approvals.reassign import reassign
 from approvals.store import ApprovalStore, Claim, is_inbox_entry
 from approvals.store.items import EXECUTION_INDEX, OPEN_ATTRIBUTE, TELL_ATTRIBUTE
-from approvals.sweep import sweep
+from approvals.sweep import close_for_execution, sweep
+from bench.inbox_page import made
 from tests.integration.conftest import Stack, approval_id_of, eventually
 from tests.integration.test_approvers_cli import deploy_outputs, run
 
@@ -46,17 +46,7 @@ def stored(
     **extra: Any,
 ) -> Approval:
     """An approval as the worker stores it, and its approvers' inbox entries."""
-    token = str(uuid.uuid4())
-    request = ApprovalRequest(title=title, approvers=approvers or [ALICE], requester="ci@x.com", **extra)
-    approval = Approval(
-        approval_id=approval_id_for(token),
-        task_token=token,
-        execution=f"arn:aws:states:us-east-1:123456789012:execution:{workflow}:{uuid.uuid4()}",
-        state="Approve",
-        request=request,
-        created_at=created,
-        expires_at=created + timedelta(seconds=request.timeout_seconds),
-    )
+    approval = made(title, created, approvers or [ALICE], workflow, **extra)
     assert store.claim(approval, created, 60).claim is Claim.NEW
     store.add_to_inbox(approval, approval.first_asked)
     return approval
@@ -138,6 +128,26 @@ def test_pages_run_newest_first_with_a_cursor_and_a_workflow_filter(stack: Stack
     assert inbox.page(store, approver_id(BOB), now).items == []
 
 
+def test_a_page_reads_only_its_own_approvals_and_counts_the_entries(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    start = utcnow() - timedelta(minutes=10)
+    made = [stored(store, f"Item {i}", start + timedelta(seconds=i)) for i in range(120)]
+    newest_first = [a.approval_id for a in reversed(made)]
+    owner, now = approver_id(ALICE), utcnow()
+
+    with counted_calls(store) as calls:
+        first = inbox.page(store, owner, now)
+    assert calls == Counter({"Query": 1, "BatchGetItem": 1})  # the 50 shown, not the 120
+    assert ([a.approval_id for a in first.items], first.total) == (newest_first[:50], 120)
+
+    # Requests decided on page two leave the inbox; the page fills from the next entries.
+    for approval_id in newest_first[50:55]:
+        store.remove_entries([(owner, approval_id)])
+    second = inbox.page(store, owner, now, cursor=first.next_cursor)
+    assert [a.approval_id for a in second.items] == newest_first[55:105]
+    assert second.total == 115
+
+
 def test_what_no_longer_waits_on_the_approver_is_skipped(stack: Stack) -> None:
     store = runtime.from_environment().store
     now = utcnow()
@@ -215,6 +225,76 @@ def test_a_reassignment_moves_it_to_the_new_approver_s_inbox(stack: Stack) -> No
     assert inbox.matching(services.store, approver_id(CAROL), now) == [approval_id]
     assert inbox.matching(services.store, approver_id(ALICE), now) == []
     assert inbox.matching(services.store, approver_id(BOB), now) == [approval_id]
+    assert entries(services.store, ALICE) == set()  # her entry went with her place
+
+
+def entries(store: ApprovalStore, who: str) -> set[str]:
+    return {entry.approval_id for entry in store.inbox_entries(approver_id(who))}
+
+
+def emailed(stack: Stack, title: str, approvers: list[str], **extra: Any) -> tuple[str, str]:
+    """A request emailed to its approvers: its id, and the first approver's link."""
+    stack.start(ApprovalRequest(title=title, approvers=approvers, requester="ci@example.com", **extra))
+    link = stack.email(approvers[0], title).links[0]
+    approval_id = approval_id_of(link)
+    eventually(lambda: stack.approval(approval_id).emailed, what="the worker to finish")
+    return approval_id, link
+
+
+def test_a_single_vote_that_settles_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Settle me", [ALICE, BOB])
+    assert entries(store, ALICE) == entries(store, BOB) == {approval_id}
+
+    assert stack.click(link, "approve").status == 200
+
+    assert entries(store, ALICE) == entries(store, BOB) == set()
+
+
+def test_a_single_vote_that_does_not_settle_takes_it_out_of_the_voter_s_inbox_only(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Both must", [ALICE, BOB], policy=Policy.ALL)
+
+    assert stack.click(link, "approve").status == 200
+
+    assert (entries(store, ALICE), entries(store, BOB)) == (set(), {approval_id})
+
+
+def test_a_bulk_vote_that_settles_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    services = runtime.from_environment()
+    first, _ = emailed(stack, "First response", [ALICE, BOB])
+    both, _ = emailed(stack, "Both must", [ALICE, BOB], policy=Policy.ALL)
+
+    chosen = [bulk.Choice(approval_id, Outcome.APPROVED) for approval_id in (first, both)]
+    results = bulk.decide_many(services, approver_id(ALICE), chosen, utcnow())
+
+    assert [r.result for r in results] == [bulk.Result.SETTLED, bulk.Result.RECORDED]
+    assert (entries(services.store, ALICE), entries(services.store, BOB)) == (set(), {both})
+
+
+def test_a_cancelled_request_leaves_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    cancelled = stored(store, "Stopped", utcnow(), [ALICE, BOB])
+    kept = stored(store, "Running", utcnow(), [ALICE])
+
+    assert close_for_execution(store, cancelled.execution, utcnow()) == Counter({"cancelled": 1})
+
+    assert (entries(store, ALICE), entries(store, BOB)) == ({kept.approval_id}, set())
+
+
+def test_a_vote_too_late_for_the_workflow_takes_the_request_out_of_every_inbox(stack: Stack) -> None:
+    store = runtime.from_environment().store
+    approval_id, link = emailed(stack, "Stopped", [ALICE, BOB])
+    approval = stack.approval(approval_id)
+    # The execution stops waiting (its message dead-lettered fails it) before anyone votes.
+    body = {"task_token": approval.task_token, "execution": approval.execution, "state": "x", "request": {}}
+    stack.sqs.send_message(QueueUrl=stack.resources.dlq_url, MessageBody=json.dumps(body))
+    stack.drain(stack.dead_letters)
+    stack.finish(approval.execution)
+
+    assert stack.post_link(link, "approve").status == 410
+
+    assert entries(store, ALICE) == entries(store, BOB) == set()
 
 
 def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
@@ -223,7 +303,7 @@ def test_entries_are_removed_for_one_approver_only(stack: Stack) -> None:
     made = [stored(store, f"Item {i}", now - timedelta(seconds=i), [ALICE, BOB]) for i in range(30)]
     ids = [a.approval_id for a in made]
 
-    store.remove_from_inbox(approver_id(ALICE), ids[:27])
+    store.remove_entries((approver_id(ALICE), approval_id) for approval_id in ids[:27])
 
     assert inbox.matching(store, approver_id(ALICE), now) == ids[27:]
     assert inbox.matching(store, approver_id(BOB), now) == ids

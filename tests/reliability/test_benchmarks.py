@@ -25,6 +25,7 @@ TINY = {
     "bench.worker_batch": ["--rounds", "1", "--size", "2"],
     "bench.calls": ["--requests", "2"],
     "bench.bulk_vote": ["--requests", "2"],
+    "bench.inbox_page": ["--entries", "60"],
     "bench.digest": ["--items", "12"],
 }
 # Run at a small size, with every outcome checked, by tests/reliability/test_load_small.py.

@@ -73,7 +73,7 @@ from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.signin import Session
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item, beside_approvals
+from approvals.store import approval_from_item, beside_approvals, is_inbox_entry
 from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
@@ -465,7 +465,9 @@ class Approvals(RuleBasedStateMachine):
 
     def _record(self, tracked: Tracked, vote: Vote) -> decision.Recorded | decision.Problem:
         try:
-            return decision.record(self.services.store, self.services.sfn, tracked.approval_id, vote)
+            recorded = decision.record(self.services.store, self.services.sfn, tracked.approval_id, vote)
+            decision.leave_inboxes(self.services.store, recorded)  # as `approvals decide` does
+            return recorded
         except decision.Problem as refused:
             return refused
 
@@ -664,12 +666,12 @@ class Approvals(RuleBasedStateMachine):
         self.settle_answers()
         store, table = self.services.store, self.stack.resources.table_name
         # Every item stays readable, and so do the sweep's and the requester's indexes.
-        items = {
-            item["approval_id"]["S"]: dict(item)
-            for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-            if not beside_approvals(dict(item))
-        }
+        scanned = [
+            dict(item) for item in self.stack.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+        ]
+        items = {item["approval_id"]["S"]: item for item in scanned if not beside_approvals(item)}
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
+        self.inboxes_hold_what_waits(approvals, [item for item in scanned if is_inbox_entry(item)])
         list(store.open_approvals())
         list(store.to_tell())
         mail = self.mail()
@@ -683,6 +685,18 @@ class Approvals(RuleBasedStateMachine):
                 self.agrees_with_the_model(tracked, approval)
                 self.someone_can_settle(tracked, approval, items[tracked.approval_id], mail)
             self.requester_told_once(tracked, approval, mail)
+
+    def inboxes_hold_what_waits(self, approvals: dict[str, Approval], entries: list[dict[str, Any]]) -> None:
+        """A request leaves an approver's inbox once it no longer waits on them: their vote
+        taken, or the request settled or cancelled (an expired one is not counted, and goes
+        with its approval)."""
+        for entry in entries:
+            approval = approvals[entry["approval"]["S"]]
+            title, who = approval.request.title, entry["approver"]["S"]
+            assert approval.status in (Status.PENDING, Status.EXPIRED), (
+                f"{title}: {approval.status} in {who}'s inbox"
+            )
+            assert who not in approval.votes, f"{title}: in {who}'s inbox after their vote"
 
     def links_only_to_voters(self, sent: list[SentEmail]) -> None:
         """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
