@@ -120,13 +120,14 @@ class InboxStore(Table):
             KeyConditionExpression=f"{INBOX_ATTRIBUTE} = :owner",
             ExpressionAttributeValues={":owner": {"S": owner}},
             # Named, not written: some attribute names are DynamoDB's reserved words.
-            ProjectionExpression="#approval, #order, #workflow, #expires, #approver",
+            ProjectionExpression="#approval, #order, #workflow, #expires, #approver, #sign_in",
             ExpressionAttributeNames={
                 "#approval": "approval",
                 "#order": INBOX_ORDER,
                 "#workflow": "workflow",
                 "#expires": "expires",
                 "#approver": "approver",
+                "#sign_in": "sign_in",
             },
             ScanIndexForward=False,
         )
