@@ -21,7 +21,7 @@ from approvals import inboxlinks
 from approvals.decision import LINK_EXPIRED, Forbidden, Gone, Malformed, NotFound
 from approvals.inboxlinks import InboxToken, approver_id
 from approvals.links import ExpiredLink, ForgedLink, MalformedLink
-from approvals.models import Approval, Inbox, InboxItem
+from approvals.models import Approval, BulkProgress, Inbox, InboxItem
 from approvals.runtime import Services
 from approvals.settings import Settings
 from approvals.store import ApprovalStore, UnreadableItem, approval_from_item
@@ -151,10 +151,16 @@ def open_inbox(services: Services, token: str, now: datetime) -> InboxToken:
         raise Gone(LINK_EXPIRED) from None
 
 
-def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings) -> Inbox:
-    """The page as the API answers it in JSON (and as the HTML page shows it). What a
-    request to be decided signed in says beyond its title is left out: the link alone
-    proves nobody."""
+def as_answer(
+    shown: InboxPage,
+    opened: InboxToken,
+    workflow: str | None,
+    settings: Settings,
+    bulk_votes: list[BulkProgress] | None = None,
+) -> Inbox:
+    """The page as the API answers it in JSON (and as the HTML page shows it), with the
+    approver's ``bulk_votes`` going on. What a request to be decided signed in says beyond
+    its title is left out: the link alone proves nobody."""
 
     def item(approval: Approval) -> InboxItem:
         request = approval.request
@@ -181,4 +187,5 @@ def as_answer(shown: InboxPage, opened: InboxToken, workflow: str | None, settin
         workflows=shown.workflows,
         items=[item(approval) for approval in shown.items],
         next_cursor=shown.next_cursor,
+        bulk_votes=bulk_votes or [],
     )
