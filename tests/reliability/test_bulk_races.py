@@ -75,6 +75,22 @@ def choices(links: list[str]) -> list[Choice]:
     return [Choice(approval_id_of(link), Outcome.APPROVED, "batch") for link in links]
 
 
+def rejecting(services: Services, link: str) -> Callable[[], int]:
+    """Alice's click on Reject on the page of her link: its HTTP status."""
+
+    def send() -> int:
+        token = shortlinks.token_in(link)
+        assert token is not None
+        form = {"decision": "reject", "comment": "clicked", "approver": ALICE}
+        try:
+            decision.decide_by_link(services, token, form, utcnow())
+        except decision.Problem as refused:
+            return refused.status
+        return 200
+
+    return send
+
+
 def answered_once(stack: Stack, sent: Sent, arn: str, approval_id: str) -> Any:
     output = stack.finish(arn).output
     assert task_succeeded_events(stack.sfn, arn) == 1
@@ -101,20 +117,7 @@ def test_single_clicks_racing_the_bulk_vote_settle_each_item_once(stack: Stack, 
     sent = Sent(services)
     batch = choices([link for _, link in items])
 
-    def click(link: str) -> Callable[[], int]:
-        def send() -> int:
-            token = shortlinks.token_in(link)
-            assert token is not None
-            form = {"decision": "reject", "comment": "clicked", "approver": ALICE}
-            try:
-                decision.decide_by_link(services, token, form, utcnow())
-            except decision.Problem as refused:
-                return refused.status
-            return 200
-
-        return send
-
-    clicks = [click(link) for _, link in items]
+    clicks = [rejecting(services, link) for _, link in items]
     results, *statuses = at_once(
         lambda: bulk.decide_many(services, inboxlinks.approver_id(ALICE), batch, utcnow()), *clicks
     )
@@ -211,11 +214,20 @@ def confirm_all(services: Services, form: dict[str, str]) -> bulkjob.Decided:
     return bulkjob.decide_all(services, alice, choices, selection.rest, form, now)
 
 
-def waiting_in_inbox(services: Services, count: int) -> None:
+@pytest.fixture
+def two_a_post(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A POST decides two requests: a handful make a job."""
+    monkeypatch.setattr(bulk, "MAX_VOTES", 2)
+
+
+def in_alices_inbox(stack: Stack, services: Services, count: int) -> list[tuple[str, str]]:
+    """``count`` requests to Alice, each in her inbox: (execution, her short link) each."""
+    items = asked(stack, count, [ALICE])
     alice = inboxlinks.approver_id(ALICE)
     eventually(
         lambda: len(list(services.store.inbox_entries(alice))) == count or None, what="Alice's inbox entries"
     )
+    return items
 
 
 def jobs(stack: Stack) -> list[dict[str, Any]]:
@@ -229,11 +241,9 @@ def job_progress(services: Services) -> list[tuple[int, int, dict[str, int]]]:
 
 
 def test_a_double_submitted_confirmation_makes_one_job_and_votes_once_per_item(
-    stack: Stack, services: Services, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, services: Services, two_a_post: None
 ) -> None:
-    monkeypatch.setattr(bulk, "MAX_VOTES", 2)
-    items = asked(stack, 5, [ALICE])
-    waiting_in_inbox(services, 5)
+    items = in_alices_inbox(stack, services, 5)
     sent = Sent(services)
     form = all_matching()
 
@@ -249,30 +259,17 @@ def test_a_double_submitted_confirmation_makes_one_job_and_votes_once_per_item(
 
 
 def test_single_clicks_racing_the_job_settle_each_item_once(
-    stack: Stack, services: Services, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, services: Services, two_a_post: None
 ) -> None:
-    monkeypatch.setattr(bulk, "MAX_VOTES", 2)
-    items = asked(stack, 6, [ALICE])
-    waiting_in_inbox(services, 6)
+    items = in_alices_inbox(stack, services, 6)
     sent = Sent(services)
     decided = confirm_all(services, all_matching())
     assert decided.job is not None
     in_background = [link for _, link in items if approval_id_of(link) in decided.job.approval_ids[2:]]
 
-    def click(link: str) -> Callable[[], int]:
-        def send() -> int:
-            token = shortlinks.token_in(link)
-            assert token is not None
-            form = {"decision": "reject", "comment": "clicked", "approver": ALICE}
-            try:
-                decision.decide_by_link(services, token, form, utcnow())
-            except decision.Problem as refused:
-                return refused.status
-            return 200
-
-        return send
-
-    swept, *statuses = at_once(lambda: sweep(services, utcnow()), *[click(link) for link in in_background])
+    swept, *statuses = at_once(
+        lambda: sweep(services, utcnow()), *[rejecting(services, link) for link in in_background]
+    )
 
     assert isinstance(swept, Counter)
     outcomes = [answered_once(stack, sent, arn, approval_id_of(link))["outcome"] for arn, link in items]
@@ -286,16 +283,14 @@ def test_single_clicks_racing_the_job_settle_each_item_once(
 
 
 def test_two_sweeps_racing_one_expiring_the_items_answer_each_at_most_once(
-    stack: Stack, services: Services, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, services: Services, two_a_post: None
 ) -> None:
     """A sweep a second before the items expire and one a second after, at once: one of them
     runs the job (its lease); each item is settled by its vote or expired by the later sweep,
     its workflow answered once, and the job's results say which. (The later sweep may also
     send a settled item's decision again, before the workflow has noted it: the service
     takes one answer per token.)"""
-    monkeypatch.setattr(bulk, "MAX_VOTES", 2)
-    items = asked(stack, 6, [ALICE])
-    waiting_in_inbox(services, 6)
+    items = in_alices_inbox(stack, services, 6)
     ids = [approval_id_of(link) for _, link in items]
     expiries = [stack.approval(approval_id).expires_at for approval_id in ids]
     confirm_all(services, all_matching())
@@ -323,14 +318,12 @@ def test_two_sweeps_racing_one_expiring_the_items_answer_each_at_most_once(
 
 
 def test_a_job_whose_sweep_dies_midway_is_resumed_by_a_later_sweep(
-    stack: Stack, services: Services, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, services: Services, hooks: Hooks, two_a_post: None
 ) -> None:
     """The sweep votes a batch, then cannot note it (as if its function died there): the job
     waits out the lease, and a later sweep votes that batch again (each item now "already
     decided", nothing twice) and the rest."""
-    monkeypatch.setattr(bulk, "MAX_VOTES", 2)
-    items = asked(stack, 6, [ALICE])
-    waiting_in_inbox(services, 6)
+    items = in_alices_inbox(stack, services, 6)
     sent = Sent(services)
     confirm_all(services, all_matching())
     dying = [True]
