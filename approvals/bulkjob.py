@@ -74,14 +74,15 @@ def decide_all(
     to a job the sweep runs, unless this confirmation has one already (a double submit)."""
     if not rest:
         return Decided(bulk.decide_many(services, owner, choices, now, session), None)
-    bulk.check_comments(services, choices)  # a comment to fix is refused before the job is written
+    # A comment to fix is refused before the job is written; the job keeps it as recorded.
     first = choices[0]
+    comment = bulk.check_comments(services, choices)[first.approval_id]
     ids = [*(choice.approval_id for choice in choices), *rest][:MAX_ITEMS]
     wanted = BulkJob(
         key=job_key(owner, confirmation(form)),
         owner=owner,
         outcome=first.outcome,
-        comment=first.comment,
+        comment=comment,
         workflow=form.get("workflow") or None,
         confirmed_at=now,
         count=len(ids),
