@@ -69,6 +69,6 @@ bench: $(STAMP)
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.worker_batch
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.calls --requests 100
-	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.bulk_vote --requests 100
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.bulk_vote --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.digest --items 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.fanout_output --items 1000
