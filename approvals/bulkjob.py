@@ -55,9 +55,11 @@ class Decided:
     job: BulkJob | None
 
 
-def confirmation(form: Mapping[str, str]) -> str:
-    """What makes a confirmation the same one, posted twice: its moment, filter and decision."""
-    what = "\n".join(form.get(name, "") for name in ("asof", "workflow", "decision"))
+def confirmation(form: Mapping[str, str], now: datetime) -> str:
+    """What makes a confirmation the same one, posted twice: its moment (``asof``, which the
+    confirmation page carries; else now, as bulk.selected reads it), filter and decision."""
+    asof = form.get("asof") or str(int(now.timestamp()))
+    what = "\n".join([asof, form.get("workflow", ""), form.get("decision", "")])
     return hashlib.sha256(what.encode()).hexdigest()[:32]
 
 
@@ -79,7 +81,7 @@ def decide_all(
     comment = bulk.check_comments(services, choices)[first.approval_id]
     ids = [*(choice.approval_id for choice in choices), *rest][:MAX_ITEMS]
     wanted = BulkJob(
-        key=job_key(owner, confirmation(form)),
+        key=job_key(owner, confirmation(form, now)),
         owner=owner,
         outcome=first.outcome,
         comment=comment,
