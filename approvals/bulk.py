@@ -113,7 +113,7 @@ class BulkPlan(BaseModel):
     ready: int = Field(description="How many would be taken as the form stands")
     workflows: dict[str, int] = Field(description="How many of the items shown each workflow asked for")
     items: list[PlannedItem] = Field(description=f"The first {MAX_VOTES} items, decided first")
-    more: int = Field(description="With all=1: how many more match, decided after these")
+    more: int = Field(description="With all=1: how many more match, decided in the background after these")
 
 
 class BulkResults(BaseModel):
