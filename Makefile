@@ -69,7 +69,7 @@ bench: $(STAMP)
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.load --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.worker_batch
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.calls --requests 100
-	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.bulk_vote --requests 100
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.bulk_vote --requests 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.inbox_page --entries 1000 10000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.digest --items 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.fanout_output --items 1000

@@ -28,7 +28,7 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from approval_api import pages
-from approvals import answers, bulk, decision, inbox, inboxlinks, links, runtime, shortlinks, signin
+from approvals import answers, bulk, bulkjob, decision, inbox, inboxlinks, links, runtime, shortlinks, signin
 from approvals.decision import Delivery, Problem, Recorded, Viewing
 from approvals.models import Inbox, Outcome, utcnow
 from approvals.store import UnreadableItem
@@ -290,7 +290,8 @@ def show_inbox(
     chosen = workflow or None
     shown = inbox.page(services.store, opened.approver_id, now, workflow=chosen, cursor=cursor or None)
     signed_in = inbox.signed_in(shown, opened, services.settings, decision.session(services, _cookie(), now))
-    answer = inbox.as_answer(shown, opened, chosen, services.settings, signed_in)
+    jobs = bulkjob.progress(services.store, opened.approver_id, now)
+    answer = inbox.as_answer(shown, opened, chosen, services.settings, signed_in, bulk_votes=jobs)
     if _wants_json():  # no template is loaded for it
         return _respond(200, "", answer.model_dump(mode="json"))
     html = pages.inbox_page(
@@ -380,6 +381,8 @@ def decide_by_link(
         " `confirmed=1` it records nothing and answers the confirmation (how many items, from which"
         " workflows, which cannot be decided as they stand); with it, each item's vote is its own"
         " conditional write under that item's rules, and the answer gives each item's result."
+        f" With `all=1` past the first {bulk.MAX_VOTES}, the rest are decided in the background"
+        " (the answer's `background`; the inbox's `bulk_votes` says how far it got)."
         f" Only from the page itself (as the other forms), at most {BULK_BODY_LIMIT // 1024} KB."
     ),
     responses={
@@ -438,20 +441,16 @@ def decide_selected(
             more=selection.more,
         )
         return _respond(200, html, plan.model_dump(mode="json"))
-    results = bulk.decide_many(services, owner.approver_id, choices, now, session)
-    logger.info("bulk vote", outcome=outcome.value, items=len(results), more=selection.more)
+    decided = bulkjob.decide_all(services, owner.approver_id, choices, selection.rest, form, now, session)
+    background = bulkjob.progress_of(decided.job) if decided.job else None
+    logger.info("bulk vote", outcome=outcome.value, items=len(decided.results), more=selection.more)
     done = bulk.BulkResults(
-        decision=verb, counts=Counter(item.result for item in results), items=results, more=selection.more
+        decision=verb,
+        counts=Counter(item.result for item in decided.results),
+        items=decided.results,
+        background=background,
     )
-    # The next ones of "all matching": the same form again, already confirmed.
-    following = [(name, value) for name, value in fields if name in ("all", "workflow", "asof", "decision")]
-    html = pages.bulk_results_page(
-        results,
-        outcome,
-        more=selection.more,
-        following=[*following, ("comment", form.get("comment", "")), ("confirmed", "1")],
-        action=token,
-    )
+    html = pages.bulk_results_page(decided.results, outcome, background=background, action=token)
     return _respond(200, html, done.model_dump(mode="json"))
 
 

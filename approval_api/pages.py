@@ -16,7 +16,17 @@ from urllib.parse import quote, urlencode
 from approvals.answers import DEFAULT_TEXT_LENGTH, FORM_PREFIX
 from approvals.bulk import MAX_VOTES, ItemResult, PlannedItem, Result, workflows
 from approvals.inboxlinks import PATH_PREFIX
-from approvals.models import Approval, FieldSpec, FieldType, Inbox, Outcome, Policy, Status, Vote
+from approvals.models import (
+    Approval,
+    BulkProgress,
+    FieldSpec,
+    FieldType,
+    Inbox,
+    Outcome,
+    Policy,
+    Status,
+    Vote,
+)
 from approvals.signin import SIGN_OUT_PATH, START_PATH
 
 if TYPE_CHECKING:
@@ -237,6 +247,7 @@ def inbox_page(
             reason_required=reason_required,
             form_prefix=FORM_PREFIX,
             max_votes=MAX_VOTES,
+            bulk_votes=[bulk_progress_text(job) for job in inbox.bulk_votes],
         )
     )
 
@@ -311,7 +322,7 @@ def bulk_confirmation_page(
     reason_required: bool,
 ) -> str:
     """How many items a bulk vote decides (``more``: those matching after the first
-    bulk.MAX_VOTES, decided after them), from which workflows, and which cannot be decided
+    bulk.MAX_VOTES, decided in the background), from which workflows, and which cannot be decided
     as they stand (with inputs for the answers they still need); ``carried``: the form's
     fields, posted again with the confirmation."""
     verb, decision = VERBS[outcome]
@@ -344,27 +355,36 @@ def bulk_confirmation_page(
 
 
 def bulk_results_page(
-    results: list[ItemResult], outcome: Outcome, *, more: int, following: list[tuple[str, str]], action: str
+    results: list[ItemResult], outcome: Outcome, *, background: BulkProgress | None, action: str
 ) -> str:
-    """Each item of a bulk vote and what became of it; while ``more`` of "all matching" are
-    left, a button that decides the next ones (the ``following`` form)."""
+    """Each item of a bulk vote and what became of it; ``background``: the rest of "all
+    matching", decided in the background, whose progress the inbox shows."""
     counts = Counter(item.result for item in results)
+    count = background.count if background else len(results)
     return (
         _environment()
         .get_template("bulk_results.html")
         .render(
             css=CSS,
-            heading=f"{VERBS[outcome][0]}: {len(results)} request{'s' if len(results) != 1 else ''}",
+            heading=f"{VERBS[outcome][0]}: {count} request{'s' if count != 1 else ''}",
             counts=[(RESULT_TEXT[result], many) for result, many in counts.most_common()],
             results=results,
             labels=RESULT_TEXT,
-            more=more,
-            next_count=min(more, MAX_VOTES),
-            following=following,
-            verb=VERBS[outcome][0],
-            decision=VERBS[outcome][1],
+            background=background,
+            progress=bulk_progress_text(background) if background else "",
             action=action,
             sign_in_needed=_needing_sign_in(results),
             sign_in_href=_sign_in_href(action),
         )
     )
+
+
+def bulk_progress_text(job: BulkProgress) -> str:
+    """A background bulk vote in words: how many decided, how many still going, the results."""
+    verb = "Approving" if job.decision == "approve" else "Rejecting"
+    results = "; ".join(f"{many} {RESULT_TEXT[Result(kind)]}" for kind, many in job.counts.items() if many)
+    if job.finished_at is None:
+        said = f"{verb} {job.count} requests: {job.decided} decided, {job.remaining} still going."
+    else:
+        said = f"{verb} {job.count} requests: done, all {job.decided} decided."
+    return f"{said} {results}." if results else said

@@ -41,7 +41,7 @@ from approvals.decision import (
     SomeoneElse,
     Unanswered,
 )
-from approvals.models import Approval, FieldSpec, Outcome, Vote
+from approvals.models import Approval, BulkProgress, FieldSpec, Outcome, Vote
 from approvals.runtime import Services
 from approvals.signin import Session
 from approvals.store import UnreadableItem, approval_from_item, vote_refusal
@@ -114,7 +114,7 @@ class BulkPlan(BaseModel):
     ready: int = Field(description="How many would be taken as the form stands")
     workflows: dict[str, int] = Field(description="How many of the items shown each workflow asked for")
     items: list[PlannedItem] = Field(description=f"The first {MAX_VOTES} items, decided first")
-    more: int = Field(description="With all=1: how many more match, decided after these")
+    more: int = Field(description="With all=1: how many more match, decided in the background after these")
 
 
 class BulkResults(BaseModel):
@@ -122,8 +122,10 @@ class BulkResults(BaseModel):
 
     decision: Literal["approve", "reject"]
     counts: dict[Result, int] = Field(description="How many items got each result")
-    items: list[ItemResult]
-    more: int = Field(description="With all=1: how many more match, for the next POST")
+    items: list[ItemResult] = Field(description="This POST's (none for a confirmation posted again)")
+    background: BulkProgress | None = Field(
+        description="With all=1, past the first items: the rest, decided in the background (GET the inbox)"
+    )
 
 
 class TooManyVotes(Malformed):
@@ -149,10 +151,15 @@ class Choice:
 
 @dataclass(frozen=True)
 class Selection:
-    """The approvals a bulk form selects: at most MAX_VOTES of them, and how many more match."""
+    """The approvals a bulk form selects: at most MAX_VOTES of them, and those matching after
+    them (approvals.bulkjob decides them in the background)."""
 
     approval_ids: list[str]
-    more: int = 0
+    rest: list[str] = field(default_factory=list)
+
+    @property
+    def more(self) -> int:
+        return len(self.rest)
 
 
 def selected(
@@ -168,7 +175,7 @@ def selected(
     asof = fields.get("asof", "")
     asked_by = datetime.fromtimestamp(int(asof), UTC) if asof.isdigit() and len(asof) <= 10 else now
     ids = inbox.matching(services.store, approver_id, now, fields.get("workflow") or None, asked_by)
-    return Selection(ids[:MAX_VOTES], max(len(ids) - MAX_VOTES, 0))
+    return Selection(ids[:MAX_VOTES], ids[MAX_VOTES:])
 
 
 def choices_from_form(approval_ids: Sequence[str], form: Mapping[str, str]) -> list[Choice]:
@@ -213,7 +220,7 @@ def decide_many(
     Refused as a whole, before anything is recorded: more than MAX_VOTES choices, or a
     comment to fix (InvalidChoice). Everything else is an item's own result."""
     chosen = _distinct(choices)
-    comments = {choice.approval_id: _comment(services, choice) for choice in chosen}
+    comments = check_comments(services, chosen)
     found = _find(services, approver_id, [choice.approval_id for choice in chosen])
     results = [
         _decide_one(
@@ -246,8 +253,7 @@ def plan(
     """What :func:`decide_many` would do with these choices now, for the approver to confirm
     (how many, which workflows, which items still need answers or sign-in). Writes nothing."""
     chosen = _distinct(choices)
-    for choice in chosen:
-        _comment(services, choice)
+    check_comments(services, chosen)
     found = _find(services, approver_id, [choice.approval_id for choice in chosen])
     return [_plan_one(services, choice, found.get(choice.approval_id), now, session) for choice in chosen]
 
@@ -267,6 +273,11 @@ def _distinct(choices: Sequence[Choice]) -> list[Choice]:
     for choice in choices:
         first.setdefault(choice.approval_id, choice)
     return list(first.values())
+
+
+def check_comments(services: Services, choices: Sequence[Choice]) -> dict[str, str]:
+    """Each choice's comment as it is recorded, by approval id; InvalidChoice for one to fix."""
+    return {choice.approval_id: _comment(services, choice) for choice in choices}
 
 
 def _comment(services: Services, choice: Choice) -> str:

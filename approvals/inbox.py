@@ -26,7 +26,7 @@ from approvals import inboxlinks
 from approvals.decision import LINK_EXPIRED, SOMEONE_ELSE, Forbidden, Gone, Malformed, NotFound, SomeoneElse
 from approvals.inboxlinks import InboxToken, approver_id
 from approvals.links import ExpiredLink, ForgedLink, MalformedLink
-from approvals.models import Approval, Inbox, InboxItem
+from approvals.models import Approval, BulkProgress, Inbox, InboxItem
 from approvals.runtime import Services
 from approvals.settings import Settings
 from approvals.signin import Session
@@ -200,11 +200,17 @@ def signed_in(shown: InboxPage, opened: InboxToken, settings: Settings, session:
 
 
 def as_answer(
-    shown: InboxPage, opened: InboxToken, workflow: str | None, settings: Settings, signed_in: bool
+    shown: InboxPage,
+    opened: InboxToken,
+    workflow: str | None,
+    settings: Settings,
+    signed_in: bool,
+    bulk_votes: list[BulkProgress] | None = None,
 ) -> Inbox:
-    """The page as the API answers it in JSON (and as the HTML page shows it). What a
-    request to be decided signed in says beyond its title is left out unless this browser
-    is signed in as the approver (``signed_in``): the link alone proves nobody."""
+    """The page as the API answers it in JSON (and as the HTML page shows it), with the
+    approver's ``bulk_votes`` going on. What a request to be decided signed in says beyond
+    its title is left out unless this browser is signed in as the approver (``signed_in``):
+    the link alone proves nobody."""
 
     def item(approval: Approval) -> InboxItem:
         request = approval.request
@@ -234,4 +240,5 @@ def as_answer(
         next_cursor=shown.next_cursor,
         signed_in=signed_in,
         sign_in_needed=sign_in_needed(shown, settings),
+        bulk_votes=bulk_votes or [],
     )

@@ -414,6 +414,20 @@ class InboxItem(Contract):
     )
 
 
+class BulkProgress(Contract):
+    """An approver's "all N matching" vote: the first 100 decided by the confirmed POST, the
+    rest by the sweep in the background. How far it got."""
+
+    decision: Literal["approve", "reject"]
+    workflow: str | None = Field(description="The filter the approver chose (null: every workflow)")
+    confirmed_at: datetime = Field(description="When the approver confirmed: nothing asked since is decided")
+    count: int = Field(description="How many requests the approver confirmed")
+    decided: int = Field(description="How many of them have been decided so far, whatever the result")
+    remaining: int = Field(description="How many are still to be decided")
+    counts: dict[str, int] = Field(description="The results so far by kind, named as in a bulk vote")
+    finished_at: datetime | None = Field(description="When the last was decided (null: still going)")
+
+
 class Inbox(Contract):
     """The batch page's answer (``GET /i/{token}``): one page of what waits on the approver."""
 
@@ -429,6 +443,10 @@ class Inbox(Contract):
     )
     sign_in_needed: int = Field(
         description="How many of the total must be decided signed in (GET /signin?to=i/{token} to sign in)"
+    )
+    bulk_votes: list[BulkProgress] = Field(
+        default_factory=list,
+        description='The approver\'s "all matching" votes going on, or done within the hour, newest first',
     )
 
 

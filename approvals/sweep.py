@@ -13,7 +13,9 @@
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead);
 - tells each requester who is in the approver directory how their ended request came out
-  (approvals.requester).
+  (approvals.requester);
+- votes the rest of each approver's "all matching" vote (approvals.bulkjob), a batch at a
+  time, after the expiries above.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from approvals import directory
+from approvals.bulkjob import run_due
 from approvals.decision import TooLate, deliver
 from approvals.digest import SweepEmails, send_due_digests
 from approvals.models import Approval, Status, recurring_reminder_due, reminder_time
@@ -170,6 +173,11 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
                 "approval not swept; the next sweep retries", extra={"approval_id": approval.approval_id}
             )
             done["failed"] += 1
+    try:
+        done.update(run_due(services, now))
+    except Exception:  # the jobs could not be listed: the next sweep lists them again
+        log.exception("bulk jobs not run; the next sweep retries")
+        done["failed"] += 1
     try:
         done.update(emails.send(services))
         if digests := send_due_digests(services, now):

@@ -2,8 +2,8 @@
 ``claim`` (the worker stores it), ``vote`` (the page and the vote), ``reassign`` (an operator
 hands a place over), ``reminders`` and ``escalation`` (while it waits: reminding, asking more
 people), ``close`` (delivery, expiry, cancellation), ``tell`` (the requester told the
-outcome). ``inbox`` keeps each approver's inbox beside them. ``items`` says how an approval
-is stored.
+outcome). ``inbox`` keeps each approver's inbox beside them, ``bulkjob`` their "all matching"
+votes that the sweep finishes. ``items`` says how an approval is stored.
 
 Every write that matters is conditional, so a redelivered message or a double click is
 answered from the table's own state rather than from a read taken a moment earlier.
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from approvals.models import Approval
+from approvals.store.bulkjob import BulkJob, BulkJobStore
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
 from approvals.store.digest import DigestState, DigestStore
@@ -47,6 +48,7 @@ __all__ = [
     "TELL_ATTRIBUTE",
     "TELL_INDEX",
     "ApprovalStore",
+    "BulkJob",
     "Claim",
     "ClaimResult",
     "DigestState",
@@ -73,6 +75,7 @@ class ApprovalStore(
     TellStore,
     InboxStore,
     DigestStore,
+    BulkJobStore,
 ):
     """Every operation on the table; the queries the sweep and operators read through.
 

@@ -17,6 +17,7 @@ import pytest
 from approvals import bulk, inboxlinks, keys, runtime
 from approvals.local.approver import form_headers
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Status, utcnow
+from approvals.sweep import sweep
 from bench.calls import CallCounter
 from tests.conftest import API_URL, ApiResponse, Stack, approval_id_of, eventually
 from tests.reliability.faults import task_succeeded_events
@@ -181,36 +182,52 @@ def test_two_key_rotations_revoke_the_inbox_link(stack: Stack, monkeypatch: pyte
     assert stack.approval(approval_id).votes == {}
 
 
-def test_all_matching_is_confirmed_once_and_decided_a_batch_at_a_time(
+def test_all_matching_is_confirmed_once_then_decided_now_and_in_the_background(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bulk, "MAX_VOTES", 2)  # three requests make two batches
-    asked = [ask(stack, f"All {n}", [ALICE]) for n in range(3)]
+    """Past one POST's worth, the confirmed POST decides the first ones and the sweep the
+    rest: the results page has nothing more to send, and the inbox shows how far it got."""
+    monkeypatch.setattr(bulk, "MAX_VOTES", 2)  # five requests: two now, three in the background
+    asked = [ask(stack, f"All {n}", [ALICE]) for n in range(5)]
     link = inbox(stack)
     alice = inboxlinks.approver_id(ALICE)
-    store = runtime.from_environment().store
-    eventually(lambda: len(list(store.inbox_entries(alice))) == 3 or None, what="Alice's inbox")
+    services = runtime.from_environment()
+    store = services.store
+    eventually(lambda: len(list(store.inbox_entries(alice))) == 5 or None, what="Alice's inbox")
 
     page = post(stack, link, [("all", "1"), ("decision", "approve"), ("comment", "all of them")])
 
     assert page.status == 200, page.body
-    assert "Approve 3 requests?" in page.body
-    assert "decided 2 at a time" in page.body
+    assert "Approve 5 requests?" in page.body
+    assert "other 3 in the background" in page.body
     carried = hidden(page)
     assert ("all", "1") in carried
     assert any(name == "asof" for name, _ in carried)
 
-    first = post(stack, link, [*carried, ("comment", "all of them")])
-    assert first.status == 200, first.body
-    assert first.body.count("<strong>settled</strong>") == 2
-    assert "Approve the next 1" in first.body
-    second = post(stack, link, hidden(first))
-    assert second.body.count("<strong>settled</strong>") == 1
-    assert "the next" not in second.body
+    done = post(stack, link, [*carried, ("comment", "all of them")])
+    assert done.status == 200, done.body
+    assert done.body.count("<strong>settled</strong>") == 2
+    assert "Approving 5 requests: 2 decided, 3 still going." in done.body
+    assert hidden(done) == []  # nothing more to send
+    _, later = ask(stack, "Arrived after the confirmation", [ALICE])
+    eventually(lambda: len(list(store.inbox_entries(alice))) == 4 or None, what="the later entry")
+    shown = stack.get(link, accept_json=True).json()["bulk_votes"]
+    assert [(job["decided"], job["remaining"], job["counts"]) for job in shown] == [(2, 3, {"settled": 2})]
+    assert "2 decided, 3 still going" in stack.get(link).body
+
+    assert sweep(services, utcnow())["bulk voted"] == 3  # the schedule's next sweep
+
     for arn, approval_id in asked:
         assert stack.finish(arn).output["outcome"] == "approved"
+        assert task_succeeded_events(stack.sfn, arn) == 1
         assert stack.approval(approval_id).votes[ALICE].comment == "all of them"
-    assert list(store.inbox_entries(alice)) == []
+    assert stack.approval(later).votes == {}  # asked after the approver confirmed
+    assert [entry.approval_id for entry in store.inbox_entries(alice)] == [later]
+    (finished,) = stack.get(link, accept_json=True).json()["bulk_votes"]
+    assert (finished["decided"], finished["remaining"], finished["counts"]) == (5, 0, {"settled": 5})
+    assert finished["finished_at"] is not None
+    assert "done, all 5 decided. 5 settled." in stack.get(link).body
+    assert "bulk voted" not in sweep(services, utcnow())
 
 
 def test_calls_for_a_bulk_vote(stack: Stack) -> None:

@@ -70,9 +70,10 @@ def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
     assert workflow_calls(stack.sfn, arn) == {"dynamodb:updateItem": 1}  # the queue message aside
 
     # The sweep's queries serve every approval at once (the open index, the tell index of
-    # requesters to tell of an outcome, the open index again for digests due); this one is in none.
+    # requesters to tell of an outcome, the open index again for bulk jobs and for digests
+    # due); this one is in none.
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}
-    assert counter.take() == {"Query": 3}
+    assert counter.take() == {"Query": 4}
     assert runtime.from_environment() is services  # nothing was rebuilt along the way
 
 

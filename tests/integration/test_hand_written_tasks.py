@@ -141,9 +141,9 @@ def test_a_task_without_the_confirmation_state_is_confirmed_by_the_sweep(stack: 
     counter = CallCounter(services.store._db, services.sfn)
     assert sweep(services, utcnow()) == {}  # within the grace
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {"redelivered": 1}
-    # Each sweep queries the open index (approvals, then digests due) and the tell index: 2
-    # sweeps, 6 queries. One UpdateItem takes the approval off the open index; one off the
+    # Each sweep queries the open index (approvals, bulk jobs due, digests due) and the tell
+    # index: 2 sweeps, 8 queries. One UpdateItem takes the approval off the open index; one off the
     # tell index, as its requester is not in the approver directory (nobody to tell).
-    assert counter.take() == {"Query": 6, "SendTaskSuccess": 1, "GetExecutionHistory": 1, "UpdateItem": 2}
+    assert counter.take() == {"Query": 8, "SendTaskSuccess": 1, "GetExecutionHistory": 1, "UpdateItem": 2}
     assert not stack.approval(approval.approval_id).unconfirmed
     assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}

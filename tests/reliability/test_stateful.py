@@ -49,7 +49,19 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from approvals import bulk, decision, directory, executions, inboxlinks, keys, reassign, request, shortlinks
+from approvals import (
+    answers,
+    bulk,
+    bulkjob,
+    decision,
+    directory,
+    executions,
+    inboxlinks,
+    keys,
+    reassign,
+    request,
+    shortlinks,
+)
 from approvals.answers import as_form
 from approvals.directory import Directory
 from approvals.keys import Keys
@@ -273,6 +285,9 @@ class Approvals(RuleBasedStateMachine):
         self.tracked: list[Tracked] = []
         self.mail_checked = 0  # how many emails the invariants have looked at
         self.keys_made = [self.ring().current]
+        # "All matching" jobs the next sweep runs: the key, the voter, the decision, how many
+        # the confirmed POST took itself, and the requests left to the job.
+        self.jobs: list[tuple[str, str, Outcome, int, list[Tracked]]] = []
 
     def teardown(self) -> None:
         """Answer every task still waiting, so that no execution outlives its example, and
@@ -530,6 +545,80 @@ class Approvals(RuleBasedStateMachine):
                 f"{tracked.title}: {result.result.value}"
             )
 
+    def awaited_twice(self) -> list[str]:
+        """The approvers more than one request waits on now."""
+        awaited = Counter(who for tracked in self.tracked for who in tracked.waiting_on(self.now))
+        return sorted(who for who, many in awaited.items() if many > 1)
+
+    @precondition(lambda self: self.awaited_twice())
+    @rule(index=st.integers(0, 9), approve=st.booleans())
+    def bulk_all(self, index: int, approve: bool) -> None:
+        """An approver confirms "all matching" from their inbox: the newest request is voted at
+        once and the rest by a job the next sweep runs (approvals.bulkjob; one request a POST
+        here, so that the smallest inbox makes a job). Each is taken exactly when a vote on
+        its own page would be, the job's when the sweep runs it."""
+        awaited = self.awaited_twice()
+        who = awaited[index % len(awaited)]
+        owner = inboxlinks.approver_id(who)
+        outcome = Outcome.APPROVED if approve else Outcome.REJECTED
+        form = {"all": "1", "decision": "approve" if approve else "reject", "comment": "all of them"}
+        form["asof"] = str(int(self.now.timestamp()))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bulk, "MAX_VOTES", 1)
+            selection = bulk.selected(self.services, owner, list(form.items()), self.now)
+            if not selection.approval_ids:
+                return
+            choices = bulk.choices_from_form(selection.approval_ids, form)
+            decided = bulkjob.decide_all(self.services, owner, choices, selection.rest, form, self.now)
+        by_id = {t.approval_id: t for t in self.tracked}
+        first_taken = 0
+        for result in decided.results:
+            taken = result.result in (bulk.Result.RECORDED, bulk.Result.SETTLED)
+            tracked = by_id[result.approval_id]
+            assert taken is self.takes(tracked, who, outcome), (
+                f"{tracked.title}: {who}'s vote of all matching {result.result.value}: {result.detail}"
+            )
+            if taken:
+                self.voted(tracked, who, outcome)
+                first_taken += 1
+        if decided.job is not None and decided.results:  # not a confirmation posted again
+            self.ran["all matching jobs"] += 1
+            rest = [by_id[approval_id] for approval_id in decided.job.approval_ids[1:]]
+            self.jobs.append((decided.job.key, who, outcome, first_taken, rest))
+
+    def takes(self, tracked: Tracked, who: str, outcome: Outcome) -> bool:
+        """Whether a vote with no answers is taken now: "all matching" answers no fields."""
+        try:
+            answers.read(tracked.request.fields, answers.as_form({}), outcome)
+        except answers.InvalidAnswer:
+            return False
+        return tracked.may_vote(who, self.now)
+
+    def voted(self, tracked: Tracked, who: str, outcome: Outcome) -> None:
+        tracked.votes[who] = outcome
+        tracked.settle()
+
+    def _run_jobs(self) -> None:
+        """What the sweep's jobs voted, after its expiries and escalations: every job's
+        requests, each taken exactly when a vote on its own page would be."""
+        for key, who, outcome, first_taken, rest in self.jobs:
+            taken = [tracked for tracked in rest if self.takes(tracked, who, outcome)]
+            for tracked in taken:
+                self.voted(tracked, who, outcome)
+            (job,) = [
+                job
+                for job in self.services.store.jobs_of(
+                    inboxlinks.approver_id(who), self.now - timedelta(days=1)
+                )
+                if job.key == key
+            ]
+            assert job.finished_at is not None, f"{who}'s job not finished by the sweep"
+            # The job's results count the confirmed POST's first vote too.
+            recorded = job.counts.get("recorded", 0) + job.counts.get("settled", 0)
+            expected = first_taken + len(taken)
+            assert recorded == expected, f"{who}'s job took {recorded}, not {expected}: {job.counts}"
+        self.jobs.clear()
+
     @precondition(lambda self: any(t.stored for t in self.tracked))
     @rule(index=st.integers(0, 9), place=st.integers(0, 3), to=st.sampled_from(EVERYONE))
     def hand_over(self, index: int, place: int, to: str) -> None:
@@ -592,6 +681,7 @@ class Approvals(RuleBasedStateMachine):
         self.fault.fired = False
         sweep(self.services, self.now)
         self._after_sweep()
+        self._run_jobs()
         self._requesters_told()
 
     @precondition(lambda self: any(t.stored for t in self.tracked))
@@ -796,4 +886,5 @@ def test_the_features_hold_together(stack: Stack, capsys: pytest.CaptureFixture[
     run_state_machine_as_test(OnThisStack, settings=settings.get_profile(PROFILE))
     with capsys.disabled():  # how much the run covered, for the long run's report
         steps = ran["checks"] - ran["examples"]
-        print(f"\nstateful: {ran['examples']} examples, {steps} steps, every invariant held")
+        jobs = ran["all matching jobs"]
+        print(f"\nstateful: {ran['examples']} examples, {steps} steps, {jobs} bulk jobs, all invariants held")
