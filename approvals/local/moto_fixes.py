@@ -43,6 +43,8 @@ behave as the services do.
   success then as ``InvalidToken``; a token it never issued stays ``InvalidToken``.
 - moto evaluates no resource policy: the Deny statements of the product's queue and topic
   policies are evaluated against the caller (approvals/local/access.py).
+
+moto_speedups makes moto's executor faster without changing what it does.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES
 from moto.stepfunctions.responses import StepFunctionResponse
 
-from approvals.local import access
+from approvals.local import access, moto_speedups
 from approvals.local.resources import CONFIRM_AT_ONCE_TAG, MAILBOX_TAG, SNS_PAGES_TAG
 
 EMAIL_PROTOCOLS = ("email", "email-json")
@@ -191,6 +193,7 @@ def apply() -> None:
             return serve_dynamodb(self)
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    moto_speedups.apply()  # first: the result writer's input record wraps its Map input
     _apply_sns()
     access.apply()
     _apply_execution_input_limit()

@@ -1,0 +1,114 @@
+"""moto's Step Functions executor (5.2.5) made fast enough for a fan-out of thousands of
+items, without changing what it does. Measured on the product's fan-out (bench/fanout_scale.py),
+where a child execution's time went:
+
+- A Map starts ``MaxConcurrency`` worker threads whatever the number of items (10,000 for
+  the product's fan-out, even for three items); a worker finding no item left ends at once.
+  It starts no more workers than there are items: the same items run at once.
+- Each child copied the Map state's whole input (every item, when the items come from the
+  state) before its ``ItemSelector`` read it: the children's time grew with the square of
+  their number. The selector only reads that input, which moto's own stack entry already
+  shares between the children; what it selects is copied for the child, as in moto.
+- Every JSONPath (``$.request.timeout_seconds``) is parsed again by a parser built anew for
+  each parse. A parsed path is kept: jsonpath_ng sets a parsed path's parts only when it
+  builds them; finding and updating read them.
+- SQS ``SendMessage`` reads every attribute of its queue to learn whether a FIFO queue
+  deduplicates by content; each reading counts the queue's messages one by one, three
+  times, so a send took longer the more messages waited. To a standard queue, which has no
+  such attribute, a message is sent without that reading.
+- The executor made a boto3 session and client for every task; they are kept per role and
+  service (approvals/local/access.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Any
+
+from moto.sqs.models import Queue, SQSBackend
+from moto.stepfunctions.parser.asl.component.common.path import result_path
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (  # noqa: E501
+    InlineIterationComponent,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (  # noqa: E501
+    DistributedItemProcessorWorker,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.job import JobPool
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.utils import json_path
+
+PARSED_PATHS = 1024  # JSONPaths kept parsed: the distinct paths of the definitions running
+
+
+def apply() -> None:
+    """Called once, by moto_fixes.apply."""
+    _apply_workers_per_item()
+    _apply_map_input_shared()
+    _apply_parsed_paths_kept()
+    _apply_standard_sends_uncounted()
+
+
+def _apply_workers_per_item() -> None:
+    launch_worker = InlineIterationComponent._launch_worker
+    launched: weakref.WeakKeyDictionary[JobPool, int] = weakref.WeakKeyDictionary()
+    launched_lock = threading.Lock()
+
+    def launch_worker_for_an_item(
+        self: InlineIterationComponent, env: Environment, eval_input: Any, job_pool: JobPool
+    ) -> Any:
+        with launched_lock:
+            count = launched.get(job_pool, 0)
+            if count >= job_pool._jobs_number:
+                return None  # it would find no item: every item has a worker already
+            launched[job_pool] = count + 1
+        return launch_worker(self, env=env, eval_input=eval_input, job_pool=job_pool)
+
+    InlineIterationComponent._launch_worker = launch_worker_for_an_item  # type: ignore[method-assign]
+
+
+def _apply_map_input_shared() -> None:
+    def eval_input(self: DistributedItemProcessorWorker, env_frame: Environment) -> None:
+        """moto's (InlineItemProcessorWorker._eval_input) but for one copy."""
+        selector = self._item_selector or self._parameters
+        if selector is None:
+            return
+        map_state_input = self._env.stack[-1]
+        env_frame.states.reset(input_value=None)
+        env_frame.states._states_data["input"] = map_state_input  # shared, not copied
+        env_frame.stack.append(map_state_input)
+        selector.eval(env_frame)
+        env_frame.states.reset(input_value=env_frame.stack[-1])  # the selection, copied
+
+    DistributedItemProcessorWorker._eval_input = eval_input  # type: ignore[method-assign,assignment]
+
+
+def _apply_parsed_paths_kept() -> None:
+    # The two parsers moto uses: jsonpath_ng's extended one, and its plain one for ResultPath.
+    json_path.parse = functools.lru_cache(maxsize=PARSED_PATHS)(json_path.parse)  # type: ignore[attr-defined]
+    result_path.parse = functools.lru_cache(maxsize=PARSED_PATHS)(result_path.parse)  # type: ignore[attr-defined]
+
+
+def _apply_standard_sends_uncounted() -> None:
+    send_message = SQSBackend.send_message
+    attributes = Queue.attributes
+    sending = threading.local()  # the standard queue this thread's send_message is serving
+
+    def attributes_unless_sending(self: Queue) -> dict[str, Any]:
+        if getattr(sending, "queue", None) is self:
+            return {}  # all send_message reads of a standard queue's (ContentBasedDeduplication) is absent
+        return attributes.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    def send_message_uncounted(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        queue = self.get_queue(queue_name)
+        if queue.fifo_queue:
+            return send_message(self, queue_name, *args, **kwargs)
+        sending.queue = queue
+        try:
+            return send_message(self, queue_name, *args, **kwargs)
+        finally:
+            sending.queue = None
+
+    Queue.attributes = property(attributes_unless_sending)  # type: ignore[method-assign,assignment]
+    SQSBackend.send_message = send_message_uncounted  # type: ignore[method-assign]
