@@ -189,7 +189,7 @@ _clients_lock = threading.Lock()  # the children of a map run start at once: one
 
 
 @functools.lru_cache(maxsize=EXECUTOR_CLIENTS)
-def _client_as(credentials: Credentials, region: str, service: str, endpoint: str | None) -> Any:
+def role_client(credentials: Credentials, region: str, service: str, endpoint: str | None) -> Any:
     return credentials.session(region).client(  # type: ignore[call-overload]
         service,
         endpoint_url=endpoint,
@@ -211,7 +211,7 @@ def _executor_client(original: Callable[..., Any]) -> Callable[..., Any]:
         endpoint = None if botocore_stubber.enabled else f"http://localhost:{moto_server_port()}"
         credentials = credentials_of(role_arn, region)
         with _clients_lock:
-            return _client_as(credentials, region, service, endpoint)
+            return role_client(credentials, region, service, endpoint)
 
     return boto_client_for
 

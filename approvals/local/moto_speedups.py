@@ -18,15 +18,27 @@ where a child execution's time went:
   such attribute, a message is sent without that reading.
 - The executor made a boto3 session and client for every task; they are kept per role and
   service (approvals/local/access.py).
+- DynamoDB ``TransactWriteItems`` copied the whole table once for every item of the
+  transaction, to put back should it be cancelled: a worker's batch (its marks and inbox
+  entries, about 25 items) took longer the more the table held, 0.5 s a request at 1,000
+  (bench/digest.py). The items the transaction names are copied instead, and put back as
+  they were if it is cancelled: only those can have changed. (A table with a stream is
+  copied whole, as before: its stream records are put back too.)
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import weakref
 from typing import Any
 
+from moto.dynamodb import models as dynamodb_models
+from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (  # noqa: E501
@@ -48,6 +60,7 @@ def apply() -> None:
     _apply_map_input_shared()
     _apply_parsed_paths_kept()
     _apply_standard_sends_uncounted()
+    _apply_transactions_undone_by_item()
 
 
 def _apply_workers_per_item() -> None:
@@ -112,3 +125,69 @@ def _apply_standard_sends_uncounted() -> None:
 
     Queue.attributes = property(attributes_unless_sending)  # type: ignore[method-assign,assignment]
     SQSBackend.send_message = send_message_uncounted  # type: ignore[method-assign]
+
+
+class _TablesCopied:
+    """``copy`` as moto's DynamoDB backend sees it: a table this thread's transaction puts
+    back item by item is not copied whole."""
+
+    def __init__(self, undone_by_item: threading.local) -> None:
+        self.copy = copy.copy
+        self._undone_by_item = undone_by_item
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        if any(value is table for table in getattr(self._undone_by_item, "tables", ())):
+            return value
+        return copy.deepcopy(value, memo)
+
+
+def _apply_transactions_undone_by_item() -> None:
+    transact_write_items = DynamoDBBackend.transact_write_items
+    undone_by_item = threading.local()  # the tables this thread's transaction puts back itself
+    dynamodb_models.copy = _TablesCopied(undone_by_item)  # type: ignore[attr-defined,assignment]
+
+    def key_of(table: Table, operation_type: str, operation: dict[str, Any]) -> dict[str, Any]:
+        if operation_type != "Put":
+            return operation["Key"]  # type: ignore[no-any-return]
+        item = operation["Item"]
+        return {a: item[a] for a in (table.hash_key_attr, table.range_key_attr) if a is not None}
+
+    def transact_write_items_undone_by_item(
+        self: DynamoDBBackend, transact_items: list[dict[str, Any]]
+    ) -> None:
+        before: list[tuple[Table, DynamoType, DynamoType | None, Item | None, bool]] = []
+        for transact_item in transact_items:
+            for operation_type, operation in transact_item.items():
+                table = self.tables.get(operation.get("TableName"))
+                if table is None or table.stream_shard is not None:
+                    continue
+                try:
+                    hash_key, range_key = self.get_keys_value(table, key_of(table, operation_type, operation))
+                except (KeyError, MockValidationException):
+                    continue  # moto refuses it before it writes anything
+                held = hash_key in table.items
+                item = table.get_item(hash_key, range_key) if held or range_key is None else None
+                before.append((table, hash_key, range_key, copy.deepcopy(item), held))
+        undone_by_item.tables = [entry[0] for entry in before]
+        try:
+            transact_write_items(self, transact_items)
+        except (MockValidationException, TransactionCanceledException):
+            for table, hash_key, range_key, item, held in reversed(before):
+                if range_key is None:
+                    if item is None:
+                        table.items.pop(hash_key, None)
+                    else:
+                        table.items[hash_key] = item  # type: ignore[assignment]
+                    continue
+                kept = table.items[hash_key]
+                if item is None:
+                    kept.pop(range_key, None)
+                else:
+                    kept[range_key] = item
+                if not held and not kept:
+                    del table.items[hash_key]
+            raise
+        finally:
+            undone_by_item.tables = ()
+
+    DynamoDBBackend.transact_write_items = transact_write_items_undone_by_item  # type: ignore[method-assign]

@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
+from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor import (  # noqa: E501
     DistributedItemProcessor,
@@ -178,3 +180,64 @@ def test_the_executor_makes_a_client_per_service_not_per_task(
     assert ended(stack.sfn, arn)["status"] == "SUCCEEDED"
     # Five SQS tasks, a result writer and a summary: one client each for SQS, S3 and Lambda.
     assert len(sessions) <= 3
+
+
+def table_with_items(stack: Stack, name: str, range_key: bool) -> list[dict[str, Any]]:
+    keys: list[Any] = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    attributes: list[Any] = [{"AttributeName": "pk", "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
+        attributes.append({"AttributeName": "sk", "AttributeType": "S"})
+    stack.dynamodb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST"
+    )
+    for key in ("a", "c", "d"):
+        item = {"pk": {"S": key}, "n": {"N": "1"}} | ({"sk": {"S": "0"}} if range_key else {})
+        stack.dynamodb.put_item(TableName=name, Item=item)
+    return sorted(stack.dynamodb.scan(TableName=name)["Items"], key=str)
+
+
+def key(name: str, range_key: bool) -> dict[str, Any]:
+    return {"pk": {"S": name}} | ({"sk": {"S": "0"}} if range_key else {})
+
+
+@pytest.mark.parametrize("range_key", [True, False])
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(stack: Stack, range_key: bool) -> None:
+    table = f"speedups-{range_key}"
+    before = table_with_items(stack, table, range_key)
+    two = {":two": {"N": "2"}}
+    new = "attribute_not_exists(pk)"  # d exists
+    writes: list[Any] = [
+        {"Update": {"TableName": table, "Key": key("a", range_key), "UpdateExpression": "SET n = :two",
+                    "ExpressionAttributeValues": two}},
+        {"Put": {"TableName": table, "Item": key("b", range_key) | {"n": {"N": "1"}}}},
+        {"Delete": {"TableName": table, "Key": key("c", range_key)}},
+        {"Put": {"TableName": table, "Item": key("d", range_key), "ConditionExpression": new}},
+    ]  # fmt: skip
+    with pytest.raises(ClientError) as cancelled:
+        stack.dynamodb.transact_write_items(TransactItems=writes)
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert sorted(stack.dynamodb.scan(TableName=table)["Items"], key=str) == before
+    # Two writes to one item: refused whole, the first one undone.
+    with pytest.raises(ClientError) as refused:
+        stack.dynamodb.transact_write_items(TransactItems=[writes[1], writes[1]])
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert sorted(stack.dynamodb.scan(TableName=table)["Items"], key=str) == before
+    # Without the failing condition, every write is made.
+    stack.dynamodb.transact_write_items(TransactItems=writes[:3])
+    after = {item["pk"]["S"]: item["n"]["N"] for item in stack.dynamodb.scan(TableName=table)["Items"]}
+    assert after == {"a": "2", "b": "1", "d": "1"}
+
+
+def test_a_transaction_copies_no_table_whole(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    table_with_items(stack, "speedups-copies", range_key=True)
+    copied: list[Table] = []
+
+    def counted(self: Table, memo: dict[int, Any]) -> Table:
+        copied.append(self)
+        return self  # the transaction succeeds: moto would not use its copy
+
+    monkeypatch.setattr(Table, "__deepcopy__", counted, raising=False)
+    puts = [{"Put": {"TableName": "speedups-copies", "Item": key(f"new{n}", True)}} for n in range(5)]
+    stack.dynamodb.transact_write_items(TransactItems=puts)  # type: ignore[arg-type]
+    assert copied == []
