@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.without_speedups:
         moto_speedups.apply = lambda: None  # type: ignore[assignment]
-        access.executor_client = access.executor_client.__wrapped__  # type: ignore[attr-defined]
+        access.role_client = access.role_client.__wrapped__  # type: ignore[attr-defined]
     if args.child:
         print(json.dumps(measure(args.items)))
         return

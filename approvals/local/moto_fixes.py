@@ -107,6 +107,9 @@ _tokens: dict[str, str] = {}  # subscription ARN: the token its confirmation lin
 
 PUBLISH_BATCH_BYTES = 256 * 1024
 ANSWER_RECORDED_SECONDS = 10  # at most, for the executor to record an answer taken
+ANSWER_RECORDED_POLL_SECONDS = (
+    0.001  # it takes a few milliseconds: a fan-out answered one by one waits each time
+)
 ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
 
 
@@ -476,7 +479,7 @@ def _apply_one_answer_per_task() -> None:
         # returns (moto's executor records it a moment later, in a thread of its own).
         deadline = time.monotonic() + ANSWER_RECORDED_SECONDS
         while frame is not None and frame.is_running() and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(ANSWER_RECORDED_POLL_SECONDS)
 
     def answer(self: StepFunctionsParserBackend, outcome: CallbackOutcome) -> Environment | None:
         """Give the waiting task its answer; the frame it waits in, if it waits yet."""

@@ -13,9 +13,11 @@ where a child execution's time went:
   each parse. A parsed path is kept: jsonpath_ng sets a parsed path's parts only when it
   builds them; finding and updating read them.
 - SQS ``SendMessage`` reads every attribute of its queue to learn whether a FIFO queue
-  deduplicates by content; each reading counts the queue's messages one by one, three
-  times, so a send took longer the more messages waited. To a standard queue, which has no
-  such attribute, a message is sent without that reading.
+  deduplicates by content, and ``ReceiveMessage`` reads them three times for each message
+  it receives, to learn the queue's retention period; each reading counts the queue's
+  messages one by one, three times, so a send or a receive took longer the more messages
+  waited. To a standard queue, which has no such attribute, a message is sent without that
+  reading, and the retention period is read alone.
 - The executor made a boto3 session and client for every task; they are kept per role and
   service (approvals/local/access.py).
 - DynamoDB ``TransactWriteItems`` copied the whole table once for every item of the
@@ -34,12 +36,13 @@ import threading
 import weakref
 from typing import Any
 
+from moto.core.utils import unix_time
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
-from moto.sqs.models import Queue, SQSBackend
+from moto.sqs.models import Message, Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (  # noqa: E501
     InlineIterationComponent,
@@ -59,7 +62,7 @@ def apply() -> None:
     _apply_workers_per_item()
     _apply_map_input_shared()
     _apply_parsed_paths_kept()
-    _apply_standard_sends_uncounted()
+    _apply_queue_reads_uncounted()
     _apply_transactions_undone_by_item()
 
 
@@ -103,7 +106,7 @@ def _apply_parsed_paths_kept() -> None:
     result_path.parse = functools.lru_cache(maxsize=PARSED_PATHS)(result_path.parse)  # type: ignore[attr-defined]
 
 
-def _apply_standard_sends_uncounted() -> None:
+def _apply_queue_reads_uncounted() -> None:
     send_message = SQSBackend.send_message
     attributes = Queue.attributes
     sending = threading.local()  # the standard queue this thread's send_message is serving
@@ -123,8 +126,14 @@ def _apply_standard_sends_uncounted() -> None:
         finally:
             sending.queue = None
 
+    def retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
+        """moto's, with the retention period read alone."""
+        retention_period = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]
+        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
     Queue.attributes = property(attributes_unless_sending)  # type: ignore[method-assign,assignment]
     SQSBackend.send_message = send_message_uncounted  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
 
 
 class _TablesCopied:

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from moto.dynamodb.models.table import Table
-from moto.sqs.models import Queue
+from moto.sqs.models import Queue, sqs_backends
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor import (  # noqa: E501
     DistributedItemProcessor,
 )
 from moto.stepfunctions.parser.asl.utils import json_path
 
 from approvals.local import access
-from approvals.local.resources import LOCAL_ROLE
+from approvals.local.resources import ACCOUNT, LOCAL_ROLE
 from bench.fanout_output import answer_all, ended, refund
 from tests.conftest import Stack
 
@@ -127,7 +127,7 @@ def test_a_parsed_jsonpath_is_kept_and_finds_in_each_document_its_own(stack: Sta
     assert json_path.extract_json("$.request.title", {"request": {"title": "two"}}) == "two"
 
 
-def test_a_send_to_a_standard_queue_counts_none_of_its_messages(
+def test_sends_and_receives_on_a_standard_queue_count_none_of_its_messages(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = stack.sqs.create_queue(QueueName="speedups")["QueueUrl"]
@@ -148,10 +148,26 @@ def test_a_send_to_a_standard_queue_counts_none_of_its_messages(
         MessageAttributes={"kind": {"DataType": "String", "StringValue": "late"}},
     )
     stack.sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "batched"}])
+    received = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)["Messages"]
     assert counted == []
+    assert [m["Body"] for m in received] == ["waiting 0", "waiting 1"]
     attributes = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert attributes["ApproximateNumberOfMessages"] == "4"
+    assert attributes["ApproximateNumberOfMessages"] == "2"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "2"
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+
+
+def test_a_message_past_its_queue_retention_is_still_not_received(stack: Stack) -> None:
+    url = stack.sqs.create_queue(QueueName="speedups-retention", Attributes={"MessageRetentionPeriod": "60"})[
+        "QueueUrl"
+    ]
+    for body in ("new", "old"):
+        stack.sqs.send_message(QueueUrl=url, MessageBody=body)
+    queue = sqs_backends[ACCOUNT]["us-east-1"].get_queue("speedups-retention")
+    old = next(m for m in queue._messages if m.body == "old")
+    old.sent_timestamp = int(old.sent_timestamp or 0) - 61_000  # type: ignore[assignment]  # 61 s ago
+    received = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in received] == ["new"]
 
 
 def test_a_fifo_queue_still_deduplicates_by_content(stack: Stack) -> None:
