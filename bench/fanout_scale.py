@@ -24,11 +24,11 @@ import uuid
 from typing import Any
 
 import boto3
-import moto
 
 from approvals import fanout, statemachine
-from approvals.local import access, moto_fixes, moto_speedups
+from approvals.local import access, moto_speedups
 from approvals.local.resources import provision
+from bench.calls import on_moto
 from bench.fanout_output import STATE_LIMIT, answer_all, ended, refund
 from bench.results import record
 
@@ -52,13 +52,10 @@ def execution_input(s3: Any, bucket: str, items: int) -> tuple[str, str]:
 
 
 def measure(items: int) -> dict[str, Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "testing")
-    with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        moto_fixes.apply()
+    with on_moto():
         session = boto3.Session(region_name="us-east-1")
-        resources = provision(session, visibility_timeout=300)
-        sfn, sqs, s3 = session.client("stepfunctions"), session.client("sqs"), session.client("s3")
+        resources = provision(session, visibility_timeout=300)  # none comes back while it runs
+        sfn, sqs, s3 = (session.client(service) for service in ("stepfunctions", "sqs", "s3"))  # type: ignore[call-overload]
         batch, source = execution_input(s3, resources.fanout_bucket, items)
         cpu, begin = time.process_time(), time.monotonic()
         arn = sfn.start_execution(
