@@ -178,14 +178,12 @@ def credentials_of(role_arn: str, region: str = "us-east-1") -> Credentials:
     return Credentials(role.access_key_id, role.secret_access_key, role.session_token)
 
 
-# A client takes a session and its service model loaded from disk (about a tenth of a second
-# of CPU): made once per role and service rather than for every task of every child
+# A client takes a session and its service model read from disk (about a tenth of a second
+# of CPU): one is made per role and service, not one for every task of every child
 # execution. Clients are safe to share between threads; new credentials (a reset) make a new one.
 EXECUTOR_CLIENTS = 64
-EXECUTOR_CONNECTIONS = 100  # executor threads calling the server at once without dropping connections
-
-
-_clients_lock = threading.Lock()  # the children of a map run start at once: one client made, not one each
+EXECUTOR_CONNECTIONS = 100  # executor threads calling the server at once, none of them dropped
+_clients_lock = threading.Lock()  # a map run's children start at once: one client made, not one each
 
 
 @functools.lru_cache(maxsize=EXECUTOR_CLIENTS)

@@ -107,9 +107,8 @@ _tokens: dict[str, str] = {}  # subscription ARN: the token its confirmation lin
 
 PUBLISH_BATCH_BYTES = 256 * 1024
 ANSWER_RECORDED_SECONDS = 10  # at most, for the executor to record an answer taken
-ANSWER_RECORDED_POLL_SECONDS = (
-    0.001  # it takes a few milliseconds: a fan-out answered one by one waits each time
-)
+# It records one in a few milliseconds; a fan-out answered one by one waits for each.
+ANSWER_RECORDED_POLL_SECONDS = 0.001
 ITEM_BYTES = 400 * 1024  # attribute names and values, as DynamoDB counts them
 
 
