@@ -2,6 +2,11 @@
 items, without changing what it does. Measured on the product's fan-out (bench/fanout_scale.py),
 where a child execution's time went:
 
+- Every program (an execution's, each Map item's, each Parallel branch's) ran in a thread
+  of its own that its caller joined, a timeout or none. One without ``TimeoutSeconds``
+  runs in its caller's thread: a waiting child holds two threads, not three, and a process
+  runs out of them later (a fan-out of 10,000 needed about 30,000). An error escaping it
+  goes to ``threading.excepthook``, as from moto's thread.
 - A Map starts ``MaxConcurrency`` worker threads whatever the number of items (10,000 for
   the product's fan-out, even for three items); a worker finding no item left ends at once.
   It starts no more workers than there are items: the same items run at once.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 import threading
 import weakref
 from typing import Any
@@ -44,6 +50,8 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.sqs.models import Message, Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.path import result_path
+from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+from moto.stepfunctions.parser.asl.component.program.program import Program
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (  # noqa: E501
     InlineIterationComponent,
 )
@@ -59,11 +67,28 @@ PARSED_PATHS = 1024  # JSONPaths kept parsed: the distinct paths of the definiti
 
 def apply() -> None:
     """Called once, by moto_fixes.apply."""
+    _apply_untimed_programs_in_their_callers_thread()
     _apply_workers_per_item()
     _apply_map_input_shared()
     _apply_parsed_paths_kept()
     _apply_queue_reads_uncounted()
     _apply_transactions_undone_by_item()
+
+
+def _apply_untimed_programs_in_their_callers_thread() -> None:
+    eval_in_a_thread = Program.eval
+
+    def eval_in_this_thread_unless_timed(self: Program, env: Environment) -> None:
+        if self.timeout_seconds and self.timeout_seconds.timeout_seconds is not None:
+            eval_in_a_thread(self, env)  # the thread is what a timeout ends
+            return
+        env.next_state_name = self.start_at.start_at_name
+        try:
+            EvalComponent.eval(self, env)
+        except Exception:  # it would have ended moto's thread; the caller carries on
+            threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), threading.current_thread())))
+
+    Program.eval = eval_in_this_thread_unless_timed  # type: ignore[method-assign]
 
 
 def _apply_workers_per_item() -> None:

@@ -5,6 +5,7 @@ test here checks what the patch keeps, and what it spares where that can be coun
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -15,6 +16,10 @@ from moto.sqs.models import Queue, sqs_backends
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor import (  # noqa: E501
     DistributedItemProcessor,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (  # noqa: E501
+    DistributedItemProcessorWorker,
+)
+from moto.stepfunctions.parser.asl.component.state.state_pass.state_pass import StatePass
 from moto.stepfunctions.parser.asl.utils import json_path
 
 from approvals.local import access
@@ -79,6 +84,38 @@ def test_a_map_starts_no_more_workers_than_items(
     }
     assert run(stack, definition, {"items": [1, 2, 3]}) == [1, 2, 3]
     assert len(made) == workers
+
+
+def test_a_child_program_runs_in_its_workers_thread(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program without TimeoutSeconds runs in the thread that evaluates it (moto started
+    one more for each): the worker that took the item runs the child's states itself."""
+    workers: dict[int, int] = {}  # item: the thread of the worker that took it
+    states: dict[int, int] = {}  # item: the thread its Pass state ran in
+    eval_job = DistributedItemProcessorWorker._eval_job
+    eval_state = StatePass._eval_state
+
+    def job_recorded(self: DistributedItemProcessorWorker, env: Any, job: Any) -> None:
+        workers[job.job_index] = threading.get_ident()
+        eval_job(self, env, job)
+
+    def state_recorded(self: StatePass, env: Any) -> None:
+        states[env.states.context_object.context_object_data["Map"]["Item"]["Index"]] = threading.get_ident()
+        eval_state(self, env)
+
+    monkeypatch.setattr(DistributedItemProcessorWorker, "_eval_job", job_recorded)
+    monkeypatch.setattr(StatePass, "_eval_state", state_recorded)
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": distributed_map(
+                {"StartAt": "Same", "States": {"Same": {"Type": "Pass", "End": True}}},
+                ItemsPath="$.items",
+                End=True,
+            )
+        },
+    }
+    assert run(stack, definition, {"items": ["a", "b", "c"]}) == ["a", "b", "c"]
+    assert states == workers
 
 
 def test_children_run_at_once_share_nothing_through_the_map_input(stack: Stack) -> None:
