@@ -41,6 +41,15 @@ def distributed_map(item_processor: dict[str, Any], **map_fields: Any) -> dict[s
     }
 
 
+def items_passed(**map_fields: Any) -> dict[str, Any]:
+    """A Distributed Map over ``$.items`` whose children pass each item on as it is."""
+    child = {"StartAt": "Same", "States": {"Same": {"Type": "Pass", "End": True}}}
+    return {
+        "StartAt": "Each",
+        "States": {"Each": distributed_map(child, ItemsPath="$.items", End=True, **map_fields)},
+    }
+
+
 def run(stack: Stack, definition: dict[str, Any], execution_input: dict[str, Any]) -> Any:
     machine = stack.sfn.create_state_machine(
         name=f"speedups-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition), roleArn=LOCAL_ROLE
@@ -71,18 +80,7 @@ def test_a_map_starts_no_more_workers_than_items(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, max_concurrency: int, workers: int
 ) -> None:
     made = workers_counted(monkeypatch)
-    definition = {
-        "StartAt": "Each",
-        "States": {
-            "Each": distributed_map(
-                {"StartAt": "Double", "States": {"Double": {"Type": "Pass", "End": True}}},
-                ItemsPath="$.items",
-                MaxConcurrency=max_concurrency,
-                End=True,
-            )
-        },
-    }
-    assert run(stack, definition, {"items": [1, 2, 3]}) == [1, 2, 3]
+    assert run(stack, items_passed(MaxConcurrency=max_concurrency), {"items": [1, 2, 3]}) == [1, 2, 3]
     assert len(made) == workers
 
 
@@ -104,17 +102,7 @@ def test_a_child_program_runs_in_its_workers_thread(stack: Stack, monkeypatch: p
 
     monkeypatch.setattr(DistributedItemProcessorWorker, "_eval_job", job_recorded)
     monkeypatch.setattr(StatePass, "_eval_state", state_recorded)
-    definition = {
-        "StartAt": "Each",
-        "States": {
-            "Each": distributed_map(
-                {"StartAt": "Same", "States": {"Same": {"Type": "Pass", "End": True}}},
-                ItemsPath="$.items",
-                End=True,
-            )
-        },
-    }
-    assert run(stack, definition, {"items": ["a", "b", "c"]}) == ["a", "b", "c"]
+    assert run(stack, items_passed(), {"items": ["a", "b", "c"]}) == ["a", "b", "c"]
     assert states == workers
 
 
