@@ -73,3 +73,5 @@ bench: $(STAMP)
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.inbox_page --entries 1000 10000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.digest --items 1000
 	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.fanout_output --items 1000
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.fanout_scale --items 1000 --baseline-items 200
+	POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m bench.fanout_local --items 1000

@@ -22,6 +22,7 @@ here as it fails on AWS:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -177,6 +178,28 @@ def credentials_of(role_arn: str, region: str = "us-east-1") -> Credentials:
     return Credentials(role.access_key_id, role.secret_access_key, role.session_token)
 
 
+# A client takes a session and its service model read from disk (about a tenth of a second
+# of CPU): one is made per role and service, not one for every task of every child
+# execution. Clients are safe to share between threads; new credentials (a reset) make a new one.
+EXECUTOR_CLIENTS = 64
+EXECUTOR_CONNECTIONS = 100  # executor threads calling the server at once, none of them dropped
+_clients_lock = threading.Lock()  # a map run's children start at once: one client made, not one each
+
+
+@functools.lru_cache(maxsize=EXECUTOR_CLIENTS)
+def role_client(credentials: Credentials, region: str, service: str, endpoint: str | None) -> Any:
+    return credentials.session(region).client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint,
+        # As moto's own client: its executor retries nothing and times out by itself.
+        config=Config(
+            parameter_validation=False,
+            retries={"max_attempts": 0, "total_max_attempts": 1},
+            max_pool_connections=EXECUTOR_CONNECTIONS,
+        ),
+    )
+
+
 def _executor_client(original: Callable[..., Any]) -> Callable[..., Any]:
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         role_arn = getattr(state_credentials, "role_arn", None)
@@ -184,13 +207,9 @@ def _executor_client(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(region, service, state_credentials)
         # In server mode the executor calls the server; under mock_aws, moto intercepts boto.
         endpoint = None if botocore_stubber.enabled else f"http://localhost:{moto_server_port()}"
-        session = credentials_of(role_arn, region).session(region)
-        return session.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=endpoint,
-            # As moto's own client: its executor retries nothing and times out by itself.
-            config=Config(parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}),
-        )
+        credentials = credentials_of(role_arn, region)
+        with _clients_lock:
+            return role_client(credentials, region, service, endpoint)
 
     return boto_client_for
 

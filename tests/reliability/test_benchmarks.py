@@ -27,6 +27,8 @@ TINY = {
     "bench.bulk_vote": ["--requests", "2"],
     "bench.inbox_page": ["--entries", "60"],
     "bench.digest": ["--items", "12"],
+    "bench.fanout_scale": ["--items", "3"],
+    "bench.fanout_local": ["--items", "3", "--concurrency", "0"],
 }
 # Run at a small size, with every outcome checked, by tests/reliability/test_load_small.py.
 CHECKED_ELSEWHERE = {"bench.load", "bench.fanout_output"}  # test_load_small, test_fanout_scale
