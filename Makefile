@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup browser bench synth stateful
+.PHONY: demo test lint setup browser bench synth stateful scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ lint: $(STAMP)
 # a real schedule), so two workers left the cores half idle (604 s against 345 s, 2026-12-06).
 test: lint browser $(NODE_STAMP)
 	$(BIN)/pytest -n 4 --dist loadgroup --no-loadscope-reorder
+
+# The batch page at scale: a fan-out of 1,000 decided from the inbox in Chromium, in both
+# modes (about 130 CPU-seconds a mode; make test runs the same test with 55 items).
+scale: $(STAMP) browser $(NODE_STAMP)
+	APPROVALS_E2E_DECIDED_ITEMS=1000 $(BIN)/pytest -n 2 --dist loadgroup tests/e2e/test_inbox_browser.py -k decided
 
 # The model-based test (tests/reliability/test_stateful.py) at length: many more and longer
 # examples than the few make test runs (APPROVALS_STATEFUL_EXAMPLES sets how many).
