@@ -30,7 +30,6 @@ from approvals.store.items import (
     INBOX_INDEX,
     INBOX_ORDER,
     OPEN_ATTRIBUTE,
-    OPEN_INDEX,
     Item,
     Table,
     epoch,
@@ -114,14 +113,7 @@ class BulkJobStore(Table):
 
     def due_jobs(self, now: datetime) -> Iterator[BulkJob]:
         """The jobs with votes left whose lease, if any, has run out."""
-        pages = self._db.get_paginator("query").paginate(
-            TableName=self._table,
-            IndexName=OPEN_INDEX,
-            KeyConditionExpression=f"{OPEN_ATTRIBUTE} = :bulk AND {DIGEST_AT} <= :now",
-            ExpressionAttributeValues={":bulk": DUE, ":now": {"N": epoch(now)}},
-        )
-        for page in pages:
-            yield from (_job(item) for item in page["Items"])
+        return (_job(item) for item in self._due(DUE, now))
 
     def take_job(self, key: str, now: datetime, hold_until: datetime) -> str | None:
         """The lease of a due job, held until ``hold_until``; None if another took it first."""

@@ -27,7 +27,6 @@ from approvals.models import Approval
 from approvals.store.items import (
     DIGEST_AT,
     DIGEST_ATTRIBUTE,
-    DIGEST_INDEX,
     DIGEST_PREFIX,
     DUE,
     Item,
@@ -81,14 +80,7 @@ class DigestStore(Table):
 
     def due_digests(self, now: datetime) -> Iterator[DigestState]:
         """The digests whose window has closed with requests (or none left) in them."""
-        pages = self._db.get_paginator("query").paginate(
-            TableName=self._table,
-            IndexName=DIGEST_INDEX,
-            KeyConditionExpression=f"{DIGEST_ATTRIBUTE} = :due AND {DIGEST_AT} <= :now",
-            ExpressionAttributeValues={":due": DUE, ":now": {"N": epoch(now)}},
-        )
-        for page in pages:
-            yield from (_state(item) for item in page["Items"])
+        return (_state(item) for item in self._due(DUE, now))
 
     def approvals(self, approval_ids: Iterable[str]) -> Iterator[Approval | UnreadableItem]:
         """The approvals of these ids that are kept, in no particular order."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +246,18 @@ class Table:
 
     def _key(self, approval_id: str) -> Item:
         return {"approval_id": {"S": approval_id}}
+
+    def _due(self, sweep_key: Item, now: datetime) -> Iterator[Item]:
+        """The items the sweep finds due by ``now`` under ``sweep_key`` of the open index
+        (the digests' and the bulk jobs' own keys, apart from the approvals')."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=OPEN_INDEX,
+            KeyConditionExpression=f"{OPEN_ATTRIBUTE} = :due AND {DIGEST_AT} <= :now",
+            ExpressionAttributeValues={":due": sweep_key, ":now": {"N": epoch(now)}},
+        )
+        for page in pages:
+            yield from page["Items"]
 
 
 def failed_condition_item(error: ClientError) -> Item:
