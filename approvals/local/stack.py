@@ -216,6 +216,7 @@ class LocalStack:
         self.concurrency = concurrency
         self.processes: dict[str, ProcessEnvironments] = {}  # by function name
         self._stoppers: list[Any] = []
+        self._runners: list[QueuePoller | Periodic] = []
         self._saved_environment: dict[str, str] | None = None
         self.resources: Resources | None = None
         self.info: LocalInfo | None = None
@@ -301,6 +302,7 @@ class LocalStack:
         for runner in runners:
             runner.start()
             self._stoppers.insert(0, runner.stop)
+        self._runners += runners
 
     def _start_identity_provider(self, session: boto3.Session) -> str:
         from approvals.local import identity
@@ -456,6 +458,10 @@ class LocalStack:
         )
 
     def stop(self) -> None:
+        # Every poller told first: their long polls then end together, not one after another.
+        for runner in self._runners:
+            runner.request_stop()
+        self._runners.clear()
         for stop in self._stoppers:
             stop()
         self._stoppers.clear()
