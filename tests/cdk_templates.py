@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from aws_cdk import App, Stack, assertions
 
+from approvals.local.access import LOCAL_IDENTITY
 from approvals_cdk.packaging import build
 from examples.deploy_gate.app import DeployGateStack
 from examples.refund_batch.app import RefundBatchStack
+from tests.infra.conftest import STACK, SYNTH_TIMEOUT
+from tests.infra.conftest import _start as cdk_synth
 
 
 def state_machine_definition(
@@ -129,3 +132,36 @@ def role_arn(template: Mapping[str, Any], state_machine_prefix: str) -> dict[str
         if r["Type"] == "AWS::StepFunctions::StateMachine" and lid.startswith(state_machine_prefix)
     )
     return {"Fn::GetAtt": [resource["Properties"]["RoleArn"]["Fn::GetAtt"][0], "Arn"]}
+
+
+def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **context: str) -> Path:
+    """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
+    with these `-c` parameters besides. Synthesized once in a run, by the first xdist worker
+    to ask (a synthesis takes a minute of CPU); the others wait for it and read it."""
+    # The local operator (the CLI's credentials) manages approvers, as the README says an
+    # operator's role must be named to (the topic's policy is evaluated locally).
+    # Each batch's emails at once, as the built-in stack sends them (`approvals local`'s
+    # --digest-seconds 0): the tests read each request's own email. The window itself is
+    # tested on an injected clock (tests/integration/test_digest.py).
+    defaults = {
+        "approvers": "alice@example.com,bob@example.com",
+        "operatorRoles": LOCAL_IDENTITY,
+        "digestSeconds": "0",
+    }
+    with once_in_the_run(tmp_path_factory, f"cdk-{name}") as outdir:
+        template = outdir / f"{STACK}.template.json"
+        if not template.exists():
+            synth = cdk_synth(outdir, {**defaults, **context})
+            output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
+            assert synth.returncode == 0, f"cdk synth failed:\n{output}"
+    return template
+
+
+def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The product's template as the end-to-end tests deploy it (each batch's emails at once)."""
+    return synthesize_template(tmp_path_factory, "product")
+
+
+def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same with `-c sweepMinutes=1`."""
+    return synthesize_template(tmp_path_factory, "one-minute-sweep", sweepMinutes="1")

@@ -25,13 +25,10 @@ import boto3
 import pytest
 
 from approvals import fanout
-from approvals.local.access import LOCAL_IDENTITY
 from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
 from approvals.target import for_local
 from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
-from tests.cdk_templates import once_in_the_run
-from tests.infra.conftest import STACK, SYNTH_TIMEOUT
-from tests.infra.conftest import _start as cdk_synth
+from tests import cdk_templates
 
 BIN = Path(sys.executable).parent
 # Everyone the end-to-end tests ask, added to the directory first, as an operator does.
@@ -181,37 +178,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("local_stack", [PROVISIONED], indirect=True)
 
 
-def synthesize_template(tmp_path_factory: pytest.TempPathFactory, name: str, **context: str) -> Path:
-    """The product's template as `make synth` writes it (the real CDK CLI, two approvers),
-    with these `-c` parameters besides. Synthesized once in a run, by the first xdist worker
-    to ask (a synthesis takes a minute of CPU); the others wait for it and read it."""
-    # The local operator (the CLI's credentials) manages approvers, as the README says an
-    # operator's role must be named to (the topic's policy is evaluated locally).
-    # Each batch's emails at once, as the built-in stack sends them (`approvals local`'s
-    # --digest-seconds 0): the tests read each request's own email. The window itself is
-    # tested on an injected clock (tests/integration/test_digest.py).
-    defaults = {
-        "approvers": "alice@example.com,bob@example.com",
-        "operatorRoles": LOCAL_IDENTITY,
-        "digestSeconds": "0",
-    }
-    with once_in_the_run(tmp_path_factory, f"cdk-{name}") as outdir:
-        template = outdir / f"{STACK}.template.json"
-        if not template.exists():
-            synth = cdk_synth(outdir, {**defaults, **context})
-            output, _ = synth.communicate(timeout=SYNTH_TIMEOUT)
-            assert synth.returncode == 0, f"cdk synth failed:\n{output}"
-    return template
-
-
 @pytest.fixture(scope="session")
 def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize_template(tmp_path_factory, "product")
+    return cdk_templates.product_template(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize_template(tmp_path_factory, "one-minute-sweep", sweepMinutes="1")
+    return cdk_templates.one_minute_sweep_template(tmp_path_factory)
 
 
 @contextmanager

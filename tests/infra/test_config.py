@@ -4,6 +4,7 @@ parameters are checked the same way."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from approvals.models import DEFAULT_TIMEOUT_SECONDS
 from approvals_cdk.config import ConfigError, DeployConfig, from_context, parse_approvers
 from approvals_cdk.stack import ApprovalsStack
+from tests import cdk_templates
 from tests.cdk_templates import synthesize
 from tests.infra.conftest import STACK, Synthesis
 
@@ -139,9 +141,11 @@ def test_sweep_minutes_default_to_five() -> None:
     assert config(approvers="a@example.com", sweepMinutes=60).sweep_minutes == 60  # cdk.json
 
 
-def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows() -> None:
-    stack = ApprovalsStack(cdk.App(), "Sweep", config(approvers="a@example.com", sweepMinutes="1"))
-    template = synthesize(stack)
+def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The end-to-end tests' template, synthesized with -c sweepMinutes=1 once in the run.
+    template = json.loads(cdk_templates.one_minute_sweep_template(tmp_path_factory).read_text())
     (schedule,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule")
     assert schedule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
     environments = [
@@ -152,12 +156,15 @@ def test_sweep_minutes_set_the_schedule_and_what_the_worker_allows() -> None:
     assert {e["APPROVALS_SWEEP_SECONDS"] for e in environments if "APPROVALS_SWEEP_SECONDS" in e} == {"60"}
 
 
-def test_the_digest_window_reaches_the_worker_and_the_sweeper() -> None:
+def test_the_digest_window_reaches_the_worker_and_the_sweeper(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     assert config(approvers="a@example.com").digest_seconds == 60
-    stack = ApprovalsStack(cdk.App(), "Digest", config(approvers="a@example.com", digestSeconds="0"))
+    # The end-to-end tests' template, synthesized with -c digestSeconds=0 once in the run.
+    template = json.loads(cdk_templates.product_template(tmp_path_factory).read_text())
     functions = {
         r["Properties"]["Handler"]: r["Properties"].get("Environment", {}).get("Variables", {})
-        for r in synthesize(stack)["Resources"].values()
+        for r in template["Resources"].values()
         if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]
     }
     with_window = {
