@@ -20,7 +20,8 @@ from typing import Any
 
 from approvals import directory, executions, fanout
 from approvals.local import approver
-from approvals.local.stack import LocalInfo, LocalStack
+from approvals.local.info import LocalInfo
+from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest, FieldSpec, FieldType, Policy, Reassignment, utcnow
 from approvals.target import Target, for_local
 

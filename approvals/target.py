@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals import directory, keys, reassign
+from approvals.local.info import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.models import Approval, Reassignment
 from approvals.runtime import Services
 from approvals.settings import Settings
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
-
-    from approvals.local.stack import LocalInfo
 
 
 class TargetError(Exception):
@@ -134,8 +133,6 @@ class Target:
 
 
 def local(state_file: Path | None = None) -> Target:
-    from approvals.local.stack import STATE_FILE, LocalInfo
-
     state_file = state_file or STATE_FILE
     if not state_file.exists():
         raise TargetError(f"no local stack: {state_file} is missing. Start one with `approvals local`.")
@@ -143,8 +140,6 @@ def local(state_file: Path | None = None) -> Target:
 
 
 def for_local(info: LocalInfo) -> Target:
-    from approvals.local.stack import LOCAL_CREDENTIALS
-
     session = boto3.Session(
         region_name=info.region,
         aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],

@@ -26,8 +26,9 @@ import boto3
 from approvals import directory, executions
 from approvals.local import approver
 from approvals.local.environments import DEFAULT_CONCURRENCY
+from approvals.local.info import LocalInfo
 from approvals.local.outbox import Outbox
-from approvals.local.stack import LocalInfo, LocalStack
+from approvals.local.stack import LocalStack
 from approvals.models import ApprovalRequest
 from approvals.target import for_local
 from bench.results import add_concurrency_option, name, record

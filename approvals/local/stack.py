@@ -11,13 +11,11 @@ CloudFormation, and each function runs with the environment the template gives i
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,7 @@ import boto3
 from approvals import directory, stack_outputs
 from approvals.local import environments, identities, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
+from approvals.local.info import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.local.outbox import Outbox
 from approvals.local.periodic import Periodic
 from approvals.local.resources import SNS_PAGES_TAG, Resources, mailbox, provision
@@ -37,8 +36,6 @@ if TYPE_CHECKING:  # imported where used: the CLI reads this module's state file
     from approvals.local.template import LocalFunction
 
 log = logging.getLogger(__name__)
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-STATE_FILE = Path(".approvals") / "local.json"
 DEFAULT_MOTO_PORT = 4570
 DEFAULT_API_PORT = 8787
 SWEEP_INTERVAL = 2.0  # seconds between the provisioned stack's sweeps
@@ -69,33 +66,6 @@ def _ensure_free(host: str, port: int, serves: str) -> None:
             if error.errno == errno.EADDRINUSE:
                 raise PortInUse(port, serves) from None
             raise
-
-
-@dataclass(frozen=True)
-class LocalInfo:
-    """What `approvals local` writes to its state file, for the CLI and for people."""
-
-    endpoint_url: str
-    region: str
-    state_machine_arn: str
-    fanout_state_machine_arn: str
-    api_url: str
-    outbox_url: str
-    queue_url: str
-    dlq_url: str
-    table_name: str
-    topic_arn: str
-    signing_secret_arn: str
-    fanout_bucket: str = ""  # the fan-outs' decisions (a state file written before it has none)
-    identity_provider_url: str = ""  # `approvals local --sign-in`: the local OpenID Connect provider
-
-    def write(self, path: Path = STATE_FILE) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: Path = STATE_FILE) -> LocalInfo:
-        return cls(**json.loads(path.read_text()))
 
 
 def banner(info: LocalInfo, templates: Sequence[Path] = ()) -> str:

@@ -25,7 +25,8 @@ import boto3
 import pytest
 
 from approvals import fanout
-from approvals.local.stack import SWEEP_INTERVAL, LocalInfo
+from approvals.local.info import LocalInfo
+from approvals.local.stack import SWEEP_INTERVAL
 from approvals.target import for_local
 from approvals_cdk.config import DEFAULT_SWEEP_MINUTES
 from tests import cdk_templates

@@ -17,7 +17,8 @@ import pytest
 from approvals import fanout
 from approvals.local import approver
 from approvals.local.environments import IN_PROCESS
-from approvals.local.stack import LocalInfo, LocalStack
+from approvals.local.info import LocalInfo
+from approvals.local.stack import LocalStack
 from approvals.target import for_local
 from examples.deploy_gate.app import RELEASE_MANAGERS, DeployGateStack
 from examples.refund_batch.app import FINANCE, RefundBatchStack

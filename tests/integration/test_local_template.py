@@ -24,7 +24,8 @@ import pytest
 from approvals import cli, runtime
 from approvals.local.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_BUCKET, TemplateError
 from approvals.local.environments import IN_PROCESS
-from approvals.local.stack import LocalInfo, LocalStack
+from approvals.local.info import LocalInfo
+from approvals.local.stack import LocalStack
 from approvals.local.template import rate_seconds
 from tests.conftest import eventually
 

@@ -16,7 +16,8 @@ import pytest
 
 from approvals import cli
 from approvals.local.environments import IN_PROCESS
-from approvals.local.stack import LocalInfo, LocalStack, banner
+from approvals.local.info import LocalInfo
+from approvals.local.stack import LocalStack, banner
 from approvals.target import for_local
 from approvals_cdk import ApprovalErrors
 from tests.infra.test_readme_app import readme_app

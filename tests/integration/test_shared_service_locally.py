@@ -17,7 +17,8 @@ import pytest
 
 from approvals.local import approver
 from approvals.local.environments import IN_PROCESS
-from approvals.local.stack import LocalInfo, LocalStack, banner
+from approvals.local.info import LocalInfo
+from approvals.local.stack import LocalStack, banner
 from approvals.target import for_local
 from examples.shared_service.app import (
     APPROVERS,

@@ -8,8 +8,12 @@ a function that dodges a cycle at load time is still a cycle in the design.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from approvals.local.info import LocalInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("approvals", "approvals_cdk", "worker", "approval_api", "bench", "examples")
@@ -152,3 +156,18 @@ def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
     graph = import_graph(module_files(tmp_path, ("package",)))
     assert graph["package.fourth"] == {"package"}
     assert cycles(graph) == [["package.first", "package.second", "package.third"]]
+
+
+def test_a_command_against_a_running_local_stack_does_not_load_moto(tmp_path: Path) -> None:
+    """Every `approvals` command against a local stack reads its state file; moto, which the
+    stack itself needs, takes about a second of CPU to import and is not needed for that."""
+    state = tmp_path / "local.json"
+    LocalInfo(*(f"http://127.0.0.1:1/{n}" for n in range(11))).write(state)
+    probe = (
+        "import sys; from pathlib import Path; from approvals import cli, target;"
+        f" target.local(Path({str(state)!r})); print(sorted(m for m in sys.modules if m.startswith('moto')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
