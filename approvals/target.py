@@ -1,11 +1,13 @@
 """Where the CLI acts: the local stack (from its state file) or a deployed stack (from its
 CloudFormation outputs, with the caller's AWS credentials).
 
-The local stack runs on moto, which only the ``local`` extra installs: it is imported when a
-command acts on it, so that a ``[cdk]`` installation's commands on a deployed stack work."""
+The local stack runs on moto, which only the ``local`` extra installs. Acting on a running one
+needs only its state file (approvals.local.info), so nothing here imports moto: a ``[cdk]``
+installation's commands on a deployed stack work, and every command starts fast."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,14 +40,25 @@ class TargetError(Exception):
     """The CLI cannot find what to act on; the message says what to do."""
 
 
+NO_LOCAL_EXTRA = (
+    "the local stack runs on moto, which is not installed:"
+    " pip install 'stepfunctions-approvals[local]' (or name a deployed stack with --stack-name)"
+)
+
+
 def without_local_extra(missing: ModuleNotFoundError) -> str:
     """What to say when a command needs a module this installation lacks."""
     if (missing.name or "").split(".")[0] == "moto":
-        return (
-            "the local stack runs on moto, which is not installed:"
-            " pip install 'stepfunctions-approvals[local]' (or name a deployed stack with --stack-name)"
-        )
+        return NO_LOCAL_EXTRA
     return f"{type(missing).__name__}: {missing}"
+
+
+def _local_extra_installed() -> bool:
+    """Whether moto can be imported, asked without importing it (a second of CPU)."""
+    try:
+        return importlib.util.find_spec("moto") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,8 @@ class Target:
 def local(state_file: Path | None = None) -> Target:
     state_file = state_file or STATE_FILE
     if not state_file.exists():
+        if not _local_extra_installed():
+            raise TargetError(NO_LOCAL_EXTRA)
         raise TargetError(f"no local stack: {state_file} is missing. Start one with `approvals local`.")
     return for_local(LocalInfo.read(state_file))
 
