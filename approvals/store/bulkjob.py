@@ -75,6 +75,11 @@ class BulkJob:
     proof: SignInProof | None = None  # the sign-in the confirmation had, if any; likewise
 
 
+def is_job(item: Item) -> bool:
+    """Whether a raw item of the table is a bulk job."""
+    return str(item["approval_id"]["S"]).startswith(JOB_PREFIX)
+
+
 def job_key(owner: str, confirmation: str) -> str:
     return f"{JOB_PREFIX}{owner}#{confirmation}"
 
