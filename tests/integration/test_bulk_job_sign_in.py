@@ -1,8 +1,8 @@
-""" "All matching" signed in (issue 18): the approver signed in on the inbox confirms more
-requests than one POST decides, and the requests beyond the first 100 that need sign-in are
-decided by the sweep's job with the same proof as the POST's votes (approvals.bulkjob),
-against the real oidc-provider-mock. Without the approver's session they are refused, by the
-job as by the POST."""
+"""Deciding "all matching" signed in (issue 18): the approver signed in on the inbox
+confirms more requests than one POST decides, and those past the first 100 that need
+sign-in are decided by the sweep's job with the same proof as the POST's votes
+(approvals.bulkjob), against the real oidc-provider-mock. Without the approver's session
+they are refused, by the job as by the POST."""
 
 from __future__ import annotations
 
@@ -58,6 +58,14 @@ def asked_of_alice(stack: Stack) -> Asked:  # noqa: F811
     return Asked(needs, plain, inbox(stack), confirmed)
 
 
+def browser_of(stack: Stack, provider: Provider, asked: Asked, who: str | None) -> Browser:  # noqa: F811
+    """A browser on Alice's inbox, signed in as ``who`` (None: not signed in)."""
+    browser = Browser(stack)
+    if who is not None:
+        signed_in_from_inbox(browser, provider, asked.link, who)
+    return browser
+
+
 def confirmed_then_swept(browser: Browser, asked: Asked) -> dict[str, int]:
     """Confirm, then run the sweep: the job's results by kind (the POST's included)."""
     done = _post(browser, asked.link, asked.confirmed)
@@ -65,8 +73,8 @@ def confirmed_then_swept(browser: Browser, asked: Asked) -> dict[str, int]:
     answer = done.json()
     assert answer["counts"] == {"recorded": bulk.MAX_VOTES}
     assert answer["background"]["remaining"] == 3
-    sweep(runtime.from_environment(), utcnow())
     services = runtime.from_environment()
+    sweep(services, utcnow())
     (job,) = services.store.jobs_of(inboxlinks.approver_id(ALICE), utcnow() - timedelta(hours=1))
     assert job.finished_at is not None
     return dict(job.counts)
@@ -77,10 +85,8 @@ def test_signed_in_the_job_decides_the_requests_that_need_it_proven_by_sign_in(
     provider: Provider,  # noqa: F811
 ) -> None:
     asked = asked_of_alice(stack)
-    browser = Browser(stack)
-    signed_in_from_inbox(browser, provider, asked.link, ALICE)
 
-    counts = confirmed_then_swept(browser, asked)
+    counts = confirmed_then_swept(browser_of(stack, provider, asked, ALICE), asked)
 
     assert counts == {"recorded": bulk.MAX_VOTES, "settled": 3}
     for arn, _ in [*asked.needs, asked.plain]:
@@ -96,11 +102,8 @@ def test_without_alice_s_session_the_job_refuses_the_requests_that_need_it(
     signed_in_as: str | None,
 ) -> None:
     asked = asked_of_alice(stack)
-    browser = Browser(stack)
-    if signed_in_as is not None:
-        signed_in_from_inbox(browser, provider, asked.link, signed_in_as)
 
-    counts = confirmed_then_swept(browser, asked)
+    counts = confirmed_then_swept(browser_of(stack, provider, asked, signed_in_as), asked)
 
     assert counts == {"recorded": bulk.MAX_VOTES, "sign_in_required": 2, "settled": 1}
     for _, approval_id in asked.needs:
@@ -121,9 +124,7 @@ def test_a_job_proven_with_an_issuer_the_deployment_no_longer_trusts_refuses_the
     """The proof names its issuer, as a session cookie does: once the deployment signs in
     elsewhere, a job confirmed before proves nothing for the requests that need sign-in."""
     asked = asked_of_alice(stack)
-    browser = Browser(stack)
-    signed_in_from_inbox(browser, provider, asked.link, ALICE)
-    done = _post(browser, asked.link, asked.confirmed)
+    done = _post(browser_of(stack, provider, asked, ALICE), asked.link, asked.confirmed)
     assert done.status == 200, done.body
 
     monkeypatch.setenv("APPROVALS_OIDC_ISSUER", ISSUER_ELSEWHERE)
