@@ -43,7 +43,7 @@ from approvals.decision import (
 )
 from approvals.models import Approval, BulkProgress, FieldSpec, Outcome, Vote
 from approvals.runtime import Services
-from approvals.signin import Session
+from approvals.signin import Session, SignedIn
 from approvals.store import UnreadableItem, approval_from_item, vote_refusal
 from approvals.store.inbox import every_entry
 
@@ -210,11 +210,12 @@ def decide_many(
     approver_id: str,
     choices: Sequence[Choice],
     now: datetime,
-    session: Session | None = None,
+    signed_in: SignedIn | None = None,
     on_behalf_by: str | None = None,
 ) -> list[ItemResult]:
     """Record the votes of the approver ``approver_id`` (approvals.inboxlinks), one result
-    per distinct approval, in the order given. ``on_behalf_by``: the operator recording
+    per distinct approval, in the order given. ``signed_in``: the browser's session, or the
+    sign-in a bulk job keeps of its confirmation. ``on_behalf_by``: the operator recording
     them (then the request's sign-in rule does not apply: their AWS identity is the proof).
 
     Refused as a whole, before anything is recorded: more than MAX_VOTES choices, or a
@@ -229,7 +230,7 @@ def decide_many(
             comments[choice.approval_id],
             found.get(choice.approval_id),
             now,
-            session,
+            signed_in,
             on_behalf_by,
         )
         for choice in chosen
@@ -317,7 +318,7 @@ def _decide_one(
     comment: str,
     found: _Found | UnreadableItem | None,
     now: datetime,
-    session: Session | None,
+    signed_in: SignedIn | None,
     on_behalf_by: str | None,
 ) -> ItemResult:
     if isinstance(found, UnreadableItem):
@@ -335,7 +336,7 @@ def _decide_one(
         proven = (
             Proof()
             if on_behalf_by
-            else decision.proof(services.settings, approval.request.identity, approver, session)
+            else decision.proof(services.settings, approval.request.identity, approver, signed_in)
         )
         data = answers.read(approval.request.fields, answers.as_form(choice.data), choice.outcome)
         vote = vote.model_copy(update={"data": data, "proof": proven.kind, "issuer": proven.issuer})

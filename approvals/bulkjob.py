@@ -12,9 +12,14 @@ from the POST. A checkpoint after each batch notes how far the job got; a sweep 
 midway leaves the rest to the next once its lease runs out, which votes the unfinished batch
 again: what the dead sweep had voted is then "already decided", nothing is voted twice.
 
-The votes are proven by the approver's link, as the confirmation was: a request that must be
-decided signed in gets ``sign_in_required`` (decided on its own page), and one whose fields
-want answers gets ``needs_answers`` (the confirmation asks only the first batch's).
+The votes are proven as the confirmation was. Signed in as the approver when they
+confirmed, the job keeps that sign-in (the verified address and issuer, and when: never a
+token) and its votes record it as the POST's do, each judged against its own request's rule
+as the POST's are: the approver proved who they were when they confirmed, and the job
+applies that confirmation (while the deployment still signs in with that issuer). Else by
+the link: a request that must be decided signed in gets ``sign_in_required`` (decided on its
+own page or signed in). One whose fields want answers gets ``needs_answers`` (the
+confirmation asks only the first batch's).
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from datetime import datetime, timedelta
 
 from approvals import bulk
 from approvals.bulk import Choice, ItemResult
+from approvals.inboxlinks import approver_id
 from approvals.models import BulkProgress, Outcome, utcnow
 from approvals.runtime import Services
 from approvals.signin import Session
 from approvals.store import ApprovalStore, BulkJob
-from approvals.store.bulkjob import job_key
+from approvals.store.bulkjob import SignInProof, job_key
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,12 @@ def decide_all(
     first = choices[0]
     comment = bulk.check_comments(services, choices)[first.approval_id]
     ids = [*(choice.approval_id for choice in choices), *rest][:MAX_ITEMS]
+    # Someone else's session proves nothing of the approver: the job's votes go by the link.
+    proof = (
+        SignInProof(session.email, session.issuer, now)
+        if session is not None and approver_id(session.email) == owner
+        else None
+    )
     wanted = BulkJob(
         key=job_key(owner, confirmation(form, now)),
         owner=owner,
@@ -91,6 +103,7 @@ def decide_all(
         done=0,
         counts={},
         finished_at=None,
+        proof=proof,
     )
     job, lease = services.store.start_job(wanted, ids, now + HOLD)
     if not lease:
@@ -125,11 +138,12 @@ def _run(services: Services, job: BulkJob, lease: str, now: datetime) -> int:
     """Vote the job's next batches under ``lease``; how many items were voted."""
     started = utcnow()
     position, counts = job.done, Counter(job.counts)
+    signed_in = _trusted(services, job.proof)
     for batch in range(BATCHES_PER_SWEEP):
         moment = now + (utcnow() - started)  # the sweep's clock, moving on as the votes take time
         chunk = job.approval_ids[position : position + bulk.MAX_VOTES]
         choices = [Choice(approval_id, job.outcome, job.comment) for approval_id in chunk]
-        results = bulk.decide_many(services, job.owner, choices, moment) if choices else []
+        results = bulk.decide_many(services, job.owner, choices, moment, signed_in) if choices else []
         position += len(chunk)
         counts.update(item.result.value for item in results)
         finished = position >= len(job.approval_ids)
@@ -141,6 +155,15 @@ def _run(services: Services, job: BulkJob, lease: str, now: datetime) -> int:
         if finished:
             break
     return position - job.done
+
+
+def _trusted(services: Services, proof: SignInProof | None) -> SignInProof | None:
+    """The job's sign-in, while the deployment signs in with its issuer: as a session
+    cookie from another issuer, one from an issuer no longer trusted proves nothing."""
+    provider = services.provider
+    if proof is None or provider is None or proof.issuer != provider.issuer:
+        return None
+    return proof
 
 
 def progress(store: ApprovalStore, owner: str, now: datetime) -> list[BulkProgress]:

@@ -32,7 +32,7 @@ from approvals.models import (
 from approvals.owed import send_owed_links
 from approvals.runtime import Services
 from approvals.settings import Settings
-from approvals.signin import Session
+from approvals.signin import Session, SignedIn
 from approvals.store import ApprovalStore, VoteRefusal, VoteRejected
 from approvals.store.inbox import ended_by_vote, every_entry
 from approvals.tasks import HistoryDenied, TaskGone, succeed, took_answer
@@ -213,14 +213,14 @@ class Proof:
     issuer: str | None = None
 
 
-def proof(settings: Settings, identity: Identity, approver: str, session: Session | None) -> Proof:
-    """How a vote by ``approver`` is proven: by sign-in when this browser's session is the
-    approver's, else by the link. Refused here when the request (``identity``) or the
-    deployment needs sign-in and the session is not the approver's."""
-    if session is not None and session.email == approver:
-        return Proof("sign-in", session.issuer)
+def proof(settings: Settings, identity: Identity, approver: str, signed_in: SignedIn | None) -> Proof:
+    """How a vote by ``approver`` is proven: by sign-in when the sign-in (this browser's
+    session, or the one a bulk job keeps) is the approver's, else by the link. Refused here
+    when the request (``identity``) or the deployment needs sign-in and it is not theirs."""
+    if signed_in is not None and signed_in.email == approver:
+        return Proof("sign-in", signed_in.issuer)
     if settings.needs_sign_in(identity):
-        if session is not None:
+        if signed_in is not None:
             raise SomeoneElse(SOMEONE_ELSE)
         raise SignInRequired(SIGN_IN_WHY)
     return Proof()

@@ -59,11 +59,18 @@ class ProviderUnreachable(Exception):
 
 
 @dataclass(frozen=True)
-class Session:
-    """Who signed in, with which issuer, until when (epoch seconds)."""
+class SignedIn:
+    """Who signed in (the ID token's verified address) and with which issuer: what proves a
+    vote by sign-in, and what the vote records of it. No token, no secret."""
 
     email: str
     issuer: str
+
+
+@dataclass(frozen=True)
+class Session(SignedIn):
+    """A browser's sign-in, until when (epoch seconds)."""
+
     expires: int
 
 

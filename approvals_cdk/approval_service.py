@@ -181,7 +181,7 @@ def _checked(props: ApprovalServiceProps) -> ApprovalServiceProps:
 
 
 def _sign_in_environment(props: ApprovalServiceProps) -> dict[str, str]:
-    """What the worker and the API read of sign-in (nothing where it is not set up)."""
+    """What the worker, the API and the sweeper read of sign-in (nothing where it is not set up)."""
     environment: dict[str, str] = {"APPROVALS_IDENTITY": props.identity} if props.identity != "link" else {}
     if props.oidc_issuer and props.oidc_client_id:
         environment |= {
@@ -373,9 +373,11 @@ class ApprovalService(ApprovalServiceBase):
         self, props: ApprovalServiceProps, approval_api: ApprovalApi
     ) -> secretsmanager.ISecret | None:
         """Sign-in's settings for the worker (which refuses a request asking for sign-in
-        where there is no provider) and the API (the relying party), its routes, and the
-        client secret, which only the API reads."""
-        for function in (self.worker, self.api_function):
+        where there is no provider), the API (the relying party) and the sweeper (whose
+        bulk jobs vote under the deployment's rule, proven by the sign-in a job keeps while
+        the deployment trusts its issuer, and whose digests say sign-in will be asked), its
+        routes, and the client secret, which only the API reads."""
+        for function in (self.worker, self.api_function, self.sweeper):
             for name, value in _sign_in_environment(props).items():
                 function.add_environment(name, value)
         if not props.oidc_issuer:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from approvals.models import Approval
-from approvals.store.bulkjob import BulkJob, BulkJobStore
+from approvals.store.bulkjob import BulkJob, BulkJobStore, is_job
 from approvals.store.claim import Claim, ClaimResult, ClaimStore
 from approvals.store.close import CloseStore
 from approvals.store.digest import DigestState, DigestStore
@@ -61,6 +61,7 @@ __all__ = [
     "beside_approvals",
     "is_digest",
     "is_inbox_entry",
+    "is_job",
     "vote_refusal",
 ]
 

@@ -12,6 +12,12 @@ approver's inbox lists it, and their entries' query never meets it). Whoever vot
 lease: ``expires_at`` moves past the time one batch can take, and each checkpoint is
 conditional on the lease, so two sweeps never run one job at once and a sweep that dies
 midway leaves it to the next once the lease runs out.
+
+Where the approver was signed in when they confirmed, the job keeps what proved it
+(``proof``: the verified address, the issuer, and when): the approver proved who they were
+when they confirmed, and the job applies that confirmation, its votes proven by that
+sign-in as the POST's were. Never a token or a secret: only what the votes record. A job
+written without it (no sign-in, or by an earlier version) votes as proven by the link.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from approvals.models import Outcome
+from approvals.signin import SignedIn
 from approvals.store.items import (
     DIGEST_AT,
     INBOX_ATTRIBUTE,
@@ -46,6 +53,13 @@ ID_BYTES = 16
 
 
 @dataclass(frozen=True)
+class SignInProof(SignedIn):
+    """The approver's sign-in as the confirmed POST saw it hold, ``at`` that moment."""
+
+    at: datetime
+
+
+@dataclass(frozen=True)
 class BulkJob:
     key: str
     owner: str  # the approver's id (approvals.inboxlinks.approver_id)
@@ -58,6 +72,12 @@ class BulkJob:
     counts: Mapping[str, int]  # the results so far, by kind (approvals.bulk.Result)
     finished_at: datetime | None
     approval_ids: tuple[str, ...] = ()  # read only by whoever runs the job
+    proof: SignInProof | None = None  # the sign-in the confirmation had, if any; likewise
+
+
+def is_job(item: Item) -> bool:
+    """Whether a raw item of the table is a bulk job."""
+    return str(item["approval_id"]["S"]).startswith(JOB_PREFIX)
 
 
 def job_key(owner: str, confirmation: str) -> str:
@@ -92,6 +112,14 @@ class BulkJobStore(Table):
         }
         if job.workflow is not None:
             item["workflow"] = {"S": job.workflow}
+        if job.proof is not None:
+            item["proof"] = {
+                "M": {
+                    "email": {"S": job.proof.email},
+                    "issuer": {"S": job.proof.issuer},
+                    "at": {"N": epoch(job.proof.at)},
+                }
+            }
         names = {f"#a{n}": name for n, name in enumerate(item)}
         values = {f":a{n}": value for n, value in enumerate(item.values())}
         try:
@@ -215,4 +243,11 @@ def _job(item: Mapping[str, Any]) -> BulkJob:
         counts={kind: int(many["N"]) for kind, many in item["counts"]["M"].items()},
         finished_at=from_epoch(item["finished_at"]["N"]) if "finished_at" in item else None,
         approval_ids=tuple(ids[start : start + ID_BYTES].hex() for start in range(0, len(ids), ID_BYTES)),
+        proof=_proof(item["proof"]["M"]) if "proof" in item else None,
+    )
+
+
+def _proof(fields: Mapping[str, Any]) -> SignInProof:
+    return SignInProof(
+        email=fields["email"]["S"], issuer=fields["issuer"]["S"], at=from_epoch(fields["at"]["N"])
     )

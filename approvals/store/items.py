@@ -61,7 +61,8 @@ INBOX_KEY_PREFIX = "inbox#"
 
 
 def is_inbox_entry(item: Item) -> bool:
-    """Whether a raw item of the table is an inbox entry rather than an approval."""
+    """Whether a raw item of the table is an inbox entry (or a bulk job, which the inbox
+    index lists too: approvals.store.bulkjob.is_job) rather than an approval."""
     return INBOX_ATTRIBUTE in item
 
 

@@ -1,6 +1,6 @@
-"""Sign-in in the template: the settings the worker and the API read, the client secret
-only the API reads (never its value in the template), the sign-in's routes, the checks of
-props and context, and the step's ``identity``."""
+"""Sign-in in the template: the settings the worker, the sweeper and the API read, the
+client secret only the API reads (never its value in the template), the sign-in's routes,
+the checks of props and context, and the step's ``identity``."""
 
 from __future__ import annotations
 
@@ -45,27 +45,31 @@ def _function_environment(template: dict[str, Any], prefix: str) -> dict[str, An
     return variables
 
 
-def test_the_api_and_the_worker_know_the_provider_and_only_the_api_its_secret(
+def test_the_api_the_worker_and_the_sweeper_know_the_provider_and_only_the_api_its_secret(
     template: dict[str, Any],
 ) -> None:
+    """The sweeper too: it votes "all matching" jobs under the deployment's sign-in rule,
+    proven by the sign-in a job keeps while the deployment trusts its issuer, and its
+    digests and reminders say when sign-in will be asked."""
     (secret_id,) = (lid for lid in template["Resources"] if lid.startswith("ApprovalsOidcClientSecret"))
     api = _function_environment(template, "ApprovalsApiFunction")
-    worker = _function_environment(template, "ApprovalsWorker")
-    for environment in (api, worker):
+    others = {name: _function_environment(template, name) for name in ("ApprovalsWorker", "ApprovalsSweeper")}
+    for environment in (api, *others.values()):
         assert environment["APPROVALS_IDENTITY"] == "sign-in"
         assert environment["APPROVALS_OIDC_ISSUER"] == ISSUER
         assert environment["APPROVALS_OIDC_CLIENT_ID"] == CLIENT_ID
     assert api["APPROVALS_OIDC_CLIENT_SECRET"] == {"Ref": secret_id}
-    assert "APPROVALS_OIDC_CLIENT_SECRET" not in worker
     reads = [
         s
         for s in role_statements(template, "ApprovalsApiFunction")
         if s["Resource"] == {"Ref": secret_id} or s["Resource"] == [{"Ref": secret_id}]
     ]
     assert [s["Action"] for s in reads] == ["secretsmanager:GetSecretValue"]
-    assert not any(
-        json.dumps({"Ref": secret_id}) in json.dumps(s) for s in role_statements(template, "ApprovalsWorker")
-    )
+    for name, environment in others.items():
+        assert "APPROVALS_OIDC_CLIENT_SECRET" not in environment
+        assert not any(
+            json.dumps({"Ref": secret_id}) in json.dumps(s) for s in role_statements(template, name)
+        )
     # The value is the provider's to issue: never in the template.
     assert "SecretString" not in template["Resources"][secret_id]["Properties"]
 

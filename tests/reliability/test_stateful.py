@@ -85,7 +85,7 @@ from approvals.runtime import Services, build
 from approvals.settings import Settings
 from approvals.signin import Session
 from approvals.statemachine import INVALID_REQUEST
-from approvals.store import approval_from_item, beside_approvals, is_inbox_entry
+from approvals.store import approval_from_item, beside_approvals, is_inbox_entry, is_job
 from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of, eventually, token_of
 from tests.reliability.faults import error
@@ -285,9 +285,10 @@ class Approvals(RuleBasedStateMachine):
         self.tracked: list[Tracked] = []
         self.mail_checked = 0  # how many emails the invariants have looked at
         self.keys_made = [self.ring().current]
-        # "All matching" jobs the next sweep runs: the key, the voter, the decision, how many
-        # the confirmed POST took itself, and the requests left to the job.
-        self.jobs: list[tuple[str, str, Outcome, int, list[Tracked]]] = []
+        # "All matching" jobs the next sweep runs: the key, the voter, the decision, whether
+        # the voter confirmed signed in, how many the confirmed POST took itself, and the
+        # requests left to the job.
+        self.jobs: list[tuple[str, str, Outcome, bool, int, list[Tracked]]] = []
 
     def teardown(self) -> None:
         """Answer every task still waiting, so that no execution outlives its example, and
@@ -551,12 +552,13 @@ class Approvals(RuleBasedStateMachine):
         return sorted(who for who, many in awaited.items() if many > 1)
 
     @precondition(lambda self: self.awaited_twice())
-    @rule(index=st.integers(0, 9), approve=st.booleans())
-    def bulk_all(self, index: int, approve: bool) -> None:
-        """An approver confirms "all matching" from their inbox: the newest request is voted at
-        once and the rest by a job the next sweep runs (approvals.bulkjob; one request a POST
-        here, so that the smallest inbox makes a job). Each is taken exactly when a vote on
-        its own page would be, the job's when the sweep runs it."""
+    @rule(index=st.integers(0, 9), approve=st.booleans(), signed_in=st.booleans())
+    def bulk_all(self, index: int, approve: bool, signed_in: bool) -> None:
+        """An approver confirms "all matching" from their inbox, signed in or not: the newest
+        request is voted at once and the rest by a job the next sweep runs (approvals.bulkjob;
+        one request a POST here, so that the smallest inbox makes a job), proven as the POST
+        was. Each is taken exactly when a vote on its own page would be, the job's when the
+        sweep runs it."""
         awaited = self.awaited_twice()
         who = awaited[index % len(awaited)]
         owner = inboxlinks.approver_id(who)
@@ -569,13 +571,16 @@ class Approvals(RuleBasedStateMachine):
             if not selection.approval_ids:
                 return
             choices = bulk.choices_from_form(selection.approval_ids, form)
-            decided = bulkjob.decide_all(self.services, owner, choices, selection.rest, form, self.now)
+            session = self.session(who, signed_in)
+            decided = bulkjob.decide_all(
+                self.services, owner, choices, selection.rest, form, self.now, session
+            )
         by_id = {t.approval_id: t for t in self.tracked}
         first_taken = 0
         for result in decided.results:
             taken = result.result in (bulk.Result.RECORDED, bulk.Result.SETTLED)
             tracked = by_id[result.approval_id]
-            assert taken is self.takes(tracked, who, outcome), (
+            assert taken is self.takes(tracked, who, outcome, signed_in), (
                 f"{tracked.title}: {who}'s vote of all matching {result.result.value}: {result.detail}"
             )
             if taken:
@@ -584,15 +589,16 @@ class Approvals(RuleBasedStateMachine):
         if decided.job is not None and decided.results:  # not a confirmation posted again
             self.ran["all matching jobs"] += 1
             rest = [by_id[approval_id] for approval_id in decided.job.approval_ids[1:]]
-            self.jobs.append((decided.job.key, who, outcome, first_taken, rest))
+            self.jobs.append((decided.job.key, who, outcome, signed_in, first_taken, rest))
 
-    def takes(self, tracked: Tracked, who: str, outcome: Outcome) -> bool:
-        """Whether a vote with no answers is taken now: "all matching" answers no fields."""
+    def takes(self, tracked: Tracked, who: str, outcome: Outcome, signed_in: bool) -> bool:
+        """Whether a vote with no answers is taken now: "all matching" answers no fields, and
+        a request that needs sign-in takes it only signed in."""
         try:
             answers.read(tracked.request.fields, answers.as_form({}), outcome)
         except answers.InvalidAnswer:
             return False
-        return tracked.may_vote(who, self.now)
+        return tracked.may_vote(who, self.now) and (signed_in or tracked.request.identity == "link")
 
     def voted(self, tracked: Tracked, who: str, outcome: Outcome) -> None:
         tracked.votes[who] = outcome
@@ -601,8 +607,8 @@ class Approvals(RuleBasedStateMachine):
     def _run_jobs(self) -> None:
         """What the sweep's jobs voted, after its expiries and escalations: every job's
         requests, each taken exactly when a vote on its own page would be."""
-        for key, who, outcome, first_taken, rest in self.jobs:
-            taken = [tracked for tracked in rest if self.takes(tracked, who, outcome)]
+        for key, who, outcome, signed_in, first_taken, rest in self.jobs:
+            taken = [tracked for tracked in rest if self.takes(tracked, who, outcome, signed_in)]
             for tracked in taken:
                 self.voted(tracked, who, outcome)
             (job,) = [
@@ -761,7 +767,8 @@ class Approvals(RuleBasedStateMachine):
         ]
         items = {item["approval_id"]["S"]: item for item in scanned if not beside_approvals(item)}
         approvals = {approval_id: approval_from_item(item) for approval_id, item in items.items()}
-        self.inboxes_hold_what_waits(approvals, [item for item in scanned if is_inbox_entry(item)])
+        entries = [item for item in scanned if is_inbox_entry(item) and not is_job(item)]
+        self.inboxes_hold_what_waits(approvals, entries)
         list(store.open_approvals())
         list(store.to_tell())
         mail = self.mail()
