@@ -45,6 +45,7 @@ DELIVERY_FAILED = "Approval.DeliveryFailed"
 EXPIRED = "Approval.Expired"
 TIMEOUT = "States.Timeout"
 CONFIRM_REFUSED = "DynamoDB.ConditionalCheckFailedException"
+CONFIRMED_BY_SERVICE = "confirmed_by_service"  # approvals.models.Decision's field
 TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
 State = dict[str, Any]
@@ -139,8 +140,9 @@ def _approval_states(
                 {"ErrorEquals": [INVALID_REQUEST], "ResultPath": "$.error", "Next": "InvalidRequest"},
                 {"ErrorEquals": [DELIVERY_FAILED], "ResultPath": "$.error", "Next": "Undelivered"},
             ],
-            "Next": "ConfirmDelivery",
+            "Next": "ConfirmationNeeded",
         },
+        "ConfirmationNeeded": confirmation_needed("$.decision", confirm="ConfirmDelivery", skip="Outcome"),
         # The workflow says it has the decision, so that the sweep need not ask Step Functions
         # (a second SendTaskSuccess) and write it down (an UpdateItem) for every approval:
         # one write instead of two calls, off the approver's path. A workflow without this
@@ -174,6 +176,22 @@ def _approval_states(
         "Expired": expired,
         "InvalidRequest": invalid,
         "Undelivered": undelivered,
+    }
+
+
+def confirmation_needed(decision_path: str, *, confirm: str, skip: str) -> State:
+    """The Choice before a workflow's delivery confirmation: skip it when the decision at
+    ``decision_path`` says the service records the delivery itself (a bulk vote, which
+    confirms its items 100 in one write). Absence is tested first: a comparison with a
+    field that is not there is a runtime error."""
+    flag = f"{decision_path.rstrip('.')}.{CONFIRMED_BY_SERVICE}"
+    return {
+        "Type": "Choice",
+        "Choices": [
+            {"Not": {"Variable": flag, "IsPresent": True}, "Next": confirm},
+            {"Variable": flag, "BooleanEquals": True, "Next": skip},
+        ],
+        "Default": confirm,
     }
 
 

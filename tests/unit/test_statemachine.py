@@ -9,6 +9,7 @@ import pytest
 
 from approvals.models import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Decision, QueueMessage
 from approvals.statemachine import (
+    CONFIRMED_BY_SERVICE,
     DELIVERY_FAILED,
     EXPIRED,
     INVALID_REQUEST,
@@ -69,7 +70,26 @@ def test_approval_task(states: dict[str, Any]) -> None:
     assert "TimeoutSeconds" not in task
     assert "HeartbeatSeconds" not in task
     assert task["ResultPath"] == "$.decision"  # the request stays beside the decision
-    assert task["Next"] == "ConfirmDelivery"
+    assert task["Next"] == "ConfirmationNeeded"
+
+
+@pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
+def test_the_workflow_skips_its_confirmation_when_the_service_confirms_the_delivery(
+    states: dict[str, Any],
+) -> None:
+    """A bulk vote confirms the deliveries of its items itself, 100 in one write, and its
+    decisions say so: the workflow then spends no write of its own. Absence is tested
+    before the value (a comparison with a missing field is a runtime error)."""
+    assert CONFIRMED_BY_SERVICE in Decision.model_fields
+    flag = f"$.decision.{CONFIRMED_BY_SERVICE}"
+    assert states["ConfirmationNeeded"] == {
+        "Type": "Choice",
+        "Choices": [
+            {"Not": {"Variable": flag, "IsPresent": True}, "Next": "ConfirmDelivery"},
+            {"Variable": flag, "BooleanEquals": True, "Next": "Outcome"},
+        ],
+        "Default": "ConfirmDelivery",
+    }
 
 
 @pytest.mark.parametrize("states", all_state_sets(), ids=["single", "fanout-item"])
