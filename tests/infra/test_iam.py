@@ -41,7 +41,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     },
     "api": {
         ("dynamodb:GetItem", "table"),
-        ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:UpdateItem", "table"),  # alone or in TransactWriteItems: a bulk vote's confirmations
         ("dynamodb:Query", "table/index/inbox"),  # the batch page
         ("dynamodb:BatchGetItem", "table"),  # its approvals, 100 at a time
         ("dynamodb:BatchWriteItem", "table"),  # a sequence's next voter's entry; a bulk vote's removal

@@ -280,7 +280,12 @@ def test_the_confirmation_step_makes_the_write_of_the_products_own_state_machine
     states = state_machine_definition(
         template, "Confirmed", {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
     )["States"]
-    assert states["ConfirmedApproval"]["Next"] == "ConfirmApproval"
+    assert states["ConfirmedApproval"]["Next"] == "ConfirmApprovalNeeded"
+    # The product's own Choice: skipped when the service confirms the delivery (a bulk vote).
+    assert states["ConfirmApprovalNeeded"] == statemachine.confirmation_needed(
+        "$.approval", confirm="ConfirmApproval", skip="ConfirmApprovalByService"
+    )
+    assert states["ConfirmApprovalByService"] == {"Type": "Pass", "Next": "Done"}
     confirm = states["ConfirmApproval"]
     own = statemachine.approval_definition()["States"]["ConfirmDelivery"]
     assert confirm["Resource"].endswith(":states:::dynamodb:updateItem")
