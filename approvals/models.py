@@ -397,7 +397,7 @@ class Decision(Contract):
     confirmed_by_service: bool | None = Field(
         default=None,
         description="true when the service itself records that the workflow has this decision (a bulk"
-        " vote): the delivery confirmation after the approval step is skipped (absent otherwise)",
+        " vote): the workflow skips its own delivery confirmation (absent otherwise, never false)",
     )
 
 

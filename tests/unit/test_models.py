@@ -283,7 +283,8 @@ def test_only_a_decision_whose_sender_confirms_its_delivery_says_so() -> None:
     own confirmation (the state machines' ConfirmationNeeded Choice)."""
     approval = _approval(status=Status.APPROVED, decided_at=NOW)
     plain, confirmed = approval.decision(), approval.decision(confirmed_by_service=True)
-    assert plain is not None and confirmed is not None
+    assert plain is not None
+    assert confirmed is not None
     assert "confirmed_by_service" not in plain.model_dump(mode="json", exclude_none=True)
     assert confirmed.model_dump(mode="json", exclude_none=True)["confirmed_by_service"] is True
 
