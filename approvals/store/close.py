@@ -20,8 +20,8 @@ from approvals.store.items import (
 )
 
 # The workflow has the decision: the approval leaves the sweep's index. One update, written
-# by the workflow itself (approvals.statemachine's ConfirmDelivery state, right after the
-# task takes the decision), by a bulk vote for the tasks it answered (100 in a transaction:
+# by the workflow itself (approvals.statemachine's ConfirmApproved / ConfirmRejected, right
+# after the task takes the decision), by a bulk vote for the tasks it answered (100 in a transaction:
 # their decisions tell the workflows to skip theirs), or, as a fallback, by the sweep once
 # a repeated answer shows the workflow has it. The condition keeps the workflow's write
 # from creating an item that is not there (UpdateItem would) and from touching an approval

@@ -15,7 +15,7 @@ page, one conditional update and one SendTaskSuccess for the vote. Pinned here, 
   SendTaskSuccess, and one BatchWriteItem that takes the request out of the approvers'
   inboxes (the voter's; everyone's once settled), so that an inbox page counts its entries
   rather than reading every approval behind them (a deviation, for the inbox: issue 18);
-- the workflow, 1: its ConfirmDelivery state (approvals.statemachine) removes the approval
+- the workflow, 1: its confirmation state (approvals.statemachine) removes the approval
   from the sweep's index, conditional on it being settled, as soon as it takes the decision;
 - the sweep, 0 per approval: it finds nothing left to confirm. (Without the workflow's write
   it would repeat SendTaskSuccess, refused, and write the removal itself: 2 calls, which is
