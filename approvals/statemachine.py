@@ -47,8 +47,8 @@ TIMEOUT = "States.Timeout"
 CONFIRM_REFUSED = "DynamoDB.ConditionalCheckFailedException"
 CONFIRMED_BY_SERVICE = "confirmed_by_service"  # approvals.models.Decision's field
 # The Outcome Choice's rules: the decision approves; it says nothing of its confirmation.
-APPROVED = {"Variable": "$.decision.outcome", "StringEquals": "approved"}
-UNCONFIRMED = {"Not": {"Variable": f"$.decision.{CONFIRMED_BY_SERVICE}", "IsPresent": True}}
+_APPROVED = {"Variable": "$.decision.outcome", "StringEquals": "approved"}
+_UNCONFIRMED = {"Not": {"Variable": f"$.decision.{CONFIRMED_BY_SERVICE}", "IsPresent": True}}
 TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
 State = dict[str, Any]
@@ -154,9 +154,9 @@ def _approval_states(
             "Type": "Choice",
             "Choices": copy.deepcopy(  # each definition its own, as the rest of it
                 [
-                    {"And": [UNCONFIRMED, APPROVED], "Next": "ConfirmApproved"},
-                    {**UNCONFIRMED, "Next": "ConfirmRejected"},
-                    {**APPROVED, "Next": "Approved"},
+                    {"And": [_UNCONFIRMED, _APPROVED], "Next": "ConfirmApproved"},
+                    {**_UNCONFIRMED, "Next": "ConfirmRejected"},
+                    {**_APPROVED, "Next": "Approved"},
                 ]
             ),
             "Default": "Rejected",
