@@ -7,6 +7,11 @@ under all of its item's rules (policy, sequence turn, the requester's exclusion,
 expiry, reassignment, fields, sign-in), its task answered once if it settles. A refused item
 is reported, never a reason to fail the others: each item gets its own result.
 
+The tasks answered are then confirmed delivered together, 100 in one write, and their
+decisions say so (``confirmed_by_service``), so that no workflow writes its own
+confirmation: about 0.01 calls an item instead of 1. Should that write fail, or the
+function stop before it, the sweep confirms them as any decision left unconfirmed.
+
 The inbox names its approver by id (approvals.inboxlinks): each item's approver is the
 address it asked whose id that is.
 """
@@ -223,6 +228,7 @@ def decide_many(
     chosen = _distinct(choices)
     comments = check_comments(services, chosen)
     found = _find(services, approver_id, [choice.approval_id for choice in chosen])
+    delivered: list[str] = []
     results = [
         _decide_one(
             services,
@@ -232,9 +238,14 @@ def decide_many(
             now,
             signed_in,
             on_behalf_by,
+            delivered,
         )
         for choice in chosen
     ]
+    try:
+        services.store.confirm_deliveries(delivered)
+    except Exception:  # a fault: each stays in the sweep's index, which confirms it
+        log.exception("bulk deliveries not confirmed; the sweep will", extra={"count": len(delivered)})
     # What no longer waits on the voter leaves their inbox; what settled, everyone's: together.
     ended = [(approver_id, item.approval_id) for item in results if item.result in _DONE]
     for item in results:
@@ -320,7 +331,10 @@ def _decide_one(
     now: datetime,
     signed_in: SignedIn | None,
     on_behalf_by: str | None,
+    delivered: list[str],
 ) -> ItemResult:
+    """The vote on one item; an item whose workflow took the decision is added to
+    ``delivered``, for decide_many to confirm."""
     if isinstance(found, UnreadableItem):
         log.error("approval unreadable", extra={"approval_id": found.approval_id, "problem": found.problem})
         return _result(choice, Result.FAILED, decision.Unreadable().message)
@@ -340,7 +354,7 @@ def _decide_one(
         )
         data = answers.read(approval.request.fields, answers.as_form(choice.data), choice.outcome)
         vote = vote.model_copy(update={"data": data, "proof": proven.kind, "issuer": proven.issuer})
-        recorded = decision.cast_vote(services, approval.approval_id, vote, now)
+        recorded = decision.cast_vote(services, approval.approval_id, vote, now, sender_confirms=True)
     except answers.InvalidAnswer as invalid:
         return _result(choice, Result.NEEDS_ANSWERS, invalid.message, approval)
     except Problem as refused:
@@ -354,6 +368,8 @@ def _decide_one(
         return _result(
             choice, Result.RECORDED, "Your vote is recorded; the request waits for other approvers.", approval
         )
+    if recorded.delivery is Delivery.DELIVERED:
+        delivered.append(approval.approval_id)
     status = recorded.approval.status.value
     told = (
         "the workflow has the decision"

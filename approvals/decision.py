@@ -468,6 +468,7 @@ def cast_vote(
     *,
     answers_checked: bool = True,
     token_hash: str = "",
+    sender_confirms: bool = False,
 ) -> Recorded:
     """Record an approver's vote (:func:`record`) and, when a sequence's turn passes,
     email the next voter their link."""
@@ -478,6 +479,7 @@ def cast_vote(
         vote,
         answers_checked=answers_checked,
         token_hash=token_hash,
+        sender_confirms=sender_confirms,
     )
     if recorded.delivery is Delivery.NOT_SETTLED and recorded.approval.request.policy is Policy.SEQUENCE:
         _email_next(services, recorded.approval, now)
@@ -510,9 +512,11 @@ def record(
     *,
     answers_checked: bool = True,
     token_hash: str = "",
+    sender_confirms: bool = False,
 ) -> Recorded:
     """Record a vote already authorised (by a signed link, or an operator), or one whose
-    short link (``token_hash``) the update itself checks, and settle."""
+    short link (``token_hash``) the update itself checks, and settle. ``sender_confirms``:
+    the caller records a delivery itself (see :func:`deliver`)."""
     # No read first: the signature (or the link's hash on the item) proves the approver
     # was asked, and the stored thresholds let the conditional update settle the policy by itself.
     try:
@@ -525,11 +529,22 @@ def record(
         # Only after the SDK resent this vote: another vote settled the request in between,
         # and that vote's request (or the sweep) tells the workflow.
         return Recorded(updated, vote, Delivery.PENDING)
-    return Recorded(updated, vote, deliver(store, sfn, updated))
+    return Recorded(updated, vote, deliver(store, sfn, updated, sender_confirms=sender_confirms))
 
 
-def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat: bool = False) -> Delivery:
+def deliver(
+    store: ApprovalStore,
+    sfn: SFNClient,
+    approval: Approval,
+    *,
+    repeat: bool = False,
+    sender_confirms: bool = False,
+) -> Delivery:
     """Send the settled decision to the workflow.
+
+    ``sender_confirms``: the caller records the delivery once this says DELIVERED (a bulk
+    vote, 100 in one write: approvals.bulk), and the decision tells the workflow so, so that
+    it spends no write of its own; until then the sweep judges it as any unconfirmed one.
 
     Safe to repeat: the service takes one answer per token and refuses the rest. It refuses
     alike an answer it took before and one the task no longer waits for (timed out, its
@@ -538,7 +553,7 @@ def deliver(store: ApprovalStore, sfn: SFNClient, approval: Approval, *, repeat:
     the SDK's own resend is judged by the execution's history. On the first attempt, which
     nothing overtakes, a refusal means the workflow stopped waiting first.
     """
-    decision = approval.decision()
+    decision = approval.decision(confirmed_by_service=sender_confirms)
     assert decision is not None, "only a settled approval is delivered"
     try:
         try:

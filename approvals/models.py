@@ -392,6 +392,13 @@ class Decision(Contract):
     reassigned: list[Reassignment] | None = Field(
         default=None, description="Approvers' places handed to others, in order (absent if none)"
     )
+    # A bulk vote answers many tasks and then records their deliveries itself, 100 in one
+    # write, rather than each workflow spending a write of its own.
+    confirmed_by_service: bool | None = Field(
+        default=None,
+        description="true when the service itself records that the workflow has this decision (a bulk"
+        " vote): the workflow skips its own delivery confirmation (absent otherwise, never false)",
+    )
 
 
 class InboxItem(Contract):
@@ -537,7 +544,9 @@ class Approval(Contract):
             return None
         return ":".join([*parts[:5], "stateMachine", self.workflow])
 
-    def decision(self) -> Decision | None:
+    def decision(self, confirmed_by_service: bool = False) -> Decision | None:
+        """The decision as the workflow receives it; ``confirmed_by_service``: its sender
+        records the delivery itself (see Decision.confirmed_by_service)."""
         if self.status not in (Status.APPROVED, Status.REJECTED) or self.decided_at is None:
             return None
         votes = sorted(self.votes.values(), key=lambda v: v.at)
@@ -547,6 +556,7 @@ class Approval(Contract):
             votes=votes,
             decided_at=self.decided_at,
             reassigned=self.reassigned or None,
+            confirmed_by_service=confirmed_by_service or None,
         )
 
     def needs_redelivery(self, now: datetime) -> bool:

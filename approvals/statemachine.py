@@ -45,6 +45,10 @@ DELIVERY_FAILED = "Approval.DeliveryFailed"
 EXPIRED = "Approval.Expired"
 TIMEOUT = "States.Timeout"
 CONFIRM_REFUSED = "DynamoDB.ConditionalCheckFailedException"
+CONFIRMED_BY_SERVICE = "confirmed_by_service"  # approvals.models.Decision's field
+# The Outcome Choice's rules: the decision approves; it says nothing of its confirmation.
+_APPROVED = {"Variable": "$.decision.outcome", "StringEquals": "approved"}
+_UNCONFIRMED = {"Not": {"Variable": f"$.decision.{CONFIRMED_BY_SERVICE}", "IsPresent": True}}
 TIMEOUT_PATH = "$.approval_timeout"  # where the state machine keeps the timeout it applies
 
 State = dict[str, Any]
@@ -139,41 +143,57 @@ def _approval_states(
                 {"ErrorEquals": [INVALID_REQUEST], "ResultPath": "$.error", "Next": "InvalidRequest"},
                 {"ErrorEquals": [DELIVERY_FAILED], "ResultPath": "$.error", "Next": "Undelivered"},
             ],
-            "Next": "ConfirmDelivery",
-        },
-        # The workflow says it has the decision, so that the sweep need not ask Step Functions
-        # (a second SendTaskSuccess) and write it down (an UpdateItem) for every approval:
-        # one write instead of two calls, off the approver's path. A workflow without this
-        # state (a hand-written Task, or one whose write fails) is confirmed by the sweep.
-        "ConfirmDelivery": {
-            "Type": "Task",
-            "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::dynamodb:updateItem",
-            "Parameters": {
-                "TableName": TABLE_NAME_PLACEHOLDER,
-                "Key": {"approval_id": {"S.$": "$.decision.approval_id"}},
-                **copy.deepcopy(CONFIRM_DELIVERY),  # each definition its own, as the rest of it
-            },
-            "ResultPath": None,
-            "Retry": [
-                # No longer settled (closed meanwhile): nothing to confirm, nothing to retry.
-                {"ErrorEquals": [CONFIRM_REFUSED], "MaxAttempts": 0},
-                {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 2},
-            ],
-            # The decision is the workflow's either way: a failed confirmation only leaves
-            # the approval for the sweep to confirm.
-            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Outcome"}],
             "Next": "Outcome",
         },
+        # The decision's branch, and whether the workflow confirms it has the decision first:
+        # it does unless the decision says the service does (a bulk vote, which confirms its
+        # items 100 in one write). One Choice for both, so that neither path takes a state
+        # more than the outcome alone would; absence is tested, never compared (a comparison
+        # with a missing field is a runtime error).
         "Outcome": {
             "Type": "Choice",
-            "Choices": [{"Variable": "$.decision.outcome", "StringEquals": "approved", "Next": "Approved"}],
+            "Choices": copy.deepcopy(  # each definition its own, as the rest of it
+                [
+                    {"And": [_UNCONFIRMED, _APPROVED], "Next": "ConfirmApproved"},
+                    {**_UNCONFIRMED, "Next": "ConfirmRejected"},
+                    {**_APPROVED, "Next": "Approved"},
+                ]
+            ),
             "Default": "Rejected",
         },
+        "ConfirmApproved": _confirm_delivery(then="Approved"),
+        "ConfirmRejected": _confirm_delivery(then="Rejected"),
         "Approved": approved,
         "Rejected": rejected,
         "Expired": expired,
         "InvalidRequest": invalid,
         "Undelivered": undelivered,
+    }
+
+
+def _confirm_delivery(*, then: str) -> State:
+    """The workflow says it has the decision, so that the sweep need not ask Step Functions
+    (a second SendTaskSuccess) and write it down (an UpdateItem) for every approval: one
+    write instead of two calls, off the approver's path. A workflow without this state (a
+    hand-written Task, or one whose write fails) is confirmed by the sweep."""
+    return {
+        "Type": "Task",
+        "Resource": f"arn:{PARTITION_PLACEHOLDER}:states:::dynamodb:updateItem",
+        "Parameters": {
+            "TableName": TABLE_NAME_PLACEHOLDER,
+            "Key": {"approval_id": {"S.$": "$.decision.approval_id"}},
+            **copy.deepcopy(CONFIRM_DELIVERY),  # each state its own, as the rest of the definition
+        },
+        "ResultPath": None,
+        "Retry": [
+            # No longer settled (closed meanwhile): nothing to confirm, nothing to retry.
+            {"ErrorEquals": [CONFIRM_REFUSED], "MaxAttempts": 0},
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 2},
+        ],
+        # The decision is the workflow's either way: a failed confirmation only leaves the
+        # approval for the sweep to confirm.
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": then}],
+        "Next": then,
     }
 
 

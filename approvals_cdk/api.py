@@ -98,7 +98,9 @@ class ApprovalApi:
             )
         else:
             self._rate_limit_per_ip(self.api.deployment_stage, rate_limit_per_ip)
-        # Read an approval for its page, record views and votes, answer the workflow.
+        # Read an approval for its page, record views and votes, answer the workflow; a bulk
+        # vote's delivery confirmations (UpdateItems in a TransactWriteItems, which IAM
+        # authorizes per write: it has no action of its own).
         shared.allow(self.function, ["dynamodb:GetItem", "dynamodb:UpdateItem"], [table.table_arn])
         # The batch page: the approver's inbox entries, then their approvals 100 at a time;
         # entries put for a sequence's next voter, and taken out by a bulk vote.

@@ -128,7 +128,7 @@ class StateMachines:
         machine.add_to_role_policy(
             iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self._queue.queue_arn])
         )
-        # The ConfirmDelivery state's one write (approvals.statemachine), and no other.
+        # The confirmation states' one write (ConfirmDelivery: approvals.statemachine), and no other.
         machine.add_to_role_policy(shared.confirm_delivery(self._table))
         shared.acknowledge(
             machine.role,

@@ -354,11 +354,13 @@ class _ConfirmationWrite(tasks.DynamoUpdateItem):
 
 
 class DeliveryConfirmation(sfn.StateMachineFragment):
-    """The state after an approval step that tells the service the workflow has the
+    """The states after an approval step that tell the service the workflow has the
     decision: the same conditional ``dynamodb:updateItem`` as the product's own state
-    machines' ``ConfirmDelivery`` (approvals.statemachine). Without it the sweep confirms
-    each decision a minute later with two calls of its own; a write that fails after its
-    retries is left to the sweep the same way, and the workflow goes on (JSONPath only)."""
+    machines' ``ConfirmApproved`` / ``ConfirmRejected`` (approvals.statemachine), behind a
+    Choice that skips it when the service records the delivery itself (a bulk vote: the
+    decision's ``confirmed_by_service``). Without it the sweep confirms each decision a
+    minute later with two calls of its own; a write that fails after its retries is left to
+    the sweep the same way, and the workflow goes on (JSONPath only)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, table: dynamodb.ITable, decision_path: str = "$"
@@ -390,8 +392,16 @@ class DeliveryConfirmation(sfn.StateMachineFragment):
         )
         left_to_sweep = sfn.Pass(self, "LeftToSweep", state_name=f"{construct_id}LeftToSweep")
         confirm.add_catch(left_to_sweep, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
-        self._start = confirm
-        self._ends: list[sfn.INextable] = [confirm, left_to_sweep]
+        by_service = sfn.Pass(self, "ByService", state_name=f"{construct_id}ByService")
+        flag = f"{decision_path.rstrip('.')}.{statemachine.CONFIRMED_BY_SERVICE}"
+        # As the product's Outcome Choice reads it: the field is there only when true.
+        needed = (
+            sfn.Choice(self, "Needed", state_name=f"{construct_id}Needed")
+            .when(sfn.Condition.not_(sfn.Condition.is_present(flag)), confirm)
+            .otherwise(by_service)
+        )
+        self._start = needed
+        self._ends: list[sfn.INextable] = [confirm, left_to_sweep, by_service]
 
     @property
     def start_state(self) -> sfn.State:

@@ -7,9 +7,11 @@ confirmation) and the confirmed POST, which decides the first 100 and leaves the
 job the sweep runs (approvals.bulkjob); then sweeps, back to back, until every execution has
 ended. It reports the HTTP requests that takes, the product's AWS calls per item (the
 confirmation; the votes, the POST's and the sweeps' together, everything the sweeps did
-included), the sweeps it took, and the time from the confirmed POST to every execution
-ended (moto's, on this machine, with no wait between sweeps: in AWS add up to one sweep
-interval, 5 minutes by default, for each sweep after the first).
+included; the workflows' own, from their histories; and a last sweep's once the redelivery
+grace is over, which finds nothing left to confirm), the sweeps it took, and the time from
+the confirmed POST to every execution ended (moto's, on this machine, with no wait between
+sweeps: in AWS add up to one sweep interval, 5 minutes by default, for each sweep after the
+first).
 
     .venv/bin/python -m bench.bulk_vote --requests 1000
 """
@@ -20,6 +22,7 @@ import argparse
 import re
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 from html import unescape
 from typing import Any, cast
@@ -35,9 +38,9 @@ from approvals.local.approver import form_headers
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox
 from approvals.local.poller import QueuePoller
-from approvals.models import ApprovalRequest, utcnow
+from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
 from approvals.sweep import sweep
-from bench.calls import API_URL, CallCounter, Context, on_moto, until, warm_stack
+from bench.calls import API_URL, CallCounter, Context, on_moto, until, warm_stack, workflow_calls
 from bench.results import record
 
 APPROVER = "bench@example.com"
@@ -97,6 +100,10 @@ def measure(requests: int) -> dict[str, Any]:
 
     until(ended, "every execution to end", 600)
     answered = time.monotonic() - started
+    workflows = sum((workflow_calls(sfn, arn) for arn in arns), Counter())
+    counter.take()
+    sweep(services, utcnow() + REDELIVERY_GRACE)
+    last_sweep = counter.take()
     return {
         "requests": requests,
         "http_requests": http_requests,
@@ -104,10 +111,14 @@ def measure(requests: int) -> dict[str, Any]:
         "calls_per_item": {
             "confirmation": round(sum(confirmation.values()) / requests, 3),
             "votes": round(sum(votes.values()) / requests, 3),
+            "workflows": round(sum(workflows.values()) / requests, 3),
+            "last_sweep": round(sum(last_sweep.values()) / requests, 3),
         },
         "by_operation": {
             "confirmation": dict(sorted(confirmation.items())),
             "votes": dict(sorted(votes.items())),
+            "workflows": dict(sorted(workflows.items())),
+            "last_sweep": dict(sorted(last_sweep.items())),
         },
         "seconds_to_every_task_answered": round(answered, 2),
     }
@@ -122,7 +133,10 @@ def main() -> int:
     calls = figures["calls_per_item"]
     print(f"{args.requests} approvals waiting on one approver, decided from the inbox link")
     print(f"HTTP requests              {figures['http_requests']} (then {figures['sweeps']} sweeps)")
-    print(f"AWS calls per item         {calls['confirmation']} confirming + {calls['votes']} voting")
+    print(
+        f"AWS calls per item         {calls['confirmation']} confirming + {calls['votes']} voting"
+        f" + {calls['workflows']} the workflows' + {calls['last_sweep']} a last sweep"
+    )
     print(f"  by operation             {figures['by_operation']}")
     print(f"to every task answered     {figures['seconds_to_every_task_answered']} s (moto, this machine)")
     record("bulk_vote", figures)

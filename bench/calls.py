@@ -95,6 +95,35 @@ def workflow_calls(sfn: Any, execution_arn: str) -> Counter[str]:
     return calls
 
 
+@contextmanager
+def dynamodb_task_calls() -> Iterator[CallCounter]:
+    """The calls the state machines' DynamoDB tasks make (a ConfirmDelivery), counted on the
+    clients moto's engine makes for them: moto runs a Distributed Map's items as threads of
+    the parent, whose history does not show their tasks (on AWS each child's would)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_dynamodb as dynamodb_tasks,
+    )
+
+    counter = CallCounter()
+    make = dynamodb_tasks.boto_client_for
+    handler = f"dynamodb-task-calls-{id(counter)}"  # once per client: the local engine reuses them
+    clients: dict[int, Any] = {}
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        client = make(*args, **kwargs)
+        client.meta.events.register("before-call", counter._count, unique_id=handler)
+        clients[id(client)] = client
+        return client
+
+    dynamodb_tasks.boto_client_for = counted
+    try:
+        yield counter
+    finally:
+        dynamodb_tasks.boto_client_for = make
+        for client in clients.values():
+            client.meta.events.unregister("before-call", unique_id=handler)
+
+
 def until(done: Any, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not done():

@@ -3,11 +3,13 @@ lost on the way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from botocore.exceptions import ClientError
 
 from approvals.models import Approval, Status
+from approvals.store.digest import TRANSACTION_LIMIT
 from approvals.store.items import (
     OPEN_ATTRIBUTE,
     Item,
@@ -18,10 +20,12 @@ from approvals.store.items import (
 )
 
 # The workflow has the decision: the approval leaves the sweep's index. One update, written
-# by the workflow itself (approvals.statemachine's ConfirmDelivery state, right after the
-# task takes the decision) or, as a fallback, by the sweep once a repeated answer shows the
-# workflow has it. The condition keeps the workflow's write from creating an item that is
-# not there (UpdateItem would) and from touching an approval not settled.
+# by the workflow itself (approvals.statemachine's ConfirmApproved / ConfirmRejected, right
+# after the task takes the decision), by a bulk vote for the tasks it answered (100 in a transaction:
+# their decisions tell the workflows to skip theirs), or, as a fallback, by the sweep once
+# a repeated answer shows the workflow has it. The condition keeps the workflow's write
+# from creating an item that is not there (UpdateItem would) and from touching an approval
+# not settled.
 CONFIRM_DELIVERY: Item = {
     "UpdateExpression": f"REMOVE delivery_failed, {OPEN_ATTRIBUTE}",
     "ConditionExpression": "#status IN (:approved, :rejected)",
@@ -35,6 +39,10 @@ CONFIRM_DELIVERY: Item = {
 # Every top-level attribute that write names (its key, what it removes, what its condition
 # reads): the only ones IAM lets a workflow's confirmation touch (dynamodb:Attributes).
 CONFIRM_DELIVERY_ATTRIBUTES = ("approval_id", "delivery_failed", "status", OPEN_ATTRIBUTE)
+
+# Transactions of confirmations tried per 100: the first, one without the approvals closed
+# meanwhile, one more after a conflict with another write at that moment.
+CONFIRM_ATTEMPTS = 3
 
 
 class CloseStore(Table):
@@ -53,6 +61,40 @@ class CloseStore(Table):
             self._db.update_item(TableName=self._table, Key=self._key(approval_id), **CONFIRM_DELIVERY)
         except ClientError as error:
             failed_condition_item(error)  # no longer settled: closed meanwhile, nothing to confirm
+
+    def confirm_deliveries(self, approval_ids: Sequence[str]) -> None:
+        """:meth:`confirm_delivery` for many approvals, one TransactWriteItems per 100. A
+        transaction cancelled because some are no longer settled is written again without
+        them; one cancelled otherwise (a conflict), again as it was, up to CONFIRM_ATTEMPTS.
+        What is then still unconfirmed raises: the sweep confirms it."""
+        for start in range(0, len(approval_ids), TRANSACTION_LIMIT):
+            self._confirm_together(list(approval_ids[start : start + TRANSACTION_LIMIT]))
+
+    def _confirm_together(self, approval_ids: list[str]) -> None:
+        for attempt in range(1, CONFIRM_ATTEMPTS + 1):
+            if len(approval_ids) <= 1:  # a transaction of one costs twice the write capacity
+                for approval_id in approval_ids:
+                    self.confirm_delivery(approval_id)
+                return
+            writes = [
+                {"Update": {"TableName": self._table, "Key": self._key(approval_id), **CONFIRM_DELIVERY}}
+                for approval_id in approval_ids
+            ]
+            try:
+                self._db.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+                return
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                if attempt == CONFIRM_ATTEMPTS:
+                    raise
+                reasons = error.response.get("CancellationReasons", [])
+                closed = {
+                    approval_id
+                    for approval_id, reason in zip(approval_ids, reasons, strict=False)
+                    if reason.get("Code") == "ConditionalCheckFailed"
+                }
+                approval_ids = [approval_id for approval_id in approval_ids if approval_id not in closed]
 
     def close(self, approval_id: str, status: Status, now: datetime, was: Status = Status.PENDING) -> bool:
         """Mark an approval expired or cancelled; False if it was no longer ``was``."""

@@ -41,7 +41,7 @@ EXPECTED_CALLS: dict[str, set[tuple[str, str]]] = {
     },
     "api": {
         ("dynamodb:GetItem", "table"),
-        ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:UpdateItem", "table"),  # alone or in TransactWriteItems: a bulk vote's confirmations
         ("dynamodb:Query", "table/index/inbox"),  # the batch page
         ("dynamodb:BatchGetItem", "table"),  # its approvals, 100 at a time
         ("dynamodb:BatchWriteItem", "table"),  # a sequence's next voter's entry; a bulk vote's removal
@@ -190,7 +190,7 @@ def test_state_machines_can_only_send_confirm_run_their_own_children_and_use_the
     request, _ = queues(synthesis)
     table, _ = only(synthesis.resources("AWS::DynamoDB::Table"))
     send = {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [request, "Arn"]}}
-    # The ConfirmDelivery state's one write: the approval leaves the sweep's index.
+    # The confirmation states' one write (ConfirmDelivery): the approval leaves the sweep's index.
     confirm = {
         "Action": "dynamodb:UpdateItem",
         "Condition": {

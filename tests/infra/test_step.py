@@ -280,9 +280,18 @@ def test_the_confirmation_step_makes_the_write_of_the_products_own_state_machine
     states = state_machine_definition(
         template, "Confirmed", {"ApprovalsRequestQueue": "QUEUE", "ApprovalsTable": "TABLE"}
     )["States"]
-    assert states["ConfirmedApproval"]["Next"] == "ConfirmApproval"
+    assert states["ConfirmedApproval"]["Next"] == "ConfirmApprovalNeeded"
+    # Skipped when the service confirms the delivery itself (a bulk vote), read as the
+    # product's own Outcome Choice reads it: the field is there only when true.
+    flag = f"$.approval.{statemachine.CONFIRMED_BY_SERVICE}"
+    assert states["ConfirmApprovalNeeded"] == {
+        "Type": "Choice",
+        "Choices": [{"Not": {"Variable": flag, "IsPresent": True}, "Next": "ConfirmApproval"}],
+        "Default": "ConfirmApprovalByService",
+    }
+    assert states["ConfirmApprovalByService"] == {"Type": "Pass", "Next": "Done"}
     confirm = states["ConfirmApproval"]
-    own = statemachine.approval_definition()["States"]["ConfirmDelivery"]
+    own = statemachine.approval_definition()["States"]["ConfirmApproved"]
     assert confirm["Resource"].endswith(":states:::dynamodb:updateItem")
     assert confirm["Parameters"] == {
         **own["Parameters"],

@@ -15,7 +15,7 @@ page, one conditional update and one SendTaskSuccess for the vote. Pinned here, 
   SendTaskSuccess, and one BatchWriteItem that takes the request out of the approvers'
   inboxes (the voter's; everyone's once settled), so that an inbox page counts its entries
   rather than reading every approval behind them (a deviation, for the inbox: issue 18);
-- the workflow, 1: its ConfirmDelivery state (approvals.statemachine) removes the approval
+- the workflow, 1: its confirmation state (approvals.statemachine) removes the approval
   from the sweep's index, conditional on it being settled, as soon as it takes the decision;
 - the sweep, 0 per approval: it finds nothing left to confirm. (Without the workflow's write
   it would repeat SendTaskSuccess, refused, and write the removal itself: 2 calls, which is
@@ -44,8 +44,9 @@ import pytest
 from approvals import runtime
 from approvals.models import REDELIVERY_GRACE, ApprovalRequest, utcnow
 from approvals.sweep import sweep
-from bench.calls import CallCounter, workflow_calls
-from tests.integration.conftest import Stack
+from bench.calls import CallCounter, dynamodb_task_calls, workflow_calls
+from tests.integration.conftest import Stack, eventually
+from tests.integration.test_bulk_api import hidden, inbox, post
 
 
 def test_calls_for_one_request_with_one_approver(stack: Stack) -> None:
@@ -145,3 +146,66 @@ def test_a_lone_request_with_a_digest_window_adds_one_claim(
     stack.email("alice@example.com", "Windowed")
     # The claim of the approver's window (a conditional update that returns their digest).
     assert counter.take() == {"PutItem": 1, "UpdateItem": 1, "PublishBatch": 1, "TransactWriteItems": 1}
+
+
+FANOUT_ITEMS = 20  # two of the worker's batches of ten
+
+
+def test_an_item_of_a_fanout_decided_in_a_bulk_vote_costs_at_most_four_calls(stack: Stack) -> None:
+    """Issue 18's budget for a batch, the click included: each item of a fan-out asked of one
+    approver, emailed by the worker in batches, approved from the approver's inbox in one
+    confirmed bulk vote, the workflow's own calls and the sweep's counted too.
+
+    Per batch of ten the worker makes ten claims, one publish and one write of the marks; the
+    bulk vote reads its items (once for the confirmation, once for the vote), then per item
+    one conditional update and one SendTaskSuccess, and takes the items out of the inbox in
+    one BatchWriteItem (25 a call) and writes their delivered marks in one
+    TransactWriteItems (100 a call), so that no child execution writes its own."""
+    services = runtime.from_environment()
+    alice = "alice@example.com"
+    stack.add_approvers([alice])
+    services.directory.unreachable([alice], utcnow())  # a warm worker
+    counter = CallCounter(services.store._db, services.sns, services.sfn)
+    request = ApprovalRequest(title="Refund", approvers=[alice], requester="ci").model_dump(
+        mode="json", exclude_none=True
+    )
+
+    with dynamodb_task_calls() as tasks:
+        arn = stack.start_fanout([request] * FANOUT_ITEMS)
+        # Every item's message queued before the worker polls: full batches, as at scale.
+        queued = lambda: stack.queue_counts(stack.resources.queue_url)[0] == FANOUT_ITEMS  # noqa: E731
+        eventually(queued, what="every item's message")
+        stack.drain()
+        worker = counter.take()
+        assert worker == {"PutItem": 20, "PublishBatch": 2, "TransactWriteItems": 2}
+
+        link = inbox(stack, alice)
+        page = post(stack, link, [("all", "1"), ("decision", "approve")])  # "select all N matching"
+        assert page.status == 200, page.body
+        confirmation = counter.take()
+        # What waits on the approver (the inbox index), and the approvals behind it.
+        assert confirmation == {"Query": 1, "BatchGetItem": 2}
+        assert post(stack, link, hidden(page)).status == 200  # "Approve 20 requests?": yes
+        votes = counter.take()
+        assert votes == {
+            "Query": 1,
+            "BatchGetItem": 2,
+            "UpdateItem": 20,
+            "SendTaskSuccess": 20,
+            "BatchWriteItem": 1,
+            "TransactWriteItems": 1,
+        }
+
+        report = stack.finish(arn, timeout=30)
+    assert report.output["counts"]["approved"] == FANOUT_ITEMS
+    # The summary's function, and no item's own confirmation: the bulk vote wrote them all.
+    workflow = workflow_calls(stack.sfn, arn)
+    assert workflow == {"lambda:invoke": 1}
+    assert tasks.take() == {}
+
+    assert sweep(services, utcnow() + REDELIVERY_GRACE) == {}  # nothing left to confirm
+    swept = counter.take()
+    assert swept == {"Query": 4}
+
+    calls = sum(sum(stage.values()) for stage in [worker, confirmation, votes, workflow, swept])
+    assert calls / FANOUT_ITEMS <= 4  # 3.6 at 20 items; about 3.4 at 1,000 (bench.bulk_vote)

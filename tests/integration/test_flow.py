@@ -47,8 +47,8 @@ def test_approved(stack: Stack) -> None:
         "ReadTimeout",
         "CheckTimeoutRange",
         "RequestApproval",
-        "ConfirmDelivery",
         "Outcome",
+        "ConfirmApproved",
         "Approved",
     ]
     output = report.output

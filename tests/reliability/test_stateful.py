@@ -780,6 +780,7 @@ class Approvals(RuleBasedStateMachine):
             assert (approval is not None) is tracked.stored, f"{tracked.title}: stored is {tracked.stored}"
             if approval is not None:
                 self.agrees_with_the_model(tracked, approval)
+                self.confirmed_once_taken(tracked, approval)
                 self.someone_can_settle(tracked, approval, items[tracked.approval_id], mail)
             self.requester_told_once(tracked, approval, mail)
 
@@ -824,6 +825,13 @@ class Approvals(RuleBasedStateMachine):
         else:
             outcome = json.loads(ended.get("output") or "{}").get("outcome")
             assert (status, outcome) == ("SUCCEEDED", tracked.status.value), tracked.title
+
+    def confirmed_once_taken(self, tracked: Tracked, approval: Approval) -> None:
+        """A decision its workflow has taken (every answer is, here) is confirmed delivered:
+        by the workflow's own write, or by the bulk vote that answered it, whose decision
+        told the workflow to skip its own. Nothing is left for the sweep to repeat."""
+        if approval.decision() is not None:
+            assert not approval.unconfirmed, f"{tracked.title}: {approval.status.value}, never confirmed"
 
     def agrees_with_the_model(self, tracked: Tracked, approval: Approval) -> None:
         assert approval.status_at(self.now) is tracked.status_at(self.now), tracked.title

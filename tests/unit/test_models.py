@@ -278,6 +278,17 @@ def test_decision_lists_votes_in_time_order() -> None:
     assert [v.approver for v in decision.votes] == ["alice@example.com", "bob@example.com"]
 
 
+def test_only_a_decision_whose_sender_confirms_its_delivery_says_so() -> None:
+    """A single click's decision is as it was; a bulk vote's tells the workflow to skip its
+    own confirmation (the state machines' ConfirmationNeeded Choice)."""
+    approval = _approval(status=Status.APPROVED, decided_at=NOW)
+    plain, confirmed = approval.decision(), approval.decision(confirmed_by_service=True)
+    assert plain is not None
+    assert confirmed is not None
+    assert "confirmed_by_service" not in plain.model_dump(mode="json", exclude_none=True)
+    assert confirmed.model_dump(mode="json", exclude_none=True)["confirmed_by_service"] is True
+
+
 def test_decision_contract_shape() -> None:
     vote = Vote(
         approver="alice@example.com",
