@@ -105,7 +105,7 @@ def dynamodb_task_calls() -> Iterator[CallCounter]:
     )
 
     counter = CallCounter()
-    make = dynamodb_tasks.boto_client_for
+    make = dynamodb_tasks.boto_client_for  # type: ignore[attr-defined]
     handler = f"dynamodb-task-calls-{id(counter)}"  # once per client: the local engine reuses them
     clients: dict[int, Any] = {}
 
@@ -115,11 +115,11 @@ def dynamodb_task_calls() -> Iterator[CallCounter]:
         clients[id(client)] = client
         return client
 
-    dynamodb_tasks.boto_client_for = counted
+    dynamodb_tasks.boto_client_for = counted  # type: ignore[attr-defined]
     try:
         yield counter
     finally:
-        dynamodb_tasks.boto_client_for = make
+        dynamodb_tasks.boto_client_for = make  # type: ignore[attr-defined]
         for client in clients.values():
             client.meta.events.unregister("before-call", unique_id=handler)
 
