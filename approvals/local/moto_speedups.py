@@ -31,6 +31,10 @@ where a child execution's time went:
   (bench/digest.py). The items the transaction names are copied instead, and put back as
   they were if it is cancelled: only those can have changed. (A table with a stream is
   copied whole, as before: its stream records are put back too.)
+- The local stack's moto server looked up which service a request is for by listing moto's
+  package directory (about 200 entries, each checked to be a directory) and then matching
+  the request's host against every service's URL patterns, on every request. The answer
+  for a host never changes while the server runs: each host's is kept.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from moto.dynamodb.exceptions import MockValidationException, TransactionCancele
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.sqs.models import Message, Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
@@ -73,6 +78,7 @@ def apply() -> None:
     _apply_parsed_paths_kept()
     _apply_queue_reads_uncounted()
     _apply_transactions_undone_by_item()
+    _apply_backends_found_once_per_host()
 
 
 def _apply_untimed_programs_in_their_callers_thread() -> None:
@@ -225,3 +231,15 @@ def _apply_transactions_undone_by_item() -> None:
             undone_by_item.tables = ()
 
     DynamoDBBackend.transact_write_items = transact_write_items_undone_by_item  # type: ignore[method-assign]
+
+
+def _apply_backends_found_once_per_host() -> None:
+    find = DomainDispatcherApplication.get_backend_for_host
+    found: dict[str | None, Any] = {}  # the hosts moto names services by: a few dozen at most
+
+    def get_backend_for_host_once(self: DomainDispatcherApplication, host: str | None) -> Any:
+        if host not in found:
+            found[host] = find(self, host)
+        return found[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host_once  # type: ignore[method-assign]

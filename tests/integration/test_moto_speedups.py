@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto import backends
 from moto.dynamodb.models.table import Table
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Queue, sqs_backends
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor import (  # noqa: E501
     DistributedItemProcessor,
@@ -282,3 +284,24 @@ def test_a_transaction_copies_no_table_whole(stack: Stack, monkeypatch: pytest.M
     puts = [{"Put": {"TableName": "speedups-copies", "Item": key(f"new{n}", True)}} for n in range(5)]
     stack.dynamodb.transact_write_items(TransactItems=puts)  # type: ignore[arg-type]
     assert copied == []
+
+
+def test_the_server_finds_each_hosts_service_once(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local stack's server answers each request's host as moto does, looking it up
+    once: moto listed its package directory and matched every URL pattern each time."""
+    application = DomainDispatcherApplication(create_backend_app)
+    listings: list[int] = []
+    list_modules = backends.list_of_moto_modules
+
+    def counted() -> Any:
+        listings.append(1)
+        return list_modules()
+
+    monkeypatch.setattr(backends, "list_of_moto_modules", counted)
+    hosts = ["dynamodb", "sqs.us-east-1.amazonaws.com", "states.us-east-1.amazonaws.com", "s3.amazonaws.com"]
+    first = [application.get_backend_for_host(host) for host in hosts]
+    looked_up = len(listings)
+    again = [application.get_backend_for_host(host) for host in hosts]
+    assert first == again == ["dynamodb", "sqs", "stepfunctions", "s3"]
+    assert looked_up  # moto's own lookup, the first time
+    assert len(listings) == looked_up
