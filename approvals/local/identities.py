@@ -99,10 +99,40 @@ SQS_TARGET = "AmazonSQS."
 ACCESS_DENIED_EXCEPTION = "com.amazon.coral.service#AccessDeniedException"
 
 
+# IAM has no action for a DynamoDB transaction: it authorizes each of its writes as the
+# single call it stands for, on that write's table.
+TRANSACTION_WRITES = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
 class _Request(IAMRequest):
     def __init__(self, **request: Any) -> None:  # moto passes every argument by name
         request["action"] = AUTHORIZED_AS.get(request["action"], request["action"])
         super().__init__(**request)
+
+
+def _authorized_as(action: str) -> type[IAMRequest]:
+    class _Write(IAMRequest):
+        def __init__(self, **request: Any) -> None:
+            super().__init__(**{**request, "action": action})
+
+    return _Write
+
+
+def _transaction_writes(response: Any) -> list[tuple[type[IAMRequest], str]]:
+    """Each write of a ``TransactWriteItems`` as IAM checks it: its single call, its table."""
+    writes = []
+    for item in response._get_param("TransactItems") or []:
+        for kind, write in item.items():
+            table = (
+                f"arn:aws:dynamodb:{response.region}:{response.current_account}:table/{write['TableName']}"
+            )
+            writes.append((_authorized_as(TRANSACTION_WRITES.get(kind, kind)), table))
+    return writes
 
 
 RESOURCES: dict[type, Callable[[Any], str]] = {
@@ -146,7 +176,11 @@ def apply() -> None:
         if "X-Amz-Security-Token" not in self.headers:
             return
         try:
-            check(self, _Request if iam_request_cls is IAMRequest else iam_request_cls, resource)
+            if isinstance(self, DynamoHandler) and self._get_action() == "TransactWriteItems":
+                for write, table in _transaction_writes(self):
+                    check(self, write, table)
+            else:
+                check(self, _Request if iam_request_cls is IAMRequest else iam_request_cls, resource)
         except AccessDeniedError as refusal:
             raise _as_the_service_answers(self, refusal) from None
 

@@ -44,11 +44,20 @@ def test_deploy_gate_asks_both_release_managers_with_title_and_details_from_the_
     }
     assert task["TimeoutSeconds"] == body["timeout_seconds"] == 4 * 3600
     assert task["ResultPath"] == "$.approval"
-    # The workflow tells the service it has the decision, then branches on it.
-    assert task["Next"] == "ConfirmApproval"
+    # The workflow tells the service it has the decision (unless the service confirmed it
+    # itself, as a bulk vote does), then branches on it.
+    assert task["Next"] == "ConfirmApprovalNeeded"
+    needed = states["ConfirmApprovalNeeded"]
+    assert needed["Choices"][0]["Next"] == "ConfirmApproval"
+    assert needed["Default"] == "ConfirmApprovalByService"
     confirm = states["ConfirmApproval"]
     assert confirm["Parameters"]["Key"] == {"approval_id": {"S.$": "$.approval.approval_id"}}
-    assert confirm["Next"] == states["ConfirmApprovalLeftToSweep"]["Next"] == "Approved?"
+    assert (
+        confirm["Next"]
+        == states["ConfirmApprovalLeftToSweep"]["Next"]
+        == states["ConfirmApprovalByService"]["Next"]
+        == "Approved?"
+    )
     choice = states["Approved?"]
     assert choice["Choices"] == [
         {"Variable": "$.approval.outcome", "StringEquals": "approved", "Next": "Deploy"}

@@ -66,7 +66,8 @@ def test_the_readme_app_synthesizes_in_an_empty_directory(readme_template: dict[
     task = states["ManagerApproval"]
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     assert task["TimeoutSeconds"] == task["Parameters"]["MessageBody"]["timeout_seconds"] == 4 * 3600
-    assert task["Next"] == "ConfirmApproval"
+    assert task["Next"] == "ConfirmApprovalNeeded"
+    assert states["ConfirmApprovalNeeded"]["Choices"][0]["Next"] == "ConfirmApproval"
     assert states["ConfirmApproval"]["Parameters"]["TableName"] == "TABLE"
     assert states["Approved?"]["Type"] == "Choice"
 

@@ -221,6 +221,12 @@ def test_once_set_up_an_assumed_role_may_make_only_the_calls_its_policies_allow(
             lambda: dynamodb.batch_get_item(RequestItems={resources.table_name: {"Keys": [key]}}),
             "AccessDeniedException",
         )
+        # A transaction is authorized write by write, each as its single call.
+        put: Any = {"Put": {"TableName": resources.table_name, "Item": {"approval_id": {"S": "c"}}}}
+        dynamodb.transact_write_items(TransactItems=[put])
+        set_n = {"UpdateExpression": "SET n = :n", "ExpressionAttributeValues": {":n": {"N": "1"}}}
+        update: Any = {"Update": {"TableName": resources.table_name, "Key": item, **set_n}}
+        refused(lambda: dynamodb.transact_write_items(TransactItems=[put, update]), "AccessDeniedException")
         execution = sfn.start_execution(stateMachineArn=resources.state_machine_arn)["executionArn"]
         refused(lambda: sfn.describe_execution(executionArn=execution), "AccessDeniedException")
         with pytest.raises(HistoryDenied):  # what the product makes of it
