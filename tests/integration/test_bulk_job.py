@@ -17,7 +17,7 @@ from tests.integration.test_bulk_api import hidden, post
 pytestmark = pytest.mark.xdist_group("bulk-job")
 
 ALICE = "alice@example.com"
-ITEMS = 250  # past two POSTs' worth: the old way took four requests, one more per hundred
+ITEMS = 201  # one past two POSTs' worth: the old way took three POSTs, one more per hundred
 
 
 def test_an_approver_decides_every_item_of_a_fanout_in_three_requests(stack: Stack) -> None:
