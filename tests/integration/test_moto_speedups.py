@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from moto import backends
+from moto.core.serialize import BaseJSONSerializer
 from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Queue, sqs_backends
@@ -305,3 +306,39 @@ def test_the_server_finds_each_hosts_service_once(stack: Stack, monkeypatch: pyt
     assert first == again == ["dynamodb", "sqs", "stepfunctions", "s3"]
     assert looked_up  # moto's own lookup, the first time
     assert len(listings) == looked_up
+
+
+ATTRIBUTE_VALUES: dict[str, Any] = {
+    "text": {"S": "題 a title"},
+    "number": {"N": "12.50"},
+    "flag": {"BOOL": False},
+    "nothing": {"NULL": True},
+    "tags": {"SS": ["a", "b"]},
+    "sizes": {"NS": ["1", "2"]},
+    "votes": {"L": [{"M": {"by": {"S": "alice@example.com"}, "at": {"N": "1"}}}, {"NULL": True}]},
+    "raw": {"B": b"\x00\xffbytes"},
+    "raws": {"BS": [b"\x01", b"\x02"]},
+    "nested raw": {"M": {"inner": {"L": [{"B": b"\x03"}]}}},
+}
+
+
+def test_dynamodb_answers_carry_every_attribute_type_as_moto_writes_them(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attribute values are written out as they are held (DynamoDB JSON), except binary,
+    which goes through moto's own walk (base64): an item reads back the same either way."""
+    key = {"approval_id": {"S": f"speedups-{uuid.uuid4().hex[:8]}"}}
+    stack.dynamodb.put_item(TableName=stack.resources.table_name, Item={**key, **ATTRIBUTE_VALUES})
+    walked: list[str] = []
+    walk = BaseJSONSerializer._serialize_type_structure
+
+    def counted(self: Any, serialized: Any, value: Any, shape: Any, name: str) -> None:
+        if shape.name == "AttributeValue":
+            walked.append(next(iter(value)))
+        walk(self, serialized, value, shape, name)
+
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", counted)
+    item = stack.dynamodb.get_item(TableName=stack.resources.table_name, Key=key)["Item"]
+    assert item == {**key, **ATTRIBUTE_VALUES}
+    # Walked: the three binary values, and the map and list that hold the nested one.
+    assert sorted(walked) == ["B", "B", "BS", "L", "M"]
