@@ -123,8 +123,9 @@ def verify(
     approver, expires, signature = (fields.get(name, "") for name in ("approver", "expires", "sig"))
     if not (approver and expires and signature):
         raise MalformedLink("the link is incomplete: it needs approver, expires and sig")
-    # ASCII digits only: str.isdigit() also accepts "²" and "١", which int() refuses or reads.
-    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²" and "١", which int() refuses or reads;
+    # and as we write them, without a leading zero, which would read as the same time.
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or expires.startswith("0"):
         raise MalformedLink("the link's expiry is not a time")
     claims = LinkClaims(approval_id=approval_id, approver=approver, expires=int(expires))
     key_id = fields.get("kid", "")

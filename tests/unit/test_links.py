@@ -170,6 +170,14 @@ def test_expiry_that_is_not_a_time_is_malformed(expires: str) -> None:
         verify(RING, APPROVAL_ID, {**good_fields(), "expires": expires}, NOW)
 
 
+def test_an_expiry_written_with_a_leading_zero_is_malformed() -> None:
+    """Found by tests/security/test_fuzz.py: "0" before the issued expiry read as the same
+    time, so the signature held and an altered link got past the API."""
+    fields = good_fields()
+    with pytest.raises(MalformedLink):
+        verify(RING, APPROVAL_ID, {**fields, "expires": "0" + fields["expires"]}, NOW)
+
+
 def test_error_messages_say_what_is_wrong() -> None:
     with pytest.raises(MalformedLink, match="approver, expires and sig"):
         verify(RING, APPROVAL_ID, {}, NOW)
