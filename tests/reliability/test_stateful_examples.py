@@ -1,0 +1,57 @@
+"""What the model-based test (tests/reliability/test_stateful.py) found, each failure kept
+as a plain test of its shrunk steps, on moto."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from approvals import decision, reassign, request
+from approvals.inboxlinks import approver_id
+from approvals.models import ApprovalRequest, Outcome, Policy, Reassignment, Status, Vote
+from approvals.runtime import Services
+from tests.conftest import Stack, approval_id_of_message
+from tests.reliability.faults import Hooks, SnsFaults
+
+BEN, CAT, DAN = "ben@example.com", "cat@example.com", "dan@example.com"
+OPERATOR = "oncall@example.com"
+
+
+def test_a_redelivery_after_the_request_was_settled_emails_nobody_and_fills_no_inbox(
+    stack: Stack, services: Services, hooks: Hooks
+) -> None:
+    """The worker's first emails fail (a throttle), so its message comes back. Meanwhile an
+    operator hands Ben's place to Cat, who is emailed, and Cat rejects by phone: the request
+    is settled. The message's redelivery then has nothing left to do: it emails neither Dan
+    nor anyone, and puts the settled request in nobody's inbox."""
+    sns = SnsFaults(lambda call, _: "Throttling" if call == 0 else {}).install(hooks, services.sns)
+    stack.add_approvers([CAT])
+    arn = stack.start(
+        ApprovalRequest(title="Settled first", approvers=[BEN, DAN], policy=Policy.ALL, requester=OPERATOR)
+    )
+    message = stack.queued_message()
+    approval_id = approval_id_of_message(message)
+    sent_at = datetime.fromtimestamp(int(message["Attributes"]["SentTimestamp"]) / 1000, UTC)
+    with pytest.raises(request.RetryLater):
+        request.handle_message(services, message["Body"], sent_at, sent_at)
+
+    now = sent_at + timedelta(minutes=5)
+    change = Reassignment.model_validate({"from": BEN, "to": CAT, "by": OPERATOR, "at": now})
+    signing, config = services.keys.signing(), services.settings
+    handed = reassign.reassign(services.store, services.directory, signing, approval_id, change)
+    assert reassign.email_new_approver(
+        services.store, services.sns, config.topic_arn, config.api_url, signing, handed, CAT
+    )
+    vote = Vote(approver=CAT, outcome=Outcome.REJECTED, comment="by phone", at=now, on_behalf_by=OPERATOR)
+    recorded = decision.record(services.store, services.sfn, approval_id, vote)
+    decision.leave_inboxes(services.store, recorded)
+    assert recorded.approval.status is Status.REJECTED
+    assert stack.finish(arn).output["outcome"] == "rejected"
+
+    # Redelivered once the first attempt's claim has lapsed.
+    later = now + timedelta(seconds=services.settings.claim_seconds + 1)
+    assert request.handle_message(services, message["Body"], sent_at, later) is request.Handled.DUPLICATE
+    assert sns.published() == [CAT]
+    for who in (BEN, CAT, DAN):
+        assert list(services.store.inbox_entries(approver_id(who))) == [], who
