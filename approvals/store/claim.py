@@ -33,7 +33,7 @@ class Claim(Enum):
     NEW = "new"  # first sight: send every email
     RETRY = "retry"  # an earlier attempt stopped before finishing: send what is missing
     BUSY = "busy"  # another worker holds it right now: try again later
-    DONE = "done"  # emails already went out, or the request waits no more: nothing to do
+    DONE = "done"  # emails already went out: nothing to do
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,8 @@ class ClaimStore(Table):
             return ClaimResult(Claim.NEW)
         if "emailed_at" in existing:
             return ClaimResult(Claim.DONE)
-        stored = approval_from_item(existing)
-        # Settled, expired or cancelled before its emails went out (a place handed over and
-        # voted by phone, say): a link now would open a closed request, an inbox entry list it.
-        if stored.status_at(now) is not Status.PENDING:
-            return ClaimResult(Claim.DONE)
         sent_to = frozenset(existing.get("sent_to", {}).get("SS", []))
+        stored = approval_from_item(existing)
         held_until = existing["claim_until"]["N"]
         if int(held_until) > now.timestamp():
             return ClaimResult(Claim.BUSY, sent_to, stored)

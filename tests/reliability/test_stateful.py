@@ -291,6 +291,7 @@ class Approvals(RuleBasedStateMachine):
         self.outbox = Outbox(stack.sqs, stack.resources.outbox_queue_url)
         self.tracked: list[Tracked] = []
         self.executions_ended: dict[str, dict[str, Any]] = {}
+        self.ended_before: set[str] = set()  # the requests ended at the last check
         self.mail_checked = 0  # how many emails the invariants have looked at
         self.keys_made = [self.ring().current]
         # "All matching" jobs the next sweep runs: the key, the voter, the decision, whether
@@ -845,6 +846,7 @@ class Approvals(RuleBasedStateMachine):
         mail = self.mail()
         self.links_only_to_voters(mail[self.mail_checked :])
         self.mail_checked = len(mail)
+        self.ended_before = {t.title for t in self.tracked if t.status_at(self.now) is not Status.PENDING}
         for tracked in self.tracked:
             self.answered_once(tracked)
             approval = approvals.get(tracked.approval_id)
@@ -868,13 +870,19 @@ class Approvals(RuleBasedStateMachine):
 
     def links_only_to_voters(self, sent: list[SentEmail]) -> None:
         """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
-        decision is awaited now (in a sequence, the one whose turn it is)."""
+        decision is awaited now (in a sequence, the one whose turn it is), and none to a
+        request that had ended before this step."""
         by_id = {t.approval_id: t for t in self.tracked}
         by_title = {t.title: t for t in self.tracked}
         for email in sent:
             listed: list[Tracked | None] = [by_title[title] for title in digest_titles(email)]  # a digest
             for tracked in listed or [by_id.get(email_approval_id(email) or "")]:
-                if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
+                if tracked is None:
+                    continue
+                assert tracked.title not in self.ended_before, (
+                    f"{tracked.title}: a link to {email.to} once ended"
+                )
+                if tracked.status_at(self.now) is not Status.PENDING:
                     continue
                 awaited = tracked.waiting_on(self.now)
                 if email.to in tracked.holders and email.body.startswith("You are asked in place of"):

@@ -11,6 +11,7 @@ from approvals import decision, reassign, request
 from approvals.inboxlinks import approver_id
 from approvals.models import ApprovalRequest, Outcome, Policy, Reassignment, Status, Vote
 from approvals.runtime import Services
+from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of_message
 from tests.reliability.faults import Hooks, SnsFaults
 
@@ -51,7 +52,30 @@ def test_a_redelivery_after_the_request_was_settled_emails_nobody_and_fills_no_i
 
     # Redelivered once the first attempt's claim has lapsed.
     later = now + timedelta(seconds=services.settings.claim_seconds + 1)
-    assert request.handle_message(services, message["Body"], sent_at, later) is request.Handled.DUPLICATE
+    assert request.handle_message(services, message["Body"], sent_at, later) is request.Handled.ENDED
     assert sns.published() == [CAT]
     for who in (BEN, CAT, DAN):
         assert list(services.store.inbox_entries(approver_id(who))) == [], who
+
+
+def test_a_message_first_taken_after_its_request_expired_emails_nobody_and_the_sweep_ends_it(
+    stack: Stack, services: Services
+) -> None:
+    """The worker takes a message only once its request's time is up (its queue was held
+    up): it emails nobody and fills no inbox, as no link could be used; the approval is kept
+    for the sweep, which ends the task still waiting (nothing waits past its links)."""
+    arn = stack.start(ApprovalRequest(title="Too late", approvers=[BEN, DAN], requester=OPERATOR))
+    message = stack.queued_message()
+    approval_id = approval_id_of_message(message)
+    sent_at = datetime.fromtimestamp(int(message["Attributes"]["SentTimestamp"]) / 1000, UTC)
+    late = sent_at + timedelta(days=1, seconds=1)  # the default timeout, 24 h
+
+    assert request.handle_message(services, message["Body"], sent_at, late) is request.Handled.ENDED
+    assert stack.emails() == []
+    for who in (BEN, DAN):
+        assert list(services.store.inbox_entries(approver_id(who))) == [], who
+    sweep(services, late)
+    stored = services.store.get(approval_id)
+    assert stored is not None
+    assert stored.status is Status.EXPIRED
+    assert stack.finish(arn).final_state == "Expired"
