@@ -430,13 +430,15 @@ class Approvals(RuleBasedStateMachine):
 
     def _ask(self, asked: ApprovalRequest, many: int = 1) -> list[Tracked]:
         """Start ``many`` executions of the request, each titled by its number, and take
-        the messages they queue (all started first: their executions run together)."""
-        started: dict[str, ApprovalRequest] = {}
+        the messages they queue (all started first: their executions run together). Each is
+        asked a second after the one before: requests asked in the same second are ordered
+        by their ids, which differ from run to run, and Hypothesis must replay each run."""
+        started: dict[str, tuple[ApprovalRequest, datetime]] = {}
         for number in range(len(self.tracked), len(self.tracked) + many):
+            self.now += timedelta(seconds=1)
             titled = asked.model_copy(update={"title": f"Req-{number:03d}"})
-            started[executions.start(self.services.sfn, self.stack.resources.state_machine_arn, titled)] = (
-                titled
-            )
+            arn = executions.start(self.services.sfn, self.stack.resources.state_machine_arn, titled)
+            started[arn] = (titled, self.now)
         queued = [self.stack.queued_message(EXECUTOR_SECONDS) for _ in started]
         bodies = {json.loads(message["Body"])["execution"]: message["Body"] for message in queued}
         asking = [
@@ -445,11 +447,11 @@ class Approvals(RuleBasedStateMachine):
                 request=titled,
                 execution=arn,
                 body=bodies[arn],
-                sent_at=self.now,
+                sent_at=sent_at,
                 approval_id=approval_id_for(token_of({"Body": bodies[arn]})),
                 holders=list(titled.approvers),
             )
-            for arn, titled in started.items()
+            for arn, (titled, sent_at) in started.items()
         ]
         self.tracked += asking
         return asking
