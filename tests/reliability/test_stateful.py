@@ -635,6 +635,10 @@ class Approvals(RuleBasedStateMachine):
         sweep runs it."""
         awaited = self.awaited_twice()
         who = awaited[index % len(awaited)]
+        # A second after whatever came before: the sweep takes the jobs due in the same
+        # second in the order of their keys, which differ between runs (confirmed "approve
+        # all" and then "reject all" within a second, either may win).
+        self.now += timedelta(seconds=1)
         owner = inboxlinks.approver_id(who)
         outcome = Outcome.APPROVED if approve else Outcome.REJECTED
         form = {"all": "1", "decision": "approve" if approve else "reject", "comment": "all of them"}
@@ -679,7 +683,7 @@ class Approvals(RuleBasedStateMachine):
         tracked.settle()
 
     def _run_jobs(self) -> None:
-        """What the sweep's jobs voted, after its expiries and escalations: every job's
+        """What the sweep's jobs voted, before its expiries and escalations: every job's
         requests, each taken exactly when a vote on its own page would be."""
         for key, who, outcome, signed_in, first_taken, rest in self.jobs:
             taken = [tracked for tracked in rest if self.takes(tracked, who, outcome, signed_in)]
@@ -760,8 +764,8 @@ class Approvals(RuleBasedStateMachine):
         """The scheduled sweep: expiry, escalation, owed links, reminders, the requester told."""
         self.fault.fired = False
         sweep(self.services, self.now)
-        self._after_sweep()
         self._run_jobs()
+        self._after_sweep()
         self._requesters_told()
 
     @precondition(lambda self: any(t.stored for t in self.tracked))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from approvals import decision, reassign, request
+from approvals import bulk, bulkjob, decision, reassign, request
 from approvals.inboxlinks import approver_id
 from approvals.models import ApprovalRequest, Outcome, Policy, Reassignment, Status, Vote
 from approvals.runtime import Services
@@ -15,7 +15,7 @@ from approvals.sweep import sweep
 from tests.conftest import Stack, approval_id_of_message
 from tests.reliability.faults import Hooks, SnsFaults
 
-BEN, CAT, DAN = "ben@example.com", "cat@example.com", "dan@example.com"
+ANN, BEN, CAT, DAN = "ann@example.com", "ben@example.com", "cat@example.com", "dan@example.com"
 OPERATOR = "oncall@example.com"
 
 
@@ -79,3 +79,32 @@ def test_a_message_first_taken_after_its_request_expired_emails_nobody_and_the_s
     assert stored is not None
     assert stored.status is Status.EXPIRED
     assert stack.finish(arn).final_state == "Expired"
+
+
+def test_the_sweep_reminds_nobody_of_a_request_their_all_matching_job_votes_in_it(
+    stack: Stack, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dan confirms "approve all matching" for two requests that also wait on Ann: the
+    confirmed POST votes one, a job the next sweep runs the other. That sweep is also when a
+    reminder falls due: Ann is reminded (one email for both), Dan is not (his job votes first)."""
+    asked = ApprovalRequest(
+        title="Remind", approvers=[DAN, ANN], policy=Policy.ALL, requester=OPERATOR, remind_every_seconds=1800
+    )
+    for _ in range(2):
+        stack.start(asked)
+        message = stack.queued_message()
+        sent_at = datetime.fromtimestamp(int(message["Attributes"]["SentTimestamp"]) / 1000, UTC)
+        assert request.handle_message(services, message["Body"], sent_at, sent_at) is request.Handled.EMAILED
+    now = sent_at + timedelta(minutes=1)
+    monkeypatch.setattr(bulk, "MAX_VOTES", 1)  # one request a POST: the other is the job's
+    dan = approver_id(DAN)
+    form = {"all": "1", "decision": "approve", "asof": str(int(now.timestamp()))}
+    selection = bulk.selected(services, dan, list(form.items()), now)
+    choices = bulk.choices_from_form(selection.approval_ids, form)
+    decided = bulkjob.decide_all(services, dan, choices, selection.rest, form, now)
+    assert decided.job is not None
+    monkeypatch.undo()
+
+    sweep(services, sent_at + timedelta(seconds=1800))
+    reminded = [email.to for email in stack.emails() if email.subject.startswith("[Reminder]")]
+    assert reminded == [ANN]
