@@ -57,6 +57,7 @@ class Handled(Enum):
     EMAILED = "emailed"
     DUPLICATE = "duplicate"
     INVALID = "invalid"
+    ENDED = "ended"  # stored, but it no longer waits: nobody is emailed
 
 
 def parse_message(body: str) -> QueueMessage:
@@ -194,6 +195,11 @@ def claim_message(services: Services, body: str, sent_at: datetime, now: datetim
     if claim.claim is Claim.BUSY:
         raise RetryLater("another delivery of this message is being handled")
     approval = claim.stored or approval  # a retry keeps the expiry first stored
+    # Settled, expired or cancelled before its emails went out (they failed, and a place
+    # handed over was decided by phone meanwhile; or the message came after its time): a
+    # link would open a closed request. The sweep ends what is stored and still open.
+    if approval.status_at(now) is not Status.PENDING:
+        return Handled.ENDED
     # SNS drops, without a word, what no confirmed filtered subscription takes. Checked once
     # the claim says nothing was emailed yet: a duplicate of a request already emailed must
     # not fail it because an approver has left since (the sweep looks after that). Backups

@@ -1,5 +1,8 @@
 """The periodic sweep: what no single request or click can do by itself.
 
+- first votes the rest of each approver's "all matching" vote (approvals.bulkjob), a batch
+  at a time, so that what a job votes is neither reminded nor escalated below (a request
+  whose time ran out refuses the job's vote as it would a click's);
 - closes approvals whose time ran out, answering a task that still waits with
   ``Approval.Expired`` (a hand-written Task may wait longer than its links last);
 - notes approvers awaited who can no longer be emailed (unsubscribed) and, when the policy
@@ -13,9 +16,7 @@
 - closes approvals whose execution stopped (the local stack asks Step Functions; in AWS
   an EventBridge rule on execution status calls :func:`close_for_execution` instead);
 - tells each requester who is in the approver directory how their ended request came out
-  (approvals.requester);
-- votes the rest of each approver's "all matching" vote (approvals.bulkjob), a batch at a
-  time, after the expiries above.
+  (approvals.requester).
 """
 
 from __future__ import annotations
@@ -159,6 +160,13 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
     done: Counter[str] = Counter()
     running: dict[str, bool] = {}
     emails = SweepEmails()
+    # The approvers' "all matching" jobs first: what they vote is then neither reminded nor
+    # escalated by this sweep (the approver confirmed it before it fell due).
+    try:
+        done.update(run_due(services, now))
+    except Exception:  # the jobs could not be listed: the next sweep lists them again
+        log.exception("bulk jobs not run; the next sweep retries")
+        done["failed"] += 1
     for approval in services.store.open_approvals():
         if isinstance(approval, UnreadableItem):
             log_unreadable(approval)
@@ -173,11 +181,6 @@ def sweep(services: Services, now: datetime, *, check_executions: bool = False) 
                 "approval not swept; the next sweep retries", extra={"approval_id": approval.approval_id}
             )
             done["failed"] += 1
-    try:
-        done.update(run_due(services, now))
-    except Exception:  # the jobs could not be listed: the next sweep lists them again
-        log.exception("bulk jobs not run; the next sweep retries")
-        done["failed"] += 1
     try:
         done.update(emails.send(services))
         if digests := send_due_digests(services, now):

@@ -4,7 +4,8 @@ a clock of its own, and checks after every step what must always hold.
 
 Rules are the operations: a request with any policy (first response, all, quorum,
 sequence; with or without escalation, fields, recurring reminders; the requester among
-the approvers or not), the worker delivering it (its claim and emails, once or again),
+the approvers or not), several asked of the same people at once and taken by the worker in
+one batch, the worker delivering it (its claim and emails, once or again),
 a page view and a vote through a link the approver was emailed (short or signed) or by an
 operator on an approver's behalf, a bulk vote on several requests from the approver's
 inbox (each vote signed in as the approver or not, for requests that may need it), a
@@ -25,6 +26,7 @@ stateful``) runs many more, longer examples.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,6 +45,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -54,6 +57,7 @@ from approvals import (
     bulk,
     bulkjob,
     decision,
+    digest,
     directory,
     executions,
     inboxlinks,
@@ -63,6 +67,7 @@ from approvals import (
     shortlinks,
 )
 from approvals.answers import as_form
+from approvals.digest import ToEmail
 from approvals.directory import Directory
 from approvals.keys import Keys
 from approvals.links import KeyRing, approval_id_for
@@ -94,8 +99,8 @@ pytestmark = pytest.mark.xdist_group("stateful")
 
 settings.register_profile(
     "stateful",
-    max_examples=5,
-    stateful_step_count=20,
+    max_examples=4,
+    stateful_step_count=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
@@ -124,6 +129,8 @@ STEP_SECONDS = [600, 1800]
 # How long moto's executor may take to queue a message or end an execution: its threads
 # share this process, and on a loaded machine they wait their turn.
 EXECUTOR_SECONDS = 60
+# Requests waiting at once, and asked in all, in one example.
+MAX_WAITING, MAX_ASKED = 4, 10
 TICKET = FieldSpec(name="ticket", label="Ticket", type=FieldType.TEXT)
 
 
@@ -283,6 +290,8 @@ class Approvals(RuleBasedStateMachine):
         Outbox(stack.sqs, stack.resources.outbox_queue_url).collect()  # what earlier examples sent
         self.outbox = Outbox(stack.sqs, stack.resources.outbox_queue_url)
         self.tracked: list[Tracked] = []
+        self.executions_ended: dict[str, dict[str, Any]] = {}
+        self.ended_before: set[str] = set()  # the requests ended at the last check
         self.mail_checked = 0  # how many emails the invariants have looked at
         self.keys_made = [self.ring().current]
         # "All matching" jobs the next sweep runs: the key, the voter, the decision, whether
@@ -294,7 +303,7 @@ class Approvals(RuleBasedStateMachine):
         """Answer every task still waiting, so that no execution outlives its example, and
         empty the table for the next."""
         for tracked in self.tracked:
-            if self.stack.status(tracked.execution) == "RUNNING":
+            if not self.ended(tracked):
                 self.services.sfn.send_task_failure(taskToken=token_of({"Body": tracked.body}), error="End")
         for tracked in self.tracked:
             eventually(partial(self.ended, tracked), EXECUTOR_SECONDS, f"{tracked.title}'s execution to end")
@@ -354,37 +363,98 @@ class Approvals(RuleBasedStateMachine):
                 )
 
     def ended(self, tracked: Tracked) -> bool:
-        return self.stack.status(tracked.execution) != "RUNNING"
+        status: str = self.execution(tracked)["status"]
+        return status != "RUNNING"
+
+    def execution(self, tracked: Tracked) -> dict[str, Any]:
+        """The request's execution as Step Functions describes it (read once it has ended:
+        an ended execution does not change)."""
+        if tracked.execution not in self.executions_ended:
+            described = dict(self.services.sfn.describe_execution(executionArn=tracked.execution))
+            if described["status"] == "RUNNING":
+                return described
+            self.executions_ended[tracked.execution] = described
+        return self.executions_ended[tracked.execution]
 
     def pick(self, index: int, only: Callable[[Tracked], bool] | None = None) -> Tracked | None:
         chosen = [t for t in self.tracked if only is None or only(t)]
         return chosen[index % len(chosen)] if chosen else None
 
+    def room_for(self, many: int) -> bool:
+        """Whether ``many`` more requests may be asked: a few may wait at once, and new ones
+        come as those end (so that a long example keeps something to decide), up to a bound
+        on the steps' cost (each step checks every request)."""
+        waiting = [t for t in self.tracked if not t.invalid and t.status_at(self.now) is Status.PENDING]
+        return len(waiting) + many <= MAX_WAITING and len(self.tracked) + many <= MAX_ASKED
+
     # Rules -----------------------------------------------------------------------------
 
-    @precondition(lambda self: len(self.tracked) < 4)
+    @precondition(lambda self: self.room_for(1))
     @rule(asked=approval_requests())
     def ask(self, asked: ApprovalRequest) -> None:
         """A workflow asks: its execution queues the message (taken here for the worker)."""
-        title = f"Req-{len(self.tracked):03d}"
-        arn = executions.start(
-            self.services.sfn,
-            self.stack.resources.state_machine_arn,
-            asked.model_copy(update={"title": title}),
-        )
-        message = self.stack.queued_message(EXECUTOR_SECONDS)
-        token = token_of(message)
-        self.tracked.append(
+        self._ask(asked)
+
+    @precondition(lambda self: self.room_for(3))
+    @rule(asked=approval_requests(), many=st.integers(2, 3))
+    def ask_together(self, asked: ApprovalRequest, many: int) -> None:
+        """Several workflows (or a Map's items) ask the same people at once, and the worker
+        takes their messages in one batch (an approver's digest): the inbox of several
+        requests that a bulk vote of "all matching" works on."""
+        self._ask_together(asked, many)
+
+    @initialize(asked=approval_requests(), many=st.integers(2, 3))
+    def begin(self, asked: ApprovalRequest, many: int) -> None:
+        """Every example starts with requests asked together: the rules an example draws
+        (Hypothesis leaves some out of each) may include neither way to ask."""
+        self._ask_together(asked, many)
+
+    def _ask_together(self, asked: ApprovalRequest, many: int) -> None:
+        asking = self._ask(asked, many)
+        claimed: list[ToEmail] = []
+        for tracked in asking:
+            try:
+                taken = request.claim_message(self.services, tracked.body, tracked.sent_at, self.now)
+            except (request.RetryLater, EndpointConnectionError):
+                continue  # back to the queue: a later delivery retries
+            if isinstance(taken, ToEmail):
+                claimed.append(taken)
+            elif taken is request.Handled.INVALID:
+                tracked.invalid = True
+        # A dropped connection: every claimed message is retried (worker.handler), here by
+        # a later delivery.
+        with contextlib.suppress(EndpointConnectionError):
+            digest.email_batch(self.services, claimed, self.now)
+        for tracked in asking:
+            self._took(tracked)
+
+    def _ask(self, asked: ApprovalRequest, many: int = 1) -> list[Tracked]:
+        """Start ``many`` executions of the request, each titled by its number, and take
+        the messages they queue (all started first: their executions run together). Each is
+        asked a second after the one before: requests asked in the same second are ordered
+        by their ids, which differ from run to run, and Hypothesis must replay each run."""
+        started: dict[str, tuple[ApprovalRequest, datetime]] = {}
+        for number in range(len(self.tracked), len(self.tracked) + many):
+            self.now += timedelta(seconds=1)
+            titled = asked.model_copy(update={"title": f"Req-{number:03d}"})
+            arn = executions.start(self.services.sfn, self.stack.resources.state_machine_arn, titled)
+            started[arn] = (titled, self.now)
+        queued = [self.stack.queued_message(EXECUTOR_SECONDS) for _ in started]
+        bodies = {json.loads(message["Body"])["execution"]: message["Body"] for message in queued}
+        asking = [
             Tracked(
-                title=title,
-                request=asked.model_copy(update={"title": title}),
+                title=titled.title,
+                request=titled,
                 execution=arn,
-                body=message["Body"],
-                sent_at=self.now,
-                approval_id=approval_id_for(token),
-                holders=list(asked.approvers),
+                body=bodies[arn],
+                sent_at=sent_at,
+                approval_id=approval_id_for(token_of({"Body": bodies[arn]})),
+                holders=list(titled.approvers),
             )
-        )
+            for arn, (titled, sent_at) in started.items()
+        ]
+        self.tracked += asking
+        return asking
 
     @precondition(lambda self: self.tracked)
     @rule(index=st.integers(0, 9))
@@ -399,6 +469,10 @@ class Approvals(RuleBasedStateMachine):
                 tracked.invalid = True
         except (request.RetryLater, EndpointConnectionError):
             pass  # back to the queue: a later delivery retries
+        self._took(tracked)
+
+    def _took(self, tracked: Tracked) -> None:
+        """What the worker stored of a request it took, once."""
         stored = self.services.store.get(tracked.approval_id)
         if stored is not None and not tracked.stored:
             tracked.stored = True
@@ -561,6 +635,10 @@ class Approvals(RuleBasedStateMachine):
         sweep runs it."""
         awaited = self.awaited_twice()
         who = awaited[index % len(awaited)]
+        # A second after whatever came before: the sweep takes the jobs due in the same
+        # second in the order of their keys, which differ between runs (confirmed "approve
+        # all" and then "reject all" within a second, either may win).
+        self.now += timedelta(seconds=1)
         owner = inboxlinks.approver_id(who)
         outcome = Outcome.APPROVED if approve else Outcome.REJECTED
         form = {"all": "1", "decision": "approve" if approve else "reject", "comment": "all of them"}
@@ -605,7 +683,7 @@ class Approvals(RuleBasedStateMachine):
         tracked.settle()
 
     def _run_jobs(self) -> None:
-        """What the sweep's jobs voted, after its expiries and escalations: every job's
+        """What the sweep's jobs voted, before its expiries and escalations: every job's
         requests, each taken exactly when a vote on its own page would be."""
         for key, who, outcome, signed_in, first_taken, rest in self.jobs:
             taken = [tracked for tracked in rest if self.takes(tracked, who, outcome, signed_in)]
@@ -686,8 +764,8 @@ class Approvals(RuleBasedStateMachine):
         """The scheduled sweep: expiry, escalation, owed links, reminders, the requester told."""
         self.fault.fired = False
         sweep(self.services, self.now)
-        self._after_sweep()
         self._run_jobs()
+        self._after_sweep()
         self._requesters_told()
 
     @precondition(lambda self: any(t.stored for t in self.tracked))
@@ -774,6 +852,7 @@ class Approvals(RuleBasedStateMachine):
         mail = self.mail()
         self.links_only_to_voters(mail[self.mail_checked :])
         self.mail_checked = len(mail)
+        self.ended_before = {t.title for t in self.tracked if t.status_at(self.now) is not Status.PENDING}
         for tracked in self.tracked:
             self.answered_once(tracked)
             approval = approvals.get(tracked.approval_id)
@@ -798,13 +877,19 @@ class Approvals(RuleBasedStateMachine):
 
     def links_only_to_voters(self, sent: list[SentEmail]) -> None:
         """Nobody is emailed a link they may not use (yet): each link goes to a voter whose
-        decision is awaited now (in a sequence, the one whose turn it is)."""
+        decision is awaited now (in a sequence, the one whose turn it is), and none to a
+        request that had ended before this step."""
         by_id = {t.approval_id: t for t in self.tracked}
         by_title = {t.title: t for t in self.tracked}
         for email in sent:
             listed: list[Tracked | None] = [by_title[title] for title in digest_titles(email)]  # a digest
             for tracked in listed or [by_id.get(email_approval_id(email) or "")]:
-                if tracked is None or tracked.status_at(self.now) is not Status.PENDING:
+                if tracked is None:
+                    continue
+                assert tracked.title not in self.ended_before, (
+                    f"{tracked.title}: a link to {email.to} once ended"
+                )
+                if tracked.status_at(self.now) is not Status.PENDING:
                     continue
                 awaited = tracked.waiting_on(self.now)
                 if email.to in tracked.holders and email.body.startswith("You are asked in place of"):
@@ -816,7 +901,7 @@ class Approvals(RuleBasedStateMachine):
         is sent twice), and once it has ended, the workflow took the answer it should."""
         sent = self.answers.sent[token_of({"Body": tracked.body})]
         assert sent <= 1, f"{tracked.title}: its decision sent {sent} times"
-        ended = self.services.sfn.describe_execution(executionArn=tracked.execution)
+        ended = self.execution(tracked)
         status = ended["status"]
         if tracked.invalid:
             assert (status, ended.get("error")) == ("FAILED", INVALID_REQUEST), tracked.title
