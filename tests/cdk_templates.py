@@ -5,6 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +20,7 @@ from approvals.local.access import LOCAL_IDENTITY
 from approvals_cdk.packaging import build
 from examples.deploy_gate.app import DeployGateStack
 from examples.refund_batch.app import RefundBatchStack
-from tests.infra.conftest import STACK, SYNTH_TIMEOUT
+from tests.infra.conftest import ROOT, STACK, SYNTH_TIMEOUT
 from tests.infra.conftest import _start as cdk_synth
 
 
@@ -165,3 +168,42 @@ def product_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one_minute_sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same with `-c sweepMinutes=1`."""
     return synthesize_template(tmp_path_factory, "one-minute-sweep", sweepMinutes="1")
+
+
+README = ROOT / "README.md"
+README_APP_SECTION = "## Add an approval to your own workflow"
+
+
+def readme_app() -> str:
+    """The Python block of the README's "Add an approval to your own workflow"."""
+    section = README.read_text().split(README_APP_SECTION, 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, f"no Python block under {README_APP_SECTION!r}"
+    return match.group(1)
+
+
+def readme_app_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's app run as the CDK CLI runs it, in an empty directory: its template's
+    path. Synthesized once in a run, for the infra and the end-to-end tests alike."""
+    with once_in_the_run(tmp_path_factory, "readme-app") as directory:
+        template = directory / "cdk.out" / "ReleaseStack.template.json"
+        if not template.exists():
+            directory.mkdir(exist_ok=True)
+            (directory / "app.py").write_text(readme_app())
+            environment = {
+                **os.environ,
+                "CDK_OUTDIR": str(template.parent),
+                "CDK_CONTEXT_JSON": "{}",
+                "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            }
+            result = subprocess.run(
+                [sys.executable, "app.py"],
+                cwd=directory,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=SYNTH_TIMEOUT,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+    return template

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -84,6 +85,12 @@ def pytest_configure(config: pytest.Config) -> None:
     parse the service models of each new boto3 session (the test's and the handlers' own),
     and parse the product's two state machines to check them (moto parses each execution's
     definition anew all the same, so nothing of an execution is shared)."""
+    # CDK runs its built-in CloudFormation validation (a WebAssembly rules engine, more than
+    # half of a synthesis's CPU) on every synthesis. The tests check it where users meet it,
+    # on the product's own `cdk synth` (tests/infra/conftest.py turns it on there), and skip
+    # it in the other syntheses: the tests' stacks in this process (its CDK runtime starts
+    # later, at collection) and the templates the end-to-end tests deploy.
+    os.environ["CDK_VALIDATION"] = "false"
     botocore.session.create_loader = _shared_loader
     StepFunctionsParserBackend._validate_definition = staticmethod(  # type: ignore[method-assign]
         functools.cache(StepFunctionsParserBackend._validate_definition)

@@ -30,8 +30,7 @@ def local_stack(
     if request.param == TEMPLATE:
         options += ["--template", str(request.getfixturevalue("product_template"))]
     with running_local_stack(tmp_path_factory.mktemp(f"environments-{request.param}"), *options) as stack:
-        added = stack.cli("approvers", "add", *APPROVERS)
-        assert added.returncode == 0, added.stderr
+        stack.add_approvers(*APPROVERS)
         yield stack
 
 
@@ -97,7 +96,7 @@ def test_two_api_environments_take_clicks_on_one_approval_and_it_is_answered_onc
     assert [a.status for a in answers].count(200) == 1  # one vote settles a first-response request
     described = local_stack.ended(arn)
     assert described["status"] == "SUCCEEDED"
-    history = local_stack.aws("stepfunctions", "get-execution-history", "--execution-arn", arn)["events"]
+    history = local_stack.history(arn)
     answers_taken = [
         e
         for e in history

@@ -34,8 +34,7 @@ pytestmark = pytest.mark.e2e
 
 def deploy_locally(stack: RunningStack, template: dict[str, Any], machine: str) -> str:
     """The app's state machine on the local stack, its approvers added as an operator does."""
-    added = stack.cli("approvers", "add", *RELEASE_MANAGERS, *FINANCE)
-    assert added.returncode == 0, added.stderr
+    stack.add_approvers(*RELEASE_MANAGERS, *FINANCE)
     refs = {
         "ApprovalsRequestQueue": stack.info.queue_url,
         "ApprovalsTable": stack.info.table_name,

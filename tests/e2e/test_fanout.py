@@ -32,13 +32,10 @@ def test_every_approver_of_a_large_batch_is_emailed_before_the_first_click(local
         }
         for i in range(BATCH)
     ]
-    added = local_stack.cli("approvers", "add", *(f"finance{i}@example.com" for i in range(BATCH)))
-    assert added.returncode == 0, added.stderr
-    started = local_stack.aws(
-        "stepfunctions", "start-execution",
-        "--state-machine-arn", local_stack.info.fanout_state_machine_arn,
-        "--input", json.dumps({"requests": requests}),
-    )  # fmt: skip
+    local_stack.add_approvers(*(f"finance{i}@example.com" for i in range(BATCH)))
+    started = local_stack.sfn.start_execution(
+        stateMachineArn=local_stack.info.fanout_state_machine_arn, input=json.dumps({"requests": requests})
+    )
 
     deadline = time.monotonic() + 120
     while len(emails := emails_about(local_stack, prefix)) < BATCH and time.monotonic() < deadline:

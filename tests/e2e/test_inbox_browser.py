@@ -40,15 +40,12 @@ AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.m
 
 def fan_out(stack: RunningStack, approver: str, prefix: str, count: int) -> str:
     """A fan-out of ``count`` requests to ``approver``, titled ``prefix`` and a number; its execution."""
-    added = stack.cli("approvers", "add", approver)
-    assert added.returncode == 0, added.stderr
+    stack.add_approvers(approver)
     requests = [{"title": f"{prefix} {i:02d}", "approvers": [approver], "requester": "batch@example.com"}
                 for i in range(count)]  # fmt: skip
-    started = stack.aws(
-        "stepfunctions", "start-execution",
-        "--state-machine-arn", stack.info.fanout_state_machine_arn,
-        "--input", json.dumps({"requests": requests}),
-    )  # fmt: skip
+    started = stack.sfn.start_execution(
+        stateMachineArn=stack.info.fanout_state_machine_arn, input=json.dumps({"requests": requests})
+    )
     return str(started["executionArn"])
 
 

@@ -146,15 +146,9 @@ def test_no_task_token_in_any_output_and_clean_stop(local_stack: RunningStack) -
     machines = [local_stack.info.state_machine_arn]
     tokens: set[str] = set()
     for machine in machines:
-        listed = local_stack.aws("stepfunctions", "list-executions", "--state-machine-arn", machine)
-        for execution in listed["executions"]:
-            history = local_stack.aws(
-                "stepfunctions",
-                "get-execution-history",
-                "--execution-arn",
-                execution["executionArn"],
-            )
-            for event in history["events"]:
+        # Read with boto3: the README's AWS CLI commands are the earlier tests'.
+        for execution in local_stack.sfn.list_executions(stateMachineArn=machine)["executions"]:
+            for event in local_stack.history(execution["executionArn"]):
                 scheduled = event.get("taskScheduledEventDetails", {})
                 if scheduled.get("resourceType") == "sqs":  # not the workflow's confirmation
                     body = json.loads(scheduled["parameters"])["MessageBody"]

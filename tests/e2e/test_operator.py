@@ -92,20 +92,12 @@ def test_execution_that_ends_elsewhere_cancels_its_approval(local_stack: Running
         },
     }
     definition = render(workflow, local_stack.info.queue_url, local_stack.info.table_name)
-    machine = local_stack.aws(
-        "stepfunctions", "create-state-machine", "--name", "team-workflow",
-        "--role-arn", LOCAL_ROLE, "--definition", definition,
-    )["stateMachineArn"]  # fmt: skip
+    machine = local_stack.sfn.create_state_machine(
+        name="team-workflow", roleArn=LOCAL_ROLE, definition=definition
+    )["stateMachineArn"]
     title = "Cancel check"
     request = {"title": title, "approvers": ["cat@example.com"], "requester": "ops-bot@example.com"}
-    local_stack.aws(
-        "stepfunctions",
-        "start-execution",
-        "--state-machine-arn",
-        machine,
-        "--input",
-        json.dumps({"request": request}),
-    )
+    local_stack.sfn.start_execution(stateMachineArn=machine, input=json.dumps({"request": request}))
     link = wait_for_email(local_stack.info, "cat@example.com", title)["links"][0]
     deadline = time.monotonic() + 20
     while approver.request(link, headers={"Accept": "application/json"}).json()["status"] != "cancelled":

@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 from approvals.target import for_local
-from tests.cdk_templates import queue_senders, role_arn
+from tests.cdk_templates import queue_senders, readme_app_template, role_arn
 from tests.e2e.conftest import RunningStack, running_local_stack
 from tests.e2e.test_examples import click, links
-from tests.infra.test_readme_app import synthesize_readme_app
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def readme_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize_readme_app(tmp_path_factory.mktemp("readme-app"))
+    return readme_app_template(tmp_path_factory)
 
 
 def release(stack: RunningStack, title: str) -> str:
@@ -50,7 +49,7 @@ def test_the_readme_app_runs_an_approval_through_its_own_state_machine(
             click(link, "approve")
         described = stack.ended(execution)
         assert described["status"] == "SUCCEEDED", described
-        history = stack.aws("stepfunctions", "get-execution-history", "--execution-arn", execution)["events"]
+        history = stack.history(execution)
         entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
         assert entered[-1] == "Release"
 
@@ -70,6 +69,6 @@ def test_the_step_is_refused_when_the_queues_policy_does_not_name_its_role(
         execution = release(stack, "Release 2.5")
         described = stack.ended(execution)
         assert described["status"] == "FAILED", described
-        history = stack.aws("stepfunctions", "get-execution-history", "--execution-arn", execution)["events"]
+        history = stack.history(execution)
         (failed,) = [e["taskFailedEventDetails"] for e in history if "taskFailedEventDetails" in e]
         assert "AccessDenied" in failed["cause"] or "explicit deny" in failed["cause"], failed

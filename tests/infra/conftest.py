@@ -78,7 +78,10 @@ class Synthesis:
         return {lid: r for lid, r in self.template["Resources"].items() if r["Type"] == kind}
 
 
-def _start(outdir: Path, context: dict[str, str]) -> subprocess.Popen[str]:
+def _start(outdir: Path, context: dict[str, str], validated: bool = False) -> subprocess.Popen[str]:
+    """`cdk synth` with ``context``; with CDK's built-in CloudFormation validation when
+    ``validated`` (as users run it; tests/conftest.py turns it off for the tests' other
+    syntheses)."""
     if not CDK_CLI.exists():
         pytest.fail("the CDK CLI is not installed: `make test` installs it (npm ci), or run `npm ci`")
     command = [str(CDK_CLI), "synth", "--no-notices", "--quiet", "--output", str(outdir)]
@@ -89,6 +92,7 @@ def _start(outdir: Path, context: dict[str, str]) -> subprocess.Popen[str]:
         "CDK_DISABLE_CLI_TELEMETRY": "true",
         # jsii's banner about Node 20's end of life would bury the output a failure shows.
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "CDK_VALIDATION": "true" if validated else "false",
     }
     return subprocess.Popen(
         command,
@@ -110,6 +114,7 @@ def _start_without_acknowledgements(outdir: Path) -> subprocess.Popen[str]:
             {"approvers": ",".join(APPROVERS), "rateLimitPerIp": str(RATE_LIMIT_PER_IP)}
         ),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "CDK_VALIDATION": "true",  # as the stack under test
     }
     script = Path(__file__).with_name("app_without_acknowledgements.py")
     return subprocess.Popen(
@@ -126,7 +131,9 @@ def _start_without_acknowledgements(outdir: Path) -> subprocess.Popen[str]:
 def synth_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesis]:
     runs = {"stack": CONTEXT, "missing": MISSING_APPROVERS, "malformed": MALFORMED_APPROVERS}
     outdirs = {name: tmp_path_factory.mktemp(f"cdk-{name}") for name in [*runs, "unacknowledged"]}
-    started = {name: _start(outdirs[name], context) for name, context in runs.items()}
+    started = {
+        name: _start(outdirs[name], context, validated=name == "stack") for name, context in runs.items()
+    }
     started["unacknowledged"] = _start_without_acknowledgements(outdirs["unacknowledged"])
     done: dict[str, Synthesis] = {}
     try:

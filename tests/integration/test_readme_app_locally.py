@@ -20,7 +20,7 @@ from approvals.local.info import LocalInfo
 from approvals.local.stack import LocalStack, banner
 from approvals.target import for_local
 from approvals_cdk import ApprovalErrors
-from tests.infra.test_readme_app import readme_app
+from tests.cdk_templates import readme_app
 
 pytestmark = pytest.mark.xdist_group("local-template")
 
