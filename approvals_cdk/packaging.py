@@ -46,6 +46,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 import approvals
 from approvals import functions
 
@@ -292,6 +294,7 @@ def _prune(cache_root: Path, keep: Path) -> None:
     for old in builds[KEEP_BUILDS:]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
+            old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
 
 
 def content_hash(directory: Path) -> str:
@@ -324,7 +327,17 @@ def build(
         os.utime(final)  # most recently used: kept by the pruning
         return Asset(final, content_hash(final))
     cache_root.mkdir(parents=True, exist_ok=True)
-    staging = cache_root / f".building-{key}-{os.getpid()}"
+    # Syntheses started together (parallel pipelines, a test run) wait for the first one's
+    # build and reuse it.
+    with FileLock(cache_root / f".{key}.lock"):
+        if not final.is_dir():
+            _build_into(final, target, pinned, packages)
+    _prune(cache_root, keep=final)
+    return Asset(final, content_hash(final))
+
+
+def _build_into(final: Path, target: LambdaTarget, pinned: list[str], packages: Mapping[str, Path]) -> None:
+    staging = final.with_name(f".building-{final.name}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()
@@ -334,12 +347,6 @@ def build(
         _copy_project(packages, staging)
         if target.matches_this_interpreter:  # bytecode is specific to the Python version
             _precompile(staging)
-        try:
-            staging.rename(final)  # atomic: a concurrent synth sees all of it or none
-        except OSError:
-            if not final.is_dir():
-                raise
+        staging.rename(final)  # atomic: a synth elsewhere sees all of it or none
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _prune(cache_root, keep=final)
-    return Asset(final, content_hash(final))

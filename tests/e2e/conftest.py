@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,7 +97,7 @@ class RunningStack:
                 return described
             time.sleep(0.3)
 
-    @property
+    @cached_property
     def sfn(self) -> Any:
         """Step Functions through boto3, for what a test reads or starts itself."""
         return for_local(self.info).client("stepfunctions")

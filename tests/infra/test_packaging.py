@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+import threading
+import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,29 @@ def test_the_cdk_extra_leaves_cdk_nag_to_those_who_want_it() -> None:
     assert not [r for r in extras["cdk"] if r.startswith("cdk-nag")]
     assert [r for r in extras["nag"] if r.startswith("cdk-nag")]
     assert "stepfunctions-approvals[nag]" in " ".join(extras["dev"])  # the tests run the checks
+
+
+def test_syntheses_at_once_build_the_asset_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several `cdk synth` runs starting together (a fresh clone's test run starts six) wait
+    for the first one's build and reuse it, rather than each fetching and copying it."""
+    fetches: list[str] = []
+    first_fetch_started, release_first = threading.Event(), threading.Event()
+
+    def fetched(target: packaging.LambdaTarget, pinned: list[str], into: Path) -> None:
+        fetches.append(into.name)
+        first_fetch_started.set()
+        release_first.wait(timeout=30)
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "dependency.py").write_text("")
+
+    monkeypatch.setattr(packaging, "_install_from_environment", lambda *_: False)
+    monkeypatch.setattr(packaging, "_pip_install", fetched)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        builds = [pool.submit(packaging.build, cache_root=tmp_path)]
+        assert first_fetch_started.wait(timeout=30)
+        builds += [pool.submit(packaging.build, cache_root=tmp_path) for _ in range(2)]
+        time.sleep(0.2)  # the later builds reach the cache meanwhile (a pause, not a timing)
+        release_first.set()
+        assets = {build.result(timeout=60) for build in builds}
+    assert len(fetches) == 1
+    assert len(assets) == 1
