@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import boto3
-import botocore.loaders
-import botocore.session
 import moto
 import pytest
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
@@ -39,7 +37,7 @@ import worker.handler
 from approvals import directory, executions, inboxlinks, runtime, shortlinks
 from approvals.answers import as_form
 from approvals.links import LinkClaims, SigningKey, approval_id_for, link_for
-from approvals.local import moto_fixes
+from approvals.local import moto_fixes, moto_speedups
 from approvals.local.approver import FormReader, HttpResult, form_headers, replayed_form
 from approvals.local.http import proxy_event
 from approvals.local.outbox import Outbox, SentEmail
@@ -65,21 +63,6 @@ T = TypeVar("T")
 EMAIL = TypeAdapter(Email)
 
 
-class _SearchPaths(list[str]):
-    """A shared loader's search paths: each new boto3 session appends its own data path."""
-
-    def append(self, path: str) -> None:
-        if path not in self:
-            super().append(path)
-
-
-@functools.cache
-def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
-    loader = botocore.loaders.create_loader(search_path_string)
-    loader._search_paths = _SearchPaths(loader.search_paths)  # type: ignore[attr-defined]
-    return loader
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """What every moto stack (one per test) would otherwise do again, done once per process:
     parse the service models of each new boto3 session (the test's and the handlers' own),
@@ -91,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # it in the other syntheses: the tests' stacks in this process (its CDK runtime starts
     # later, at collection) and the templates the end-to-end tests deploy.
     os.environ["CDK_VALIDATION"] = "false"
-    botocore.session.create_loader = _shared_loader
+    moto_speedups.share_one_botocore_loader()
     StepFunctionsParserBackend._validate_definition = staticmethod(  # type: ignore[method-assign]
         functools.cache(StepFunctionsParserBackend._validate_definition)
     )

@@ -40,6 +40,9 @@ where a child execution's time went:
   already (``{"S": "..."}``, ``{"M": {...}}``), which is what that walk writes out for every
   type but binary (base64): an attribute value of no binary type is written as it is. Half
   of an idle local stack's CPU went to it, serializing what its sweep reads every 2 s.
+- Each new boto3 session read botocore's data anew (the endpoints, each service's model):
+  deploying a template made one per resource made through the API, about half of a
+  deployment's CPU. The sessions of a process share one loader, which keeps what it read.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ import threading
 import weakref
 from typing import Any
 
+import botocore.loaders
+import botocore.session
 from moto.core.serialize import BaseJSONSerializer
 from moto.core.utils import unix_time
 from moto.dynamodb import models as dynamodb_models
@@ -86,6 +91,7 @@ def apply() -> None:
     _apply_transactions_undone_by_item()
     _apply_backends_found_once_per_host()
     _apply_attribute_values_written_as_they_are()
+    share_one_botocore_loader()
 
 
 def _apply_untimed_programs_in_their_callers_thread() -> None:
@@ -294,3 +300,24 @@ def _apply_attribute_values_written_as_they_are() -> None:
             serialize(self, serialized, value, shape, key)
 
     BaseJSONSerializer._serialize = serialize_attribute_values_as_they_are  # type: ignore[method-assign,assignment]
+
+
+class _SearchPaths(list[str]):
+    """A shared loader's search paths: each new boto3 session appends its own data path."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+@functools.cache
+def _shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    loader = botocore.loaders.create_loader(search_path_string)
+    loader._search_paths = _SearchPaths(loader.search_paths)  # type: ignore[attr-defined]
+    return loader
+
+
+def share_one_botocore_loader() -> None:
+    """Every botocore session made from now on in this process reads its data through one
+    loader (the tests' processes call it too)."""
+    botocore.session.create_loader = _shared_loader

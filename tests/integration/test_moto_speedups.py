@@ -5,6 +5,8 @@ test here checks what the patch keeps, and what it spares where that can be coun
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from typing import Any
@@ -342,3 +344,20 @@ def test_dynamodb_answers_carry_every_attribute_type_as_moto_writes_them(
     assert item == {**key, **ATTRIBUTE_VALUES}
     # Walked: the three binary values, and the map and list that hold the nested one.
     assert sorted(walked) == ["B", "B", "BS", "L", "M"]
+
+
+# In a process of its own: the tests' processes share the loader from the start (conftest).
+ONE_LOADER = """
+import boto3
+from approvals.local import moto_fixes
+moto_fixes.apply()
+loaders = {id(boto3.Session()._session.get_component("data_loader")) for _ in range(3)}
+print(len(loaders))
+"""
+
+
+def test_the_local_stacks_boto3_sessions_read_botocore_s_data_once() -> None:
+    """Deploying a template made a session per resource made through the API, and each read
+    the endpoints and the service models anew: half of the deployment's CPU."""
+    done = subprocess.run([sys.executable, "-c", ONE_LOADER], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
