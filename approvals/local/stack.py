@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals import directory, stack_outputs
-from approvals.local import environments, identities, moto_fixes
+from approvals.local import environments, identities, long_polls, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.info import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.local.outbox import Outbox
@@ -217,6 +217,7 @@ class LocalStack:
         _ensure_free(self.host, self.api_port, "the approval API")
         _quiet_libraries()
         moto_fixes.apply()
+        long_polls.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
         self._saved_environment = dict(os.environ)
         server = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
@@ -428,10 +429,11 @@ class LocalStack:
         )
 
     def stop(self) -> None:
-        # Every poller told first: their long polls then end together, not one after another.
+        # Every poller told first, then their long polls ended: none waits out its 20 s.
         for runner in self._runners:
             runner.request_stop()
         self._runners.clear()
+        long_polls.end()
         for stop in self._stoppers:
             stop()
         self._stoppers.clear()
