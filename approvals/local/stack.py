@@ -111,15 +111,20 @@ def banner(info: LocalInfo, templates: Sequence[Path] = ()) -> str:
     )
 
 
-def sweeper(interval: float) -> Periodic:
-    """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
-    Step Functions about each pending approval's execution)."""
+def sweep_if_any_work(table_name: str, region: str) -> None:
+    """One sweep, unless it would find nothing (approvals/local/sweep_work.py)."""
     from approvals import runtime, sweep
+    from approvals.local.sweep_work import nothing_to_sweep
     from approvals.models import utcnow
 
-    return Periodic(
-        "sweeper", interval, lambda: sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
-    )
+    if not nothing_to_sweep(table_name, region):
+        sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
+
+
+def sweeper(interval: float, table_name: str, region: str) -> Periodic:
+    """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
+    Step Functions about each pending approval's execution)."""
+    return Periodic("sweeper", interval, lambda: sweep_if_any_work(table_name, region))
 
 
 def fanout_summary(resources: Resources) -> LocalFunction:
@@ -340,7 +345,7 @@ class LocalStack:
         ]
         summary = fanout_summary(resources)
         self._stoppers.append(serve_invocations({resources.fanout_summary_function: summary}))
-        self._run(api, pollers, [sweeper(self.sweep_interval)])
+        self._run(api, pollers, [sweeper(self.sweep_interval, resources.table_name, resources.region)])
         return LocalInfo(
             endpoint_url=endpoint_url,
             region=resources.region,
