@@ -51,9 +51,14 @@ def apply() -> None:
 
 def end() -> None:
     """Every receive waiting on a queue of this process answers now, and none waits again."""
-    for regions in sqs_backends.values():
-        for backend in regions.values():
-            for queue in backend.queues.values():
-                with queue._messages_lock:
-                    _ended.add(queue)
-                    queue._messages_lock.notify_all()
+    # Copies: a request being served may create a queue or a region's backend meanwhile.
+    queues = [
+        queue
+        for regions in list(sqs_backends.values())
+        for backend in list(regions.values())
+        for queue in list(backend.queues.values())
+    ]
+    for queue in queues:
+        with queue._messages_lock:
+            _ended.add(queue)
+            queue._messages_lock.notify_all()
