@@ -1,4 +1,5 @@
-"""SQS long polls that the local stack's stop ends at once.
+"""SQS long polls that the local stack's stop ends at once, and that an idle queue does not
+wake every second.
 
 moto (5.2.5) serves a ``ReceiveMessage`` with ``WaitTimeSeconds`` by receiving, then waiting
 on the queue (a new message wakes the wait at once; one made visible again by its visibility
@@ -7,6 +8,8 @@ ends the wait sooner. The local stack's pollers wait 20 s, as Lambda's own polle
 stop would wait out their receives. Here the same wait can also be ended: :func:`end` makes
 every receive waiting on the process's queues answer at once with what it has (nothing),
 as the poll's time running out would, and any later one on those queues not wait at all.
+An empty queue's wait is not checked every second: only a send can change it, and a send
+wakes it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ def _receive(
             remaining = deadline - time.monotonic()
             if received or remaining <= 0 or queue in _ended:
                 return received
-            queue._messages_lock.wait(min(remaining, RECHECK_SECONDS))
+            # An empty queue changes only by a send, which wakes the wait: an idle stack's
+            # receives then wake once a poll, not every second.
+            queue._messages_lock.wait(min(remaining, RECHECK_SECONDS) if queue._messages else remaining)
 
 
 def apply() -> None:
