@@ -15,10 +15,10 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
-# How long each receive waits for a message (SQS long polling; Lambda's own pollers wait 20 s).
-# A message that arrives is received at once; an idle stack's pollers ask a fifth as often as
-# with 1 s (its CPU went from about 4.3% of a core to 1.6%), and a stop waits out at most one.
-LONG_POLL_SECONDS = 5
+# How long each receive waits for a message: SQS's longest, as Lambda's own pollers wait. A
+# message that arrives is received at once, an idle stack's pollers ask once in 20 s, and the
+# local stack's stop ends the receives under way (approvals/local/long_polls.py).
+LONG_POLL_SECONDS = 20
 Handler = Callable[[dict[str, Any], Any], Mapping[str, Any]]
 
 

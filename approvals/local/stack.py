@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from approvals import directory, stack_outputs
-from approvals.local import environments, identities, moto_fixes
+from approvals.local import environments, identities, long_polls, moto_fixes
 from approvals.local.environments import DEFAULT_CONCURRENCY, IN_PROCESS, Handler, ProcessEnvironments
 from approvals.local.info import LOCAL_CREDENTIALS, STATE_FILE, LocalInfo
 from approvals.local.outbox import Outbox
@@ -111,15 +111,20 @@ def banner(info: LocalInfo, templates: Sequence[Path] = ()) -> str:
     )
 
 
-def sweeper(interval: float) -> Periodic:
-    """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
-    Step Functions about each pending approval's execution)."""
+def sweep_if_any_work(table_name: str, region: str) -> None:
+    """One sweep, unless it would find nothing (approvals/local/sweep_work.py)."""
     from approvals import runtime, sweep
+    from approvals.local.sweep_work import nothing_to_sweep
     from approvals.models import utcnow
 
-    return Periodic(
-        "sweeper", interval, lambda: sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
-    )
+    if not nothing_to_sweep(table_name, region):
+        sweep.sweep(runtime.from_environment(), utcnow(), check_executions=True)
+
+
+def sweeper(interval: float, table_name: str, region: str) -> Periodic:
+    """Plays EventBridge Scheduler (the sweep) and the execution-status rule (by asking
+    Step Functions about each pending approval's execution)."""
+    return Periodic("sweeper", interval, lambda: sweep_if_any_work(table_name, region))
 
 
 def fanout_summary(resources: Resources) -> LocalFunction:
@@ -217,6 +222,7 @@ class LocalStack:
         _ensure_free(self.host, self.api_port, "the approval API")
         _quiet_libraries()
         moto_fixes.apply()
+        long_polls.apply()
         # The handlers read the environment, as in Lambda; what is set here is undone by stop().
         self._saved_environment = dict(os.environ)
         server = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
@@ -339,7 +345,7 @@ class LocalStack:
         ]
         summary = fanout_summary(resources)
         self._stoppers.append(serve_invocations({resources.fanout_summary_function: summary}))
-        self._run(api, pollers, [sweeper(self.sweep_interval)])
+        self._run(api, pollers, [sweeper(self.sweep_interval, resources.table_name, resources.region)])
         return LocalInfo(
             endpoint_url=endpoint_url,
             region=resources.region,
@@ -428,10 +434,11 @@ class LocalStack:
         )
 
     def stop(self) -> None:
-        # Every poller told first: their long polls then end together, not one after another.
+        # Every poller told first, then their long polls ended: none waits out its 20 s.
         for runner in self._runners:
             runner.request_stop()
         self._runners.clear()
+        long_polls.end()
         for stop in self._stoppers:
             stop()
         self._stoppers.clear()
