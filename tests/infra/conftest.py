@@ -114,7 +114,6 @@ def _start_without_acknowledgements(outdir: Path) -> subprocess.Popen[str]:
             {"approvers": ",".join(APPROVERS), "rateLimitPerIp": str(RATE_LIMIT_PER_IP)}
         ),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-        "CDK_VALIDATION": "true",  # as the stack under test
     }
     script = Path(__file__).with_name("app_without_acknowledgements.py")
     return subprocess.Popen(
