@@ -49,10 +49,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Four workers on two cores: half the suite's time is waiting (the e2e stacks' sweeps, emails,
-# a real schedule), so two workers left the cores half idle (604 s against 345 s, 2026-12-06).
+# Three workers on two cores: much of the suite's time is waiting (the e2e stacks' sweeps,
+# emails, a real schedule), so two workers left the cores half idle (604 s against 345 s);
+# a fourth took as long (342 s against 339 s) for 90 more CPU-seconds (its collection, and
+# four processes contending for two cores), measured in turn on 2026-12-06.
 test: lint browser $(NODE_STAMP)
-	$(BIN)/pytest -n 4 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --dist loadgroup --no-loadscope-reorder
 
 # The batch page at scale: a fan-out of 1,000 decided from the inbox in Chromium, in both
 # modes (about 130 CPU-seconds a mode; make test runs the same test with 55 items).

@@ -1,7 +1,7 @@
 """The local stack as a user runs it: `approvals local` in a subprocess, driven over HTTP
 and with the AWS CLI.
 
-Under `pytest -n 4 --dist loadgroup` each module's tests in each mode are an xdist group of
+Under `pytest -n 3 --dist loadgroup` each module's tests in each mode are an xdist group of
 their own (the module's stack in that mode starts once, on one worker, while the other
 workers take other groups), except the tests on the template with a one-minute sweep: they
 share one stack, in a group of their own.

@@ -6,7 +6,7 @@ the tests need at once, in parallel: the stack with every part, the stack with n
 yet (they are added after the deploy), one that must stop with a clear error (approvers
 malformed, a misspelt parameter), and the app with its cdk-nag
 acknowledgements taken out, which must fail on exactly those. Every infra test is in the xdist
-group "infra", so under `pytest -n 4 --dist loadgroup` they share one worker, and one synth.
+group "infra", so under `pytest -n 3 --dist loadgroup` they share one worker, and one synth.
 """
 
 from __future__ import annotations
