@@ -68,10 +68,13 @@ def test_an_idle_table_is_not_swept_and_a_pending_request_is(stack: Stack, calls
 def test_a_decision_keeps_the_table_busy_until_the_requester_is_told(stack: Stack) -> None:
     title = "Tell the requester"
     stack.add_approvers([REQUESTER])
-    stack.start(ApprovalRequest(title=title, approvers=[ALICE], requester=REQUESTER))
+    arn = stack.start(ApprovalRequest(title=title, approvers=[ALICE], requester=REQUESTER))
     link = stack.email(ALICE, title).links[0]
     assert stack.click(link, "approve").status == 200
     assert stack.approval(approval_id_of(link)).status is Status.APPROVED
+    # The workflow confirms the decision's delivery as it ends: until then the decision is
+    # open work of its own (a sweep that ran before would find it undelivered).
+    assert stack.finish(arn, timeout=30).status == "SUCCEEDED"
     assert not idle(stack)  # the requester is still to be told
 
     assert sweep(runtime.from_environment(), utcnow())["requester told"] == 1
