@@ -14,6 +14,7 @@ wakes it.
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 
@@ -23,6 +24,10 @@ RECHECK_SECONDS = 1.0  # as moto: how late a message made visible again may be f
 
 _receive_at_once = SQSBackend.receive_message
 _ended: weakref.WeakSet[Queue] = weakref.WeakSet()
+# Queues a receive has waited on: a reset of moto's state (a second stack started in the
+# process) takes them out of the backends while the first stack's pollers still wait there.
+_waited_on: weakref.WeakSet[Queue] = weakref.WeakSet()
+_waited_on_lock = threading.Lock()
 
 
 def _receive(
@@ -34,6 +39,8 @@ def _receive(
     message_attribute_names: list[str] | None = None,
 ) -> list[Message]:
     queue = self.get_queue(queue_name)
+    with _waited_on_lock:
+        _waited_on.add(queue)
     deadline = time.monotonic() + wait_seconds_timeout
     # Held from each receive to the wait (which lets it go): a message sent between the two
     # takes the same lock to notify the wait, so none is missed for a second.
@@ -48,6 +55,8 @@ def _receive(
             # An empty queue changes only by a send, which wakes the wait: an idle stack's
             # receives then wake once a poll, not every second.
             queue._messages_lock.wait(min(remaining, RECHECK_SECONDS) if queue._messages else remaining)
+            if queue in _ended:  # nothing more: its backend may be gone (a reset)
+                return []
 
 
 def apply() -> None:
@@ -63,6 +72,8 @@ def end() -> None:
         for backend in list(regions.values())
         for queue in list(backend.queues.values())
     ]
+    with _waited_on_lock:
+        queues += list(_waited_on)
     for queue in queues:
         with queue._messages_lock:
             _ended.add(queue)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import boto3
 import moto
 import pytest
+from moto.core.base_backend import BackendDict
 from moto.sqs.models import Queue, sqs_backends
 
 from approvals.local import long_polls
@@ -94,6 +95,16 @@ def test_ending_the_long_polls_answers_a_waiting_receive_and_any_later_one_at_on
     later = Receive(sqs, queue_url)
     later.start()
     assert answered(later) == []
+
+
+def test_ending_the_long_polls_answers_a_receive_on_a_queue_that_a_reset_took_away(sqs: SQSClient) -> None:
+    """A second stack started in the process resets moto's state (the tests start several):
+    the first stack's pollers still wait on its queues, which the backends no longer hold."""
+    queue_url = sqs.create_queue(QueueName="reset")["QueueUrl"]
+    receive = long_poll(sqs, queue_url)
+    BackendDict.reset()
+    long_polls.end()
+    assert answered(receive) == []
 
 
 def test_a_local_stack_stops_without_waiting_out_its_pollers_receives() -> None:
