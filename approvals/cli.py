@@ -37,6 +37,7 @@ from approvals.store import UnreadableItem
 from approvals.target import Target, TargetError, deployed, local, without_local_extra
 
 EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+SIGNAL_CHECK_SECONDS = 0.5  # how late `approvals local` may see a Ctrl-C
 APPROVAL_REFERENCE = "the approval's id (`approvals list`), or an approver's short link from their email"
 
 
@@ -70,12 +71,15 @@ def cmd_local(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    info.write()
-    print(banner(info, args.template or ()), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    stopped.wait()
+    info.write()  # once a signal stops the stack (the tests wait for this file)
+    print(banner(info, args.template or ()), flush=True)
+    # Not one wait without end: a signal may reach any thread, and Python runs its handler
+    # only when the main thread runs, which nothing wakes from a wait on a lock.
+    while not stopped.wait(SIGNAL_CHECK_SECONDS):
+        pass
     stack.stop()
     print("Local stack stopped.", flush=True)
     return 0
