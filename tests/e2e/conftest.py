@@ -239,14 +239,19 @@ def running_local_stack(
     try:
         yield RunningStack(LocalInfo.read(state), workdir, process, env)
     finally:
+        stopped = True
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            try:  # a clean stop is tested on its own; here, never leave a stack behind
+            try:  # a stop takes about 2 s; never leave a stack behind
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+                stopped = False
         log.close()
+        if not stopped:
+            printed = (workdir / "local.log").read_text()
+            pytest.fail(f"approvals local ignored its SIGINT for 60 s; it printed:\n{printed[-2000:]}")
 
 
 @contextmanager
